@@ -1,0 +1,73 @@
+// Command phiproxy is a PostgreSQL wire-protocol proxy that keeps protected
+// health information encrypted inside PostgreSQL.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// errUsage marks a command-line mistake: exit code 2.
+var errUsage = errors.New("usage")
+
+const usage = `phiproxy: keep PHI encrypted inside PostgreSQL
+
+Usage:
+  phiproxy serve   --config FILE      run the proxy
+  phiproxy check   --config FILE      validate a configuration (and the live database)
+  phiproxy demo                       throwaway PostgreSQL + proxy for a first look
+  phiproxy keys    SUBCOMMAND ...     init | rotate | list | rewrap | retire
+  phiproxy version                    print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and maps its outcome to an exit code:
+// 0 success, 1 failure, 2 usage, 130/143 interrupted by SIGINT/SIGTERM.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch args[0] {
+	case "serve":
+		err = runServe(ctx, args[1:], stdout, stderr)
+	case "check":
+		err = runCheck(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "keys":
+		err = runKeys(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "phiproxy", version())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "phiproxy: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "phiproxy:", err)
+		return 2
+	case ctx.Err() != nil:
+		fmt.Fprintln(stderr, "phiproxy:", err)
+		return interruptedCode(ctx)
+	default:
+		fmt.Fprintln(stderr, "phiproxy:", err)
+		return 1
+	}
+}

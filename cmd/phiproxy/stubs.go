@@ -1,0 +1,19 @@
+package main
+
+// Temporary stubs: each subcommand's owner replaces its stub with a file of
+// its own (serve.go, check.go, demo.go, keys.go) and deletes it here.
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+var errNotYet = errors.New("not implemented yet")
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error  { return errNotYet }
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error  { return errNotYet }
+func interruptedCode(ctx context.Context) int                                     { return 130 }
+func version() string                                                             { return "dev" }

@@ -1,0 +1,101 @@
+package rewrite
+
+import "github.com/novamind/phiproxy/policy"
+
+// This file is the contract between rewrite and proxy: what a Plan says.
+
+// Catalog answers what the rewriter cannot learn from SQL text alone. The
+// proxy implements it from the live database's catalog.
+type Catalog interface {
+	// Columns returns the names of the table's live (not dropped) columns
+	// in attribute-number order, blind-index columns included, and false
+	// when the table is unknown. Used to expand INSERT without a column
+	// list and SELECT *.
+	Columns(schema, table string) ([]string, bool)
+}
+
+// Action says what the proxy does to one value before it goes upstream.
+type Action uint8
+
+const (
+	// ActionNone forwards the value unchanged: it is not PHI.
+	ActionNone Action = iota
+	// ActionEncrypt replaces the value by its ciphertext for Column.
+	ActionEncrypt
+	// ActionIndex replaces the value by Column's blind index.
+	ActionIndex
+)
+
+// Param is one parameter ($n) of the rewritten SQL. Plan.Params[i] is $i+1.
+type Param struct {
+	// Source is the 0-based index of the client's parameter whose value
+	// this is. Several rewritten parameters may share a source (an INSERT
+	// sends the value encrypted and, as an added parameter, indexed).
+	Source int
+	Action Action
+	// Column is the PHI column the value is encrypted or indexed for; nil
+	// for ActionNone.
+	Column *policy.Column
+	// Array is true for `col = ANY($n)`: the value is an array and the action
+	// applies to each element.
+	Array bool
+}
+
+// Literal is a value written in the SQL text (simple protocol, psql) that
+// the proxy must replace before sending.
+type Literal struct {
+	// Start and End are the byte range in Plan.SQL to overwrite with the
+	// transformed value as a complete SQL literal (quotes included).
+	Start, End int
+	// Value is the literal's value with SQL quoting removed ('O''Brien' ->
+	// O'Brien); numbers keep their text.
+	Value  string
+	Action Action // ActionEncrypt or ActionIndex
+	Column *policy.Column
+}
+
+// Kind classifies a statement for the proxy.
+type Kind uint8
+
+// Statement kinds.
+const (
+	KindOther Kind = iota
+	KindSelect
+	KindInsert
+	KindUpdate
+	KindDelete
+	KindDDL // may change the catalog: the proxy refreshes what it knows
+	KindTransaction
+)
+
+// Statement is what the plan knows about one statement of the text.
+type Statement struct {
+	Kind Kind
+	// Tables are the policy tables the statement touches (nil for none).
+	Tables []*policy.Table
+}
+
+// Plan is the analysis of one SQL text (which may hold several statements).
+// Plans are immutable and shared by every session through the cache.
+type Plan struct {
+	// SQL is the text to send upstream. When Literals is not empty it is a
+	// template: the proxy splices each literal's replacement into it.
+	SQL string
+	// Passthrough is true when no statement touches a policy table: SQL is
+	// the input, Params, Literals and Statements may be empty, and the proxy
+	// forwards the message as raw bytes.
+	Passthrough bool
+	// ClientParams is the number of parameters the client binds (the
+	// highest $n in the input).
+	ClientParams int
+	// Params describes every parameter of SQL; len(Params) >= ClientParams
+	// when any parameter is rewritten, else it may be nil.
+	Params []Param
+	// Literals are sorted by Start and do not overlap.
+	Literals []Literal
+	// Statements are in text order.
+	Statements []Statement
+	// Fingerprint is pg_query's fingerprint of the input, for logs (never
+	// the text itself, which may hold PHI literals).
+	Fingerprint string
+}
