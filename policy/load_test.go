@@ -1,0 +1,177 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+)
+
+const seed = `
+tables:
+  - name: public.patients
+    columns:
+      first_name:      { type: text }
+      last_name:       { type: text }
+      date_of_birth:   { type: date }
+      ssn:             { type: text, blind_index: { normalize: [digits] } }
+      email:           { type: text, blind_index: { normalize: [trim, lower] } }
+      phone:           { type: text, blind_index: { normalize: [digits], bits: 64, column: phone_hash, index_group: phone } }
+      photo:           { type: bytea, storage: bytea }
+      old_name:        { type: text, associated_data: public.patients.previous_name }
+  - name: clinical_notes
+    columns:
+      diagnosis: { type: text }
+`
+
+func TestParseSeed(t *testing.T) {
+	p, err := Parse([]byte(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(p.Tables()); got != 2 {
+		t.Fatalf("tables = %d, want 2", got)
+	}
+	pt := p.Table("public", "patients")
+	if pt == nil {
+		t.Fatal("public.patients not found")
+	}
+	if cn := p.Table("public", "clinical_notes"); cn == nil || cn.Schema != "public" {
+		t.Fatalf("clinical_notes default schema: %+v", cn)
+	}
+	type view struct {
+		Type    LogicalType
+		Storage Storage
+		AD      string
+		Index   *BlindIndex
+	}
+	got := map[string]view{}
+	for _, c := range pt.Columns {
+		if c.Table != pt {
+			t.Errorf("%s: back pointer wrong", c.Name)
+		}
+		got[c.Name] = view{c.Type, c.Storage, c.AssociatedData, c.BlindIndex}
+	}
+	want := map[string]view{
+		"first_name":    {TypeText, StorageText, "public.patients.first_name", nil},
+		"last_name":     {TypeText, StorageText, "public.patients.last_name", nil},
+		"date_of_birth": {TypeDate, StorageText, "public.patients.date_of_birth", nil},
+		"ssn":           {TypeText, StorageText, "public.patients.ssn", &BlindIndex{Column: "ssn_bidx", Normalize: []string{"digits"}, Bits: 128, Group: "public.patients.ssn"}},
+		"email":         {TypeText, StorageText, "public.patients.email", &BlindIndex{Column: "email_bidx", Normalize: []string{"trim", "lower"}, Bits: 128, Group: "public.patients.email"}},
+		"phone":         {TypeText, StorageText, "public.patients.phone", &BlindIndex{Column: "phone_hash", Normalize: []string{"digits"}, Bits: 64, Group: "phone"}},
+		"photo":         {TypeBytea, StorageBytea, "public.patients.photo", nil},
+		"old_name":      {TypeText, StorageText, "public.patients.previous_name", nil},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("columns (-want +got):\n%s", d)
+	}
+	if c := pt.IndexColumn("phone_hash"); c == nil || c.Name != "phone" {
+		t.Errorf("IndexColumn(phone_hash) = %v", c)
+	}
+	if pt.IsIndexColumn("email") || !pt.IsIndexColumn("email_bidx") {
+		t.Error("IsIndexColumn wrong")
+	}
+	if n := p.TablesNamed("patients"); len(n) != 1 || n[0] != pt {
+		t.Errorf("TablesNamed = %v", n)
+	}
+	if !pt.Column("email").SameIndex(pt.Column("email")) || pt.Column("email").SameIndex(pt.Column("ssn")) {
+		t.Error("SameIndex wrong")
+	}
+	if got := pt.Column("email").QualifiedName(); got != "public.patients.email" {
+		t.Errorf("QualifiedName = %q", got)
+	}
+}
+
+func TestLoadSectionNode(t *testing.T) {
+	var cfg struct {
+		Policy yaml.Node `yaml:"policy"`
+	}
+	if err := yaml.Unmarshal([]byte("listen: {}\npolicy:\n  tables:\n    - name: s.t\n      columns:\n        c: { type: uuid }\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(&cfg.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Table("s", "t").Column("c"); c == nil || c.Type != TypeUUID {
+		t.Fatalf("column = %+v", c)
+	}
+}
+
+func TestEmpty(t *testing.T) {
+	for _, doc := range []string{"", "tables: []\n", "tables:\n"} {
+		p, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+		if !p.Empty() {
+			t.Errorf("%q: not empty", doc)
+		}
+	}
+	if p, err := Load(nil); err != nil || !p.Empty() {
+		t.Errorf("Load(nil) = %v, %v", p, err)
+	}
+	var nilp *Policy
+	if nilp.Table("a", "b") != nil || nilp.Tables() != nil || !nilp.Empty() {
+		t.Error("nil policy lookups")
+	}
+}
+
+func TestValidation(t *testing.T) {
+	tests := []struct {
+		name, doc string
+		want      []string // each a substring of the error, with its line
+	}{
+		{"unknown top field", "tables: []\nextra: 1\n", []string{`line 2: unknown field "extra" in policy`}},
+		{"unknown table field", "tables:\n  - name: t\n    colums: {}\n", []string{`line 3: unknown field "colums" in table`, "line 2: table public.t needs a non-empty columns mapping"}},
+		{"unknown column field", "tables:\n  - name: t\n    columns:\n      a: { type: text, index: true }\n", []string{`line 4: unknown field "index" in column public.t.a`}},
+		{"unknown blind_index field", "tables:\n  - name: t\n    columns:\n      a:\n        type: text\n        blind_index: { norm: [trim] }\n", []string{`line 6: unknown field "norm" in blind_index of public.t.a`}},
+		{"duplicate table", "tables:\n  - name: t\n    columns: { a: { type: text } }\n  - name: public.t\n    columns: { b: { type: text } }\n", []string{"line 4: duplicate table public.t (first at line 2)"}},
+		{"duplicate column", "tables:\n  - name: t\n    columns:\n      a: { type: text }\n      a: { type: int4 }\n", []string{"line 5: duplicate column public.t.a"}},
+		{"bad type", "tables:\n  - name: t\n    columns:\n      a: { type: string }\n", []string{`line 4: column public.t.a: unknown type "string"`}},
+		{"missing type", "tables:\n  - name: t\n    columns:\n      a: { storage: text }\n", []string{"line 4: column public.t.a needs a type"}},
+		{"bad storage", "tables:\n  - name: t\n    columns:\n      a: { type: text, storage: blob }\n", []string{`line 4: column public.t.a: unknown storage "blob"`}},
+		{"bad normalizer", "tables:\n  - name: t\n    columns:\n      a:\n        type: text\n        blind_index:\n          normalize: [trim, upper]\n", []string{`line 7: blind_index of public.t.a: unknown normalizer "upper"`}},
+		{"bits not multiple of 8", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { bits: 100 } }\n", []string{"line 4: blind_index of public.t.a: bits 100 must be a multiple of 8 between 32 and 256"}},
+		{"bits too small", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { bits: 16 } }\n", []string{"bits 16 must be"}},
+		{"bits too large", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { bits: 264 } }\n", []string{"bits 264 must be"}},
+		{"bits not int", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { bits: many } }\n", []string{"line 4: blind_index of public.t.a: bits must be an integer"}},
+		{"index collides with phi column", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { column: b } }\n      b: { type: text }\n", []string{`line 4: blind-index column "b" of public.t.a collides with PHI column public.t.b`}},
+		{"index collides with index", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { column: h } }\n      b: { type: text, blind_index: { column: h } }\n", []string{`line 5: blind-index column "h" of public.t.b is also the blind-index column of public.t.a`}},
+		{"default index collides", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: {} }\n      a_bidx: { type: text }\n", []string{`line 4: blind-index column "a_bidx" of public.t.a collides with PHI column`}},
+		{"bad table identifier", "tables:\n  - name: 1t\n    columns: { a: { type: text } }\n", []string{`line 2: table name "1t": identifiers may hold`}},
+		{"too many dots", "tables:\n  - name: a.b.c\n    columns: { a: { type: text } }\n", []string{`line 2: table name "a.b.c" must be table or schema.table`}},
+		{"bad column identifier", "tables:\n  - name: t\n    columns:\n      \"a-b\": { type: text }\n", []string{`line 4: column name "a-b"`}},
+		{"bad index identifier", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { column: \"x y\" } }\n", []string{`line 4: blind_index of public.t.a: column "x y"`}},
+		{"no name", "tables:\n  - columns: { a: { type: text } }\n", []string{"line 2: table needs a name"}},
+		{"tables not list", "tables: { a: 1 }\n", []string{"line 1: policy.tables must be a list"}},
+		{"duplicate associated data", "tables:\n  - name: t\n    columns:\n      a: { type: text }\n      b: { type: text, associated_data: public.t.a }\n", []string{`line 5: associated data "public.t.a" of public.t.b is already used by public.t.a`}},
+		{"group disagrees", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [trim], index_group: g } }\n  - name: u\n    columns:\n      b: { type: text, blind_index: { normalize: [lower], index_group: g } }\n", []string{`line 7: index group "g": public.t.a and public.u.b must use the same normalize and bits`}},
+		{"several errors at once", "tables:\n  - name: t\n    columns:\n      a: { type: nope }\n      b: { type: text, blind_index: { bits: 7 } }\n", []string{"line 4:", "line 5:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse([]byte(tt.doc))
+			if err == nil {
+				t.Fatalf("no error, policy %+v", p)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestGroupShared(t *testing.T) {
+	p, err := Parse([]byte("tables:\n  - name: a\n    columns: { ssn: { type: text, blind_index: { normalize: [digits], index_group: ssn } } }\n  - name: b\n    columns: { ssn: { type: text, blind_index: { normalize: [digits], index_group: ssn } } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := p.Table("public", "a").Column("ssn"), p.Table("public", "b").Column("ssn")
+	if !a.SameIndex(b) {
+		t.Error("shared group not SameIndex")
+	}
+}
