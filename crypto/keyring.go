@@ -364,3 +364,15 @@ func (k *Keyring) Close() {
 	}
 	clear(k.root)
 }
+
+// GoString keeps %#v from printing key material.
+func (k *Keyring) GoString() string { return k.String() }
+
+// GoString keeps %#v from printing key material.
+func (c *ColumnCipher) GoString() string { return c.String() }
+
+// GoString keeps %#v from printing key material.
+func (ix *Indexer) GoString() string { return ix.String() }
+
+// GoString keeps %#v from printing key material.
+func (p *LocalProvider) GoString() string { return p.String() }
