@@ -1,11 +1,40 @@
 package proxy
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
 
 // This file is the contract between cmd and proxy: the `listen`, `upstream`,
 // `metrics` and `limits` sections of the YAML configuration (see
 // config.example.yaml). cmd decodes them with yaml.v3 (KnownFields) and
-// passes them to New.
+// passes them to New, which applies defaults and validates.
+
+// Defaults applied by (*Config).SetDefaults.
+const (
+	DefaultListenAddress = "127.0.0.1:6432"
+	// DefaultMaxMessageBytes bounds one frontend message (header included).
+	// 64 MiB leaves room for large bind parameters and COPY rows while
+	// keeping a hostile client from making the proxy allocate gigabytes;
+	// PostgreSQL's own ceiling is 1 GiB.
+	DefaultMaxMessageBytes = 64 << 20
+	// DefaultMaxServerMessageBytes bounds one backend message. PostgreSQL
+	// can legitimately send a 1 GiB field, so the default follows it.
+	DefaultMaxServerMessageBytes = 1 << 30
+	DefaultConnectTimeout        = 10 * time.Second
+	DefaultHandshakeTimeout      = 15 * time.Second
+	DefaultDrainTimeout          = 30 * time.Second
+)
+
+// Config is everything New needs.
+type Config struct {
+	Listen   ListenConfig   `yaml:"listen"`
+	Upstream UpstreamConfig `yaml:"upstream"`
+	Metrics  MetricsConfig  `yaml:"metrics"`
+	Limits   LimitsConfig   `yaml:"limits"`
+}
 
 // ListenConfig is the client-facing side.
 type ListenConfig struct {
@@ -26,17 +55,166 @@ type ListenTLSConfig struct {
 type UpstreamConfig struct {
 	Address        string            `yaml:"address"`
 	TLS            UpstreamTLSConfig `yaml:"tls"`
-	ConnectTimeout time.Duration     `yaml:"connect_timeout"`
+	ConnectTimeout time.Duration     `yaml:"connect_timeout"` // default 10s
+	// SCRAM is how SCRAM-SHA-256 logins cross the proxy: "auto" (default)
+	// runs the exchange with the server on the client's behalf when both
+	// legs use TLS (see scram.go for why), "relay" always relays it.
+	SCRAM string `yaml:"scram"`
 }
+
+// Values of UpstreamConfig.SCRAM.
+const (
+	SCRAMAuto  = "auto"
+	SCRAMRelay = "relay"
+)
 
 // UpstreamTLSConfig configures the proxy's TLS client to PostgreSQL.
 type UpstreamTLSConfig struct {
-	Mode       string `yaml:"mode"` // disable | require | verify-ca | verify-full (default)
-	CAFile     string `yaml:"ca_file"`
-	ServerName string `yaml:"server_name"`
+	Mode       string `yaml:"mode"`        // disable | require | verify-ca | verify-full (default)
+	CAFile     string `yaml:"ca_file"`     // PEM bundle; empty = system roots
+	ServerName string `yaml:"server_name"` // default: the host of Address
 }
+
+// Upstream TLS modes, as libpq names them. There is no "prefer": the proxy
+// never falls back to plaintext.
+const (
+	TLSModeDisable    = "disable"
+	TLSModeRequire    = "require"
+	TLSModeVerifyCA   = "verify-ca"
+	TLSModeVerifyFull = "verify-full"
+)
 
 // MetricsConfig is the /metrics, /healthz, /readyz listener.
 type MetricsConfig struct {
+	// Address may be empty: no metrics listener (Handler still works).
 	Address string `yaml:"address"`
+}
+
+// LimitsConfig bounds what one session may cost.
+type LimitsConfig struct {
+	// MaxMessageBytes bounds one frontend message; a larger one ends the
+	// session with FATAL 08P01. Default 64 MiB.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxServerMessageBytes bounds one backend message. Default 1 GiB.
+	MaxServerMessageBytes int `yaml:"max_server_message_bytes"`
+	// HandshakeTimeout bounds TLS termination, startup and authentication.
+	// Default 15s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// DrainTimeout is how long shutdown waits for sessions to end before
+	// closing them. Default 30s. cmd uses it; Shutdown takes a context.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// SetDefaults fills the zero fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Listen.Address == "" {
+		c.Listen.Address = DefaultListenAddress
+	}
+	if c.Listen.TLS.MinVersion == "" {
+		c.Listen.TLS.MinVersion = "1.3"
+	}
+	if c.Upstream.TLS.Mode == "" {
+		c.Upstream.TLS.Mode = TLSModeVerifyFull
+	}
+	if c.Upstream.SCRAM == "" {
+		c.Upstream.SCRAM = SCRAMAuto
+	}
+	if c.Upstream.ConnectTimeout == 0 {
+		c.Upstream.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.Limits.MaxMessageBytes == 0 {
+		c.Limits.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.Limits.MaxServerMessageBytes == 0 {
+		c.Limits.MaxServerMessageBytes = DefaultMaxServerMessageBytes
+	}
+	if c.Limits.HandshakeTimeout == 0 {
+		c.Limits.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.Limits.DrainTimeout == 0 {
+		c.Limits.DrainTimeout = DefaultDrainTimeout
+	}
+}
+
+// Validate reports every structural problem of a defaulted config (it does
+// not read files; New does). Field names are the YAML paths.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if _, _, err := net.SplitHostPort(c.Listen.Address); err != nil {
+		bad("listen.address %q: %v", c.Listen.Address, err)
+	}
+	t := c.Listen.TLS
+	switch t.MinVersion {
+	case "1.2", "1.3":
+	default:
+		bad("listen.tls.min_version %q: want \"1.2\" or \"1.3\"", t.MinVersion)
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("listen.tls: cert_file and key_file must be set together")
+	}
+	if t.CertFile == "" && !t.AllowPlaintext {
+		bad("listen.tls: cert_file and key_file are required unless allow_plaintext is true")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		bad("listen.tls.client_ca_file needs cert_file and key_file")
+	}
+
+	if c.Upstream.Address == "" {
+		bad("upstream.address is required")
+	} else if _, _, err := net.SplitHostPort(c.Upstream.Address); err != nil {
+		bad("upstream.address %q: %v", c.Upstream.Address, err)
+	}
+	switch c.Upstream.TLS.Mode {
+	case TLSModeDisable, TLSModeRequire, TLSModeVerifyCA, TLSModeVerifyFull:
+	default:
+		bad("upstream.tls.mode %q: want disable, require, verify-ca or verify-full", c.Upstream.TLS.Mode)
+	}
+	switch c.Upstream.SCRAM {
+	case SCRAMAuto, SCRAMRelay:
+	default:
+		bad("upstream.scram %q: want auto or relay", c.Upstream.SCRAM)
+	}
+	if c.Upstream.ConnectTimeout < 0 {
+		bad("upstream.connect_timeout must be positive")
+	}
+
+	if c.Metrics.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
+			bad("metrics.address %q: %v", c.Metrics.Address, err)
+		}
+	}
+
+	l := c.Limits
+	if l.MaxMessageBytes < 1<<10 || l.MaxMessageBytes > 1<<30 {
+		bad("limits.max_message_bytes %d: want 1 KiB to 1 GiB", l.MaxMessageBytes)
+	}
+	if l.MaxServerMessageBytes < 1<<10 || l.MaxServerMessageBytes > 1<<30+5 {
+		bad("limits.max_server_message_bytes %d: want 1 KiB to 1 GiB", l.MaxServerMessageBytes)
+	}
+	if l.HandshakeTimeout < 0 {
+		bad("limits.handshake_timeout must be positive")
+	}
+	if l.DrainTimeout < 0 {
+		bad("limits.drain_timeout must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// Files lists the files the config names, by YAML path, for `check`.
+func (c *Config) Files() map[string]string {
+	files := map[string]string{}
+	add := func(key, path string) {
+		if path != "" {
+			files[key] = path
+		}
+	}
+	add("listen.tls.cert_file", c.Listen.TLS.CertFile)
+	add("listen.tls.key_file", c.Listen.TLS.KeyFile)
+	add("listen.tls.client_ca_file", c.Listen.TLS.ClientCAFile)
+	if c.Upstream.TLS.Mode != TLSModeDisable {
+		add("upstream.tls.ca_file", c.Upstream.TLS.CAFile)
+	}
+	return files
 }

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"sync"
+)
+
+// frontendTypes are the message types a client may send after startup.
+var frontendTypes = [256]bool{
+	'B': true, 'C': true, 'D': true, 'E': true, 'F': true, 'H': true, 'P': true,
+	'Q': true, 'S': true, 'X': true, 'c': true, 'd': true, 'f': true,
+}
+
+// clientToServer reads the client's messages, records what each expects in
+// the FIFO and forwards it. Writes to the server are buffered and flushed
+// whenever the client has nothing more buffered (the frame reader calls
+// flushServer before it would block), so a batch read in one go leaves in
+// one write and nothing the server must answer waits in a buffer.
+func (s *Session) clientToServer(wg *sync.WaitGroup) {
+	defer wg.Done()
+	var err error
+	defer func() {
+		s.recoverPanic(&err)
+		s.fail(err)
+	}()
+	err = s.clientLoop()
+}
+
+func (s *Session) clientLoop() error {
+	for {
+		typ, msg, err := s.clientR.next()
+		if err != nil {
+			return clientReadError(err)
+		}
+		if !frontendTypes[typ] {
+			return protocolErrorf("invalid frontend message type %q", typ)
+		}
+		s.c2s.messages++
+		s.c2s.bytes += uint64(len(msg))
+		if s.skipUntilSync && typ != 'S' && typ != 'X' {
+			continue
+		}
+		switch typ {
+		case 'Q':
+			err = s.handleQuery(msg)
+		case 'P':
+			err = s.handleParse(msg)
+		case 'B':
+			err = s.handleBind(msg)
+		case 'D':
+			err = s.handleDescribe(msg)
+		case 'E':
+			err = s.handleExecute(msg)
+		case 'C':
+			err = s.handleClose(msg)
+		case 'S':
+			err = s.handleSync(msg)
+		case 'H':
+			err = s.handleFlush(msg)
+		case 'F':
+			err = s.handleFunctionCall(msg)
+		case 'd':
+			err = s.handleCopyData(msg)
+		case 'c', 'f':
+			err = s.handleCopyDone(msg)
+		case 'X':
+			return s.handleTerminate(msg)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// forward buffers msg for the server.
+func (s *Session) forward(msg []byte) error {
+	if _, err := s.serverW.Write(msg); err != nil {
+		return &UpstreamError{Connected: true, Err: err}
+	}
+	return nil
+}
+
+// flushServer sends what clientToServer buffered and publishes its counts.
+// The client frame reader calls it before blocking.
+func (s *Session) flushServer() error {
+	if s.serverW.Buffered() > 0 {
+		if err := s.serverW.Flush(); err != nil {
+			return &UpstreamError{Connected: true, Err: err}
+		}
+	}
+	c := &s.c2s
+	if c.messages > 0 {
+		m := s.srv.metrics
+		m.messagesC2S.Add(float64(c.messages))
+		m.bytesC2S.Add(float64(c.bytes))
+		if c.queries > 0 {
+			m.queryExt.Add(float64(c.queries))
+		}
+		if c.simpleQueries > 0 {
+			m.querySimple.Add(float64(c.simpleQueries))
+		}
+		if c.functionCalls > 0 {
+			m.queryFunc.Add(float64(c.functionCalls))
+		}
+		*c = relayCounts{}
+	}
+	return nil
+}
+
+// expect pushes an expectation for a message about to be forwarded.
+func (s *Session) expect(kind expectKind) error {
+	s.q.mu.Lock()
+	err := s.q.push(expectation{kind: kind})
+	s.q.mu.Unlock()
+	return err
+}
+
+// expectAndForward is the pass-through path of a message awaiting a response.
+func (s *Session) expectAndForward(kind expectKind, msg []byte) error {
+	if err := s.expect(kind); err != nil {
+		return err
+	}
+	return s.forward(msg)
+}
+
+// handleQuery: a simple Query, which may hold several statements.
+func (s *Session) handleQuery(msg []byte) error {
+	s.c2s.simpleQueries++
+	return s.expectAndForward(expectQuery, msg)
+}
+
+// handleParse: Parse (a prepared statement, named or unnamed).
+func (s *Session) handleParse(msg []byte) error {
+	return s.expectAndForward(expectParse, msg)
+}
+
+// handleBind: Bind (a portal from a statement and parameter values).
+func (s *Session) handleBind(msg []byte) error {
+	return s.expectAndForward(expectBind, msg)
+}
+
+// handleDescribe: Describe of a statement ('S') or a portal ('P').
+func (s *Session) handleDescribe(msg []byte) error {
+	kind, err := targetKind(msg, "Describe")
+	if err != nil {
+		return err
+	}
+	if kind == 'S' {
+		return s.expectAndForward(expectDescribeStatement, msg)
+	}
+	return s.expectAndForward(expectDescribePortal, msg)
+}
+
+// handleExecute: Execute of a portal.
+func (s *Session) handleExecute(msg []byte) error {
+	s.c2s.queries++
+	return s.expectAndForward(expectExecute, msg)
+}
+
+// handleClose: Close of a statement or portal.
+func (s *Session) handleClose(msg []byte) error {
+	if _, err := targetKind(msg, "Close"); err != nil {
+		return err
+	}
+	return s.expectAndForward(expectClose, msg)
+}
+
+// handleSync: Sync ends an extended-protocol batch. In COPY FROM STDIN mode
+// the server ignores Sync, so it is not forwarded then (forwarding it could
+// make a server that just failed the COPY answer it, out of our count).
+func (s *Session) handleSync(msg []byte) error {
+	s.skipUntilSync = false
+	s.q.mu.Lock()
+	if s.q.copyIn {
+		s.q.mu.Unlock()
+		return nil
+	}
+	err := s.q.push(expectation{kind: expectSync})
+	s.q.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.forward(msg)
+}
+
+// handleFlush: Flush asks the server to send what it has; it has no
+// response of its own.
+func (s *Session) handleFlush(msg []byte) error {
+	return s.forward(msg)
+}
+
+// handleFunctionCall: the legacy fast-path FunctionCall.
+func (s *Session) handleFunctionCall(msg []byte) error {
+	s.c2s.functionCalls++
+	return s.expectAndForward(expectFunctionCall, msg)
+}
+
+// handleCopyData: a row of COPY FROM STDIN.
+func (s *Session) handleCopyData(msg []byte) error {
+	return s.forward(msg)
+}
+
+// handleCopyDone: CopyDone or CopyFail ends COPY FROM STDIN.
+func (s *Session) handleCopyDone(msg []byte) error {
+	s.q.mu.Lock()
+	s.q.copyIn = false
+	s.q.mu.Unlock()
+	return s.forward(msg)
+}
+
+// handleTerminate forwards Terminate and ends the session.
+func (s *Session) handleTerminate(msg []byte) error {
+	if err := s.forward(msg); err != nil {
+		return err
+	}
+	if err := s.flushServer(); err != nil {
+		return err
+	}
+	return errClientTerminated
+}
+
+// targetKind validates the 'S'/'P' byte of Describe and Close.
+func targetKind(msg []byte, name string) (byte, error) {
+	if len(msg) < 7 || msg[len(msg)-1] != 0 || (msg[5] != 'S' && msg[5] != 'P') {
+		return 0, protocolErrorf("invalid %s message", name)
+	}
+	return msg[5], nil
+}
+
+// rejectLocally answers a message the proxy refuses itself, without
+// forwarding it: the ErrorResponse for err is sent when the entry reaches
+// the head of the FIFO, so it stays in order with the server's answers. In
+// the extended protocol the rest of the batch is dropped up to Sync, as the
+// server would after an error.
+//
+// TODO(issue 3): a rejection inside a transaction block must also abort the
+// server's transaction (DESIGN.md "Fail closed").
+func (s *Session) rejectLocally(kind expectKind, err error) error {
+	resp, _ := appendErrorResponse(nil, err)
+	s.q.mu.Lock()
+	defer s.q.mu.Unlock()
+	if perr := s.q.push(expectation{kind: kind, local: true, response: resp}); perr != nil {
+		return perr
+	}
+	if kind != expectQuery {
+		s.skipUntilSync = true
+	}
+	if !s.q.emitting && s.q.len() == 1 {
+		// Nothing is pending before it: the server will not prompt
+		// serverToClient, so answer now.
+		return s.drainLocalLocked()
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// errUpstreamRefusedTLS: the server answered SSLRequest with 'N'. The proxy
+// never falls back to plaintext.
+var errUpstreamRefusedTLS = errors.New("the server does not accept TLS (answered SSLRequest with N)")
+
+// dialUpstream opens a connection to the upstream, TLS negotiated per the
+// configured mode, ready for a startup packet (or a CancelRequest).
+func (srv *Server) dialUpstream(ctx context.Context) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, srv.cfg.Upstream.ConnectTimeout)
+	defer cancel()
+	start := time.Now()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", srv.cfg.Upstream.Address)
+	if err != nil {
+		return nil, &UpstreamError{Err: err}
+	}
+	srv.health.reachable()
+	if srv.upstreamTLS == nil {
+		srv.metrics.UpstreamConnect.Observe(time.Since(start).Seconds())
+		return conn, nil
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[0:4], 8)
+	binary.BigEndian.PutUint32(req[4:8], sslRequestCode)
+	if _, err := conn.Write(req[:]); err != nil {
+		conn.Close()
+		return nil, &UpstreamError{Err: fmt.Errorf("send SSLRequest: %w", err)}
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		conn.Close()
+		return nil, &UpstreamError{Err: fmt.Errorf("read SSLRequest answer: %w", err)}
+	}
+	if answer[0] != 'S' {
+		conn.Close()
+		return nil, &UpstreamError{Err: errUpstreamRefusedTLS}
+	}
+	tc := tls.Client(conn, srv.upstreamTLS)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		srv.metrics.TLSHandshakeFailure.WithLabelValues("upstream").Inc()
+		return nil, &UpstreamError{Err: fmt.Errorf("tls handshake: %w", err)}
+	}
+	srv.metrics.UpstreamConnect.Observe(time.Since(start).Seconds())
+	return tc, nil
+}
+
+// connectUpstream opens the session's upstream connection and its buffers.
+func (s *Session) connectUpstream(ctx context.Context, deadline time.Time) error {
+	conn, err := s.srv.dialUpstream(ctx)
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(deadline)
+	s.connMu.Lock()
+	s.server = conn
+	s.connMu.Unlock()
+	if k := s.killErr.Load(); k != nil {
+		return *k
+	}
+	lim := s.srv.cfg.Limits
+	s.serverW = bufio.NewWriterSize(conn, bufferSize)
+	s.serverR = newFrameReader(conn, lim.MaxServerMessageBytes, true, s.flushClient)
+	s.clientR = newFrameReader(s.client, lim.MaxMessageBytes, false, s.flushServer)
+	return nil
+}
+
+// forwardCancel relays a CancelRequest on a fresh upstream connection. The
+// client holds the server's own BackendKeyData (relayed unchanged), so the
+// packet goes upstream as sent; PostgreSQL accepts it after SSLRequest too.
+// Neither side answers a CancelRequest.
+func (s *Session) forwardCancel(ctx context.Context, pkt []byte) error {
+	conn, err := s.srv.dialUpstream(ctx)
+	if err != nil {
+		s.log.Warn("forward cancel request", "error", err)
+		return errCancelRequest
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(s.srv.cfg.Upstream.ConnectTimeout))
+	if _, err := conn.Write(pkt); err != nil {
+		s.log.Warn("forward cancel request", "error", err)
+		return errCancelRequest
+	}
+	// Wait for the server to close, so the cancel has been read before the
+	// client learns its connection is gone (libpq does the same).
+	var b [1]byte
+	conn.Read(b[:])
+	return errCancelRequest
+}
