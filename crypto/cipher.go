@@ -151,7 +151,7 @@ func (c *ColumnCipher) Open(dst, envelope []byte) ([]byte, error) {
 
 func (c *ColumnCipher) openText(dst, s []byte) ([]byte, error) {
 	n := b64.DecodedLen(len(s))
-	if n < Overhead || bytes.ContainsAny(s, "\r\n") { // the decoder would skip newlines
+	if n < Overhead || hasNewline(s) { // the decoder would skip newlines
 		return dst, c.fail(0, ErrDecrypt)
 	}
 	// Decode into dst's spare capacity, decrypt the ciphertext in place, then

@@ -41,7 +41,7 @@ var b64 = base64.RawStdEncoding.Strict()
 func IsCiphertext(b []byte) bool {
 	if bytes.HasPrefix(b, []byte(TextPrefix)) {
 		s := b[len(TextPrefix):]
-		if len(s) < b64.EncodedLen(Overhead) || bytes.ContainsAny(s, "\r\n") {
+		if len(s) < b64.EncodedLen(Overhead) || hasNewline(s) {
 			return false
 		}
 		// Decode the first quantum to read the version byte, then validate
@@ -110,4 +110,10 @@ func sliceForAppend(in []byte, n int) (head, tail []byte) {
 	}
 	tail = head[len(in):]
 	return
+}
+
+// hasNewline reports whether s holds \r or \n, which base64 decoders skip:
+// an envelope with them would not be canonical.
+func hasNewline(s []byte) bool {
+	return bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0
 }
