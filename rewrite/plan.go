@@ -73,6 +73,13 @@ type Statement struct {
 	Kind Kind
 	// Tables are the policy tables the statement touches (nil for none).
 	Tables []*policy.Table
+	// Returning lists the RETURNING columns that are PHI (the proxy may
+	// also rely on RowDescription's table OID and attribute number). A
+	// `RETURNING *` is expanded from the Catalog when it knows the table.
+	Returning []ResultColumn
+	// HideIndexColumns is true when a `*` in the result covers a policy
+	// table: the proxy drops its blind-index columns from the rows.
+	HideIndexColumns bool
 }
 
 // Plan is the analysis of one SQL text (which may hold several statements).
@@ -98,4 +105,10 @@ type Plan struct {
 	// Fingerprint is pg_query's fingerprint of the input, for logs (never
 	// the text itself, which may hold PHI literals).
 	Fingerprint string
+}
+
+// ResultColumn is a result column that holds a PHI column's ciphertext.
+type ResultColumn struct {
+	Index  int // 0-based position in the statement's result row
+	Column *policy.Column
 }

@@ -1,0 +1,311 @@
+package rewrite
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/novamind/phiproxy/policy"
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// maxParams is PostgreSQL's limit on the parameters of one statement.
+const maxParams = 65535
+
+// slotPlaceholder fills each literal slot of a template. It is a parameter
+// that cannot exist, so a template sent without its literals spliced in
+// fails at the server ("there is no parameter $0") instead of writing
+// anything.
+const slotPlaceholder = "$0"
+
+// Analyze turns one SQL text (possibly several statements) into a Plan, or
+// rejects it with an *Error. It does no I/O; cat may be nil when nothing is
+// known about the database (INSERT without a column list into a PHI table
+// is then rejected).
+func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
+	if pol.Empty() || !mentionsPolicy(sql, pol) {
+		return &Plan{SQL: sql, Passthrough: true}, nil
+	}
+	tree, err := parse(sql)
+	if err != nil {
+		return nil, err
+	}
+	a := &analyzer{sql: sql, pol: pol, cat: cat}
+	plan := &Plan{}
+	for _, raw := range tree.Stmts {
+		st := Statement{}
+		a.stmt = &st
+		a.stmtStart, a.stmtEnd = int(raw.StmtLocation), int(raw.StmtLocation+raw.StmtLen)
+		if raw.StmtLen == 0 {
+			a.stmtEnd = len(sql)
+		}
+		if err := a.statement(raw.Stmt); err != nil {
+			return nil, err
+		}
+		plan.Statements = append(plan.Statements, st)
+	}
+	touched := false
+	for _, st := range plan.Statements {
+		if len(st.Tables) > 0 {
+			touched = true
+		}
+	}
+	if !touched && len(a.edits) == 0 {
+		plan.SQL, plan.Passthrough = sql, true
+		plan.ClientParams = a.maxParam
+		return plan, nil
+	}
+	if err := a.finish(plan); err != nil {
+		return nil, err
+	}
+	plan.Fingerprint = fingerprint(sql)
+	return plan, nil
+}
+
+// role is what one use of a value does: the action, for which column, and
+// whether the value is an array of such values (= ANY($n)).
+type role struct {
+	action Action
+	col    *policy.Column
+	array  bool
+}
+
+// paramUse is one $n of the input, in walk order.
+type paramUse struct {
+	num        int
+	start, end int // the byte range to replace when renumbering
+	recast     bool
+	role       role
+}
+
+// piece is part of an edit's replacement: fixed text, a literal slot or an
+// added parameter (numbered when the analysis is done).
+type piece struct {
+	text  string
+	lit   *Literal
+	param *addedParam
+}
+
+type addedParam struct {
+	source int // 0-based client parameter
+	role   role
+}
+
+// edit replaces sql[start:end] by its pieces (end == start inserts).
+type edit struct {
+	start, end int
+	pieces     []piece
+	seq        int
+}
+
+type analyzer struct {
+	sql  string
+	pol  *policy.Policy
+	cat  Catalog
+	toks tokens // lazily scanned
+
+	stmt               *Statement
+	stmtStart, stmtEnd int
+
+	edits    []edit
+	uses     []paramUse
+	maxParam int
+	touches  int // policy-table references seen, for "did this part touch PHI"
+}
+
+// errorf builds a 0A000 rejection about col (may be nil) at byte offset loc.
+func (a *analyzer) errorf(col *policy.Column, loc int32, format string, args ...any) *Error {
+	e := &Error{Code: CodeFeatureNotSupported, Message: fmt.Sprintf(format, args...)}
+	if col != nil {
+		e.Table, e.Column = col.Table.QualifiedName(), col.Name
+	}
+	if loc >= 0 && int(loc) <= len(a.sql) {
+		e.Position = utf8.RuneCountInString(a.sql[:loc]) + 1
+	}
+	return e
+}
+
+// supported lists the forms every rejection offers instead.
+const supported = "supported: col = / <> value, col IN (values), col = ANY($n), col IS [NOT] NULL on columns with a blind index, " +
+	"joins of two columns in one index_group, count(col), and plain column references in SELECT and RETURNING lists"
+
+func (a *analyzer) reject(col *policy.Column, loc int32, what string) *Error {
+	return a.errorf(col, loc, "%s on PHI column %s is not supported: the database holds only its ciphertext (%s)", what, col.QualifiedName(), supported)
+}
+
+func (a *analyzer) tokens() (tokens, error) {
+	if a.toks == nil {
+		ts, err := scan(a.sql)
+		if err != nil {
+			return nil, err
+		}
+		a.toks = ts
+	}
+	return a.toks, nil
+}
+
+func (a *analyzer) addEdit(start, end int, pieces ...piece) {
+	a.edits = append(a.edits, edit{start: start, end: end, pieces: pieces, seq: len(a.edits)})
+}
+
+func text(s string) piece { return piece{text: s} }
+
+func (a *analyzer) touch(t *policy.Table) {
+	a.touches++
+	for _, x := range a.stmt.Tables {
+		if x == t {
+			return
+		}
+	}
+	a.stmt.Tables = append(a.stmt.Tables, t)
+}
+
+// noteParam records a $n seen anywhere, whatever its role.
+func (a *analyzer) noteParam(n int32) {
+	if int(n) > a.maxParam {
+		a.maxParam = int(n)
+	}
+}
+
+// useParam records a use of $n in role r. start/end is the range that a
+// renumbering replaces; recast is true when that range holds a cast that
+// must go (the server sees ciphertext or an index, not the logical type).
+func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool) {
+	a.noteParam(p.Number)
+	if end <= start { // the bare token: $ and digits
+		end = start + 1
+		for end < len(a.sql) && a.sql[end] >= '0' && a.sql[end] <= '9' {
+			end++
+		}
+	}
+	a.uses = append(a.uses, paramUse{num: int(p.Number), start: start, end: end, recast: recast, role: r})
+}
+
+// finish numbers the parameters, applies the edits and fills the plan.
+func (a *analyzer) finish(plan *Plan) error {
+	plan.ClientParams = a.maxParam
+	first := make(map[int]role, a.maxParam)
+	for _, u := range a.uses {
+		if _, ok := first[u.num]; !ok {
+			first[u.num] = u.role
+		}
+	}
+	params := make([]Param, a.maxParam)
+	for i := range params {
+		r := first[i+1]
+		params[i] = Param{Source: i, Action: r.action, Column: r.col, Array: r.array}
+	}
+	type key struct {
+		source int
+		role   role
+	}
+	numbers := map[key]int{}
+	number := func(source int, r role) (int, error) {
+		if first[source+1] == r {
+			return source + 1, nil
+		}
+		k := key{source, r}
+		if n, ok := numbers[k]; ok {
+			return n, nil
+		}
+		if len(params) >= maxParams {
+			return 0, a.errorf(r.col, -1, "too many parameters after adding blind-index parameters")
+		}
+		params = append(params, Param{Source: source, Action: r.action, Column: r.col, Array: r.array})
+		numbers[k] = len(params)
+		return len(params), nil
+	}
+	for _, u := range a.uses {
+		n, err := number(u.num-1, u.role)
+		if err != nil {
+			return err
+		}
+		if n != u.num || u.recast {
+			a.addEdit(u.start, u.end, text("$"+strconv.Itoa(n)))
+		}
+	}
+	for _, e := range a.edits {
+		for i := range e.pieces {
+			if p := e.pieces[i].param; p != nil {
+				n, err := number(p.source, p.role)
+				if err != nil {
+					return err
+				}
+				e.pieces[i].text = "$" + strconv.Itoa(n)
+			}
+		}
+	}
+	if len(a.uses) > 0 || len(params) > 0 {
+		plan.Params = params
+	}
+	// Apply the edits in text order; an insertion at the point where a
+	// replacement starts goes first.
+	sort.SliceStable(a.edits, func(i, j int) bool {
+		x, y := a.edits[i], a.edits[j]
+		if x.start != y.start {
+			return x.start < y.start
+		}
+		if (x.start == x.end) != (y.start == y.end) {
+			return x.start == x.end
+		}
+		return x.seq < y.seq
+	})
+	var b strings.Builder
+	b.Grow(len(a.sql) + 64)
+	at := 0
+	for _, e := range a.edits {
+		if e.start < at {
+			return a.errorf(nil, int32(e.start), "statement too complex to rewrite safely (overlapping rewrites)")
+		}
+		b.WriteString(a.sql[at:e.start])
+		for _, p := range e.pieces {
+			if p.lit != nil {
+				l := *p.lit
+				l.Start = b.Len()
+				b.WriteString(slotPlaceholder)
+				l.End = b.Len()
+				plan.Literals = append(plan.Literals, l)
+				continue
+			}
+			b.WriteString(p.text)
+		}
+		at = e.end
+	}
+	b.WriteString(a.sql[at:])
+	plan.SQL = b.String()
+	return nil
+}
+
+// quoteIdent quotes an identifier unless PostgreSQL would read it bare as
+// the same name.
+func quoteIdent(s string) string {
+	bare := s != "" && !reservedWords[s]
+	for i := 0; i < len(s) && bare; i++ {
+		c := s[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || i > 0 && (c >= '0' && c <= '9' || c == '$')) {
+			bare = false
+		}
+	}
+	if bare {
+		return s
+	}
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// reservedWords are PostgreSQL's reserved and type/function-name keywords
+// (appendix C), which cannot be bare column names.
+var reservedWords = func() map[string]bool {
+	m := map[string]bool{}
+	for _, w := range strings.Fields(`all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+		collate collation column concurrently constraint create cross current_catalog current_date current_role
+		current_schema current_time current_timestamp current_user default deferrable desc distinct do else end
+		except false fetch for foreign freeze from full grant group having ilike in initially inner intersect into is
+		isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on only
+		or order outer overlaps placing primary references returning right select session_user similar some symmetric
+		system_user table tablesample then to trailing true union unique user using variadic verbose when where window with`) {
+		m[w] = true
+	}
+	return m
+}()

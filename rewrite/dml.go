@@ -1,0 +1,495 @@
+package rewrite
+
+import (
+	"strings"
+
+	"github.com/novamind/phiproxy/policy"
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// targetEntry is the scope entry of a DML statement's target table.
+func (a *analyzer) targetEntry(rv *pg.RangeVar, sc *scope) (*rangeEntry, error) {
+	e := &rangeEntry{name: rv.Relname, schema: rv.Schemaname, rel: rv.Relname}
+	if rv.Alias != nil {
+		e.name = rv.Alias.Aliasname
+	}
+	t, err := a.rangeVarTable(rv, nil)
+	if err != nil {
+		return nil, err
+	}
+	e.table = t
+	return e, nil
+}
+
+func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error) {
+	sc := &scope{parent: parent}
+	if err := a.withClause(s.WithClause, sc); err != nil {
+		return nil, err
+	}
+	target, err := a.targetEntry(s.Relation, sc)
+	if err != nil {
+		return nil, err
+	}
+	t := target.table
+	sel := s.SelectStmt.GetSelectStmt()
+	rows := valueRows(sel)
+
+	// The column list, explicit or expanded from the catalog.
+	var names []string
+	for _, c := range s.Cols {
+		rt := c.GetResTarget()
+		names = append(names, rt.GetName())
+		if t == nil {
+			continue
+		}
+		if idx := t.IndexColumn(rt.GetName()); idx != nil {
+			return nil, a.indexRef(idx, rt.Location)
+		}
+		if col := t.Column(rt.GetName()); col != nil && len(rt.Indirection) > 0 {
+			return nil, a.reject(col, rt.Location, "assigning to an element or field")
+		}
+	}
+	if t != nil && len(s.Cols) == 0 && sel != nil {
+		width := 0
+		for _, r := range rows {
+			width = max(width, len(r))
+		}
+		if rows == nil {
+			width = len(sel.TargetList)
+		}
+		if err := a.expandColumns(s.Relation, t, width, &names); err != nil {
+			return nil, err
+		}
+	} else if t != nil {
+		if err := a.addIndexColumns(s.Cols, t); err != nil {
+			return nil, err
+		}
+	}
+
+	switch {
+	case sel == nil: // DEFAULT VALUES
+	case t == nil || (rows == nil && !anyPHI(t, names)):
+		d, err := a.selectStmt(sel, sc)
+		if err != nil {
+			return nil, err
+		}
+		if col := d.firstPHI(); col != nil {
+			return nil, a.reject(col, -1, "INSERT ... SELECT copying it into another table or column")
+		}
+	case rows == nil:
+		for _, n := range names {
+			if col := t.Column(n); col != nil {
+				return nil, a.reject(col, -1, "INSERT ... SELECT (it would copy plaintext or foreign ciphertext into the column; use VALUES with parameters or literals)")
+			}
+		}
+	default:
+		if err := a.withClause(sel.WithClause, sc); err != nil {
+			return nil, err
+		}
+		for _, row := range rows {
+			if err := a.insertRow(row, names, t, sc); err != nil {
+				return nil, err
+			}
+		}
+	}
+	sc.entries = []*rangeEntry{target}
+	if oc := s.OnConflictClause; oc != nil {
+		if err := a.onConflict(oc, target, sc); err != nil {
+			return nil, err
+		}
+	}
+	return a.returning(s.ReturningList, sc, t)
+}
+
+// valueRows returns the rows of INSERT ... VALUES, or of INSERT ... SELECT
+// v1, v2 with no FROM (the same thing), else nil.
+func valueRows(sel *pg.SelectStmt) [][]*pg.Node {
+	if sel == nil || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.SortClause) > 0 || sel.LimitCount != nil || sel.LimitOffset != nil {
+		return nil
+	}
+	if len(sel.ValuesLists) > 0 {
+		rows := make([][]*pg.Node, len(sel.ValuesLists))
+		for i, r := range sel.ValuesLists {
+			rows[i] = r.GetList().GetItems()
+		}
+		return rows
+	}
+	if len(sel.FromClause) > 0 || sel.WhereClause != nil || len(sel.GroupClause) > 0 || sel.HavingClause != nil ||
+		len(sel.DistinctClause) > 0 || len(sel.WindowClause) > 0 || sel.IntoClause != nil || len(sel.LockingClause) > 0 {
+		return nil
+	}
+	row := make([]*pg.Node, 0, len(sel.TargetList))
+	for _, n := range sel.TargetList {
+		rt := n.GetResTarget()
+		if rt == nil || rt.Val.GetColumnRef() != nil {
+			return nil
+		}
+		row = append(row, rt.Val)
+	}
+	return [][]*pg.Node{row}
+}
+
+func anyPHI(t *policy.Table, names []string) bool {
+	for _, n := range names {
+		if t.Column(n) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// insertRow encrypts the PHI values of one row and adds their indexes.
+func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc *scope) error {
+	for i, v := range row {
+		var col *policy.Column
+		if i < len(names) {
+			col = t.Column(names[i])
+		}
+		if col == nil {
+			if err := a.expr(v, sc, "a VALUES list"); err != nil {
+				return err
+			}
+			continue
+		}
+		val, err := a.valueOf(v, col, "INSERT")
+		if err != nil {
+			return err
+		}
+		a.bind(val, role{action: ActionEncrypt, col: col})
+		if col.Indexed() {
+			a.addEdit(val.end, val.end, text(", "), a.added(val, col))
+		}
+	}
+	return nil
+}
+
+// addIndexColumns adds each indexed PHI column's blind-index column right
+// after it in an explicit INSERT column list.
+func (a *analyzer) addIndexColumns(cols []*pg.Node, t *policy.Table) error {
+	ts, err := a.tokens()
+	if err != nil {
+		return err
+	}
+	for _, c := range cols {
+		rt := c.GetResTarget()
+		col := t.Column(rt.GetName())
+		if !col.Indexed() {
+			continue
+		}
+		i := ts.at(int(rt.Location))
+		if i < 0 {
+			return a.errorf(col, rt.Location, "cannot locate column %s in the INSERT column list", col.QualifiedName())
+		}
+		a.addEdit(ts[i].end, ts[i].end, text(", "+quoteIdent(col.BlindIndex.Column)))
+	}
+	return nil
+}
+
+// expandColumns writes the column list of an INSERT that has none, from the
+// catalog: the table's columns in order, without blind-index columns, as
+// many as the widest row, each indexed PHI column followed by its index.
+func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, names *[]string) error {
+	cols, ok := a.catalogColumns(t.Schema, t.Name)
+	if !ok {
+		return a.errorf(t.Columns[0], rv.Location, "INSERT into PHI table %s without a column list needs the table's columns, which phiproxy does not know yet: list the columns", t.QualifiedName())
+	}
+	var list []string
+	for _, c := range cols {
+		if len(*names) == width {
+			break
+		}
+		if t.IsIndexColumn(c) {
+			continue
+		}
+		*names = append(*names, c)
+		list = append(list, quoteIdent(c))
+		if col := t.Column(c); col.Indexed() {
+			list = append(list, quoteIdent(col.BlindIndex.Column))
+		}
+	}
+	if len(*names) < width {
+		return a.errorf(nil, rv.Location, "INSERT has more expressions than table %s has columns", t.QualifiedName())
+	}
+	ts, err := a.tokens()
+	if err != nil {
+		return err
+	}
+	i := ts.at(int(rv.Location))
+	if i < 0 {
+		return a.errorf(nil, rv.Location, "cannot locate table %s in the INSERT", t.QualifiedName())
+	}
+	for i+2 < len(ts) && ts[i+1].kind == pg.Token_ASCII_46 {
+		i += 2
+	}
+	if rv.Alias != nil {
+		i++
+		if i < len(ts) && ts[i].kind == pg.Token_AS {
+			i++
+		}
+	}
+	if i >= len(ts) {
+		return a.errorf(nil, rv.Location, "cannot locate table %s in the INSERT", t.QualifiedName())
+	}
+	a.addEdit(ts[i].end, ts[i].end, text(" ("+strings.Join(list, ", ")+")"))
+	return nil
+}
+
+func (a *analyzer) onConflict(oc *pg.OnConflictClause, target *rangeEntry, sc *scope) error {
+	t := target.table
+	if inf := oc.Infer; inf != nil {
+		for _, n := range inf.IndexElems {
+			ie := n.GetIndexElem()
+			if ie == nil {
+				continue
+			}
+			if ie.Expr != nil {
+				if err := a.expr(ie.Expr, sc, "an ON CONFLICT index expression"); err != nil {
+					return err
+				}
+				continue
+			}
+			if t == nil {
+				continue
+			}
+			if idx := t.IndexColumn(ie.Name); idx != nil {
+				return a.indexRef(idx, inf.Location)
+			}
+			col := t.Column(ie.Name)
+			if col == nil {
+				continue
+			}
+			if !col.Indexed() {
+				return a.errorf(col, inf.Location, "column %s has no blind index: ON CONFLICT (%s) cannot be matched (add blind_index to its policy)", col.QualifiedName(), col.Name)
+			}
+			if err := a.replaceName(inf.Location, ie.Name, col.BlindIndex.Column, col); err != nil {
+				return err
+			}
+		}
+		if err := a.expr(inf.WhereClause, sc, ""); err != nil {
+			return err
+		}
+	}
+	if oc.Action != pg.OnConflictAction_ONCONFLICT_UPDATE {
+		return nil
+	}
+	up := &scope{parent: sc.parent, ctes: sc.ctes, entries: []*rangeEntry{target, {name: "excluded", table: t, rel: target.rel, schema: target.schema}}}
+	if err := a.setList(oc.TargetList, t, up); err != nil {
+		return err
+	}
+	return a.expr(oc.WhereClause, up, "")
+}
+
+// replaceName replaces the first identifier token equal to name, inside the
+// parentheses that start at or after byte offset from, by repl.
+func (a *analyzer) replaceName(from int32, name, repl string, col *policy.Column) error {
+	ts, err := a.tokens()
+	if err != nil {
+		return err
+	}
+	depth := 0
+	for i := range ts {
+		if ts[i].start < int(from) {
+			continue
+		}
+		switch ts[i].kind {
+		case pg.Token_ASCII_40:
+			depth++
+			continue
+		case pg.Token_ASCII_41:
+			depth--
+			if depth <= 0 {
+				return a.errorf(col, from, "cannot locate %s in ON CONFLICT", col.QualifiedName())
+			}
+			continue
+		}
+		if depth > 0 && ts[i].word() && identText(a.sql[ts[i].start:ts[i].end]) == name {
+			a.addEdit(ts[i].start, ts[i].end, text(quoteIdent(repl)))
+			return nil
+		}
+	}
+	return a.errorf(col, from, "cannot locate %s in ON CONFLICT", col.QualifiedName())
+}
+
+// identText returns the name an identifier token stands for.
+func identText(tok string) string {
+	if strings.HasPrefix(tok, `"`) && strings.HasSuffix(tok, `"`) && len(tok) >= 2 {
+		return strings.ReplaceAll(tok[1:len(tok)-1], `""`, `"`)
+	}
+	return strings.ToLower(tok)
+}
+
+// setList handles UPDATE SET and ON CONFLICT DO UPDATE SET: PHI values are
+// encrypted and the blind index is assigned in step.
+func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
+	for _, n := range list {
+		rt := n.GetResTarget()
+		if rt == nil {
+			continue
+		}
+		if t != nil {
+			if idx := t.IndexColumn(rt.Name); idx != nil {
+				return a.indexRef(idx, rt.Location)
+			}
+		}
+		col := t.Column(rt.Name)
+		if mar := rt.Val.GetMultiAssignRef(); mar != nil {
+			if col != nil {
+				return a.reject(col, rt.Location, "SET (a, b) = (...)")
+			}
+			if mar.Colno == 1 {
+				if err := a.expr(mar.Source, sc, "a multiple-column assignment"); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if col == nil {
+			if err := a.expr(rt.Val, sc, "copying it into non-PHI column "+rt.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(rt.Indirection) > 0 {
+			return a.reject(col, rt.Location, "assigning to an element or field")
+		}
+		if cr := rt.Val.GetColumnRef(); cr != nil {
+			if err := a.copyColumn(cr, col, sc); err != nil {
+				return err
+			}
+			continue
+		}
+		v, err := a.valueOf(rt.Val, col, "SET")
+		if err != nil {
+			return err
+		}
+		a.bind(v, role{action: ActionEncrypt, col: col})
+		if col.Indexed() {
+			a.addEdit(v.end, v.end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "), a.added(v, col))
+		}
+	}
+	return nil
+}
+
+// copyColumn handles SET col = other where other is a PHI column bound to
+// the same associated data (EXCLUDED.col, or the column itself): the
+// ciphertext moves unchanged and the index follows.
+func (a *analyzer) copyColumn(cr *pg.ColumnRef, col *policy.Column, sc *scope) error {
+	r, err := a.resolve(cr, sc)
+	if err != nil {
+		return err
+	}
+	if r.idx != nil {
+		return a.indexRef(r.idx, cr.Location)
+	}
+	if r.col == nil || r.derived || r.col.AssociatedData != col.AssociatedData ||
+		col.Indexed() != r.col.Indexed() || (col.Indexed() && !col.SameIndex(r.col)) {
+		return a.errorf(col, cr.Location, "assigning another column's value to PHI column %s is not supported: only a parameter, a literal, NULL, DEFAULT or the same column (EXCLUDED.%s) can be assigned", col.QualifiedName(), col.Name)
+	}
+	if !col.Indexed() {
+		return nil
+	}
+	ts, err := a.tokens()
+	if err != nil {
+		return err
+	}
+	i := ts.at(int(cr.Location))
+	last := i + 2*(len(cr.Fields)-1)
+	if i < 0 || last >= len(ts) {
+		return a.errorf(col, cr.Location, "cannot locate the column reference")
+	}
+	qual := a.sql[ts[i].start:ts[last].start]
+	a.addEdit(ts[last].end, ts[last].end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "+qual+quoteIdent(r.col.BlindIndex.Column)))
+	return nil
+}
+
+// returning analyzes a RETURNING list and records its PHI columns.
+func (a *analyzer) returning(list []*pg.Node, sc *scope, t *policy.Table) (*derived, error) {
+	d, err := a.targets(list, sc, "an expression in RETURNING")
+	if err != nil {
+		return nil, err
+	}
+	idx := 0
+	for _, n := range list {
+		if idx < 0 {
+			break
+		}
+		rt := n.GetResTarget()
+		cr := rt.GetVal().GetColumnRef()
+		if cr == nil {
+			idx++
+			continue
+		}
+		r, err := a.resolve(cr, sc)
+		if err != nil {
+			return nil, err
+		}
+		if !r.star {
+			if r.col != nil {
+				a.stmt.Returning = append(a.stmt.Returning, ResultColumn{Index: idx, Column: r.col})
+			}
+			idx++
+			continue
+		}
+		if t == nil {
+			idx = -1
+			continue
+		}
+		cols, ok := a.catalogColumns(t.Schema, t.Name)
+		if !ok {
+			idx = -1
+			continue
+		}
+		for _, c := range cols {
+			if col := t.Column(c); col != nil {
+				a.stmt.Returning = append(a.stmt.Returning, ResultColumn{Index: idx, Column: col})
+			}
+			idx++
+		}
+	}
+	return d, nil
+}
+
+func (a *analyzer) updateStmt(s *pg.UpdateStmt, parent *scope) (*derived, error) {
+	sc := &scope{parent: parent}
+	if err := a.withClause(s.WithClause, sc); err != nil {
+		return nil, err
+	}
+	target, err := a.targetEntry(s.Relation, sc)
+	if err != nil {
+		return nil, err
+	}
+	sc.entries = append(sc.entries, target)
+	for _, f := range s.FromClause {
+		if err := a.fromItem(f, sc); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.setList(s.TargetList, target.table, sc); err != nil {
+		return nil, err
+	}
+	if err := a.expr(s.WhereClause, sc, ""); err != nil {
+		return nil, err
+	}
+	return a.returning(s.ReturningList, sc, target.table)
+}
+
+func (a *analyzer) deleteStmt(s *pg.DeleteStmt, parent *scope) (*derived, error) {
+	sc := &scope{parent: parent}
+	if err := a.withClause(s.WithClause, sc); err != nil {
+		return nil, err
+	}
+	target, err := a.targetEntry(s.Relation, sc)
+	if err != nil {
+		return nil, err
+	}
+	sc.entries = append(sc.entries, target)
+	for _, f := range s.UsingClause {
+		if err := a.fromItem(f, sc); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.expr(s.WhereClause, sc, ""); err != nil {
+		return nil, err
+	}
+	return a.returning(s.ReturningList, sc, target.table)
+}

@@ -1,0 +1,47 @@
+package rewrite
+
+import (
+	"errors"
+	"fmt"
+)
+
+// SQLSTATE codes the rewriter reports.
+const (
+	CodeFeatureNotSupported = "0A000" // a PHI use that cannot be rewritten safely
+	CodeSyntaxError         = "42601" // pg_query could not parse the text
+)
+
+// ErrUnsupported is matched (errors.Is) by every 0A000 *Error, and
+// ErrSyntax by every 42601 *Error.
+var (
+	ErrUnsupported = errors.New("rewrite: unsupported use of a PHI column")
+	ErrSyntax      = errors.New("rewrite: syntax error")
+)
+
+// Error is a rejection: the proxy answers the client with an ErrorResponse
+// built from it and never forwards the statement. Message is client-safe: it
+// names tables, columns and constructs, never SQL literal values.
+type Error struct {
+	Code    string // SQLSTATE
+	Message string
+	Table   string // "schema.table" of the PHI column concerned, if any
+	Column  string // the column name, if any
+	// Position is the 1-based character offset in the input of the
+	// construct (as in ErrorResponse 'P'), 0 when unknown.
+	Position int
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (SQLSTATE %s)", e.Message, e.Code)
+}
+
+// Unwrap lets callers test the class with errors.Is.
+func (e *Error) Unwrap() error {
+	switch e.Code {
+	case CodeFeatureNotSupported:
+		return ErrUnsupported
+	case CodeSyntaxError:
+		return ErrSyntax
+	}
+	return nil
+}

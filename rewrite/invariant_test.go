@@ -1,0 +1,294 @@
+package rewrite
+
+import (
+	"fmt"
+
+	"github.com/novamind/phiproxy/policy"
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// This file checks, on the parse tree of a rewritten statement, that no PHI
+// column is compared with, assigned, or inserted from a value the plan does
+// not encrypt or index. It is deliberately independent of the analyzer: it
+// recognizes PHI and blind-index columns by name, which errs towards
+// reporting.
+
+const (
+	markEncrypt = "'__slot_encrypt__'"
+	markIndex   = "'__slot_index__'"
+)
+
+func violations(_ string, plan *Plan, pol *policy.Policy) string {
+	if plan.Passthrough {
+		return ""
+	}
+	filled, err := fillTemplate(plan, func(l Literal) string {
+		if l.Action == ActionEncrypt {
+			return markEncrypt
+		}
+		return markIndex
+	})
+	if err != nil {
+		return err.Error()
+	}
+	tree, err := pg.Parse(filled)
+	if err != nil {
+		return "rewritten SQL does not parse: " + err.Error()
+	}
+	for _, raw := range tree.Stmts {
+		v := &checker{plan: plan, pol: pol, policyNames: map[string]*policy.Table{}, otherNames: map[string]bool{}}
+		v.collect(raw.Stmt.ProtoReflect())
+		v.walk(raw.Stmt.ProtoReflect())
+		if v.err != "" {
+			return v.err
+		}
+	}
+	return ""
+}
+
+type checker struct {
+	plan        *Plan
+	pol         *policy.Policy
+	policyNames map[string]*policy.Table // alias or name -> policy table
+	otherNames  map[string]bool
+	err         string
+}
+
+func (v *checker) fail(format string, args ...any) {
+	if v.err == "" {
+		v.err = fmt.Sprintf(format, args...)
+	}
+}
+
+func each(m protoreflect.Message, fn func(protoreflect.Message)) {
+	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+			return true
+		}
+		if fd.IsList() {
+			l := val.List()
+			for i := 0; i < l.Len(); i++ {
+				fn(l.Get(i).Message())
+			}
+		} else {
+			fn(val.Message())
+		}
+		return true
+	})
+}
+
+func (v *checker) collect(m protoreflect.Message) {
+	if rv, ok := m.Interface().(*pg.RangeVar); ok {
+		var t *policy.Table
+		if rv.Schemaname != "" {
+			t = v.pol.Table(rv.Schemaname, rv.Relname)
+		} else if ts := v.pol.TablesNamed(rv.Relname); len(ts) > 0 {
+			t = ts[0]
+		}
+		name := rv.Relname
+		if rv.Alias != nil {
+			name = rv.Alias.Aliasname
+		}
+		if t != nil {
+			v.policyNames[name] = t
+			v.policyNames[rv.Relname] = t
+			v.policyNames["excluded"] = t
+		} else {
+			v.otherNames[name] = true
+		}
+		return
+	}
+	each(m, v.collect)
+}
+
+// classify says whether a column reference may name a PHI column (phi) or
+// a blind-index column (idx) of a policy table in this statement.
+func (v *checker) classify(cr *pg.ColumnRef) (phi, idx *policy.Column) {
+	var names []string
+	for _, f := range cr.Fields {
+		if s := f.GetString_(); s != nil {
+			names = append(names, s.Sval)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	col := names[len(names)-1]
+	var tables []*policy.Table
+	if len(names) >= 2 {
+		q := names[len(names)-2]
+		if t := v.policyNames[q]; t != nil && !v.otherNames[q] {
+			tables = append(tables, t)
+		}
+	} else {
+		for _, t := range v.policyNames {
+			tables = append(tables, t)
+		}
+	}
+	for _, t := range tables {
+		if c := t.Column(col); c != nil {
+			return c, nil
+		}
+		if c := t.IndexColumn(col); c != nil {
+			return nil, c
+		}
+	}
+	return nil, nil
+}
+
+func stripCasts(n *pg.Node) *pg.Node {
+	for n != nil && n.GetTypeCast() != nil {
+		n = n.GetTypeCast().Arg
+	}
+	return n
+}
+
+// valueOK reports whether n is a value the proxy transforms with action (or
+// NULL/DEFAULT), so that no plaintext reaches the server.
+func (v *checker) valueOK(n *pg.Node, action Action, array bool) bool {
+	n = stripCasts(n)
+	if n == nil {
+		return true
+	}
+	switch x := n.Node.(type) {
+	case *pg.Node_ParamRef:
+		i := int(x.ParamRef.Number) - 1
+		return i >= 0 && i < len(v.plan.Params) && v.plan.Params[i].Action == action && v.plan.Params[i].Array == array
+	case *pg.Node_AConst:
+		if x.AConst.Isnull {
+			return true
+		}
+		s := x.AConst.GetSval()
+		if s == nil {
+			return false
+		}
+		if action == ActionEncrypt {
+			return "'"+s.Sval+"'" == markEncrypt
+		}
+		return "'"+s.Sval+"'" == markIndex
+	case *pg.Node_SetToDefault:
+		return true
+	case *pg.Node_AArrayExpr:
+		for _, e := range x.AArrayExpr.Elements {
+			if !v.valueOK(e, action, false) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (v *checker) walk(m protoreflect.Message) {
+	switch x := m.Interface().(type) {
+	case *pg.A_Expr:
+		v.aExpr(x)
+	case *pg.InsertStmt:
+		v.insert(x)
+	case *pg.UpdateStmt:
+		v.set(x.TargetList)
+	case *pg.OnConflictClause:
+		v.set(x.TargetList)
+	}
+	each(m, v.walk)
+}
+
+func (v *checker) aExpr(e *pg.A_Expr) {
+	var operands []*pg.Node
+	for _, side := range []*pg.Node{e.Lexpr, e.Rexpr} {
+		if l := side.GetList(); l != nil {
+			operands = append(operands, l.Items...)
+		} else if side != nil {
+			operands = append(operands, side)
+		}
+	}
+	hasIdx := false
+	for _, o := range operands {
+		if cr := stripCasts(o).GetColumnRef(); cr != nil {
+			phi, idx := v.classify(cr)
+			if phi != nil {
+				v.fail("PHI column %s is compared in the rewritten SQL", phi.QualifiedName())
+			}
+			if idx != nil {
+				hasIdx = true
+			}
+		}
+	}
+	if !hasIdx {
+		return
+	}
+	array := e.Kind == pg.A_Expr_Kind_AEXPR_OP_ANY || e.Kind == pg.A_Expr_Kind_AEXPR_OP_ALL
+	for _, o := range operands {
+		if stripCasts(o).GetColumnRef() != nil {
+			continue
+		}
+		isArr := array && stripCasts(o).GetAArrayExpr() == nil
+		if !v.valueOK(o, ActionIndex, isArr) {
+			v.fail("a blind-index column is compared with a value the plan does not index")
+		}
+	}
+}
+
+func (v *checker) insert(s *pg.InsertStmt) {
+	t := v.policyNames[s.Relation.GetRelname()]
+	if t == nil || s.SelectStmt == nil {
+		return
+	}
+	if len(s.Cols) == 0 {
+		v.fail("INSERT into %s without a column list", t.QualifiedName())
+		return
+	}
+	sel := s.SelectStmt.GetSelectStmt()
+	rows := valueRows(sel)
+	for i, c := range s.Cols {
+		name := c.GetResTarget().GetName()
+		action := ActionNone
+		if t.Column(name) != nil {
+			action = ActionEncrypt
+		} else if t.IsIndexColumn(name) {
+			action = ActionIndex
+		}
+		if action == ActionNone {
+			continue
+		}
+		if rows == nil {
+			v.fail("INSERT ... SELECT into %s.%s", t.QualifiedName(), name)
+			return
+		}
+		for _, r := range rows {
+			if i < len(r) && !v.valueOK(r[i], action, false) {
+				v.fail("INSERT writes a value the plan does not %s into %s.%s", actionNames[action], t.QualifiedName(), name)
+			}
+		}
+	}
+}
+
+func (v *checker) set(list []*pg.Node) {
+	for _, n := range list {
+		rt := n.GetResTarget()
+		if rt == nil {
+			continue
+		}
+		for _, t := range v.policyNames {
+			action := ActionNone
+			if t.Column(rt.Name) != nil {
+				action = ActionEncrypt
+			} else if t.IsIndexColumn(rt.Name) {
+				action = ActionIndex
+			}
+			if action == ActionNone {
+				continue
+			}
+			if cr := rt.Val.GetColumnRef(); cr != nil {
+				phi, idx := v.classify(cr)
+				if (action == ActionEncrypt && phi != nil && phi.Name == rt.Name) || (action == ActionIndex && idx != nil) {
+					continue
+				}
+			}
+			if !v.valueOK(rt.Val, action, false) {
+				v.fail("SET writes a value the plan does not %s into %s", actionNames[action], rt.Name)
+			}
+		}
+	}
+}

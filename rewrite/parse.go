@@ -1,0 +1,108 @@
+package rewrite
+
+import (
+	"errors"
+	"sort"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pganalyze/pg_query_go/v6/parser"
+)
+
+// This file is the seam to pg_query: parsing, scanning and fingerprinting.
+// The analyzer reads pg_query's protobuf nodes directly (translating the
+// whole PostgreSQL grammar into a private AST would double the code without
+// making the walk safer); everything that calls into the C library is here.
+
+// parse returns the raw parse tree, or a 42601 *Error whose message never
+// echoes the text near the error (it may be a PHI literal).
+func parse(sql string) (*pg.ParseResult, error) {
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		return nil, syntaxError(err)
+	}
+	return tree, nil
+}
+
+func syntaxError(err error) *Error {
+	e := &Error{Code: CodeSyntaxError, Message: "syntax error"}
+	var perr *parser.Error
+	if errors.As(err, &perr) {
+		msg := perr.Message
+		// "syntax error at or near "'secret'"": the quoted token may be a
+		// literal value; keep the message, drop the token.
+		if i := strings.Index(msg, " at or near "); i >= 0 {
+			msg = msg[:i]
+		} else if i := strings.Index(msg, " at end of input"); i >= 0 {
+			msg = msg[:i+len(" at end of input")]
+		}
+		if msg != "" && !strings.ContainsAny(msg, `"'$`) {
+			e.Message = msg
+		}
+		e.Position = perr.Cursorpos
+	}
+	return e
+}
+
+// fingerprint returns pg_query's fingerprint, "" if it cannot be computed.
+func fingerprint(sql string) string {
+	fp, err := pg.Fingerprint(sql)
+	if err != nil {
+		return ""
+	}
+	return fp
+}
+
+// token is one lexical token of the input, with byte offsets.
+type token struct {
+	start, end int
+	kind       pg.Token
+	keyword    pg.KeywordKind
+}
+
+// word reports whether the token is an identifier or a keyword.
+func (t token) word() bool {
+	return t.kind == pg.Token_IDENT || t.kind == pg.Token_UIDENT || t.keyword != pg.KeywordKind_NO_KEYWORD
+}
+
+// tokens lexes the whole input once; the analyzer uses it to find the byte
+// ranges of the nodes it splices.
+type tokens []token
+
+func scan(sql string) (tokens, error) {
+	res, err := pg.Scan(sql)
+	if err != nil {
+		return nil, syntaxError(err)
+	}
+	out := make(tokens, len(res.Tokens))
+	for i, t := range res.Tokens {
+		out[i] = token{start: int(t.Start), end: int(t.End), kind: t.Token, keyword: t.KeywordKind}
+	}
+	return out, nil
+}
+
+// at returns the index of the token starting at byte offset pos, or -1.
+func (ts tokens) at(pos int) int {
+	i := sort.Search(len(ts), func(i int) bool { return ts[i].start >= pos })
+	if i < len(ts) && ts[i].start == pos {
+		return i
+	}
+	return -1
+}
+
+// matching returns the index of the ")" closing the "(" at index i, or -1.
+func (ts tokens) matching(i int) int {
+	depth := 0
+	for ; i < len(ts); i++ {
+		switch ts[i].kind {
+		case pg.Token_ASCII_40, pg.Token_ASCII_91:
+			depth++
+		case pg.Token_ASCII_41, pg.Token_ASCII_93:
+			depth--
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return -1
+}

@@ -1,0 +1,426 @@
+package rewrite
+
+import (
+	"github.com/novamind/phiproxy/policy"
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// selectStmt analyzes one query level and returns what it outputs.
+func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) (*derived, error) {
+	sc := &scope{parent: parent}
+	if err := a.withClause(s.WithClause, sc); err != nil {
+		return nil, err
+	}
+	if s.Op != pg.SetOperation_SETOP_NONE {
+		l, err := a.selectStmt(s.Larg, sc)
+		if err != nil {
+			return nil, err
+		}
+		r, err := a.selectStmt(s.Rarg, sc)
+		if err != nil {
+			return nil, err
+		}
+		out := &derived{setop: true, stars: append(append([]*policy.Table{}, l.stars...), r.stars...), unknown: l.unknown || r.unknown}
+		for i, c := range l.cols {
+			c.ref = nil
+			if c.col == nil && i < len(r.cols) {
+				c.col = r.cols[i].col
+			}
+			out.cols = append(out.cols, c)
+		}
+		if !s.All {
+			if col := out.firstPHI(); col != nil {
+				return nil, a.reject(col, -1, "UNION/INTERSECT/EXCEPT without ALL (it compares values)")
+			}
+		}
+		sc.outputs = out.cols
+		if err := a.sortClause(s.SortClause, sc, "ORDER BY"); err != nil {
+			return nil, err
+		}
+		if err := a.limits(s, sc); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	for _, row := range s.ValuesLists {
+		for _, v := range row.GetList().GetItems() {
+			if err := a.expr(v, sc, "a VALUES list"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, f := range s.FromClause {
+		if err := a.fromItem(f, sc); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.expr(s.WhereClause, sc, ""); err != nil {
+		return nil, err
+	}
+	out, err := a.targets(s.TargetList, sc, "an expression in the SELECT list")
+	if err != nil {
+		return nil, err
+	}
+	sc.outputs = out.cols
+	for _, g := range s.GroupClause {
+		if err := a.sortKey(g, sc, "GROUP BY"); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.expr(s.HavingClause, sc, ""); err != nil {
+		return nil, err
+	}
+	for _, w := range s.WindowClause {
+		if wd := w.GetWindowDef(); wd != nil {
+			if err := a.windowDef(wd, sc); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(s.DistinctClause) > 0 {
+		if len(s.DistinctClause) == 1 && s.DistinctClause[0].Node == nil {
+			if col := out.firstPHI(); col != nil {
+				return nil, a.reject(col, -1, "SELECT DISTINCT (it compares values)")
+			}
+		} else {
+			for _, d := range s.DistinctClause {
+				if err := a.sortKey(d, sc, "DISTINCT ON"); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if err := a.sortClause(s.SortClause, sc, "ORDER BY"); err != nil {
+		return nil, err
+	}
+	if err := a.limits(s, sc); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (d *derived) firstPHI() *policy.Column {
+	for _, c := range d.cols {
+		if c.col != nil {
+			return c.col
+		}
+	}
+	for _, t := range d.stars {
+		if len(t.Columns) > 0 {
+			return t.Columns[0]
+		}
+	}
+	return nil
+}
+
+func (a *analyzer) limits(s *pg.SelectStmt, sc *scope) error {
+	if err := a.expr(s.LimitCount, sc, "LIMIT"); err != nil {
+		return err
+	}
+	return a.expr(s.LimitOffset, sc, "OFFSET")
+}
+
+func (a *analyzer) sortClause(list []*pg.Node, sc *scope, what string) error {
+	for _, n := range list {
+		if sb := n.GetSortBy(); sb != nil {
+			n = sb.Node
+		}
+		if err := a.sortKey(n, sc, what); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sortKey checks an ORDER BY / GROUP BY / DISTINCT ON item, which may name an
+// output column or give its position.
+func (a *analyzer) sortKey(n *pg.Node, sc *scope, what string) error {
+	if n == nil {
+		return nil
+	}
+	if c := n.GetAConst(); c != nil && c.GetIval() != nil {
+		if i := int(c.GetIval().Ival) - 1; i >= 0 && i < len(sc.outputs) && sc.outputs[i].col != nil {
+			return a.reject(sc.outputs[i].col, c.Location, what)
+		}
+		return nil
+	}
+	if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 {
+		if s := cr.Fields[0].GetString_(); s != nil {
+			for _, o := range sc.outputs {
+				if o.name == s.Sval && o.col != nil {
+					return a.reject(o.col, cr.Location, what)
+				}
+			}
+		}
+	}
+	if cr := n.GetColumnRef(); cr != nil {
+		r, err := a.resolve(cr, sc)
+		if err != nil {
+			return err
+		}
+		if r.phi() {
+			return a.reject(r.col, cr.Location, what)
+		}
+		return nil
+	}
+	return a.expr(n, sc, what)
+}
+
+// targets analyzes a SELECT or RETURNING list. Plain references to PHI
+// columns are fine there: the proxy decrypts them by the table OID and
+// attribute number in RowDescription.
+func (a *analyzer) targets(list []*pg.Node, sc *scope, what string) (*derived, error) {
+	out := &derived{}
+	for _, n := range list {
+		rt := n.GetResTarget()
+		if rt == nil {
+			continue
+		}
+		if cr := rt.Val.GetColumnRef(); cr != nil {
+			r, err := a.resolve(cr, sc)
+			if err != nil {
+				return nil, err
+			}
+			if r.star {
+				a.star(cr, sc, out)
+				continue
+			}
+			name := rt.Name
+			if name == "" {
+				if s := cr.Fields[len(cr.Fields)-1].GetString_(); s != nil {
+					name = s.Sval
+				}
+			}
+			out.cols = append(out.cols, outCol{name: name, col: r.col, ref: cr})
+			continue
+		}
+		if err := a.expr(rt.Val, sc, what); err != nil {
+			return nil, err
+		}
+		name := rt.Name
+		if name == "" {
+			if f := rt.Val.GetFuncCall(); f != nil {
+				name = funcName(f)
+			}
+		}
+		out.cols = append(out.cols, outCol{name: name})
+	}
+	return out, nil
+}
+
+// star expands `*` or `t.*` into out, as far as it is known.
+func (a *analyzer) star(cr *pg.ColumnRef, sc *scope, out *derived) {
+	var qual []string
+	for _, f := range cr.Fields {
+		if s := f.GetString_(); s != nil {
+			qual = append(qual, s.Sval)
+		}
+	}
+	for _, e := range sc.entries {
+		if len(qual) > 0 && !entryMatches(e, qual) {
+			continue
+		}
+		switch {
+		case e.table != nil:
+			out.stars = append(out.stars, e.table)
+			a.stmt.HideIndexColumns = true
+		case e.derived != nil:
+			out.cols = append(out.cols, e.derived.cols...)
+			out.stars = append(out.stars, e.derived.stars...)
+			out.unknown = out.unknown || e.derived.unknown
+			if len(e.derived.stars) > 0 {
+				a.stmt.HideIndexColumns = true
+			}
+		default:
+			if cols, ok := a.catalogColumns(e.schema, e.rel); ok && e.rel != "" {
+				for _, c := range cols {
+					out.cols = append(out.cols, outCol{name: c})
+				}
+			} else {
+				out.unknown = true
+			}
+		}
+	}
+}
+
+func (a *analyzer) withClause(w *pg.WithClause, sc *scope) error {
+	if w == nil {
+		return nil
+	}
+	sc.ctes = map[string]*derived{}
+	for _, n := range w.Ctes {
+		cte := n.GetCommonTableExpr()
+		if cte == nil {
+			continue
+		}
+		if w.Recursive {
+			sc.ctes[cte.Ctename] = &derived{unknown: true}
+		}
+		var d *derived
+		var err error
+		before := a.touches
+		switch q := cte.Ctequery.Node.(type) {
+		case *pg.Node_SelectStmt:
+			d, err = a.selectStmt(q.SelectStmt, sc)
+		case *pg.Node_InsertStmt:
+			d, err = a.insertStmt(q.InsertStmt, sc)
+		case *pg.Node_UpdateStmt:
+			d, err = a.updateStmt(q.UpdateStmt, sc)
+		case *pg.Node_DeleteStmt:
+			d, err = a.deleteStmt(q.DeleteStmt, sc)
+		default:
+			err = a.expr(cte.Ctequery, sc, "a CTE")
+			d = &derived{unknown: true}
+		}
+		if err != nil {
+			return err
+		}
+		if _, isSelect := cte.Ctequery.Node.(*pg.Node_SelectStmt); !isSelect && a.touches > before {
+			return a.errorf(nil, cte.Location, "a data-modifying CTE (WITH %s AS (INSERT/UPDATE/DELETE ...)) touching a PHI table is not supported; run it as its own statement", cte.Ctename)
+		}
+		renameCols(d, cte.Aliascolnames)
+		sc.ctes[cte.Ctename] = d
+	}
+	return nil
+}
+
+func renameCols(d *derived, names []*pg.Node) {
+	for i, n := range names {
+		if s := n.GetString_(); s != nil && i < len(d.cols) {
+			d.cols[i].name = s.Sval
+		}
+	}
+}
+
+// fromItem adds one FROM item (and what it joins) to sc.
+func (a *analyzer) fromItem(n *pg.Node, sc *scope) error {
+	switch x := n.Node.(type) {
+	case *pg.Node_RangeVar:
+		e, err := a.relationEntry(x.RangeVar, sc)
+		if err != nil {
+			return err
+		}
+		sc.entries = append(sc.entries, e)
+		return nil
+	case *pg.Node_RangeSubselect:
+		rs := x.RangeSubselect
+		inner := &scope{parent: sc.parent, ctes: sc.ctes}
+		if rs.Lateral {
+			inner = sc
+		}
+		sel := rs.Subquery.GetSelectStmt()
+		if sel == nil {
+			return a.expr(rs.Subquery, sc, "a subquery in FROM")
+		}
+		d, err := a.selectStmt(sel, inner)
+		if err != nil {
+			return err
+		}
+		e := &rangeEntry{derived: d}
+		if rs.Alias != nil {
+			e.name = rs.Alias.Aliasname
+			renameCols(d, rs.Alias.Colnames)
+		}
+		sc.entries = append(sc.entries, e)
+		return nil
+	case *pg.Node_JoinExpr:
+		j := x.JoinExpr
+		before := len(sc.entries)
+		if err := a.fromItem(j.Larg, sc); err != nil {
+			return err
+		}
+		if err := a.fromItem(j.Rarg, sc); err != nil {
+			return err
+		}
+		joined := sc.entries[before:]
+		if j.IsNatural {
+			for _, e := range joined {
+				if e.table != nil || (e.derived != nil && e.derived.firstPHI() != nil) {
+					return a.errorf(nil, -1, "NATURAL JOIN with PHI table %s is not supported: write the join condition with ON", entryName(e))
+				}
+			}
+		}
+		for _, u := range j.UsingClause {
+			s := u.GetString_()
+			if s == nil {
+				continue
+			}
+			for _, e := range joined {
+				if _, col, idx := a.entryHas(e, s.Sval); col != nil || idx != nil {
+					if col == nil {
+						col = idx
+					}
+					return a.reject(col, -1, "JOIN ... USING (write the join condition with ON, comparing the columns)")
+				}
+			}
+		}
+		if err := a.expr(j.Quals, sc, ""); err != nil {
+			return err
+		}
+		if j.Alias != nil {
+			d := &derived{unknown: true}
+			for _, e := range joined {
+				if e.table != nil {
+					d.stars = append(d.stars, e.table)
+				} else if e.derived != nil {
+					d.cols = append(d.cols, e.derived.cols...)
+					d.stars = append(d.stars, e.derived.stars...)
+				}
+			}
+			sc.entries = append(sc.entries, &rangeEntry{name: j.Alias.Aliasname, derived: d})
+		}
+		return nil
+	case *pg.Node_RangeFunction:
+		rf := x.RangeFunction
+		if err := a.children(n, sc, "a function in FROM"); err != nil {
+			return err
+		}
+		e := &rangeEntry{opaque: true}
+		if rf.Alias != nil {
+			e.name = rf.Alias.Aliasname
+		}
+		sc.entries = append(sc.entries, e)
+		return nil
+	case *pg.Node_RangeTableSample:
+		if err := a.fromItem(x.RangeTableSample.Relation, sc); err != nil {
+			return err
+		}
+		for _, arg := range x.RangeTableSample.Args {
+			if err := a.expr(arg, sc, "TABLESAMPLE"); err != nil {
+				return err
+			}
+		}
+		return a.expr(x.RangeTableSample.Repeatable, sc, "TABLESAMPLE")
+	}
+	if err := a.children(n, sc, describe(n)); err != nil {
+		return err
+	}
+	sc.entries = append(sc.entries, &rangeEntry{opaque: true})
+	return nil
+}
+
+func entryName(e *rangeEntry) string {
+	if e.table != nil {
+		return e.table.QualifiedName()
+	}
+	return e.name
+}
+
+func (a *analyzer) relationEntry(rv *pg.RangeVar, sc *scope) (*rangeEntry, error) {
+	e := &rangeEntry{name: rv.Relname, schema: rv.Schemaname, rel: rv.Relname}
+	if rv.Alias != nil {
+		e.name = rv.Alias.Aliasname
+	}
+	if rv.Schemaname == "" {
+		if d, ok := sc.cte(rv.Relname); ok {
+			e.derived, e.rel = d, ""
+			return e, nil
+		}
+	}
+	t, err := a.rangeVarTable(rv, sc)
+	if err != nil {
+		return nil, err
+	}
+	e.table = t
+	return e, nil
+}

@@ -1,0 +1,225 @@
+package rewrite
+
+import (
+	"strings"
+
+	"github.com/novamind/phiproxy/policy"
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// statement analyzes one top-level statement into a.stmt.
+func (a *analyzer) statement(n *pg.Node) error {
+	if n == nil {
+		return nil
+	}
+	switch x := n.Node.(type) {
+	case *pg.Node_SelectStmt:
+		a.stmt.Kind = KindSelect
+		before := a.touches
+		if _, err := a.selectStmt(x.SelectStmt, nil); err != nil {
+			return err
+		}
+		if a.touches > before && hasInto(x.SelectStmt) {
+			return a.opaqueReject(n, "SELECT INTO copies PHI columns into a table phiproxy does not protect")
+		}
+		return nil
+	case *pg.Node_InsertStmt:
+		a.stmt.Kind = KindInsert
+		_, err := a.insertStmt(x.InsertStmt, nil)
+		return err
+	case *pg.Node_UpdateStmt:
+		a.stmt.Kind = KindUpdate
+		_, err := a.updateStmt(x.UpdateStmt, nil)
+		return err
+	case *pg.Node_DeleteStmt:
+		a.stmt.Kind = KindDelete
+		_, err := a.deleteStmt(x.DeleteStmt, nil)
+		return err
+	case *pg.Node_TransactionStmt:
+		a.stmt.Kind = KindTransaction
+		return nil
+	case *pg.Node_ExplainStmt:
+		err := a.statement(x.ExplainStmt.Query)
+		a.stmt.Kind = KindOther
+		return err
+	case *pg.Node_DeclareCursorStmt:
+		err := a.statement(x.DeclareCursorStmt.Query)
+		a.stmt.Kind = KindSelect
+		return err
+	case *pg.Node_ViewStmt:
+		err := a.statement(x.ViewStmt.Query)
+		a.stmt.Kind = KindDDL
+		return err
+	case *pg.Node_CopyStmt:
+		return a.refuseIfTouching(n, "COPY of a PHI table is not supported yet; use INSERT or SELECT")
+	case *pg.Node_MergeStmt:
+		return a.refuseIfTouching(n, "MERGE on a PHI table is not supported; use INSERT ... ON CONFLICT or UPDATE")
+	case *pg.Node_CreateTableAsStmt:
+		return a.refuseIfTouching(n, "CREATE TABLE AS / SELECT INTO copies PHI columns into a table phiproxy does not protect")
+	case *pg.Node_PrepareStmt:
+		return a.refuseIfTouching(n, "SQL-level PREPARE of a statement on a PHI table is not supported (EXECUTE arguments would reach the server unencrypted); use the extended protocol")
+	case *pg.Node_RuleStmt:
+		return a.refuseIfTouching(n, "rules on PHI tables are not supported")
+	case *pg.Node_DoStmt, *pg.Node_CreateFunctionStmt, *pg.Node_CreateTrigStmt:
+		// Their bodies are strings phiproxy cannot analyze.
+		if mentionsPolicy(a.sql[a.stmtStart:a.stmtEnd], a.pol) {
+			return a.opaqueReject(n, "a function or DO body that mentions a PHI table cannot be checked; run its statements through phiproxy instead")
+		}
+		a.stmt.Kind = KindDDL
+		return nil
+	}
+	if isDDL(n) {
+		a.stmt.Kind = KindDDL
+	}
+	return a.generic(n)
+}
+
+func hasInto(s *pg.SelectStmt) bool {
+	for ; s != nil; s = s.Larg {
+		if s.IntoClause != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *analyzer) opaqueReject(n *pg.Node, msg string) error {
+	e := a.errorf(nil, int32(a.stmtStart), "%s", msg)
+	if len(a.stmt.Tables) > 0 {
+		e.Table = a.stmt.Tables[0].QualifiedName()
+	}
+	return e
+}
+
+// refuseIfTouching rejects n when it references a policy table anywhere.
+func (a *analyzer) refuseIfTouching(n *pg.Node, msg string) error {
+	tables, err := a.collectTables(n)
+	if err != nil {
+		return err
+	}
+	if len(tables) > 0 {
+		for _, t := range tables {
+			a.touch(t)
+		}
+		return a.opaqueReject(n, msg)
+	}
+	return a.generic(n)
+}
+
+func isDDL(n *pg.Node) bool {
+	name := oneofName(n)
+	switch name {
+	case "index_stmt", "rename_stmt", "comment_stmt", "grant_stmt", "grant_role_stmt", "define_stmt", "composite_type_stmt":
+		return true
+	}
+	return strings.HasPrefix(name, "create_") || strings.HasPrefix(name, "alter_") || strings.HasPrefix(name, "drop_")
+}
+
+func oneofName(n *pg.Node) string {
+	m := n.ProtoReflect()
+	f := m.WhichOneof(m.Descriptor().Oneofs().Get(0))
+	if f == nil {
+		return ""
+	}
+	return string(f.Name())
+}
+
+// collectTables returns the policy tables named by any RangeVar under n.
+func (a *analyzer) collectTables(n *pg.Node) ([]*policy.Table, error) {
+	var out []*policy.Table
+	var err error
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if rv, ok := m.Interface().(*pg.RangeVar); ok {
+			t, e := a.rangeVarTable(rv, nil)
+			if e != nil && err == nil {
+				err = e
+			}
+			if t != nil {
+				out = append(out, t)
+			}
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return true
+		})
+	}
+	visit(n.ProtoReflect())
+	return out, err
+}
+
+// generic handles statements with no specific rule (DDL, utility): the
+// policy tables they name are recorded, and any PHI column found in an
+// expression under them is rejected (a CHECK, an index expression, a
+// default).
+func (a *analyzer) generic(n *pg.Node) error {
+	tables, err := a.collectTables(n)
+	if err != nil {
+		return err
+	}
+	sc := &scope{}
+	for _, t := range tables {
+		a.touch(t)
+		sc.entries = append(sc.entries, &rangeEntry{name: t.Name, schema: t.Schema, rel: t.Name, table: t})
+	}
+	if at := n.GetAlterTableStmt(); at != nil && len(tables) > 0 {
+		for _, c := range at.Cmds {
+			cmd := c.GetAlterTableCmd()
+			if cmd == nil || cmd.Def == nil {
+				continue
+			}
+			for _, t := range tables {
+				if col := t.Column(cmd.Name); col != nil && cmd.Subtype == pg.AlterTableType_AT_ColumnDefault {
+					return a.reject(col, int32(a.stmtStart), "a column DEFAULT (it would be stored unencrypted)")
+				}
+			}
+		}
+	}
+	if len(tables) == 0 {
+		// Nothing of ours: still number the parameters.
+		return a.children(n, sc, describe(n))
+	}
+	return a.children(n, sc, "a "+strings.ToUpper(strings.TrimSuffix(oneofName(n), "_stmt"))+" statement")
+}
+
+// rangeVarTable resolves a table name to its policy table, nil for tables
+// the policy does not name and for CTE references. An unqualified name
+// matching tables of the policy in several schemas is rejected.
+func (a *analyzer) rangeVarTable(rv *pg.RangeVar, sc *scope) (*policy.Table, error) {
+	if rv == nil {
+		return nil, nil
+	}
+	if rv.Schemaname != "" {
+		t := a.pol.Table(rv.Schemaname, rv.Relname)
+		if t != nil {
+			a.touch(t)
+		}
+		return t, nil
+	}
+	if _, ok := sc.cte(rv.Relname); ok {
+		return nil, nil
+	}
+	ts := a.pol.TablesNamed(rv.Relname)
+	switch len(ts) {
+	case 0:
+		return nil, nil
+	case 1:
+		a.touch(ts[0])
+		return ts[0], nil
+	}
+	e := a.errorf(nil, rv.Location, "table name %q is ambiguous: the policy protects it in schemas %s and %s; qualify it with its schema", rv.Relname, ts[0].Schema, ts[1].Schema)
+	e.Table = ts[0].QualifiedName()
+	return nil, e
+}
