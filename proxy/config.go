@@ -136,68 +136,79 @@ func (c *Config) SetDefaults() {
 	}
 }
 
+// FieldError is one invalid setting; Field is its YAML path
+// ("upstream.tls.mode"), so cmd can point at the line of the file.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
 // Validate reports every structural problem of a defaulted config (it does
-// not read files; New does). Field names are the YAML paths.
+// not read files; New does), each as a *FieldError, joined.
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
 
 	if _, _, err := net.SplitHostPort(c.Listen.Address); err != nil {
-		bad("listen.address %q: %v", c.Listen.Address, err)
+		bad("listen.address", "%q: %v", c.Listen.Address, err)
 	}
 	t := c.Listen.TLS
 	switch t.MinVersion {
 	case "1.2", "1.3":
 	default:
-		bad("listen.tls.min_version %q: want \"1.2\" or \"1.3\"", t.MinVersion)
+		bad("listen.tls.min_version", "%q: want \"1.2\" or \"1.3\"", t.MinVersion)
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		bad("listen.tls: cert_file and key_file must be set together")
+		bad("listen.tls", "cert_file and key_file must be set together")
 	}
 	if t.CertFile == "" && !t.AllowPlaintext {
-		bad("listen.tls: cert_file and key_file are required unless allow_plaintext is true")
+		bad("listen.tls", "cert_file and key_file are required unless allow_plaintext is true")
 	}
 	if t.ClientCAFile != "" && t.CertFile == "" {
-		bad("listen.tls.client_ca_file needs cert_file and key_file")
+		bad("listen.tls.client_ca_file", "needs cert_file and key_file")
 	}
 
 	if c.Upstream.Address == "" {
-		bad("upstream.address is required")
+		bad("upstream.address", "is required")
 	} else if _, _, err := net.SplitHostPort(c.Upstream.Address); err != nil {
-		bad("upstream.address %q: %v", c.Upstream.Address, err)
+		bad("upstream.address", "%q: %v", c.Upstream.Address, err)
 	}
 	switch c.Upstream.TLS.Mode {
 	case TLSModeDisable, TLSModeRequire, TLSModeVerifyCA, TLSModeVerifyFull:
 	default:
-		bad("upstream.tls.mode %q: want disable, require, verify-ca or verify-full", c.Upstream.TLS.Mode)
+		bad("upstream.tls.mode", "%q: want disable, require, verify-ca or verify-full", c.Upstream.TLS.Mode)
 	}
 	switch c.Upstream.SCRAM {
 	case SCRAMAuto, SCRAMRelay:
 	default:
-		bad("upstream.scram %q: want auto or relay", c.Upstream.SCRAM)
+		bad("upstream.scram", "%q: want auto or relay", c.Upstream.SCRAM)
 	}
 	if c.Upstream.ConnectTimeout < 0 {
-		bad("upstream.connect_timeout must be positive")
+		bad("upstream.connect_timeout", "must be positive")
 	}
 
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
-			bad("metrics.address %q: %v", c.Metrics.Address, err)
+			bad("metrics.address", "%q: %v", c.Metrics.Address, err)
 		}
 	}
 
 	l := c.Limits
 	if l.MaxMessageBytes < 1<<10 || l.MaxMessageBytes > 1<<30 {
-		bad("limits.max_message_bytes %d: want 1 KiB to 1 GiB", l.MaxMessageBytes)
+		bad("limits.max_message_bytes", "%d: want 1 KiB to 1 GiB", l.MaxMessageBytes)
 	}
 	if l.MaxServerMessageBytes < 1<<10 || l.MaxServerMessageBytes > 1<<30+5 {
-		bad("limits.max_server_message_bytes %d: want 1 KiB to 1 GiB", l.MaxServerMessageBytes)
+		bad("limits.max_server_message_bytes", "%d: want 1 KiB to 1 GiB", l.MaxServerMessageBytes)
 	}
 	if l.HandshakeTimeout < 0 {
-		bad("limits.handshake_timeout must be positive")
+		bad("limits.handshake_timeout", "must be positive")
 	}
 	if l.DrainTimeout < 0 {
-		bad("limits.drain_timeout must be positive")
+		bad("limits.drain_timeout", "must be positive")
 	}
 	return errors.Join(errs...)
 }

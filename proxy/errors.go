@@ -43,7 +43,13 @@ type UpstreamError struct {
 	// never got established, true when an established one failed.
 	Connected bool
 	Err       error
+
+	unreachable bool // TCP connect failed
+	tls         bool // TLS negotiation failed
 }
+
+// Unreachable reports whether the upstream did not accept a TCP connection.
+func (e *UpstreamError) Unreachable() bool { return e.unreachable }
 
 func (e *UpstreamError) Error() string {
 	if e.Connected {

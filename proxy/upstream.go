@@ -17,19 +17,48 @@ import (
 var errUpstreamRefusedTLS = errors.New("the server does not accept TLS (answered SSLRequest with N)")
 
 // dialUpstream opens a connection to the upstream, TLS negotiated per the
-// configured mode, ready for a startup packet (or a CancelRequest).
+// configured mode, ready for a startup packet (or a CancelRequest), and
+// records it in the metrics and readiness.
 func (srv *Server) dialUpstream(ctx context.Context) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, srv.cfg.Upstream.ConnectTimeout)
-	defer cancel()
 	start := time.Now()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", srv.cfg.Upstream.Address)
+	conn, err := dialUpstream(ctx, srv.cfg.Upstream, srv.upstreamTLS, srv.health.reachable)
 	if err != nil {
-		return nil, &UpstreamError{Err: err}
+		var ue *UpstreamError
+		if errors.As(err, &ue) && ue.tls {
+			srv.metrics.TLSHandshakeFailure.WithLabelValues("upstream").Inc()
+		}
+		return nil, err
 	}
-	srv.health.reachable()
-	if srv.upstreamTLS == nil {
-		srv.metrics.UpstreamConnect.Observe(time.Since(start).Seconds())
+	srv.metrics.UpstreamConnect.Observe(time.Since(start).Seconds())
+	return conn, nil
+}
+
+// CheckUpstream opens a connection to cfg's upstream as a session would
+// (TCP, SSLRequest, TLS handshake and verification) and closes it. An
+// *UpstreamError says whether the upstream was unreachable.
+func CheckUpstream(ctx context.Context, cfg Config) error {
+	cfg.SetDefaults()
+	tlsCfg, err := upstreamTLSConfig(cfg.Upstream.TLS, cfg.Upstream.Address)
+	if err != nil {
+		return err
+	}
+	conn, err := dialUpstream(ctx, cfg.Upstream, tlsCfg, func() {})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func dialUpstream(ctx context.Context, cfg UpstreamConfig, tlsCfg *tls.Config, reachable func()) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", cfg.Address)
+	if err != nil {
+		return nil, &UpstreamError{Err: err, unreachable: true}
+	}
+	reachable()
+	if tlsCfg == nil {
 		return conn, nil
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
@@ -48,15 +77,13 @@ func (srv *Server) dialUpstream(ctx context.Context) (net.Conn, error) {
 	}
 	if answer[0] != 'S' {
 		conn.Close()
-		return nil, &UpstreamError{Err: errUpstreamRefusedTLS}
+		return nil, &UpstreamError{Err: errUpstreamRefusedTLS, tls: true}
 	}
-	tc := tls.Client(conn, srv.upstreamTLS)
+	tc := tls.Client(conn, tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
-		srv.metrics.TLSHandshakeFailure.WithLabelValues("upstream").Inc()
-		return nil, &UpstreamError{Err: fmt.Errorf("tls handshake: %w", err)}
+		return nil, &UpstreamError{Err: fmt.Errorf("tls handshake: %w", err), tls: true}
 	}
-	srv.metrics.UpstreamConnect.Observe(time.Since(start).Seconds())
 	return tc, nil
 }
 

@@ -11,9 +11,5 @@ import (
 
 var errNotYet = errors.New("not implemented yet")
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
-func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error  { return errNotYet }
-func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error  { return errNotYet }
-func interruptedCode(ctx context.Context) int                                     { return 130 }
-func version() string                                                             { return "dev" }
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }

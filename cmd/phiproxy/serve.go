@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/novamind/phiproxy/proxy"
+)
+
+// runServe runs the proxy until SIGINT or SIGTERM, then drains: it stops
+// accepting, fails readiness, waits up to limits.drain_timeout for the
+// sessions to end and closes the rest. A second signal closes at once.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv(envConfig), "configuration file (default $"+envConfig+")")
+	checkOnly := fs.Bool("check", false, "validate the configuration, as `phiproxy check`, and exit")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if *path == "" || fs.NArg() > 0 {
+		return fmt.Errorf("%w: phiproxy serve --config FILE", errUsage)
+	}
+	if *checkOnly {
+		return checkConfig(ctx, *path, checkOptions{}, stdout)
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg.file.Log, stderr)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := proxy.New(cfg.file.Proxy, logger, reg)
+	if err != nil {
+		return err
+	}
+	// TODO(issue 3): load the keyring (cfg.file.Keys) and hand the policy
+	// and keys to the proxy; until then the proxy relays unchanged.
+	logger.Info("configuration loaded", "config", cfg.path, "policy_tables", len(cfg.policy.Tables()))
+
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+
+	drain := srv.Config().Limits.DrainTimeout
+	logger.Info("shutting down", "cause", context.Cause(ctx).Error(), "drain_timeout", drain)
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	// A second signal cuts the drain short.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			logger.Warn("second signal: closing all sessions now")
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return fmt.Errorf("stopped: %w", context.Cause(ctx))
+}
+
+// interruptedCode is the exit code after a signal: 143 for SIGTERM, 130 for
+// SIGINT (128 + the signal number, as shells and cloud-sql-proxy report).
+func interruptedCode(ctx context.Context) int {
+	// os/signal's cause has no exported type; its text names the signal.
+	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, context.Canceled) &&
+		cause.Error() == syscall.SIGTERM.String()+" signal received" {
+		return 143
+	}
+	return 130
+}
