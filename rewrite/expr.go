@@ -12,7 +12,7 @@ import (
 // computes on the expression's value ("" at the top of a predicate or a
 // target); a PHI column found under a non-empty what is rejected.
 func (a *analyzer) expr(n *pg.Node, sc *scope, what string) error {
-	if n == nil {
+	if n == nil || n.Node == nil {
 		return nil
 	}
 	switch x := n.Node.(type) {
@@ -140,8 +140,7 @@ func describe(n *pg.Node) string {
 	case *pg.Node_FuncCall:
 		return "function " + funcName(x.FuncCall) + "()"
 	}
-	name := string(n.ProtoReflect().WhichOneof(n.ProtoReflect().Descriptor().Oneofs().Get(0)).Name())
-	return "an expression (" + name + ")"
+	return "an expression (" + oneofName(n) + ")"
 }
 
 func funcName(f *pg.FuncCall) string {

@@ -1,0 +1,117 @@
+package rewrite
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/novamind/phiproxy/policy"
+)
+
+// Cache is a bounded LRU of plans (and rejections) keyed by SQL text, never
+// by parameter values. Safe for concurrent use. A hit takes one mutex and
+// does not allocate.
+//
+// Texts that the fast path passes through (no policy table name in them)
+// are not stored: they cost a byte scan each time, and literal-heavy
+// traffic on other tables would otherwise evict the plans that matter.
+type Cache struct {
+	pol *policy.Policy
+	cat Catalog
+	max int
+
+	mu    sync.Mutex
+	items map[string]*cacheEntry
+	head  cacheEntry // sentinel: head.next is the most recent
+
+	hits, misses, bypass atomic.Uint64
+}
+
+type cacheEntry struct {
+	key        string
+	plan       *Plan
+	err        error
+	prev, next *cacheEntry
+}
+
+// NewCache returns a cache of at most size plans for pol and cat.
+func NewCache(size int, pol *policy.Policy, cat Catalog) *Cache {
+	if size < 1 {
+		size = 1
+	}
+	c := &Cache{pol: pol, cat: cat, max: size, items: make(map[string]*cacheEntry, size)}
+	c.head.next, c.head.prev = &c.head, &c.head
+	return c
+}
+
+// Analyze returns the cached plan for sql, analyzing it on a miss. The
+// returned plan is shared: callers must not modify it.
+func (c *Cache) Analyze(sql string) (*Plan, error) {
+	c.mu.Lock()
+	if e, ok := c.items[sql]; ok {
+		c.unlink(e)
+		c.pushFront(e)
+		c.mu.Unlock()
+		c.hits.Add(1)
+		return e.plan, e.err
+	}
+	c.mu.Unlock()
+	if c.pol.Empty() || !mentionsPolicy(sql, c.pol) {
+		c.bypass.Add(1)
+		return &Plan{SQL: sql, Passthrough: true}, nil
+	}
+	c.misses.Add(1)
+	key := strings.Clone(sql) // the caller's string may alias a reused buffer
+	plan, err := Analyze(key, c.pol, c.cat)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[key]; ok { // raced with another miss
+		return e.plan, e.err
+	}
+	e := &cacheEntry{key: key, plan: plan, err: err}
+	c.items[key] = e
+	c.pushFront(e)
+	for len(c.items) > c.max {
+		old := c.head.prev
+		c.unlink(old)
+		delete(c.items, old.key)
+	}
+	return plan, err
+}
+
+// Purge drops every plan, for example after DDL changed the catalog.
+func (c *Cache) Purge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.items)
+	c.head.next, c.head.prev = &c.head, &c.head
+}
+
+// Len returns the number of cached plans.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items)
+}
+
+// CacheStats are the cache's counters since it was made.
+type CacheStats struct {
+	Hits   uint64 // plan found
+	Misses uint64 // text parsed and analyzed
+	Bypass uint64 // no policy table named: passed through without parsing or caching
+}
+
+// Stats returns the counters (for the proxy's metrics).
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bypass: c.bypass.Load()}
+}
+
+func (c *Cache) unlink(e *cacheEntry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+}
+
+func (c *Cache) pushFront(e *cacheEntry) {
+	e.prev, e.next = &c.head, c.head.next
+	c.head.next.prev = e
+	c.head.next = e
+}
