@@ -12,4 +12,3 @@ import (
 var errNotYet = errors.New("not implemented yet")
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
-func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error { return errNotYet }
