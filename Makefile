@@ -30,7 +30,7 @@ fuzz:
 demo: build postgres
 	$(BIN) demo
 
-bench: build postgres
+bench: postgres
 	scripts/bench.sh
 
 # Ensure PostgreSQL server binaries and psql exist (installs them as root).
