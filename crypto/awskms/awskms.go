@@ -284,8 +284,10 @@ func retryable(err error) bool {
 	}
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
+		// StatusCode 0: the request was never answered (connection
+		// refused or reset, timeout).
 		code := re.HTTPStatusCode()
-		return code >= http.StatusInternalServerError || code == http.StatusTooManyRequests
+		return code == 0 || code >= http.StatusInternalServerError || code == http.StatusTooManyRequests
 	}
 	if ae != nil {
 		return false

@@ -6,15 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/novamind/phiproxy/crypto"
 )
@@ -112,6 +115,14 @@ func newTest(f *fakeKMS, attempts int) (*Provider, *recordSleep) {
 	return New(f, "alias/phiproxy", Options{Attempts: attempts, Timeout: 50 * time.Millisecond, Sleep: r.sleep}), r
 }
 
+// kmsResponseError is what the SDK returns for an HTTP-level failure
+// (status 0: no response at all).
+func kmsResponseError(status int, err error) error {
+	return &smithy.OperationError{ServiceID: "KMS", OperationName: "Decrypt", Err: &awshttp.ResponseError{
+		ResponseError: &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}}, Err: err},
+	}}
+}
+
 func throttled() error {
 	return &smithy.GenericAPIError{Code: "ThrottlingException", Message: "slow down", Fault: smithy.FaultClient}
 }
@@ -163,6 +174,9 @@ func TestRetries(t *testing.T) {
 		{name: "throttled then ok", errs: []error{throttled(), throttled()}, wantCalls: 3},
 		{name: "network then ok", errs: []error{netErr}, wantCalls: 2},
 		{name: "server fault then ok", errs: []error{&types.KMSInternalException{Message: aws.String("x")}}, wantCalls: 2},
+		{name: "no response then ok", errs: []error{kmsResponseError(0, netErr)}, wantCalls: 2},
+		{name: "503 then ok", errs: []error{kmsResponseError(503, errors.New("unavailable"))}, wantCalls: 2},
+		{name: "400 not retried", errs: []error{kmsResponseError(400, errors.New("bad request"))}, wantErr: true, wantCalls: 1},
 		{name: "always down", errs: []error{netErr, netErr, netErr, netErr, netErr}, wantErr: true, wantCalls: 4},
 		{name: "timeout each attempt", hang: true, wantErr: true, wantCalls: 4},
 		{name: "access denied not retried", errs: []error{&smithy.GenericAPIError{Code: "AccessDeniedException", Fault: smithy.FaultClient}}, wantErr: true, wantCalls: 1},
