@@ -47,8 +47,8 @@ func TestAuthMethods(t *testing.T) {
 			conn.Close(ctx)
 			t.Fatal("channel_binding=require succeeded through a TLS-terminating proxy")
 		}
-		if !strings.Contains(err.Error(), "SCRAM-SHA-256-PLUS") {
-			t.Fatalf("error %v, want one about SCRAM-SHA-256-PLUS not being offered", err)
+		if !strings.Contains(err.Error(), "channel binding") {
+			t.Fatalf("error %v, want one about channel binding", err)
 		}
 	})
 }

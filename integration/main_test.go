@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -189,11 +190,19 @@ func both[T any](t *testing.T, p *testProxy, fn func(t *testing.T, conn *pgx.Con
 	t.Helper()
 	direct := fn(t, connect(t, directDSN(pgcluster.ScramUser, pgcluster.AppDatabase), opts...))
 	proxied := fn(t, connect(t, p.dsn(pgcluster.ScramUser, pgcluster.AppDatabase), opts...))
-	if diff := cmp.Diff(direct, proxied); diff != "" {
+	if diff := cmp.Diff(direct, proxied, cmpOpts); diff != "" {
 		t.Fatalf("direct and proxied results differ (-direct +proxy):\n%s", diff)
 	}
 	return proxied
 }
+
+// cmpOpts compares the values pgx decodes (pgtype.Numeric holds a *big.Int).
+var cmpOpts = cmp.Comparer(func(x, y *big.Int) bool {
+	if x == nil || y == nil {
+		return x == y
+	}
+	return x.Cmp(y) == 0
+})
 
 // rowsResult is a comparable outcome of one query.
 type rowsResult struct {

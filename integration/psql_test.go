@@ -98,7 +98,7 @@ func TestPsql(t *testing.T) {
 
 	t.Run("multi-statement", func(t *testing.T) {
 		res := same(t, "-c", "SELECT 1 AS a; SELECT 'two' AS b, now() IS NOT NULL AS c; SELECT count(*), min(name) FROM psql_t WHERE note IS NULL")
-		if res.Exit != 0 || !strings.Contains(res.Stdout, "100 | name 12") {
+		if res.Exit != 0 || !strings.Contains(res.Stdout, "100 | name 102") {
 			t.Fatalf("multi-statement output: %+v", res)
 		}
 		res = same(t, "-c", "SELECT 1; SELECT 1/0; SELECT 3")
