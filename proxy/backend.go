@@ -39,10 +39,8 @@ var (
 func (s *Session) serverToClient(wg *sync.WaitGroup) {
 	defer wg.Done()
 	var err error
-	defer func() {
-		s.recoverPanic(&err)
-		s.fail(err)
-	}()
+	defer func() { s.fail(err) }()
+	defer s.recoverPanic(&err) // runs first: recover must be called by the deferred function itself
 	err = s.serverLoop()
 }
 
@@ -52,49 +50,53 @@ func (s *Session) serverLoop() error {
 		if err != nil {
 			return upstreamReadError(err)
 		}
-		s.s2c.messages++
-		s.s2c.bytes += uint64(len(msg))
-		switch typ {
-		case 'D':
-			err = s.handleDataRow(msg)
-		case 'T':
-			err = s.handleRowDescription(msg)
-		case 'C':
-			err = s.handleCommandComplete(msg)
-		case 'I':
-			err = s.handleEmptyQueryResponse(msg)
-		case 's':
-			err = s.handlePortalSuspended(msg)
-		case '1':
-			err = s.handleParseComplete(msg)
-		case '2':
-			err = s.handleBindComplete(msg)
-		case '3':
-			err = s.handleCloseComplete(msg)
-		case 't':
-			err = s.handleParameterDescription(msg)
-		case 'n':
-			err = s.handleNoData(msg)
-		case 'Z':
-			err = s.handleReadyForQuery(msg)
-		case 'E':
-			err = s.handleErrorResponse(msg)
-		case 'G', 'W':
-			err = s.handleCopyInResponse(msg)
-		case 'H':
-			err = s.handleCopyOutResponse(msg)
-		case 'V':
-			err = s.handleFunctionCallResponse(msg)
-		case 'd', 'c', 'A', 'N', 'S':
-			// CopyData, CopyDone, NotificationResponse, NoticeResponse,
-			// ParameterStatus: no expectation involved.
-			err = s.send(msg)
-		default:
-			return serverProtocolErrorf("unexpected message type %q", typ)
-		}
-		if err != nil {
+		if err := s.handleBackend(typ, msg); err != nil {
 			return err
 		}
+	}
+}
+
+// handleBackend hands one server message to its handler.
+func (s *Session) handleBackend(typ byte, msg []byte) error {
+	s.s2c.messages++
+	s.s2c.bytes += uint64(len(msg))
+	switch typ {
+	case 'D':
+		return s.handleDataRow(msg)
+	case 'T':
+		return s.handleRowDescription(msg)
+	case 'C':
+		return s.handleCommandComplete(msg)
+	case 'I':
+		return s.handleEmptyQueryResponse(msg)
+	case 's':
+		return s.handlePortalSuspended(msg)
+	case '1':
+		return s.handleParseComplete(msg)
+	case '2':
+		return s.handleBindComplete(msg)
+	case '3':
+		return s.handleCloseComplete(msg)
+	case 't':
+		return s.handleParameterDescription(msg)
+	case 'n':
+		return s.handleNoData(msg)
+	case 'Z':
+		return s.handleReadyForQuery(msg)
+	case 'E':
+		return s.handleErrorResponse(msg)
+	case 'G', 'W':
+		return s.handleCopyInResponse(msg)
+	case 'H':
+		return s.handleCopyOutResponse(msg)
+	case 'V':
+		return s.handleFunctionCallResponse(msg)
+	case 'd', 'c', 'A', 'N', 'S':
+		// CopyData, CopyDone, NotificationResponse, NoticeResponse,
+		// ParameterStatus: no expectation involved.
+		return s.send(msg)
+	default:
+		return serverProtocolErrorf("unexpected message type %q", typ)
 	}
 }
 

@@ -31,6 +31,9 @@ type frameReader struct {
 	max int
 	// server is true when reading from the upstream (errors say so).
 	server bool
+	// valid, when set, lists the acceptable message types: anything else
+	// fails at the header, before its body is awaited.
+	valid *[256]bool
 	// flush is called before any read that would block, so nothing the peer
 	// is waiting for stays in an output buffer while we wait for input.
 	flush func() error
@@ -73,6 +76,9 @@ func (r *frameReader) next() (byte, []byte, error) {
 		return 0, nil, err
 	}
 	typ := hdr[0]
+	if r.valid != nil && !r.valid[typ] {
+		return 0, nil, r.errorf("invalid message type %q", typ)
+	}
 	n := int64(binary.BigEndian.Uint32(hdr[1:]))
 	if n < 4 {
 		return 0, nil, r.errorf("invalid length %d in message of type %q", n, typ)

@@ -18,10 +18,8 @@ var frontendTypes = [256]bool{
 func (s *Session) clientToServer(wg *sync.WaitGroup) {
 	defer wg.Done()
 	var err error
-	defer func() {
-		s.recoverPanic(&err)
-		s.fail(err)
-	}()
+	defer func() { s.fail(err) }()
+	defer s.recoverPanic(&err) // runs first: recover must be called by the deferred function itself
 	err = s.clientLoop()
 }
 
@@ -31,44 +29,77 @@ func (s *Session) clientLoop() error {
 		if err != nil {
 			return clientReadError(err)
 		}
-		if !frontendTypes[typ] {
-			return protocolErrorf("invalid frontend message type %q", typ)
-		}
-		s.c2s.messages++
-		s.c2s.bytes += uint64(len(msg))
-		if s.skipUntilSync && typ != 'S' && typ != 'X' {
-			continue
-		}
-		switch typ {
-		case 'Q':
-			err = s.handleQuery(msg)
-		case 'P':
-			err = s.handleParse(msg)
-		case 'B':
-			err = s.handleBind(msg)
-		case 'D':
-			err = s.handleDescribe(msg)
-		case 'E':
-			err = s.handleExecute(msg)
-		case 'C':
-			err = s.handleClose(msg)
-		case 'S':
-			err = s.handleSync(msg)
-		case 'H':
-			err = s.handleFlush(msg)
-		case 'F':
-			err = s.handleFunctionCall(msg)
-		case 'd':
-			err = s.handleCopyData(msg)
-		case 'c', 'f':
-			err = s.handleCopyDone(msg)
-		case 'X':
-			return s.handleTerminate(msg)
-		}
-		if err != nil {
+		if err := s.handleFrontend(typ, msg); err != nil {
 			return err
 		}
 	}
+}
+
+// handleFrontend classifies one client message and hands it to its handler.
+func (s *Session) handleFrontend(typ byte, msg []byte) error {
+	if !frontendTypes[typ] {
+		return protocolErrorf("invalid frontend message type %q", typ)
+	}
+	s.c2s.messages++
+	s.c2s.bytes += uint64(len(msg))
+	if s.skipUntilSync && typ != 'S' && typ != 'X' {
+		return nil
+	}
+	if h := s.srv.hooks.frontend; h != nil {
+		if err := h(typ, msg); err != nil {
+			return s.rejectLocally(expectKindOf(typ, msg), err)
+		}
+	}
+	switch typ {
+	case 'Q':
+		return s.handleQuery(msg)
+	case 'P':
+		return s.handleParse(msg)
+	case 'B':
+		return s.handleBind(msg)
+	case 'D':
+		return s.handleDescribe(msg)
+	case 'E':
+		return s.handleExecute(msg)
+	case 'C':
+		return s.handleClose(msg)
+	case 'S':
+		return s.handleSync(msg)
+	case 'H':
+		return s.handleFlush(msg)
+	case 'F':
+		return s.handleFunctionCall(msg)
+	case 'd':
+		return s.handleCopyData(msg)
+	case 'c', 'f':
+		return s.handleCopyDone(msg)
+	default: // 'X'
+		return s.handleTerminate(msg)
+	}
+}
+
+// expectKindOf is the expectation a frontend message would push.
+func expectKindOf(typ byte, msg []byte) expectKind {
+	switch typ {
+	case 'Q':
+		return expectQuery
+	case 'P':
+		return expectParse
+	case 'B':
+		return expectBind
+	case 'D':
+		if len(msg) > 5 && msg[5] == 'S' {
+			return expectDescribeStatement
+		}
+		return expectDescribePortal
+	case 'E':
+		return expectExecute
+	case 'C':
+		return expectClose
+	case 'F':
+		return expectFunctionCall
+	}
+	return 0
 }
 
 // forward buffers msg for the server.
@@ -235,7 +266,10 @@ func targetKind(msg []byte, name string) (byte, error) {
 // TODO(issue 3): a rejection inside a transaction block must also abort the
 // server's transaction (DESIGN.md "Fail closed").
 func (s *Session) rejectLocally(kind expectKind, err error) error {
-	resp, _ := appendErrorResponse(nil, err)
+	resp, fatal := appendErrorResponse(nil, err)
+	if fatal || kind == 0 {
+		return err
+	}
 	s.q.mu.Lock()
 	defer s.q.mu.Unlock()
 	if perr := s.q.push(expectation{kind: kind, local: true, response: resp}); perr != nil {

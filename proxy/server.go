@@ -25,6 +25,7 @@ type Server struct {
 	clientTLS   *tls.Config         // nil: plaintext only
 	upstreamTLS *tls.Config         // nil: mode disable
 	health      health
+	hooks       hooks
 
 	// ctx is the sessions' base context, cancelled by Close.
 	ctx    context.Context
@@ -40,6 +41,15 @@ type Server struct {
 	sessions  map[*Session]struct{}
 	acceptWG  sync.WaitGroup
 	sessionWG sync.WaitGroup
+}
+
+// hooks are the seams later stages (and tests) plug into a session.
+type hooks struct {
+	// frontend sees each client message before its handler; an error it
+	// returns rejects the message: answered locally with that error (an
+	// *UnsupportedError is a non-fatal 0A000), never forwarded.
+	// TODO(issue 3): the rewriter's rejections come through here.
+	frontend func(typ byte, msg []byte) error
 }
 
 // New checks cfg (applying defaults), loads its certificates and registers

@@ -142,7 +142,6 @@ func (s *Session) serve(ctx context.Context) (err error) {
 		s.sendFinalError(err)
 		return err
 	}
-	s.log = s.log.With("user", s.user, "database", s.database)
 	s.log.Info("session opened", "tls", s.tlsClient)
 	if err := s.prepare(ctx); err != nil {
 		s.sendFinalError(err)
@@ -166,6 +165,9 @@ func (s *Session) relay() error {
 	s.raw.SetDeadline(time.Time{})
 	s.client.SetDeadline(time.Time{})
 	s.server.SetDeadline(time.Time{})
+	// From now on only post-startup frontend types are valid; anything
+	// else fails at its header.
+	s.clientR.valid = &frontendTypes
 	s.relaying.Store(true)
 	if k := s.killErr.Load(); k != nil { // killed during startup
 		return *k

@@ -164,6 +164,7 @@ func (s *Session) parseStartup(pkt []byte) error {
 	if s.database == "" {
 		s.database = s.user
 	}
+	s.log = s.log.With("user", s.user, "database", s.database)
 	return nil
 }
 
