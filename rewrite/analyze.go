@@ -41,6 +41,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 		if raw.StmtLen == 0 {
 			a.stmtEnd = len(sql)
 		}
+		a.mentioned = mentionedTables(raw.Stmt, pol)
 		if err := a.statement(raw.Stmt); err != nil {
 			return nil, err
 		}
@@ -109,10 +110,13 @@ type analyzer struct {
 	stmt               *Statement
 	stmtStart, stmtEnd int
 
-	edits    []edit
-	uses     []paramUse
-	maxParam int
-	touches  int // policy-table references seen, for "did this part touch PHI"
+	edits       []edit
+	uses        []paramUse
+	maxParam    int
+	touches     int // policy-table references seen, for "did this part touch PHI"
+	badParam    int // a $n out of 1..65535
+	hasBadParam bool
+	mentioned   []*policy.Table // policy tables named anywhere in the statement
 }
 
 // errorf builds a 0A000 rejection about col (may be nil) at byte offset loc.
@@ -164,6 +168,10 @@ func (a *analyzer) touch(t *policy.Table) {
 
 // noteParam records a $n seen anywhere, whatever its role.
 func (a *analyzer) noteParam(n int32) {
+	if n < 1 || n > maxParams {
+		a.badParam, a.hasBadParam = int(n), true
+		return
+	}
 	if int(n) > a.maxParam {
 		a.maxParam = int(n)
 	}
@@ -185,6 +193,10 @@ func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool)
 
 // finish numbers the parameters, applies the edits and fills the plan.
 func (a *analyzer) finish(plan *Plan) error {
+	if a.hasBadParam {
+		// $0 is also the template placeholder: refuse it in the input.
+		return &Error{Code: CodeUndefinedParameter, Message: fmt.Sprintf("there is no parameter $%d", a.badParam)}
+	}
 	plan.ClientParams = a.maxParam
 	first := make(map[int]role, a.maxParam)
 	for _, u := range a.uses {

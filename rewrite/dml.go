@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"sort"
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
@@ -155,6 +156,9 @@ func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc
 		if err != nil {
 			return err
 		}
+		if !a.bareItem(val, i) {
+			return a.errorf(col, val.loc, "INSERT: write the value for PHI column %s without extra parentheses", col.QualifiedName())
+		}
 		a.bind(val, role{action: ActionEncrypt, col: col})
 		if col.Indexed() {
 			a.addEdit(val.end, val.end, text(", "), a.added(val, col))
@@ -189,6 +193,9 @@ func (a *analyzer) addIndexColumns(cols []*pg.Node, t *policy.Table) error {
 // catalog: the table's columns in order, without blind-index columns, as
 // many as the widest row, each indexed PHI column followed by its index.
 func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, names *[]string) error {
+	if width == 0 {
+		return nil
+	}
 	cols, ok := a.catalogColumns(t.Schema, t.Name)
 	if !ok {
 		return a.errorf(t.Columns[0], rv.Location, "INSERT into PHI table %s without a column list needs the table's columns, which phiproxy does not know yet: list the columns", t.QualifiedName())
@@ -362,6 +369,7 @@ func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
 		if err != nil {
 			return err
 		}
+		v.end = a.unparen(v.start, v.end)
 		a.bind(v, role{action: ActionEncrypt, col: col})
 		if col.Indexed() {
 			a.addEdit(v.end, v.end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "), a.added(v, col))
@@ -398,7 +406,8 @@ func (a *analyzer) copyColumn(cr *pg.ColumnRef, col *policy.Column, sc *scope) e
 		return a.errorf(col, cr.Location, "cannot locate the column reference")
 	}
 	qual := a.sql[ts[i].start:ts[last].start]
-	a.addEdit(ts[last].end, ts[last].end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "+qual+quoteIdent(r.col.BlindIndex.Column)))
+	end := a.unparen(ts[i].start, ts[last].end)
+	a.addEdit(end, end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "+qual+quoteIdent(r.col.BlindIndex.Column)))
 	return nil
 }
 
@@ -492,4 +501,36 @@ func (a *analyzer) deleteStmt(s *pg.DeleteStmt, parent *scope) (*derived, error)
 		return nil, err
 	}
 	return a.returning(s.ReturningList, sc, target.table)
+}
+
+// bareItem reports whether the value of item i of a VALUES row or SELECT
+// list is written without parentheses of its own, so that text inserted
+// after it lands in the row, not inside the value.
+func (a *analyzer) bareItem(v val, i int) bool {
+	ts := a.toks
+	j := ts.at(v.start)
+	if j < 1 {
+		return false
+	}
+	prev := ts[j-1].kind
+	if i > 0 {
+		return prev == pg.Token_ASCII_44
+	}
+	if prev == pg.Token_SELECT {
+		return true
+	}
+	return prev == pg.Token_ASCII_40 && j >= 2 && (ts[j-2].kind == pg.Token_VALUES || ts[j-2].kind == pg.Token_ASCII_44)
+}
+
+// unparen returns the end of the value [start,end) including parentheses
+// that enclose exactly it: SET col = ((x)).
+func (a *analyzer) unparen(start, end int) int {
+	ts := a.toks
+	i := ts.at(start)
+	j := sort.Search(len(ts), func(k int) bool { return ts[k].start >= end })
+	for i > 0 && j < len(ts) && ts[i-1].kind == pg.Token_ASCII_40 && ts[j].kind == pg.Token_ASCII_41 && ts.matching(i-1) == j {
+		end = ts[j].end
+		i, j = i-1, j+1
+	}
+	return end
 }

@@ -37,7 +37,7 @@ func violations(_ string, plan *Plan, pol *policy.Policy) string {
 		return "rewritten SQL does not parse: " + err.Error()
 	}
 	for _, raw := range tree.Stmts {
-		v := &checker{plan: plan, pol: pol, policyNames: map[string]*policy.Table{}, otherNames: map[string]bool{}}
+		v := &checker{plan: plan, pol: pol, policyNames: map[string]*policy.Table{}, bare: map[*policy.Table]bool{}, otherNames: map[string]bool{}}
 		v.collect(raw.Stmt.ProtoReflect())
 		v.walk(raw.Stmt.ProtoReflect())
 		if v.err != "" {
@@ -51,6 +51,8 @@ type checker struct {
 	plan        *Plan
 	pol         *policy.Policy
 	policyNames map[string]*policy.Table // alias or name -> policy table
+	bare        map[*policy.Table]bool   // unused: see levels
+	levels      [][]*policy.Table        // policy tables in scope, per query level
 	otherNames  map[string]bool
 	err         string
 }
@@ -79,7 +81,26 @@ func each(m protoreflect.Message, fn func(protoreflect.Message)) {
 }
 
 func (v *checker) collect(m protoreflect.Message) {
+	if ins, ok := m.Interface().(*pg.InsertStmt); ok && ins.Relation != nil {
+		// An INSERT target is not in scope of its VALUES; only qualified
+		// references (ON CONFLICT, RETURNING) reach it here.
+		v.register(ins.Relation, false)
+		each(m, func(c protoreflect.Message) {
+			if c.Interface() != ins.Relation {
+				v.collect(c)
+			}
+		})
+		return
+	}
 	if rv, ok := m.Interface().(*pg.RangeVar); ok {
+		v.register(rv, true)
+		return
+	}
+	each(m, v.collect)
+}
+
+func (v *checker) register(rv *pg.RangeVar, bare bool) {
+	{
 		var t *policy.Table
 		if rv.Schemaname != "" {
 			t = v.pol.Table(rv.Schemaname, rv.Relname)
@@ -94,12 +115,13 @@ func (v *checker) collect(m protoreflect.Message) {
 			v.policyNames[name] = t
 			v.policyNames[rv.Relname] = t
 			v.policyNames["excluded"] = t
+			if bare {
+				v.bare[t] = true
+			}
 		} else {
 			v.otherNames[name] = true
 		}
-		return
 	}
-	each(m, v.collect)
 }
 
 // classify says whether a column reference may name a PHI column (phi) or
@@ -116,14 +138,18 @@ func (v *checker) classify(cr *pg.ColumnRef) (phi, idx *policy.Column) {
 	}
 	col := names[len(names)-1]
 	var tables []*policy.Table
-	if len(names) >= 2 {
+	if len(names) >= 3 {
+		if t := v.pol.Table(names[len(names)-3], names[len(names)-2]); t != nil {
+			tables = append(tables, t)
+		}
+	} else if len(names) == 2 {
 		q := names[len(names)-2]
 		if t := v.policyNames[q]; t != nil && !v.otherNames[q] {
 			tables = append(tables, t)
 		}
 	} else {
-		for _, t := range v.policyNames {
-			tables = append(tables, t)
+		for _, l := range v.levels {
+			tables = append(tables, l...)
 		}
 	}
 	for _, t := range tables {
@@ -180,7 +206,57 @@ func (v *checker) valueOK(n *pg.Node, action Action, array bool) bool {
 	return false
 }
 
+// fromTables returns the policy tables named directly in a FROM list.
+func (v *checker) fromTables(list []*pg.Node, extra *pg.RangeVar) []*policy.Table {
+	var out []*policy.Table
+	add := func(rv *pg.RangeVar) {
+		if rv == nil {
+			return
+		}
+		if rv.Schemaname != "" {
+			if t := v.pol.Table(rv.Schemaname, rv.Relname); t != nil {
+				out = append(out, t)
+			}
+		} else {
+			out = append(out, v.pol.TablesNamed(rv.Relname)...)
+		}
+	}
+	add(extra)
+	var from func(n *pg.Node)
+	from = func(n *pg.Node) {
+		if rv := n.GetRangeVar(); rv != nil {
+			add(rv)
+		}
+		if j := n.GetJoinExpr(); j != nil {
+			from(j.Larg)
+			from(j.Rarg)
+		}
+	}
+	for _, n := range list {
+		from(n)
+	}
+	return out
+}
+
 func (v *checker) walk(m protoreflect.Message) {
+	var level []*policy.Table
+	pushed := true
+	switch x := m.Interface().(type) {
+	case *pg.SelectStmt:
+		level = v.fromTables(x.FromClause, nil)
+	case *pg.UpdateStmt:
+		level = v.fromTables(x.FromClause, x.Relation)
+	case *pg.DeleteStmt:
+		level = v.fromTables(x.UsingClause, x.Relation)
+	case *pg.OnConflictClause:
+		level = v.fromTables(nil, nil)
+	default:
+		pushed = false
+	}
+	if pushed {
+		v.levels = append(v.levels, level)
+		defer func() { v.levels = v.levels[:len(v.levels)-1] }()
+	}
 	switch x := m.Interface().(type) {
 	case *pg.A_Expr:
 		v.aExpr(x)
@@ -235,12 +311,18 @@ func (v *checker) insert(s *pg.InsertStmt) {
 	if t == nil || s.SelectStmt == nil {
 		return
 	}
-	if len(s.Cols) == 0 {
-		v.fail("INSERT into %s without a column list", t.QualifiedName())
-		return
-	}
 	sel := s.SelectStmt.GetSelectStmt()
 	rows := valueRows(sel)
+	if len(s.Cols) == 0 {
+		width := len(sel.GetTargetList())
+		for _, r := range rows {
+			width = max(width, len(r))
+		}
+		if width > 0 {
+			v.fail("INSERT into %s without a column list", t.QualifiedName())
+		}
+		return
+	}
 	for i, c := range s.Cols {
 		name := c.GetResTarget().GetName()
 		action := ActionNone

@@ -187,7 +187,18 @@ func (a *analyzer) resolve(cr *pg.ColumnRef, sc *scope) (ref, error) {
 			return ref{col: c, idx: idx, derived: e.derived != nil && c != nil, entry: e}, nil
 		}
 	}
-	return ref{}, nil
+	return ref{}, a.unresolved(col, cr.Location)
+}
+
+// unresolved fails closed on a reference PostgreSQL will not resolve either
+// when its name is that of a PHI column of a table the statement touches.
+func (a *analyzer) unresolved(name string, loc int32) error {
+	for _, t := range a.mentioned {
+		if c := t.Column(name); c != nil {
+			return a.errorf(c, loc, "column reference %q cannot be resolved and may be PHI column %s; qualify it with its table name or alias", name, c.QualifiedName())
+		}
+	}
+	return nil
 }
 
 func entryMatches(e *rangeEntry, qual []string) bool {
@@ -241,5 +252,8 @@ func (a *analyzer) resolveBare(name string, loc int32, sc *scope) (ref, error) {
 			uncertain = true
 		}
 	}
-	return ref{}, nil
+	if uncertain {
+		return ref{}, nil
+	}
+	return ref{}, a.unresolved(name, loc)
 }

@@ -223,3 +223,38 @@ func (a *analyzer) rangeVarTable(rv *pg.RangeVar, sc *scope) (*policy.Table, err
 	e.Table = ts[0].QualifiedName()
 	return nil, e
 }
+
+// mentionedTables returns the policy tables any RangeVar under n may name,
+// without resolving scopes (CTE names included): for fail-closed checks only.
+func mentionedTables(n *pg.Node, pol *policy.Policy) []*policy.Table {
+	var out []*policy.Table
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if rv, ok := m.Interface().(*pg.RangeVar); ok {
+			if rv.Schemaname != "" {
+				if t := pol.Table(rv.Schemaname, rv.Relname); t != nil {
+					out = append(out, t)
+				}
+			} else {
+				out = append(out, pol.TablesNamed(rv.Relname)...)
+			}
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
+				return true
+			}
+			if fd.IsList() {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					visit(l.Get(i).Message())
+				}
+			} else {
+				visit(v.Message())
+			}
+			return true
+		})
+	}
+	visit(n.ProtoReflect())
+	return out
+}
