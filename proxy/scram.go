@@ -163,6 +163,7 @@ type scramClient struct {
 	mechanism string
 	gs2       string // GS2 header: "y,," or "p=tls-server-end-point,,"
 	cbData    []byte // channel binding data for -PLUS
+	user      string // SCRAM user name; empty: PostgreSQL uses the startup user
 
 	clientNonce     string
 	clientFirstBare string
@@ -171,14 +172,16 @@ type scramClient struct {
 }
 
 func (c *scramClient) clientFirst() ([]byte, error) {
-	var raw [18]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, fmt.Errorf("scram nonce: %w", err)
+	if c.clientNonce == "" {
+		var raw [18]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return nil, fmt.Errorf("scram nonce: %w", err)
+		}
+		c.clientNonce = base64.RawStdEncoding.EncodeToString(raw[:])
 	}
-	c.clientNonce = base64.RawStdEncoding.EncodeToString(raw[:])
 	// PostgreSQL takes the user from the startup message; the SCRAM user
 	// name is left empty, as libpq does.
-	c.clientFirstBare = "n=,r=" + c.clientNonce
+	c.clientFirstBare = "n=" + c.user + ",r=" + c.clientNonce
 	return []byte(c.gs2 + c.clientFirstBare), nil
 }
 
