@@ -41,7 +41,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 		if raw.StmtLen == 0 {
 			a.stmtEnd = len(sql)
 		}
-		a.mentioned = mentionedTables(raw.Stmt, pol)
+		a.mentioned, a.rawStmt = nil, raw.Stmt
 		if err := a.statement(raw.Stmt); err != nil {
 			return nil, err
 		}
@@ -116,7 +116,8 @@ type analyzer struct {
 	touches     int // policy-table references seen, for "did this part touch PHI"
 	badParam    int // a $n out of 1..65535
 	hasBadParam bool
-	mentioned   []*policy.Table // policy tables named anywhere in the statement
+	mentioned   []*policy.Table // policy tables named anywhere in the statement, computed lazily
+	rawStmt     *pg.Node
 }
 
 // errorf builds a 0A000 rejection about col (may be nil) at byte offset loc.

@@ -13,8 +13,8 @@ import (
 // does not allocate.
 //
 // Texts that the fast path passes through (no policy table name in them)
-// are not stored: they cost a byte scan each time, and literal-heavy
-// traffic on other tables would otherwise evict the plans that matter.
+// are stored too, so that repeating them costs one lookup and no
+// allocation; they are counted as Bypass on their first sight.
 type Cache struct {
 	pol *policy.Policy
 	cat Catalog
@@ -56,13 +56,16 @@ func (c *Cache) Analyze(sql string) (*Plan, error) {
 		return e.plan, e.err
 	}
 	c.mu.Unlock()
-	if c.pol.Empty() || !mentionsPolicy(sql, c.pol) {
-		c.bypass.Add(1)
-		return &Plan{SQL: sql, Passthrough: true}, nil
-	}
-	c.misses.Add(1)
 	key := strings.Clone(sql) // the caller's string may alias a reused buffer
-	plan, err := Analyze(key, c.pol, c.cat)
+	var plan *Plan
+	var err error
+	if c.pol.Empty() || !mentionsPolicy(key, c.pol) {
+		c.bypass.Add(1)
+		plan = &Plan{SQL: key, Passthrough: true}
+	} else {
+		c.misses.Add(1)
+		plan, err = Analyze(key, c.pol, c.cat)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok { // raced with another miss
@@ -98,7 +101,7 @@ func (c *Cache) Len() int {
 type CacheStats struct {
 	Hits   uint64 // plan found
 	Misses uint64 // text parsed and analyzed
-	Bypass uint64 // no policy table named: passed through without parsing or caching
+	Bypass uint64 // not found, no policy table named: passed through without parsing
 }
 
 // Stats returns the counters (for the proxy's metrics).

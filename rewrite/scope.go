@@ -193,6 +193,10 @@ func (a *analyzer) resolve(cr *pg.ColumnRef, sc *scope) (ref, error) {
 // unresolved fails closed on a reference PostgreSQL will not resolve either
 // when its name is that of a PHI column of a table the statement touches.
 func (a *analyzer) unresolved(name string, loc int32) error {
+	if a.mentioned == nil && a.rawStmt != nil {
+		a.mentioned = mentionedTables(a.rawStmt, a.pol)
+		a.rawStmt = nil
+	}
 	for _, t := range a.mentioned {
 		if c := t.Column(name); c != nil {
 			return a.errorf(c, loc, "column reference %q cannot be resolved and may be PHI column %s; qualify it with its table name or alias", name, c.QualifiedName())
