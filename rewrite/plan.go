@@ -10,7 +10,11 @@ type Catalog interface {
 	// Columns returns the names of the table's live (not dropped) columns
 	// in attribute-number order, blind-index columns included, and false
 	// when the table is unknown. Used to expand INSERT without a column
-	// list and SELECT *.
+	// list and SELECT *, and to prove that an unqualified column name does
+	// not belong to a non-policy table of the FROM list. schema is "" when
+	// the SQL names a non-policy table unqualified (resolve it by the
+	// search_path, or answer false). Answering false is always safe: the
+	// rewriter then rejects what it cannot resolve.
 	Columns(schema, table string) ([]string, bool)
 }
 
@@ -45,7 +49,9 @@ type Param struct {
 // the proxy must replace before sending.
 type Literal struct {
 	// Start and End are the byte range in Plan.SQL to overwrite with the
-	// transformed value as a complete SQL literal (quotes included).
+	// transformed value as a complete SQL literal (quotes included). The
+	// range holds the placeholder "$0" (never the plaintext), so a template
+	// sent unspliced fails at the server.
 	Start, End int
 	// Value is the literal's value with SQL quoting removed ('O''Brien' ->
 	// O'Brien); numbers keep their text.
@@ -90,7 +96,9 @@ type Plan struct {
 	SQL string
 	// Passthrough is true when no statement touches a policy table: SQL is
 	// the input, Params, Literals and Statements may be empty, and the proxy
-	// forwards the message as raw bytes.
+	// forwards the message as raw bytes. Statements (with their Kind, e.g.
+	// KindDDL) are filled when the text was parsed, empty when the fast
+	// path decided without parsing.
 	Passthrough bool
 	// ClientParams is the number of parameters the client binds (the
 	// highest $n in the input).
