@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"sync"
 )
 
@@ -27,7 +28,14 @@ func (s *Session) clientLoop() error {
 	for {
 		typ, msg, err := s.clientR.next()
 		if err != nil {
-			return clientReadError(err)
+			err = clientReadError(err)
+			if errors.Is(err, errClientTerminated) {
+				// The client left without Terminate: say goodbye for it,
+				// so the server does not log an unexpected EOF.
+				s.serverW.Write([]byte{'X', 0, 0, 0, 4})
+				s.serverW.Flush()
+			}
+			return err
 		}
 		if err := s.handleFrontend(typ, msg); err != nil {
 			return err
