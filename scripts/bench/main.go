@@ -94,7 +94,7 @@ func run() error {
 	user := pgcluster.ScramUser
 	fmt.Printf("pgbench -i -s %d ...\n", *scale)
 	if out, err := pgbenchCmd(ctx, pgbench, target{"direct", "127.0.0.1", cluster.Port(), "disable"}, user,
-		"-i", "-q", "-s", strconv.Itoa(*scale), "--vacuum-all").CombinedOutput(); err != nil {
+		"-i", "-q", "-s", strconv.Itoa(*scale)).CombinedOutput(); err != nil {
 		return fmt.Errorf("pgbench -i: %w\n%s", err, out)
 	}
 
