@@ -36,7 +36,7 @@ func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IsCA:         true, BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -133,6 +133,53 @@ func TestClientTLS(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
+}
+
+// TestMutualTLS: with client_ca_file set, a client without a certificate
+// signed by it cannot complete the handshake.
+func TestMutualTLS(t *testing.T) {
+	certFile, keyFile, pool := writeCert(t)
+	cfg := testConfig("127.0.0.1:1")
+	cfg.Listen.TLS = ListenTLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: certFile, MinVersion: "1.2"}
+	srv := startServer(t, cfg)
+	for _, tc := range []struct {
+		name    string
+		certs   []tls.Certificate
+		succeed bool
+	}{
+		{"no client certificate", nil, false},
+		{"trusted client certificate", []tls.Certificate{mustKeyPair(t, certFile, keyFile)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, srv.Addr())
+			sslRequest(t, c.conn)
+			tc2 := tls.Client(c.conn, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: tc.certs, MaxVersion: tls.VersionTLS12})
+			// Accepted means the session goes on to the (unreachable)
+			// upstream and answers the startup with an ErrorResponse.
+			accepted := false
+			if err := tc2.Handshake(); err == nil {
+				fe := pgproto3.NewFrontend(tc2, tc2)
+				fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "alice"}})
+				if fe.Flush() == nil {
+					msg, err := fe.Receive()
+					_, accepted = msg.(*pgproto3.ErrorResponse)
+					accepted = accepted && err == nil
+				}
+			}
+			if accepted != tc.succeed {
+				t.Errorf("accepted = %v, want %v", accepted, tc.succeed)
+			}
+		})
+	}
+}
+
+func mustKeyPair(t *testing.T, certFile, keyFile string) tls.Certificate {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // TestUpstreamTLSRefused: an upstream that answers SSLRequest with N is
