@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Sets of expectation kinds a server message may complete or belong to.
@@ -100,8 +103,20 @@ func (s *Session) handleBackend(typ byte, msg []byte) error {
 	}
 }
 
-// send buffers msg for the client.
+// send buffers msg for the client, unless it answers a message the proxy
+// sent itself or belongs to a result that failed to decrypt.
 func (s *Session) send(msg []byte) error {
+	if s.hidden || s.mute {
+		switch msg[0] {
+		case 'A', 'N', 'S': // asynchronous: always the client's
+		case 'E':
+			if s.mute {
+				return nil
+			}
+		default:
+			return nil
+		}
+	}
 	s.wmu.Lock()
 	_, err := s.clientW.Write(msg)
 	s.wmu.Unlock()
@@ -153,6 +168,7 @@ func (s *Session) complete(typ byte, msg []byte, want kindSet, transform bool) e
 		return desync(typ, e)
 	}
 	t := e.transform
+	s.hidden = e.hidden
 	s.q.pop()
 	s.q.emitting = true
 	s.q.mu.Unlock()
@@ -164,6 +180,7 @@ func (s *Session) complete(typ byte, msg []byte, want kindSet, transform bool) e
 	} else {
 		err = s.send(msg)
 	}
+	s.hidden = false
 	s.q.mu.Lock()
 	s.q.emitting = false
 	if derr := s.drainLocalLocked(); err == nil {
@@ -230,12 +247,22 @@ func (s *Session) handleCloseComplete(msg []byte) error {
 func (s *Session) handleParameterDescription(msg []byte) error {
 	s.q.mu.Lock()
 	e, err := s.inspect('t', kindsStatement)
+	var st *phiStatement
 	if err == nil {
 		e.gotParams = true
+		st = e.stmt
 	}
 	s.q.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if st != nil {
+		out, err := st.describeParams(s.out[:0], msg)
+		if err != nil {
+			return err
+		}
+		s.out = out
+		return s.send(out)
 	}
 	return s.send(msg)
 }
@@ -291,7 +318,7 @@ func (s *Session) handleDataRow(msg []byte) error {
 	}
 	out, err := s.rowTransform.DataRow(s.out[:0], msg)
 	if err != nil {
-		return err
+		return s.resultFailed(err)
 	}
 	s.out = out
 	return s.send(out)
@@ -388,6 +415,9 @@ func (s *Session) handleErrorResponse(msg []byte) error {
 	s.q.mu.Lock()
 	s.q.copyIn = false
 	e := s.q.peek()
+	if e != nil && e.raise {
+		msg = s.raisedError(msg)
+	}
 	if e == nil || e.local || kindsNoPopError.has(e.kind) {
 		// Nothing to complete: asynchronous (e.g. FATAL before closing
 		// while only local answers are pending), or ReadyForQuery follows.
@@ -427,6 +457,7 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 	s.q.copyIn = false
 	s.q.txStatus = msg[5]
 	s.q.mu.Unlock()
+	s.mute = false
 	return s.complete('Z', msg, ^kindSet(0), false)
 }
 
@@ -447,4 +478,41 @@ func isFatal(msg []byte) bool {
 		fields = fields[end+2:]
 	}
 	return false
+}
+
+// resultFailed ends a result whose row failed to decrypt: the client gets
+// an ErrorResponse (XX001, naming the column, never the value) and none of
+// the server's messages up to ReadyForQuery, as if the server had failed
+// the statement there. Other errors end the session.
+func (s *Session) resultFailed(err error) error {
+	var de *DecryptError
+	if !errors.As(err, &de) {
+		return err
+	}
+	if s.phi != nil {
+		s.phi.eng.metrics.decryptFailure.Inc()
+	}
+	s.log.Warn("decryption failed", "column", de.Column)
+	out, _ := appendErrorResponse(s.out[:0], err)
+	s.out = out
+	if err := s.send(out); err != nil {
+		return err
+	}
+	s.mute = true
+	return nil
+}
+
+// raisedError removes from the ErrorResponse of a raise (raise.go) the
+// fields that describe the DO block rather than the refused statement.
+func (s *Session) raisedError(msg []byte) []byte {
+	var er pgproto3.ErrorResponse
+	if err := er.Decode(msg[5:]); err != nil {
+		return msg
+	}
+	er.Where, er.File, er.Line, er.Routine = "", "", 0, ""
+	out, err := er.Encode(nil)
+	if err != nil {
+		return msg
+	}
+	return out
 }

@@ -26,6 +26,7 @@ const (
 	DefaultConnectTimeout        = 10 * time.Second
 	DefaultHandshakeTimeout      = 15 * time.Second
 	DefaultDrainTimeout          = 30 * time.Second
+	DefaultPlanCacheSize         = 10000
 )
 
 // Config is everything New needs.
@@ -103,6 +104,9 @@ type LimitsConfig struct {
 	// DrainTimeout is how long shutdown waits for sessions to end before
 	// closing them. Default 30s. cmd uses it; Shutdown takes a context.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// PlanCacheSize bounds the rewrite plans kept per database catalog,
+	// keyed by SQL text. Default 10000.
+	PlanCacheSize int `yaml:"plan_cache_size"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -133,6 +137,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Limits.DrainTimeout == 0 {
 		c.Limits.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Limits.PlanCacheSize == 0 {
+		c.Limits.PlanCacheSize = DefaultPlanCacheSize
 	}
 }
 
@@ -198,6 +205,9 @@ func (c *Config) Validate() error {
 	}
 
 	l := c.Limits
+	if l.PlanCacheSize < 1 {
+		bad("limits.plan_cache_size", "%d: want at least 1", l.PlanCacheSize)
+	}
 	if l.MaxMessageBytes < 1<<10 || l.MaxMessageBytes > 1<<30 {
 		bad("limits.max_message_bytes", "%d: want 1 KiB to 1 GiB", l.MaxMessageBytes)
 	}

@@ -90,7 +90,12 @@ func toErrorResponse(err error) (resp *pgproto3.ErrorResponse, fatal bool) {
 		ae *AuthError
 		un *UnsupportedError
 	)
+	var de *DecryptError
 	switch {
+	case errors.As(err, &de):
+		resp.Severity, resp.SeverityUnlocalized = "ERROR", "ERROR"
+		resp.Code, resp.Message = pgerrcode.DataCorrupted, "phiproxy: "+de.Error()
+		return resp, false
 	case errors.As(err, &un):
 		resp.Severity, resp.SeverityUnlocalized = "ERROR", "ERROR"
 		resp.Code, resp.Message = pgerrcode.FeatureNotSupported, un.Msg

@@ -63,6 +63,16 @@ type expectation struct {
 	response []byte
 	// transform rewrites this statement's result rows; nil = raw.
 	transform ResultTransformer
+	// hidden: the proxy sent this message itself; its answers are
+	// swallowed (an ErrorResponse excepted, which answers the client's
+	// message it stands for).
+	hidden bool
+	// raise: one of the messages that make the server fail a statement the
+	// proxy refused (raise.go).
+	raise bool
+	// stmt is the rewritten statement a Describe(statement) describes: its
+	// ParameterDescription shows the client's parameter types.
+	stmt *phiStatement
 	// gotParams: a Describe(statement) has seen its ParameterDescription.
 	// Written by serverToClient.
 	gotParams bool

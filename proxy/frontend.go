@@ -153,6 +153,22 @@ func (s *Session) expect(kind expectKind) error {
 	return err
 }
 
+// pushExpectation pushes e for a message about to be forwarded.
+func (s *Session) pushExpectation(e expectation) error {
+	s.q.mu.Lock()
+	err := s.q.push(e)
+	s.q.mu.Unlock()
+	return err
+}
+
+// pushAndForward pushes e and forwards msg.
+func (s *Session) pushAndForward(e expectation, msg []byte) error {
+	if err := s.pushExpectation(e); err != nil {
+		return err
+	}
+	return s.forward(msg)
+}
+
 // expectAndForward is the pass-through path of a message awaiting a response.
 func (s *Session) expectAndForward(kind expectKind, msg []byte) error {
 	if err := s.expect(kind); err != nil {
@@ -164,16 +180,25 @@ func (s *Session) expectAndForward(kind expectKind, msg []byte) error {
 // handleQuery: a simple Query, which may hold several statements.
 func (s *Session) handleQuery(msg []byte) error {
 	s.c2s.simpleQueries++
+	if s.phi != nil {
+		return s.phiQuery(msg)
+	}
 	return s.expectAndForward(expectQuery, msg)
 }
 
 // handleParse: Parse (a prepared statement, named or unnamed).
 func (s *Session) handleParse(msg []byte) error {
+	if s.phi != nil {
+		return s.phiParse(msg)
+	}
 	return s.expectAndForward(expectParse, msg)
 }
 
 // handleBind: Bind (a portal from a statement and parameter values).
 func (s *Session) handleBind(msg []byte) error {
+	if s.phi != nil {
+		return s.phiBind(msg)
+	}
 	return s.expectAndForward(expectBind, msg)
 }
 
@@ -182,6 +207,9 @@ func (s *Session) handleDescribe(msg []byte) error {
 	kind, err := targetKind(msg, "Describe")
 	if err != nil {
 		return err
+	}
+	if s.phi != nil {
+		return s.phiDescribe(kind, msg)
 	}
 	if kind == 'S' {
 		return s.expectAndForward(expectDescribeStatement, msg)
@@ -192,13 +220,20 @@ func (s *Session) handleDescribe(msg []byte) error {
 // handleExecute: Execute of a portal.
 func (s *Session) handleExecute(msg []byte) error {
 	s.c2s.queries++
+	if s.phi != nil {
+		return s.phiExecute(msg)
+	}
 	return s.expectAndForward(expectExecute, msg)
 }
 
 // handleClose: Close of a statement or portal.
 func (s *Session) handleClose(msg []byte) error {
-	if _, err := targetKind(msg, "Close"); err != nil {
+	kind, err := targetKind(msg, "Close")
+	if err != nil {
 		return err
+	}
+	if s.phi != nil {
+		s.phiClose(kind, msg)
 	}
 	return s.expectAndForward(expectClose, msg)
 }

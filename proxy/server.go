@@ -26,6 +26,9 @@ type Server struct {
 	upstreamTLS *tls.Config         // nil: mode disable
 	health      health
 	hooks       hooks
+	reg         prometheus.Registerer
+	// phi is nil without a policy: the server is then a transparent proxy.
+	phi *phiEngine
 
 	// ctx is the sessions' base context, cancelled by Close.
 	ctx    context.Context
@@ -55,7 +58,7 @@ type hooks struct {
 // New checks cfg (applying defaults), loads its certificates and registers
 // the metrics with reg. Pass a *prometheus.Registry to have Handler serve
 // /metrics; a nil reg gets a private registry.
-func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Server, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid proxy config: %w", err)
@@ -85,6 +88,12 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		clientTLS:   clientTLS,
 		upstreamTLS: upstreamTLS,
 		sessions:    map[*Session]struct{}{},
+		reg:         reg,
+	}
+	for _, o := range opts {
+		if err := o(srv); err != nil {
+			return nil, err
+		}
 	}
 	srv.gatherer, _ = reg.(prometheus.Gatherer)
 	srv.ctx, srv.cancel = context.WithCancelCause(context.Background())

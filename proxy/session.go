@@ -49,6 +49,9 @@ type Session struct {
 	// q is the FIFO of expectations shared by the two directions.
 	q expectations
 
+	// phi is the PHI state, nil when the server enforces no policy.
+	phi *phiSession
+
 	// c2s is clientToServer's tally; s2c is serverToClient's (under wmu).
 	c2s, s2c relayCounts
 
@@ -58,6 +61,12 @@ type Session struct {
 	skipUntilSync bool
 
 	// Owned by serverToClient.
+	// hidden: the message being handled answers a message the proxy sent
+	// itself (expectation.hidden), so send drops it.
+	hidden bool
+	// mute: a result failed to decrypt; send drops the server's messages
+	// up to ReadyForQuery, as the server would have stopped there.
+	mute bool
 	// rowTransform is the transform for DataRows of the current result, valid
 	// while rowTransformSet; reset whenever the head is popped.
 	rowTransform    ResultTransformer
@@ -155,8 +164,16 @@ func (s *Session) serve(ctx context.Context) (err error) {
 // connection alone. A later issue runs its catalog query here, reading the
 // answers itself so the client never sees them.
 //
-// TODO(issue 3): load the policy tables' OIDs and attribute numbers.
+// With a policy, it reads the catalog: the OIDs, attribute numbers and
+// types of the policy's tables in this database.
 func (s *Session) prepare(ctx context.Context) error {
+	if s.srv.phi == nil {
+		return nil
+	}
+	s.phi = newPHISession(s.srv.phi)
+	if err := s.loadCatalog(); err != nil {
+		return fmt.Errorf("load catalog: %w", err)
+	}
 	return nil
 }
 

@@ -44,12 +44,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := proxy.New(cfg.file.Proxy, logger, reg)
+	var opts []proxy.Option
+	if !cfg.policy.Empty() {
+		// Keys are unwrapped once, here: KMS being down later does not
+		// stop traffic, and nothing on the per-value path calls it.
+		kr, err := openKeyring(ctx, cfg.file.Keys)
+		if err != nil {
+			return fmt.Errorf("keyring: %w", err)
+		}
+		defer kr.Close()
+		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
+		opts = append(opts, proxy.WithPHI(cfg.policy, proxy.KeyringKeys(kr)))
+	}
+	srv, err := proxy.New(cfg.file.Proxy, logger, reg, opts...)
 	if err != nil {
 		return err
 	}
-	// TODO(issue 3): load the keyring (cfg.file.Keys) and hand the policy
-	// and keys to the proxy; until then the proxy relays unchanged.
 	logger.Info("configuration loaded", "config", cfg.path, "policy_tables", len(cfg.policy.Tables()))
 
 	if err := srv.Start(ctx); err != nil {

@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/rewrite"
+)
+
+// Option configures a Server beyond its YAML configuration.
+type Option func(*Server) error
+
+// WithPHI makes the server enforce pol: PHI values are encrypted and indexed
+// with keys on their way to PostgreSQL and decrypted on their way back.
+// Without it the server is a transparent proxy.
+func WithPHI(pol *policy.Policy, keys Keys) Option {
+	return func(srv *Server) error {
+		if pol.Empty() {
+			return nil
+		}
+		cols, err := newPHIColumns(pol, keys)
+		if err != nil {
+			return err
+		}
+		m, err := newPHIMetrics(srv.reg, pol, cols)
+		if err != nil {
+			return fmt.Errorf("register PHI metrics: %w", err)
+		}
+		srv.phi = &phiEngine{
+			policy:     pol,
+			cols:       cols,
+			catalogSQL: catalogQuery(pol),
+			cacheSize:  srv.cfg.Limits.PlanCacheSize,
+			metrics:    m,
+			dbs:        map[[32]byte]*dbState{},
+		}
+		return nil
+	}
+}
+
+// KeyringKeys adapts a crypto.Keyring to Keys.
+func KeyringKeys(k *crypto.Keyring) Keys { return keyringKeys{k} }
+
+type keyringKeys struct{ k *crypto.Keyring }
+
+func (kk keyringKeys) ColumnCipher(ad string) (ColumnCipher, error) { return kk.k.Cipher(ad) }
+func (kk keyringKeys) BlindIndexer(group string, normalize []string, bits int) (BlindIndexer, error) {
+	return kk.k.Indexer(group, normalize, bits)
+}
+
+// phiEngine is the server-wide PHI state: the policy, every column's keys,
+// and a catalog and plan cache per distinct database catalog. Safe for
+// concurrent use.
+type phiEngine struct {
+	policy     *policy.Policy
+	cols       phiColumns
+	catalogSQL string
+	cacheSize  int
+	metrics    *phiMetrics
+
+	mu sync.Mutex
+	// dbs holds one state per distinct catalog (by the hash of the catalog
+	// query's rows): sessions on the same database share its plans, and a
+	// session that sees other rows (another database, or after DDL) gets
+	// plans made with what it sees.
+	dbs map[[32]byte]*dbState
+}
+
+// maxDBStates bounds the per-catalog states kept; beyond it the oldest
+// unused ones are forgotten (their sessions keep their pointers).
+const maxDBStates = 64
+
+// dbState is one database catalog and the plans made against it.
+type dbState struct {
+	cat   *catalog
+	plans *rewrite.Cache
+}
+
+// state returns the shared state for the catalog whose rows are given.
+func (e *phiEngine) state(rows [][][]byte) (*dbState, error) {
+	h := sha256.New()
+	for _, r := range rows {
+		for _, v := range r {
+			fmt.Fprintf(h, "%d:%s;", len(v), v)
+		}
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if st := e.dbs[key]; st != nil {
+		return st, nil
+	}
+	cat, err := buildCatalog(e.policy, rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.dbs) >= maxDBStates {
+		for k := range e.dbs { // any: a cold catalog only costs a re-parse
+			delete(e.dbs, k)
+			break
+		}
+	}
+	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat)}
+	e.dbs[key] = st
+	return st, nil
+}
+
+// CatalogError refuses statements on a policy table that the database does
+// not hold the way phiproxy needs (a missing blind-index column, a PHI
+// column of a non-storage type). Msg says which DDL fixes it.
+type CatalogError struct{ Msg string }
+
+func (e *CatalogError) Error() string { return e.Msg }
+
+// plan analyzes sql against the state's catalog and checks that the
+// tables it touches are ready.
+func (st *dbState) plan(sql string) (*rewrite.Plan, error) {
+	p, err := st.plans.Analyze(sql)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range p.Statements {
+		for _, t := range s.Tables {
+			if msg := st.cat.problem(t); msg != "" {
+				return nil, &CatalogError{Msg: fmt.Sprintf("phiproxy: table %s is not ready for encryption: %s", t.QualifiedName(), msg)}
+			}
+		}
+	}
+	return p, nil
+}
+
+// phiMetrics are the PHI collectors. Per-column counters are resolved once
+// (labels bounded by the policy) so the value path only adds.
+type phiMetrics struct {
+	statements     *prometheus.CounterVec // outcome: passthrough | rewritten | rejected_<class>
+	passthrough    prometheus.Counter
+	rewritten      prometheus.Counter
+	values         *prometheus.CounterVec // table, column, operation
+	decryptFailure prometheus.Counter
+	added          prometheus.Histogram
+}
+
+// columnCounters are one column's value counters.
+type columnCounters struct {
+	encrypted, indexed, decrypted prometheus.Counter
+}
+
+func newPHIMetrics(reg prometheus.Registerer, pol *policy.Policy, cols phiColumns) (*phiMetrics, error) {
+	m := &phiMetrics{
+		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phiproxy_statements_total",
+			Help: "Statements analyzed, by outcome: passthrough, rewritten, or rejected_<reason> (unsupported, syntax, invalid_value, catalog, protocol).",
+		}, []string{"outcome"}),
+		values: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phiproxy_phi_values_total",
+			Help: "PHI values transformed, by policy table, column and operation (encrypt, index, decrypt).",
+		}, []string{"table", "column", "operation"}),
+		decryptFailure: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phiproxy_decryption_failures_total",
+			Help: "Stored values that failed to decrypt (tampered, unknown key, or plaintext).",
+		}),
+		added: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "phiproxy_statement_added_seconds",
+			Help:    "Time the proxy itself spends on a statement's messages (analysis, encryption, rewriting), client to server.",
+			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2},
+		}),
+	}
+	m.passthrough = m.statements.WithLabelValues("passthrough")
+	m.rewritten = m.statements.WithLabelValues("rewritten")
+	for _, t := range pol.Tables() {
+		for _, c := range t.Columns {
+			pc := cols[c]
+			pc.counters = columnCounters{
+				encrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "encrypt"),
+				indexed:   m.values.WithLabelValues(t.QualifiedName(), c.Name, "index"),
+				decrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "decrypt"),
+			}
+		}
+	}
+	for _, c := range []prometheus.Collector{m.statements, m.values, m.decryptFailure, m.added} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// rejectOutcome is the statements_total outcome of a refused statement.
+func rejectOutcome(err error) string {
+	var (
+		re *rewrite.Error
+		ve *ValueError
+		ce *CatalogError
+		pe *ParamCountError
+	)
+	switch {
+	case errors.Is(err, rewrite.ErrSyntax):
+		return "rejected_syntax"
+	case errors.As(err, &re):
+		return "rejected_unsupported"
+	case errors.As(err, &ve), errors.Is(err, errValue):
+		return "rejected_invalid_value"
+	case errors.As(err, &ce):
+		return "rejected_catalog"
+	case errors.As(err, &pe):
+		return "rejected_protocol"
+	}
+	return "rejected_other"
+}

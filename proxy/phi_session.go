@@ -1,0 +1,492 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/novamind/phiproxy/rewrite"
+)
+
+// phiSession is one session's PHI state. Fields are owned by one direction
+// each, as commented; objects handed from clientToServer to serverToClient
+// through the FIFO (phiStatement, phiResult) are immutable after the hand
+// over, except where a field says otherwise.
+type phiSession struct {
+	eng *phiEngine
+	db  *dbState // the catalog and plans in use; set by prepare
+
+	// clientToServer.
+	w          *phiWriter
+	statements map[string]*phiStatement // prepared statements by name
+	portals    map[string]*phiPortal    // portals of rewritten statements by name
+	buf        []byte                   // scratch for encoded messages
+
+	// serverToClient.
+	r *phiReader
+}
+
+// phiStatement is a prepared statement as the proxy planned it.
+type phiStatement struct {
+	plan *rewrite.Plan
+	db   *dbState
+	// paramOIDs are the parameter types the client declared in Parse.
+	paramOIDs []uint32
+	// described: the client sent Describe for it. clientToServer.
+	described bool
+	// rd is the server's RowDescription of the statement, once a Describe
+	// answered it. Written by serverToClient, read by clientToServer.
+	rd atomic.Pointer[pgproto3.RowDescription]
+}
+
+// phiPortal is a portal bound to a rewritten statement. clientToServer.
+type phiPortal struct {
+	stmt      *phiStatement
+	result    *phiResult
+	described bool // the client sent Describe for it
+}
+
+func newPHISession(eng *phiEngine) *phiSession {
+	return &phiSession{
+		eng:        eng,
+		w:          newPHIWriter(eng.cols),
+		r:          newPHIReader(),
+		statements: map[string]*phiStatement{},
+		portals:    map[string]*phiPortal{},
+	}
+}
+
+// loadCatalog runs the catalog query on the upstream connection while the
+// session owns it alone (before the relay starts), reading the answers
+// itself: the client never sees them.
+func (s *Session) loadCatalog() error {
+	ps := s.phi
+	q := &pgproto3.Query{String: ps.eng.catalogSQL}
+	buf, err := q.Encode(nil)
+	if err != nil {
+		return err
+	}
+	if err := s.forward(buf); err != nil {
+		return err
+	}
+	if err := s.serverW.Flush(); err != nil {
+		return &UpstreamError{Connected: true, Err: err}
+	}
+	var (
+		rows   [][][]byte
+		failed error
+	)
+	for {
+		typ, msg, err := s.serverR.next()
+		if err != nil {
+			return upstreamReadError(err)
+		}
+		switch typ {
+		case 'T', 'C':
+		case 'D':
+			var row pgproto3.DataRow
+			if err := row.Decode(msg[5:]); err != nil {
+				return serverProtocolErrorf("catalog row: %v", err)
+			}
+			vals := make([][]byte, len(row.Values))
+			for i, v := range row.Values {
+				vals[i] = append([]byte(nil), v...)
+			}
+			rows = append(rows, vals)
+		case 'E':
+			failed = errors.New("the catalog query failed")
+		case 'N', 'S', 'A':
+			if err := s.send(msg); err != nil {
+				return err
+			}
+		case 'Z':
+			if failed != nil {
+				return failed
+			}
+			ps.db, err = ps.eng.state(rows)
+			return err
+		default:
+			return serverProtocolErrorf("unexpected message %q answering the catalog query", typ)
+		}
+	}
+}
+
+// phiQuery handles a simple Query when a policy applies.
+func (s *Session) phiQuery(msg []byte) error {
+	ps := s.phi
+	start := time.Now()
+	sql := string(msg[5 : len(msg)-1])
+	plan, err := ps.db.plan(sql)
+	if err == nil && plan.Passthrough {
+		ps.eng.metrics.passthrough.Inc()
+		return s.expectAndForward(expectQuery, msg)
+	}
+	var text []byte
+	if err == nil {
+		text, err = ps.w.renderQuery(ps.buf[:0], plan)
+	}
+	if err != nil {
+		return s.raiseQuery(err)
+	}
+	out, err := (&pgproto3.Query{String: string(text)}).Encode(text[len(text):])
+	if err != nil {
+		return err
+	}
+	ps.buf = text
+	ps.eng.metrics.rewritten.Inc()
+	if err := s.pushExpectation(expectation{kind: expectQuery, transform: &phiResult{ps: ps, db: ps.db}}); err != nil {
+		return err
+	}
+	ps.eng.metrics.added.Observe(time.Since(start).Seconds())
+	return s.forward(out)
+}
+
+// phiParse handles Parse when a policy applies.
+func (s *Session) phiParse(msg []byte) error {
+	ps := s.phi
+	start := time.Now()
+	var p pgproto3.Parse
+	if err := p.Decode(msg[5:]); err != nil {
+		return protocolErrorf("invalid Parse message")
+	}
+	delete(ps.statements, p.Name)
+	plan, err := ps.db.plan(p.Query)
+	if err != nil {
+		return s.raiseExtended(err)
+	}
+	st := &phiStatement{plan: plan, db: ps.db, paramOIDs: p.ParameterOIDs}
+	ps.statements[p.Name] = st
+	if plan.Passthrough {
+		ps.eng.metrics.passthrough.Inc()
+		return s.expectAndForward(expectParse, msg)
+	}
+	text, err := ps.w.renderQuery(ps.buf[:0], plan)
+	if err != nil {
+		delete(ps.statements, p.Name)
+		return s.raiseExtended(err)
+	}
+	ps.buf = text
+	p.Query = string(text)
+	if len(plan.Params) > 0 {
+		p.ParameterOIDs = upstreamParamOIDs(plan, st.paramOIDs)
+	}
+	out, err := p.Encode(ps.buf[len(ps.buf):])
+	if err != nil {
+		return err
+	}
+	ps.eng.metrics.rewritten.Inc()
+	if err := s.pushExpectation(expectation{kind: expectParse}); err != nil {
+		return err
+	}
+	ps.eng.metrics.added.Observe(time.Since(start).Seconds())
+	return s.forward(out)
+}
+
+// upstreamParamOIDs are the parameter types the server sees: the storage
+// type for encrypted values, text (or text[]) for blind indexes, and what
+// the client declared for the rest.
+func upstreamParamOIDs(plan *rewrite.Plan, declared []uint32) []uint32 {
+	oids := make([]uint32, len(plan.Params))
+	for i, prm := range plan.Params {
+		switch {
+		case prm.Action == rewrite.ActionEncrypt && !prm.Array:
+			oids[i] = storageOID(prm.Column.Storage)
+		case prm.Action != rewrite.ActionNone:
+			oids[i] = textOrArrayOID(prm.Array)
+		case prm.Source < len(declared):
+			oids[i] = declared[prm.Source]
+		}
+	}
+	return oids
+}
+
+// phiBind handles Bind when a policy applies.
+func (s *Session) phiBind(msg []byte) error {
+	ps := s.phi
+	portal, stmt, ok := bindNames(msg)
+	if !ok {
+		return protocolErrorf("invalid Bind message")
+	}
+	delete(ps.portals, portal)
+	st := ps.statements[stmt]
+	if st == nil || st.plan.Passthrough {
+		return s.expectAndForward(expectBind, msg)
+	}
+	start := time.Now()
+	var b pgproto3.Bind
+	if err := b.Decode(msg[5:]); err != nil {
+		return protocolErrorf("invalid Bind message")
+	}
+	if err := ps.w.rewriteBind(&b, st.plan, st.paramOIDs); err != nil {
+		return s.raiseExtended(err)
+	}
+	if rd := st.rd.Load(); rd != nil && len(b.ResultFormatCodes) > 1 {
+		// The client's codes count the columns it sees; the server's
+		// result also has the hidden blind-index columns.
+		if t := newResultTransform(st.db.cat, ps.eng.cols, rd, nil); t != nil {
+			b.ResultFormatCodes = t.resultFormats(b.ResultFormatCodes)
+		}
+	}
+	out, err := b.Encode(ps.buf[:0])
+	if err != nil {
+		return err
+	}
+	ps.buf = out
+	ps.portals[portal] = &phiPortal{stmt: st, result: &phiResult{ps: ps, db: st.db, stmt: st, formats: b.ResultFormatCodes}}
+	if err := s.pushExpectation(expectation{kind: expectBind}); err != nil {
+		return err
+	}
+	ps.eng.metrics.added.Observe(time.Since(start).Seconds())
+	return s.forward(out)
+}
+
+// phiDescribe handles Describe when a policy applies.
+func (s *Session) phiDescribe(kind byte, msg []byte) error {
+	ps := s.phi
+	name := string(msg[6 : len(msg)-1])
+	if kind == 'S' {
+		st := ps.statements[name]
+		if st == nil || st.plan.Passthrough {
+			return s.expectAndForward(expectDescribeStatement, msg)
+		}
+		st.described = true
+		return s.pushAndForward(expectation{kind: expectDescribeStatement, stmt: st,
+			transform: &phiResult{ps: ps, db: st.db, stmt: st, statement: true}}, msg)
+	}
+	p := ps.portals[name]
+	if p == nil {
+		return s.expectAndForward(expectDescribePortal, msg)
+	}
+	p.described = true
+	return s.pushAndForward(expectation{kind: expectDescribePortal, transform: p.result}, msg)
+}
+
+// phiExecute handles Execute when a policy applies. The rows of a rewritten
+// statement are decrypted by where their columns come from, which the
+// statement's or the portal's RowDescription says; when the client asked
+// for neither, the proxy asks for the portal's, unseen by the client.
+func (s *Session) phiExecute(msg []byte) error {
+	ps := s.phi
+	name := string(msg[5 : 5+clen(msg[5:])])
+	p := ps.portals[name]
+	if p == nil {
+		return s.expectAndForward(expectExecute, msg)
+	}
+	if !p.described && !p.stmt.described {
+		d := &pgproto3.Describe{ObjectType: 'P', Name: name}
+		out, err := d.Encode(ps.buf[:0])
+		if err != nil {
+			return err
+		}
+		ps.buf = out
+		if err := s.pushAndForward(expectation{kind: expectDescribePortal, hidden: true, transform: p.result}, out); err != nil {
+			return err
+		}
+		p.described = true
+	}
+	return s.pushAndForward(expectation{kind: expectExecute, transform: p.result}, msg)
+}
+
+// phiClose forgets a closed statement or portal.
+func (s *Session) phiClose(kind byte, msg []byte) {
+	name := string(msg[6 : len(msg)-1])
+	if kind == 'S' {
+		delete(s.phi.statements, name)
+	} else {
+		delete(s.phi.portals, name)
+	}
+}
+
+// raiseQuery makes the server fail a simple Query with err (see raise.go).
+func (s *Session) raiseQuery(err error) error {
+	code, message := rejection(err)
+	s.phi.eng.metrics.statements.WithLabelValues(rejectOutcome(err)).Inc()
+	s.log.Debug("statement rejected", "sqlstate", code)
+	out, encErr := (&pgproto3.Query{String: raiseSQL(code, message)}).Encode(s.phi.buf[:0])
+	if encErr != nil {
+		return encErr
+	}
+	s.phi.buf = out
+	return s.pushAndForward(expectation{kind: expectQuery, raise: true}, out)
+}
+
+// raiseExtended makes the server fail the current extended-protocol
+// message with err: the server answers it with the error and then skips
+// the client's messages up to Sync, as after its own errors.
+func (s *Session) raiseExtended(err error) error {
+	code, message := rejection(err)
+	s.phi.eng.metrics.statements.WithLabelValues(rejectOutcome(err)).Inc()
+	s.log.Debug("statement rejected", "sqlstate", code)
+	delete(s.phi.portals, "") // the raise binds the unnamed portal
+	out := s.phi.buf[:0]
+	kinds := []expectKind{expectClose, expectParse, expectBind, expectExecute}
+	for i, m := range raiseMessages(code, message) {
+		var encErr error
+		if out, encErr = m.Encode(out); encErr != nil {
+			return encErr
+		}
+		if err := s.pushExpectation(expectation{kind: kinds[i], hidden: kinds[i] != expectExecute, raise: true}); err != nil {
+			return err
+		}
+	}
+	s.phi.buf = out
+	return s.forward(out)
+}
+
+// rejection maps a refusal to the SQLSTATE and message the client sees.
+// Messages name tables and columns, never values.
+func rejection(err error) (code, message string) {
+	var (
+		re *rewrite.Error
+		ve *ValueError
+		ce *CatalogError
+		pe *ParamCountError
+	)
+	switch {
+	case errors.As(err, &re):
+		return re.Code, "phiproxy: " + re.Message
+	case errors.As(err, &ve), errors.Is(err, errValue):
+		return pgerrcode.InvalidTextRepresentation, "phiproxy: " + err.Error()
+	case errors.As(err, &ce):
+		return pgerrcode.ObjectNotInPrerequisiteState, ce.Msg
+	case errors.As(err, &pe):
+		return pgerrcode.ProtocolViolation, "phiproxy: " + pe.Error()
+	}
+	return pgerrcode.InternalError, "phiproxy: the statement could not be prepared for encryption"
+}
+
+// textOrArrayOID is the type of a blind-index parameter: text, or text[]
+// for `= ANY($n)`.
+func textOrArrayOID(array bool) uint32 {
+	if array {
+		return pgtype.TextArrayOID
+	}
+	return pgtype.TextOID
+}
+
+// bindNames reads the portal and statement names at the start of a Bind.
+func bindNames(msg []byte) (portal, stmt string, ok bool) {
+	body := msg[5:]
+	i := clen(body)
+	if i >= len(body) {
+		return "", "", false
+	}
+	j := clen(body[i+1:])
+	if i+1+j >= len(body) {
+		return "", "", false
+	}
+	return string(body[:i]), string(body[i+1 : i+1+j]), true
+}
+
+// clen is the length of the NUL-terminated string at the start of b (len(b)
+// when there is no NUL).
+func clen(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return len(b)
+}
+
+// phiResult decrypts one result: a simple Query's (one RowDescription per
+// statement), a portal's, or describes a statement. It implements
+// ResultTransformer; its methods run on serverToClient only.
+type phiResult struct {
+	ps   *phiSession
+	db   *dbState
+	stmt *phiStatement // nil for a simple Query
+	// statement: this describes stmt (Describe of a statement): its
+	// RowDescription is kept for the portals bound to it.
+	statement bool
+	// formats are the server-side result format codes of the portal.
+	formats []int16
+
+	// serverToClient.
+	t     *resultTransform
+	ready bool
+}
+
+var _ ResultTransformer = (*phiResult)(nil)
+
+// RowDescription implements ResultTransformer.
+func (r *phiResult) RowDescription(dst, msg []byte) ([]byte, error) {
+	var rd pgproto3.RowDescription
+	if err := rd.Decode(msg[5:]); err != nil {
+		return nil, serverProtocolErrorf("invalid RowDescription")
+	}
+	if r.statement {
+		keep := rd
+		keep.Fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
+		for i := range keep.Fields {
+			keep.Fields[i].Name = append([]byte(nil), keep.Fields[i].Name...)
+		}
+		r.stmt.rd.Store(&keep)
+	}
+	r.t, r.ready = newResultTransform(r.db.cat, r.ps.eng.cols, &rd, nil), true
+	if r.t == nil {
+		return append(dst, msg...), nil
+	}
+	r.t.rowDescription(&rd)
+	return rd.Encode(dst)
+}
+
+// DataRow implements ResultTransformer.
+func (r *phiResult) DataRow(dst, msg []byte) ([]byte, error) {
+	if !r.ready {
+		// A portal of a statement the client described: its
+		// RowDescription and the Bind's formats say it all.
+		var rd *pgproto3.RowDescription
+		if r.stmt != nil {
+			rd = r.stmt.rd.Load()
+		}
+		if rd == nil {
+			return nil, fmt.Errorf("rows of a rewritten statement arrived undescribed")
+		}
+		r.t, r.ready = newResultTransform(r.db.cat, r.ps.eng.cols, rd, r.formats), true
+	}
+	if r.t == nil {
+		return append(dst, msg...), nil
+	}
+	var row pgproto3.DataRow
+	if err := row.Decode(msg[5:]); err != nil {
+		return nil, serverProtocolErrorf("invalid DataRow")
+	}
+	if err := r.ps.r.dataRow(r.t, &row); err != nil {
+		return nil, err
+	}
+	return row.Encode(dst)
+}
+
+// describeParams rewrites a statement's ParameterDescription for the
+// client: one type per client parameter, the logical type for PHI ones.
+func (st *phiStatement) describeParams(dst, msg []byte) ([]byte, error) {
+	var pd pgproto3.ParameterDescription
+	if err := pd.Decode(msg[5:]); err != nil {
+		return nil, serverProtocolErrorf("invalid ParameterDescription")
+	}
+	plan := st.plan
+	if len(plan.Params) == 0 || len(pd.ParameterOIDs) < len(plan.Params) {
+		return append(dst, msg...), nil
+	}
+	oids := make([]uint32, plan.ClientParams)
+	seen := make([]bool, plan.ClientParams)
+	for i, prm := range plan.Params {
+		if prm.Source >= plan.ClientParams || seen[prm.Source] {
+			continue
+		}
+		seen[prm.Source] = true
+		if prm.Action == rewrite.ActionNone {
+			oids[prm.Source] = pd.ParameterOIDs[i]
+		} else {
+			oids[prm.Source] = typeOID(prm.Column.Type, prm.Array)
+		}
+	}
+	pd.ParameterOIDs = oids
+	return pd.Encode(dst)
+}
