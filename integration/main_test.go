@@ -73,7 +73,12 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if err := leakCheck(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return code
 }
 
 // testProxy is a running proxy in front of cluster.
@@ -123,6 +128,13 @@ func startProxy(t *testing.T, mutate ...func(*proxy.Config)) *testProxy {
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
+	return runProxy(t, srv, logs)
+}
+
+// runProxy starts srv, whose log goes to logs, and stops it when the test
+// ends.
+func runProxy(t *testing.T, srv *proxy.Server, logs *syncBuffer) *testProxy {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := srv.Start(ctx); err != nil {
 		cancel()

@@ -111,6 +111,9 @@ func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, s
 	if !ok || lt.newValue == nil {
 		return dst, &ValueError{Type: t}
 	}
+	if t == policy.TypeDate && format == formatText {
+		src = dateOfTimestamp(src)
+	}
 	v := lt.newValue()
 	if err := c.m.Scan(lt.oid, format, src, v); err != nil {
 		return dst, &ValueError{Type: t}
@@ -120,6 +123,16 @@ func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, s
 		return dst, &ValueError{Type: t}
 	}
 	return out, nil
+}
+
+// dateOfTimestamp returns the date part of an ISO timestamp text
+// ("2024-01-02 10:00:00+02" → "2024-01-02"): PostgreSQL's date input
+// ignores a time of day, and drivers such as pgx send a time.Time that way.
+func dateOfTimestamp(src []byte) []byte {
+	if len(src) > 10 && (src[10] == ' ' || src[10] == 'T') && src[4] == '-' && src[7] == '-' {
+		return src[:10]
+	}
+	return src
 }
 
 // present appends to dst the encoding, in the client's format, of plain, the

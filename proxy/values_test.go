@@ -33,6 +33,7 @@ func TestValueCodecCanonical(t *testing.T) {
 		{"empty text", policy.TypeText, formatText, []byte{}, ""},
 		{"date text", policy.TypeDate, formatText, []byte("1990-01-02"), "1990-01-02"},
 		{"date binary", policy.TypeDate, formatBinary, bin(pgtype.DateOID, pgtype.Date{Time: time.Date(1990, 1, 2, 0, 0, 0, 0, time.UTC), Valid: true}), "1990-01-02"},
+		{"date from timestamp", policy.TypeDate, formatText, []byte("1990-01-02 00:00:00Z"), "1990-01-02"},
 		{"date infinity", policy.TypeDate, formatText, []byte("infinity"), "infinity"},
 		{"timestamptz offset", policy.TypeTimestamptz, formatText, []byte("2020-01-01 10:00:00+02"), "2020-01-01 08:00:00Z"},
 		{"int4 leading zero", policy.TypeInt4, formatText, []byte("042"), "42"},

@@ -85,10 +85,11 @@ func hasInto(s *pg.SelectStmt) bool {
 }
 
 func (a *analyzer) opaqueReject(n *pg.Node, msg string) error {
-	e := a.errorf(nil, int32(a.stmtStart), "%s", msg)
-	if len(a.stmt.Tables) > 0 {
-		e.Table = a.stmt.Tables[0].QualifiedName()
+	if len(a.stmt.Tables) == 0 {
+		return a.errorf(nil, int32(a.stmtStart), "%s", msg)
 	}
+	e := a.errorf(nil, int32(a.stmtStart), "table %s: %s", a.stmt.Tables[0].QualifiedName(), msg)
+	e.Table = a.stmt.Tables[0].QualifiedName()
 	return e
 }
 
