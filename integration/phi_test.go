@@ -3,8 +3,8 @@ package integration
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
