@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/novamind/phiproxy/crypto"
@@ -105,6 +106,7 @@ func TestPHIPatientsRoundTrip(t *testing.T) {
 		"cache_statement": pgx.QueryExecModeCacheStatement,
 		"cache_describe":  pgx.QueryExecModeCacheDescribe,
 		"describe_exec":   pgx.QueryExecModeDescribeExec,
+		"exec":            pgx.QueryExecModeExec,
 		"simple_protocol": pgx.QueryExecModeSimpleProtocol,
 	}
 	for name, mode := range modes {
@@ -515,23 +517,65 @@ func TestPHIDecryptionFailure(t *testing.T) {
 }
 
 // TestPHICatalogProblem: a policy table without its blind-index column
-// makes statements on it fail with the DDL that fixes it.
+// makes statements on it fail with the DDL that fixes it, and DDL that goes
+// through the proxy is seen by the same session at once, both ways.
 func TestPHICatalogProblem(t *testing.T) {
 	p := startPHIProxy(t)
-	direct := phiDirect(t)
+	conn := phiConn(t, p)
 	ctx := context.Background()
-	if _, err := direct.Exec(ctx, "ALTER TABLE insurance DROP COLUMN subscriber_ssn_bidx"); err != nil {
+	if _, err := conn.Exec(ctx, "ALTER TABLE insurance DROP COLUMN subscriber_ssn_bidx"); err != nil {
 		t.Fatal(err)
 	}
+	restored := false
 	t.Cleanup(func() {
-		if _, err := direct.Exec(ctx, "ALTER TABLE insurance ADD COLUMN subscriber_ssn_bidx text"); err != nil {
-			t.Error(err)
+		if !restored {
+			phiDirect(t).Exec(ctx, "ALTER TABLE insurance ADD COLUMN subscriber_ssn_bidx text")
 		}
 	})
-	conn := phiConn(t, p)
-	_, err := conn.Exec(ctx, "INSERT INTO insurance (subscriber_ssn) VALUES ($1)", "000-00-0000")
+	ssn := remember("000-11-2233")
+	_, err := conn.Exec(ctx, "INSERT INTO insurance (subscriber_ssn) VALUES ($1)", ssn)
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Message, "ADD COLUMN subscriber_ssn_bidx text") {
-		t.Fatalf("got %v, want an error with the DDL", err)
+	if !errors.As(err, &pgErr) || pgErr.Code != "55000" || !strings.Contains(pgErr.Message, "ADD COLUMN subscriber_ssn_bidx text") {
+		t.Fatalf("got %v, want 55000 with the DDL", err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER TABLE insurance ADD COLUMN subscriber_ssn_bidx text"); err != nil {
+		t.Fatal(err)
+	}
+	restored = true
+	if _, err := conn.Exec(ctx, "INSERT INTO insurance (subscriber_ssn) VALUES ($1)", ssn); err != nil {
+		t.Fatalf("insert after the DDL: %v", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM insurance WHERE subscriber_ssn = $1", "000112233").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("search after the DDL: n=%d err=%v", n, err)
+	}
+}
+
+// TestPHIUndescribedExecute sends Parse, Bind, Execute, Sync with no
+// Describe, as some drivers do: the proxy must still decrypt the rows (it
+// asks for the portal's description itself, unseen by the client).
+func TestPHIUndescribedExecute(t *testing.T) {
+	p := startPHIProxy(t)
+	conn := phiConn(t, p)
+	ctx := context.Background()
+	pt := newPatient()
+	if err := conn.QueryRow(ctx, insertPatient, pt.args()...).Scan(&pt.ID); err != nil {
+		t.Fatal(err)
+	}
+	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+	got := exchange(t, hc,
+		&pgproto3.Parse{Query: "SELECT first_name, email_bidx IS NOT NULL FROM patients WHERE email = $1"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte(pt.Email)}, ResultFormatCodes: []int16{0}},
+		&pgproto3.Execute{},
+		&pgproto3.Sync{})
+	want := []string{
+		`{"Type":"ParseComplete"}`,
+		`{"Type":"BindComplete"}`,
+		`{"Type":"DataRow","Values":[{"text":"` + pt.FirstName + `"},{"text":"t"}]}`,
+		`{"Type":"CommandComplete","CommandTag":"SELECT 1"}`,
+		`{"Type":"ReadyForQuery","TxStatus":"I"}`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("messages (-want +got):\n%s", diff)
 	}
 }

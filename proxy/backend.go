@@ -106,11 +106,11 @@ func (s *Session) handleBackend(typ byte, msg []byte) error {
 // send buffers msg for the client, unless it answers a message the proxy
 // sent itself or belongs to a result that failed to decrypt.
 func (s *Session) send(msg []byte) error {
-	if s.hidden || s.mute {
+	if s.hidden || s.mute || s.internal {
 		switch msg[0] {
 		case 'A', 'N', 'S': // asynchronous: always the client's
 		case 'E':
-			if s.mute {
+			if s.mute || s.internal {
 				return nil
 			}
 		default:
@@ -169,6 +169,8 @@ func (s *Session) complete(typ byte, msg []byte, want kindSet, transform bool) e
 	}
 	t := e.transform
 	s.hidden = e.hidden
+	s.internal = e.internal
+	onReady := e.onReady
 	s.q.pop()
 	s.q.emitting = true
 	s.q.mu.Unlock()
@@ -180,7 +182,10 @@ func (s *Session) complete(typ byte, msg []byte, want kindSet, transform bool) e
 	} else {
 		err = s.send(msg)
 	}
-	s.hidden = false
+	s.hidden, s.internal = false, false
+	if onReady != nil && typ == 'Z' {
+		onReady()
+	}
 	s.q.mu.Lock()
 	s.q.emitting = false
 	if derr := s.drainLocalLocked(); err == nil {
@@ -225,6 +230,7 @@ func (s *Session) inspect(typ byte, want kindSet) (*expectation, error) {
 	if e == nil || e.local || !want.has(e.kind) {
 		return nil, desync(typ, e)
 	}
+	s.internal = e.internal
 	return e, nil
 }
 
@@ -417,6 +423,13 @@ func (s *Session) handleErrorResponse(msg []byte) error {
 	e := s.q.peek()
 	if e != nil && e.raise {
 		msg = s.raisedError(msg)
+	}
+	if e != nil && e.internal {
+		if c, ok := e.transform.(*catalogCollector); ok {
+			c.failed = true // the session keeps the catalog it had
+		}
+		s.q.mu.Unlock()
+		return nil
 	}
 	if e == nil || e.local || kindsNoPopError.has(e.kind) {
 		// Nothing to complete: asynchronous (e.g. FATAL before closing

@@ -67,6 +67,11 @@ type expectation struct {
 	// swallowed (an ErrorResponse excepted, which answers the client's
 	// message it stands for).
 	hidden bool
+	// internal: a query of the proxy's own (a catalog reload); every
+	// answer, errors included, is swallowed, and onReady runs with the
+	// ReadyForQuery that ends it. serverToClient.
+	internal bool
+	onReady  func()
 	// raise: one of the messages that make the server fail a statement the
 	// proxy refused (raise.go).
 	raise bool

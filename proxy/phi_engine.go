@@ -127,6 +127,11 @@ func (st *dbState) plan(sql string) (*rewrite.Plan, error) {
 		return nil, err
 	}
 	for _, s := range p.Statements {
+		switch s.Kind {
+		case rewrite.KindSelect, rewrite.KindInsert, rewrite.KindUpdate, rewrite.KindDelete:
+		default:
+			continue // DDL must go through: it is how the table gets ready
+		}
 		for _, t := range s.Tables {
 			if msg := st.cat.problem(t); msg != "" {
 				return nil, &CatalogError{Msg: fmt.Sprintf("phiproxy: table %s is not ready for encryption: %s", t.QualifiedName(), msg)}

@@ -22,6 +22,9 @@ type phiSession struct {
 	db  *dbState // the catalog and plans in use; set by prepare
 
 	// clientToServer.
+	// stale: DDL went through since the catalog was read; it is read again
+	// at the next moment nothing is pending (refreshCatalog).
+	stale      bool
 	w          *phiWriter
 	statements map[string]*phiStatement // prepared statements by name
 	portals    map[string]*phiPortal    // portals of rewritten statements by name
@@ -116,12 +119,105 @@ func (s *Session) loadCatalog() error {
 	}
 }
 
+// catalogCollector gathers the rows of a catalog reload. Its methods run
+// on serverToClient; done is closed with the ReadyForQuery that ends the
+// reload, after which clientToServer reads rows and failed.
+type catalogCollector struct {
+	rows   [][][]byte
+	failed bool
+	done   chan struct{}
+}
+
+// RowDescription implements ResultTransformer; the answers of an internal
+// query are dropped by send.
+func (c *catalogCollector) RowDescription(dst, msg []byte) ([]byte, error) {
+	return append(dst, msg...), nil
+}
+
+// DataRow implements ResultTransformer.
+func (c *catalogCollector) DataRow(dst, msg []byte) ([]byte, error) {
+	var row pgproto3.DataRow
+	if err := row.Decode(msg[5:]); err != nil {
+		return nil, serverProtocolErrorf("catalog row: %v", err)
+	}
+	vals := make([][]byte, len(row.Values))
+	for i, v := range row.Values {
+		vals[i] = append([]byte(nil), v...)
+	}
+	c.rows = append(c.rows, vals)
+	return append(dst, msg...), nil
+}
+
+// refreshCatalog reads the catalog again after DDL went through this
+// session, so that a blind-index column just added (or a table just
+// created) is used at once. It runs only when nothing is pending and the
+// transaction has not failed: the proxy's query must neither interleave
+// with the client's pipeline nor be refused. Inside a transaction block
+// the new catalog is used but read again once the block ends, since the
+// DDL may be rolled back.
+func (s *Session) refreshCatalog() error {
+	ps := s.phi
+	s.q.mu.Lock()
+	idle := s.q.len() == 0 && !s.q.emitting
+	status := s.q.txStatus
+	s.q.mu.Unlock()
+	if !idle || status == 'E' {
+		return nil
+	}
+	c := &catalogCollector{done: make(chan struct{})}
+	out, err := (&pgproto3.Query{String: ps.eng.catalogSQL}).Encode(ps.buf[:0])
+	if err != nil {
+		return err
+	}
+	ps.buf = out
+	e := expectation{kind: expectQuery, hidden: true, internal: true, transform: c, onReady: func() { close(c.done) }}
+	if err := s.pushAndForward(e, out); err != nil {
+		return err
+	}
+	if err := s.flushServer(); err != nil {
+		return err
+	}
+	select {
+	case <-c.done:
+	case <-s.stopped:
+		return errors.New("session ended during a catalog reload")
+	}
+	if c.failed {
+		return nil
+	}
+	db, err := ps.eng.state(c.rows)
+	if err != nil {
+		return err
+	}
+	ps.db = db
+	ps.stale = status != 'I'
+	return nil
+}
+
+// noteDDL marks the catalog stale when plan holds DDL.
+func (ps *phiSession) noteDDL(plan *rewrite.Plan) {
+	for _, st := range plan.Statements {
+		if st.Kind == rewrite.KindDDL {
+			ps.stale = true
+			return
+		}
+	}
+}
+
 // phiQuery handles a simple Query when a policy applies.
 func (s *Session) phiQuery(msg []byte) error {
 	ps := s.phi
+	if ps.stale {
+		if err := s.refreshCatalog(); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
 	plan, err := ps.db.plan(sql)
+	if err == nil {
+		ps.noteDDL(plan)
+	}
 	if err == nil && plan.Passthrough {
 		ps.eng.metrics.passthrough.Inc()
 		return s.expectAndForward(expectQuery, msg)
@@ -155,10 +251,16 @@ func (s *Session) phiParse(msg []byte) error {
 		return protocolErrorf("invalid Parse message")
 	}
 	delete(ps.statements, p.Name)
+	if ps.stale {
+		if err := s.refreshCatalog(); err != nil {
+			return err
+		}
+	}
 	plan, err := ps.db.plan(p.Query)
 	if err != nil {
 		return s.raiseExtended(err)
 	}
+	ps.noteDDL(plan)
 	st := &phiStatement{plan: plan, db: ps.db, paramOIDs: p.ParameterOIDs}
 	ps.statements[p.Name] = st
 	if plan.Passthrough {

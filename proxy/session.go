@@ -64,6 +64,9 @@ type Session struct {
 	// hidden: the message being handled answers a message the proxy sent
 	// itself (expectation.hidden), so send drops it.
 	hidden bool
+	// internal: the message answers the proxy's own query (a catalog
+	// reload): send drops it, errors included.
+	internal bool
 	// mute: a result failed to decrypt; send drops the server's messages
 	// up to ReadyForQuery, as the server would have stopped there.
 	mute bool
@@ -82,19 +85,23 @@ type Session struct {
 	relaying       atomic.Bool
 	// errc receives the first error of the relay (buffer 1, non-blocking
 	// sends): from either direction or from kill.
-	errc     chan error
+	errc chan error
+	// stopped is closed when the relay ends: a direction waiting for the
+	// other gives up.
+	stopped  chan struct{}
 	killOnce sync.Once
 	killErr  atomic.Pointer[error]
 }
 
 func newSession(srv *Server, id uint64, conn net.Conn) *Session {
 	return &Session{
-		id:     id,
-		srv:    srv,
-		raw:    conn,
-		client: conn,
-		log:    srv.log.With("conn_id", id, "remote_addr", conn.RemoteAddr().String()),
-		errc:   make(chan error, 1),
+		id:      id,
+		srv:     srv,
+		raw:     conn,
+		client:  conn,
+		log:     srv.log.With("conn_id", id, "remote_addr", conn.RemoteAddr().String()),
+		errc:    make(chan error, 1),
+		stopped: make(chan struct{}),
 	}
 }
 
@@ -195,6 +202,7 @@ func (s *Session) relay() error {
 	go s.clientToServer(&wg)
 	go s.serverToClient(&wg)
 	first := <-s.errc
+	close(s.stopped)
 
 	// Unblock both directions: closing the upstream stops serverToClient's
 	// read and clientToServer's writes; deadlines stop clientToServer's
