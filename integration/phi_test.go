@@ -420,6 +420,9 @@ var rejected = []struct{ name, sql string }{
 	{"insert select", "INSERT INTO clinical_notes (diagnosis) SELECT 'x' || id FROM patients"},
 	{"copy", "COPY patients (email) FROM STDIN"},
 	{"write blind index", "UPDATE patients SET email_bidx = 'x'"},
+	{"merge", "MERGE INTO patients p USING insurance i ON p.id = i.patient_id WHEN MATCHED THEN UPDATE SET city = 'x'"},
+	{"writable cte", "WITH moved AS (UPDATE patients SET city = 'x' RETURNING id) SELECT count(*) FROM moved"},
+	{"select into", "SELECT email INTO TEMP leaked FROM patients"},
 	{"unparsable", "SELEKT * FROM patients"},
 }
 

@@ -28,18 +28,17 @@ func WithPHI(pol *policy.Policy, keys Keys) Option {
 		if err != nil {
 			return err
 		}
-		m, err := newPHIMetrics(srv.reg, pol, cols)
-		if err != nil {
-			return fmt.Errorf("register PHI metrics: %w", err)
-		}
-		srv.phi = &phiEngine{
+		e := &phiEngine{
 			policy:     pol,
 			cols:       cols,
 			catalogSQL: catalogQuery(pol),
 			cacheSize:  srv.cfg.Limits.PlanCacheSize,
-			metrics:    m,
 			dbs:        map[[32]byte]*dbState{},
 		}
+		if e.metrics, err = newPHIMetrics(srv.reg, e); err != nil {
+			return fmt.Errorf("register PHI metrics: %w", err)
+		}
+		srv.phi = e
 		return nil
 	}
 }
@@ -70,6 +69,22 @@ type phiEngine struct {
 	// session that sees other rows (another database, or after DDL) gets
 	// plans made with what it sees.
 	dbs map[[32]byte]*dbState
+	// retired sums the counters of the plan caches forgotten from dbs, so
+	// the exported counters never go down.
+	retired rewrite.CacheStats
+}
+
+// cacheStats sums the plan cache counters of every catalog, past and
+// present.
+func (e *phiEngine) cacheStats() rewrite.CacheStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	sum := e.retired
+	for _, st := range e.dbs {
+		c := st.plans.Stats()
+		sum.Hits, sum.Misses, sum.Bypass = sum.Hits+c.Hits, sum.Misses+c.Misses, sum.Bypass+c.Bypass
+	}
+	return sum
 }
 
 // maxDBStates bounds the per-catalog states kept; beyond it the oldest
@@ -102,7 +117,9 @@ func (e *phiEngine) state(rows [][][]byte) (*dbState, error) {
 		return nil, err
 	}
 	if len(e.dbs) >= maxDBStates {
-		for k := range e.dbs { // any: a cold catalog only costs a re-parse
+		for k, old := range e.dbs { // any: a cold catalog only costs a re-parse
+			c := old.plans.Stats()
+			e.retired.Hits, e.retired.Misses, e.retired.Bypass = e.retired.Hits+c.Hits, e.retired.Misses+c.Misses, e.retired.Bypass+c.Bypass
 			delete(e.dbs, k)
 			break
 		}
@@ -157,7 +174,7 @@ type columnCounters struct {
 	encrypted, indexed, decrypted prometheus.Counter
 }
 
-func newPHIMetrics(reg prometheus.Registerer, pol *policy.Policy, cols phiColumns) (*phiMetrics, error) {
+func newPHIMetrics(reg prometheus.Registerer, e *phiEngine) (*phiMetrics, error) {
 	m := &phiMetrics{
 		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phiproxy_statements_total",
@@ -179,9 +196,13 @@ func newPHIMetrics(reg prometheus.Registerer, pol *policy.Policy, cols phiColumn
 	}
 	m.passthrough = m.statements.WithLabelValues("passthrough")
 	m.rewritten = m.statements.WithLabelValues("rewritten")
-	for _, t := range pol.Tables() {
+	cache := func(name, help string, get func(rewrite.CacheStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(get(e.cacheStats())) })
+	}
+	for _, t := range e.policy.Tables() {
 		for _, c := range t.Columns {
-			pc := cols[c]
+			pc := e.cols[c]
 			pc.counters = columnCounters{
 				encrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "encrypt"),
 				indexed:   m.values.WithLabelValues(t.QualifiedName(), c.Name, "index"),
@@ -189,7 +210,14 @@ func newPHIMetrics(reg prometheus.Registerer, pol *policy.Policy, cols phiColumn
 			}
 		}
 	}
-	for _, c := range []prometheus.Collector{m.statements, m.values, m.decryptFailure, m.added} {
+	for _, c := range []prometheus.Collector{m.statements, m.values, m.decryptFailure, m.added,
+		cache("phiproxy_plan_cache_hits_total", "Statements whose plan was found in the plan cache.",
+			func(s rewrite.CacheStats) uint64 { return s.Hits }),
+		cache("phiproxy_plan_cache_misses_total", "Statements parsed and analyzed because their plan was not cached.",
+			func(s rewrite.CacheStats) uint64 { return s.Misses }),
+		cache("phiproxy_plan_cache_bypass_total", "Statements passed through without parsing: they name no policy table.",
+			func(s rewrite.CacheStats) uint64 { return s.Bypass }),
+	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"encoding/hex"
 	"errors"
 	"slices"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/rewrite"
@@ -221,12 +224,18 @@ func TestResultTransform(t *testing.T) {
 	rd := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{
 		{Name: []byte("id"), TableOID: oid, TableAttributeNumber: 1, DataTypeOID: pgtype.Int4OID, DataTypeSize: 4},
 		{Name: []byte("e"), TableOID: oid, TableAttributeNumber: 2, DataTypeOID: pgtype.TextOID, DataTypeSize: -1},
+		{Name: []byte("email_bidx"), TableOID: oid, TableAttributeNumber: 3, DataTypeOID: pgtype.TextOID, DataTypeSize: -1},
 		{Name: []byte("d"), TableOID: oid, TableAttributeNumber: 4, DataTypeOID: pgtype.TextOID, DataTypeSize: -1},
 		{Name: []byte("p"), TableOID: oid, TableAttributeNumber: 5, DataTypeOID: pgtype.ByteaOID, DataTypeSize: -1},
 		{Name: []byte("v"), TableOID: oid, TableAttributeNumber: 6, DataTypeOID: pgtype.TextOID, DataTypeSize: -1},
 		{Name: []byte("other"), TableOID: 99, TableAttributeNumber: 2, DataTypeOID: pgtype.TextOID, DataTypeSize: -1},
 	}}
-	formats := []int16{0, 1, 1, 0, 1, 0}
+	// The client's per-column codes count the columns it sees: the hidden
+	// blind-index column gets text.
+	formats := newResultTransform(cat, cols, rd, nil).resultFormats([]int16{0, 1, 1, 0, 1, 0})
+	if want := []int16{0, 1, 0, 1, 0, 1, 0}; !slices.Equal(formats, want) {
+		t.Fatalf("server result formats = %v, want %v", formats, want)
+	}
 	tr := newResultTransform(cat, cols, rd, formats)
 	if tr == nil {
 		t.Fatal("no transform")
@@ -242,6 +251,7 @@ func TestResultTransform(t *testing.T) {
 	row := &pgproto3.DataRow{Values: [][]byte{
 		[]byte("\x00\x00\x00\x01"),
 		[]byte("ENC(public.patients.email:Ann)"),
+		[]byte("IDX-public.patients.email-ann"),
 		[]byte("ENC(public.patients.date_of_birth:1990-01-02)"),
 		nil,
 		[]byte("ENC(public.patients.visits:12)"),
@@ -271,7 +281,7 @@ func TestResultTransform(t *testing.T) {
 	}
 
 	// A tampered value fails with the column's name and without the value.
-	row3 := &pgproto3.DataRow{Values: [][]byte{nil, []byte("secret-plaintext"), nil, nil, nil, nil}}
+	row3 := &pgproto3.DataRow{Values: [][]byte{nil, []byte("secret-plaintext"), nil, nil, nil, nil, nil}}
 	err = r.dataRow(tr, row3)
 	var de *DecryptError
 	if !errors.As(err, &de) || de.Column != "public.patients.email" || strings.Contains(err.Error(), "secret") {
@@ -336,3 +346,62 @@ func mustDate(t *testing.T, s string) time.Time {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestPHIMetrics(t *testing.T) {
+	pol, err := policy.Parse([]byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	srv, err := New(testConfig("127.0.0.1:1"), nil, reg, WithPHI(pol, fakeKeys{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows [][][]byte
+	for i, c := range []string{"email:25", "email_bidx:25", "date_of_birth:25", "photo:17", "visits:25"} {
+		name, typ, _ := strings.Cut(c, ":")
+		rows = append(rows, [][]byte{[]byte("7"), []byte("public"), []byte("patients"), []byte(fmt.Sprint(i + 1)), []byte(name), []byte(typ)})
+	}
+	st, err := srv.phi.state(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := st.plan("SELECT email FROM patients WHERE email = $1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.plan("SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	want := `
+# HELP phiproxy_plan_cache_hits_total Statements whose plan was found in the plan cache.
+# TYPE phiproxy_plan_cache_hits_total counter
+phiproxy_plan_cache_hits_total 2
+# HELP phiproxy_plan_cache_misses_total Statements parsed and analyzed because their plan was not cached.
+# TYPE phiproxy_plan_cache_misses_total counter
+phiproxy_plan_cache_misses_total 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "phiproxy_plan_cache_hits_total", "phiproxy_plan_cache_misses_total"); err != nil {
+		t.Fatal(err)
+	}
+	// A second catalog (another database) keeps counting in the same totals.
+	st2, err := srv.phi.state(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2.plan("SELECT email FROM patients WHERE email = $1")
+	if got := testutil.ToFloat64(srv.phi.metrics.statements.WithLabelValues("passthrough")); got != 0 {
+		t.Errorf("statements counted by plan(): %v", got)
+	}
+	if s := srv.phi.cacheStats(); s.Misses != 2 || s.Hits != 2 {
+		t.Errorf("cache stats over two catalogs = %+v", s)
+	}
+}

@@ -276,7 +276,8 @@ func (a *analyzer) withClause(w *pg.WithClause, sc *scope) error {
 			return err
 		}
 		if _, isSelect := cte.Ctequery.Node.(*pg.Node_SelectStmt); !isSelect && a.touches > before {
-			return a.errorf(nil, cte.Location, "a data-modifying CTE (WITH %s AS (INSERT/UPDATE/DELETE ...)) touching a PHI table is not supported; run it as its own statement", cte.Ctename)
+			return a.errorf(nil, cte.Location, "table %s: a data-modifying CTE (WITH %s AS (INSERT/UPDATE/DELETE ...)) touching a PHI table is not supported; run it as its own statement",
+				a.stmt.Tables[len(a.stmt.Tables)-1].QualifiedName(), cte.Ctename)
 		}
 		renameCols(d, cte.Aliascolnames)
 		sc.ctes[cte.Ctename] = d
