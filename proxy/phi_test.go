@@ -2,9 +2,9 @@ package proxy
 
 import (
 	"bytes"
-	"fmt"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
