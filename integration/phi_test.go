@@ -582,3 +582,36 @@ func TestPHIUndescribedExecute(t *testing.T) {
 		t.Fatalf("messages (-want +got):\n%s", diff)
 	}
 }
+
+// TestPHICursor: rows fetched from a cursor are decrypted too, though
+// FETCH names no table: the proxy decides by the columns' origin that
+// PostgreSQL reports.
+func TestPHICursor(t *testing.T) {
+	p := startPHIProxy(t)
+	conn := phiConn(t, p)
+	ctx := context.Background()
+	pt := newPatient()
+	if err := conn.QueryRow(ctx, insertPatient, pt.args()...).Scan(&pt.ID); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, fmt.Sprintf("DECLARE c SCROLL CURSOR FOR SELECT first_name, city FROM patients WHERE id = %d", pt.ID)); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
+		if _, err := tx.Exec(ctx, "MOVE ABSOLUTE 0 IN c"); err != nil {
+			t.Fatal(err)
+		}
+		var first, city string
+		if err := tx.QueryRow(ctx, "FETCH c", mode).Scan(&first, &city); err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		if first != pt.FirstName || city != pt.City {
+			t.Fatalf("%v: FETCH gave %q %q, want %q %q", mode, first, city, pt.FirstName, pt.City)
+		}
+	}
+}

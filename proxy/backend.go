@@ -289,10 +289,16 @@ func (s *Session) handleRowDescription(msg []byte) error {
 	t := e.transform
 	s.q.mu.Unlock()
 	s.rowTransform, s.rowTransformSet = t, true
-	if t != nil {
-		return s.sendRowDescription(t, msg)
+	if t == nil {
+		return s.send(msg)
 	}
-	return s.send(msg)
+	if err := s.sendRowDescription(t, msg); err != nil {
+		return err
+	}
+	if r, ok := t.(*phiResult); ok && r.t == nil {
+		s.rowTransform = nil // no PHI column: rows go through raw
+	}
+	return nil
 }
 
 func (s *Session) sendRowDescription(t ResultTransformer, msg []byte) error {
@@ -325,6 +331,9 @@ func (s *Session) handleDataRow(msg []byte) error {
 	out, err := s.rowTransform.DataRow(s.out[:0], msg)
 	if err != nil {
 		return s.resultFailed(err)
+	}
+	if r, ok := s.rowTransform.(*phiResult); ok && r.t == nil {
+		s.rowTransform = nil // no PHI column: the next rows go through raw
 	}
 	s.out = out
 	return s.send(out)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -219,8 +220,10 @@ func (s *Session) phiQuery(msg []byte) error {
 		ps.noteDDL(plan)
 	}
 	if err == nil && plan.Passthrough {
+		// Rows are still decrypted by where PostgreSQL says their columns
+		// come from: FETCH from a cursor over a policy table names none.
 		ps.eng.metrics.passthrough.Inc()
-		return s.expectAndForward(expectQuery, msg)
+		return s.pushAndForward(expectation{kind: expectQuery, transform: &phiResult{ps: ps, db: ps.db}}, msg)
 	}
 	var text []byte
 	if err == nil {
@@ -316,7 +319,17 @@ func (s *Session) phiBind(msg []byte) error {
 	}
 	delete(ps.portals, portal)
 	st := ps.statements[stmt]
-	if st == nil || st.plan.Passthrough {
+	if st == nil {
+		return s.expectAndForward(expectBind, msg)
+	}
+	if st.plan.Passthrough {
+		// Forwarded as is; its rows may still hold PHI (FETCH from a
+		// cursor), which the portal's RowDescription will tell.
+		formats, err := bindResultFormats(msg)
+		if err != nil {
+			return err
+		}
+		ps.portals[portal] = &phiPortal{stmt: st, result: &phiResult{ps: ps, db: st.db, stmt: st, formats: formats}}
 		return s.expectAndForward(expectBind, msg)
 	}
 	start := time.Now()
@@ -353,12 +366,15 @@ func (s *Session) phiDescribe(kind byte, msg []byte) error {
 	name := string(msg[6 : len(msg)-1])
 	if kind == 'S' {
 		st := ps.statements[name]
-		if st == nil || st.plan.Passthrough {
+		if st == nil {
 			return s.expectAndForward(expectDescribeStatement, msg)
 		}
 		st.described = true
-		return s.pushAndForward(expectation{kind: expectDescribeStatement, stmt: st,
-			transform: &phiResult{ps: ps, db: st.db, stmt: st, statement: true}}, msg)
+		e := expectation{kind: expectDescribeStatement, transform: &phiResult{ps: ps, db: st.db, stmt: st, statement: true}}
+		if !st.plan.Passthrough {
+			e.stmt = st // its parameters are rewritten
+		}
+		return s.pushAndForward(e, msg)
 	}
 	p := ps.portals[name]
 	if p == nil {
@@ -469,6 +485,60 @@ func textOrArrayOID(array bool) uint32 {
 		return pgtype.TextArrayOID
 	}
 	return pgtype.TextOID
+}
+
+// bindResultFormats reads the result format codes at the end of a Bind
+// without decoding its parameters.
+func bindResultFormats(msg []byte) ([]int16, error) {
+	bad := protocolErrorf("invalid Bind message")
+	b := msg[5:]
+	for range 2 { // portal and statement names
+		i := clen(b)
+		if i >= len(b) {
+			return nil, bad
+		}
+		b = b[i+1:]
+	}
+	u16 := func() (int, bool) {
+		if len(b) < 2 {
+			return 0, false
+		}
+		v := int(binary.BigEndian.Uint16(b))
+		b = b[2:]
+		return v, true
+	}
+	n, ok := u16() // parameter format codes
+	if !ok || len(b) < 2*n {
+		return nil, bad
+	}
+	b = b[2*n:]
+	if n, ok = u16(); !ok { // parameter values
+		return nil, bad
+	}
+	for range n {
+		if len(b) < 4 {
+			return nil, bad
+		}
+		size := int32(binary.BigEndian.Uint32(b))
+		b = b[4:]
+		if size > 0 {
+			if int(size) > len(b) {
+				return nil, bad
+			}
+			b = b[size:]
+		}
+	}
+	if n, ok = u16(); !ok || len(b) != 2*n {
+		return nil, bad
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	formats := make([]int16, n)
+	for i := range formats {
+		formats[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
+	}
+	return formats, nil
 }
 
 // bindNames reads the portal and statement names at the start of a Bind.

@@ -405,3 +405,26 @@ phiproxy_plan_cache_misses_total 1
 		t.Errorf("cache stats over two catalogs = %+v", s)
 	}
 }
+
+func TestBindResultFormats(t *testing.T) {
+	for _, b := range []*pgproto3.Bind{
+		{},
+		{DestinationPortal: "p", PreparedStatement: "s", ParameterFormatCodes: []int16{1, 0},
+			Parameters: [][]byte{[]byte("abc"), nil}, ResultFormatCodes: []int16{1, 0, 1}},
+		{Parameters: [][]byte{{}}, ResultFormatCodes: []int16{1}},
+	} {
+		msg, err := b.Encode(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := bindResultFormats(msg)
+		if err != nil || !slices.Equal(got, b.ResultFormatCodes) {
+			t.Errorf("%+v: got %v %v", b, got, err)
+		}
+		for cut := 5; cut < len(msg); cut++ {
+			if _, err := bindResultFormats(msg[:cut]); err == nil && cut < len(msg) {
+				t.Errorf("%+v cut at %d: no error", b, cut)
+			}
+		}
+	}
+}
