@@ -17,7 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/pgcluster"
+	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 )
 
@@ -25,26 +27,57 @@ import (
 // certificate (verify-full), as a production config would name its server.
 const demoUpstreamName = "db.internal"
 
-// demoEnv is what the demo's steps share. Later features (keyring, schema,
-// sample patients) add fields and steps; see demoSteps.
+// demoEnv is what the demo's steps share.
 type demoEnv struct {
-	dir     string // .demo: kept between runs (certificates; later the keyring)
+	dir     string // .demo: kept between runs (certificates, keyring, master key)
 	cluster *pgcluster.Cluster
 	cfg     proxy.Config
+	opts    []proxy.Option // for proxy.New (demoKeys adds WithPHI)
+	proxyCA string         // the CA file that verifies the proxy's certificate
+	srv     *proxy.Server  // set before demoLiveSteps run
 	stdout  io.Writer
 	logger  *slog.Logger
+
+	policy  *policy.Policy  // the demo policy (demo_policy.yaml)
+	keyring *crypto.Keyring // the dev keyring; closed by (*demo).close
 }
 
 // demoSteps run in order after the database has started and before the
-// proxy starts; each may change env.cfg and prepare the database.
-var demoSteps []func(ctx context.Context, env *demoEnv) error
+// proxy starts; each may change env.cfg and env.opts and prepare the
+// database. demoLiveSteps run in order once the proxy accepts connections,
+// before the banner is printed.
+var (
+	demoSteps     []func(ctx context.Context, env *demoEnv) error
+	demoLiveSteps []func(ctx context.Context, env *demoEnv) error
+)
+
+// directDSN connects to the demo database straight to PostgreSQL, as the
+// owner of the demo tables.
+func (env *demoEnv) directDSN() string {
+	return env.cluster.DSN(pgcluster.ScramUser, pgcluster.AppDatabase, "verify-full")
+}
+
+// proxyDSN connects to the demo database through the proxy (verify-full
+// against the demo CA), as the owner of the demo tables.
+func (env *demoEnv) proxyDSN() string {
+	_, port, _ := net.SplitHostPort(env.srv.Addr().String())
+	p, _ := strconv.Atoi(port)
+	return pgcluster.DSN("localhost", p, pgcluster.ScramUser, pgcluster.AppDatabase, "verify-full", env.proxyCA)
+}
+
+// demoOptions configure startDemo.
+type demoOptions struct {
+	dir, listen, metrics string
+	stdout               io.Writer
+	logger               *slog.Logger
+}
 
 // runDemo starts a throwaway PostgreSQL and the proxy in front of it, prints
 // how to connect through the proxy with psql, and waits for Ctrl-C.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", ".demo", "directory for the files kept between runs (the proxy's certificate)")
+	dir := fs.String("dir", ".demo", "directory for the files kept between runs (certificates, keyring, master key)")
 	listen := fs.String("listen", "127.0.0.1:6432", "address of the proxy")
 	metrics := fs.String("metrics", "127.0.0.1:9187", "address of /metrics, /healthz and /readyz")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -59,88 +92,152 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo: %w: -log-level: %v", errUsage, err)
 	}
 
-	absDir, err := filepath.Abs(*dir)
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	if err := os.MkdirAll(absDir, 0o700); err != nil {
-		return fmt.Errorf("demo: create %s: %w", absDir, err)
-	}
-	certs, err := demoProxyCert(absDir, stdout)
+	// The proxy's Info lines about the demo's own sessions (sample inserts,
+	// the side-by-side row) would interleave with what the demo prints:
+	// they are logged at Warn and above until the banner.
+	lv := new(slog.LevelVar)
+	lv.Set(max(level, slog.LevelWarn))
+	d, err := startDemo(ctx, demoOptions{
+		dir: *dir, listen: *listen, metrics: *metrics, stdout: stdout,
+		logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})),
+	})
 	if err != nil {
 		return err
 	}
+	defer d.close(stderr)
+	for i := 0; i < 100 && d.env.srv.ActiveSessions() > 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	lv.Set(level)
+	printDemoBanner(stdout, d.env)
 
-	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL ...")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\nStopping: draining sessions, then removing the database ...")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.env.srv.Shutdown(sctx); err != nil {
+		fmt.Fprintln(stderr, "phiproxy: demo: shutdown:", err)
+	}
+	return nil
+}
+
+// demo is a running demo: a throwaway PostgreSQL with the demo schema and
+// sample data, and the proxy in front of it.
+type demo struct {
+	env *demoEnv
+}
+
+// startDemo prepares the demo directory, starts PostgreSQL, runs
+// demoSteps, starts the proxy and runs demoLiveSteps. On error nothing is
+// left running.
+func startDemo(ctx context.Context, o demoOptions) (_ *demo, err error) {
+	absDir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if err := os.MkdirAll(absDir, 0o700); err != nil {
+		return nil, fmt.Errorf("demo: create %s: %w", absDir, err)
+	}
+	certs, err := demoProxyCert(absDir, o.stdout)
+	if err != nil {
+		return nil, err
+	}
+
+	fmt.Fprintln(o.stdout, "Starting a throwaway PostgreSQL ...")
 	cluster, err := pgcluster.Start(ctx, pgcluster.Options{ServerName: demoUpstreamName})
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
-	defer func() {
-		if err := cluster.Stop(); err != nil {
-			fmt.Fprintln(stderr, "phiproxy: demo:", err)
-		}
-	}()
-
-	env := &demoEnv{
+	d := &demo{env: &demoEnv{
 		dir:     absDir,
 		cluster: cluster,
-		stdout:  stdout,
-		logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		proxyCA: certs.ca,
+		stdout:  o.stdout,
+		logger:  o.logger,
 		cfg: proxy.Config{
 			Listen: proxy.ListenConfig{
-				Address: *listen,
+				Address: o.listen,
 				TLS:     proxy.ListenTLSConfig{CertFile: certs.cert, KeyFile: certs.key, MinVersion: "1.3"},
 			},
 			Upstream: proxy.UpstreamConfig{
 				Address: cluster.Addr(),
 				TLS:     proxy.UpstreamTLSConfig{Mode: "verify-full", CAFile: cluster.CAFile(), ServerName: demoUpstreamName},
 			},
-			Metrics: proxy.MetricsConfig{Address: *metrics},
+			Metrics: proxy.MetricsConfig{Address: o.metrics},
 		},
-	}
+	}}
+	defer func() {
+		if err != nil {
+			d.close(io.Discard)
+		}
+	}()
+	env := d.env
 	for _, step := range demoSteps {
 		if err := step(ctx, env); err != nil {
-			return fmt.Errorf("demo: %w", err)
+			return nil, fmt.Errorf("demo: %w", err)
 		}
 	}
-
-	srv, err := proxy.New(env.cfg, env.logger, prometheus.NewRegistry())
+	srv, err := proxy.New(env.cfg, env.logger, prometheus.NewRegistry(), env.opts...)
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
 	if err := srv.Start(ctx); err != nil {
-		return fmt.Errorf("demo: start proxy: %w", err)
+		return nil, fmt.Errorf("demo: start proxy: %w", err)
 	}
-	defer srv.Close()
-
-	printDemoBanner(stdout, env, srv, certs.ca)
-
-	<-ctx.Done()
-	fmt.Fprintln(stdout, "\nStopping: draining sessions, then removing the database ...")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		fmt.Fprintln(stderr, "phiproxy: demo: shutdown:", err)
+	env.srv = srv
+	for _, step := range demoLiveSteps {
+		if err := step(ctx, env); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
 	}
-	return nil
+	return d, nil
 }
 
-func printDemoBanner(w io.Writer, env *demoEnv, srv *proxy.Server, caFile string) {
+// close stops the proxy (at once: runDemo drains it first), forgets the
+// keys and removes the database. Problems are reported to stderr.
+func (d *demo) close(stderr io.Writer) {
+	env := d.env
+	if env.srv != nil {
+		env.srv.Close()
+	}
+	if env.keyring != nil {
+		env.keyring.Close()
+	}
+	if err := env.cluster.Stop(); err != nil {
+		fmt.Fprintln(stderr, "phiproxy: demo:", err)
+	}
+}
+
+func printDemoBanner(w io.Writer, env *demoEnv) {
+	srv := env.srv
 	_, port, _ := net.SplitHostPort(srv.Addr().String())
 	p, _ := strconv.Atoi(port)
 	user := pgcluster.ScramUser
-	dsn := pgcluster.DSN("localhost", p, pgcluster.Role{Name: user.Name}, pgcluster.AppDatabase, "verify-full", caFile)
+	dsn := pgcluster.DSN("localhost", p, pgcluster.Role{Name: user.Name}, pgcluster.AppDatabase, "verify-full", env.proxyCA)
+	direct := pgcluster.DSN("127.0.0.1", env.cluster.Port(), pgcluster.Role{Name: user.Name}, pgcluster.AppDatabase, "verify-full", env.cluster.CAFile())
+	email := demoPatients[0].email
 	fmt.Fprintf(w, `
 phiproxy demo is running.
 
   PostgreSQL  %s (TLS; its log: %s)
   phiproxy    %s -> PostgreSQL, upstream TLS verify-full as %q
   metrics     http://%s/metrics  (/healthz, /readyz)
+  keys        %s (local master key %s)
 
 Connect through the proxy (TLS 1.3, certificate checked against %s):
 
   PGPASSWORD=%s psql "%s"
+
+and try:
+
+  SELECT * FROM patients WHERE email = '%s';
+      -- found through the email's blind index and decrypted; *_bidx columns are hidden
+  SELECT * FROM patients WHERE email LIKE 'a%%';
+      -- refused with SQLSTATE 0A000: PostgreSQL holds only ciphertext, it cannot match a pattern
+
+See what PostgreSQL stores, bypassing the proxy:
+
+  PGPASSWORD=%s psql "%s" -c 'SELECT * FROM patients'
 
 Other roles: %s (MD5, password %s), %s (SCRAM, password %s).
 Press Ctrl-C to stop; the database is deleted on exit.
@@ -148,8 +245,11 @@ Press Ctrl-C to stop; the database is deleted on exit.
 		env.cluster.Addr(), env.cluster.LogFile(),
 		srv.Addr(), demoUpstreamName,
 		srv.MetricsAddr(),
-		caFile,
+		filepath.Join(env.dir, "keyring.json"), filepath.Join(env.dir, "master.key"),
+		env.proxyCA,
 		user.Password, dsn,
+		email,
+		user.Password, direct,
 		pgcluster.MD5User.Name, pgcluster.MD5User.Password, pgcluster.Superuser.Name, pgcluster.Superuser.Password)
 }
 
