@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,7 +125,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // demo is a running demo: a throwaway PostgreSQL with the demo schema and
 // sample data, and the proxy in front of it.
 type demo struct {
-	env *demoEnv
+	env       *demoEnv
+	closeOnce sync.Once
 }
 
 // startDemo prepares the demo directory, starts PostgreSQL, runs
@@ -194,8 +196,13 @@ func startDemo(ctx context.Context, o demoOptions) (_ *demo, err error) {
 }
 
 // close stops the proxy (at once: runDemo drains it first), forgets the
-// keys and removes the database. Problems are reported to stderr.
+// keys and removes the database. Problems are reported to stderr. Only the
+// first call does anything.
 func (d *demo) close(stderr io.Writer) {
+	d.closeOnce.Do(func() { d.stop(stderr) })
+}
+
+func (d *demo) stop(stderr io.Writer) {
 	env := d.env
 	if env.srv != nil {
 		env.srv.Close()
