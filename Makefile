@@ -30,8 +30,9 @@ fuzz:
 demo: build postgres
 	$(BIN) demo
 
+# BENCHFLAGS go to scripts/bench (-workload phi, -duration 30s, -cpuprofile FILE, ...).
 bench: postgres
-	scripts/bench.sh
+	scripts/bench.sh $(BENCHFLAGS)
 
 # Ensure PostgreSQL server binaries and psql exist (installs them as root).
 postgres:

@@ -1,13 +1,24 @@
-// Command bench measures phiproxy against PostgreSQL directly and against
-// PgBouncer (session mode) with pgbench: select-only (-S) and the default
-// TPC-B-like script, -M simple and -M prepared, interleaved in one run, and
-// prints throughput and mean latency with the ratio to direct.
+// Command bench measures phiproxy with pgbench, interleaving the targets of
+// each workload in one run, and prints throughput and mean latency with the
+// ratio to PostgreSQL directly (without and with TLS).
+//
+// Workloads (-workload pgbench|phi|all, default all):
+//
+//   - pgbench: select-only (-S) and the default TPC-B-like script, -M simple
+//     and -M prepared, directly, through PgBouncer (session mode) and through
+//     a transparent phiproxy (no policy).
+//   - phi: a patients table encrypted by a PHI-enforcing phiproxy against a
+//     plaintext copy of it used directly; one script inserts a patient with
+//     6 PHI values (2 indexed), selects a patient by email and updates a
+//     phone (see phi.go), -M prepared and -M simple.
 //
 // It starts its own throwaway PostgreSQL (internal/pgcluster), runs the
-// proxy in this process (TLS from pgbench with sslmode=require, verify-full
-// to PostgreSQL) and PgBouncer as a child process when it is installed.
+// proxies in this process (TLS from pgbench with sslmode=require, verify-full
+// to PostgreSQL) and PgBouncer as a child process when it is installed. With
+// -cpuprofile the proxy is profiled (during the phi runs when they run) and
+// the top functions are printed.
 //
-//	go run ./scripts/bench [-duration 15s] [-cpuprofile bench.prof]
+//	go run ./scripts/bench [-workload phi] [-duration 15s] [-cpuprofile bench.prof]
 package main
 
 import (
@@ -43,6 +54,7 @@ type target struct {
 	host    string
 	port    int
 	sslmode string
+	db      string
 }
 
 type workload struct {
@@ -66,10 +78,16 @@ func run() error {
 	duration := flag.Duration("duration", 15*time.Second, "length of each pgbench run")
 	clients := flag.Int("clients", 8, "pgbench clients (-c)")
 	jobs := flag.Int("jobs", 2, "pgbench threads (-j)")
-	scale := flag.Int("scale", 10, "pgbench scale factor (-s)")
-	rounds := flag.Int("rounds", 1, "how many times to run the whole interleaved matrix")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the proxy) to this file")
+	scale := flag.Int("scale", 10, "pgbench scale factor (-s) of the pgbench workload")
+	patients := flag.Int("patients", 10000, "patients seeded into each database of the phi workload")
+	rounds := flag.Int("rounds", 1, "how many times to run each interleaved matrix")
+	which := flag.String("workload", "all", "pgbench (select-only and TPC-B-like), phi (encrypted patients), or all")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.Parse()
+	runPgbenchWL, runPHI := *which == "all" || *which == "pgbench", *which == "all" || *which == "phi"
+	if !runPgbenchWL && !runPHI {
+		return fmt.Errorf("-workload %q: want pgbench, phi or all", *which)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -91,36 +109,127 @@ func run() error {
 			return errors.New("pgbench not found; install it with: apt-get install -y postgresql")
 		}
 	}
-	user := pgcluster.ScramUser
-	fmt.Printf("pgbench -i -s %d ...\n", *scale)
-	if out, err := pgbenchCmd(ctx, pgbench, target{"direct", "127.0.0.1", cluster.Port(), "disable"}, user,
-		"-i", "-q", "-s", strconv.Itoa(*scale)).CombinedOutput(); err != nil {
-		return fmt.Errorf("pgbench -i: %w\n%s", err, out)
+	m := matrix{pgbench: pgbench, role: pgcluster.ScramUser, rounds: *rounds,
+		common: []string{"-n", "-c", strconv.Itoa(*clients), "-j", strconv.Itoa(*jobs), "-T", strconv.Itoa(int(duration.Seconds()))}}
+	var tables []func() error
+
+	if runPgbenchWL {
+		fmt.Printf("pgbench -i -s %d ...\n", *scale)
+		if out, err := pgbenchCmd(ctx, pgbench, target{"direct", "127.0.0.1", cluster.Port(), "disable", pgcluster.AppDatabase}, m.role,
+			"-i", "-q", "-s", strconv.Itoa(*scale)).CombinedOutput(); err != nil {
+			return fmt.Errorf("pgbench -i: %w\n%s", err, out)
+		}
+		m.targets = []target{
+			{"direct", "127.0.0.1", cluster.Port(), "disable", pgcluster.AppDatabase},
+			{"direct TLS", "127.0.0.1", cluster.Port(), "require", pgcluster.AppDatabase},
+		}
+		stopBouncer, bouncerPort, err := startPgBouncer(ctx, cluster, m.role)
+		if err != nil {
+			fmt.Printf("PgBouncer column skipped: %v\n", err)
+		} else {
+			defer stopBouncer()
+			m.targets = append(m.targets, target{"pgbouncer", "127.0.0.1", bouncerPort, "disable", pgcluster.AppDatabase})
+		}
+		srv, err := startProxy(ctx, cluster, prometheus.NewRegistry())
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		m.targets = append(m.targets, target{"phiproxy (TLS both sides)", "127.0.0.1", proxyPort(srv), "require", pgcluster.AppDatabase})
+		m.workloads = []workload{
+			{"select-only, simple", []string{"-S", "-M", "simple"}},
+			{"select-only, prepared", []string{"-S", "-M", "prepared"}},
+			{"tpcb-like, simple", []string{"-M", "simple"}},
+			{"tpcb-like, prepared", []string{"-M", "prepared"}},
+		}
+		profile := ""
+		if !runPHI {
+			profile = *cpuprofile
+		}
+		if err := m.run(ctx, profile, nil); err != nil {
+			return err
+		}
+		title := fmt.Sprintf("pgbench -c %d -j %d -T %d, scale %d, %d round(s); mean tps and latency", *clients, *jobs, int(duration.Seconds()), *scale, *rounds)
+		res := m
+		tables = append(tables, func() error { return res.print(title) })
 	}
 
-	targets := []target{
-		{"direct", "127.0.0.1", cluster.Port(), "disable"},
-		{"direct TLS", "127.0.0.1", cluster.Port(), "require"},
+	if runPHI {
+		fmt.Printf("PHI workload: %d patients in %s (encrypted, through phiproxy) and %s (plaintext, direct) ...\n", *patients, phiEncryptedDB, phiPlainDB)
+		pb, err := setupPHI(ctx, cluster, *patients)
+		if err != nil {
+			return err
+		}
+		defer pb.close()
+		pm := m
+		pm.results = nil
+		pm.targets = []target{
+			{"plaintext direct", "127.0.0.1", cluster.Port(), "disable", phiPlainDB},
+			{"plaintext direct TLS", "127.0.0.1", cluster.Port(), "require", phiPlainDB},
+			{"encrypted via phiproxy", "127.0.0.1", pb.port(), "require", phiEncryptedDB},
+		}
+		pm.workloads = []workload{
+			{"phi, prepared", []string{"-M", "prepared", "-D", phiDOB, "-f", pb.scripts["prepared"]}},
+			{"phi, simple", []string{"-M", "simple", "-D", phiDOB, "-f", pb.scripts["simple"]}},
+		}
+		// What the proxy did in each of its runs, from its metrics.
+		notes := map[int][]string{}
+		observe := func(wi, ti int, runIt func()) {
+			if ti != 2 {
+				runIt()
+				return
+			}
+			before := snapshot(pb.reg)
+			runIt()
+			notes[wi] = append(notes[wi], describePHIMetrics(before, snapshot(pb.reg)))
+		}
+		if err := pm.run(ctx, *cpuprofile, observe); err != nil {
+			return err
+		}
+		title := fmt.Sprintf("PHI workload (insert 6 PHI values, select by email, update phone), pgbench -c %d -j %d -T %d, %d patients seeded, %d round(s)",
+			*clients, *jobs, int(duration.Seconds()), *patients, *rounds)
+		tables = append(tables, func() error {
+			if err := pm.print(title); err != nil {
+				return err
+			}
+			fmt.Println("\nphiproxy in the PHI runs (its metrics):")
+			for wi, w := range pm.workloads {
+				for _, n := range notes[wi] {
+					fmt.Printf("  %-14s %s\n", w.name, n)
+				}
+			}
+			return nil
+		})
 	}
 
-	stopBouncer, bouncerPort, err := startPgBouncer(ctx, cluster, user)
-	if err != nil {
-		fmt.Printf("PgBouncer column skipped: %v\n", err)
-	} else {
-		defer stopBouncer()
-		targets = append(targets, target{"pgbouncer", "127.0.0.1", bouncerPort, "disable"})
+	for _, t := range tables {
+		if err := t(); err != nil {
+			return err
+		}
 	}
-
-	srv, err := startProxy(ctx, cluster)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	proxyPort := srv.Addr().(*net.TCPAddr).Port
-	targets = append(targets, target{"phiproxy (TLS both sides)", "127.0.0.1", proxyPort, "require"})
-
 	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+		printProfileTop(*cpuprofile)
+	}
+	return nil
+}
+
+// matrix is a set of workloads run against every target, interleaved.
+type matrix struct {
+	pgbench   string
+	role      pgcluster.Role
+	rounds    int
+	common    []string
+	targets   []target
+	workloads []workload
+	results   map[[2]int][]result
+}
+
+// run runs each workload against every target in turn, rounds times,
+// profiling this process (the proxy) into profile if it is set. wrap, if
+// set, is called around each run.
+func (m *matrix) run(ctx context.Context, profile string, wrap func(wi, ti int, run func())) error {
+	if profile != "" {
+		f, err := os.Create(profile)
 		if err != nil {
 			return fmt.Errorf("cpuprofile: %w", err)
 		}
@@ -130,55 +239,85 @@ func run() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-
-	workloads := []workload{
-		{"select-only, simple", []string{"-S", "-M", "simple"}},
-		{"select-only, prepared", []string{"-S", "-M", "prepared"}},
-		{"tpcb-like, simple", []string{"-M", "simple"}},
-		{"tpcb-like, prepared", []string{"-M", "prepared"}},
+	if wrap == nil {
+		wrap = func(_, _ int, run func()) { run() }
 	}
-	results := make(map[[2]int][]result)
-	common := []string{"-n", "-c", strconv.Itoa(*clients), "-j", strconv.Itoa(*jobs), "-T", strconv.Itoa(int(duration.Seconds()))}
-	total := *rounds * len(workloads) * len(targets)
-	fmt.Printf("%d runs of %v each (~%v), pgbench -c %d -j %d, scale %d\n", total, *duration,
-		time.Duration(total)*(*duration+time.Second), *clients, *jobs, *scale)
-	for r := 0; r < *rounds; r++ {
-		for wi, w := range workloads {
+	m.results = make(map[[2]int][]result)
+	total := m.rounds * len(m.workloads) * len(m.targets)
+	var d time.Duration
+	for i, a := range m.common {
+		if a == "-T" {
+			s, _ := strconv.Atoi(m.common[i+1])
+			d = time.Duration(s) * time.Second
+		}
+	}
+	fmt.Printf("%d runs of %v each (~%v)\n", total, d, time.Duration(total)*(d+time.Second))
+	for r := 0; r < m.rounds; r++ {
+		for wi, w := range m.workloads {
 			// Interleave: each workload runs against every target in turn.
-			for ti, tg := range targets {
+			for ti, tg := range m.targets {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				res := runPgbench(ctx, pgbench, tg, user, append(append([]string{}, common...), w.args...))
+				var res result
+				wrap(wi, ti, func() {
+					res = runPgbench(ctx, m.pgbench, tg, m.role, append(append([]string{}, m.common...), w.args...))
+				})
 				status := fmt.Sprintf("%.0f tps, %.3f ms", res.tps, res.latencyMS)
 				if res.err != nil {
 					status = res.err.Error()
 				}
 				fmt.Printf("  %-22s %-26s %s\n", w.name, tg.name, status)
-				results[[2]int{wi, ti}] = append(results[[2]int{wi, ti}], res)
+				m.results[[2]int{wi, ti}] = append(m.results[[2]int{wi, ti}], res)
 			}
 		}
 	}
+	return nil
+}
 
-	fmt.Printf("\npgbench -c %d -j %d -T %d, scale %d, %d round(s); mean tps and latency\n\n", *clients, *jobs, int(duration.Seconds()), *scale, *rounds)
+// print writes the table: per workload and target the mean tps and
+// latency, and the throughput relative to the first two targets (direct
+// without and with TLS).
+func (m *matrix) print(title string) error {
+	fmt.Printf("\n%s\n\n", title)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "workload\ttarget\ttps\tlatency ms\ttps vs direct\t")
-	for wi, w := range workloads {
-		direct := mean(results[[2]int{wi, 0}])
-		for ti, tg := range targets {
-			m := mean(results[[2]int{wi, ti}])
-			ratio := "-"
-			if m.err == nil && direct.err == nil && direct.tps > 0 {
-				ratio = fmt.Sprintf("%.2f", m.tps/direct.tps)
-			}
-			if m.err != nil {
-				fmt.Fprintf(tw, "%s\t%s\tfailed\t-\t-\t\n", w.name, tg.name)
+	fmt.Fprintln(tw, "workload\ttarget\ttps\tlatency ms\tvs direct\tvs direct TLS\t")
+	for wi, w := range m.workloads {
+		ref := []result{mean(m.results[[2]int{wi, 0}]), mean(m.results[[2]int{wi, 1}])}
+		for ti, tg := range m.targets {
+			r := mean(m.results[[2]int{wi, ti}])
+			if r.err != nil {
+				fmt.Fprintf(tw, "%s\t%s\tfailed\t-\t-\t-\t\n", w.name, tg.name)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%s\t\n", w.name, tg.name, m.tps, m.latencyMS, ratio)
+			ratio := [2]string{"-", "-"}
+			for i, d := range ref {
+				if d.err == nil && d.tps > 0 {
+					ratio[i] = fmt.Sprintf("%.2f", r.tps/d.tps)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.3f\t%s\t%s\t\n", w.name, tg.name, r.tps, r.latencyMS, ratio[0], ratio[1])
 		}
 	}
 	return tw.Flush()
+}
+
+// printProfileTop prints where the proxy's time went: go tool pprof -top,
+// by flat and by cumulative time.
+func printProfileTop(profile string) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Printf("\n(go not in PATH; see the profile with: go tool pprof -top %s)\n", profile)
+		return
+	}
+	for _, args := range [][]string{{"-top", "-nodecount=15"}, {"-top", "-cum", "-nodecount=15"}} {
+		fmt.Printf("\ngo tool pprof %s %s\n", strings.Join(args, " "), profile)
+		out, err := exec.Command(goBin, append([]string{"tool", "pprof"}, append(args, profile)...)...).CombinedOutput()
+		if err != nil {
+			fmt.Printf("pprof: %v\n", err)
+		}
+		os.Stdout.Write(out)
+	}
 }
 
 func mean(rs []result) result {
@@ -197,7 +336,7 @@ func mean(rs []result) result {
 }
 
 func pgbenchCmd(ctx context.Context, pgbench string, tg target, r pgcluster.Role, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, pgbench, append([]string{"-h", tg.host, "-p", strconv.Itoa(tg.port), "-U", r.Name}, append(args, pgcluster.AppDatabase)...)...)
+	cmd := exec.CommandContext(ctx, pgbench, append([]string{"-h", tg.host, "-p", strconv.Itoa(tg.port), "-U", r.Name}, append(args, tg.db)...)...)
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+r.Password, "PGSSLMODE="+tg.sslmode)
 	return cmd
 }
@@ -210,7 +349,7 @@ var (
 func runPgbench(ctx context.Context, pgbench string, tg target, r pgcluster.Role, args []string) result {
 	out, err := pgbenchCmd(ctx, pgbench, tg, r, args...).CombinedOutput()
 	if err != nil {
-		return result{err: fmt.Errorf("pgbench: %v: %s", err, lastLine(out))}
+		return result{err: fmt.Errorf("pgbench: %v: %s", err, firstError(out))}
 	}
 	tps, lat := tpsRE.FindSubmatch(out), latencyRE.FindSubmatch(out)
 	if tps == nil || lat == nil {
@@ -222,6 +361,18 @@ func runPgbench(ctx context.Context, pgbench string, tg target, r pgcluster.Role
 	return res
 }
 
+func proxyPort(srv *proxy.Server) int { return srv.Addr().(*net.TCPAddr).Port }
+
+// firstError is pgbench's first error line, the cause; else its last line.
+func firstError(b []byte) string {
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "error:") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return lastLine(b)
+}
+
 func lastLine(b []byte) string {
 	s := strings.TrimSpace(string(b))
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
@@ -230,7 +381,9 @@ func lastLine(b []byte) string {
 	return s
 }
 
-func startProxy(ctx context.Context, cluster *pgcluster.Cluster) (*proxy.Server, error) {
+// startProxy runs a proxy in this process in front of cluster, TLS on both
+// sides, with its metrics in reg.
+func startProxy(ctx context.Context, cluster *pgcluster.Cluster, reg prometheus.Registerer, opts ...proxy.Option) (*proxy.Server, error) {
 	dir, err := os.MkdirTemp("", "phiproxy-bench-")
 	if err != nil {
 		return nil, err
@@ -252,7 +405,7 @@ func startProxy(ctx context.Context, cluster *pgcluster.Cluster) (*proxy.Server,
 		Metrics: proxy.MetricsConfig{Address: "127.0.0.1:0"},
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := proxy.New(cfg, logger, prometheus.NewRegistry())
+	srv, err := proxy.New(cfg, logger, reg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
