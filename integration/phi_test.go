@@ -615,3 +615,53 @@ func TestPHICursor(t *testing.T) {
 		}
 	}
 }
+
+// TestPHIStatementTracking: the proxy binds with the plan of the statement
+// the server actually holds. A second Parse of a name the server already
+// has fails (42P05) and must not make the proxy forward the next Bind as
+// plain text to the PHI statement; after DEALLOCATE the new one counts.
+func TestPHIStatementTracking(t *testing.T) {
+	p := startPHIProxy(t)
+	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+	city := secret("trackcity")
+	const insert = "INSERT INTO patients (city) VALUES ($1) RETURNING id"
+	res := exchange(t, hc, &pgproto3.Parse{Name: "s1", Query: insert}, &pgproto3.Sync{})
+	if !strings.Contains(res[0], "ParseComplete") {
+		t.Fatalf("parse: %v", res)
+	}
+	res = exchange(t, hc, &pgproto3.Parse{Name: "s1", Query: "SELECT $1::text"}, &pgproto3.Sync{})
+	if !strings.Contains(res[0], `"Code":"42P05"`) {
+		t.Fatalf("duplicate parse: %v", res)
+	}
+	res = exchange(t, hc,
+		&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{[]byte(city)}},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	var id int64
+	for _, m := range res {
+		if strings.Contains(m, "DataRow") {
+			fmt.Sscanf(m, `{"Type":"DataRow","Values":[{"text":"%d"`, &id)
+		}
+	}
+	if id == 0 {
+		t.Fatalf("insert through s1: %v", res)
+	}
+	var stored string
+	if err := phiDirect(t).QueryRow(context.Background(), "SELECT city FROM patients WHERE id = $1", id).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if !crypto.IsCiphertext([]byte(stored)) {
+		t.Fatal("the value bound to the PHI statement was stored as plaintext")
+	}
+
+	// DEALLOCATE drops s1 on the server: the next Parse of s1 succeeds and
+	// its plan is the one used.
+	exchange(t, hc, &pgproto3.Query{String: "DEALLOCATE s1"})
+	res = exchange(t, hc,
+		&pgproto3.Parse{Name: "s1", Query: "SELECT city FROM patients WHERE id = $1"},
+		&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{[]byte(fmt.Sprint(id))}},
+		&pgproto3.Describe{ObjectType: 'P'},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	if !strings.Contains(strings.Join(res, "\n"), `"text":"`+city+`"`) {
+		t.Fatalf("select through the new s1: %v", res)
+	}
+}

@@ -171,6 +171,7 @@ func (s *Session) complete(typ byte, msg []byte, want kindSet, transform bool) e
 	s.hidden = e.hidden
 	s.internal = e.internal
 	onReady := e.onReady
+	e.record(typ)
 	s.q.pop()
 	s.q.emitting = true
 	s.q.mu.Unlock()
@@ -473,6 +474,7 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
+		e.record('Z')
 		s.q.pop() // skipped by the server after an error
 	}
 	s.q.failed = false

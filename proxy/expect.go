@@ -78,6 +78,9 @@ type expectation struct {
 	// stmt is the rewritten statement a Describe(statement) describes: its
 	// ParameterDescription shows the client's parameter types.
 	stmt *phiStatement
+	// parsed is the statement a Parse creates, closed the one a Close
+	// closes: serverToClient records the server's answer in their state.
+	parsed, closed *phiStatement
 	// gotParams: a Describe(statement) has seen its ParameterDescription.
 	// Written by serverToClient.
 	gotParams bool
@@ -182,4 +185,20 @@ func (q *expectations) dropSyncsAfterHead() {
 		*q.at(i) = expectation{}
 	}
 	q.n = w
+}
+
+// record notes in the statements the entry creates or closes how the server
+// answered it: typ is the message that completes the entry ('Z' when the
+// server skipped it after an error).
+func (e *expectation) record(typ byte) {
+	if e.parsed != nil {
+		if typ == '1' {
+			e.parsed.state.Store(stmtCreated)
+		} else {
+			e.parsed.state.Store(stmtFailed)
+		}
+	}
+	if e.closed != nil && typ == '3' {
+		e.closed.state.Store(stmtClosed)
+	}
 }

@@ -233,7 +233,7 @@ func (s *Session) handleClose(msg []byte) error {
 		return err
 	}
 	if s.phi != nil {
-		s.phiClose(kind, msg)
+		return s.phiClose(kind, msg)
 	}
 	return s.expectAndForward(expectClose, msg)
 }

@@ -36,9 +36,23 @@ type phiSession struct {
 }
 
 // phiStatement is a prepared statement as the proxy planned it.
+//
+// Which statement the server holds under a name is only known from its
+// answers: a Parse may fail (a duplicate name, an error earlier in the
+// pipeline), a Close may be skipped, DEALLOCATE may drop it. Binding the
+// wrong plan could send plaintext to a PHI statement, so each statement
+// records what the server did with it (state) and the one it was meant to
+// replace (prev), and lookup resolves a name from them.
 type phiStatement struct {
 	plan *rewrite.Plan
 	db   *dbState
+	// prev is the statement of the same name that the server keeps if
+	// this Parse fails (named statements only: a failed unnamed Parse
+	// leaves no unnamed statement).
+	prev *phiStatement
+	// state is stmtPending until the server answers the Parse (or its
+	// Close). Written by serverToClient, read by clientToServer.
+	state atomic.Int32
 	// paramOIDs are the parameter types the client declared in Parse.
 	paramOIDs []uint32
 	// described: the client sent Describe for it. clientToServer.
@@ -46,6 +60,29 @@ type phiStatement struct {
 	// rd is the server's RowDescription of the statement, once a Describe
 	// answered it. Written by serverToClient, read by clientToServer.
 	rd atomic.Pointer[pgproto3.RowDescription]
+}
+
+// Statement states, as the server's answers tell them.
+const (
+	stmtPending int32 = iota // Parse forwarded, not answered yet
+	stmtCreated              // ParseComplete
+	stmtFailed               // the Parse failed or was skipped after an error
+	stmtClosed               // CloseComplete
+)
+
+// lookup returns the statement the server holds under name, as far as its
+// answers so far tell; nil when it holds none (or one made by SQL PREPARE,
+// which the rewriter allows only for statements without PHI).
+func (ps *phiSession) lookup(name string) *phiStatement {
+	for st := ps.statements[name]; st != nil; st = st.prev {
+		switch st.state.Load() {
+		case stmtPending, stmtCreated:
+			return st
+		case stmtClosed:
+			return nil
+		}
+	}
+	return nil
 }
 
 // phiPortal is a portal bound to a rewritten statement. clientToServer.
@@ -253,7 +290,6 @@ func (s *Session) phiParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolErrorf("invalid Parse message")
 	}
-	delete(ps.statements, p.Name)
 	if ps.stale {
 		if err := s.refreshCatalog(); err != nil {
 			return err
@@ -264,16 +300,22 @@ func (s *Session) phiParse(msg []byte) error {
 		return s.raiseExtended(err)
 	}
 	ps.noteDDL(plan)
+	var text []byte
+	if !plan.Passthrough {
+		if text, err = ps.w.renderQuery(ps.buf[:0], plan); err != nil {
+			return s.raiseExtended(err)
+		}
+	}
+	// Only now is the Parse sure to be forwarded: a refused one never
+	// reaches the server, which keeps the statement it had.
 	st := &phiStatement{plan: plan, db: ps.db, paramOIDs: p.ParameterOIDs}
+	if p.Name != "" {
+		st.prev = ps.lookup(p.Name)
+	}
 	ps.statements[p.Name] = st
 	if plan.Passthrough {
 		ps.eng.metrics.passthrough.Inc()
-		return s.expectAndForward(expectParse, msg)
-	}
-	text, err := ps.w.renderQuery(ps.buf[:0], plan)
-	if err != nil {
-		delete(ps.statements, p.Name)
-		return s.raiseExtended(err)
+		return s.pushAndForward(expectation{kind: expectParse, parsed: st}, msg)
 	}
 	ps.buf = text
 	p.Query = string(text)
@@ -285,7 +327,7 @@ func (s *Session) phiParse(msg []byte) error {
 		return err
 	}
 	ps.eng.metrics.rewritten.Inc()
-	if err := s.pushExpectation(expectation{kind: expectParse}); err != nil {
+	if err := s.pushExpectation(expectation{kind: expectParse, parsed: st}); err != nil {
 		return err
 	}
 	ps.eng.metrics.added.Observe(time.Since(start).Seconds())
@@ -318,7 +360,7 @@ func (s *Session) phiBind(msg []byte) error {
 		return protocolErrorf("invalid Bind message")
 	}
 	delete(ps.portals, portal)
-	st := ps.statements[stmt]
+	st := ps.lookup(stmt)
 	if st == nil {
 		return s.expectAndForward(expectBind, msg)
 	}
@@ -365,7 +407,7 @@ func (s *Session) phiDescribe(kind byte, msg []byte) error {
 	ps := s.phi
 	name := string(msg[6 : len(msg)-1])
 	if kind == 'S' {
-		st := ps.statements[name]
+		st := ps.lookup(name)
 		if st == nil {
 			return s.expectAndForward(expectDescribeStatement, msg)
 		}
@@ -410,14 +452,15 @@ func (s *Session) phiExecute(msg []byte) error {
 	return s.pushAndForward(expectation{kind: expectExecute, transform: p.result}, msg)
 }
 
-// phiClose forgets a closed statement or portal.
-func (s *Session) phiClose(kind byte, msg []byte) {
+// phiClose forwards Close. A statement is forgotten once the server
+// confirms it closed it (the Close may be skipped after an error).
+func (s *Session) phiClose(kind byte, msg []byte) error {
 	name := string(msg[6 : len(msg)-1])
-	if kind == 'S' {
-		delete(s.phi.statements, name)
-	} else {
+	if kind == 'P' {
 		delete(s.phi.portals, name)
+		return s.expectAndForward(expectClose, msg)
 	}
+	return s.pushAndForward(expectation{kind: expectClose, closed: s.phi.lookup(name)}, msg)
 }
 
 // raiseQuery makes the server fail a simple Query with err (see raise.go).
