@@ -51,6 +51,9 @@ func (s *Session) serverLoop() error {
 	for {
 		typ, msg, err := s.serverR.next()
 		if err != nil {
+			if s.terminated.Load() {
+				return errClientTerminated
+			}
 			return upstreamReadError(err)
 		}
 		if err := s.handleBackend(typ, msg); err != nil {

@@ -283,6 +283,9 @@ func (s *Session) handleCopyDone(msg []byte) error {
 
 // handleTerminate forwards Terminate and ends the session.
 func (s *Session) handleTerminate(msg []byte) error {
+	// The server closes after Terminate: serverToClient's EOF then is the
+	// client leaving, not the upstream failing.
+	s.terminated.Store(true)
 	if err := s.forward(msg); err != nil {
 		return err
 	}

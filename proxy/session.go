@@ -83,6 +83,7 @@ type Session struct {
 	tlsClient      bool   // the client connection is TLS
 	user, database string // from the startup message, for logs
 	relaying       atomic.Bool
+	terminated     atomic.Bool // the client sent Terminate
 	// errc receives the first error of the relay (buffer 1, non-blocking
 	// sends): from either direction or from kill.
 	errc chan error
