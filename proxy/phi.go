@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/rewrite"
 )
@@ -52,9 +54,11 @@ type phiColumns map[*policy.Column]*phiColumn
 
 func newPHIColumns(pol *policy.Policy, keys Keys) (phiColumns, error) {
 	cols := phiColumns{}
+	// Counters that count for nobody until newPHIMetrics replaces them.
+	unregistered := prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
 	for _, t := range pol.Tables() {
 		for _, c := range t.Columns {
-			pc := &phiColumn{col: c}
+			pc := &phiColumn{col: c, counters: columnCounters{unregistered, unregistered, unregistered}}
 			var err error
 			if pc.cipher, err = keys.ColumnCipher(c.AssociatedData); err != nil {
 				return nil, fmt.Errorf("cipher for %s: %w", c.QualifiedName(), err)
@@ -81,6 +85,7 @@ var errNoIndex = errors.New("column has no blind index")
 func (pc *phiColumn) transform(dst []byte, a rewrite.Action, plain []byte) ([]byte, error) {
 	switch a {
 	case rewrite.ActionEncrypt:
+		pc.counters.encrypted.Inc()
 		if pc.col.Storage == policy.StorageBytea {
 			return pc.cipher.Seal(dst, plain)
 		}
@@ -89,6 +94,7 @@ func (pc *phiColumn) transform(dst []byte, a rewrite.Action, plain []byte) ([]by
 		if pc.index == nil {
 			return dst, errNoIndex
 		}
+		pc.counters.indexed.Inc()
 		return pc.index.AppendText(dst, plain), nil
 	}
 	return dst, fmt.Errorf("unexpected action %d", a)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/rewrite"
 )
@@ -404,6 +406,17 @@ phiproxy_plan_cache_misses_total 1
 	if s := srv.phi.cacheStats(); s.Misses != 2 || s.Hits != 2 {
 		t.Errorf("cache stats over two catalogs = %+v", s)
 	}
+
+	// Values are counted per column and operation.
+	email := srv.phi.cols[pol.Table("public", "patients").Column("email")]
+	email.transform(nil, rewrite.ActionEncrypt, []byte("a"))
+	email.transform(nil, rewrite.ActionIndex, []byte("a"))
+	email.transform(nil, rewrite.ActionIndex, []byte("b"))
+	for op, want := range map[string]float64{"encrypt": 1, "index": 2, "decrypt": 0} {
+		if got := testutil.ToFloat64(srv.phi.metrics.values.WithLabelValues("public.patients", "email", op)); got != want {
+			t.Errorf("%s count = %v, want %v", op, got, want)
+		}
+	}
 }
 
 func TestBindResultFormats(t *testing.T) {
@@ -425,6 +438,49 @@ func TestBindResultFormats(t *testing.T) {
 			if _, err := bindResultFormats(msg[:cut]); err == nil && cut < len(msg) {
 				t.Errorf("%+v cut at %d: no error", b, cut)
 			}
+		}
+	}
+}
+
+// BenchmarkRewriteBind measures the per-statement work of a prepared
+// INSERT with real cryptography: 4 values encrypted, 1 also indexed.
+func BenchmarkRewriteBind(b *testing.B) {
+	pol, err := policy.Parse([]byte(testPolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	master := make([]byte, 32)
+	prov, err := crypto.NewLocalProvider(master)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kr, err := crypto.CreateKeyring(context.Background(), b.TempDir()+"/keyring.json", prov)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cols, err := newPHIColumns(pol, KeyringKeys(kr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tab := pol.Table("public", "patients")
+	plan := &rewrite.Plan{ClientParams: 4, Params: []rewrite.Param{
+		{Source: 0, Action: rewrite.ActionEncrypt, Column: tab.Column("email")},
+		{Source: 1, Action: rewrite.ActionEncrypt, Column: tab.Column("date_of_birth")},
+		{Source: 2, Action: rewrite.ActionEncrypt, Column: tab.Column("photo")},
+		{Source: 3, Action: rewrite.ActionEncrypt, Column: tab.Column("visits")},
+		{Source: 0, Action: rewrite.ActionIndex, Column: tab.Column("email")},
+	}}
+	params := [][]byte{[]byte(" Someone@Example.org"), []byte("1990-01-02"), []byte("\\x0001"), []byte("12")}
+	w := newPHIWriter(cols)
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		bind := pgproto3.Bind{Parameters: params}
+		if err := w.rewriteBind(&bind, plan, nil); err != nil {
+			b.Fatal(err)
+		}
+		if buf, err = bind.Encode(buf[:0]); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

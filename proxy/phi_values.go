@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -12,11 +13,16 @@ import (
 // phiWriter encrypts and indexes the values of client messages. It belongs
 // to the session's clientToServer goroutine.
 type phiWriter struct {
-	cols   phiColumns
-	codec  *valueCodec
-	plain  []byte // scratch: canonical plaintext of the value at hand
-	out    []byte // scratch: transformed value
-	arrays arrayScratch
+	cols  phiColumns
+	codec *valueCodec
+	// Scratch space, reused from message to message.
+	plain   []byte   // canonical plaintext of the value at hand
+	out     []byte   // a transformed literal
+	text    []byte   // a value converted to text
+	arena   []byte   // a Bind's transformed values, back to back
+	spans   []span   // their places in arena
+	params  [][]byte // a Bind's new values
+	formats []int16  // and format codes
 }
 
 func newPHIWriter(cols phiColumns) *phiWriter {
@@ -84,6 +90,8 @@ func (e *ParamCountError) Error() string {
 // rewritten statement is taken from its client source, encrypted or
 // indexed as the plan says, with one format code per parameter. declared
 // are the parameter types the client gave in Parse (0 or missing: none).
+// b's new values point into the writer's scratch space: encode b before
+// the next call.
 func (w *phiWriter) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []uint32) error {
 	if len(plan.Params) == 0 {
 		return nil
@@ -91,58 +99,58 @@ func (w *phiWriter) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared [
 	if len(b.Parameters) != plan.ClientParams {
 		return &ParamCountError{Got: len(b.Parameters), Want: plan.ClientParams}
 	}
-	params := make([][]byte, len(plan.Params))
-	formats := make([]int16, len(plan.Params))
+	n := len(plan.Params)
+	w.params, w.formats = slices.Grow(w.params[:0], n)[:n], slices.Grow(w.formats[:0], n)[:n]
+	w.arena, w.spans = w.arena[:0], w.spans[:0]
 	for i := range plan.Params {
 		p := &plan.Params[i]
 		src := b.Parameters[p.Source]
 		format := formatOf(b.ParameterFormatCodes, p.Source)
 		if p.Action == rewrite.ActionNone || src == nil {
 			// NULL stays NULL: its ciphertext and its index are NULL too.
-			params[i], formats[i] = src, format
+			w.params[i], w.formats[i] = src, format
 			continue
 		}
-		var (
-			v   []byte
-			err error
-		)
+		start := len(w.arena)
+		var err error
 		switch {
 		case p.Array:
-			v, err = w.arrayValue(p, format, src)
+			w.arena, err = w.arrayValue(w.arena, p, format, src)
 		case format == formatBinary && p.Source < len(declared) && declared[p.Source] != 0 &&
 			declared[p.Source] != typeOID(p.Column.Type, false):
 			// The client declared its own type (JDBC's int4 for an int8
 			// column, say) and sent that type's binary form: read it as
 			// the declared type, then as text of the logical type.
-			if w.arrays.text, err = w.codec.toText(w.arrays.text[:0], declared[p.Source], src); err == nil {
-				v, err = w.value(nil, p.Action, p.Column, formatText, w.arrays.text)
+			if w.text, err = w.codec.toText(w.text[:0], declared[p.Source], src); err == nil {
+				w.arena, err = w.value(w.arena, p.Action, p.Column, formatText, w.text)
 			}
 		default:
-			v, err = w.value(nil, p.Action, p.Column, format, src)
+			w.arena, err = w.value(w.arena, p.Action, p.Column, format, src)
 		}
 		if err != nil {
 			return fmt.Errorf("parameter $%d for %s: %w", p.Source+1, p.Column.QualifiedName(), err)
 		}
-		params[i] = v
+		w.spans = append(w.spans, span{i, start, len(w.arena)})
+		w.formats[i] = formatText
 		if p.Action == rewrite.ActionEncrypt && p.Column.Storage == policy.StorageBytea && !p.Array {
-			formats[i] = formatBinary
-		} else {
-			formats[i] = formatText
+			w.formats[i] = formatBinary
 		}
 	}
-	b.Parameters = params
-	b.ParameterFormatCodes = formats
+	// Point the values into the arena only now: appends above may move it.
+	for _, sp := range w.spans {
+		w.params[sp.i] = w.arena[sp.start:sp.end:sp.end]
+	}
+	b.Parameters, b.ParameterFormatCodes = w.params, w.formats
 	return nil
 }
 
-// arrayScratch is reused by arrayValue.
-type arrayScratch struct {
-	text []byte
-}
+// span is a value's place in a scratch buffer.
+type span struct{ i, start, end int }
 
-// arrayValue indexes (or encrypts) each element of an array parameter, as
-// for `col_bidx = ANY($n)`, and returns a text[] in text format.
-func (w *phiWriter) arrayValue(p *rewrite.Param, format int16, src []byte) ([]byte, error) {
+// arrayValue appends to dst, as a text[] in text format, the blind index
+// (or ciphertext) of each element of an array parameter, as for
+// `col_bidx = ANY($n)`.
+func (w *phiWriter) arrayValue(dst []byte, p *rewrite.Param, format int16, src []byte) ([]byte, error) {
 	lt, ok := logicalTypes[p.Column.Type]
 	if !ok {
 		return nil, &ValueError{Type: p.Column.Type}
@@ -159,7 +167,7 @@ func (w *phiWriter) arrayValue(p *rewrite.Param, format int16, src []byte) ([]by
 	if !ok {
 		return nil, &ValueError{Type: p.Column.Type}
 	}
-	out := append([]byte(nil), '{')
+	out := append(dst, '{')
 	for i, e := range elems {
 		if i > 0 {
 			out = append(out, ',')
@@ -170,11 +178,11 @@ func (w *phiWriter) arrayValue(p *rewrite.Param, format int16, src []byte) ([]by
 		}
 		// The element back in text format, then the usual path, so an
 		// element indexes exactly like the same value bound alone.
-		w.arrays.text, err = w.codec.m.Encode(lt.oid, formatText, e, w.arrays.text[:0])
+		w.text, err = w.codec.m.Encode(lt.oid, formatText, e, w.text[:0])
 		if err != nil {
 			return nil, &ValueError{Type: p.Column.Type}
 		}
-		if w.out, err = w.value(w.out[:0], p.Action, p.Column, formatText, w.arrays.text); err != nil {
+		if w.out, err = w.value(w.out[:0], p.Action, p.Column, formatText, w.text); err != nil {
 			return nil, err
 		}
 		out = append(out, '"')
@@ -303,6 +311,7 @@ type phiReader struct {
 	envelope []byte // scratch: the envelope of a bytea value sent as text
 	plain    []byte // scratch: decrypted canonical plaintext
 	buf      []byte // scratch: the transformed values, back to back
+	spans    []span // their places in buf
 }
 
 func newPHIReader() *phiReader { return &phiReader{codec: newValueCodec()} }
@@ -313,10 +322,7 @@ func (r *phiReader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 	if len(row.Values) != len(t.cols) {
 		return fmt.Errorf("data row has %d columns, row description %d", len(row.Values), len(t.cols))
 	}
-	r.buf = r.buf[:0]
-	type span struct{ i, start, end int }
-	var spans [8]span
-	done := spans[:0]
+	r.buf, r.spans = r.buf[:0], r.spans[:0]
 	for i, v := range row.Values {
 		c := &t.cols[i]
 		if c.pc == nil || v == nil {
@@ -338,10 +344,11 @@ func (r *phiReader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, r.plain); err != nil {
 			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
 		}
-		done = append(done, span{i, start, len(r.buf)})
+		r.spans = append(r.spans, span{i, start, len(r.buf)})
+		c.pc.counters.decrypted.Inc()
 	}
 	// Point the values at the buffer only now: appends above may move it.
-	for _, s := range done {
+	for _, s := range r.spans {
 		row.Values[s.i] = r.buf[s.start:s.end:s.end]
 	}
 	if t.drops > 0 {
