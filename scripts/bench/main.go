@@ -172,19 +172,36 @@ func run() error {
 			{"phi, prepared", []string{"-M", "prepared", "-D", phiDOB, "-f", pb.scripts["prepared"]}},
 			{"phi, simple", []string{"-M", "simple", "-D", phiDOB, "-f", pb.scripts["simple"]}},
 		}
-		// What the proxy did in each of its runs, from its metrics.
+		// What the proxy did in each of its runs, from its metrics; and
+		// with -cpuprofile a CPU profile of each of its runs, one file per
+		// run (FILE.prepared.1, ...), merged into FILE afterwards.
 		notes := map[int][]string{}
-		observe := func(wi, ti int, runIt func()) {
-			if ti != 2 {
+		profiles := map[int][]string{}
+		var profErr error
+		observe := func(wi, ti, r int, runIt func()) {
+			if pm.targets[ti].port != pb.port() {
 				runIt()
 				return
+			}
+			if *cpuprofile != "" && profErr == nil {
+				f := fmt.Sprintf("%s.%s.%d", *cpuprofile, strings.TrimPrefix(pm.workloads[wi].name, "phi, "), r+1)
+				stop, err := startProfile(f)
+				if err != nil {
+					profErr = err
+				} else {
+					defer stop()
+					profiles[wi] = append(profiles[wi], f)
+				}
 			}
 			before := snapshot(pb.reg)
 			runIt()
 			notes[wi] = append(notes[wi], describePHIMetrics(before, snapshot(pb.reg)))
 		}
-		if err := pm.run(ctx, *cpuprofile, observe); err != nil {
+		if err := pm.run(ctx, "", observe); err != nil {
 			return err
+		}
+		if profErr != nil {
+			return profErr
 		}
 		title := fmt.Sprintf("PHI workload (insert 6 PHI values, select by email, update phone), pgbench -c %d -j %d -T %d, %d patients seeded, %d round(s)",
 			*clients, *jobs, int(duration.Seconds()), *patients, *rounds)
@@ -198,6 +215,15 @@ func run() error {
 					fmt.Printf("  %-14s %s\n", w.name, n)
 				}
 			}
+			if *cpuprofile == "" {
+				return nil
+			}
+			var all []string
+			for wi, w := range pm.workloads {
+				all = append(all, profiles[wi]...)
+				printProfileTop(fmt.Sprintf("phiproxy during %q through it", w.name), "", profiles[wi]...)
+			}
+			printProfileTop("phiproxy during all its PHI runs", *cpuprofile, all...)
 			return nil
 		})
 	}
@@ -207,8 +233,8 @@ func run() error {
 			return err
 		}
 	}
-	if *cpuprofile != "" {
-		printProfileTop(*cpuprofile)
+	if *cpuprofile != "" && !runPHI {
+		printProfileTop("phiproxy during the pgbench runs", "", *cpuprofile)
 	}
 	return nil
 }
@@ -226,21 +252,18 @@ type matrix struct {
 
 // run runs each workload against every target in turn, rounds times,
 // profiling this process (the proxy) into profile if it is set. wrap, if
-// set, is called around each run.
-func (m *matrix) run(ctx context.Context, profile string, wrap func(wi, ti int, run func())) error {
+// set, is called around each run of workload wi against target ti in round
+// r.
+func (m *matrix) run(ctx context.Context, profile string, wrap func(wi, ti, r int, run func())) error {
 	if profile != "" {
-		f, err := os.Create(profile)
+		stop, err := startProfile(profile)
 		if err != nil {
-			return fmt.Errorf("cpuprofile: %w", err)
+			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	if wrap == nil {
-		wrap = func(_, _ int, run func()) { run() }
+		wrap = func(_, _, _ int, run func()) { run() }
 	}
 	m.results = make(map[[2]int][]result)
 	total := m.rounds * len(m.workloads) * len(m.targets)
@@ -260,7 +283,7 @@ func (m *matrix) run(ctx context.Context, profile string, wrap func(wi, ti int, 
 					return ctx.Err()
 				}
 				var res result
-				wrap(wi, ti, func() {
+				wrap(wi, ti, r, func() {
 					res = runPgbench(ctx, m.pgbench, tg, m.role, append(append([]string{}, m.common...), w.args...))
 				})
 				status := fmt.Sprintf("%.0f tps, %.3f ms", res.tps, res.latencyMS)
@@ -302,17 +325,42 @@ func (m *matrix) print(title string) error {
 	return tw.Flush()
 }
 
-// printProfileTop prints where the proxy's time went: go tool pprof -top,
-// by flat and by cumulative time.
-func printProfileTop(profile string) {
-	goBin, err := exec.LookPath("go")
+// startProfile starts a CPU profile of this process into file.
+func startProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
 	if err != nil {
-		fmt.Printf("\n(go not in PATH; see the profile with: go tool pprof -top %s)\n", profile)
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// printProfileTop prints where the proxy's time went in profiles (merged):
+// go tool pprof -top, by flat and by cumulative time. If merged is set, the
+// merged profile is also written there.
+func printProfileTop(what, merged string, profiles ...string) {
+	if len(profiles) == 0 {
 		return
 	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		fmt.Printf("\n(go not in PATH; see the profile with: go tool pprof -top %s)\n", strings.Join(profiles, " "))
+		return
+	}
+	if merged != "" && (len(profiles) > 1 || profiles[0] != merged) {
+		out, err := exec.Command(goBin, append([]string{"tool", "pprof", "-proto", "-output", merged}, profiles...)...).CombinedOutput()
+		if err != nil {
+			fmt.Printf("\npprof -proto: %v: %s\n", err, out)
+		} else {
+			profiles = []string{merged}
+		}
+	}
 	for _, args := range [][]string{{"-top", "-nodecount=15"}, {"-top", "-cum", "-nodecount=15"}} {
-		fmt.Printf("\ngo tool pprof %s %s\n", strings.Join(args, " "), profile)
-		out, err := exec.Command(goBin, append([]string{"tool", "pprof"}, append(args, profile)...)...).CombinedOutput()
+		fmt.Printf("\n%s: go tool pprof %s %s\n", what, strings.Join(args, " "), strings.Join(profiles, " "))
+		out, err := exec.Command(goBin, append(append([]string{"tool", "pprof"}, args...), profiles...)...).CombinedOutput()
 		if err != nil {
 			fmt.Printf("pprof: %v\n", err)
 		}
