@@ -32,6 +32,7 @@ func (s *Session) clientLoop() error {
 			if errors.Is(err, errClientTerminated) {
 				// The client left without Terminate: say goodbye for it,
 				// so the server does not log an unexpected EOF.
+				s.terminated.Store(true)
 				s.serverW.Write([]byte{'X', 0, 0, 0, 4})
 				s.serverW.Flush()
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -32,7 +33,12 @@ type ValueError struct {
 	Type policy.LogicalType
 }
 
-func (e *ValueError) Error() string { return fmt.Sprintf("invalid input for type %s", e.Type) }
+func (e *ValueError) Error() string {
+	if e.Type == policy.TypeDate {
+		return "invalid input for type date (write it as YYYY-MM-DD)"
+	}
+	return fmt.Sprintf("invalid input for type %s", e.Type)
+}
 func (e *ValueError) Unwrap() error { return errValue }
 
 // logicalType is what the proxy knows of one logical type: its OIDs and how
@@ -113,6 +119,9 @@ func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, s
 	}
 	if t == policy.TypeDate && format == formatText {
 		src = dateOfTimestamp(src)
+		if d, ok := parseDate(src); ok {
+			return d.AppendFormat(dst, time.DateOnly), nil
+		}
 	}
 	v := lt.newValue()
 	if err := c.m.Scan(lt.oid, format, src, v); err != nil {
@@ -133,6 +142,27 @@ func dateOfTimestamp(src []byte) []byte {
 		return src[:10]
 	}
 	return src
+}
+
+// dateLayouts are the date inputs PostgreSQL accepts whatever its DateStyle
+// (year first, or the month by name) besides ISO, which pgtype reads.
+// Day/month orders that depend on DateStyle ("05/12/1980") are refused
+// rather than guessed: the proxy must encrypt the date the server would
+// have stored.
+var dateLayouts = []string{
+	"20060102", "2006/01/02", "2006-1-2", "2006/1/2", "2006.01.02", "2006.1.2",
+	"Jan 2, 2006", "January 2, 2006", "Jan 2 2006", "January 2 2006",
+	"2 Jan 2006", "2 January 2006", "02-Jan-2006", "2-Jan-2006", "2006-Jan-02", "2006-Jan-2",
+}
+
+// parseDate reads a date in one of dateLayouts.
+func parseDate(src []byte) (time.Time, bool) {
+	for _, layout := range dateLayouts {
+		if d, err := time.Parse(layout, string(src)); err == nil {
+			return d, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // present appends to dst the encoding, in the client's format, of plain, the

@@ -33,6 +33,11 @@ func TestValueCodecCanonical(t *testing.T) {
 		{"empty text", policy.TypeText, formatText, []byte{}, ""},
 		{"date text", policy.TypeDate, formatText, []byte("1990-01-02"), "1990-01-02"},
 		{"date binary", policy.TypeDate, formatBinary, bin(pgtype.DateOID, pgtype.Date{Time: time.Date(1990, 1, 2, 0, 0, 0, 0, time.UTC), Valid: true}), "1990-01-02"},
+		{"date compact", policy.TypeDate, formatText, []byte("19800512"), "1980-05-12"},
+		{"date slashes", policy.TypeDate, formatText, []byte("1980/05/12"), "1980-05-12"},
+		{"date unpadded", policy.TypeDate, formatText, []byte("1980-5-2"), "1980-05-02"},
+		{"date month name", policy.TypeDate, formatText, []byte("May 12, 1980"), "1980-05-12"},
+		{"date day month name", policy.TypeDate, formatText, []byte("12-May-1980"), "1980-05-12"},
 		{"date from timestamp", policy.TypeDate, formatText, []byte("1990-01-02 00:00:00Z"), "1990-01-02"},
 		{"date infinity", policy.TypeDate, formatText, []byte("infinity"), "infinity"},
 		{"timestamptz offset", policy.TypeTimestamptz, formatText, []byte("2020-01-01 10:00:00+02"), "2020-01-01 08:00:00Z"},
@@ -72,6 +77,9 @@ func TestValueCodecRejects(t *testing.T) {
 		in     string
 	}{
 		{"date garbage", policy.TypeDate, formatText, "not a date"},
+		{"date order depends on DateStyle", policy.TypeDate, formatText, "05/12/1980"},
+		{"date relative to now", policy.TypeDate, formatText, "today"},
+		{"date out of range", policy.TypeDate, formatText, "1980-02-30"},
 		{"int4 overflow", policy.TypeInt4, formatText, "99999999999"},
 		{"int4 short binary", policy.TypeInt4, formatBinary, "\x00\x01"},
 		{"uuid", policy.TypeUUID, formatText, "xyz"},
