@@ -252,7 +252,7 @@ func (s *Session) phiQuery(msg []byte) error {
 	}
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
-	plan, err := ps.db.plan(sql)
+	plan, err := ps.db.plan(sql, true)
 	if err == nil {
 		ps.noteDDL(plan)
 	}
@@ -295,7 +295,7 @@ func (s *Session) phiParse(msg []byte) error {
 			return err
 		}
 	}
-	plan, err := ps.db.plan(p.Query)
+	plan, err := ps.db.plan(p.Query, false)
 	if err != nil {
 		return s.raiseExtended(err)
 	}

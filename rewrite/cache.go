@@ -25,6 +25,9 @@ type Cache struct {
 	head  cacheEntry // sentinel: head.next is the most recent
 
 	hits, misses, bypass atomic.Uint64
+
+	// shapes are the parameter places of AnalyzeSimple's shape plans.
+	shapes shapeSlots
 }
 
 type cacheEntry struct {
@@ -88,6 +91,9 @@ func (c *Cache) Purge() {
 	defer c.mu.Unlock()
 	clear(c.items)
 	c.head.next, c.head.prev = &c.head, &c.head
+	c.shapes.mu.Lock()
+	c.shapes.m = nil
+	c.shapes.mu.Unlock()
 }
 
 // Len returns the number of cached plans.

@@ -369,10 +369,12 @@ func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
 		if err != nil {
 			return err
 		}
-		v.end = a.unparen(v.start, v.end)
 		a.bind(v, role{action: ActionEncrypt, col: col})
 		if col.Indexed() {
-			a.addEdit(v.end, v.end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "), a.added(v, col))
+			// After the parentheses around the value, if any: the slot
+			// of a literal value itself ends inside them.
+			end := a.unparen(v.start, v.end)
+			a.addEdit(end, end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "), a.added(v, col))
 		}
 	}
 	return nil

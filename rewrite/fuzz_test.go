@@ -11,7 +11,7 @@ import (
 // FuzzAnalyze: arbitrary SQL never panics; every plan's SQL parses (with
 // its literal slots filled), and on the rewritten parse tree no PHI column
 // is compared with, assigned or inserted from a value the plan does not
-// encrypt or index. Seeds: testdata/fuzz/FuzzAnalyze and the golden inputs.
+// encrypt or index; AnalyzeSimple gives the same plan or error. Seeds: testdata/fuzz/FuzzAnalyze and the golden inputs.
 func FuzzAnalyze(f *testing.F) {
 	pol, err := policy.Parse([]byte(seedPolicy))
 	if err != nil {
@@ -27,6 +27,16 @@ func FuzzAnalyze(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
 		plan, err := Analyze(sql, pol, seedCatalog)
+		// The simple-protocol path, from a cached shape, must agree.
+		cache := NewCache(4, pol, seedCatalog)
+		cache.AnalyzeSimple(sql)
+		simple, simpleErr := cache.AnalyzeSimple(sql)
+		if (err == nil) != (simpleErr == nil) || (err != nil && err.Error() != simpleErr.Error()) {
+			t.Fatalf("Analyze error %v, AnalyzeSimple error %v\ninput: %s", err, simpleErr, sql)
+		}
+		if err == nil && renderPlan(plan) != renderPlan(simple) {
+			t.Fatalf("AnalyzeSimple differs\ninput: %s\nAnalyze:\n%s\nAnalyzeSimple:\n%s", sql, renderPlan(plan), renderPlan(simple))
+		}
 		if err != nil {
 			if _, ok := err.(*Error); !ok {
 				t.Fatalf("error of type %T: %v", err, err)
