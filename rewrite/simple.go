@@ -123,7 +123,7 @@ func valuePosition(sql string, prev token) bool {
 	return false
 }
 
-// plainString decodes a standard string literal ('…' with '' for a quote).
+// plainString decodes a standard string literal ('…' with ” for a quote).
 // Other forms (E'…', U&'…', dollar quoting, literals continued across lines)
 // are refused.
 func plainString(raw string) (string, bool) {
