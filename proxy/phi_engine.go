@@ -184,7 +184,7 @@ func newPHIMetrics(reg prometheus.Registerer, e *phiEngine) (*phiMetrics, error)
 	m := &phiMetrics{
 		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phiproxy_statements_total",
-			Help: "Statements analyzed, by outcome: passthrough, rewritten, or rejected_<reason> (unsupported, syntax, invalid_value, catalog, protocol).",
+			Help: "SQL texts analyzed (each simple Query and each Parse; executions of a prepared statement are not counted again), by outcome: passthrough, rewritten, or rejected_<reason> (unsupported, syntax, invalid_value, catalog, protocol).",
 		}, []string{"outcome"}),
 		values: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phiproxy_phi_values_total",
