@@ -664,4 +664,27 @@ func TestPHIStatementTracking(t *testing.T) {
 	if !strings.Contains(strings.Join(res, "\n"), `"text":"`+city+`"`) {
 		t.Fatalf("select through the new s1: %v", res)
 	}
+
+	// Close, then the name is reused for an INSERT: its value is encrypted.
+	city2 := secret("trackcity2")
+	res = exchange(t, hc,
+		&pgproto3.Close{ObjectType: 'S', Name: "s1"},
+		&pgproto3.Parse{Name: "s1", Query: insert},
+		&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{[]byte(city2)}},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	id = 0
+	for _, m := range res {
+		if strings.Contains(m, "DataRow") {
+			fmt.Sscanf(m, `{"Type":"DataRow","Values":[{"text":"%d"`, &id)
+		}
+	}
+	if id == 0 {
+		t.Fatalf("insert through the reused s1: %v", res)
+	}
+	if err := phiDirect(t).QueryRow(context.Background(), "SELECT city FROM patients WHERE id = $1", id).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if !crypto.IsCiphertext([]byte(stored)) {
+		t.Fatal("the value bound to the reused statement was stored as plaintext")
+	}
 }
