@@ -39,7 +39,7 @@ type demoEnv struct {
 	stdout  io.Writer
 	logger  *slog.Logger
 
-	policy  *policy.Policy  // the demo policy (demo_policy.yaml)
+	policy  *policy.Policy  // the seed policy (internal/seed)
 	keyring *crypto.Keyring // the dev keyring; closed by (*demo).close
 }
 

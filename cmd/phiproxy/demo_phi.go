@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	_ "embed"
-	"encoding/base64"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -13,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/novamind/phiproxy/crypto"
-	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/internal/seed"
 	"github.com/novamind/phiproxy/proxy"
 )
 
@@ -21,12 +19,6 @@ import (
 // schema of config.example.yaml's policy, a few made-up patients inserted
 // through the proxy, and one of them shown as the application sees it and as
 // PostgreSQL stores it.
-
-// demoPolicyYAML is the `policy:` section of config.example.yaml, dedented
-// (TestDemoPolicyMatchesExample keeps the two identical).
-//
-//go:embed demo_policy.yaml
-var demoPolicyYAML []byte
 
 func init() {
 	demoSteps = append(demoSteps, demoKeys, demoSchema)
@@ -38,7 +30,7 @@ func init() {
 // on the first run, and makes the proxy enforce the policy.
 // PHIPROXY_MASTER_KEY is ignored: the demo's key is its own file.
 func demoKeys(ctx context.Context, env *demoEnv) error {
-	pol, err := policy.Parse(demoPolicyYAML)
+	pol, err := seed.Policy()
 	if err != nil {
 		return fmt.Errorf("demo policy: %w", err)
 	}
@@ -75,62 +67,6 @@ func demoKeys(ctx context.Context, env *demoEnv) error {
 	return nil
 }
 
-// demoTableColumns are the columns of the demo tables that the policy does
-// not protect, before and after the PHI columns.
-var demoTableColumns = map[string][2][]string{
-	"public.patients": {
-		{"id bigserial PRIMARY KEY"},
-		{"created_at timestamptz NOT NULL DEFAULT now()"},
-	},
-	"public.clinical_notes": {
-		{"id bigserial PRIMARY KEY", "patient_id bigint NOT NULL REFERENCES public.patients (id)"},
-		{"created_at timestamptz NOT NULL DEFAULT now()"},
-	},
-}
-
-// demoSchemaSQL returns the DDL of the policy's tables as phiproxy wants
-// them: each PHI column in its storage type with a CHECK constraint that
-// only accepts ciphertext (the database itself refuses a plaintext write
-// that bypasses the proxy), and beside each searchable column a text
-// blind-index column with a btree index. IF NOT EXISTS makes it idempotent.
-func demoSchemaSQL(pol *policy.Policy) string {
-	var b strings.Builder
-	for _, t := range pol.Tables() {
-		table := pgx.Identifier{t.Schema, t.Name}.Sanitize()
-		extra := demoTableColumns[t.QualifiedName()]
-		cols := append([]string(nil), extra[0]...)
-		var indexes []string
-		for _, c := range t.Columns {
-			name := pgx.Identifier{c.Name}.Sanitize()
-			cols = append(cols, fmt.Sprintf("%s %s CONSTRAINT %s CHECK (%s)",
-				name, c.Storage, pgx.Identifier{t.Name + "_" + c.Name + "_ciphertext"}.Sanitize(), ciphertextCheck(name, c.Storage)))
-			if c.Indexed() {
-				idx := pgx.Identifier{c.BlindIndex.Column}.Sanitize()
-				cols = append(cols, idx+" text")
-				indexes = append(indexes, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s);\n",
-					pgx.Identifier{t.Name + "_" + c.BlindIndex.Column + "_idx"}.Sanitize(), table, idx))
-			}
-		}
-		cols = append(cols, extra[1]...)
-		fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n  %s);\n", table, strings.Join(cols, ",\n  "))
-		for _, s := range indexes {
-			b.WriteString(s)
-		}
-	}
-	return b.String()
-}
-
-// ciphertextCheck is the CHECK expression that accepts only a v1 envelope
-// (or NULL) in col, as crypto/FORMAT.md gives it: the text form is the
-// prefix and at least the base64 of Overhead bytes; the raw form starts
-// with the version byte.
-func ciphertextCheck(col string, storage policy.Storage) string {
-	if storage == policy.StorageBytea {
-		return fmt.Sprintf("%s IS NULL OR (length(%s) >= %d AND get_byte(%s, 0) = %d)", col, col, crypto.Overhead, col, crypto.Version1)
-	}
-	return fmt.Sprintf("%s IS NULL OR %s ~ '^%s[A-Za-z0-9+/]{%d,}$'", col, col, crypto.TextPrefix, base64.RawStdEncoding.EncodedLen(crypto.Overhead))
-}
-
 // demoSchema creates the policy's tables in the demo database, directly
 // (not through the proxy), as their owner.
 func demoSchema(ctx context.Context, env *demoEnv) error {
@@ -139,7 +75,7 @@ func demoSchema(ctx context.Context, env *demoEnv) error {
 		return fmt.Errorf("demo schema: %w", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, demoSchemaSQL(env.policy)); err != nil {
+	if _, err := conn.Exec(ctx, seed.SchemaSQL(env.policy, true)); err != nil {
 		return fmt.Errorf("demo schema: %w", err)
 	}
 	return nil

@@ -19,7 +19,6 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/pgcluster"
-	"github.com/novamind/phiproxy/policy"
 )
 
 // TestDemo runs the demo as a user would, connects with the printed
@@ -102,47 +101,6 @@ func TestDemo(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("demo did not stop within 30s of Ctrl-C")
-	}
-}
-
-// TestDemoPolicyMatchesExample keeps the demo's embedded policy identical to
-// the policy: section of config.example.yaml, its one source of truth.
-func TestDemoPolicyMatchesExample(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "..", "config.example.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var section strings.Builder
-	in := false
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		switch {
-		case strings.HasPrefix(line, "policy:"):
-			in = true
-			continue
-		case in && line != "" && line[0] != ' ' && line[0] != '#' && line[0] != '\n':
-			in = false
-		}
-		if in {
-			section.WriteString(strings.TrimPrefix(line, "  "))
-		}
-	}
-	if section.Len() == 0 {
-		t.Fatal("config.example.yaml has no policy: section")
-	}
-	if diff := cmp.Diff(section.String(), string(demoPolicyYAML)); diff != "" {
-		t.Errorf("cmd/phiproxy/demo_policy.yaml differs from the policy: section of config.example.yaml (-example +demo):\n%s", diff)
-	}
-	pol, err := policy.Parse(demoPolicyYAML)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"public.patients", "public.clinical_notes"} {
-		if _, ok := demoTableColumns[name]; !ok || pol.Table("public", strings.TrimPrefix(name, "public.")) == nil {
-			t.Errorf("demo policy and demoTableColumns disagree about %s", name)
-		}
-	}
-	if len(pol.Tables()) != len(demoTableColumns) {
-		t.Errorf("demo policy has %d tables, demoTableColumns %d", len(pol.Tables()), len(demoTableColumns))
 	}
 }
 

@@ -24,7 +24,7 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/pgcluster"
-	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/internal/seed"
 	"github.com/novamind/phiproxy/proxy"
 )
 
@@ -33,44 +33,11 @@ const (
 	phiPlainDB     = "phi_plain"     // directly: the same logical schema in plaintext
 )
 
-// phiPolicy is the patients table of config.example.yaml's policy.
-const phiPolicy = `
-tables:
-  - name: public.patients
-    columns:
-      first_name:      { type: text }
-      last_name:       { type: text }
-      date_of_birth:   { type: date }
-      ssn:             { type: text, blind_index: { normalize: [digits] } }
-      email:           { type: text, blind_index: { normalize: [trim, lower] } }
-      phone:           { type: text, blind_index: { normalize: [digits] } }
-      address_line1:   { type: text }
-      address_line2:   { type: text }
-      city:            { type: text }
-      state:           { type: text }
-      postal_code:     { type: text }
-      country:         { type: text }
-      additional_info: { type: jsonb }
-`
-
-// phiEncryptedSchema is the table as phiproxy wants it (as in
-// integration/phi_main_test.go): ciphertext in text columns, a text
-// blind-index column with a btree beside each searchable one.
-const phiEncryptedSchema = `
-CREATE TABLE patients (
-  id bigserial PRIMARY KEY,
-  first_name text, last_name text, date_of_birth text,
-  ssn text, ssn_bidx text, email text, email_bidx text, phone text, phone_bidx text,
-  address_line1 text, address_line2 text, city text, state text, postal_code text, country text,
-  additional_info text,
-  created_at timestamptz NOT NULL DEFAULT now());
-CREATE INDEX ON patients (ssn_bidx);
-CREATE UNIQUE INDEX ON patients (email_bidx);
-CREATE INDEX ON patients (phone_bidx);
-`
-
-// phiPlainSchema is the same logical table in plaintext with plain btree
-// indexes on the searchable columns.
+// phiPlainSchema is the seed's patients table (internal/seed) in plaintext,
+// with plain btree indexes on the searchable columns. The encrypted
+// database gets seed.SchemaSQL: ciphertext columns and blind-index
+// columns, without the optional CHECK constraints, which the plaintext twin
+// has no counterpart of.
 const phiPlainSchema = `
 CREATE TABLE patients (
   id bigserial PRIMARY KEY,
@@ -155,7 +122,11 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 	}
 	defer su.Close(ctx)
 	owner := pgcluster.ScramUser
-	for db, schema := range map[string]string{phiEncryptedDB: phiEncryptedSchema, phiPlainDB: phiPlainSchema} {
+	pol, err := seed.Policy()
+	if err != nil {
+		return nil, err
+	}
+	for db, schema := range map[string]string{phiEncryptedDB: seed.SchemaSQL(pol, false), phiPlainDB: phiPlainSchema} {
 		if _, err := su.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s OWNER %s", db, owner.Name)); err != nil {
 			return nil, err
 		}
@@ -170,10 +141,6 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 		}
 	}
 
-	pol, err := policy.Parse([]byte(phiPolicy))
-	if err != nil {
-		return nil, err
-	}
 	master := make([]byte, 32)
 	rand.Read(master)
 	prov, err := crypto.NewLocalProvider(master)

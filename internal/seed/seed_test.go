@@ -1,0 +1,70 @@
+package seed
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestPolicyMatchesExample keeps the embedded seed policy identical to
+// the policy: section of config.example.yaml, its one source of truth.
+func TestPolicyMatchesExample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "config.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var section strings.Builder
+	in := false
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(line, "policy:"):
+			in = true
+			continue
+		case in && line != "" && line[0] != ' ' && line[0] != '#' && line[0] != '\n':
+			in = false
+		}
+		if in {
+			section.WriteString(strings.TrimPrefix(line, "  "))
+		}
+	}
+	if section.Len() == 0 {
+		t.Fatal("config.example.yaml has no policy: section")
+	}
+	if diff := cmp.Diff(section.String(), string(PolicyYAML)); diff != "" {
+		t.Errorf("internal/seed/policy.yaml differs from the policy: section of config.example.yaml (-example +seed):\n%s", diff)
+	}
+	pol, err := Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"public.patients", "public.clinical_notes"} {
+		if _, ok := tableColumns[name]; !ok || pol.Table("public", strings.TrimPrefix(name, "public.")) == nil {
+			t.Errorf("seed policy and tableColumns disagree about %s", name)
+		}
+	}
+	if len(pol.Tables()) != len(tableColumns) {
+		t.Errorf("seed policy has %d tables, tableColumns %d", len(pol.Tables()), len(tableColumns))
+	}
+}
+
+func TestSchemaSQL(t *testing.T) {
+	pol, err := Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql := SchemaSQL(pol, true)
+	for _, want := range []string{
+		`CREATE TABLE IF NOT EXISTS "public"."patients" (`,
+		`"email_bidx" text`,
+		`CREATE INDEX IF NOT EXISTS "patients_email_bidx_idx" ON "public"."patients" ("email_bidx");`,
+		`"first_name" text CONSTRAINT "patients_first_name_ciphertext" CHECK ("first_name" IS NULL OR (starts_with("first_name", 'phi1:') AND length("first_name") >= 49`,
+		`patient_id bigint NOT NULL REFERENCES public.patients (id)`,
+	} {
+		if !strings.Contains(sql, want) {
+			t.Errorf("SchemaSQL lacks %s\n%s", want, sql)
+		}
+	}
+}
