@@ -130,16 +130,24 @@ func oneofName(n *pg.Node) string {
 func (a *analyzer) collectTables(n *pg.Node) ([]*policy.Table, error) {
 	var out []*policy.Table
 	var err error
+	eachRangeVar(n, func(rv *pg.RangeVar) {
+		t, e := a.rangeVarTable(rv, nil)
+		if e != nil && err == nil {
+			err = e
+		}
+		if t != nil {
+			out = append(out, t)
+		}
+	})
+	return out, err
+}
+
+// eachRangeVar calls fn for every RangeVar (table reference) under n.
+func eachRangeVar(n *pg.Node, fn func(*pg.RangeVar)) {
 	var visit func(m protoreflect.Message)
 	visit = func(m protoreflect.Message) {
 		if rv, ok := m.Interface().(*pg.RangeVar); ok {
-			t, e := a.rangeVarTable(rv, nil)
-			if e != nil && err == nil {
-				err = e
-			}
-			if t != nil {
-				out = append(out, t)
-			}
+			fn(rv)
 			return
 		}
 		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
@@ -158,7 +166,6 @@ func (a *analyzer) collectTables(n *pg.Node) ([]*policy.Table, error) {
 		})
 	}
 	visit(n.ProtoReflect())
-	return out, err
 }
 
 // generic handles statements with no specific rule (DDL, utility): the
@@ -229,33 +236,14 @@ func (a *analyzer) rangeVarTable(rv *pg.RangeVar, sc *scope) (*policy.Table, err
 // without resolving scopes (CTE names included): for fail-closed checks only.
 func mentionedTables(n *pg.Node, pol *policy.Policy) []*policy.Table {
 	var out []*policy.Table
-	var visit func(m protoreflect.Message)
-	visit = func(m protoreflect.Message) {
-		if rv, ok := m.Interface().(*pg.RangeVar); ok {
-			if rv.Schemaname != "" {
-				if t := pol.Table(rv.Schemaname, rv.Relname); t != nil {
-					out = append(out, t)
-				}
-			} else {
-				out = append(out, pol.TablesNamed(rv.Relname)...)
+	eachRangeVar(n, func(rv *pg.RangeVar) {
+		if rv.Schemaname != "" {
+			if t := pol.Table(rv.Schemaname, rv.Relname); t != nil {
+				out = append(out, t)
 			}
-			return
+		} else {
+			out = append(out, pol.TablesNamed(rv.Relname)...)
 		}
-		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
-				return true
-			}
-			if fd.IsList() {
-				l := v.List()
-				for i := 0; i < l.Len(); i++ {
-					visit(l.Get(i).Message())
-				}
-			} else {
-				visit(v.Message())
-			}
-			return true
-		})
-	}
-	visit(n.ProtoReflect())
+	})
 	return out
 }
