@@ -93,6 +93,9 @@ func shapeOf(sql string) (key string, values []literal, ok bool) {
 		if t.kind != pg.Token_SCONST || i == 0 || !valuePosition(sql, toks[i-1]) {
 			continue
 		}
+		if i+1 < len(toks) && (toks[i+1].kind == pg.Token_ASCII_46 || toks[i+1].kind == pg.Token_ASCII_91) {
+			continue // $1.f and $1[1] parse, 'x'.f and 'x'[1] do not
+		}
 		raw := sql[t.start:t.end]
 		v, ok := plainString(raw)
 		if !ok {
