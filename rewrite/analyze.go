@@ -42,6 +42,11 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 			a.stmtEnd = len(sql)
 		}
 		a.mentioned, a.rawStmt = nil, raw.Stmt
+		if ex := executeWithArgs(raw.Stmt); ex != nil {
+			// The statement may be one the proxy rewrote: its arguments
+			// would reach it unencrypted.
+			return nil, a.errorf(nil, int32(a.stmtStart), "SQL-level EXECUTE %s(...) with arguments is not supported while a PHI policy is active (the arguments would reach the server unencrypted); use the extended protocol (Bind) or EXECUTE without arguments", ex.Name)
+		}
 		if err := a.statement(raw.Stmt); err != nil {
 			return nil, err
 		}
@@ -203,6 +208,18 @@ func (a *analyzer) finish(plan *Plan) error {
 	for _, u := range a.uses {
 		if _, ok := first[u.num]; !ok {
 			first[u.num] = u.role
+		}
+	}
+	// A parameter that is a PHI value in one place and a plain value in
+	// another would reach the server unencrypted through the plain use.
+	for _, u := range a.uses {
+		f := first[u.num]
+		if (f.action == ActionNone) != (u.role.action == ActionNone) {
+			col := f.col
+			if col == nil {
+				col = u.role.col
+			}
+			return a.errorf(col, int32(u.start), "parameter $%d is used both for PHI column %s and as a plain value, which would send it unencrypted; bind the value twice (supported: a parameter used only for PHI columns)", u.num, col.QualifiedName())
 		}
 	}
 	params := make([]Param, a.maxParam)

@@ -13,7 +13,9 @@ func mentionsPolicy(sql string, pol *policy.Policy) bool {
 			return true
 		}
 	}
-	return containsFold(sql, `u&"`)
+	// EXECUTE name(args) runs a prepared statement, maybe one the proxy
+	// rewrote, with arguments written in the text: always analyzed.
+	return containsFold(sql, `u&"`) || containsFold(sql, "execute")
 }
 
 // containsFold reports whether s contains sub, ASCII case-insensitively. sub

@@ -48,9 +48,34 @@ func (a *analyzer) statement(n *pg.Node) error {
 		a.stmt.Kind = KindSelect
 		return err
 	case *pg.Node_ViewStmt:
-		err := a.statement(x.ViewStmt.Query)
+		// A view over a PHI table is auto-updatable: writes through its
+		// name would bypass the policy (and its columns read back as
+		// ciphertext, PostgreSQL reporting the view as their origin).
 		a.stmt.Kind = KindDDL
-		return err
+		return a.refuseIfTouching(n, "views over PHI tables are not supported: writes through a view would bypass the policy")
+	case *pg.Node_CreateStmt:
+		a.stmt.Kind = KindDDL
+		if len(x.CreateStmt.InhRelations) > 0 {
+			return a.refuseIfTouching(n, "a table that inherits from or is a partition of a PHI table is not supported: its rows would bypass the policy")
+		}
+	case *pg.Node_AlterTableStmt:
+		a.stmt.Kind = KindDDL
+		for _, c := range x.AlterTableStmt.Cmds {
+			switch c.GetAlterTableCmd().GetSubtype() {
+			case pg.AlterTableType_AT_AddInherit, pg.AlterTableType_AT_AttachPartition:
+				return a.refuseIfTouching(n, "inheritance and partitions involving a PHI table are not supported: rows written through the other table would bypass the policy")
+			}
+		}
+	case *pg.Node_RenameStmt:
+		a.stmt.Kind = KindDDL
+		if rv := x.RenameStmt.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
+			return a.refuseIfTouching(n, "renaming a PHI table or column would leave it outside the policy; change the policy first")
+		}
+	case *pg.Node_AlterObjectSchemaStmt:
+		a.stmt.Kind = KindDDL
+		if rv := x.AlterObjectSchemaStmt.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
+			return a.refuseIfTouching(n, "moving a PHI table to another schema would leave it outside the policy; change the policy first")
+		}
 	case *pg.Node_CopyStmt:
 		return a.refuseIfTouching(n, "COPY of a PHI table is not supported yet; use INSERT or SELECT")
 	case *pg.Node_MergeStmt:
@@ -144,10 +169,34 @@ func (a *analyzer) collectTables(n *pg.Node) ([]*policy.Table, error) {
 
 // eachRangeVar calls fn for every RangeVar (table reference) under n.
 func eachRangeVar(n *pg.Node, fn func(*pg.RangeVar)) {
-	var visit func(m protoreflect.Message)
-	visit = func(m protoreflect.Message) {
+	eachMessage(n, func(m protoreflect.Message) bool {
 		if rv, ok := m.Interface().(*pg.RangeVar); ok {
 			fn(rv)
+			return false
+		}
+		return true
+	})
+}
+
+// executeWithArgs returns the first SQL-level EXECUTE under n that passes
+// arguments, or nil.
+func executeWithArgs(n *pg.Node) *pg.ExecuteStmt {
+	var found *pg.ExecuteStmt
+	eachMessage(n, func(m protoreflect.Message) bool {
+		if ex, ok := m.Interface().(*pg.ExecuteStmt); ok && len(ex.Params) > 0 && found == nil {
+			found = ex
+		}
+		return found == nil
+	})
+	return found
+}
+
+// eachMessage calls fn for every message under n, depth first, descending
+// into a message only when fn returns true.
+func eachMessage(n *pg.Node, fn func(protoreflect.Message) bool) {
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		if !fn(m) {
 			return
 		}
 		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
