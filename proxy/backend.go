@@ -97,9 +97,12 @@ func (s *Session) handleBackend(typ byte, msg []byte) error {
 		return s.handleCopyOutResponse(msg)
 	case 'V':
 		return s.handleFunctionCallResponse(msg)
-	case 'd', 'c', 'A', 'N', 'S':
-		// CopyData, CopyDone, NotificationResponse, NoticeResponse,
-		// ParameterStatus: no expectation involved.
+	case 'S':
+		s.noteParameterStatus(msg)
+		return s.send(msg)
+	case 'd', 'c', 'A', 'N':
+		// CopyData, CopyDone, NotificationResponse, NoticeResponse: no
+		// expectation involved.
 		return s.send(msg)
 	default:
 		return serverProtocolErrorf("unexpected message type %q", typ)

@@ -192,9 +192,12 @@ func (q *expectations) dropSyncsAfterHead() {
 // server skipped it after an error).
 func (e *expectation) record(typ byte) {
 	if e.parsed != nil {
-		if typ == '1' {
+		switch typ {
+		case '1':
 			e.parsed.state.Store(stmtCreated)
-		} else {
+		case 'Z':
+			e.parsed.state.Store(stmtSkipped)
+		default:
 			e.parsed.state.Store(stmtFailed)
 		}
 	}

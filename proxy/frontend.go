@@ -59,6 +59,9 @@ func (s *Session) handleFrontend(typ byte, msg []byte) error {
 			return s.rejectLocally(expectKindOf(typ, msg), err)
 		}
 	}
+	if s.phi != nil {
+		defer s.phi.noteBatch(typ)
+	}
 	switch typ {
 	case 'Q':
 		return s.handleQuery(msg)
@@ -244,6 +247,9 @@ func (s *Session) handleClose(msg []byte) error {
 // make a server that just failed the COPY answer it, out of our count).
 func (s *Session) handleSync(msg []byte) error {
 	s.skipUntilSync = false
+	if s.phi != nil {
+		s.phi.batch++
+	}
 	s.q.mu.Lock()
 	if s.q.copyIn {
 		s.q.mu.Unlock()

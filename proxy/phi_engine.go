@@ -129,6 +129,10 @@ func (e *phiEngine) state(rows [][][]byte) (*dbState, error) {
 	return st, nil
 }
 
+// errNonStandardStrings refuses statements on policy tables while the
+// session has standard_conforming_strings off.
+var errNonStandardStrings = &rewrite.Error{Code: "0A000", Message: "standard_conforming_strings must be on for statements on PHI tables: SET standard_conforming_strings = on"}
+
 // CatalogError refuses statements on a policy table that the database does
 // not hold the way phiproxy needs (a missing blind-index column, a PHI
 // column of a non-storage type). Msg says which DDL fixes it.
@@ -140,7 +144,7 @@ func (e *CatalogError) Error() string { return e.Msg }
 // tables it touches are ready. simple says the text comes from a simple
 // Query, whose literals change from text to text: its plan is made from
 // the cached plan of its shape (rewrite.Cache.AnalyzeSimple).
-func (st *dbState) plan(sql string, simple bool) (*rewrite.Plan, error) {
+func (st *dbState) plan(sql string, simple, nonStandardStrings bool) (*rewrite.Plan, error) {
 	analyze := st.plans.Analyze
 	if simple {
 		analyze = st.plans.AnalyzeSimple
@@ -148,6 +152,11 @@ func (st *dbState) plan(sql string, simple bool) (*rewrite.Plan, error) {
 	p, err := analyze(sql)
 	if err != nil {
 		return nil, err
+	}
+	if nonStandardStrings && (!p.Passthrough || len(p.Statements) > 0) {
+		// The text names a policy table (it was parsed) and its literals
+		// may not be what the analysis read.
+		return nil, errNonStandardStrings
 	}
 	for _, s := range p.Statements {
 		switch s.Kind {
@@ -248,7 +257,7 @@ func rejectOutcome(err error) string {
 		return "rejected_invalid_value"
 	case errors.As(err, &ce):
 		return "rejected_catalog"
-	case errors.As(err, &pe):
+	case errors.As(err, &pe), errors.Is(err, ErrAmbiguousStatement):
 		return "rejected_protocol"
 	}
 	return "rejected_other"

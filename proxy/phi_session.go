@@ -23,6 +23,10 @@ type phiSession struct {
 	db  *dbState // the catalog and plans in use; set by prepare
 
 	// clientToServer.
+	// batch counts the Syncs (and simple Queries) forwarded.
+	batch uint64
+	// openBatch: extended-protocol messages went out since the last Sync.
+	openBatch bool
 	// stale: DDL went through since the catalog was read; it is read again
 	// at the next moment nothing is pending (refreshCatalog).
 	stale      bool
@@ -46,17 +50,17 @@ type phiSession struct {
 type phiStatement struct {
 	plan *rewrite.Plan
 	db   *dbState
-	// prev is the statement of the same name that the server keeps if
-	// this Parse fails (named statements only: a failed unnamed Parse
+	// prev is the statement of the same name the server keeps if this
+	// Parse is skipped, or fails (a named one: a failed unnamed Parse
 	// leaves no unnamed statement).
 	prev *phiStatement
+	// batch is the clientToServer batch (count of Syncs) of the Parse.
+	batch uint64
 	// state is stmtPending until the server answers the Parse (or its
 	// Close). Written by serverToClient, read by clientToServer.
 	state atomic.Int32
 	// paramOIDs are the parameter types the client declared in Parse.
 	paramOIDs []uint32
-	// described: the client sent Describe for it. clientToServer.
-	described bool
 	// rd is the server's RowDescription of the statement, once a Describe
 	// answered it. Written by serverToClient, read by clientToServer.
 	rd atomic.Pointer[pgproto3.RowDescription]
@@ -66,7 +70,8 @@ type phiStatement struct {
 const (
 	stmtPending int32 = iota // Parse forwarded, not answered yet
 	stmtCreated              // ParseComplete
-	stmtFailed               // the Parse failed or was skipped after an error
+	stmtFailed               // the server ran the Parse and it failed
+	stmtSkipped              // the server skipped the Parse after an error
 	stmtClosed               // CloseComplete
 )
 
@@ -74,16 +79,41 @@ const (
 // answers so far tell; nil when it holds none (or one made by SQL PREPARE,
 // which the rewriter allows only for statements without PHI).
 func (ps *phiSession) lookup(name string) *phiStatement {
-	for st := ps.statements[name]; st != nil; st = st.prev {
+	return resolve(ps.statements[name], name != "")
+}
+
+// resolve follows st's chain to the statement the server holds.
+func resolve(st *phiStatement, named bool) *phiStatement {
+	for ; st != nil; st = st.prev {
 		switch st.state.Load() {
 		case stmtPending, stmtCreated:
 			return st
 		case stmtClosed:
 			return nil
+		case stmtFailed:
+			if !named {
+				return nil // PostgreSQL drops the unnamed statement first
+			}
 		}
 	}
 	return nil
 }
+
+// ambiguous reports whether binding st could bind a statement with another
+// plan: st's Parse went in an earlier batch and is unanswered, so the
+// server may have skipped or refused it and kept the one before it. (In
+// st's own batch a failed Parse makes the server skip the Bind too.)
+func (ps *phiSession) ambiguous(st *phiStatement, named bool) bool {
+	if st.state.Load() != stmtPending || st.batch == ps.batch {
+		return false
+	}
+	alt := resolve(st.prev, named)
+	return alt != nil && alt.plan != st.plan && !(alt.plan.Passthrough && st.plan.Passthrough)
+}
+
+// ErrAmbiguousStatement refuses a Bind whose statement the proxy cannot
+// tell: see phiSession.ambiguous.
+var ErrAmbiguousStatement = errors.New("the prepared statement was redefined in an earlier, still unanswered batch; wait for its ParseComplete before binding it")
 
 // phiPortal is a portal bound to a rewritten statement. clientToServer.
 type phiPortal struct {
@@ -196,10 +226,13 @@ func (c *catalogCollector) DataRow(dst, msg []byte) ([]byte, error) {
 func (s *Session) refreshCatalog() error {
 	ps := s.phi
 	s.q.mu.Lock()
-	idle := s.q.len() == 0 && !s.q.emitting
+	idle := s.q.len() == 0 && !s.q.emitting && !s.q.failed
 	status := s.q.txStatus
 	s.q.mu.Unlock()
-	if !idle || status == 'E' {
+	// Inside an unsynced batch the server may be skipping to Sync (and would
+	// ignore the query) or running an implicit transaction (which the query
+	// would commit): wait for a cycle boundary.
+	if !idle || status == 'E' || ps.openBatch {
 		return nil
 	}
 	c := &catalogCollector{done: make(chan struct{})}
@@ -215,10 +248,14 @@ func (s *Session) refreshCatalog() error {
 	if err := s.flushServer(); err != nil {
 		return err
 	}
+	timer := time.NewTimer(catalogReloadTimeout)
+	defer timer.Stop()
 	select {
 	case <-c.done:
 	case <-s.stopped:
 		return errors.New("session ended during a catalog reload")
+	case <-timer.C:
+		return serverProtocolErrorf("no answer to the catalog query in %v", catalogReloadTimeout)
 	}
 	if c.failed {
 		return nil
@@ -230,6 +267,20 @@ func (s *Session) refreshCatalog() error {
 	ps.db = db
 	ps.stale = status != 'I'
 	return nil
+}
+
+// catalogReloadTimeout bounds the wait for a catalog reload's answer.
+const catalogReloadTimeout = 30 * time.Second
+
+// noteBatch records, after a client message is handled, whether an
+// extended-protocol batch is open (a Sync closes it).
+func (ps *phiSession) noteBatch(typ byte) {
+	switch typ {
+	case 'P', 'B', 'D', 'E', 'C':
+		ps.openBatch = true
+	case 'S':
+		ps.openBatch = false
+	}
 }
 
 // noteDDL marks the catalog stale when plan holds DDL.
@@ -245,6 +296,7 @@ func (ps *phiSession) noteDDL(plan *rewrite.Plan) {
 // phiQuery handles a simple Query when a policy applies.
 func (s *Session) phiQuery(msg []byte) error {
 	ps := s.phi
+	ps.batch++ // a Query ends an extended batch as Sync does
 	if ps.stale {
 		if err := s.refreshCatalog(); err != nil {
 			return err
@@ -252,7 +304,7 @@ func (s *Session) phiQuery(msg []byte) error {
 	}
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
-	plan, err := ps.db.plan(sql, true)
+	plan, err := ps.db.plan(sql, true, s.nonStandardStrings.Load())
 	if err == nil {
 		ps.noteDDL(plan)
 	}
@@ -295,7 +347,7 @@ func (s *Session) phiParse(msg []byte) error {
 			return err
 		}
 	}
-	plan, err := ps.db.plan(p.Query, false)
+	plan, err := ps.db.plan(p.Query, false, s.nonStandardStrings.Load())
 	if err != nil {
 		return s.raiseExtended(err)
 	}
@@ -308,10 +360,7 @@ func (s *Session) phiParse(msg []byte) error {
 	}
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
-	st := &phiStatement{plan: plan, db: ps.db, paramOIDs: p.ParameterOIDs}
-	if p.Name != "" {
-		st.prev = ps.lookup(p.Name)
-	}
+	st := &phiStatement{plan: plan, db: ps.db, paramOIDs: p.ParameterOIDs, batch: ps.batch, prev: ps.lookup(p.Name)}
 	ps.statements[p.Name] = st
 	if plan.Passthrough {
 		ps.eng.metrics.passthrough.Inc()
@@ -364,6 +413,9 @@ func (s *Session) phiBind(msg []byte) error {
 	if st == nil {
 		return s.expectAndForward(expectBind, msg)
 	}
+	if ps.ambiguous(st, stmt != "") {
+		return s.raiseExtended(ErrAmbiguousStatement)
+	}
 	if st.plan.Passthrough {
 		// Forwarded as is; its rows may still hold PHI (FETCH from a
 		// cursor), which the portal's RowDescription will tell.
@@ -411,7 +463,6 @@ func (s *Session) phiDescribe(kind byte, msg []byte) error {
 		if st == nil {
 			return s.expectAndForward(expectDescribeStatement, msg)
 		}
-		st.described = true
 		e := expectation{kind: expectDescribeStatement, transform: &phiResult{ps: ps, db: st.db, stmt: st, statement: true}}
 		if !st.plan.Passthrough {
 			e.stmt = st // its parameters are rewritten
@@ -437,7 +488,9 @@ func (s *Session) phiExecute(msg []byte) error {
 	if p == nil {
 		return s.expectAndForward(expectExecute, msg)
 	}
-	if !p.described && !p.stmt.described {
+	// Known from answers that arrived, or from the client's Describe of this
+	// portal (a Describe skipped after an error skips this Execute too).
+	if !p.described && p.stmt.rd.Load() == nil {
 		d := &pgproto3.Describe{ObjectType: 'P', Name: name}
 		out, err := d.Encode(ps.buf[:0])
 		if err != nil {
@@ -517,6 +570,8 @@ func rejection(err error) (code, message string) {
 		return pgerrcode.ObjectNotInPrerequisiteState, ce.Msg
 	case errors.As(err, &pe):
 		return pgerrcode.ProtocolViolation, "phiproxy: " + pe.Error()
+	case errors.Is(err, ErrAmbiguousStatement):
+		return pgerrcode.ObjectNotInPrerequisiteState, "phiproxy: " + err.Error()
 	}
 	return pgerrcode.InternalError, "phiproxy: the statement could not be prepared for encryption"
 }
@@ -635,11 +690,14 @@ func (r *phiResult) RowDescription(dst, msg []byte) ([]byte, error) {
 	if err := rd.Decode(msg[5:]); err != nil {
 		return nil, serverProtocolErrorf("invalid RowDescription")
 	}
-	if r.statement {
+	if r.stmt != nil && (r.statement || r.stmt.rd.Load() == nil) {
+		// Kept for later portals of the statement (their result formats
+		// and rows); a portal's description serves as well, formats reset.
 		keep := rd
 		keep.Fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
 		for i := range keep.Fields {
 			keep.Fields[i].Name = append([]byte(nil), keep.Fields[i].Name...)
+			keep.Fields[i].Format = formatText
 		}
 		r.stmt.rd.Store(&keep)
 	}

@@ -84,6 +84,10 @@ type Session struct {
 	user, database string // from the startup message, for logs
 	relaying       atomic.Bool
 	terminated     atomic.Bool // the client sent Terminate
+	// nonStandardStrings: the server reported standard_conforming_strings
+	// off, so backslashes escape in '...' literals and the SQL analysis,
+	// which lexes them as PostgreSQL does with it on, cannot be trusted.
+	nonStandardStrings atomic.Bool
 	// errc receives the first error of the relay (buffer 1, non-blocking
 	// sends): from either direction or from kill.
 	errc chan error
@@ -320,5 +324,18 @@ func outcomeOf(err error) string {
 		return outcomeClientError
 	default:
 		return outcomeInternal
+	}
+}
+
+// noteParameterStatus records the server settings the proxy depends on.
+func (s *Session) noteParameterStatus(msg []byte) {
+	body := msg[5:]
+	i := clen(body)
+	if i >= len(body) {
+		return
+	}
+	name, value := string(body[:i]), body[i+1:]
+	if name == "standard_conforming_strings" {
+		s.nonStandardStrings.Store(string(value[:clen(value)]) != "on")
 	}
 }

@@ -224,6 +224,9 @@ func (s *Session) relayAuth() error {
 			}
 			return errAuthFailed
 		case 'v', 'S', 'K', 'N':
+			if typ == 'S' {
+				s.noteParameterStatus(msg)
+			}
 			// NegotiateProtocolVersion, ParameterStatus, BackendKeyData,
 			// NoticeResponse pass through. The client cancels with the
 			// server's own key data, so CancelRequest forwarding needs no

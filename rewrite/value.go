@@ -91,6 +91,11 @@ func (a *analyzer) bind(v val, r role) {
 	case vParam:
 		a.useParam(v.param, r, v.start, v.end, v.cast)
 	case vLiteral:
+		if r.array {
+			// A literal slot holds one value; an array literal would be
+			// indexed whole. Refused in value() before it gets here.
+			return
+		}
 		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col}})
 	case vNull:
 		if v.cast {
@@ -121,6 +126,9 @@ func (a *analyzer) value(n *pg.Node, r role, what string) error {
 	}
 	if v.kind == vDefault {
 		return a.errorf(r.col, v.loc, "%s: DEFAULT is not a value to compare", what)
+	}
+	if v.kind == vLiteral && r.array {
+		return a.errorf(r.col, v.loc, "%s with an array literal on PHI column %s is not supported: write col IN ('a', 'b') or bind the array as a parameter (= ANY($1))", what, r.col.QualifiedName())
 	}
 	a.bind(v, r)
 	return nil
