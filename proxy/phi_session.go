@@ -52,7 +52,8 @@ type phiStatement struct {
 	db   *dbState
 	// prev is the statement of the same name the server keeps if this
 	// Parse is skipped, or fails (a named one: a failed unnamed Parse
-	// leaves no unnamed statement).
+	// leaves no unnamed statement). clientToServer; cut once the Parse is
+	// answered, so chains only span unanswered Parses.
 	prev *phiStatement
 	// batch is the clientToServer batch (count of Syncs) of the Parse.
 	batch uint64
@@ -82,11 +83,15 @@ func (ps *phiSession) lookup(name string) *phiStatement {
 	return resolve(ps.statements[name], name != "")
 }
 
-// resolve follows st's chain to the statement the server holds.
+// resolve follows st's chain to the statement the server holds. It runs
+// on clientToServer, which alone touches prev.
 func resolve(st *phiStatement, named bool) *phiStatement {
 	for ; st != nil; st = st.prev {
 		switch st.state.Load() {
-		case stmtPending, stmtCreated:
+		case stmtCreated:
+			st.prev = nil // what it replaced can no longer matter: free the chain
+			return st
+		case stmtPending:
 			return st
 		case stmtClosed:
 			return nil

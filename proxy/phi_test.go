@@ -484,3 +484,36 @@ func BenchmarkRewriteBind(b *testing.B) {
 		}
 	}
 }
+
+// TestStatementChainsCut: statements parsed one after another under one
+// name do not stay reachable once the server answered them.
+func TestStatementChainsCut(t *testing.T) {
+	ps := &phiSession{statements: map[string]*phiStatement{}}
+	plan := &rewrite.Plan{Passthrough: true}
+	for range 1000 {
+		st := &phiStatement{plan: plan, prev: ps.lookup("")}
+		ps.statements[""] = st
+		st.state.Store(stmtCreated) // ParseComplete
+	}
+	n := 0
+	for st := ps.statements[""]; st != nil; st = st.prev {
+		n++
+	}
+	if n > 2 {
+		t.Fatalf("chain of %d statements kept", n)
+	}
+	// A skipped Parse falls back to the one before it.
+	old := ps.lookup("")
+	skipped := &phiStatement{plan: &rewrite.Plan{}, prev: old}
+	ps.statements[""] = skipped
+	skipped.state.Store(stmtSkipped)
+	if ps.lookup("") != old {
+		t.Fatal("a skipped unnamed Parse did not fall back to the statement the server kept")
+	}
+	failed := &phiStatement{plan: &rewrite.Plan{}, prev: old}
+	ps.statements[""] = failed
+	failed.state.Store(stmtFailed)
+	if ps.lookup("") != nil {
+		t.Fatal("a failed unnamed Parse left a statement (PostgreSQL drops the unnamed one first)")
+	}
+}
