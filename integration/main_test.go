@@ -279,6 +279,13 @@ func rawSession(t *testing.T, dsn string) *pgconn.HijackedConn {
 // including ReadyForQuery, each rendered as JSON.
 func exchange(t *testing.T, hc *pgconn.HijackedConn, msgs ...pgproto3.FrontendMessage) []string {
 	t.Helper()
+	return exchangeN(t, hc, 1, msgs...)
+}
+
+// exchangeN is exchange for msgs holding n cycles (Syncs or Queries): it
+// reads up to the n-th ReadyForQuery.
+func exchangeN(t *testing.T, hc *pgconn.HijackedConn, n int, msgs ...pgproto3.FrontendMessage) []string {
+	t.Helper()
 	for _, m := range msgs {
 		hc.Frontend.Send(m)
 	}
@@ -287,7 +294,7 @@ func exchange(t *testing.T, hc *pgconn.HijackedConn, msgs ...pgproto3.FrontendMe
 	}
 	_ = hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var out []string
-	for {
+	for n > 0 {
 		msg, err := hc.Frontend.Receive()
 		if err != nil {
 			t.Fatalf("receive after %d messages: %v", len(out), err)
@@ -298,9 +305,10 @@ func exchange(t *testing.T, hc *pgconn.HijackedConn, msgs ...pgproto3.FrontendMe
 		}
 		out = append(out, string(b))
 		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
-			return out
+			n--
 		}
 	}
+	return out
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.

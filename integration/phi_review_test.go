@@ -2,12 +2,11 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/novamind/phiproxy/crypto"
@@ -20,32 +19,6 @@ import (
 // in plaintext; the leak check at the end searches the server's files too.
 
 const insertCity = "INSERT INTO patients (city) VALUES ($1) RETURNING id"
-
-// sendRecv sends msgs and reads until n ReadyForQuery, returning every
-// message as JSON.
-func sendRecv(t *testing.T, hc *pgconn.HijackedConn, n int, msgs ...pgproto3.FrontendMessage) []string {
-	t.Helper()
-	for _, m := range msgs {
-		hc.Frontend.Send(m)
-	}
-	if err := hc.Frontend.Flush(); err != nil {
-		t.Fatalf("flush: %v", err)
-	}
-	_ = hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var out []string
-	for n > 0 {
-		msg, err := hc.Frontend.Receive()
-		if err != nil {
-			t.Fatalf("receive after %v: %v", out, err)
-		}
-		b, _ := json.Marshal(msg)
-		out = append(out, string(b))
-		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
-			n--
-		}
-	}
-	return out
-}
 
 // noPlaintextCity fails if a patient's city is stored as v in plaintext.
 // It compares here, not in SQL: a query carrying v would put it in the
@@ -78,13 +51,13 @@ func hasError(msgs []string, code string) bool {
 func TestPHIReviewSQLExecute(t *testing.T) {
 	p := startPHIProxy(t)
 	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
-	sendRecv(t, hc, 1, &pgproto3.Parse{Name: "s", Query: insertCity}, &pgproto3.Sync{})
+	exchange(t, hc, &pgproto3.Parse{Name: "s", Query: insertCity}, &pgproto3.Sync{})
 	v := secret("execsql")
-	if out := sendRecv(t, hc, 1, &pgproto3.Query{String: "EXECUTE s('" + v + "')"}); !hasError(out, "0A000") {
+	if out := exchange(t, hc, &pgproto3.Query{String: "EXECUTE s('" + v + "')"}); !hasError(out, "0A000") {
 		t.Fatalf("EXECUTE with an argument: %v", out)
 	}
 	v2 := secret("execsql2")
-	out := sendRecv(t, hc, 1, &pgproto3.Parse{Query: "EXPLAIN ANALYZE EXECUTE s($1)"},
+	out := exchange(t, hc, &pgproto3.Parse{Query: "EXPLAIN ANALYZE EXECUTE s($1)"},
 		&pgproto3.Bind{Parameters: [][]byte{[]byte(v2)}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	if !hasError(out, "0A000") {
 		t.Fatalf("EXPLAIN ANALYZE EXECUTE: %v", out)
@@ -98,12 +71,12 @@ func TestPHIReviewSQLExecute(t *testing.T) {
 func TestPHIReviewUnnamedSkipped(t *testing.T) {
 	p := startPHIProxy(t)
 	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
-	sendRecv(t, hc, 1, &pgproto3.Parse{Query: insertCity}, &pgproto3.Bind{Parameters: [][]byte{[]byte(secret("first"))}}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	sendRecv(t, hc, 1,
+	exchange(t, hc, &pgproto3.Parse{Query: insertCity}, &pgproto3.Bind{Parameters: [][]byte{[]byte(secret("first"))}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	exchange(t, hc,
 		&pgproto3.Parse{Name: "x", Query: "SELECT 1/0"}, &pgproto3.Bind{PreparedStatement: "x"}, &pgproto3.Execute{},
 		&pgproto3.Parse{Query: "SELECT $1::text"}, &pgproto3.Sync{})
 	v := secret("unnamed")
-	sendRecv(t, hc, 1, &pgproto3.Bind{Parameters: [][]byte{[]byte(v)}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	exchange(t, hc, &pgproto3.Bind{Parameters: [][]byte{[]byte(v)}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	noPlaintextCity(t, v)
 }
 
@@ -113,18 +86,18 @@ func TestPHIReviewPipelinedRedefinition(t *testing.T) {
 	p := startPHIProxy(t)
 	t.Run("duplicate name", func(t *testing.T) {
 		hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
-		sendRecv(t, hc, 1, &pgproto3.Parse{Name: "s1", Query: insertCity}, &pgproto3.Sync{})
+		exchange(t, hc, &pgproto3.Parse{Name: "s1", Query: insertCity}, &pgproto3.Sync{})
 		v := secret("dup")
-		sendRecv(t, hc, 2,
+		exchangeN(t, hc, 2,
 			&pgproto3.Parse{Name: "s1", Query: "SELECT $1::text"}, &pgproto3.Sync{},
 			&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{[]byte(v)}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 		noPlaintextCity(t, v)
 	})
 	t.Run("skipped close", func(t *testing.T) {
 		hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
-		sendRecv(t, hc, 1, &pgproto3.Parse{Name: "s1", Query: insertCity}, &pgproto3.Sync{})
+		exchange(t, hc, &pgproto3.Parse{Name: "s1", Query: insertCity}, &pgproto3.Sync{})
 		v := secret("skipclose")
-		sendRecv(t, hc, 2,
+		exchangeN(t, hc, 2,
 			&pgproto3.Parse{Name: "x", Query: "SELECT 1/0"}, &pgproto3.Bind{PreparedStatement: "x"}, &pgproto3.Execute{},
 			&pgproto3.Close{ObjectType: 'S', Name: "s1"}, &pgproto3.Parse{Name: "s1", Query: "SELECT $1::text"}, &pgproto3.Sync{},
 			&pgproto3.Bind{PreparedStatement: "s1", Parameters: [][]byte{[]byte(v)}}, &pgproto3.Execute{}, &pgproto3.Sync{})
@@ -148,8 +121,8 @@ func TestPHIReviewReloadAfterFailedDDL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sendRecv(t, hc, 1, &pgproto3.Parse{Query: "SELECT 1 FROM patients"}, &pgproto3.Sync{})
-	out := sendRecv(t, hc, 1, &pgproto3.Query{String: "SELECT count(*) FROM patients"})
+	exchange(t, hc, &pgproto3.Parse{Query: "SELECT 1 FROM patients"}, &pgproto3.Sync{})
+	out := exchange(t, hc, &pgproto3.Query{String: "SELECT count(*) FROM patients"})
 	if !strings.Contains(strings.Join(out, ""), "CommandComplete") {
 		t.Fatalf("session after the failed DDL: %v", out)
 	}
@@ -165,11 +138,11 @@ func TestPHIReviewSkippedDescribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
-	sendRecv(t, hc, 1, &pgproto3.Parse{Name: "q", Query: "SELECT city FROM patients WHERE id = $1"}, &pgproto3.Sync{})
-	sendRecv(t, hc, 1,
+	exchange(t, hc, &pgproto3.Parse{Name: "q", Query: "SELECT city FROM patients WHERE id = $1"}, &pgproto3.Sync{})
+	exchange(t, hc,
 		&pgproto3.Parse{Name: "x", Query: "SELECT 1/0"}, &pgproto3.Bind{PreparedStatement: "x"}, &pgproto3.Execute{},
 		&pgproto3.Describe{ObjectType: 'S', Name: "q"}, &pgproto3.Sync{})
-	out := sendRecv(t, hc, 1, &pgproto3.Bind{PreparedStatement: "q", Parameters: [][]byte{[]byte(jsonInt(pt.ID))}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	out := exchange(t, hc, &pgproto3.Bind{PreparedStatement: "q", Parameters: [][]byte{[]byte(strconv.FormatInt(pt.ID, 10))}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	if !strings.Contains(strings.Join(out, ""), `"text":"`+pt.City+`"`) {
 		t.Fatalf("rows after a skipped Describe: %v", out)
 	}
@@ -181,10 +154,10 @@ func TestPHIReviewPortalDescribeFormats(t *testing.T) {
 	p := startPHIProxy(t)
 	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
 	q := "SELECT * FROM insurance WHERE id = $1"
-	sendRecv(t, hc, 1, &pgproto3.Parse{Name: "q", Query: q}, &pgproto3.Bind{PreparedStatement: "q", Parameters: [][]byte{[]byte("1")}},
+	exchange(t, hc, &pgproto3.Parse{Name: "q", Query: q}, &pgproto3.Bind{PreparedStatement: "q", Parameters: [][]byte{[]byte("1")}},
 		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	// The client sees 4 columns: id, patient_id, subscriber_ssn, plan.
-	out := sendRecv(t, hc, 1, &pgproto3.Bind{PreparedStatement: "q", Parameters: [][]byte{[]byte("1")}, ResultFormatCodes: []int16{1, 1, 0, 0}},
+	out := exchange(t, hc, &pgproto3.Bind{PreparedStatement: "q", Parameters: [][]byte{[]byte("1")}, ResultFormatCodes: []int16{1, 1, 0, 0}},
 		&pgproto3.Execute{}, &pgproto3.Sync{})
 	if hasError(out, "08P01") {
 		t.Fatalf("per-column formats: %v", out)
@@ -196,18 +169,16 @@ func TestPHIReviewPortalDescribeFormats(t *testing.T) {
 func TestPHIReviewNonStandardStrings(t *testing.T) {
 	p := startPHIProxy(t)
 	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
-	sendRecv(t, hc, 1, &pgproto3.Query{String: "SET standard_conforming_strings = off"})
+	exchange(t, hc, &pgproto3.Query{String: "SET standard_conforming_strings = off"})
 	v := secret("scs")
-	out := sendRecv(t, hc, 1, &pgproto3.Query{String: "INSERT INTO patients (city) VALUES ('" + v + "')"})
+	out := exchange(t, hc, &pgproto3.Query{String: "INSERT INTO patients (city) VALUES ('" + v + "')"})
 	if !hasError(out, "0A000") {
 		t.Fatalf("insert with standard_conforming_strings off: %v", out)
 	}
 	noPlaintextCity(t, v)
-	sendRecv(t, hc, 1, &pgproto3.Query{String: "SET standard_conforming_strings = on"})
-	out = sendRecv(t, hc, 1, &pgproto3.Query{String: "INSERT INTO patients (city) VALUES ('" + v + "') RETURNING city"})
+	exchange(t, hc, &pgproto3.Query{String: "SET standard_conforming_strings = on"})
+	out = exchange(t, hc, &pgproto3.Query{String: "INSERT INTO patients (city) VALUES ('" + v + "') RETURNING city"})
 	if hasError(out, "0A000") {
 		t.Fatalf("insert after turning it back on: %v", out)
 	}
 }
-
-func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
