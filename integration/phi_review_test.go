@@ -182,3 +182,21 @@ func TestPHIReviewNonStandardStrings(t *testing.T) {
 		t.Fatalf("insert after turning it back on: %v", out)
 	}
 }
+
+// A Parse may declare more parameter types than its highest $n, as
+// PostgreSQL allows; their values are bound too.
+func TestPHIExtraDeclaredParameters(t *testing.T) {
+	p := startPHIProxy(t)
+	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+	v := secret("extradecl")
+	out := exchange(t, hc,
+		&pgproto3.Parse{Query: insertCity, ParameterOIDs: []uint32{0, 23}},
+		&pgproto3.Describe{ObjectType: 'S'},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte(v), []byte("7")}},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	all := strings.Join(out, "\n")
+	if !strings.Contains(all, `"ParameterOIDs":[25,23]`) || !strings.Contains(all, "INSERT 0 1") {
+		t.Fatalf("extra declared parameter: %v", out)
+	}
+	noPlaintextCity(t, v)
+}

@@ -391,6 +391,9 @@ func (s *Session) phiParse(msg []byte) error {
 // upstreamParamOIDs are the parameter types the server sees: the storage
 // type for encrypted values, text (or text[]) for blind indexes, and what
 // the client declared for the rest.
+//
+// Parameters the client declared beyond the highest $n (PostgreSQL accepts
+// them, and then expects their values in Bind) follow, as declared.
 func upstreamParamOIDs(plan *rewrite.Plan, declared []uint32) []uint32 {
 	oids := make([]uint32, len(plan.Params))
 	for i, prm := range plan.Params {
@@ -402,6 +405,9 @@ func upstreamParamOIDs(plan *rewrite.Plan, declared []uint32) []uint32 {
 		case prm.Source < len(declared):
 			oids[i] = declared[prm.Source]
 		}
+	}
+	if plan.ClientParams < len(declared) {
+		oids = append(oids, declared[plan.ClientParams:]...)
 	}
 	return oids
 }
@@ -752,7 +758,9 @@ func (st *phiStatement) describeParams(dst, msg []byte) ([]byte, error) {
 	if len(plan.Params) == 0 || len(pd.ParameterOIDs) < len(plan.Params) {
 		return append(dst, msg...), nil
 	}
-	oids := make([]uint32, plan.ClientParams)
+	// The parameters declared beyond the highest $n come last on both sides.
+	extra := pd.ParameterOIDs[len(plan.Params):]
+	oids := make([]uint32, plan.ClientParams, plan.ClientParams+len(extra))
 	seen := make([]bool, plan.ClientParams)
 	for i, prm := range plan.Params {
 		if prm.Source >= plan.ClientParams || seen[prm.Source] {
@@ -765,6 +773,6 @@ func (st *phiStatement) describeParams(dst, msg []byte) ([]byte, error) {
 			oids[prm.Source] = typeOID(prm.Column.Type, prm.Array)
 		}
 	}
-	pd.ParameterOIDs = oids
+	pd.ParameterOIDs = append(oids, extra...)
 	return pd.Encode(dst)
 }

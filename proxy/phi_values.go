@@ -96,11 +96,20 @@ func (w *phiWriter) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared [
 	if len(plan.Params) == 0 {
 		return nil
 	}
-	if len(b.Parameters) != plan.ClientParams {
-		return &ParamCountError{Got: len(b.Parameters), Want: plan.ClientParams}
+	// Parameters declared beyond the highest $n are bound too (upstream
+	// they follow the plan's), unchanged: no PHI column uses them.
+	want := max(plan.ClientParams, len(declared))
+	if len(b.Parameters) != want {
+		return &ParamCountError{Got: len(b.Parameters), Want: want}
 	}
-	n := len(plan.Params)
+	extra := want - plan.ClientParams
+	n := len(plan.Params) + extra
 	w.params, w.formats = slices.Grow(w.params[:0], n)[:n], slices.Grow(w.formats[:0], n)[:n]
+	for i := range extra {
+		src := plan.ClientParams + i
+		w.params[len(plan.Params)+i] = b.Parameters[src]
+		w.formats[len(plan.Params)+i] = formatOf(b.ParameterFormatCodes, src)
+	}
 	w.arena, w.spans = w.arena[:0], w.spans[:0]
 	for i := range plan.Params {
 		p := &plan.Params[i]
