@@ -13,8 +13,9 @@ import (
 // does not allocate.
 //
 // Texts that the fast path passes through (no policy table name in them)
-// are stored too, so that repeating them costs one lookup and no
-// allocation; they are counted as Bypass on their first sight.
+// are not stored: each costs a byte scan and no allocation (they share one
+// passthrough plan), and literal-heavy traffic on other tables cannot evict
+// the plans that matter. They are counted as Bypass.
 type Cache struct {
 	pol *policy.Policy
 	cat Catalog
@@ -36,6 +37,10 @@ type cacheEntry struct {
 	err        error
 	prev, next *cacheEntry
 }
+
+// bypassPlan is the plan of every text the byte scan passes through: the
+// caller forwards its own text. Shared and immutable, like every plan.
+var bypassPlan = &Plan{Passthrough: true}
 
 // NewCache returns a cache of at most size plans for pol and cat.
 func NewCache(size int, pol *policy.Policy, cat Catalog) *Cache {
@@ -59,16 +64,13 @@ func (c *Cache) Analyze(sql string) (*Plan, error) {
 		return e.plan, e.err
 	}
 	c.mu.Unlock()
-	key := strings.Clone(sql) // the caller's string may alias a reused buffer
-	var plan *Plan
-	var err error
-	if c.pol.Empty() || !mentionsPolicy(key, c.pol) {
+	if c.pol.Empty() || !mentionsPolicy(sql, c.pol) {
 		c.bypass.Add(1)
-		plan = &Plan{SQL: key, Passthrough: true}
-	} else {
-		c.misses.Add(1)
-		plan, err = Analyze(key, c.pol, c.cat)
+		return bypassPlan, nil
 	}
+	key := strings.Clone(sql) // the caller's string may alias a reused buffer
+	c.misses.Add(1)
+	plan, err := Analyze(key, c.pol, c.cat)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok { // raced with another miss

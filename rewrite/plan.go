@@ -91,11 +91,13 @@ type Statement struct {
 // Plan is the analysis of one SQL text (which may hold several statements).
 // Plans are immutable and shared by every session through the cache.
 type Plan struct {
-	// SQL is the text to send upstream. When Literals is not empty it is a
+	// SQL is the text to send upstream; for a passthrough plan, the
+	// input (empty when Cache.Analyze decided by its byte scan alone: the
+	// caller forwards the text it has). When Literals is not empty it is a
 	// template: the proxy splices each literal's replacement into it.
 	SQL string
 	// Passthrough is true when no statement touches a policy table: SQL is
-	// the input, Params, Literals and Statements may be empty, and the proxy
+	// the input (or empty, see SQL), Params, Literals and Statements may be empty, and the proxy
 	// forwards the message as raw bytes. Statements (with their Kind, e.g.
 	// KindDDL) are filled when the text was parsed, empty when the fast
 	// path decided without parsing.

@@ -8,37 +8,48 @@ import "github.com/novamind/phiproxy/policy"
 // inside a string or comment matches too, and a Unicode-escaped identifier
 // (U&"...") always does, since it can spell a table name in escapes.
 func mentionsPolicy(sql string, pol *policy.Policy) bool {
+	// One pass over the text: only where a byte could start a needle are
+	// the needles compared. EXECUTE name(args) runs a prepared statement,
+	// maybe one the proxy rewrote, with arguments written in the text, so
+	// it is always analyzed too.
+	const unicodeIdent, execute = `u&"`, "execute"
+	var first [256]bool
+	first[unicodeIdent[0]], first[execute[0]] = true, true
 	for _, t := range pol.Tables() {
-		if containsFold(sql, t.Name) {
+		if t.Name == "" {
 			return true
 		}
+		first[lower(t.Name[0])] = true
 	}
-	// EXECUTE name(args) runs a prepared statement, maybe one the proxy
-	// rewrote, with arguments written in the text: always analyzed.
-	return containsFold(sql, `u&"`) || containsFold(sql, "execute")
-}
-
-// containsFold reports whether s contains sub, ASCII case-insensitively. sub
-// must be a policy identifier (ASCII). It does not allocate.
-func containsFold(s, sub string) bool {
-	n := len(sub)
-	if n == 0 {
-		return true
-	}
-	first := lower(sub[0])
-	for i := 0; i+n <= len(s); i++ {
-		if lower(s[i]) != first {
+	for i := 0; i < len(sql); i++ {
+		if !first[lower(sql[i])] {
 			continue
 		}
-		j := 1
-		for j < n && lower(s[i+j]) == lower(sub[j]) {
-			j++
-		}
-		if j == n {
+		rest := sql[i:]
+		if hasPrefixFold(rest, unicodeIdent) || hasPrefixFold(rest, execute) {
 			return true
+		}
+		for _, t := range pol.Tables() {
+			if hasPrefixFold(rest, t.Name) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// hasPrefixFold reports whether s starts with prefix, ASCII
+// case-insensitively. It does not allocate.
+func hasPrefixFold(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	for j := 0; j < len(prefix); j++ {
+		if lower(s[j]) != lower(prefix[j]) {
+			return false
+		}
+	}
+	return true
 }
 
 func lower(c byte) byte {
