@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -169,4 +171,33 @@ func (c *catalog) problem(t *policy.Table) string {
 		return ct.problem
 	}
 	return ""
+}
+
+// describesPHI reports whether a RowDescription message names a PHI or
+// blind-index column, reading only its table OIDs and attribute numbers.
+// A malformed message answers true, leaving the full decode to refuse it.
+func (c *catalog) describesPHI(msg []byte) bool {
+	if c == nil || len(c.attrs) == 0 {
+		return false
+	}
+	b := msg[5:]
+	if len(b) < 2 {
+		return true
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for range n {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 || len(b) < i+1+18 {
+			return true
+		}
+		f := b[i+1:]
+		// name\0, table OID (4), attribute number (2), type OID (4),
+		// type size (2), type modifier (4), format (2).
+		if _, ok := c.lookup(binary.BigEndian.Uint32(f), int16(binary.BigEndian.Uint16(f[4:]))); ok {
+			return true
+		}
+		b = f[18:]
+	}
+	return false
 }

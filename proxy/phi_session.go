@@ -697,6 +697,12 @@ var _ ResultTransformer = (*phiResult)(nil)
 
 // RowDescription implements ResultTransformer.
 func (r *phiResult) RowDescription(dst, msg []byte) ([]byte, error) {
+	if r.stmt == nil && !r.db.cat.describesPHI(msg) {
+		// A simple Query's result without PHI or blind-index columns (the
+		// common case): nothing to decode, the rows go through raw.
+		r.t, r.ready = nil, true
+		return append(dst, msg...), nil
+	}
 	var rd pgproto3.RowDescription
 	if err := rd.Decode(msg[5:]); err != nil {
 		return nil, serverProtocolErrorf("invalid RowDescription")

@@ -517,3 +517,38 @@ func TestStatementChainsCut(t *testing.T) {
 		t.Fatal("a failed unnamed Parse left a statement (PostgreSQL drops the unnamed one first)")
 	}
 }
+
+func TestDescribesPHI(t *testing.T) {
+	pol, _ := testColumns(t)
+	cat, err := buildCatalog(pol, [][][]byte{
+		{[]byte("7"), []byte("public"), []byte("patients"), []byte("1"), []byte("email"), []byte("25")},
+		{[]byte("7"), []byte("public"), []byte("patients"), []byte("2"), []byte("email_bidx"), []byte("25")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(fields ...pgproto3.FieldDescription) []byte {
+		b, err := (&pgproto3.RowDescription{Fields: fields}).Encode(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	plain := pgproto3.FieldDescription{Name: []byte("x"), TableOID: 9, TableAttributeNumber: 1}
+	for name, tc := range map[string]struct {
+		msg  []byte
+		want bool
+	}{
+		"no fields":       {enc(), false},
+		"other table":     {enc(plain, plain), false},
+		"phi column":      {enc(plain, pgproto3.FieldDescription{Name: []byte("e"), TableOID: 7, TableAttributeNumber: 1}), true},
+		"blind index":     {enc(pgproto3.FieldDescription{Name: []byte("b"), TableOID: 7, TableAttributeNumber: 2}), true},
+		"non-PHI column":  {enc(pgproto3.FieldDescription{Name: []byte("id"), TableOID: 7, TableAttributeNumber: 3}), false},
+		"truncated":       {enc(plain)[:12], true},
+		"count too large": {append(enc(plain)[:5], 0, 9), true},
+	} {
+		if got := cat.describesPHI(tc.msg); got != tc.want {
+			t.Errorf("%s: describesPHI = %v, want %v", name, got, tc.want)
+		}
+	}
+}
