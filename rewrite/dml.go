@@ -461,19 +461,9 @@ func (a *analyzer) returning(list []*pg.Node, sc *scope, t *policy.Table) (*deri
 }
 
 func (a *analyzer) updateStmt(s *pg.UpdateStmt, parent *scope) (*derived, error) {
-	sc := &scope{parent: parent}
-	if err := a.withClause(s.WithClause, sc); err != nil {
-		return nil, err
-	}
-	target, err := a.targetEntry(s.Relation, sc)
+	sc, target, err := a.dmlScope(s.WithClause, s.Relation, s.FromClause, parent)
 	if err != nil {
 		return nil, err
-	}
-	sc.entries = append(sc.entries, target)
-	for _, f := range s.FromClause {
-		if err := a.fromItem(f, sc); err != nil {
-			return nil, err
-		}
 	}
 	if err := a.setList(s.TargetList, target.table, sc); err != nil {
 		return nil, err
@@ -485,24 +475,34 @@ func (a *analyzer) updateStmt(s *pg.UpdateStmt, parent *scope) (*derived, error)
 }
 
 func (a *analyzer) deleteStmt(s *pg.DeleteStmt, parent *scope) (*derived, error) {
-	sc := &scope{parent: parent}
-	if err := a.withClause(s.WithClause, sc); err != nil {
-		return nil, err
-	}
-	target, err := a.targetEntry(s.Relation, sc)
+	sc, target, err := a.dmlScope(s.WithClause, s.Relation, s.UsingClause, parent)
 	if err != nil {
 		return nil, err
-	}
-	sc.entries = append(sc.entries, target)
-	for _, f := range s.UsingClause {
-		if err := a.fromItem(f, sc); err != nil {
-			return nil, err
-		}
 	}
 	if err := a.expr(s.WhereClause, sc, ""); err != nil {
 		return nil, err
 	}
 	return a.returning(s.ReturningList, sc, target.table)
+}
+
+// dmlScope is the scope of an UPDATE or DELETE: its CTEs, its target table
+// and the tables of its FROM (USING) list.
+func (a *analyzer) dmlScope(with *pg.WithClause, rel *pg.RangeVar, from []*pg.Node, parent *scope) (*scope, *rangeEntry, error) {
+	sc := &scope{parent: parent}
+	if err := a.withClause(with, sc); err != nil {
+		return nil, nil, err
+	}
+	target, err := a.targetEntry(rel, sc)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc.entries = append(sc.entries, target)
+	for _, f := range from {
+		if err := a.fromItem(f, sc); err != nil {
+			return nil, nil, err
+		}
+	}
+	return sc, target, nil
 }
 
 // bareItem reports whether the value of item i of a VALUES row or SELECT
