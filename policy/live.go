@@ -116,10 +116,10 @@ func CatalogSQL(p *Policy) string {
 // reads are its key columns and, for expressions and predicates, the
 // columns pg_depend records.
 const catalogSelect = `SELECT json_build_object(
- 'schema', n.nspname, 'name', c.relname, 'oid', c.oid, 'kind', c.relkind, 'rows', c.reltuples,
+ 'schema', n.nspname, 'name', c.relname, 'oid', c.oid::int8, 'kind', c.relkind, 'rows', c.reltuples,
  'columns', (SELECT coalesce(json_agg(json_build_object(
     'name', a.attname, 'attnum', a.attnum, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
-    'type_oid', a.atttypid, 'not_null', a.attnotnull, 'has_default', a.atthasdef,
+    'type_oid', a.atttypid::int8, 'not_null', a.attnotnull, 'has_default', a.atthasdef,
     'generated', a.attgenerated <> '') ORDER BY a.attnum), '[]')
    FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
  'indexes', (SELECT coalesce(json_agg(json_build_object(
