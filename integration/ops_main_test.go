@@ -82,6 +82,18 @@ func newOpsEnv(t *testing.T, db, policyYAML string) *opsEnv {
 			t.Fatal(err)
 		}
 	}
+	// Dropped at the end, unless the test failed: the leak check then
+	// searches fewer files, and a failure leaves the database to look at.
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		su, err := pgx.Connect(context.Background(), cluster.SuperuserDSN("postgres"))
+		if err == nil {
+			su.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+			su.Close(context.Background())
+		}
+	})
 	e.writeConfig(t, policyYAML, "")
 	var err error
 	if e.policy, err = policy.Parse([]byte(strings.ReplaceAll("\n"+policyYAML, "\n  ", "\n"))); err != nil {

@@ -34,7 +34,10 @@ Modes:
 How: pages through the table by its primary key (keyset pagination, never
 OFFSET; composite keys too), in batches each in its own transaction, and
 writes each row with a compare-and-set UPDATE, so a row written
-concurrently is never overwritten: it is read again and retried. Values
+concurrently is never overwritten: it is read again and retried. It covers
+the rows present when it starts (up to the greatest key then); rows
+inserted meanwhile through the proxy are ciphertext already, and a second
+run covers any inserted around it. Values
 already in the target state are skipped, so a second run is a no-op and an
 interrupted run (Ctrl-C, kill -9, a lost connection) resumes by running
 it again. Plaintext is canonicalized exactly as the proxy canonicalizes a

@@ -122,9 +122,13 @@ func (m *migrator) run(ctx context.Context, w io.Writer) error {
 	}
 	prog := newProgress(w, label, m.estimate)
 	defer func() { prog.finish(m.stats.scanned) }()
+	upper, err := m.lastKey(ctx)
+	if err != nil || upper == nil {
+		return err
+	}
 	var last []string
 	for {
-		rows, retry, err := m.batch(ctx, last)
+		rows, retry, err := m.batch(ctx, last, upper)
 		if err != nil {
 			return err
 		}
@@ -149,24 +153,44 @@ func (m *migrator) run(ctx context.Context, w io.Writer) error {
 	}
 }
 
-// batch reads the batch after the key last (nil: the first) and writes
-// its changes, in one transaction. It returns the rows read and those
-// whose compare-and-set failed (written concurrently).
-func (m *migrator) batch(ctx context.Context, last []string) (rows []migrateRow, retry []migrateRow, err error) {
+// lastKey returns the greatest primary key of the table (text forms), or
+// nil when it is empty.
+func (m *migrator) lastKey(ctx context.Context) ([]string, error) {
+	rows, err := m.conn.Query(ctx, m.sql.last)
+	if err != nil {
+		return nil, fmt.Errorf("read the last key: %w", dbError(err))
+	}
+	defer rows.Close()
+	var key []string
+	for rows.Next() {
+		for _, v := range rows.RawValues() {
+			key = append(key, string(v))
+		}
+	}
+	return key, rows.Err()
+}
+
+// batch reads the batch after the key last (nil: the first), up to the
+// key upper, and writes its changes, in one transaction. It returns the
+// rows read and those whose compare-and-set failed (written concurrently).
+func (m *migrator) batch(ctx context.Context, last, upper []string) (rows []migrateRow, retry []migrateRow, err error) {
 	tx, err := m.conn.Begin(ctx)
 	if err != nil {
 		return nil, nil, dbError(err)
 	}
 	defer tx.Rollback(context.Background())
-	if last == nil {
-		rows, err = readRows(ctx, tx, m.sql.first, m.indexed, len(m.pk), m.opts.batch)
-	} else {
-		args := make([]any, 0, len(last)+1)
+	var args []any
+	sql := m.sql.first
+	if last != nil {
+		sql = m.sql.next
 		for _, k := range last {
 			args = append(args, k)
 		}
-		rows, err = readRows(ctx, tx, m.sql.next, m.indexed, len(m.pk), append(args, m.opts.batch)...)
 	}
+	for _, k := range upper {
+		args = append(args, k)
+	}
+	rows, err = readRows(ctx, tx, sql, m.indexed, len(m.pk), append(args, m.opts.batch)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read batch: %w", dbError(err))
 	}

@@ -34,8 +34,8 @@ type change struct {
 
 // migrateSQL holds a migration's statements, built once from the catalog.
 type migrateSQL struct {
-	first, next, refetch, update string
-	nkey                         int
+	last, first, next, refetch, update string
+	nkey                               int
 }
 
 // buildMigrateSQL builds the statements for table t (live: its catalog
@@ -48,23 +48,36 @@ func buildMigrateSQL(t *policy.Table, live *policy.LiveTable, pk []string, cols 
 	)
 	for i, k := range pk {
 		typ := live.Column(k).Type
-		keys = append(keys, policy.QuoteIdent(k))
+		// Qualified: in ORDER BY an unqualified name would mean the
+		// output column k::text, sorting keys as text.
+		keys = append(keys, "phi_t."+policy.QuoteIdent(k))
 		keyTypes = append(keyTypes, typ)
 		keyCasts = append(keyCasts, fmt.Sprintf("$%d::%s", i+1, typ))
 		params = append(params, fmt.Sprintf("phi_v.k%d::%s", i+1, typ))
-		sel = append(sel, policy.QuoteIdent(k)+"::text")
+		sel = append(sel, fmt.Sprintf("phi_t.%s::text AS phi_k%d", policy.QuoteIdent(k), i+1))
 	}
 	for _, c := range cols {
-		sel = append(sel, policy.QuoteIdent(c.col.Name))
+		sel = append(sel, "phi_t."+policy.QuoteIdent(c.col.Name))
 		if c.index != nil {
-			sel = append(sel, policy.QuoteIdent(c.col.BlindIndex.Column))
+			sel = append(sel, "phi_t."+policy.QuoteIdent(c.col.BlindIndex.Column))
 		}
 	}
 	keyList := strings.Join(keys, ", ")
 	s := migrateSQL{nkey: len(pk)}
-	head := fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), table)
-	s.first = fmt.Sprintf("%s ORDER BY %s LIMIT $1", head, keyList)
-	s.next = fmt.Sprintf("%s WHERE (%s) > (%s) ORDER BY %s LIMIT $%d", head, keyList, strings.Join(keyCasts, ", "), keyList, len(pk)+1)
+	head := fmt.Sprintf("SELECT %s FROM %s AS phi_t", strings.Join(sel, ", "), table)
+	// The scan ends at the greatest key present when it starts (s.last):
+	// rows inserted since are someone else's writes, which a later run
+	// covers; without the bound, a scan could chase an inserting
+	// application forever.
+	upper := make([]string, len(pk))
+	for i, typ := range keyTypes {
+		upper[i] = fmt.Sprintf("$%d::%s", len(pk)+i+1, typ)
+	}
+	s.last = fmt.Sprintf("SELECT %s FROM %s AS phi_t ORDER BY %s LIMIT 1", strings.Join(sel[:len(pk)], ", "), table, descending(keys))
+	s.first = fmt.Sprintf("%s WHERE (%s) <= (%s) ORDER BY %s LIMIT $%d", head, keyList,
+		strings.Join(renumber(keyCasts, 0), ", "), keyList, len(pk)+1)
+	s.next = fmt.Sprintf("%s WHERE (%s) > (%s) AND (%s) <= (%s) ORDER BY %s LIMIT $%d", head, keyList, strings.Join(keyCasts, ", "),
+		keyList, strings.Join(upper, ", "), keyList, 2*len(pk)+1)
 
 	var unnestArgs, unnestCols []string
 	for i := range pk {
@@ -79,7 +92,7 @@ func buildMigrateSQL(t *policy.Table, live *policy.LiveTable, pk []string, cols 
 	var sets, conds []string
 	n := len(pk)
 	for i, k := range keys {
-		conds = append(conds, fmt.Sprintf("phi_t.%s = phi_v.k%d::%s", k, i+1, keyTypes[i]))
+		conds = append(conds, fmt.Sprintf("%s = phi_v.k%d::%s", k, i+1, keyTypes[i]))
 	}
 	for i, c := range cols {
 		name := policy.QuoteIdent(c.col.Name)
@@ -173,6 +186,25 @@ func textArray(vs [][]byte) []*string {
 			s := string(v)
 			out[i] = &s
 		}
+	}
+	return out
+}
+
+// descending orders by each key column descending.
+func descending(keys []string) string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + " DESC"
+	}
+	return strings.Join(out, ", ")
+}
+
+// renumber returns the casts "$i::type" numbered from base+1.
+func renumber(casts []string, base int) []string {
+	out := make([]string, len(casts))
+	for i, c := range casts {
+		_, typ, _ := strings.Cut(c, "::")
+		out[i] = fmt.Sprintf("$%d::%s", base+i+1, typ)
 	}
 	return out
 }
