@@ -66,7 +66,21 @@ type opsEnv struct {
 	keyring string
 	db      string
 	policy  *policy.Policy
+
+	// What writeConfig writes: the policy section's tables (indented by
+	// two), the keys section (default: local, keyring.json, master.key)
+	// and the listen certificate (default: the suite's).
+	policyYAML, keysYAML string
+	certFile, keyFile    string
 }
+
+// localKeys is the default keys section of an opsEnv.
+const localKeys = `keys:
+  keyring_file: keyring.json
+  provider: local
+  local:
+    master_key_file: master.key
+`
 
 // newOpsEnv creates database db (owned by ScramUser), a keyring with a
 // local master key (by `phiproxy keys init`) and a configuration whose
@@ -94,7 +108,8 @@ func newOpsEnv(t *testing.T, db, policyYAML string) *opsEnv {
 			su.Close(context.Background())
 		}
 	})
-	e.writeConfig(t, policyYAML, "")
+	e.policyYAML, e.keysYAML, e.certFile, e.keyFile = policyYAML, localKeys, proxyCertFile, proxyKeyFile
+	e.writeConfig(t)
 	var err error
 	if e.policy, err = policy.Parse([]byte(strings.ReplaceAll("\n"+policyYAML, "\n  ", "\n"))); err != nil {
 		t.Fatalf("policy: %v", err)
@@ -103,8 +118,8 @@ func newOpsEnv(t *testing.T, db, policyYAML string) *opsEnv {
 	return e
 }
 
-// writeConfig writes the configuration; extra is appended (more sections).
-func (e *opsEnv) writeConfig(t *testing.T, policyYAML, extra string) {
+// writeConfig writes the configuration file from e's fields.
+func (e *opsEnv) writeConfig(t *testing.T) {
 	t.Helper()
 	cfg := fmt.Sprintf(`listen:
   address: 127.0.0.1:0
@@ -121,15 +136,9 @@ metrics:
   address: ""
 log:
   format: text
-keys:
-  keyring_file: keyring.json
-  provider: local
-  local:
-    master_key_file: master.key
-policy:
+%spolicy:
   databases: [%s]
-%s
-%s`, proxyCertFile, proxyKeyFile, cluster.Addr(), cluster.CAFile(), upstreamServerName, e.db, policyYAML, extra)
+%s`, e.certFile, e.keyFile, cluster.Addr(), cluster.CAFile(), upstreamServerName, e.keysYAML, e.db, e.policyYAML)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -234,4 +243,14 @@ func (e *opsEnv) psqlFile(t *testing.T, script string) {
 	if res := runPsql(t, directDSN(pgcluster.ScramUser, e.db), "-q", "-f", path); res.Exit != 0 {
 		t.Fatalf("psql -f script: exit %d\n%s\n--- script\n%s", res.Exit, res.Stderr, script)
 	}
+}
+
+// keyringFile reads the environment's keyring file.
+func (e *opsEnv) keyringFile(t *testing.T) *crypto.KeyringFile {
+	t.Helper()
+	f, err := crypto.ReadKeyringFile(e.keyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -234,8 +234,12 @@ func printUsage(w io.Writer, db string, kf *crypto.KeyringFile, pol *policy.Poli
 	}
 	kids := slices.Sorted(maps.Keys(states))
 	fmt.Fprintf(w, "database %s (keyring %s): stored values per data key\n", db, kf.ID)
+	width := len("COLUMN")
+	for col := range counts {
+		width = max(width, len(col))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	header := "COLUMN\t"
+	header := fmt.Sprintf("%-*s\t", width, "COLUMN")
 	for _, kid := range kids {
 		header += fmt.Sprintf("KEY %d (%s)\t", kid, states[kid])
 	}
@@ -247,7 +251,7 @@ func printUsage(w io.Writer, db string, kf *crypto.KeyringFile, pol *policy.Poli
 			if !ok {
 				continue
 			}
-			line := c.QualifiedName() + "\t"
+			line := fmt.Sprintf("%-*s\t", width, c.QualifiedName())
 			for _, kid := range append(kids, kidPlaintext, kidUnreadable) {
 				line += fmt.Sprintf("%d\t", byKey[kid])
 				totals[kid] += byKey[kid]
@@ -255,7 +259,7 @@ func printUsage(w io.Writer, db string, kf *crypto.KeyringFile, pol *policy.Poli
 			fmt.Fprintln(tw, line)
 		}
 	}
-	line := "total\t"
+	line := fmt.Sprintf("%-*s\t", width, "total")
 	for _, kid := range append(kids, kidPlaintext, kidUnreadable) {
 		line += fmt.Sprintf("%d\t", totals[kid])
 	}

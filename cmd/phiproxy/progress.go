@@ -25,7 +25,8 @@ type progress struct {
 // newProgress reports to w; total is the expected number of rows (0 when
 // unknown).
 func newProgress(w io.Writer, label string, total int64) *progress {
-	p := &progress{w: w, label: label, total: total, start: time.Now(), interval: 5 * time.Second}
+	now := time.Now()
+	p := &progress{w: w, label: label, total: total, start: now, last: now, interval: 5 * time.Second}
 	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 			p.tty, p.interval = true, 200*time.Millisecond

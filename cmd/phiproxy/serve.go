@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,18 +15,33 @@ import (
 	"github.com/novamind/phiproxy/proxy"
 )
 
+const serveUsage = `Usage: phiproxy serve --config FILE [--check]
+
+Runs the proxy: listens for clients (listen:), relays each session to
+PostgreSQL (upstream:), encrypts and decrypts the policy's PHI columns with
+the keyring unwrapped once at startup, and serves /metrics, /healthz and
+/readyz (metrics:). SIGINT or SIGTERM drains the sessions for up to
+limits.drain_timeout; a second signal closes them at once.
+
+  --config FILE  the configuration (default $PHIPROXY_CONFIG)
+  --check        check the configuration as phiproxy check does, and exit
+`
+
 // runServe runs the proxy until SIGINT or SIGTERM, then drains: it stops
 // accepting, fails readiness, waits up to limits.drain_timeout for the
 // sessions to end and closes the rest. A second signal closes at once.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv(envConfig), "configuration file (default $"+envConfig+")")
-	checkOnly := fs.Bool("check", false, "validate the configuration, as `phiproxy check`, and exit")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	fs := newFlagSet("serve")
+	path := fs.String("config", os.Getenv(envConfig), "")
+	checkOnly := fs.Bool("check", false, "")
+	pos, err := parseArgs(fs, args, serveUsage)
+	if err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
+	if err := noArgs("serve", pos); err != nil {
+		return err
+	}
+	if *path == "" {
 		return fmt.Errorf("%w: phiproxy serve --config FILE", errUsage)
 	}
 	if *checkOnly {
