@@ -5,14 +5,17 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,6 +108,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("demo: %w: -log-level: %v", errUsage, err)
 	}
+	// The default ports may be taken (another demo, a real proxy): then
+	// any free port. A port given explicitly is used or fails.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["listen"] {
+		*listen = freeIfBusy(*listen, stdout)
+	}
+	if !set["metrics"] {
+		*metrics = freeIfBusy(*metrics, stdout)
+	}
+	// Closing the terminal (SIGHUP) cleans up too, as Ctrl-C and SIGTERM do.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
 
 	// The proxy's Info lines about the demo's own sessions (sample inserts,
 	// the side-by-side row) would interleave with what the demo prints:
@@ -316,4 +332,17 @@ func certValid(path string) bool {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return !errors.Is(err, os.ErrNotExist)
+}
+
+// freeIfBusy returns addr if it can be listened on, else the same host with
+// port 0 (any free port), saying so.
+func freeIfBusy(addr string, stdout io.Writer) string {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		l.Close()
+		return addr
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	fmt.Fprintf(stdout, "%s is taken; using a free port instead\n", addr)
+	return net.JoinHostPort(host, "0")
 }

@@ -103,13 +103,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return fmt.Errorf("stopped: %w", context.Cause(ctx))
 }
 
-// interruptedCode is the exit code after a signal: 143 for SIGTERM, 130 for
-// SIGINT (128 + the signal number, as shells and cloud-sql-proxy report).
+// interruptedCode is the exit code after a signal: 143 for SIGTERM, 129
+// for SIGHUP (the demo stops on it), 130 for SIGINT (128 + the signal
+// number, as shells and cloud-sql-proxy report).
 func interruptedCode(ctx context.Context) int {
 	// os/signal's cause has no exported type; its text names the signal.
-	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, context.Canceled) &&
-		cause.Error() == syscall.SIGTERM.String()+" signal received" {
+	cause := context.Cause(ctx)
+	if cause == nil || !errors.Is(cause, context.Canceled) {
+		return 130
+	}
+	switch cause.Error() {
+	case syscall.SIGTERM.String() + " signal received":
 		return 143
+	case syscall.SIGHUP.String() + " signal received": // the demo's
+		return 129
 	}
 	return 130
 }
