@@ -11,7 +11,7 @@ LDFLAGS  := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
 PORT         ?=
 METRICS_PORT ?=
 
-.PHONY: all build test unit lint fuzz demo bench postgres clean
+.PHONY: all build test unit lint fuzz demo bench bench-migrate postgres clean
 
 all: build
 
@@ -43,6 +43,12 @@ demo: build postgres
 # BENCHFLAGS go to scripts/bench (-workload phi, -duration 30s, -cpuprofile FILE, ...).
 bench: postgres
 	scripts/bench.sh $(BENCHFLAGS)
+
+# phiproxy migrate encrypt on 1 M plaintext rows (6 PHI columns, 2 indexed);
+# MIGRATEFLAGS: -rows N, -batch N, -writers N (an application writing
+# through the proxy meanwhile), -baseline 10s.
+bench-migrate: postgres
+	$(GO) run ./scripts/migratebench $(MIGRATEFLAGS)
 
 # Ensure PostgreSQL server binaries and psql exist (installs them as root).
 postgres:

@@ -85,3 +85,40 @@ func checkVisits(t *testing.T, conn *pgx.Conn, want [][]string) {
 		t.Errorf("lookup by ssn through the blind index: %d rows, %v", n, err)
 	}
 }
+
+// TestMigrateInvalidAndRefusedRows: a value the proxy would not accept
+// for its type is left as it is and reported (never logged), and when a
+// ciphertext CHECK already in place (NOT VALID) refuses that row's update,
+// the rest of its batch still goes through, row by row.
+func TestMigrateInvalidAndRefusedRows(t *testing.T) {
+	e := newOpsEnv(t, "ops_invalid", `  tables:
+    - name: public.m
+      columns:
+        a: { type: text }
+        b: { type: int4 }
+`)
+	ctx := context.Background()
+	direct := e.direct(t)
+	if _, err := direct.Exec(ctx, `
+CREATE TABLE m (id int PRIMARY KEY, a text, b text);
+INSERT INTO m SELECT g, 'a' || g, CASE WHEN g = 7 THEN 'seven-not-a-number' ELSE g::text END FROM generate_series(1, 20) g;
+ALTER TABLE m ADD CONSTRAINT m_b_ciphertext CHECK (b IS NULL OR (starts_with(b, 'phi1:') AND length(b) >= 49 AND b !~ '[^A-Za-z0-9+/:]')) NOT VALID;`); err != nil {
+		t.Fatal(err)
+	}
+	res := e.run(t, "migrate", "encrypt", "--config", e.config, "--table", "m", "--batch", "10")
+	if res.code != 1 || !strings.Contains(res.stdout, "updated 19 rows") || !strings.Contains(res.stdout, "1 refused by the database (server error 23514 (an integrity violation): table m, constraint m_b_ciphertext)") ||
+		!strings.Contains(res.stdout, "b: 1 plaintext values are not valid int4 input") {
+		t.Fatalf("migrate with an invalid value: %s", res)
+	}
+	if strings.Contains(res.stdout+res.stderr, "seven-not-a-number") {
+		t.Fatal("the invalid value was printed")
+	}
+	var a, b string
+	if err := direct.QueryRow(ctx, "SELECT a, b FROM m WHERE id = 7").Scan(&a, &b); err != nil || a != "a7" || b != "seven-not-a-number" {
+		t.Fatalf("the refused row changed: %q %q %v", a, b, err)
+	}
+	var n int
+	if err := direct.QueryRow(ctx, "SELECT count(*) FROM m WHERE starts_with(a, 'phi1:') AND starts_with(b, 'phi1:')").Scan(&n); err != nil || n != 19 {
+		t.Fatalf("%d rows encrypted, want 19 (%v)", n, err)
+	}
+}

@@ -207,7 +207,7 @@ func readCatalog(ctx context.Context, conn *pgx.Conn, pol *policy.Policy) (polic
 // or WHERE, which can quote row values; for data exceptions (class 22)
 // and integrity violations (class 23), whose messages can quote the
 // offending value, it keeps only the SQLSTATE and the names of the
-// objects concerned.
+// objects concerned. The result is a *serverError.
 func dbError(err error) error {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
@@ -215,11 +215,24 @@ func dbError(err error) error {
 	}
 	switch {
 	case strings.HasPrefix(pe.Code, "22"):
-		return fmt.Errorf("server error %s (a data exception; the message is withheld because it may quote a value)%s", pe.Code, pgObjects(pe))
+		return &serverError{pe.Code, fmt.Sprintf("server error %s (a data exception; the message is withheld because it may quote a value)%s", pe.Code, pgObjects(pe))}
 	case strings.HasPrefix(pe.Code, "23"):
-		return fmt.Errorf("server error %s (an integrity violation)%s", pe.Code, pgObjects(pe))
+		return &serverError{pe.Code, fmt.Sprintf("server error %s (an integrity violation)%s", pe.Code, pgObjects(pe))}
 	}
-	return fmt.Errorf("server error %s: %s", pe.Code, pe.Message)
+	return &serverError{pe.Code, fmt.Sprintf("server error %s: %s", pe.Code, pe.Message)}
+}
+
+// serverError is a server error as dbError renders it, with its SQLSTATE.
+type serverError struct {
+	code, msg string
+}
+
+func (e *serverError) Error() string { return e.msg }
+
+// isConstraintError reports an integrity violation (SQLSTATE class 23).
+func isConstraintError(err error) bool {
+	var se *serverError
+	return errors.As(err, &se) && strings.HasPrefix(se.code, "23")
 }
 
 func pgObjects(pe *pgconn.PgError) string {

@@ -146,8 +146,8 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if runErr != nil {
 		return fmt.Errorf("migrate %s %s: %w (run the same command again to resume)", o.mode, t.QualifiedName(), runErr)
 	}
-	if left := m.stats.left(o.mode); left > 0 {
-		return fmt.Errorf("%w: %d values of %s were left as they were (see the summary)", errMigrateIncomplete, left, t.QualifiedName())
+	if values, rows := m.stats.left(o.mode); values+rows > 0 {
+		return fmt.Errorf("%w: %s: %d values left as they were, %d rows not written (see the summary)", errMigrateIncomplete, t.QualifiedName(), values, rows)
 	}
 	if o.mode == modeEncrypt && !o.dryRun {
 		m.nextSteps(ctx, stdout)
@@ -181,16 +181,17 @@ type migrateStats struct {
 	values                                            [][numOutcomes]int64 // per column
 }
 
-// left counts the values a migration leaves short of its target state.
-func (s *migrateStats) left(mode string) int64 {
-	n := s.skipped + s.refused
+// left counts the values a migration leaves short of its target state,
+// and the rows it could not write (changed on every attempt, or refused by
+// a constraint).
+func (s *migrateStats) left(mode string) (values, rows int64) {
 	for _, v := range s.values {
-		n += v[outInvalid] + v[outUndecryptable]
+		values += v[outInvalid] + v[outUndecryptable]
 		if mode == modeReencrypt || mode == modeReindex {
-			n += v[outPlaintext]
+			values += v[outPlaintext]
 		}
 	}
-	return n
+	return values, s.skipped + s.refused
 }
 
 // summary prints what the migration did, per column, without values.
@@ -207,7 +208,7 @@ func (m *migrator) summary(w io.Writer) {
 		fmt.Fprintf(w, "; %d written concurrently and retried, %d still changing after %d attempts (skipped), %d deleted meanwhile", s.retried, s.skipped, m.opts.retries, s.gone)
 	}
 	if s.refused > 0 {
-		fmt.Fprintf(w, "; %d refused by the database (%v)", s.refused, m.refusal)
+		fmt.Fprintf(w, "; %d refused by the database (%v)", s.refused, errors.Unwrap(m.refusal))
 	}
 	fmt.Fprintln(w)
 	names := outcomeNames

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
@@ -171,14 +170,14 @@ func (m *migrator) lastKey(ctx context.Context) ([]string, error) {
 }
 
 // batch reads the batch after the key last (nil: the first), up to the
-// key upper, and writes its changes, in one transaction. It returns the
-// rows read and those whose compare-and-set failed (written concurrently).
+// key upper, and writes its changes. It returns the rows read and those
+// whose compare-and-set failed (written concurrently).
+//
+// The read and the write are two statements, each its own transaction
+// (two round trips a batch): the compare-and-set makes a transaction
+// around them unnecessary, since a row changed in between is simply not
+// updated, and the one UPDATE of a batch commits or fails as a whole.
 func (m *migrator) batch(ctx context.Context, last, upper []string) (rows []migrateRow, retry []migrateRow, err error) {
-	tx, err := m.conn.Begin(ctx)
-	if err != nil {
-		return nil, nil, dbError(err)
-	}
-	defer tx.Rollback(context.Background())
 	var args []any
 	sql := m.sql.first
 	if last != nil {
@@ -190,30 +189,21 @@ func (m *migrator) batch(ctx context.Context, last, upper []string) (rows []migr
 	for _, k := range upper {
 		args = append(args, k)
 	}
-	rows, err = readRows(ctx, tx, sql, m.indexed, len(m.pk), append(args, m.opts.batch)...)
+	rows, err = readRows(ctx, m.conn, sql, m.indexed, len(m.pk), append(args, m.opts.batch)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read batch: %w", dbError(err))
 	}
 	m.stats.scanned += int64(len(rows))
-	retry, err = m.write(ctx, tx, rows, true)
+	retry, err = m.write(ctx, rows, true)
 	if err != nil {
 		return nil, nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, nil, fmt.Errorf("commit batch: %w", dbError(err))
 	}
 	return rows, retry, nil
 }
 
 // again reads the rows whose compare-and-set failed and tries them once
-// more, in a transaction of its own. Rows deleted meanwhile are counted
-// and dropped.
+// more. Rows deleted meanwhile are counted and dropped.
 func (m *migrator) again(ctx context.Context, retry []migrateRow) ([]migrateRow, error) {
-	tx, err := m.conn.Begin(ctx)
-	if err != nil {
-		return nil, dbError(err)
-	}
-	defer tx.Rollback(context.Background())
 	args := make([]any, len(m.pk))
 	for k := range m.pk {
 		keys := make([]string, len(retry))
@@ -222,26 +212,19 @@ func (m *migrator) again(ctx context.Context, retry []migrateRow) ([]migrateRow,
 		}
 		args[k] = keys
 	}
-	rows, err := readRows(ctx, tx, m.sql.refetch, m.indexed, len(m.pk), args...)
+	rows, err := readRows(ctx, m.conn, m.sql.refetch, m.indexed, len(m.pk), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read rows again: %w", dbError(err))
 	}
 	m.stats.gone += int64(len(retry) - len(rows))
-	left, err := m.write(ctx, tx, rows, false)
-	if err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit retry: %w", dbError(err))
-	}
-	return left, nil
+	return m.write(ctx, rows, false)
 }
 
 // write decides each row's changes and applies them with one
 // compare-and-set UPDATE; count says whether the outcomes go into the
-// statistics (a retried row's were counted when it was first read: they
-// are corrected, not added). It returns the rows the UPDATE did not change.
-func (m *migrator) write(ctx context.Context, tx pgx.Tx, rows []migrateRow, count bool) ([]migrateRow, error) {
+// statistics (a retried row's were counted when it was first read). It
+// returns the rows the UPDATE did not change.
+func (m *migrator) write(ctx context.Context, rows []migrateRow, count bool) ([]migrateRow, error) {
 	var todo []migrateRow
 	var changes [][]change
 	for _, r := range rows {
@@ -267,25 +250,16 @@ func (m *migrator) write(ctx context.Context, tx pgx.Tx, rows []migrateRow, coun
 		m.stats.updated += int64(len(todo))
 		return nil, nil
 	}
-	sp, err := tx.Begin(ctx) // a savepoint
-	if err != nil {
-		return nil, dbError(err)
-	}
-	done, err := m.update(ctx, sp, todo, changes)
+	done, err := m.update(ctx, todo, changes)
 	if isConstraintError(err) {
 		// A constraint refused one of the rows (a CHECK on another column,
-		// a unique index on a blind index): find which, row by row, so
-		// that the others go through.
-		if rerr := sp.Rollback(ctx); rerr != nil {
-			return nil, dbError(rerr)
-		}
-		return m.writeEach(ctx, tx, todo, changes)
+		// a unique index on a blind index), and with it the whole
+		// statement: find which, row by row, so that the others go
+		// through.
+		return m.writeEach(ctx, todo, changes)
 	}
 	if err != nil {
 		return nil, err
-	}
-	if err := sp.Commit(ctx); err != nil {
-		return nil, dbError(err)
 	}
 	m.stats.updated += int64(len(done))
 	var left []migrateRow
@@ -298,10 +272,10 @@ func (m *migrator) write(ctx context.Context, tx pgx.Tx, rows []migrateRow, coun
 }
 
 // update runs the compare-and-set UPDATE and reports which rows it changed.
-func (m *migrator) update(ctx context.Context, tx pgx.Tx, rows []migrateRow, changes [][]change) ([]bool, error) {
-	res, err := tx.Query(ctx, m.sql.update, updateArgs(rows, changes, m.cols, len(m.pk))...)
+func (m *migrator) update(ctx context.Context, rows []migrateRow, changes [][]change) ([]bool, error) {
+	res, err := m.conn.Query(ctx, m.sql.update, updateArgs(rows, changes, m.cols, len(m.pk))...)
 	if err != nil {
-		return nil, fmt.Errorf("update batch: %w", errors.Join(dbError(err), keepCode(err)))
+		return nil, fmt.Errorf("update batch: %w", dbError(err))
 	}
 	defer res.Close()
 	done := make([]bool, len(rows))
@@ -313,40 +287,28 @@ func (m *migrator) update(ctx context.Context, tx pgx.Tx, rows []migrateRow, cha
 		done[ord-1] = true
 	}
 	if err := res.Err(); err != nil {
-		return nil, fmt.Errorf("update batch: %w", errors.Join(dbError(err), keepCode(err)))
+		return nil, fmt.Errorf("update batch: %w", dbError(err))
 	}
 	return done, nil
 }
 
-// writeEach is write's fallback after a constraint violation: one row per
-// savepoint. Refused rows are counted and left.
-func (m *migrator) writeEach(ctx context.Context, tx pgx.Tx, rows []migrateRow, changes [][]change) ([]migrateRow, error) {
+// writeEach is write's fallback after a constraint violation: one UPDATE
+// per row. Refused rows are counted and left.
+func (m *migrator) writeEach(ctx context.Context, rows []migrateRow, changes [][]change) ([]migrateRow, error) {
 	var left []migrateRow
 	for i, r := range rows {
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return nil, dbError(err)
-		}
-		done, err := m.update(ctx, sp, rows[i:i+1], changes[i:i+1])
+		done, err := m.update(ctx, rows[i:i+1], changes[i:i+1])
 		switch {
 		case isConstraintError(err):
-			if rerr := sp.Rollback(ctx); rerr != nil {
-				return nil, dbError(rerr)
-			}
 			if m.refusal == nil {
 				m.refusal = err
 			}
 			m.stats.refused++
-			continue
 		case err != nil:
 			return nil, err
-		}
-		if err := sp.Commit(ctx); err != nil {
-			return nil, dbError(err)
-		}
-		if done[0] {
+		case done[0]:
 			m.stats.updated++
-		} else {
+		default:
 			left = append(left, r)
 		}
 	}
@@ -368,27 +330,6 @@ func (m *migrator) throttle(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-	}
-	return nil
-}
-
-// isConstraintError reports an integrity violation (SQLSTATE class 23).
-func isConstraintError(err error) bool {
-	var ce *codeError
-	return errors.As(err, &ce) && strings.HasPrefix(ce.code, "23")
-}
-
-// codeError carries a server error's SQLSTATE, for errors.As, without its
-// message (dbError already rendered what may be shown).
-type codeError struct{ code string }
-
-func (e *codeError) Error() string { return "" }
-
-// keepCode returns a *codeError for a server error, else nil.
-func keepCode(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return &codeError{code: pe.Code}
 	}
 	return nil
 }
