@@ -53,6 +53,18 @@ func seedPatient(id int) []string {
 // application had before phiproxy) and runs phiproxy schema's step 1.
 func setupLoadTable(t *testing.T, e *opsEnv, n int) {
 	t.Helper()
+	createLoadTable(t, e, n)
+	res := e.run(t, "schema", "--config", e.config)
+	step1, _, ok := strings.Cut(res.stdout, "-- Step 2")
+	if res.code != 1 || !ok {
+		t.Fatalf("schema: %s", res)
+	}
+	e.psqlFile(t, step1)
+}
+
+// createLoadTable creates and fills the plaintext table.
+func createLoadTable(t *testing.T, e *opsEnv, n int) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := e.direct(t).Exec(ctx, fmt.Sprintf(`
 CREATE TABLE patients (
@@ -67,12 +79,6 @@ SELECT setval('patients_id_seq', %d);
 ANALYZE patients;`, n, n)); err != nil {
 		t.Fatal(err)
 	}
-	res := e.run(t, "schema", "--config", e.config)
-	step1, _, ok := strings.Cut(res.stdout, "-- Step 2")
-	if res.code != 1 || !ok {
-		t.Fatalf("schema: %s", res)
-	}
-	e.psqlFile(t, step1)
 }
 
 // loadWriters insert and update patients through the proxy until ctx
