@@ -24,6 +24,7 @@ import (
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // The PHI tests run against their own database, phiDatabase, whose tables
@@ -163,8 +164,12 @@ func startPHIProxy(t *testing.T) *testProxy {
 	logs := &syncBuffer{}
 	phiLogs.add(logs)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := proxy.New(baseConfig(), logger, prometheus.NewRegistry(),
-		proxy.WithPHI(phiEnv.policy, proxy.KeyringKeys(phiEnv.keyring)))
+	reg := prometheus.NewRegistry()
+	eng, err := phi.New(phiEnv.policy, phi.KeyringKeys(phiEnv.keyring), reg, phi.Config{})
+	if err != nil {
+		t.Fatalf("phi.New: %v", err)
+	}
+	srv, err := proxy.New(baseConfig(), logger, reg, proxy.WithInterceptor(eng))
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}

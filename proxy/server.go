@@ -25,10 +25,8 @@ type Server struct {
 	clientTLS   *tls.Config         // nil: plaintext only
 	upstreamTLS *tls.Config         // nil: mode disable
 	health      health
-	hooks       hooks
-	reg         prometheus.Registerer
-	// phi is nil without a policy: the server is then a transparent proxy.
-	phi *phiEngine
+	// icpt transforms the sessions' traffic; nil: a transparent proxy.
+	icpt Interceptor
 
 	// ctx is the sessions' base context, cancelled by Close.
 	ctx    context.Context
@@ -46,13 +44,17 @@ type Server struct {
 	sessionWG sync.WaitGroup
 }
 
-// hooks are the seams later stages (and tests) plug into a session.
-type hooks struct {
-	// frontend sees each client message before its handler; an error it
-	// returns rejects the message: answered locally with that error (an
-	// *UnsupportedError is a non-fatal 0A000), never forwarded.
-	// TODO(issue 3): the rewriter's rejections come through here.
-	frontend func(typ byte, msg []byte) error
+// Option configures a Server beyond its YAML configuration.
+type Option func(*Server) error
+
+// WithInterceptor makes every session hand its traffic to icpt (proxy/phi
+// enforces a PHI policy this way). Without it the server is a transparent
+// proxy.
+func WithInterceptor(icpt Interceptor) Option {
+	return func(srv *Server) error {
+		srv.icpt = icpt
+		return nil
+	}
 }
 
 // New checks cfg (applying defaults), loads its certificates and registers
@@ -88,7 +90,6 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 		clientTLS:   clientTLS,
 		upstreamTLS: upstreamTLS,
 		sessions:    map[*Session]struct{}{},
-		reg:         reg,
 	}
 	for _, o := range opts {
 		if err := o(srv); err != nil {

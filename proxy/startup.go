@@ -22,6 +22,9 @@ const (
 	protocolMajor3    = 3
 	// maxStartupPacket is PostgreSQL's MAX_STARTUP_PACKET_LENGTH.
 	maxStartupPacket = 10000
+	// maxAuthMessage bounds a client's authentication message, header
+	// included: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH (65535) plus ours.
+	maxAuthMessage = 65535 + frameHeaderLen
 )
 
 // Authentication request codes of AuthenticationXXX ('R') messages.
@@ -36,15 +39,9 @@ const (
 
 const scramPlus = "SCRAM-SHA-256-PLUS"
 
-// errTLSHandshake marks a failed client TLS handshake.
-var errTLSHandshake = errors.New("client tls handshake failed")
-
-// errCancelRequest ends a connection that carried a CancelRequest.
-var errCancelRequest = errors.New("cancel request")
-
 // startup negotiates TLS with the client, reads its startup message, opens
-// the upstream connection and relays authentication until the server's
-// first ReadyForQuery has been written to the client.
+// the upstream connection and relays authentication up to the server's
+// first ReadyForQuery, which it keeps in s.ready for prepare to send.
 func (s *Session) startup(ctx context.Context) error {
 	deadline := time.Now().Add(s.srv.cfg.Limits.HandshakeTimeout)
 	s.raw.SetDeadline(deadline)
@@ -168,8 +165,8 @@ func (s *Session) parseStartup(pkt []byte) error {
 	return nil
 }
 
-// relayAuth relays the authentication exchange until the server's first
-// ReadyForQuery. The server's ErrorResponse (wrong password, no such
+// relayAuth relays the authentication exchange up to the server's first
+// ReadyForQuery, which it keeps. The server's ErrorResponse (wrong password, no such
 // database) reaches the client unchanged and ends the session.
 func (s *Session) relayAuth() error {
 	for {
@@ -239,10 +236,8 @@ func (s *Session) relayAuth() error {
 				return serverProtocolErrorf("invalid ReadyForQuery")
 			}
 			s.q.txStatus = msg[5]
-			if err := s.writeClient(msg); err != nil {
-				return err
-			}
-			return s.flushClient()
+			s.ready = append([]byte(nil), msg...)
+			return nil
 		default:
 			return serverProtocolErrorf("unexpected message %q during authentication", typ)
 		}

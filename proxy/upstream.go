@@ -103,7 +103,10 @@ func (s *Session) connectUpstream(ctx context.Context, deadline time.Time) error
 	lim := s.srv.cfg.Limits
 	s.serverW = bufio.NewWriterSize(conn, bufferSize)
 	s.serverR = newFrameReader(conn, lim.MaxServerMessageBytes, true, s.flushClient)
-	s.clientR = newFrameReader(s.client, lim.MaxMessageBytes, false, s.flushServer)
+	// Until the relay starts only authentication messages come: bounded as
+	// PostgreSQL bounds them (PG_MAX_AUTH_TOKEN_LENGTH), not by the
+	// post-login limit, so unauthenticated clients cannot pin memory.
+	s.clientR = newFrameReader(s.client, maxAuthMessage, false, s.flushServer)
 	return nil
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/internal/seed"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 const (
@@ -151,7 +152,11 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 	if err != nil {
 		return nil, err
 	}
-	if b.srv, err = startProxy(ctx, cluster, b.reg, proxy.WithPHI(pol, proxy.KeyringKeys(kr))); err != nil {
+	eng, err := phi.New(pol, phi.KeyringKeys(kr), b.reg, phi.Config{})
+	if err != nil {
+		return nil, err
+	}
+	if b.srv, err = startProxy(ctx, cluster, b.reg, proxy.WithInterceptor(eng)); err != nil {
 		return nil, err
 	}
 

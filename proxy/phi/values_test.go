@@ -1,4 +1,4 @@
-package proxy
+package phi
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/proxy"
 )
 
 func TestValueCodecCanonical(t *testing.T) {
@@ -96,8 +97,8 @@ func TestValueCodecRejects(t *testing.T) {
 			if !errors.As(err, &ve) || ve.Type != tt.typ {
 				t.Fatalf("canonical error = %v, want a ValueError for %s", err, tt.typ)
 			}
-			if errors.Is(err, errValue) == false {
-				t.Fatal("ValueError does not unwrap to errValue")
+			if got := proxy.Classify(err); got.Code != "22P02" || got.Fatal || got.Reason != "invalid_value" {
+				t.Fatalf("Classify = %+v, want a non-fatal 22P02 invalid_value", got)
 			}
 		})
 	}

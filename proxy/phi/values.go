@@ -1,8 +1,7 @@
-package proxy
+package phi
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,24 +21,6 @@ const (
 	formatText   int16 = 0
 	formatBinary int16 = 1
 )
-
-// errValue is the cause of every conversion failure. Its messages name the
-// type, never the value.
-var errValue = errors.New("invalid value")
-
-// ValueError reports a PHI value that the proxy could not convert: the
-// client sent something that is not valid for the column's logical type.
-type ValueError struct {
-	Type policy.LogicalType
-}
-
-func (e *ValueError) Error() string {
-	if e.Type == policy.TypeDate {
-		return "invalid input for type date (write it as YYYY-MM-DD)"
-	}
-	return fmt.Sprintf("invalid input for type %s", e.Type)
-}
-func (e *ValueError) Unwrap() error { return errValue }
 
 // logicalType is what the proxy knows of one logical type: its OIDs and how
 // to convert values. The table is immutable.
@@ -238,15 +219,15 @@ func isOctal(b byte) bool { return b >= '0' && b <= '7' }
 func (c *valueCodec) toText(dst []byte, oid uint32, src []byte) ([]byte, error) {
 	t, ok := c.m.TypeForOID(oid)
 	if !ok {
-		return dst, fmt.Errorf("%w: parameter of unknown type %d", errValue, oid)
+		return dst, fmt.Errorf("binary value of unknown type %d", oid)
 	}
 	v, err := t.Codec.DecodeValue(c.m, oid, formatBinary, src)
 	if err != nil {
-		return dst, fmt.Errorf("%w: parameter of type %d", errValue, oid)
+		return dst, fmt.Errorf("invalid binary value of type %d", oid)
 	}
 	out, err := c.m.Encode(oid, formatText, v, dst)
 	if err != nil || out == nil {
-		return dst, fmt.Errorf("%w: parameter of type %d", errValue, oid)
+		return dst, fmt.Errorf("invalid binary value of type %d", oid)
 	}
 	return out, nil
 }

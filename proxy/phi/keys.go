@@ -1,4 +1,4 @@
-package proxy
+package phi
 
 import (
 	"encoding/base64"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/rewrite"
 )
@@ -39,26 +40,36 @@ type Keys interface {
 	BlindIndexer(group string, normalize []string, bits int) (BlindIndexer, error)
 }
 
-// phiColumn is one PHI column with its keys.
-type phiColumn struct {
+// KeyringKeys adapts a crypto.Keyring to Keys.
+func KeyringKeys(k *crypto.Keyring) Keys { return keyringKeys{k} }
+
+type keyringKeys struct{ k *crypto.Keyring }
+
+func (kk keyringKeys) ColumnCipher(ad string) (ColumnCipher, error) { return kk.k.Cipher(ad) }
+func (kk keyringKeys) BlindIndexer(group string, normalize []string, bits int) (BlindIndexer, error) {
+	return kk.k.Indexer(group, normalize, bits)
+}
+
+// keyedColumn is one PHI column with its keys.
+type keyedColumn struct {
 	col    *policy.Column
 	cipher ColumnCipher
 	index  BlindIndexer // nil when the column has no blind index
-	// counters are set by newPHIMetrics.
+	// counters are set by newMetrics.
 	counters columnCounters
 }
 
-// phiColumns resolves every policy column to its keys once, at startup, so
+// keyedColumns resolves every policy column to its keys once, at startup, so
 // that nothing on the per-value path looks up or derives a key.
-type phiColumns map[*policy.Column]*phiColumn
+type keyedColumns map[*policy.Column]*keyedColumn
 
-func newPHIColumns(pol *policy.Policy, keys Keys) (phiColumns, error) {
-	cols := phiColumns{}
-	// Counters that count for nobody until newPHIMetrics replaces them.
+func newKeyedColumns(pol *policy.Policy, keys Keys) (keyedColumns, error) {
+	cols := keyedColumns{}
+	// Counters that count for nobody until newMetrics replaces them.
 	unregistered := prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
 	for _, t := range pol.Tables() {
 		for _, c := range t.Columns {
-			pc := &phiColumn{col: c, counters: columnCounters{unregistered, unregistered, unregistered}}
+			pc := &keyedColumn{col: c, counters: columnCounters{unregistered, unregistered, unregistered}}
 			var err error
 			if pc.cipher, err = keys.ColumnCipher(c.AssociatedData); err != nil {
 				return nil, fmt.Errorf("cipher for %s: %w", c.QualifiedName(), err)
@@ -74,15 +85,11 @@ func newPHIColumns(pol *policy.Policy, keys Keys) (phiColumns, error) {
 	return cols, nil
 }
 
-// errNoIndex means a plan asked to index a column without a blind index:
-// a rewriter bug, refused rather than sending anything.
-var errNoIndex = errors.New("column has no blind index")
-
 // transform appends to dst what goes upstream for one PHI value: plain is
 // the canonical plaintext. Encrypting yields the envelope in the column's
 // storage form (raw for bytea, printable for text); indexing yields the
 // index text.
-func (pc *phiColumn) transform(dst []byte, a rewrite.Action, plain []byte) ([]byte, error) {
+func (pc *keyedColumn) transform(dst []byte, a rewrite.Action, plain []byte) ([]byte, error) {
 	switch a {
 	case rewrite.ActionEncrypt:
 		pc.counters.encrypted.Inc()

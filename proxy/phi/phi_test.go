@@ -1,4 +1,4 @@
-package proxy
+package phi
 
 import (
 	"bytes"
@@ -65,13 +65,13 @@ tables:
       visits:        { type: int4 }
 `
 
-func testColumns(t *testing.T) (*policy.Policy, phiColumns) {
+func testColumns(t *testing.T) (*policy.Policy, keyedColumns) {
 	t.Helper()
 	pol, err := policy.Parse([]byte(testPolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cols, err := newPHIColumns(pol, fakeKeys{})
+	cols, err := newKeyedColumns(pol, fakeKeys{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestRenderQuery(t *testing.T) {
 		{Start: at(2), End: at(2) + 3, Value: "1990-01-02", Action: rewrite.ActionEncrypt, Column: dob},
 		{Start: at(3), End: at(3) + 3, Value: `\x0001`, Action: rewrite.ActionEncrypt, Column: photo},
 	}}
-	w := newPHIWriter(cols)
+	w := newWriter(cols)
 	got, err := w.renderQuery(nil, plan)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestRewriteBind(t *testing.T) {
 		Parameters:           [][]byte{[]byte("Ann@X.org "), dobBin, {0, 1}, {0, 0, 0, 7}},
 		ResultFormatCodes:    []int16{1},
 	}
-	w := newPHIWriter(cols)
+	w := newWriter(cols)
 	if err := w.rewriteBind(b, plan, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestRewriteBindArray(t *testing.T) {
 	}{"text": {formatText, []byte(`{"A@x",NULL," b@y"}`)}, "binary": {formatBinary, binArr}} {
 		t.Run(name, func(t *testing.T) {
 			b := &pgproto3.Bind{ParameterFormatCodes: []int16{tc.format}, Parameters: [][]byte{tc.v}}
-			if err := newPHIWriter(cols).rewriteBind(b, plan, nil); err != nil {
+			if err := newWriter(cols).rewriteBind(b, plan, nil); err != nil {
 				t.Fatal(err)
 			}
 			want := `{"IDX-public.patients.email-a@x",NULL,"IDX-public.patients.email-b@y"}`
@@ -259,7 +259,7 @@ func TestResultTransform(t *testing.T) {
 		[]byte("ENC(public.patients.visits:12)"),
 		[]byte("ENC(public.patients.email:not ours)"),
 	}}
-	r := newPHIReader()
+	r := newReader()
 	if err := r.dataRow(tr, row); err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestCatalogProblems(t *testing.T) {
 			t.Errorf("problem %q lacks %q", p, want)
 		}
 	}
-	if q := catalogQuery(pol); !strings.Contains(q, "('public', 'patients')") {
+	if q := catalogQuery(pol); !strings.Contains(q, "(E'public', E'patients')") {
 		t.Errorf("catalog query: %s", q)
 	}
 }
@@ -322,11 +322,11 @@ func BenchmarkDataRowDecrypt(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cols, _ := newPHIColumns(pol, fakeKeys{})
+	cols, _ := newKeyedColumns(pol, fakeKeys{})
 	cat, _ := buildCatalog(pol, [][][]byte{{[]byte("7"), []byte("public"), []byte("patients"), []byte("1"), []byte("email"), []byte("25")}})
 	rd := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{TableOID: 7, TableAttributeNumber: 1}, {TableOID: 7, TableAttributeNumber: 9}}}
 	tr := newResultTransform(cat, cols, rd, nil)
-	r := newPHIReader()
+	r := newReader()
 	env := []byte("ENC(public.patients.email:someone@example.org)")
 	row := &pgproto3.DataRow{Values: make([][]byte, 2)}
 	b.ReportAllocs()
@@ -355,7 +355,7 @@ func TestPHIMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := New(testConfig("127.0.0.1:1"), nil, reg, WithPHI(pol, fakeKeys{}))
+	eng, err := New(pol, fakeKeys{}, reg, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestPHIMetrics(t *testing.T) {
 		name, typ, _ := strings.Cut(c, ":")
 		rows = append(rows, [][]byte{[]byte("7"), []byte("public"), []byte("patients"), []byte(fmt.Sprint(i + 1)), []byte(name), []byte(typ)})
 	}
-	st, err := srv.phi.state(rows)
+	st, err := eng.state(rows)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,25 +395,25 @@ phiproxy_plan_cache_misses_total 1
 		t.Fatal(err)
 	}
 	// A second catalog (another database) keeps counting in the same totals.
-	st2, err := srv.phi.state(nil)
+	st2, err := eng.state(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st2.plan("SELECT email FROM patients WHERE email = $1", false, false)
-	if got := testutil.ToFloat64(srv.phi.metrics.statements.WithLabelValues("passthrough")); got != 0 {
+	if got := testutil.ToFloat64(eng.metrics.statements.WithLabelValues("passthrough")); got != 0 {
 		t.Errorf("statements counted by plan(): %v", got)
 	}
-	if s := srv.phi.cacheStats(); s.Misses != 2 || s.Hits != 2 {
+	if s := eng.cacheStats(); s.Misses != 2 || s.Hits != 2 {
 		t.Errorf("cache stats over two catalogs = %+v", s)
 	}
 
 	// Values are counted per column and operation.
-	email := srv.phi.cols[pol.Table("public", "patients").Column("email")]
+	email := eng.cols[pol.Table("public", "patients").Column("email")]
 	email.transform(nil, rewrite.ActionEncrypt, []byte("a"))
 	email.transform(nil, rewrite.ActionIndex, []byte("a"))
 	email.transform(nil, rewrite.ActionIndex, []byte("b"))
 	for op, want := range map[string]float64{"encrypt": 1, "index": 2, "decrypt": 0} {
-		if got := testutil.ToFloat64(srv.phi.metrics.values.WithLabelValues("public.patients", "email", op)); got != want {
+		if got := testutil.ToFloat64(eng.metrics.values.WithLabelValues("public.patients", "email", op)); got != want {
 			t.Errorf("%s count = %v, want %v", op, got, want)
 		}
 	}
@@ -458,7 +458,7 @@ func BenchmarkRewriteBind(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cols, err := newPHIColumns(pol, KeyringKeys(kr))
+	cols, err := newKeyedColumns(pol, KeyringKeys(kr))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func BenchmarkRewriteBind(b *testing.B) {
 		{Source: 0, Action: rewrite.ActionIndex, Column: tab.Column("email")},
 	}}
 	params := [][]byte{[]byte(" Someone@Example.org"), []byte("1990-01-02"), []byte("\\x0001"), []byte("12")}
-	w := newPHIWriter(cols)
+	w := newWriter(cols)
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
@@ -488,10 +488,10 @@ func BenchmarkRewriteBind(b *testing.B) {
 // TestStatementChainsCut: statements parsed one after another under one
 // name do not stay reachable once the server answered them.
 func TestStatementChainsCut(t *testing.T) {
-	ps := &phiSession{statements: map[string]*phiStatement{}}
+	ps := &session{statements: map[string]*statement{}}
 	plan := &rewrite.Plan{Passthrough: true}
 	for range 1000 {
-		st := &phiStatement{plan: plan, prev: ps.lookup("")}
+		st := &statement{plan: plan, prev: ps.lookup("")}
 		ps.statements[""] = st
 		st.state.Store(stmtCreated) // ParseComplete
 	}
@@ -504,13 +504,13 @@ func TestStatementChainsCut(t *testing.T) {
 	}
 	// A skipped Parse falls back to the one before it.
 	old := ps.lookup("")
-	skipped := &phiStatement{plan: &rewrite.Plan{}, prev: old}
+	skipped := &statement{plan: &rewrite.Plan{}, prev: old}
 	ps.statements[""] = skipped
 	skipped.state.Store(stmtSkipped)
 	if ps.lookup("") != old {
 		t.Fatal("a skipped unnamed Parse did not fall back to the statement the server kept")
 	}
-	failed := &phiStatement{plan: &rewrite.Plan{}, prev: old}
+	failed := &statement{plan: &rewrite.Plan{}, prev: old}
 	ps.statements[""] = failed
 	failed.state.Store(stmtFailed)
 	if ps.lookup("") != nil {

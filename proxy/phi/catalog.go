@@ -1,4 +1,4 @@
-package proxy
+package phi
 
 import (
 	"bytes"
@@ -67,11 +67,6 @@ func catalogQuery(pol *policy.Policy) string {
 	}
 	b.WriteString(") ORDER BY c.oid, a.attnum")
 	return b.String()
-}
-
-// quoteLiteral quotes s as a standard SQL string literal.
-func quoteLiteral(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 // buildCatalog builds a catalog from the text-format rows of catalogQuery.
