@@ -122,8 +122,6 @@ func (r *frameReader) errorf(format string, args ...any) error {
 	return protocolErrorf(format, args...)
 }
 
-// buffered reports how many input bytes are already read but not returned.
-func (r *frameReader) buffered() int { return r.br.Buffered() - r.pending }
 
 func unexpectedEOF(err error) error {
 	if errors.Is(err, io.EOF) {

@@ -52,7 +52,7 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 		dst = append(dst, plan.SQL[prev:l.Start]...)
 		var err error
 		if w.out, err = w.value(w.out[:0], l.Action, l.Column, formatText, []byte(l.Value)); err != nil {
-			return dst, fmt.Errorf("literal for %s: %w", l.Column.QualifiedName(), err)
+			return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
 		}
 		raw := l.Action == rewrite.ActionEncrypt && l.Column.Storage == policy.StorageBytea
 		if dst, err = appendLiteral(dst, raw, w.out); err != nil {
@@ -107,14 +107,16 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 			// The client declared its own type (JDBC's int4 for an int8
 			// column, say) and sent that type's binary form: read it as
 			// the declared type, then as text of the logical type.
-			if w.text, err = w.codec.toText(w.text[:0], declared[p.Source], src); err == nil {
+			if w.text, err = w.codec.toText(w.text[:0], declared[p.Source], src); err != nil {
+				err = &ValueError{Type: p.Column.Type}
+			} else {
 				w.arena, err = w.value(w.arena, p.Action, p.Column, formatText, w.text)
 			}
 		default:
 			w.arena, err = w.value(w.arena, p.Action, p.Column, format, src)
 		}
 		if err != nil {
-			return fmt.Errorf("parameter $%d for %s: %w", p.Source+1, p.Column.QualifiedName(), err)
+			return locate(err, "parameter $%d for %s", p.Source+1, p.Column.QualifiedName())
 		}
 		w.spans = append(w.spans, span{i, start, len(w.arena)})
 		w.formats[i] = formatText
