@@ -73,8 +73,10 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 // send anything.
 func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionInterceptor, error) {
 	s := newSession(e, c)
-	if v := c.ServerParameter("standard_conforming_strings"); v != "" {
-		s.ParameterStatus("standard_conforming_strings", v)
+	for _, name := range []string{"standard_conforming_strings", "client_encoding"} {
+		if v := c.ServerParameter(name); v != "" {
+			s.ParameterStatus(name, v)
+		}
 	}
 	rows, err := c.Query(e.catalogSQL)
 	if err != nil {
@@ -147,7 +149,7 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 // tables it touches are ready. simple says the text comes from a simple
 // Query, whose literals change from text to text: its plan is made from
 // the cached plan of its shape (rewrite.Cache.AnalyzeSimple).
-func (st *dbState) plan(sql string, simple, nonStandardStrings bool) (*rewrite.Plan, error) {
+func (st *dbState) plan(sql string, simple bool) (*rewrite.Plan, error) {
 	analyze := st.plans.Analyze
 	if simple {
 		analyze = st.plans.AnalyzeSimple
@@ -155,11 +157,6 @@ func (st *dbState) plan(sql string, simple, nonStandardStrings bool) (*rewrite.P
 	p, err := analyze(sql)
 	if err != nil {
 		return nil, err
-	}
-	if nonStandardStrings && (!p.Passthrough || len(p.Statements) > 0) {
-		// The text names a policy table (it was parsed) and its literals
-		// may not be what the analysis read.
-		return nil, errNonStandardStrings
 	}
 	for _, s := range p.Statements {
 		switch s.Kind {

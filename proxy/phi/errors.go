@@ -28,19 +28,31 @@ var (
 // client sent something that is not valid for the column's logical type.
 type ValueError struct {
 	Type policy.LogicalType
+	// Code is the SQLSTATE PostgreSQL gives for the same input (22P02
+	// when empty); Msg says what is wrong, never with the value.
+	Code, Msg string
 	// Where names the value and its column, once known ("parameter $1
 	// for public.patients.email"); never the value.
 	Where string
 }
 
-func (e *ValueError) Error() string    { return e.ClientMessage() }
-func (e *ValueError) SQLState() string { return pgerrcode.InvalidTextRepresentation }
-func (e *ValueError) Reason() string   { return "invalid_value" }
-func (e *ValueError) ClientMessage() string {
-	if e.Where != "" {
-		return fmt.Sprintf("invalid input for type %s (%s)", e.Type, e.Where)
+func (e *ValueError) Error() string { return e.ClientMessage() }
+func (e *ValueError) SQLState() string {
+	if e.Code != "" {
+		return e.Code
 	}
-	return fmt.Sprintf("invalid input for type %s", e.Type)
+	return pgerrcode.InvalidTextRepresentation
+}
+func (e *ValueError) Reason() string { return "invalid_value" }
+func (e *ValueError) ClientMessage() string {
+	msg := e.Msg
+	if msg == "" {
+		msg = fmt.Sprintf("invalid input for type %s", e.Type)
+	}
+	if e.Where != "" {
+		msg += " (" + e.Where + ")"
+	}
+	return msg
 }
 
 // Hint implements the optional hint of proxy.ClientError.
@@ -114,8 +126,24 @@ var (
 		"the prepared statement was redefined in an earlier, still unanswered batch; wait for its ParseComplete before binding it"}
 	// errNonStandardStrings refuses statements on policy tables while the
 	// session has standard_conforming_strings off.
-	errNonStandardStrings error = &refusal{pgerrcode.FeatureNotSupported, "unsupported",
-		"standard_conforming_strings must be on for statements on PHI tables: SET standard_conforming_strings = on"}
+	errNonStandardStrings error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"standard_conforming_strings must be on for statements on PHI tables with backslashes: SET standard_conforming_strings = on"}
+	// errNonUTF8Text refuses a statement text on PHI tables that is not
+	// ASCII while client_encoding is not UTF8.
+	errNonUTF8Text error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
+		"statements on PHI tables with characters beyond ASCII need client_encoding UTF8"}
+	// errNonUTF8 refuses a PHI value that is not ASCII while the session's
+	// client_encoding is not UTF8: the server would convert it, the proxy
+	// does not guess how.
+	errNonUTF8 error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
+		"PHI values that are not ASCII need client_encoding UTF8"}
+	// errSettingsInFlight refuses a text whose meaning depends on
+	// standard_conforming_strings or client_encoding (a backslash, a
+	// character beyond ASCII) while earlier statements, which may change
+	// them, are still unanswered: the proxy cannot know how the server will
+	// read it.
+	errSettingsInFlight error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"a statement on PHI tables with backslashes or non-ASCII characters must wait for the answers to the statements before it (send it after ReadyForQuery), as they may change standard_conforming_strings or client_encoding"}
 	// errNoIndex means a plan asked to index a column without a blind
 	// index: a rewriter bug, refused rather than sending anything.
 	errNoIndex = errors.New("column has no blind index")

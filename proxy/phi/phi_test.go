@@ -96,7 +96,7 @@ func TestRenderQuery(t *testing.T) {
 		{Start: at(2), End: at(2) + 3, Value: "1990-01-02", Action: rewrite.ActionEncrypt, Column: dob},
 		{Start: at(3), End: at(3) + 3, Value: `\x0001`, Action: rewrite.ActionEncrypt, Column: photo},
 	}}
-	w := newWriter(cols)
+	w := newWriter(cols, nil)
 	got, err := w.renderQuery(nil, plan)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestRewriteBind(t *testing.T) {
 		Parameters:           [][]byte{[]byte("Ann@X.org "), dobBin, {0, 1}, {0, 0, 0, 7}},
 		ResultFormatCodes:    []int16{1},
 	}
-	w := newWriter(cols)
+	w := newWriter(cols, nil)
 	if err := w.rewriteBind(b, plan, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestRewriteBindArray(t *testing.T) {
 	}{"text": {formatText, []byte(`{"A@x",NULL," b@y"}`)}, "binary": {formatBinary, binArr}} {
 		t.Run(name, func(t *testing.T) {
 			b := &pgproto3.Bind{ParameterFormatCodes: []int16{tc.format}, Parameters: [][]byte{tc.v}}
-			if err := newWriter(cols).rewriteBind(b, plan, nil); err != nil {
+			if err := newWriter(cols, nil).rewriteBind(b, plan, nil); err != nil {
 				t.Fatal(err)
 			}
 			want := `{"IDX-public.patients.email-a@x",NULL,"IDX-public.patients.email-b@y"}`
@@ -259,7 +259,7 @@ func TestResultTransform(t *testing.T) {
 		[]byte("ENC(public.patients.visits:12)"),
 		[]byte("ENC(public.patients.email:not ours)"),
 	}}
-	r := newReader()
+	r := newReader(nil)
 	if err := r.dataRow(tr, row); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +326,7 @@ func BenchmarkDataRowDecrypt(b *testing.B) {
 	cat, _ := buildCatalog(pol, [][][]byte{{[]byte("7"), []byte("public"), []byte("patients"), []byte("1"), []byte("email"), []byte("25")}})
 	rd := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{TableOID: 7, TableAttributeNumber: 1}, {TableOID: 7, TableAttributeNumber: 9}}}
 	tr := newResultTransform(cat, cols, rd, nil)
-	r := newReader()
+	r := newReader(nil)
 	env := []byte("ENC(public.patients.email:someone@example.org)")
 	row := &pgproto3.DataRow{Values: make([][]byte, 2)}
 	b.ReportAllocs()
@@ -369,11 +369,11 @@ func TestPHIMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := st.plan("SELECT email FROM patients WHERE email = $1", false, false); err != nil {
+		if _, err := st.plan("SELECT email FROM patients WHERE email = $1", false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := st.plan("SELECT 1", false, false); err != nil {
+	if _, err := st.plan("SELECT 1", false); err != nil {
 		t.Fatal(err)
 	}
 	problems, err := testutil.GatherAndLint(reg)
@@ -399,7 +399,7 @@ phiproxy_plan_cache_misses_total 1
 	if err != nil {
 		t.Fatal(err)
 	}
-	st2.plan("SELECT email FROM patients WHERE email = $1", false, false)
+	st2.plan("SELECT email FROM patients WHERE email = $1", false)
 	if got := testutil.ToFloat64(eng.metrics.statements.WithLabelValues("passthrough")); got != 0 {
 		t.Errorf("statements counted by plan(): %v", got)
 	}
@@ -471,7 +471,7 @@ func BenchmarkRewriteBind(b *testing.B) {
 		{Source: 0, Action: rewrite.ActionIndex, Column: tab.Column("email")},
 	}}
 	params := [][]byte{[]byte(" Someone@Example.org"), []byte("1990-01-02"), []byte("\\x0001"), []byte("12")}
-	w := newWriter(cols)
+	w := newWriter(cols, nil)
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {

@@ -3,6 +3,7 @@ package phi
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -245,7 +246,7 @@ type reader struct {
 	spans    []span // their places in buf
 }
 
-func newReader() *reader { return &reader{codec: newValueCodec()} }
+func newReader(nonUTF8 *atomic.Bool) *reader { return &reader{codec: newValueCodec(nonUTF8)} }
 
 // dataRow decrypts the PHI values of row in place: the row's value slices
 // point into the reader's scratch buffer until the next call.
@@ -273,6 +274,9 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 		}
 		start := len(r.buf)
 		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, r.plain); err != nil {
+			if errors.Is(err, errNonUTF8) {
+				return err
+			}
 			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
 		}
 		r.spans = append(r.spans, span{i, start, len(r.buf)})

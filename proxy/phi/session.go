@@ -2,6 +2,7 @@ package phi
 
 import (
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
@@ -34,21 +35,23 @@ type session struct {
 	// nonStandardStrings: the server reported standard_conforming_strings
 	// off, so backslashes escape in '...' literals and the SQL analysis,
 	// which lexes them as PostgreSQL does with it on, cannot be trusted.
-	// Written by serverToClient, read by clientToServer.
-	nonStandardStrings atomic.Bool
+	// nonUTF8: the server reported a client_encoding other than UTF8, in
+	// which the proxy can neither lex nor canonicalize characters beyond
+	// ASCII. Written by serverToClient (or NewSession), read by both.
+	nonStandardStrings, nonUTF8 atomic.Bool
 }
 
 var _ proxy.SessionInterceptor = (*session)(nil)
 
 func newSession(eng *Engine, c *proxy.Conn) *session {
-	return &session{
+	s := &session{
 		eng:        eng,
 		c:          c,
-		w:          newWriter(eng.cols),
-		r:          newReader(),
 		statements: map[string]*statement{},
 		portals:    map[string]*portal{},
 	}
+	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8)
+	return s
 }
 
 // Frontend implements proxy.SessionInterceptor.
@@ -83,17 +86,31 @@ func (s *session) Sync() {
 
 // ParameterStatus implements proxy.SessionInterceptor.
 func (s *session) ParameterStatus(name, value string) {
-	if name == "standard_conforming_strings" {
+	switch name {
+	case "standard_conforming_strings":
 		s.nonStandardStrings.Store(value != "on")
+	case "client_encoding":
+		s.nonUTF8.Store(value != "UTF8")
 	}
 }
 
 // plan analyzes a Query's or Parse's text and notes DDL, after which the
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	p, err := s.db.plan(sql, simple, s.nonStandardStrings.Load())
+	p, err := s.db.plan(sql, simple)
 	if err != nil {
+		// It named a policy table (only those are parsed): if the settings
+		// explain why it did not parse, say so.
+		if serr := s.checkSettings(sql); serr != nil {
+			return nil, serr
+		}
 		return nil, err
+	}
+	if !p.Passthrough || len(p.Statements) > 0 {
+		// The text names a policy table (it was parsed).
+		if err := s.checkSettings(sql); err != nil {
+			return nil, err
+		}
 	}
 	for _, st := range p.Statements {
 		if st.Kind == rewrite.KindDDL {
@@ -102,4 +119,41 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// checkSettings refuses a text on policy tables whose reading depends on a
+// setting the proxy cannot know for certain now, or knows to be one it
+// cannot lex under.
+//
+// The analysis lexes as PostgreSQL does with standard_conforming_strings
+// on and client_encoding UTF8. A text without backslashes reads the same
+// whatever standard_conforming_strings says, and a text in ASCII the same
+// in every client encoding; others depend on the settings the server will
+// parse them with, which are those the server last reported only when
+// nothing is in flight: PostgreSQL reports changes at ReadyForQuery, and
+// any statement (a SET, set_config, a function, a ROLLBACK) may change
+// them.
+func (s *session) checkSettings(sql string) error {
+	backslash, nonASCII := false, false
+	for i := 0; i < len(sql); i++ {
+		switch c := sql[i]; {
+		case c == '\\':
+			backslash = true
+		case c >= utf8.RuneSelf:
+			nonASCII = true
+		}
+	}
+	if !backslash && !nonASCII {
+		return nil
+	}
+	if idle, _ := s.c.Idle(); !idle {
+		return errSettingsInFlight
+	}
+	switch {
+	case backslash && s.nonStandardStrings.Load():
+		return errNonStandardStrings
+	case nonASCII && s.nonUTF8.Load():
+		return errNonUTF8Text
+	}
+	return nil
 }

@@ -235,7 +235,18 @@ func TestScriptRefusals(t *testing.T) {
 		f.send(&pgproto3.CommandComplete{CommandTag: []byte("SET")},
 			&pgproto3.ParameterStatus{Name: "standard_conforming_strings", Value: "off"})
 		f.ready()
+		// Without a backslash the text reads the same either way.
+		f.expect("Query SELECT id FROM patients WHERE email_bidx = 'IDX-public.patients.email-e@x.org'")
+		f.rows(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("id", 6, 23)}})
+		f.ready()
 		f.expect("Query DO $phiproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000'…")
+		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: "phiproxy: …"})
+		f.ready()
+		// A text that is not ASCII, pipelined behind a statement that may
+		// change client_encoding, cannot be read for certain.
+		f.expect("Query SET client_encoding = 'SJIS'", "Query DO $phiproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000'…")
+		f.send(&pgproto3.CommandComplete{CommandTag: []byte("SET")})
+		f.ready()
 		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: "phiproxy: …"})
 		f.ready()
 	})
@@ -248,8 +259,13 @@ func TestScriptRefusals(t *testing.T) {
 	c.send(&pgproto3.Query{String: "SET standard_conforming_strings = off"})
 	c.expect("CommandComplete SET", "ParameterStatus", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SELECT id FROM patients WHERE email = 'e@x.org'"})
+	c.expect("RowDescription id:23/0", "CommandComplete SELECT 0", "ReadyForQuery I")
+	c.send(&pgproto3.Query{String: `SELECT id FROM patients WHERE email = 'e\\@x.org'`})
 	c.expect("ErrorResponse ERROR 0A000 phiproxy: …", "ReadyForQuery I")
-	for reason, want := range map[string]float64{"invalid_value": 1, "protocol": 1, "unsupported": 1} {
+	c.send(&pgproto3.Query{String: "SET client_encoding = 'SJIS'"}, &pgproto3.Query{String: "SELECT id FROM patients WHERE email = 'é@x.org'"})
+	c.expect("CommandComplete SET", "ReadyForQuery I")
+	c.expect("ErrorResponse ERROR 0A000 phiproxy: …", "ReadyForQuery I")
+	for reason, want := range map[string]float64{"invalid_value": 1, "protocol": 1, "settings": 2} {
 		if got := counter(t, eng.metrics.statements.WithLabelValues("rejected_"+reason)); got != want {
 			t.Errorf("rejected_%s = %v, want %v", reason, got, want)
 		}

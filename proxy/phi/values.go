@@ -3,8 +3,11 @@ package phi
 import (
 	"encoding/hex"
 	"fmt"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/novamind/phiproxy/policy"
@@ -68,13 +71,53 @@ func storageOID(s policy.Storage) uint32 {
 // is not safe for concurrent use: one codec per session goroutine.
 type valueCodec struct {
 	m *pgtype.Map
+	// nonUTF8 is the session's: its client_encoding is not UTF8.
+	nonUTF8 *atomic.Bool
 }
 
-func newValueCodec() *valueCodec { return &valueCodec{m: pgtype.NewMap()} }
+func newValueCodec(nonUTF8 *atomic.Bool) *valueCodec {
+	return &valueCodec{m: pgtype.NewMap(), nonUTF8: nonUTF8}
+}
+
+// textLike reports whether the server reads and writes values of t as
+// characters in the client's encoding.
+func textLike(t policy.LogicalType) bool {
+	return t == policy.TypeText || t == policy.TypeVarchar || t == policy.TypeJSONB
+}
+
+// checkText checks the characters of a text-like value as PostgreSQL (with
+// a UTF8 database) would: valid UTF-8 without NUL. Under another client
+// encoding the server would convert the value, which the proxy does not:
+// only ASCII, the same in every encoding, is accepted then.
+func (c *valueCodec) checkText(t policy.LogicalType, b []byte) error {
+	ascii := true
+	for _, ch := range b {
+		if ch == 0 {
+			return &ValueError{Type: t, Code: pgerrcode.CharacterNotInRepertoire, Msg: "invalid byte sequence: 0x00"}
+		}
+		if ch >= utf8.RuneSelf {
+			ascii = false
+		}
+	}
+	switch {
+	case ascii:
+		return nil
+	case c.nonUTF8 != nil && c.nonUTF8.Load():
+		return errNonUTF8
+	case !utf8.Valid(b):
+		return &ValueError{Type: t, Code: pgerrcode.CharacterNotInRepertoire, Msg: `invalid byte sequence for encoding "UTF8"`}
+	}
+	return nil
+}
 
 // canonical appends to dst the canonical plaintext of src, a value of type t
 // in the given wire format.
 func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, src []byte) ([]byte, error) {
+	if textLike(t) {
+		if err := c.checkText(t, src); err != nil {
+			return dst, err
+		}
+	}
 	switch t {
 	case policy.TypeText, policy.TypeVarchar:
 		// The binary format of text is its UTF-8 bytes, like the text format.
@@ -149,6 +192,13 @@ func parseDate(src []byte) (time.Time, bool) {
 // present appends to dst the encoding, in the client's format, of plain, the
 // canonical plaintext of a value of type t.
 func (c *valueCodec) present(dst []byte, t policy.LogicalType, format int16, plain []byte) ([]byte, error) {
+	if textLike(t) && c.nonUTF8 != nil && c.nonUTF8.Load() {
+		for _, ch := range plain {
+			if ch >= utf8.RuneSelf {
+				return dst, errNonUTF8
+			}
+		}
+	}
 	switch t {
 	case policy.TypeText, policy.TypeVarchar:
 		return append(dst, plain...), nil

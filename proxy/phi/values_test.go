@@ -3,6 +3,7 @@ package phi
 import (
 	"errors"
 	"math/big"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestValueCodecCanonical(t *testing.T) {
 		{"bytea escape", policy.TypeBytea, formatText, []byte(`a\\b\001`), "a\\b\x01"},
 		{"bytea binary", policy.TypeBytea, formatBinary, []byte{0, 1, 2}, "\x00\x01\x02"},
 	}
-	c := newValueCodec()
+	c := newValueCodec(nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := c.canonical(nil, tt.typ, tt.format, tt.in)
@@ -89,7 +90,7 @@ func TestValueCodecRejects(t *testing.T) {
 		{"bytea bad hex", policy.TypeBytea, formatText, `\xzz`},
 		{"bytea bad escape", policy.TypeBytea, formatText, `\9`},
 	}
-	c := newValueCodec()
+	c := newValueCodec(nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := c.canonical(nil, tt.typ, tt.format, []byte(tt.in))
@@ -119,7 +120,7 @@ func TestValueCodecRoundTrip(t *testing.T) {
 		policy.TypeJSONB:       {`{"diagnosis": "F32.1"}`, "[]"},
 		policy.TypeBytea:       {"", "\x00\x01\xfe\xff"},
 	}
-	c := newValueCodec()
+	c := newValueCodec(nil)
 	for typ, vs := range values {
 		for _, v := range vs {
 			for _, format := range []int16{formatText, formatBinary} {
@@ -152,7 +153,7 @@ func TestTypeOIDs(t *testing.T) {
 }
 
 func BenchmarkValueCodecDate(b *testing.B) {
-	c := newValueCodec()
+	c := newValueCodec(nil)
 	in := []byte("1990-01-02")
 	var buf []byte
 	b.ReportAllocs()
@@ -162,5 +163,44 @@ func BenchmarkValueCodecDate(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestValueCodecCharacters: text-like values are checked as PostgreSQL
+// checks them (valid UTF-8, no NUL), and beyond ASCII they are refused in
+// both directions while client_encoding is not UTF8.
+func TestValueCodecCharacters(t *testing.T) {
+	var nonUTF8 atomic.Bool
+	c := newValueCodec(&nonUTF8)
+	for _, tc := range []struct {
+		in      string
+		latin1  bool
+		wantErr string // SQLSTATE, "" for none
+	}{
+		{"plain", false, ""},
+		{"José", false, ""},
+		{"Jos\xe9", false, "22021"},
+		{"a\x00b", false, "22021"},
+		{"plain", true, ""},
+		{"José", true, "0A000"},
+	} {
+		nonUTF8.Store(tc.latin1)
+		_, err := c.canonical(nil, policy.TypeText, formatText, []byte(tc.in))
+		got := ""
+		if err != nil {
+			got = proxy.Classify(err).Code
+		}
+		if got != tc.wantErr {
+			t.Errorf("canonical(%q, latin1=%v): SQLSTATE %q, want %q (%v)", tc.in, tc.latin1, got, tc.wantErr, err)
+		}
+		if tc.wantErr == "" {
+			if _, err := c.present(nil, policy.TypeText, formatText, []byte(tc.in)); err != nil {
+				t.Errorf("present(%q, latin1=%v): %v", tc.in, tc.latin1, err)
+			}
+		}
+	}
+	nonUTF8.Store(true)
+	if _, err := c.present(nil, policy.TypeJSONB, formatText, []byte(`{"a": "é"}`)); !errors.Is(err, errNonUTF8) {
+		t.Errorf("present of a non-ASCII jsonb under LATIN1: %v, want errNonUTF8", err)
 	}
 }

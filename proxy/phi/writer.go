@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"sync/atomic"
 	"fmt"
 	"slices"
 
@@ -25,8 +26,8 @@ type writer struct {
 	formats []int16  // and format codes
 }
 
-func newWriter(cols keyedColumns) *writer {
-	return &writer{cols: cols, codec: newValueCodec()}
+func newWriter(cols keyedColumns, nonUTF8 *atomic.Bool) *writer {
+	return &writer{cols: cols, codec: newValueCodec(nonUTF8)}
 }
 
 // value appends to dst the upstream form of one client value of a PHI
