@@ -122,7 +122,6 @@ func (r *frameReader) errorf(format string, args ...any) error {
 	return protocolErrorf(format, args...)
 }
 
-
 func unexpectedEOF(err error) error {
 	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF

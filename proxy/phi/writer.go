@@ -1,9 +1,9 @@
 package phi
 
 import (
-	"sync/atomic"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
