@@ -142,6 +142,9 @@ func (s *Session) send(to audience, msg []byte) error {
 // flushClient sends what is buffered for the client and publishes
 // serverToClient's counts. The server frame reader calls it before blocking.
 func (s *Session) flushClient() error {
+	if s.holding {
+		return nil
+	}
 	s.wmu.Lock()
 	var err error
 	if s.clientW.Buffered() > 0 {

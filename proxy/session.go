@@ -56,8 +56,11 @@ type Session struct {
 	params map[string]string
 	// ready is the server's first ReadyForQuery, held back from the client
 	// until prepare is done, so the client can neither send nor cancel
-	// while the interceptor runs its own queries.
-	ready []byte
+	// while the interceptor runs its own queries; holding makes
+	// flushClient keep what is buffered for the client (the cancel key
+	// among it) until then. Startup and prepare only.
+	ready   []byte
+	holding bool
 
 	// c2s is clientToServer's tally; s2c is serverToClient's.
 	c2s, s2c relayCounts
@@ -191,6 +194,7 @@ func (s *Session) prepare(ctx context.Context) error {
 		s.icpt = si
 	}
 	s.params = nil
+	s.holding = false
 	if err := s.writeClient(s.ready); err != nil {
 		return err
 	}

@@ -237,6 +237,7 @@ func (s *Session) relayAuth() error {
 			}
 			s.q.txStatus = msg[5]
 			s.ready = append([]byte(nil), msg...)
+			s.holding = true
 			return nil
 		default:
 			return serverProtocolErrorf("unexpected message %q during authentication", typ)

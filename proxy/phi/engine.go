@@ -40,6 +40,9 @@ type Engine struct {
 	// retired sums the counters of the plan caches forgotten from dbs, so
 	// the exported counters never go down.
 	retired rewrite.CacheStats
+
+	// onSession, when set (by tests), sees each new session.
+	onSession func(*session)
 }
 
 var _ proxy.Interceptor = (*Engine)(nil)
@@ -84,6 +87,9 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 	}
 	if s.db, err = e.state(rows); err != nil {
 		return nil, fmt.Errorf("load catalog: %w", err)
+	}
+	if e.onSession != nil {
+		e.onSession(s)
 	}
 	return s, nil
 }

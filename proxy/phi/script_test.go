@@ -214,7 +214,7 @@ func (c *testClient) expect(want ...string) {
 // catalog query, which it answers with testCatalog), a proxy with the PHI
 // Engine for testPolicy, and a logged-in client. The test ends when both
 // sides are done.
-func scripted(t *testing.T, script func(f *fakeServer)) (*testClient, *Engine) {
+func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session)) (*testClient, *Engine) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -260,6 +260,9 @@ func scripted(t *testing.T, script func(f *fakeServer)) (*testClient, *Engine) {
 	eng, err := New(pol, fakeKeys{}, reg, Config{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(hooks) > 0 {
+		eng.onSession = hooks[0]
 	}
 	cfg := proxy.Config{
 		Listen:   proxy.ListenConfig{Address: "127.0.0.1:0", TLS: proxy.ListenTLSConfig{AllowPlaintext: true}},

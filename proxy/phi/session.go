@@ -27,6 +27,7 @@ type session struct {
 	stale      bool
 	w          *writer
 	statements map[string]*statement // prepared statements by name
+	swept      int                   // len(statements) that triggers the next sweep
 	portals    map[string]*portal    // portals of rewritten statements by name
 	buf        []byte                // scratch for encoded messages
 
@@ -49,6 +50,7 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 		c:          c,
 		statements: map[string]*statement{},
 		portals:    map[string]*portal{},
+		swept:      minSweep,
 	}
 	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8)
 	return s
@@ -56,6 +58,9 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 
 // Frontend implements proxy.SessionInterceptor.
 func (s *session) Frontend(typ byte, msg []byte) error {
+	if !s.openBatch {
+		s.sweep()
+	}
 	var err error
 	switch typ {
 	case 'Q':
@@ -77,6 +82,33 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 	s.openBatch = true
 	return err
 }
+
+// sweep forgets, at the start of a batch, what the server no longer holds:
+// once nothing is in flight and no transaction is open, no portal of the
+// protocol exists (PostgreSQL drops them at transaction end), and closed
+// statements can be dropped from the map (lookup no longer needs them).
+// Statements are swept when their number has doubled since the last sweep,
+// so the cost stays proportional to the client's own use.
+func (s *session) sweep() {
+	if len(s.portals) == 0 && len(s.statements) <= s.swept {
+		return
+	}
+	if idle, status := s.c.Idle(); !idle || status != 'I' {
+		return
+	}
+	clear(s.portals)
+	if len(s.statements) > s.swept {
+		for name, st := range s.statements {
+			if s.lookup(name) == nil && st.state.Load() != stmtPending {
+				delete(s.statements, name)
+			}
+		}
+		s.swept = max(2*len(s.statements), minSweep)
+	}
+}
+
+// minSweep is the number of statement names kept before the first sweep.
+const minSweep = 256
 
 // Sync implements proxy.SessionInterceptor.
 func (s *session) Sync() {

@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -289,4 +290,32 @@ func TestScriptPortals(t *testing.T) {
 		&pgproto3.Close{ObjectType: 'P', Name: "p"}, &pgproto3.Sync{})
 	c.expect("ParseComplete", "BindComplete", "RowDescription email:25/0", `DataRow "f@x.org"`,
 		"CommandComplete SELECT 1", "CloseComplete", "ReadyForQuery I")
+}
+
+// TestScriptForgets: the session forgets what PostgreSQL forgets, so a
+// client that prepares and closes many statements, or binds many named
+// portals, holds bounded memory in the proxy (issue 9, item 9).
+func TestScriptForgets(t *testing.T) {
+	const n = 2000
+	var sess *session
+	c, _ := scripted(t, func(f *fakeServer) {
+		for i := range n {
+			f.expect(fmt.Sprintf(`Parse "s%d" SELECT email FROM patients WHERE email_bidx = $1 [25]`, i),
+				fmt.Sprintf(`Bind "p%d" "s%d" [0] ["IDX-public.patients.email-x"] []`, i, i),
+				fmt.Sprintf(`Close S "s%d"`, i), "Sync")
+			f.send(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.CloseComplete{})
+			f.ready()
+		}
+	}, func(s *session) { sess = s })
+	for i := range n {
+		c.send(&pgproto3.Parse{Name: fmt.Sprintf("s%d", i), Query: "SELECT email FROM patients WHERE email = $1"},
+			&pgproto3.Bind{DestinationPortal: fmt.Sprintf("p%d", i), PreparedStatement: fmt.Sprintf("s%d", i), Parameters: [][]byte{[]byte("x")}},
+			&pgproto3.Close{ObjectType: 'S', Name: fmt.Sprintf("s%d", i)}, &pgproto3.Sync{})
+		c.expect("ParseComplete", "BindComplete", "CloseComplete", "ReadyForQuery I")
+	}
+	// The session's maps are read here only after its last batch was
+	// answered: clientToServer is waiting for the client.
+	if len(sess.statements) > 2*minSweep || len(sess.portals) > 1 {
+		t.Errorf("after %d closed statements and ended portals: %d statements, %d portals kept", n, len(sess.statements), len(sess.portals))
+	}
 }
