@@ -372,7 +372,7 @@ func (a *analyzer) toIndex(cr *pg.ColumnRef, col *policy.Column) error {
 	if i >= len(ts) || !ts[i].word() {
 		return a.errorf(col, cr.Location, "cannot locate column reference to %s", col.QualifiedName())
 	}
-	a.addEdit(ts[i].start, ts[i].end, text(quoteIdent(col.BlindIndex.Column)))
+	a.addEditFor(col, ts[i].start, ts[i].end, text(quoteIdent(col.BlindIndex.Column)))
 	return nil
 }
 
