@@ -32,7 +32,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &analyzer{sql: sql, pol: pol, cat: cat}
+	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version}
 	plan := &Plan{}
 	for _, raw := range tree.Stmts {
 		st := Statement{}
@@ -124,6 +124,15 @@ type analyzer struct {
 	hasBadParam bool
 	mentioned   []*policy.Table // policy tables named anywhere in the statement, computed lazily
 	rawStmt     *pg.Node
+
+	// Code the server runs later (body.go): depth of nesting (0 for the
+	// client's text), the parse tree's version (for pg_query Deparse),
+	// the body being analysed (nil at the top), and the output of the
+	// last statement analysed, to refuse bodies that return PHI.
+	depth   int
+	version int32
+	body    *bodyCtx
+	lastOut *derived
 }
 
 // errorf builds a 0A000 rejection about col (may be nil) at byte offset loc.

@@ -377,6 +377,9 @@ func (a *analyzer) toIndex(cr *pg.ColumnRef, col *policy.Column) error {
 }
 
 func (a *analyzer) funcCall(f *pg.FuncCall, sc *scope) error {
+	if err := a.sqlFunction(f); err != nil {
+		return err
+	}
 	name := strings.ToLower(funcName(f))
 	if (name == "count" || name == "pg_catalog.count") && len(f.Args) == 1 && !f.AggDistinct && f.Over == nil && len(f.AggOrder) == 0 {
 		if cr := f.Args[0].GetColumnRef(); cr != nil {

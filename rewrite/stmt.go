@@ -22,24 +22,29 @@ func (a *analyzer) statement(n *pg.Node) error {
 			}
 		}
 		before := a.touches
-		if _, err := a.selectStmt(x.SelectStmt, nil); err != nil {
+		out, err := a.selectStmt(x.SelectStmt, nil)
+		if err != nil {
 			return err
 		}
+		a.lastOut = out
 		if a.touches > before && hasInto(x.SelectStmt) {
 			return a.opaqueReject(n, "SELECT INTO copies PHI columns into a table phiproxy does not protect")
 		}
 		return nil
 	case *pg.Node_InsertStmt:
 		a.stmt.Kind = KindInsert
-		_, err := a.insertStmt(x.InsertStmt, nil)
+		out, err := a.insertStmt(x.InsertStmt, nil)
+		a.lastOut = a.withReturning(out)
 		return err
 	case *pg.Node_UpdateStmt:
 		a.stmt.Kind = KindUpdate
-		_, err := a.updateStmt(x.UpdateStmt, nil)
+		out, err := a.updateStmt(x.UpdateStmt, nil)
+		a.lastOut = a.withReturning(out)
 		return err
 	case *pg.Node_DeleteStmt:
 		a.stmt.Kind = KindDelete
-		_, err := a.deleteStmt(x.DeleteStmt, nil)
+		out, err := a.deleteStmt(x.DeleteStmt, nil)
+		a.lastOut = a.withReturning(out)
 		return err
 	case *pg.Node_TransactionStmt:
 		a.stmt.Kind = KindTransaction
@@ -146,18 +151,32 @@ func (a *analyzer) statement(n *pg.Node) error {
 		return a.refuseIfTouching(n, "SQL-level PREPARE of a statement on a PHI table is not supported (EXECUTE arguments would reach the server unencrypted); use the extended protocol")
 	case *pg.Node_RuleStmt:
 		return a.refuseIfTouching(n, "rules on PHI tables are not supported")
-	case *pg.Node_DoStmt, *pg.Node_CreateFunctionStmt, *pg.Node_CreateTrigStmt:
-		// Their bodies are strings phiproxy cannot analyze.
-		if mentionsPolicy(a.sql[a.stmtStart:a.stmtEnd], a.pol) {
-			return a.opaqueReject(n, "a function or DO body that mentions a PHI table cannot be checked; run its statements through phiproxy instead")
-		}
+	case *pg.Node_DoStmt:
+		a.stmt.Kind = KindOther
+		return a.doStmt(x.DoStmt)
+	case *pg.Node_CreateFunctionStmt:
 		a.stmt.Kind = KindDDL
-		return nil
+		return a.createFunction(x.CreateFunctionStmt)
+	case *pg.Node_CreateTrigStmt:
+		a.stmt.Kind = KindDDL
+		return a.createTrigger(x.CreateTrigStmt)
 	}
 	if isDDL(n) {
 		a.stmt.Kind = KindDDL
 	}
 	return a.generic(n)
+}
+
+// withReturning is the output of a DML statement: its RETURNING list,
+// with the PHI columns a RETURNING * brought in.
+func (a *analyzer) withReturning(d *derived) *derived {
+	if d == nil {
+		d = &derived{}
+	}
+	for _, r := range a.stmt.Returning {
+		d.cols = append(d.cols, outCol{col: r.Column})
+	}
+	return d
 }
 
 func hasInto(s *pg.SelectStmt) bool {
