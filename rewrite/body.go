@@ -51,6 +51,7 @@ const maxNesting = 8
 type bodyCtx struct {
 	where   string          // "function f", "DO block", for messages
 	records map[string]bool // record variables (new, old, RECORD, %ROWTYPE of a policy table)
+	vars    map[string]bool // every variable and parameter name: var.<phi name> is a field of a composite
 	trigger bool            // a trigger function: NEW / OLD are the table's row
 }
 
@@ -95,7 +96,7 @@ func (a *analyzer) createFunction(s *pg.CreateFunctionStmt) error {
 	if s.IsProcedure {
 		kind = "procedure"
 	}
-	ctx := &bodyCtx{where: kind + " " + strings.Join(typeNames(s.Funcname), "."), records: map[string]bool{}}
+	ctx := &bodyCtx{where: kind + " " + strings.Join(typeNames(s.Funcname), "."), records: map[string]bool{}, vars: map[string]bool{}}
 	lang, body, asItems := "", "", -1
 	for _, n := range s.Options {
 		d := n.GetDefElem()
@@ -131,6 +132,9 @@ func (a *analyzer) createFunction(s *pg.CreateFunctionStmt) error {
 	}
 	for _, n := range s.Parameters {
 		if p := n.GetFunctionParameter(); p != nil {
+			if p.Name != "" {
+				ctx.vars[p.Name] = true
+			}
 			if t := a.rowTypeOf(p.ArgType); t != nil {
 				return a.refuseBody(ctx, nil, "a parameter of the row type of PHI table %s is not supported: the function would compute on ciphertext", t.QualifiedName())
 			}
@@ -183,7 +187,7 @@ func (a *analyzer) otherLanguage(ctx *bodyCtx, lang string) error {
 
 // doStmt checks a DO block.
 func (a *analyzer) doStmt(s *pg.DoStmt) error {
-	ctx := &bodyCtx{where: "DO block", records: map[string]bool{}}
+	ctx := &bodyCtx{where: "DO block", records: map[string]bool{}, vars: map[string]bool{}}
 	lang, body, ok := "plpgsql", "", false
 	for _, n := range s.Args {
 		d := n.GetDefElem()
@@ -317,37 +321,61 @@ func (a *analyzer) bodyStatement(n *pg.Node, ctx *bodyCtx, opts nestOpts) error 
 	return nil
 }
 
-// recordRefs refuses, in a body statement, a field of a record variable
-// named like a PHI or blind-index column (NEW.email, r.ssn), a whole
-// record (NEW, r, r.*), unless opts allow the whole statement to be one.
+// recordRefs refuses, in a body statement, a field named like a PHI or
+// blind-index column of any variable (NEW.email, r.ssn, blk.r.ssn,
+// (v).email, $1.email: a composite that may hold a policy table's row, its
+// field ciphertext), and a whole record variable (NEW, r, r.*) unless opts
+// allow the statement to be just that record.
 func (a *analyzer) recordRefs(n *pg.Node, ctx *bodyCtx, opts nestOpts) error {
-	if len(ctx.records) == 0 {
-		return nil
-	}
 	if opts.recordExpr && isRecordSelect(n, ctx) {
 		return nil
 	}
 	var err error
+	field := func(v, name string, loc int32) bool {
+		if col := a.phiNamed(name); col != nil {
+			err = a.errorf(col, loc, "field %s.%s may be PHI column %s: phiproxy cannot check what the body writes into it or compares it with", v, name, col.QualifiedName())
+			return true
+		}
+		return false
+	}
 	eachMessage(n, func(m protoreflect.Message) bool {
-		cr, ok := m.Interface().(*pg.ColumnRef)
-		if !ok || err != nil {
-			return err == nil
-		}
-		if len(cr.Fields) == 0 {
-			return true
-		}
-		first := cr.Fields[0].GetString_()
-		if first == nil || !ctx.records[first.Sval] {
-			return true
-		}
-		if len(cr.Fields) == 1 || cr.Fields[len(cr.Fields)-1].GetAStar() != nil {
-			err = a.errorf(nil, cr.Location, "the whole record %s may hold a row of a PHI table, and its fields ciphertext: use its fields by name", first.Sval)
+		if err != nil {
 			return false
 		}
-		for _, f := range cr.Fields[1:] {
-			if s := f.GetString_(); s != nil {
-				if col := a.phiNamed(s.Sval); col != nil {
-					err = a.errorf(col, cr.Location, "field %s.%s may be PHI column %s: phiproxy cannot check what the body writes into it or compares it with", first.Sval, s.Sval, col.QualifiedName())
+		switch x := m.Interface().(type) {
+		case *pg.ColumnRef:
+			for i, f := range x.Fields {
+				s := f.GetString_()
+				if s == nil || !ctx.records[s.Sval] && !ctx.vars[s.Sval] {
+					continue
+				}
+				rest := x.Fields[i+1:]
+				if ctx.records[s.Sval] && (len(rest) == 0 || rest[len(rest)-1].GetAStar() != nil) {
+					err = a.errorf(nil, x.Location, "the whole record %s may hold a row of a PHI table, and its fields ciphertext: use its fields by name", s.Sval)
+					return false
+				}
+				for _, r := range rest {
+					if rs := r.GetString_(); rs != nil && field(s.Sval, rs.Sval, x.Location) {
+						return false
+					}
+				}
+			}
+		case *pg.A_Indirection:
+			v := ""
+			switch {
+			case x.Arg.GetParamRef() != nil:
+				v = fmt.Sprintf("$%d", x.Arg.GetParamRef().Number)
+			case x.Arg.GetColumnRef() != nil:
+				fs := x.Arg.GetColumnRef().Fields
+				if s := fs[len(fs)-1].GetString_(); s != nil && (ctx.vars[s.Sval] || ctx.records[s.Sval]) {
+					v = s.Sval
+				}
+			}
+			if v == "" {
+				return true
+			}
+			for _, ind := range x.Indirection {
+				if s := ind.GetString_(); s != nil && field(v, s.Sval, nodeLocation(x.Arg)) {
 					return false
 				}
 			}
@@ -446,7 +474,7 @@ func (a *analyzer) sqlFunction(f *pg.FuncCall) error {
 	if !ok || name == "ts_rewrite" && len(f.Args) != 2 {
 		return nil
 	}
-	ctx := &bodyCtx{where: "the query of " + name + "()", records: map[string]bool{}}
+	ctx := &bodyCtx{where: "the query of " + name + "()", records: map[string]bool{}, vars: map[string]bool{}}
 	if i >= len(f.Args) {
 		return nil
 	}
@@ -557,6 +585,9 @@ func (f *plFunc) datum(no int) (plDatum, bool) {
 func (f *plFunc) checkDatums() error {
 	for _, d := range f.datums {
 		name, _ := d.body["refname"].(string)
+		if d.kind != "PLpgSQL_row" && name != "" {
+			f.ctx.vars[name] = true
+		}
 		switch d.kind {
 		case "PLpgSQL_rec":
 			f.ctx.records[name] = true
