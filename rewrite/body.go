@@ -299,6 +299,9 @@ func (a *analyzer) bodyStatement(n *pg.Node, ctx *bodyCtx, opts nestOpts) error 
 	if err := a.recordRefs(n, ctx, opts); err != nil {
 		return err
 	}
+	if err := a.lexerSettings(n); err != nil {
+		return err
+	}
 	m := a.mark()
 	if err := a.statement(n); err != nil {
 		return err
@@ -383,6 +386,53 @@ func (a *analyzer) recordRefs(n *pg.Node, ctx *bodyCtx, opts nestOpts) error {
 		return true
 	})
 	return err
+}
+
+// lexerSettings are the settings that change how the server reads string
+// literals (issue 9, item 1). phiproxy follows a change the client makes
+// at the top level; one made inside a body, at a moment only the server
+// knows, would leave phiproxy reading later statements differently.
+var lexerSettings = map[string]bool{"standard_conforming_strings": true, "client_encoding": true}
+
+// lexerSettings refuses, in a body, SET / RESET (ALL) of those settings
+// and set_config() of them or of a name built at run time.
+func (a *analyzer) lexerSettings(n *pg.Node) error {
+	var err error
+	eachMessage(n, func(m protoreflect.Message) bool {
+		if err != nil {
+			return false
+		}
+		switch x := m.Interface().(type) {
+		case *pg.VariableSetStmt:
+			if x.Kind == pg.VariableSetKind_VAR_RESET_ALL || lexerSettings[strings.ToLower(x.Name)] {
+				err = a.errorf(nil, int32(a.stmtStart), "SET or RESET of standard_conforming_strings or client_encoding (or RESET ALL) in a body is not supported: phiproxy would not know when it takes effect")
+			}
+		case *pg.FuncCall:
+			names := typeNames(x.Funcname)
+			if len(names) == 0 || strings.ToLower(names[len(names)-1]) != "set_config" || len(x.Args) == 0 {
+				return true
+			}
+			name, ok := constantArg(x.Args[0])
+			if !ok || lexerSettings[strings.ToLower(name)] {
+				err = a.errorf(nil, x.Location, "set_config() of standard_conforming_strings, client_encoding or a name built at run time in a body is not supported: phiproxy would not know when it takes effect")
+			}
+		}
+		return err == nil
+	})
+	return err
+}
+
+// constantArg returns the value of a string constant argument (possibly
+// cast to text).
+func constantArg(n *pg.Node) (string, bool) {
+	for n.GetTypeCast() != nil && (isType(n.GetTypeCast().TypeName, "text") || isType(n.GetTypeCast().TypeName, "varchar")) {
+		n = n.GetTypeCast().Arg
+	}
+	c := n.GetAConst()
+	if c == nil || c.GetSval() == nil {
+		return "", false
+	}
+	return c.GetSval().Sval, true
 }
 
 // isRecordSelect reports whether n is SELECT rec (or NULL), nothing else.
@@ -478,15 +528,11 @@ func (a *analyzer) sqlFunction(f *pg.FuncCall) error {
 	if i >= len(f.Args) {
 		return nil
 	}
-	arg := f.Args[i]
-	for arg.GetTypeCast() != nil && (isType(arg.GetTypeCast().TypeName, "text") || isType(arg.GetTypeCast().TypeName, "varchar")) {
-		arg = arg.GetTypeCast().Arg
-	}
-	c := arg.GetAConst()
-	if c == nil || c.GetSval() == nil {
+	query, ok := constantArg(f.Args[i])
+	if !ok {
 		return a.errorf(nil, f.Location, "%s() of a query built at run time is not supported while a PHI policy is active: phiproxy cannot check what it runs (a string constant is)", name)
 	}
-	return a.nested(c.GetSval().Sval, ctx, nestOpts{})
+	return a.nested(query, ctx, nestOpts{})
 }
 
 // plFunc is one parsed PL/pgSQL function or DO block.
