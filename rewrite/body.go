@@ -28,6 +28,9 @@ import (
 //     field of one named like a PHI column, or the whole record, may hold
 //     ciphertext, and a trigger function that writes NEW.<phi column> or
 //     returns anything but NEW, OLD or NULL could store plaintext;
+//   - a PHI column read into a plain variable (SELECT email INTO v, v :=
+//     email FROM ..., FETCH, FOR a, b IN, RETURNING ... INTO): phiproxy does
+//     not follow the ciphertext to what the body compares it with;
 //   - functions that take or return rows of a policy table, or return PHI
 //     columns (RETURN QUERY, a SQL function's result): a second name for
 //     the table's rows, which phiproxy neither decrypts nor protects;
@@ -59,6 +62,9 @@ type bodyCtx struct {
 type nestOpts struct {
 	output     bool // its result leaves the function: refuse PHI columns in it
 	recordExpr bool // "SELECT rec": the whole record is the value (RETURN r)
+	// readsPHI, when set, is set to the first PHI column in the result of
+	// a statement, for the caller to decide about the variables it fills.
+	readsPHI **policy.Column
 }
 
 // bodyError wraps err, found in a body, with where it was found; the
@@ -313,6 +319,18 @@ func (a *analyzer) bodyStatement(n *pg.Node, ctx *bodyCtx, opts nestOpts) error 
 		}
 		return a.errorf(col, int32(a.stmtStart), "a statement that writes or compares %s with a value is not supported here: phiproxy would have to rewrite it, and the server runs it later, unrewritten (run such statements through phiproxy directly)", what)
 	}
+	if opts.readsPHI != nil && *opts.readsPHI == nil && a.lastOut != nil && (a.lastOut.carriesPHI() || len(a.lastOut.stars) > 0) {
+		col := a.lastOut.firstPHI()
+		for _, c := range a.lastOut.cols {
+			if col == nil && c.idx != nil {
+				col = c.idx
+			}
+		}
+		if col == nil && len(a.lastOut.stars) > 0 {
+			col = a.lastOut.stars[0].Columns[0]
+		}
+		*opts.readsPHI = col
+	}
 	if opts.output && a.lastOut != nil && (a.lastOut.carriesPHI() || len(a.lastOut.stars) > 0) {
 		col := a.lastOut.firstPHI()
 		name := "PHI columns"
@@ -542,6 +560,9 @@ type plFunc struct {
 	datums []plDatum
 	newNo  int // datum numbers of NEW and OLD, -1 if none
 	oldNo  int
+	// phiCursors are the cursor variables (datum numbers) whose query
+	// returns PHI columns, and the first such column.
+	phiCursors map[int]*policy.Column
 }
 
 type plDatum struct {
@@ -573,7 +594,7 @@ func (a *analyzer) plpgsql(stmt *pg.Node, ctx *bodyCtx) error {
 		return a.refuseBody(ctx, nil, "the PL/pgSQL body cannot be read, so it cannot be checked")
 	}
 	fn := funcs[0]["PLpgSQL_function"]
-	f := &plFunc{a: a, ctx: ctx, newNo: -1, oldNo: -1}
+	f := &plFunc{a: a, ctx: ctx, newNo: -1, oldNo: -1, phiCursors: map[int]*policy.Column{}}
 	if v, ok := fn["new_varno"].(float64); ok {
 		f.newNo = int(v)
 	}
@@ -645,7 +666,7 @@ func (f *plFunc) checkDatums() error {
 			}
 		}
 	}
-	for _, d := range f.datums {
+	for i, d := range f.datums {
 		switch d.kind {
 		case "PLpgSQL_recfield":
 			field, _ := d.body["fieldname"].(string)
@@ -659,11 +680,14 @@ func (f *plFunc) checkDatums() error {
 				return f.a.refuseBody(f.ctx, col, "field %s.%s may be PHI column %s: phiproxy cannot check what the body writes into it or compares it with", pname, field, col.QualifiedName())
 			}
 		case "PLpgSQL_var":
-			for _, key := range []string{"default_val", "cursor_explicit_expr"} {
-				if e := asMap(asMap(d.body[key])["PLpgSQL_expr"]); e != nil {
-					if err := f.expr(e, nestOpts{}); err != nil {
-						return err
-					}
+			if e := asMap(asMap(d.body["default_val"])["PLpgSQL_expr"]); e != nil {
+				if err := f.into(e, true, nestOpts{}); err != nil {
+					return err
+				}
+			}
+			if e := asMap(asMap(d.body["cursor_explicit_expr"])["PLpgSQL_expr"]); e != nil {
+				if err := f.cursor(i, e); err != nil {
+					return err
 				}
 			}
 		case "PLpgSQL_rec", "PLpgSQL_row":
@@ -747,13 +771,17 @@ func (f *plFunc) stmt(kind string, body map[string]any) error {
 		return f.a.refuseBody(f.ctx, nil, "the PL/pgSQL statement %s cannot be checked", strings.TrimPrefix(kind, "PLpgSQL_stmt_"))
 	}
 	skip := map[string]bool{}
+	// Whether the statement's result fills plain variables: INTO a, b /
+	// FOR a, b IN.
+	into, _ := body["into"].(bool)
+	fills := into && scalarTarget(body["target"]) || scalarTarget(body["var"])
 	for _, key := range dynamic {
 		e := asMap(asMap(body[key])["PLpgSQL_expr"])
 		if e == nil {
 			continue
 		}
 		skip[key] = true
-		if err := f.dynamic(e, kind == "PLpgSQL_stmt_return_query"); err != nil {
+		if err := f.dynamic(e, kind == "PLpgSQL_stmt_return_query", fills); err != nil {
 			return err
 		}
 	}
@@ -764,9 +792,36 @@ func (f *plFunc) stmt(kind string, body map[string]any) error {
 		}
 		skip["expr"] = true
 		if e := asMap(asMap(body["expr"])["PLpgSQL_expr"]); e != nil {
-			if err := f.expr(e, nestOpts{}); err != nil {
+			if err := f.into(e, true, nestOpts{}); err != nil {
 				return err
 			}
+		}
+	case "PLpgSQL_stmt_execsql":
+		if e := asMap(asMap(body["sqlstmt"])["PLpgSQL_expr"]); e != nil {
+			skip["sqlstmt"] = true
+			if err := f.into(e, fills, nestOpts{}); err != nil {
+				return err
+			}
+		}
+	case "PLpgSQL_stmt_fors":
+		if e := asMap(asMap(body["query"])["PLpgSQL_expr"]); e != nil {
+			skip["query"] = true
+			if err := f.into(e, fills, nestOpts{}); err != nil {
+				return err
+			}
+		}
+	case "PLpgSQL_stmt_open":
+		if e := asMap(asMap(body["query"])["PLpgSQL_expr"]); e != nil {
+			skip["query"] = true
+			no, _ := body["curvar"].(float64)
+			if err := f.cursor(int(no), e); err != nil {
+				return err
+			}
+		}
+	case "PLpgSQL_stmt_fetch":
+		no, _ := body["curvar"].(float64)
+		if col := f.phiCursors[int(no)]; col != nil && scalarTarget(body["target"]) {
+			return f.readIntoVariable(col)
 		}
 	case "PLpgSQL_stmt_foreach_a":
 		if err := f.target(body["varno"]); err != nil {
@@ -815,6 +870,49 @@ func (f *plFunc) stmt(kind string, body map[string]any) error {
 func asSlice(v any) []any {
 	s, _ := v.([]any)
 	return s
+}
+
+// scalarTarget reports whether an INTO / FETCH target is a list of plain
+// variables (a PLpgSQL_row) rather than a record, whose fields the record
+// rules follow.
+func scalarTarget(t any) bool {
+	_, row := asMap(t)["PLpgSQL_row"]
+	return row
+}
+
+// into analyses e, whose result fills variables when fills is true: a
+// PHI column read into a plain variable is refused, since phiproxy does not
+// follow the variable to what the body compares it with (v = 'x').
+func (f *plFunc) into(e map[string]any, fills bool, opts nestOpts) error {
+	if !fills {
+		return f.expr(e, opts)
+	}
+	var col *policy.Column
+	opts.readsPHI = &col
+	if err := f.expr(e, opts); err != nil {
+		return err
+	}
+	if col != nil {
+		return f.readIntoVariable(col)
+	}
+	return nil
+}
+
+func (f *plFunc) readIntoVariable(col *policy.Column) error {
+	return f.a.refuseBody(f.ctx, col, "reading PHI column %s into a variable is not supported: phiproxy cannot follow what the body compares the ciphertext with (a record variable's fields are checked by name)", col.QualifiedName())
+}
+
+// cursor analyses a cursor's query (DECLARE c CURSOR FOR, OPEN c FOR) and
+// remembers whether it returns PHI, for FETCH ... INTO.
+func (f *plFunc) cursor(no int, e map[string]any) error {
+	var col *policy.Column
+	if err := f.expr(e, nestOpts{readsPHI: &col}); err != nil {
+		return err
+	}
+	if col != nil {
+		f.phiCursors[no] = col
+	}
+	return nil
 }
 
 // returnsRow reports whether a trigger's RETURN expression is NEW, OLD or
@@ -893,13 +991,24 @@ func assignedExpr(q string) (string, bool) {
 // dynamic checks the query of EXECUTE, FOR ... IN EXECUTE, RETURN QUERY
 // EXECUTE and OPEN ... FOR EXECUTE: it must be one string constant, which
 // is analysed as SQL with the same rules.
-func (f *plFunc) dynamic(e map[string]any, output bool) error {
+func (f *plFunc) dynamic(e map[string]any, output, fills bool) error {
 	q, _ := e["query"].(string)
 	sql, ok := constantString("SELECT " + q)
 	if !ok {
 		return f.a.refuseBody(f.ctx, nil, "dynamic SQL (EXECUTE of a string built at run time) is not supported while a PHI policy is active: phiproxy cannot check what it runs (EXECUTE of a string constant is)")
 	}
-	return f.a.nested(sql, f.ctx, nestOpts{output: output})
+	var col *policy.Column
+	opts := nestOpts{output: output}
+	if fills {
+		opts.readsPHI = &col
+	}
+	if err := f.a.nested(sql, f.ctx, opts); err != nil {
+		return err
+	}
+	if col != nil {
+		return f.readIntoVariable(col)
+	}
+	return nil
 }
 
 // constantString returns the value of SELECT '<constant>' (possibly cast to

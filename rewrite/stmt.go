@@ -152,7 +152,7 @@ func (a *analyzer) statement(n *pg.Node) error {
 	case *pg.Node_RuleStmt:
 		return a.refuseIfTouching(n, "rules on PHI tables are not supported")
 	case *pg.Node_DoStmt:
-		a.stmt.Kind = KindOther
+		a.stmt.Kind = KindDDL // it may change the catalog
 		return a.doStmt(x.DoStmt)
 	case *pg.Node_CreateFunctionStmt:
 		a.stmt.Kind = KindDDL
@@ -308,7 +308,7 @@ func (a *analyzer) generic(n *pg.Node) error {
 	if err := a.genericWalk(n); err != nil {
 		return err
 	}
-	if col, ok := a.rewrittenSince(m); ok {
+	if col, ok := a.rewrittenSince(m); ok && isDDL(n) {
 		what := strings.ToUpper(strings.ReplaceAll(strings.TrimSuffix(oneofName(n), "_stmt"), "_", " "))
 		name := "a PHI column"
 		if col != nil {
