@@ -326,7 +326,7 @@ func (a *analyzer) bodyStatement(n *pg.Node, ctx *bodyCtx, opts nestOpts) error 
 				col = c.idx
 			}
 		}
-		if col == nil && len(a.lastOut.stars) > 0 {
+		if col == nil && len(a.lastOut.stars) > 0 && len(a.lastOut.stars[0].Columns) > 0 {
 			col = a.lastOut.stars[0].Columns[0]
 		}
 		*opts.readsPHI = col
@@ -386,7 +386,7 @@ func (a *analyzer) recordRefs(n *pg.Node, ctx *bodyCtx, opts nestOpts) error {
 			switch {
 			case x.Arg.GetParamRef() != nil:
 				v = fmt.Sprintf("$%d", x.Arg.GetParamRef().Number)
-			case x.Arg.GetColumnRef() != nil:
+			case x.Arg.GetColumnRef() != nil && len(x.Arg.GetColumnRef().Fields) > 0:
 				fs := x.Arg.GetColumnRef().Fields
 				if s := fs[len(fs)-1].GetString_(); s != nil && (ctx.vars[s.Sval] || ctx.records[s.Sval]) {
 					v = s.Sval
