@@ -1,6 +1,10 @@
 package rewrite
 
-import "github.com/novamind/phiproxy/policy"
+import (
+	"sync/atomic"
+
+	"github.com/novamind/phiproxy/policy"
+)
 
 // keywords make a text worth parsing although it names no policy table:
 // statements that can reach one by a name the byte scan cannot see (a DO
@@ -40,28 +44,11 @@ func mentionsPolicy(sql string, pol *policy.Policy) bool {
 	// where a word starts). EXECUTE name(args) runs a prepared statement,
 	// maybe one the proxy rewrote, with arguments written in the text, so
 	// it is always analyzed too.
-	const unicodeIdent, execute, do = `u&"`, "execute", "do"
-	class := byteClasses // a copy: classIdent set, needles added below
-	mark := func(c byte, bit uint8) {
-		class[c] |= bit
-		class[c-'a'+'A'] |= bit
+	st := scanTableFor(pol)
+	if st.all {
+		return true
 	}
-	mark(unicodeIdent[0], classNeedle)
-	mark(execute[0], classNeedle)
-	mark(do[0], classKeyword)
-	for _, k := range keywords {
-		mark(k.word[0], classKeyword)
-	}
-	for _, t := range pol.Tables() {
-		if t.Name == "" {
-			return true
-		}
-		c := lower(t.Name[0])
-		if c < 'a' || c > 'z' {
-			return true // a name phiproxy does not scan for: parse everything
-		}
-		mark(c, classNeedle)
-	}
+	class := &st.class
 	inWord := false // sql[i-1] continues an identifier
 	for i := 0; i < len(sql); i++ {
 		cl := class[sql[i]]
@@ -72,7 +59,7 @@ func mentionsPolicy(sql string, pol *policy.Policy) bool {
 		}
 		rest := sql[i:]
 		if cl&classNeedle != 0 {
-			if hasPrefixFold(rest, unicodeIdent) || hasPrefixFold(rest, execute) {
+			if hasPrefixFold(rest, unicodeIdent) || hasPrefixFold(rest, executeWord) {
 				return true
 			}
 			for _, t := range pol.Tables() {
@@ -84,7 +71,7 @@ func mentionsPolicy(sql string, pol *policy.Policy) bool {
 		if cl&classKeyword == 0 || !atWord {
 			continue
 		}
-		if hasPrefixFold(rest, do) && !(len(rest) > len(do) && identByte(rest[len(do)])) && doKeyword(sql[:i]) {
+		if hasPrefixFold(rest, doWord) && !(len(rest) > len(doWord) && identByte(rest[len(doWord)])) && doKeyword(sql[:i]) {
 			return true
 		}
 		c := lower(sql[i])
@@ -95,6 +82,47 @@ func mentionsPolicy(sql string, pol *policy.Policy) bool {
 		}
 	}
 	return false
+}
+
+const unicodeIdent, executeWord, doWord = `u&"`, "execute", "do"
+
+// scanTable is mentionsPolicy's byte classes for one policy.
+type scanTable struct {
+	pol   *policy.Policy
+	class [256]uint8
+	all   bool // a table name the scan cannot look for: parse every text
+}
+
+// lastScanTable keeps the table of the policy scanned last (a proxy has
+// one), so a scan does not rebuild it.
+var lastScanTable atomic.Pointer[scanTable]
+
+func scanTableFor(pol *policy.Policy) *scanTable {
+	if st := lastScanTable.Load(); st != nil && st.pol == pol {
+		return st
+	}
+	st := &scanTable{pol: pol, class: byteClasses}
+	mark := func(c byte, bit uint8) {
+		st.class[c] |= bit
+		if c >= 'a' && c <= 'z' {
+			st.class[c-'a'+'A'] |= bit
+		}
+	}
+	mark(unicodeIdent[0], classNeedle)
+	mark(executeWord[0], classNeedle)
+	mark(doWord[0], classKeyword)
+	for _, k := range keywords {
+		mark(k.word[0], classKeyword)
+	}
+	for _, t := range pol.Tables() {
+		if t.Name == "" {
+			st.all = true
+			continue
+		}
+		mark(lower(t.Name[0]), classNeedle)
+	}
+	lastScanTable.Store(st)
+	return st
 }
 
 // Byte classes of mentionsPolicy's scan.
