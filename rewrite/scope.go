@@ -308,6 +308,9 @@ func (a *analyzer) hidden(e *rangeEntry, name string, loc int32) error {
 	if !e.renamed[name] {
 		return nil
 	}
+	if _, alias := e.colAlias[name]; alias {
+		return nil // the name now stands for another column
+	}
 	c := e.table.Column(name)
 	if c == nil {
 		c = e.table.IndexColumn(name)
