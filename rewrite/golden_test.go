@@ -206,7 +206,7 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 		}
 		plan, err := Analyze(c.input, pol, cat)
 		if err != nil {
-			checkError(t, c, err)
+			checkError(t, c, err, pol)
 			e, ok := err.(*Error)
 			if !ok {
 				return "unexpected error: " + err.Error()
@@ -225,19 +225,24 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 }
 
 // checkError asserts that a rejection never echoes a string literal of the
-// input.
-func checkError(t *testing.T, c *gcase, err error) {
+// input. A literal that is a policy table's or schema's name (a foreign
+// table's table_name option) is a name the message may give.
+func checkError(t *testing.T, c *gcase, err error, pol *policy.Policy) {
 	t.Helper()
 	res, serr := pg.Scan(c.input)
 	if serr != nil {
 		return
+	}
+	names := map[string]bool{}
+	for _, tb := range pol.Tables() {
+		names[tb.Name], names[tb.Schema] = true, true
 	}
 	for _, tok := range res.Tokens {
 		if tok.Token != pg.Token_SCONST {
 			continue
 		}
 		v := strings.Trim(c.input[tok.Start:tok.End], "'")
-		if len(v) >= 3 && strings.Contains(err.Error(), v) {
+		if len(v) >= 3 && !names[v] && strings.Contains(err.Error(), v) {
 			t.Errorf("line %d: error %q echoes literal %q", c.line, err, v)
 		}
 	}
