@@ -1,20 +1,28 @@
-// Command bench measures phiproxy with pgbench, interleaving the targets of
-// each workload in one run, and prints throughput and mean latency with the
-// ratio to PostgreSQL directly (without and with TLS).
+// Command bench measures phiproxy against PostgreSQL directly and against
+// PgBouncer, interleaving the targets of each workload in one run, and
+// prints throughput, mean latency, the ratio to PostgreSQL directly
+// (without and with TLS) and each middlebox's CPU per transaction.
 //
 // Workloads (-workload pgbench|phi|all, default all):
 //
 //   - pgbench: select-only (-S) and the default TPC-B-like script, -M simple
-//     and -M prepared, directly, through PgBouncer (session mode) and through
-//     a transparent phiproxy (no policy).
+//     and -M prepared, and select-only with a new connection per
+//     transaction (-C), directly, through PgBouncer (session mode) and
+//     through a transparent phiproxy (no policy); -C also through a
+//     PHI-enforcing one, whose sessions start by reading the catalog.
 //   - phi: a patients table encrypted by a PHI-enforcing phiproxy against a
 //     plaintext copy of it used directly; one script inserts a patient with
 //     6 PHI values (2 indexed), selects a patient by email and updates a
 //     phone (see phi.go), -M prepared and -M simple.
 //
-// It starts its own throwaway PostgreSQL (internal/pgcluster), runs the
-// proxies in this process (TLS from pgbench with sslmode=require, verify-full
-// to PostgreSQL) and PgBouncer as a child process when it is installed. With
+// Both middleboxes use TLS on both legs: pgbench connects with
+// sslmode=require, phiproxy verifies PostgreSQL's certificate (verify-full)
+// and so does PgBouncer (server_tls_sslmode=verify-full), and SCRAM-SHA-256
+// is used end to end (PgBouncer by pass-through, see pgbouncer.go). The
+// CPU of a middlebox is read from /proc (cpu.go); phiproxy runs in this
+// process, PgBouncer as a child process when it is installed.
+//
+// It starts its own throwaway PostgreSQL (internal/pgcluster). With
 // -cpuprofile the proxy is profiled (during the phi runs when they run) and
 // the top functions are printed.
 //
@@ -32,8 +40,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -50,30 +58,47 @@ func main() {
 	}
 }
 
+// options are the command line's.
+type options struct {
+	duration                       time.Duration
+	clients, jobs, scale, patients int
+	rounds                         int
+	cpuprofile                     string
+}
+
 func run() error {
-	duration := flag.Duration("duration", 15*time.Second, "length of each pgbench run")
-	clients := flag.Int("clients", 8, "pgbench clients (-c)")
-	jobs := flag.Int("jobs", 2, "pgbench threads (-j)")
-	scale := flag.Int("scale", 10, "pgbench scale factor (-s) of the pgbench workload")
-	patients := flag.Int("patients", 10000, "patients seeded into each database of the phi workload")
-	rounds := flag.Int("rounds", 1, "how many times to run each interleaved matrix")
-	which := flag.String("workload", "all", "pgbench (select-only and TPC-B-like), phi (encrypted patients), or all")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
+	var o options
+	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of each pgbench run")
+	flag.IntVar(&o.clients, "clients", 8, "pgbench clients (-c)")
+	flag.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
+	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor (-s) of the pgbench workload")
+	flag.IntVar(&o.patients, "patients", 10000, "patients seeded into each database of the phi workload")
+	flag.IntVar(&o.rounds, "rounds", 1, "how many times to run each interleaved matrix")
+	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), phi (encrypted patients), or all")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.Parse()
-	runPgbenchWL, runPHI := *which == "all" || *which == "pgbench", *which == "all" || *which == "phi"
-	if !runPgbenchWL && !runPHI {
+	var runPgbenchWL, runPHI bool
+	switch *which {
+	case "all":
+		runPgbenchWL, runPHI = true, true
+	case "pgbench":
+		runPgbenchWL = true
+	case "phi":
+		runPHI = true
+	default:
 		return fmt.Errorf("-workload %q: want pgbench, phi or all", *which)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Println("starting PostgreSQL ...")
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{ServerName: "db.internal", Settings: []string{
+	settings := []string{
 		// Logging every statement would measure the logger.
 		"log_statement = 'none'", "log_connections = off", "log_disconnections = off",
 		"shared_buffers = 256MB",
-	}})
+	}
+	fmt.Println("starting PostgreSQL ...")
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{ServerName: "db.internal", Settings: settings})
 	if err != nil {
 		return err
 	}
@@ -85,134 +110,117 @@ func run() error {
 			return errors.New("pgbench not found; install it with: apt-get install -y postgresql")
 		}
 	}
-	m := matrix{pgbench: pgbench, role: pgcluster.ScramUser, rounds: *rounds,
-		common: []string{"-n", "-c", strconv.Itoa(*clients), "-j", strconv.Itoa(*jobs), "-T", strconv.Itoa(int(duration.Seconds()))}}
+	m := matrix{pgbench: pgbench, role: pgcluster.ScramUser, rounds: o.rounds,
+		common: []string{"-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.jobs), "-T", strconv.Itoa(int(o.duration.Seconds()))}}
 	var tables []func() error
-
 	if runPgbenchWL {
-		fmt.Printf("pgbench -i -s %d ...\n", *scale)
-		if out, err := pgbenchCmd(ctx, pgbench, target{"direct", "127.0.0.1", cluster.Port(), "disable", pgcluster.AppDatabase}, m.role,
-			"-i", "-q", "-s", strconv.Itoa(*scale)).CombinedOutput(); err != nil {
-			return fmt.Errorf("pgbench -i: %w\n%s", err, out)
-		}
-		m.targets = []target{
-			{"direct", "127.0.0.1", cluster.Port(), "disable", pgcluster.AppDatabase},
-			{"direct TLS", "127.0.0.1", cluster.Port(), "require", pgcluster.AppDatabase},
-		}
-		stopBouncer, bouncerPort, err := startPgBouncer(ctx, cluster, m.role)
-		if err != nil {
-			fmt.Printf("PgBouncer column skipped: %v\n", err)
-		} else {
-			defer stopBouncer()
-			m.targets = append(m.targets, target{"pgbouncer", "127.0.0.1", bouncerPort, "disable", pgcluster.AppDatabase})
-		}
-		srv, err := startProxy(ctx, cluster, prometheus.NewRegistry())
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		m.targets = append(m.targets, target{"phiproxy (TLS both sides)", "127.0.0.1", proxyPort(srv), "require", pgcluster.AppDatabase})
-		m.workloads = []workload{
-			{"select-only, simple", []string{"-S", "-M", "simple"}},
-			{"select-only, prepared", []string{"-S", "-M", "prepared"}},
-			{"tpcb-like, simple", []string{"-M", "simple"}},
-			{"tpcb-like, prepared", []string{"-M", "prepared"}},
-		}
 		profile := ""
 		if !runPHI {
-			profile = *cpuprofile
+			profile = o.cpuprofile
 		}
-		if err := m.run(ctx, profile, nil); err != nil {
-			return err
-		}
-		title := fmt.Sprintf("pgbench -c %d -j %d -T %d, scale %d, %d round(s); mean tps and latency", *clients, *jobs, int(duration.Seconds()), *scale, *rounds)
-		res := m
-		tables = append(tables, func() error { return res.print(title) })
-	}
-
-	if runPHI {
-		fmt.Printf("PHI workload: %d patients in %s (encrypted, through phiproxy) and %s (plaintext, direct) ...\n", *patients, phiEncryptedDB, phiPlainDB)
-		pb, err := setupPHI(ctx, cluster, *patients)
+		t, err := benchPgbench(ctx, cluster, m, o, profile)
 		if err != nil {
 			return err
 		}
-		defer pb.close()
-		pm := m
-		pm.results = nil
-		pm.targets = []target{
-			{"plaintext direct", "127.0.0.1", cluster.Port(), "disable", phiPlainDB},
-			{"plaintext direct TLS", "127.0.0.1", cluster.Port(), "require", phiPlainDB},
-			{"encrypted via phiproxy", "127.0.0.1", pb.port(), "require", phiEncryptedDB},
-		}
-		pm.workloads = []workload{
-			{"phi, prepared", []string{"-M", "prepared", "-D", phiDOB, "-f", pb.scripts["prepared"]}},
-			{"phi, simple", []string{"-M", "simple", "-D", phiDOB, "-f", pb.scripts["simple"]}},
-		}
-		// What the proxy did in each of its runs, from its metrics; and
-		// with -cpuprofile a CPU profile of each of its runs, one file per
-		// run (FILE.prepared.1, ...), merged into FILE afterwards.
-		notes := map[int][]string{}
-		profiles := map[int][]string{}
-		var profErr error
-		observe := func(wi, ti, r int, runIt func()) {
-			if pm.targets[ti].port != pb.port() {
-				runIt()
-				return
-			}
-			if *cpuprofile != "" && profErr == nil {
-				f := fmt.Sprintf("%s.%s.%d", *cpuprofile, strings.TrimPrefix(pm.workloads[wi].name, "phi, "), r+1)
-				stop, err := startProfile(f)
-				if err != nil {
-					profErr = err
-				} else {
-					defer stop()
-					profiles[wi] = append(profiles[wi], f)
-				}
-			}
-			before := snapshot(pb.reg)
-			runIt()
-			notes[wi] = append(notes[wi], describePHIMetrics(before, snapshot(pb.reg)))
-		}
-		if err := pm.run(ctx, "", observe); err != nil {
+		tables = append(tables, t)
+	}
+	if runPHI {
+		t, err := benchPHI(ctx, cluster, m, o)
+		if err != nil {
 			return err
 		}
-		if profErr != nil {
-			return profErr
-		}
-		title := fmt.Sprintf("PHI workload (insert 6 PHI values, select by email, update phone), pgbench -c %d -j %d -T %d, %d patients seeded, %d round(s)",
-			*clients, *jobs, int(duration.Seconds()), *patients, *rounds)
-		tables = append(tables, func() error {
-			if err := pm.print(title); err != nil {
-				return err
-			}
-			fmt.Println("\nphiproxy in the PHI runs (its metrics):")
-			for wi, w := range pm.workloads {
-				for _, n := range notes[wi] {
-					fmt.Printf("  %-14s %s\n", w.name, n)
-				}
-			}
-			if *cpuprofile == "" {
-				return nil
-			}
-			var all []string
-			for wi, w := range pm.workloads {
-				all = append(all, profiles[wi]...)
-				printProfileTop(fmt.Sprintf("phiproxy during %q through it", w.name), "", profiles[wi]...)
-			}
-			printProfileTop("phiproxy during all its PHI runs", *cpuprofile, all...)
-			return nil
-		})
+		tables = append(tables, t)
 	}
 
+	fmt.Printf("\nFigures from one run on a %d-CPU machine shared with whatever else runs on it: noisy, compare\n", runtime.NumCPU())
+	fmt.Println("targets within a table (interleaved) rather than across runs, and prefer CPU per transaction to tps.")
 	for _, t := range tables {
 		if err := t(); err != nil {
 			return err
 		}
 	}
-	if *cpuprofile != "" && !runPHI {
-		printProfileTop("phiproxy during the pgbench runs", "", *cpuprofile)
+	if o.cpuprofile != "" && runPgbenchWL && !runPHI {
+		printProfileTop("phiproxy during the pgbench runs", "", o.cpuprofile)
 	}
 	return nil
+}
+
+// benchPgbench runs the pgbench workload: it initializes pgbench's tables
+// in the app database and starts the middleboxes, which it stops when
+// done. It returns the function printing its tables.
+func benchPgbench(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o options, profile string) (func() error, error) {
+	self := os.Getpid()
+	direct := target{name: "direct", host: "127.0.0.1", port: cluster.Port(), sslmode: "disable", db: pgcluster.AppDatabase, cpuPID: self}
+	fmt.Printf("pgbench -i -s %d ...\n", o.scale)
+	if out, err := pgbenchCmd(ctx, m.pgbench, direct, m.role, "-i", "-q", "-s", strconv.Itoa(o.scale)).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pgbench -i: %w\n%s", err, out)
+	}
+	directTLS := direct
+	directTLS.name, directTLS.sslmode = "direct TLS", "require"
+	m.targets = []target{direct, directTLS}
+	// middlebox adds a target after checking that both its legs use TLS.
+	middlebox := func(name string, port, pid int, connectOnly bool) error {
+		legs, err := describeLegs(ctx, pgcluster.DSN("127.0.0.1", port, m.role, pgcluster.AppDatabase, "require", ""))
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		fmt.Printf("check: %s: %s\n", name, legs)
+		m.targets = append(m.targets, target{name: name, host: "127.0.0.1", port: port, sslmode: "require", db: pgcluster.AppDatabase,
+			cpuPID: pid, middlebox: true, connectOnly: connectOnly})
+		return nil
+	}
+
+	b, err := startPgBouncer(ctx, cluster, m.role, 200)
+	if err != nil {
+		fmt.Printf("PgBouncer column skipped: %v\n", err)
+	} else {
+		defer b.stop()
+		if err := middlebox("pgbouncer", b.port, b.pid(), false); err != nil {
+			return nil, err
+		}
+	}
+	srv, err := startProxy(ctx, cluster, prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	if err := middlebox("phiproxy", proxyPort(srv), self, false); err != nil {
+		return nil, err
+	}
+	// A PHI-enforcing proxy (the seed policy, whose tables app does not
+	// have): each session starts by reading the catalog. Only in -C.
+	dir, err := os.MkdirTemp("", "phiproxy-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	reg := prometheus.NewRegistry()
+	eng, err := newPHIEngine(ctx, dir, reg)
+	if err != nil {
+		return nil, err
+	}
+	psrv, err := startProxy(ctx, cluster, reg, proxy.WithInterceptor(eng))
+	if err != nil {
+		return nil, err
+	}
+	defer psrv.Close()
+	if err := middlebox("phiproxy+policy", proxyPort(psrv), self, true); err != nil {
+		return nil, err
+	}
+
+	m.workloads = []workload{
+		{name: "select-only, simple", args: []string{"-S", "-M", "simple"}},
+		{name: "select-only, prepared", args: []string{"-S", "-M", "prepared"}},
+		{name: "tpcb-like, simple", args: []string{"-M", "simple"}},
+		{name: "tpcb-like, prepared", args: []string{"-M", "prepared"}},
+		{name: "select-only, simple, -C", args: []string{"-S", "-M", "simple", "-C"}, connect: true},
+	}
+	if err := m.run(ctx, profile, nil); err != nil {
+		return nil, err
+	}
+	title := fmt.Sprintf("pgbench -c %d -j %d -T %d, scale %d, %d round(s); mean tps and latency; TLS on both legs of both middleboxes",
+		o.clients, o.jobs, int(o.duration.Seconds()), o.scale, o.rounds)
+	return func() error { return m.print(title) }, nil
 }
 
 func proxyPort(srv *proxy.Server) int { return srv.Addr().(*net.TCPAddr).Port }
@@ -225,12 +233,8 @@ func startProxy(ctx context.Context, cluster *pgcluster.Cluster, reg prometheus.
 		return nil, err
 	}
 	defer os.RemoveAll(dir) // the proxy reads its files in New
-	ca, err := pgcluster.NewCA("bench proxy CA", 24*time.Hour)
+	certFile, keyFile, err := writeServerCert(dir, "proxy")
 	if err != nil {
-		return nil, err
-	}
-	caFile, certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "proxy.crt"), filepath.Join(dir, "proxy.key")
-	if err := ca.WriteServerFiles(caFile, certFile, keyFile, []string{"localhost", "127.0.0.1"}, 24*time.Hour); err != nil {
 		return nil, err
 	}
 	cfg := proxy.Config{
