@@ -1,15 +1,18 @@
 // Command bench measures phiproxy against PostgreSQL directly and against
 // PgBouncer, interleaving the targets of each workload in one run, and
 // prints throughput, mean latency, the ratio to PostgreSQL directly
-// (without and with TLS) and each middlebox's CPU per transaction.
+// (without and with TLS) and each middlebox's CPU per transaction; and the
+// memory an idle session costs each middlebox.
 //
-// Workloads (-workload pgbench|phi|all, default all):
+// Workloads (-workload pgbench|phi|idle|all, default all):
 //
 //   - pgbench: select-only (-S) and the default TPC-B-like script, -M simple
 //     and -M prepared, and select-only with a new connection per
 //     transaction (-C), directly, through PgBouncer (session mode) and
 //     through a transparent phiproxy (no policy); -C also through a
 //     PHI-enforcing one, whose sessions start by reading the catalog.
+//   - idle: -idle N idle TLS sessions through phiproxy and through
+//     PgBouncer, and the RSS each process grows by (see idle.go).
 //   - phi: a patients table encrypted by a PHI-enforcing phiproxy against a
 //     plaintext copy of it used directly; one script inserts a patient with
 //     6 PHI values (2 indexed), selects a patient by email and updates a
@@ -52,7 +55,13 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == idleClientCmd {
+		err = idleClient(os.Args[2:])
+	} else {
+		err = run()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -62,7 +71,7 @@ func main() {
 type options struct {
 	duration                       time.Duration
 	clients, jobs, scale, patients int
-	rounds                         int
+	rounds, idle                   int
 	cpuprofile                     string
 }
 
@@ -73,20 +82,26 @@ func run() error {
 	flag.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
 	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor (-s) of the pgbench workload")
 	flag.IntVar(&o.patients, "patients", 10000, "patients seeded into each database of the phi workload")
-	flag.IntVar(&o.rounds, "rounds", 1, "how many times to run each interleaved matrix")
-	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), phi (encrypted patients), or all")
+	flag.IntVar(&o.rounds, "rounds", 1, "how many times to run each interleaved matrix (and the idle measurement)")
+	flag.IntVar(&o.idle, "idle", 1000, "idle sessions opened through each middlebox by the idle workload")
+	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), or all")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.Parse()
-	var runPgbenchWL, runPHI bool
+	var runPgbenchWL, runIdle, runPHI bool
 	switch *which {
 	case "all":
-		runPgbenchWL, runPHI = true, true
+		runPgbenchWL, runIdle, runPHI = true, true, true
 	case "pgbench":
 		runPgbenchWL = true
+	case "idle":
+		runIdle = true
 	case "phi":
 		runPHI = true
 	default:
-		return fmt.Errorf("-workload %q: want pgbench, phi or all", *which)
+		return fmt.Errorf("-workload %q: want pgbench, idle, phi or all", *which)
+	}
+	if o.idle < 1 {
+		return fmt.Errorf("-idle %d: want at least 1", o.idle)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -96,6 +111,10 @@ func run() error {
 		// Logging every statement would measure the logger.
 		"log_statement = 'none'", "log_connections = off", "log_disconnections = off",
 		"shared_buffers = 256MB",
+	}
+	if runIdle {
+		// pgcluster writes max_connections = 100; a later line wins.
+		settings = append(settings, fmt.Sprintf("max_connections = %d", o.idle+idleHeadroom))
 	}
 	fmt.Println("starting PostgreSQL ...")
 	cluster, err := pgcluster.Start(ctx, pgcluster.Options{ServerName: "db.internal", Settings: settings})
@@ -113,12 +132,23 @@ func run() error {
 	m := matrix{pgbench: pgbench, role: pgcluster.ScramUser, rounds: o.rounds,
 		common: []string{"-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.jobs), "-T", strconv.Itoa(int(o.duration.Seconds()))}}
 	var tables []func() error
+	// The order matters to the idle workload: it counts the role's
+	// backends, so the pgbench workload's PgBouncer (which pools server
+	// connections) is stopped before it, and the PHI workload comes after.
 	if runPgbenchWL {
 		profile := ""
 		if !runPHI {
 			profile = o.cpuprofile
 		}
 		t, err := benchPgbench(ctx, cluster, m, o, profile)
+		if err != nil {
+			return err
+		}
+		tables = append(tables, t)
+	}
+	if runIdle {
+		fmt.Printf("idle workload: %d idle TLS sessions through phiproxy and through PgBouncer ...\n", o.idle)
+		t, err := benchIdle(ctx, cluster, o.idle, o.rounds)
 		if err != nil {
 			return err
 		}
