@@ -51,12 +51,9 @@ func (b *bouncer) stop() {
 // may hold its own server connection. It runs as the postgres OS user when
 // root (PgBouncer refuses to run as root).
 func startPgBouncer(ctx context.Context, cluster *pgcluster.Cluster, r pgcluster.Role, maxClients int) (_ *bouncer, err error) {
-	bin, err := exec.LookPath("pgbouncer")
+	bin, err := findPgBouncer()
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr != nil {
-			return nil, errors.New("pgbouncer is not installed (apt-get install -y pgbouncer)")
-		}
-		bin = "/usr/sbin/pgbouncer"
+		return nil, err
 	}
 	verifier, err := scramVerifier(ctx, cluster, r.Name)
 	if err != nil {
@@ -150,6 +147,18 @@ server_tls_protocols = tlsv1.3
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// findPgBouncer is the path of the pgbouncer binary: on PATH, or where
+// Debian puts it (/usr/sbin is not on every PATH).
+func findPgBouncer() (string, error) {
+	if bin, err := exec.LookPath("pgbouncer"); err == nil {
+		return bin, nil
+	}
+	if _, err := os.Stat("/usr/sbin/pgbouncer"); err != nil {
+		return "", errors.New("pgbouncer is not installed (apt-get install -y pgbouncer)")
+	}
+	return "/usr/sbin/pgbouncer", nil
 }
 
 // scramVerifier is role's password verifier as PostgreSQL stores it,
