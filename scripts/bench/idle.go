@@ -60,8 +60,17 @@ type idleSample struct {
 }
 
 // benchIdle measures n idle sessions through a fresh phiproxy and a fresh
-// PgBouncer, rounds times, and returns the function printing the table.
-func benchIdle(ctx context.Context, cluster *pgcluster.Cluster, n, rounds int) (func() error, error) {
+// PgBouncer, rounds times, in front of a PostgreSQL of its own, and returns
+// the function printing the table.
+func benchIdle(ctx context.Context, n, rounds int) (func() error, error) {
+	fmt.Printf("idle workload: %d idle TLS sessions through phiproxy and through PgBouncer ...\n", n)
+	// A cluster of its own, so that the others keep the default
+	// max_connections (pgcluster writes 100; a later line wins).
+	cluster, err := startCluster(ctx, fmt.Sprintf("max_connections = %d", n+idleHeadroom))
+	if err != nil {
+		return nil, err
+	}
+	defer cluster.Stop()
 	su, err := pgx.Connect(ctx, cluster.SuperuserDSN("postgres"))
 	if err != nil {
 		return nil, err

@@ -107,55 +107,42 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	settings := []string{
-		// Logging every statement would measure the logger.
-		"log_statement = 'none'", "log_connections = off", "log_disconnections = off",
-		"shared_buffers = 256MB",
-	}
-	if runIdle {
-		// pgcluster writes max_connections = 100; a later line wins.
-		settings = append(settings, fmt.Sprintf("max_connections = %d", o.idle+idleHeadroom))
-	}
-	fmt.Println("starting PostgreSQL ...")
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{ServerName: "db.internal", Settings: settings})
-	if err != nil {
-		return err
-	}
-	defer cluster.Stop()
-
-	pgbench := filepath.Join(cluster.BinDir(), "pgbench")
-	if _, err := os.Stat(pgbench); err != nil {
-		if pgbench, err = exec.LookPath("pgbench"); err != nil {
-			return errors.New("pgbench not found; install it with: apt-get install -y postgresql")
-		}
-	}
-	m := matrix{pgbench: pgbench, role: pgcluster.ScramUser, rounds: o.rounds,
-		common: []string{"-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.jobs), "-T", strconv.Itoa(int(o.duration.Seconds()))}}
 	var tables []func() error
-	// The order matters to the idle workload: it counts the role's
-	// backends, so the pgbench workload's PgBouncer (which pools server
-	// connections) is stopped before it, and the PHI workload comes after.
-	if runPgbenchWL {
-		profile := ""
-		if !runPHI {
-			profile = o.cpuprofile
-		}
-		t, err := benchPgbench(ctx, cluster, m, o, profile)
+	if runPgbenchWL || runPHI {
+		cluster, err := startCluster(ctx)
 		if err != nil {
 			return err
 		}
-		tables = append(tables, t)
+		defer cluster.Stop()
+		pgbench := filepath.Join(cluster.BinDir(), "pgbench")
+		if _, err := os.Stat(pgbench); err != nil {
+			if pgbench, err = exec.LookPath("pgbench"); err != nil {
+				return errors.New("pgbench not found; install it with: apt-get install -y postgresql")
+			}
+		}
+		m := matrix{pgbench: pgbench, role: pgcluster.ScramUser, rounds: o.rounds,
+			common: []string{"-n", "-c", strconv.Itoa(o.clients), "-j", strconv.Itoa(o.jobs), "-T", strconv.Itoa(int(o.duration.Seconds()))}}
+		if runPgbenchWL {
+			profile := ""
+			if !runPHI {
+				profile = o.cpuprofile
+			}
+			t, err := benchPgbench(ctx, cluster, m, o, profile)
+			if err != nil {
+				return err
+			}
+			tables = append(tables, t)
+		}
+		if runPHI {
+			t, err := benchPHI(ctx, cluster, m, o)
+			if err != nil {
+				return err
+			}
+			tables = append(tables, t)
+		}
 	}
 	if runIdle {
-		fmt.Printf("idle workload: %d idle TLS sessions through phiproxy and through PgBouncer ...\n", o.idle)
-		t, err := benchIdle(ctx, cluster, o.idle, o.rounds)
-		if err != nil {
-			return err
-		}
-		tables = append(tables, t)
-	}
-	if runPHI {
-		t, err := benchPHI(ctx, cluster, m, o)
+		t, err := benchIdle(ctx, o.idle, o.rounds)
 		if err != nil {
 			return err
 		}
@@ -173,6 +160,18 @@ func run() error {
 		printProfileTop("phiproxy during the pgbench runs", "", o.cpuprofile)
 	}
 	return nil
+}
+
+// startCluster starts a throwaway PostgreSQL for the benchmark, with
+// extra postgresql.conf lines.
+func startCluster(ctx context.Context, extra ...string) (*pgcluster.Cluster, error) {
+	settings := append([]string{
+		// Logging every statement would measure the logger.
+		"log_statement = 'none'", "log_connections = off", "log_disconnections = off",
+		"shared_buffers = 256MB",
+	}, extra...)
+	fmt.Println("starting PostgreSQL ...")
+	return pgcluster.Start(ctx, pgcluster.Options{ServerName: "db.internal", Settings: settings})
 }
 
 // benchPgbench runs the pgbench workload: it initializes pgbench's tables
