@@ -30,7 +30,8 @@ fuzz:
 demo: build postgres
 	$(BIN) demo
 
-# BENCHFLAGS go to scripts/bench (-workload phi, -duration 30s, -cpuprofile FILE, ...).
+# BENCHFLAGS go to scripts/bench (-workload pgbench|idle|phi, -duration 30s, -rounds 2,
+# -idle 1000, -cpuprofile FILE, ...); scripts/bench.sh installs pgbouncer when root.
 bench: postgres
 	scripts/bench.sh $(BENCHFLAGS)
 
