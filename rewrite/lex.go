@@ -172,20 +172,8 @@ func Lex(dst []Token, src string, o LexOptions) ([]Token, error) {
 		return dst, err
 	}
 	lx := lexer{s: s, src: src, o: o}
-	for {
-		t, ok, err := lx.next()
-		if err != nil {
-			return dst[:first], err
-		}
-		if !ok {
-			break
-		}
-		if t.flags&tokHighEscape != 0 {
-			if err := lx.verifyEscapes(t); err != nil {
-				return dst[:first], err
-			}
-		}
-		dst = append(dst, t)
+	if dst, err = lx.tokens(dst); err != nil {
+		return dst[:first], err
 	}
 	if o.pgQueryScan {
 		return dst, nil
@@ -201,7 +189,6 @@ type lexer struct {
 	s   string // the text lexed: src, or its shadow in a client-only encoding (shadowOf)
 	src string // the client's bytes
 	o   LexOptions
-	pos int
 }
 
 // Byte classes of scan.l's character sets.
@@ -251,60 +238,65 @@ func peek(s string, i int) byte {
 	return 0
 }
 
-// next returns the token at or after lx.pos, skipping {whitespace}.
-func (lx *lexer) next() (Token, bool, error) {
-	s, i := lx.s, lx.pos
-	for i < len(s) && byteClass[s[i]]&bSpace != 0 {
-		i++
-	}
-	if i == len(s) {
-		lx.pos = i
-		return Token{}, false, nil
-	}
-	var t Token
-	var err error
-	switch c := s[i]; {
-	case c == '-' && peek(s, i+1) == '-':
-		t = lineComment(s, i)
-	case c == '/' && peek(s, i+1) == '*':
-		t, err = blockComment(s, i)
-	case c == '\'':
-		form := formStandard
-		if lx.o.StandardStringsOff {
-			form = formEscape
+// tokens appends the tokens of lx.s to dst: at each position, skipping
+// {whitespace}, the longest match of scan.l's INITIAL rules.
+func (lx *lexer) tokens(dst []Token) ([]Token, error) {
+	s := lx.s
+	for i := 0; ; {
+		for i < len(s) && byteClass[s[i]]&bSpace != 0 {
+			i++
 		}
-		t, err = lx.quoted(i, i+1, TokenString, form)
-	case c == '"':
-		t, err = quotedIdent(s, i, i+1, TokenQuotedIdent)
-	case c == '$':
-		t, err = lx.dollar(i)
-	case byteClass[c]&bDigit != 0 || c == '.' && byteClass[peek(s, i+1)]&bDigit != 0:
-		t, err = number(s, i)
-	case byteClass[c]&bIdentStart != 0:
-		t, err = lx.word(i)
-	case c == ':':
-		t = Token{Kind: TokenChar, Start: i, End: i + 1}
-		switch peek(s, i+1) {
-		case ':':
-			t = Token{Kind: TokenTypecast, Start: i, End: i + 2}
-		case '=':
-			t = Token{Kind: TokenColonEquals, Start: i, End: i + 2}
+		if i == len(s) {
+			return dst, nil
 		}
-	case c == '.':
-		t = Token{Kind: TokenChar, Start: i, End: i + 1}
-		if peek(s, i+1) == '.' {
-			t = Token{Kind: TokenDotDot, Start: i, End: i + 2}
+		var t Token
+		var err error
+		switch c := s[i]; {
+		case c == '-' && peek(s, i+1) == '-':
+			t = lineComment(s, i)
+		case c == '/' && peek(s, i+1) == '*':
+			t, err = blockComment(s, i)
+		case c == '\'':
+			form := formStandard
+			if lx.o.StandardStringsOff {
+				form = formEscape
+			}
+			t, err = lx.quoted(i, i+1, TokenString, form)
+		case c == '"':
+			t, err = quotedIdent(s, i, i+1, TokenQuotedIdent)
+		case c == '$':
+			t, err = lx.dollar(i)
+		case byteClass[c]&bDigit != 0 || c == '.' && byteClass[peek(s, i+1)]&bDigit != 0:
+			t, err = number(s, i)
+		case byteClass[c]&bIdentStart != 0:
+			t, err = lx.word(i)
+		case c == ':':
+			t = Token{Kind: TokenChar, Start: i, End: i + 1}
+			switch peek(s, i+1) {
+			case ':':
+				t = Token{Kind: TokenTypecast, Start: i, End: i + 2}
+			case '=':
+				t = Token{Kind: TokenColonEquals, Start: i, End: i + 2}
+			}
+		case c == '.':
+			t = Token{Kind: TokenChar, Start: i, End: i + 1}
+			if peek(s, i+1) == '.' {
+				t = Token{Kind: TokenDotDot, Start: i, End: i + 2}
+			}
+		case byteClass[c]&bOpChar != 0:
+			t, err = operator(s, i)
+		default: // , ( ) [ ] ; and {other}: any other byte, as itself
+			t = Token{Kind: TokenChar, Start: i, End: i + 1}
 		}
-	case byteClass[c]&bOpChar != 0:
-		t, err = operator(s, i)
-	default: // , ( ) [ ] ; and {other}: any other byte, as itself
-		t = Token{Kind: TokenChar, Start: i, End: i + 1}
+		if err == nil && t.flags&tokHighEscape != 0 {
+			err = lx.verifyEscapes(t)
+		}
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, t)
+		i = t.End
 	}
-	if err != nil {
-		return Token{}, false, err
-	}
-	lx.pos = t.End
-	return t, true, nil
 }
 
 // lineComment is {comment}: "--" to the next newline, which it leaves.
