@@ -111,34 +111,6 @@ const (
 // quoted parts separated by whitespace holding a newline ('a'⏎'b').
 func (t Token) Continued() bool { return t.flags&tokContinued != 0 }
 
-// BackslashQuote is the backslash_quote setting.
-type BackslashQuote uint8
-
-// backslash_quote values. The zero value is the server's default.
-const (
-	BackslashQuoteSafeEncoding BackslashQuote = iota // refuse \' in client-only encodings
-	BackslashQuoteOn
-	BackslashQuoteOff
-)
-
-// LexOptions are the session settings PostgreSQL's scanner depends on. The
-// zero value is the server's default: standard_conforming_strings on,
-// client_encoding UTF8, backslash_quote safe_encoding.
-type LexOptions struct {
-	// StandardStringsOff is standard_conforming_strings = off: '…' is read
-	// like E'…', backslash escapes included (scan.l {xqstart}).
-	StandardStringsOff bool
-	// Encoding is client_encoding (the database encoding must be UTF8).
-	Encoding Encoding
-	// BackslashQuote only decides whether \' in a string is an error.
-	BackslashQuote BackslashQuote
-
-	// pgQueryScan makes Lex read as pg_query's Scan does, for the
-	// differential tests: no "--" comment in the whitespace continuing a
-	// string, and none of the grammar filter's checks of U& tokens.
-	pgQueryScan bool
-}
-
 // LexError is a text the server refuses while reading it, before running
 // any of it. Message is the server's, without the text it quotes.
 type LexError struct {

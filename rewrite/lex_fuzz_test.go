@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"go/ast"
@@ -236,4 +237,60 @@ func integrationLiterals(f *testing.F) []string {
 		f.Fatal("no literals found in ../integration")
 	}
 	return out
+}
+
+// FuzzLexSettings lexes one text under each session setting and checks
+// what pg_query cannot: no panic; tokens in order, inside the text, in a
+// client-only encoding starting on a character; every string constant has
+// a value or ErrValueUnknown; and a text without backslashes or non-ASCII
+// bytes reads the same under every setting, but for U&'…' refused with
+// standard_conforming_strings off (AnalyzeSimpleWith relies on it to share
+// cache entries). The seeds are FuzzLexMatchesScan's corpus.
+func FuzzLexSettings(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", "FuzzLexMatchesScan", "*"))
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		_, lit, _ := strings.Cut(strings.TrimSpace(string(b)), "string(")
+		if s, err := strconv.Unquote(strings.TrimSuffix(lit, ")")); err == nil {
+			f.Add(s)
+		}
+	}
+	settings := []LexOptions{{}, {StandardStringsOff: true}, {Encoding: EncodingLATIN1}, {Encoding: EncodingSJIS},
+		{Encoding: EncodingBIG5, StandardStringsOff: true}, {Encoding: EncodingGB18030}, {Encoding: EncodingEUCJP}, {BackslashQuote: BackslashQuoteOff}}
+	f.Fuzz(func(t *testing.T, sql string) {
+		portable := isASCII(sql) && !strings.Contains(sql, `\`)
+		base, baseErr := Lex(nil, sql, LexOptions{})
+		for _, o := range settings {
+			toks, err := Lex(nil, sql, o)
+			// U&'' is refused under standard_conforming_strings off.
+			same := portable && !(o.StandardStringsOff && strings.Contains(strings.ToLower(sql), "u&'"))
+			if same && ((err == nil) != (baseErr == nil) || err == nil && !cmp.Equal(kindsAndSpans(base), kindsAndSpans(toks))) {
+				t.Fatalf("input %q reads differently with %+v: %v %v, default %v %v", sql, o, toks, err, base, baseErr)
+			}
+			if err != nil {
+				continue
+			}
+			at := 0
+			for _, tk := range toks {
+				if tk.Start < at || tk.End <= tk.Start || tk.End > len(sql) {
+					t.Fatalf("input %q with %+v: token %+v out of order", sql, o, tk)
+				}
+				if o.Encoding.class() == classClientOnly {
+					for i := at; i < tk.Start; i += o.Encoding.charLen(sql, i) {
+						if i > tk.Start {
+							t.Fatalf("input %q with %+v: token %+v starts inside a character", sql, o, tk)
+						}
+					}
+				}
+				at = tk.End
+				if _, err := AppendValue(nil, sql, tk, o); err != nil && !errors.Is(err, ErrValueUnknown) &&
+					(tk.Kind == TokenString || tk.Kind == TokenUnicodeString || tk.Kind == TokenBitString || tk.Kind == TokenHexString) {
+					t.Fatalf("input %q with %+v: no value for %+v: %v", sql, o, tk, err)
+				}
+			}
+		}
+	})
 }

@@ -222,6 +222,28 @@ func TestEncodingByName(t *testing.T) {
 	}
 }
 
+func TestLexOptionsFor(t *testing.T) {
+	for _, tc := range []struct {
+		scs, enc string
+		want     LexOptions
+		ok       bool
+	}{
+		{"on", "UTF8", LexOptions{}, true},
+		{"off", "SJIS", LexOptions{StandardStringsOff: true, Encoding: EncodingSJIS}, true},
+		{"on", "WIN1252", LexOptions{Encoding: EncodingWIN1252}, true},
+		{"on", "SHIFT_JIS_2004", LexOptions{}, false},
+		{"on", "KLINGON", LexOptions{}, false},
+		{"", "UTF8", LexOptions{}, false},
+	} {
+		t.Run(tc.scs+"/"+tc.enc, func(t *testing.T) {
+			got, err := LexOptionsFor(tc.scs, tc.enc)
+			if (err == nil) != tc.ok || err == nil && got != tc.want {
+				t.Errorf("LexOptionsFor(%q, %q) = %+v, %v; want %+v, ok %v", tc.scs, tc.enc, got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
 // TestLexAllocs: lexing a statement into a slice with room allocates
 // nothing, in UTF8 and single-byte encodings.
 func TestLexAllocs(t *testing.T) {

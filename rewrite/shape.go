@@ -100,7 +100,7 @@ func shapeWith(sql string, o LexOptions) (simpleShape, error) {
 // literalValue returns the value of toks[i] when it is a string literal
 // the shape replaces by a parameter: a plain quoted string, not continued,
 // in a value position, with a value known in the client's encoding.
-// E”, U&”, dollar quoting and continued literals stay in the key.
+// E'…', U&'…', dollar quoting and continued literals stay in the key.
 func literalValue(sql string, toks []Token, i int, o LexOptions) (string, bool) {
 	t := toks[i]
 	if t.Kind != TokenString || t.Continued() || sql[t.Start] != '\'' || i == 0 || !valuePosition(sql, toks[i-1]) {
