@@ -31,7 +31,10 @@ type simpleShape struct {
 }
 
 // tokenPool holds token slices for shapeWith, so that lexing costs no
-// allocation.
+// allocation. Slices grown past maxPooledTokens by a huge text are left to
+// the garbage collector.
+const maxPooledTokens = 8192
+
 var tokenPool = sync.Pool{New: func() any { s := make([]Token, 0, 256); return &s }}
 
 // shapeOf returns the shape key of sql read with the default settings,
@@ -51,8 +54,10 @@ func shapeWith(sql string, o LexOptions) (simpleShape, error) {
 	pooled := tokenPool.Get().(*[]Token)
 	toks, err := Lex((*pooled)[:0], sql, o)
 	defer func() {
-		*pooled = toks[:0]
-		tokenPool.Put(pooled)
+		if cap(toks) <= maxPooledTokens {
+			*pooled = toks[:0]
+			tokenPool.Put(pooled)
+		}
 	}()
 	if err != nil {
 		return simpleShape{}, err
