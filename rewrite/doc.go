@@ -93,4 +93,20 @@
 // Plan.SQL is a template: each Literal's byte range holds the placeholder
 // $0 until the proxy splices the transformed literal in, so an unspliced
 // template fails at the server instead of writing anything.
+//
+// # Lexing
+//
+// pg_query parses every text as a server with standard_conforming_strings
+// on and client_encoding UTF8 would. Lex is a Go transcription of
+// PostgreSQL 17's scanner (scan.l) that also knows the session's settings:
+// the simple-protocol path uses it to find and decode string literals
+// without cgo (AnalyzeSimpleWith), and hands pg_query only texts that read
+// the same under the default settings. It is exact for client encodings
+// UTF8, SQL_ASCII, every single-byte encoding, the EUC encodings, and the
+// client-only SJIS, BIG5, GBK, UHC, GB18030 and JOHAB (stepping over whole
+// characters, whose ASCII trailing bytes are no quotes or backslashes);
+// it refuses SHIFT_JIS_2004 and MULE_INTERNAL, and non-ASCII dollar-quote
+// tags in multibyte encodings other than UTF8 (lex_encoding.go says why).
+// FuzzLexMatchesScan compares it with pg_query's Scan; integration tests
+// compare it with a real server under each setting.
 package rewrite

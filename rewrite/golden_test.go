@@ -86,7 +86,7 @@ type gcase struct {
 	line     int
 }
 
-func readGolden(t *testing.T, path string) ([]gcase, []string) {
+func readGolden(t testing.TB, path string) ([]gcase, []string) {
 	fh, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
