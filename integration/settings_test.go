@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/pgcluster"
 )
 
@@ -33,12 +35,22 @@ func TestSettingsStandardConformingStrings(t *testing.T) {
 	if hasError(out, "0A000") || !strings.Contains(strings.Join(out, ""), "INSERT 0 1") {
 		t.Fatalf("insert without backslashes, standard_conforming_strings off: %v", out)
 	}
-	// One with a backslash is refused.
+	// One with a backslash is read as the server reads it (the simple
+	// protocol's lexer knows the setting) or refused: never misread. Here
+	// the server sees a syntax error, and so does the proxy.
 	w := secret("scs-known")
 	out = exchange(t, hc, &pgproto3.Query{String: strings.Replace(scsAttack, "%s", w, 1)})
-	if !hasError(out, "0A000") {
+	if !hasError(out, "42601") && !hasError(out, "0A000") {
 		t.Fatalf("backslash literal, standard_conforming_strings off: %v", out)
 	}
+	// Read as the server reads it, this one stores the city ' || ' and the
+	// last name in dollar quotes: both must be encrypted, or refused.
+	w2 := secret("scs-dollar")
+	out = exchange(t, hc, &pgproto3.Query{String: `INSERT INTO patients (city, last_name) VALUES ('' || ', $$` + w2 + `$$) --', 'x')`})
+	if len(out) == 0 || (!hasError(out, "0A000") && !strings.Contains(strings.Join(out, ""), "INSERT 0 1")) {
+		t.Fatalf("backslash literal and dollar quotes, standard_conforming_strings off: %v", out)
+	}
+	noPlaintextLastName(t, w2)
 	exchange(t, hc, &pgproto3.Query{String: "SET standard_conforming_strings = on"})
 
 	// Pipelined behind the SET, in one write: the proxy cannot know yet.
@@ -70,7 +82,7 @@ func TestSettingsStandardConformingStrings(t *testing.T) {
 	if !hasError(out, "0A000") {
 		t.Fatalf("pipelined behind set_config: %v", out)
 	}
-	for _, s := range []string{w, x, y, z} {
+	for _, s := range []string{w, w2, x, y, z} {
 		noPlaintextCity(t, s)
 		noPlaintextCity(t, s+"$$) --")
 	}
@@ -108,4 +120,24 @@ func TestSettingsClientEncoding(t *testing.T) {
 	}
 	noPlaintextCity(t, v)
 	noPlaintextCity(t, v+"$$) --")
+}
+
+// noPlaintextLastName fails if a patient's last name is stored in
+// plaintext (v, or anything not ciphertext).
+func noPlaintextLastName(t *testing.T, v string) {
+	t.Helper()
+	rows, err := phiDirect(t).Query(context.Background(), "SELECT last_name FROM patients WHERE last_name IS NOT NULL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		if name == v || !crypto.IsCiphertext([]byte(name)) {
+			t.Fatalf("a patient's last name is stored in plaintext")
+		}
+	}
 }

@@ -154,13 +154,18 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 // plan analyzes sql against the state's catalog and checks that the
 // tables it touches are ready. simple says the text comes from a simple
 // Query, whose literals change from text to text: its plan is made from
-// the cached plan of its shape (rewrite.Cache.AnalyzeSimple).
-func (st *dbState) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	analyze := st.plans.Analyze
+// the cached plan of its shape (rewrite.Cache.AnalyzeSimpleWith), read
+// with the lexer under the session's settings o.
+func (st *dbState) plan(sql string, simple bool, o rewrite.LexOptions) (*rewrite.Plan, error) {
+	var (
+		p   *rewrite.Plan
+		err error
+	)
 	if simple {
-		analyze = st.plans.AnalyzeSimple
+		p, err = st.plans.AnalyzeSimpleWith(sql, o)
+	} else {
+		p, err = st.plans.Analyze(sql)
 	}
-	p, err := analyze(sql)
 	if err != nil {
 		return nil, err
 	}

@@ -369,11 +369,11 @@ func TestPHIMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := st.plan("SELECT email FROM patients WHERE email = $1", false); err != nil {
+		if _, err := st.plan("SELECT email FROM patients WHERE email = $1", false, rewrite.LexOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := st.plan("SELECT 1", false); err != nil {
+	if _, err := st.plan("SELECT 1", false, rewrite.LexOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	problems, err := testutil.GatherAndLint(reg)
@@ -399,7 +399,7 @@ phiproxy_plan_cache_misses_total 1
 	if err != nil {
 		t.Fatal(err)
 	}
-	st2.plan("SELECT email FROM patients WHERE email = $1", false)
+	st2.plan("SELECT email FROM patients WHERE email = $1", false, rewrite.LexOptions{})
 	if got := testutil.ToFloat64(eng.metrics.statements.WithLabelValues("passthrough")); got != 0 {
 		t.Errorf("statements counted by plan(): %v", got)
 	}

@@ -69,6 +69,7 @@ func (s *session) raiseQuery(err error) error {
 func (s *session) raiseExtended(err error) error {
 	r := s.refuse(err)
 	delete(s.portals, "") // the raise binds the unnamed portal
+	s.skipping = true
 	for _, m := range raiseMessages(r) {
 		out, err := m.msg.Encode(s.buf[:0])
 		if err != nil {

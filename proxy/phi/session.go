@@ -22,6 +22,9 @@ type session struct {
 	batch uint64
 	// openBatch: extended-protocol messages went out since the last Sync.
 	openBatch bool
+	// skipping: a raise (raise.go) failed this batch; the rest of it, up
+	// to Sync, is dropped as the server would skip it.
+	skipping bool
 	// stale: DDL went through since the catalog was read; it is read again
 	// at the next moment nothing is pending (refreshCatalog).
 	stale      bool
@@ -60,6 +63,11 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 func (s *session) Frontend(typ byte, msg []byte) error {
 	if !s.openBatch {
 		s.sweep()
+	}
+	if s.skipping {
+		// The server fails the raise and skips the rest of the batch; the
+		// proxy drops it itself, so no value of it goes upstream at all.
+		return nil
 	}
 	var err error
 	switch typ {
@@ -114,6 +122,7 @@ const minSweep = 256
 func (s *session) Sync() {
 	s.batch++
 	s.openBatch = false
+	s.skipping = false
 }
 
 // ParameterStatus implements proxy.SessionInterceptor.
@@ -129,20 +138,18 @@ func (s *session) ParameterStatus(name, value string) {
 // plan analyzes a Query's or Parse's text and notes DDL, after which the
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	p, err := s.db.plan(sql, simple)
-	if err != nil {
-		// It named a policy table (only those are parsed): if the settings
-		// explain why it did not parse, say so.
-		if serr := s.checkSettings(sql); serr != nil {
+	o := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}
+	p, err := s.db.plan(sql, simple, o)
+	if err != nil || !p.Passthrough || len(p.Statements) > 0 {
+		// The text names a policy table (only those are parsed): it must
+		// read for certain as it was read. If the settings explain why it
+		// did not parse, say so.
+		if serr := s.checkSettings(sql, simple); serr != nil {
 			return nil, serr
 		}
-		return nil, err
 	}
-	if !p.Passthrough || len(p.Statements) > 0 {
-		// The text names a policy table (it was parsed).
-		if err := s.checkSettings(sql); err != nil {
-			return nil, err
-		}
+	if err != nil {
+		return nil, err
 	}
 	for _, st := range p.Statements {
 		if st.Kind == rewrite.KindDDL {
@@ -157,15 +164,16 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 // setting the proxy cannot know for certain now, or knows to be one it
 // cannot lex under.
 //
-// The analysis lexes as PostgreSQL does with standard_conforming_strings
-// on and client_encoding UTF8. A text without backslashes reads the same
-// whatever standard_conforming_strings says, and a text in ASCII the same
-// in every client encoding; others depend on the settings the server will
-// parse them with, which are those the server last reported only when
-// nothing is in flight: PostgreSQL reports changes at ReadyForQuery, and
-// any statement (a SET, set_config, a function, a ROLLBACK) may change
-// them.
-func (s *session) checkSettings(sql string) error {
+// pg_query parses as PostgreSQL does with standard_conforming_strings on
+// and client_encoding UTF8; the simple protocol's lexer (rewrite.Lex)
+// reads under the session's standard_conforming_strings. A text without
+// backslashes reads the same whatever standard_conforming_strings says,
+// and a text in ASCII the same in every client encoding; others depend on
+// the settings the server will parse them with, which are those the server
+// last reported only when nothing is in flight: PostgreSQL reports changes
+// at ReadyForQuery, and any statement (a SET, set_config, a function, a
+// ROLLBACK) may change them.
+func (s *session) checkSettings(sql string, simple bool) error {
 	backslash, nonASCII := false, false
 	for i := 0; i < len(sql); i++ {
 		switch c := sql[i]; {
@@ -182,7 +190,7 @@ func (s *session) checkSettings(sql string) error {
 		return errSettingsInFlight
 	}
 	switch {
-	case backslash && s.nonStandardStrings.Load():
+	case backslash && s.nonStandardStrings.Load() && !simple:
 		return errNonStandardStrings
 	case nonASCII && s.nonUTF8.Load():
 		return errNonUTF8Text
