@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -39,11 +38,11 @@ type Session struct {
 	// serverR: read by startup, then by serverToClient only.
 	serverR *frameReader
 	// serverW: written by startup, then by clientToServer only.
-	serverW *bufio.Writer
+	serverW *frameWriter
 	// clientW is written by startup, then by serverToClient; wmu guards it
 	// against sendFinalError and flushes.
 	wmu     sync.Mutex
-	clientW *bufio.Writer
+	clientW *frameWriter
 
 	// q is the FIFO of expectations shared by the two directions.
 	q expectations

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -103,10 +102,10 @@ func (s *Session) readStartup(ctx context.Context) ([]byte, error) {
 			return nil, s.forwardCancel(ctx, pkt)
 		default:
 			if code>>16 != protocolMajor3 {
-				s.clientW = bufio.NewWriterSize(s.client, bufferSize)
+				s.clientW = newFrameWriter(s.client)
 				return nil, protocolErrorf("unsupported frontend protocol %d.%d", code>>16, code&0xffff)
 			}
-			s.clientW = bufio.NewWriterSize(s.client, bufferSize)
+			s.clientW = newFrameWriter(s.client)
 			if !s.tlsClient && !s.srv.cfg.Listen.TLS.AllowPlaintext {
 				return nil, errTLSRequired
 			}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -101,7 +100,7 @@ func (s *Session) connectUpstream(ctx context.Context, deadline time.Time) error
 		return *k
 	}
 	lim := s.srv.cfg.Limits
-	s.serverW = bufio.NewWriterSize(conn, bufferSize)
+	s.serverW = newFrameWriter(conn)
 	s.serverR = newFrameReader(conn, lim.MaxServerMessageBytes, true, s.flushClient)
 	// Until the relay starts only authentication messages come: bounded as
 	// PostgreSQL bounds them (PG_MAX_AUTH_TOKEN_LENGTH), not by the
