@@ -6,7 +6,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-
 func encode(b *testing.B, msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {
 	var out []byte
 	for _, m := range msgs {
