@@ -34,7 +34,7 @@ type Finder struct {
 	// byPrefix maps the first 4 bytes of each needle to the needles with
 	// that prefix, so a text is scanned once whatever the number of values.
 	byPrefix map[uint32][]needle
-	found    map[string]bool // "value in place"
+	found    map[string]map[string]bool // value -> places
 }
 
 // needle is one searched form of a value.
@@ -46,7 +46,7 @@ type needle struct {
 // New returns a Finder for vals (duplicates and values shorter than
 // MinLength are ignored).
 func New(vals []string) *Finder {
-	f := &Finder{byPrefix: map[uint32][]needle{}, found: map[string]bool{}}
+	f := &Finder{byPrefix: map[uint32][]needle{}, found: map[string]map[string]bool{}}
 	seen := map[string]bool{}
 	for _, v := range vals {
 		if len(v) < MinLength || seen[v] {
@@ -73,7 +73,10 @@ func (f *Finder) Search(place string, text []byte) {
 		}
 		for _, n := range ns {
 			if bytes.HasPrefix(text[i:], n.b) {
-				f.found[fmt.Sprintf("%q in %s", n.value, place)] = true
+				if f.found[n.value] == nil {
+					f.found[n.value] = map[string]bool{}
+				}
+				f.found[n.value][place] = true
 			}
 		}
 	}
@@ -102,9 +105,31 @@ func (f *Finder) SearchCluster(c *pgcluster.Cluster) error {
 
 // Found returns "value in place" for each hit, sorted.
 func (f *Finder) Found() []string {
+	var out []string
+	for v, places := range f.found {
+		for p := range places {
+			out = append(out, fmt.Sprintf("%q in %s", v, p))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// FoundValues returns each value found, sorted.
+func (f *Finder) FoundValues() []string {
 	out := make([]string, 0, len(f.found))
-	for k := range f.found {
-		out = append(out, k)
+	for v := range f.found {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Places returns where v was found, sorted.
+func (f *Finder) Places(v string) []string {
+	out := make([]string, 0, len(f.found[v]))
+	for p := range f.found[v] {
+		out = append(out, p)
 	}
 	sort.Strings(out)
 	return out

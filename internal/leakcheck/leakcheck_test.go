@@ -20,6 +20,12 @@ func TestFinder(t *testing.T) {
 	if diff := cmp.Diff(want, f.Found()); diff != "" {
 		t.Errorf("Found (-want +got):\n%s", diff)
 	}
+	if diff := cmp.Diff([]string{"900-12-3456", "ada.quill@example.org"}, f.FoundValues()); diff != "" {
+		t.Errorf("FoundValues (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"log"}, f.Places("ada.quill@example.org")); diff != "" {
+		t.Errorf("Places (-want +got):\n%s", diff)
+	}
 }
 
 func TestFinderEmpty(t *testing.T) {

@@ -1,0 +1,471 @@
+package differential
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// The grammar is a table of productions. A statement production writes a
+// whole statement; an atom production writes one predicate on one column
+// (grammar_pred_test.go); a protocol production decides how the statement
+// is sent. Each can be switched off (-disable), and each statement carries
+// the tags of what it used: the production names, refined by the class of
+// the column involved ("pred.eq.norm": = on a column with a normalizing
+// blind index), and the tags of odd values.
+
+// stmtKind is what a statement does to the tables.
+type stmtKind int
+
+const (
+	kindRead stmtKind = iota
+	kindInsert
+	kindUpdate
+	kindDelete
+)
+
+// param is one Bind parameter of an extended-protocol statement.
+type param struct {
+	val    []byte // nil for NULL
+	oid    uint32 // 0: the server infers the type
+	binary bool
+}
+
+// statement is one generated statement and what the runner needs to know
+// about it.
+type statement struct {
+	seq           int
+	sql           string
+	params        []param
+	extended      bool // Parse/Bind/Execute, else a simple Query
+	binaryResults bool
+	kind          stmtKind
+	table         *table  // the table a write changes
+	ids           []int64 // the ids an INSERT writes, for the read-back
+	tags          []string
+	phi           []string // plaintext PHI values sent, for the leak check
+}
+
+// String renders the statement as it is reported.
+func (s *statement) String() string {
+	if !s.extended {
+		return s.sql
+	}
+	var b strings.Builder
+	b.WriteString(s.sql)
+	b.WriteString("  -- extended")
+	if s.binaryResults {
+		b.WriteString(", binary results")
+	}
+	for i, p := range s.params {
+		fmt.Fprintf(&b, "; $%d=", i+1)
+		switch {
+		case p.val == nil:
+			b.WriteString("NULL")
+		case p.binary:
+			fmt.Fprintf(&b, "bin:%x", p.val)
+		default:
+			b.WriteString(strconv.Quote(string(p.val)))
+		}
+		if p.oid != 0 {
+			fmt.Fprintf(&b, "::%d", p.oid)
+		}
+	}
+	return b.String()
+}
+
+// production is one entry of the grammar.
+type production struct {
+	name   string
+	weight int
+	gen    func(b *builder) // statement productions
+	atom   atomFunc         // atom productions
+	proto  bool             // protocol productions
+}
+
+// grammar is every production; statementProductions and atomProductions
+// fill it.
+func grammar() []production {
+	g := append([]production(nil), statementProductions...)
+	g = append(g, atomProductions...)
+	return append(g, protocolProductions...)
+}
+
+// protocolProductions decide how a statement is sent: a simple Query with
+// literals, or Parse/Bind/Execute with parameters and text or binary
+// results.
+var protocolProductions = []production{
+	{name: "proto.simple", weight: 40, proto: true},
+	{name: "proto.extended.text", weight: 30, proto: true},
+	{name: "proto.extended.binary", weight: 30, proto: true},
+}
+
+// generator writes statements. It never looks at results, so a seed
+// names one sequence of statements.
+type generator struct {
+	r      *rand.Rand
+	s      *schema
+	stmts  []production
+	atoms  []production
+	protos []production
+	nextID map[*table]int64 // the next id an INSERT writes
+	m      *pgtype.Map      // encodes binary parameters
+	seq    int
+}
+
+// newGenerator returns a generator of the productions not in disabled.
+func newGenerator(seed uint64, s *schema, disabled map[string]bool) *generator {
+	g := &generator{
+		r:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		s:      s,
+		nextID: map[*table]int64{},
+		m:      pgtype.NewMap(),
+	}
+	for _, t := range s.tables {
+		g.nextID[t] = 1
+	}
+	for _, p := range grammar() {
+		if disabled[p.name] || p.weight == 0 {
+			continue
+		}
+		switch {
+		case p.proto:
+			g.protos = append(g.protos, p)
+		case p.atom != nil:
+			g.atoms = append(g.atoms, p)
+		default:
+			g.stmts = append(g.stmts, p)
+		}
+	}
+	return g
+}
+
+// choose picks a production by weight.
+func (g *generator) choose(ps []production) production {
+	total := 0
+	for _, p := range ps {
+		total += p.weight
+	}
+	n := g.r.IntN(total)
+	for _, p := range ps {
+		if n -= p.weight; n < 0 {
+			return p
+		}
+	}
+	panic("unreachable")
+}
+
+// next returns the next statement.
+func (g *generator) next() *statement {
+	b := g.newBuilder()
+	p := g.choose(g.stmts)
+	b.tag(p.name)
+	p.gen(b)
+	return b.finish()
+}
+
+// newBuilder starts a statement with a protocol chosen from the table.
+func (g *generator) newBuilder() *builder {
+	g.seq++
+	b := &builder{g: g, r: g.r, st: &statement{seq: g.seq}, tags: map[string]bool{}}
+	if len(g.protos) == 0 {
+		b.tag("proto.simple")
+		return b
+	}
+	p := g.choose(g.protos)
+	b.tag(p.name)
+	b.st.extended = p.name != "proto.simple"
+	b.st.binaryResults = p.name == "proto.extended.binary"
+	b.binaryParams = b.st.extended && g.r.IntN(3) == 0
+	return b
+}
+
+// builder accumulates one statement's text, parameters and tags.
+type builder struct {
+	g            *generator
+	r            *rand.Rand
+	st           *statement
+	sql          strings.Builder
+	tags         map[string]bool
+	binaryParams bool // extended: send parameters in binary where possible
+}
+
+func (b *builder) tag(t string) { b.tags[t] = true }
+
+// w appends text.
+func (b *builder) w(parts ...string) {
+	for _, p := range parts {
+		b.sql.WriteString(p)
+	}
+}
+
+// finish returns the statement with its tags sorted.
+func (b *builder) finish() *statement {
+	b.st.sql = b.sql.String()
+	for t := range b.tags {
+		b.st.tags = append(b.st.tags, t)
+	}
+	sort.Strings(b.st.tags)
+	return b.st
+}
+
+// note records what using v for column c means: its tag, and its text
+// for the leak check when c is PHI.
+func (b *builder) note(c *column, v value) {
+	if v.tag != "" {
+		b.tag(v.tag)
+	}
+	if c.phi() && !v.null && distinctive(v.text) {
+		b.st.phi = append(b.st.phi, v.text)
+	}
+}
+
+// val returns the SQL for value v of column c: a literal in the simple
+// protocol, a parameter in the extended protocol.
+func (b *builder) val(c *column, v value) string {
+	b.note(c, v)
+	if !b.st.extended || !c.phi() {
+		if v.null {
+			return "NULL"
+		}
+		if c.phi() || !isNumeric(c.typ) {
+			return quote(v.text)
+		}
+		return v.text
+	}
+	p := param{oid: 0}
+	if !v.null {
+		p.val = []byte(v.text)
+	}
+	switch {
+	case b.binaryParams && !v.null:
+		if bin, ok := encodeBinary(b.g.m, c.oid, v.text); ok {
+			p = param{val: bin, oid: c.oid, binary: true}
+			b.tag("param.binary." + c.typ)
+		} else {
+			p.oid = c.oid
+		}
+	case b.r.IntN(2) == 0:
+		p.oid = c.oid
+		b.tag("param.declared")
+	default:
+		b.tag("param.untyped")
+	}
+	b.st.params = append(b.st.params, p)
+	return "$" + strconv.Itoa(len(b.st.params))
+}
+
+// array returns an array of values of column c, for = ANY and <> ALL: an
+// ARRAY[...] constructor or a '{...}' literal in the simple protocol (the
+// constructor only for text columns: its untyped elements resolve to
+// text), one array parameter in text format in the extended protocol.
+func (b *builder) array(c *column, vs []value) string {
+	for _, v := range vs {
+		b.note(c, v)
+	}
+	elems := make([]string, len(vs))
+	if !b.st.extended && (c.typ == "text" || c.typ == "varchar") && b.r.IntN(2) == 0 {
+		for i, v := range vs {
+			elems[i] = "NULL"
+			if !v.null {
+				elems[i] = quote(v.text)
+			}
+		}
+		b.tag("lit.array_constructor")
+		return "ARRAY[" + strings.Join(elems, ", ") + "]"
+	}
+	for i, v := range vs {
+		elems[i] = "NULL"
+		if !v.null {
+			elems[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v.text) + `"`
+		}
+	}
+	lit := "{" + strings.Join(elems, ",") + "}"
+	if !b.st.extended {
+		b.tag("lit.array_text")
+		return quote(lit)
+	}
+	p := param{val: []byte(lit)}
+	if b.r.IntN(2) == 0 {
+		p.oid = arrayOIDs[c.oid]
+		b.tag("param.declared")
+	} else {
+		b.tag("param.untyped")
+	}
+	b.st.params = append(b.st.params, p)
+	return "$" + strconv.Itoa(len(b.st.params))
+}
+
+// arrayOIDs maps a type OID to its array type's OID.
+var arrayOIDs = map[uint32]uint32{
+	pgtype.TextOID: pgtype.TextArrayOID, pgtype.VarcharOID: pgtype.VarcharArrayOID,
+	pgtype.Int4OID: pgtype.Int4ArrayOID, pgtype.Int8OID: pgtype.Int8ArrayOID,
+	pgtype.NumericOID: pgtype.NumericArrayOID, pgtype.BoolOID: pgtype.BoolArrayOID,
+	pgtype.DateOID: pgtype.DateArrayOID, pgtype.TimestamptzOID: pgtype.TimestamptzArrayOID,
+	pgtype.UUIDOID: pgtype.UUIDArrayOID, pgtype.JSONBOID: pgtype.JSONBArrayOID,
+	pgtype.ByteaOID: pgtype.ByteaArrayOID,
+}
+
+// encodeBinary returns the binary form of text for type oid, as a client
+// library would send it, or false when the text does not parse (the
+// parameter then goes in text format).
+func encodeBinary(m *pgtype.Map, oid uint32, text string) ([]byte, bool) {
+	switch oid {
+	case pgtype.TextOID, pgtype.VarcharOID:
+		return []byte(text), true
+	case pgtype.JSONBOID:
+		return append([]byte{1}, text...), true
+	}
+	t, ok := m.TypeForOID(oid)
+	if !ok {
+		return nil, false
+	}
+	v, err := t.Codec.DecodeValue(m, oid, pgtype.TextFormatCode, []byte(text))
+	if err != nil || v == nil {
+		return nil, false
+	}
+	out, err := m.Encode(oid, pgtype.BinaryFormatCode, v, nil)
+	if err != nil || out == nil {
+		return nil, false
+	}
+	return out, true
+}
+
+// quote is a standard-conforming SQL string literal.
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func isNumeric(typ string) bool {
+	switch typ {
+	case "bigint", "integer", "int4", "int8", "numeric":
+		return true
+	}
+	return false
+}
+
+// pick returns a value of c's pool: now and then NULL, rarely (when
+// allowBad) a value PostgreSQL rejects, sometimes an odd one, mostly an
+// ordinary one. Odd and bad values are kept rare so that a difference can
+// be told apart from the others of its statement.
+func (b *builder) pick(c *column, allowBad bool) value {
+	if !c.phi() {
+		return ok(strconv.FormatInt(b.someID(c), 10))
+	}
+	p := splitPool(c.pool)
+	switch n := b.r.IntN(100); {
+	case n < 10:
+		return null
+	case allowBad && n < 15 && len(p.bad) > 0:
+		return p.bad[b.r.IntN(len(p.bad))]
+	case n < 35 && len(p.odd) > 0:
+		return p.odd[b.r.IntN(len(p.odd))]
+	}
+	return p.ordinary[b.r.IntN(len(p.ordinary))]
+}
+
+// pool is one pool split by kind of value.
+type pool struct{ ordinary, odd, bad []value }
+
+// splitPool splits the named pool.
+func splitPool(name string) pool {
+	var p pool
+	for _, v := range pools[name] {
+		switch {
+		case v.bad:
+			p.bad = append(p.bad, v)
+		case v.tag != "":
+			p.odd = append(p.odd, v)
+		default:
+			p.ordinary = append(p.ordinary, v)
+		}
+	}
+	return p
+}
+
+// write returns the SQL of value v written into column c (INSERT, UPDATE
+// SET, ON CONFLICT), tagged "write.<type>" when v is ordinary (an odd or
+// bad value has its own tag).
+func (b *builder) write(c *column, v value) string {
+	if c.phi() && !v.null && v.tag == "" {
+		b.tag("write." + c.typ)
+	}
+	return b.val(c, v)
+}
+
+// uniqueValue returns a value of c's type that no other statement sends,
+// so that the leak check can name the production that leaked it.
+func (b *builder) uniqueValue(c *column) value {
+	b.tag("val.unique")
+	r := b.r
+	day := time.Date(1800, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, r.IntN(100000))
+	var s string
+	switch c.typ {
+	case "date":
+		s = day.Format(time.DateOnly)
+	case "timestamptz":
+		s = day.Add(time.Duration(r.IntN(86400)) * time.Second).Format("2006-01-02 15:04:05+00")
+	case "int4":
+		s = strconv.Itoa(10_000_000 + r.IntN(2_000_000_000))
+	case "int8":
+		s = strconv.FormatInt(1_000_000_000_000+r.Int64N(1<<50), 10)
+	case "numeric":
+		s = fmt.Sprintf("%d.%06d", 10_000_000+r.IntN(90_000_000), r.IntN(1_000_000))
+	case "bool":
+		s = "true"
+	case "uuid":
+		s = fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", r.Uint32(), r.IntN(1<<16), r.IntN(1<<12), r.IntN(1<<12), r.Int64N(1<<48))
+	case "jsonb":
+		s = fmt.Sprintf(`{"unique": %d, "r": "%08x"}`, b.st.seq, r.Uint32())
+	case "bytea":
+		s = fmt.Sprintf(`\x%016x`, r.Uint64())
+	default:
+		s = fmt.Sprintf("unique-%d-%08x", b.st.seq, r.Uint32())
+	}
+	return ok(s)
+}
+
+// someID returns an id for a non-PHI id column: mostly one that was
+// written, sometimes one past the end.
+func (b *builder) someID(c *column) int64 {
+	t := c.table
+	if c.name == "patient_id" {
+		t = b.g.s.patients
+	}
+	return 1 + b.r.Int64N(b.g.nextID[t]+2)
+}
+
+// newID returns a fresh id for an INSERT into t.
+func (b *builder) newID(t *table) int64 {
+	id := b.g.nextID[t]
+	b.g.nextID[t]++
+	return id
+}
+
+// anyTable picks one of the tables, patients most often.
+func (b *builder) anyTable() *table {
+	switch n := b.r.IntN(10); {
+	case n < 5:
+		return b.g.s.patients
+	case n < 7:
+		return b.g.s.notes
+	default:
+		return b.g.s.types
+	}
+}
+
+// some returns k distinct random elements of cols (all when k ≥ len).
+func (b *builder) some(cols []*column, k int) []*column {
+	idx := b.r.Perm(len(cols))
+	if k > len(cols) {
+		k = len(cols)
+	}
+	out := make([]*column, k)
+	for i := range k {
+		out[i] = cols[idx[i]]
+	}
+	return out
+}
