@@ -118,7 +118,7 @@ func atomLike(b *builder, c *column, ref string) (string, bool) {
 var classWeights = []struct {
 	class  class
 	weight int
-}{{classNorm, 35}, {classExact, 20}, {classPlain, 15}, {classNonPHI, 30}}
+}{{classNorm, 35}, {classExact, 25}, {classPlain, 10}, {classNonPHI, 30}}
 
 // predColumn picks the column of an atom among cols.
 func (b *builder) predColumn(cols []*column) *column {
