@@ -253,6 +253,11 @@ func (b *builder) val(c *column, v value) string {
 	case b.r.IntN(2) == 0:
 		p.oid = c.oid
 		b.tag("param.declared")
+		if c.typ == "text" && b.r.IntN(3) == 0 {
+			// pgjdbc's setString declares varchar (issue 10 item 1).
+			p.oid = pgtype.VarcharOID
+			b.tag("param.declared_varchar")
+		}
 	default:
 		b.tag("param.untyped")
 	}
@@ -267,6 +272,10 @@ func (b *builder) val(c *column, v value) string {
 func (b *builder) array(c *column, vs []value) string {
 	for _, v := range vs {
 		b.note(c, v)
+		if v.tag != "" && !v.bad {
+			// An odd value may be read by another parser inside an array.
+			b.tag("array.val." + c.pool)
+		}
 	}
 	elems := make([]string, len(vs))
 	if !b.st.extended && (c.typ == "text" || c.typ == "varchar") && b.r.IntN(2) == 0 {

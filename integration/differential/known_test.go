@@ -77,6 +77,8 @@ var knownDifferent = []knownEntry{
 		why: "invalid JSON ('', '{bad json', 'NaN', 'n/a') is stored; PostgreSQL fails with 22P02"},
 	{tag: "val.jsonb.nul", issue: "10.3",
 		why: "'{\"t\": \"\\u0000\"}' is stored; PostgreSQL fails with 22P05"},
+	{tag: "array.val.date", issue: "10.3",
+		why: "inside an = ANY($1) array, dates the proxy accepts alone ('1985-3-14', '19850314', 'March 14, 1985', '1985-03-14 13:00') fail with 22P02"},
 	{tag: "val.bytea.bad", issue: "10.3",
 		why: "invalid hex bytea fails with 22P02; PostgreSQL says 22023"},
 }

@@ -71,7 +71,8 @@ func disabled(t *testing.T) map[string]bool {
 	return out
 }
 
-// campaign runs the initial data and n generated statements through r.
+// campaign runs the initial data, the value probes and n generated
+// statements through r.
 func campaign(ctx context.Context, t *testing.T, r *runner, n int) {
 	t.Helper()
 	g := newGenerator(*flagSeed, theEnv.schema, disabled(t))
@@ -91,13 +92,18 @@ func campaign(ctx context.Context, t *testing.T, r *runner, n int) {
 			}
 		}
 	}
+	for _, st := range g.probeStatements() {
+		if _, err := r.run(ctx, st); err != nil {
+			t.Fatalf("probe statement (%s): %v", st, err)
+		}
+	}
 	for range n {
 		st := g.next()
 		if _, err := r.run(ctx, st); err != nil {
 			t.Fatalf("statement %d (%s): %v", st.seq, st, err)
 		}
 	}
-	t.Logf("%d statements (%d generated, the rest initial data) in %v", r.stats.total, n, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d statements (%d generated, the rest initial data and value probes) in %v", r.stats.total, n, time.Since(start).Round(time.Millisecond))
 }
 
 // TestSelfCheck runs the tester on two plaintext copies with no proxy: it
