@@ -1,6 +1,7 @@
 package differential
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -160,14 +161,71 @@ func genUpdate(b *builder) {
 		c := t.col("patient_id")
 		sets = append(sets, c.name+" = "+b.val(c, b.pick(c, false)))
 	}
-	b.w("UPDATE ", from, " SET ", strings.Join(sets, ", "))
-	if b.r.IntN(10) > 0 {
-		b.w(" WHERE ", b.pred(t, alias))
-	} else {
-		b.tag("update.all_rows")
-	}
+	b.w("UPDATE ", from, " SET ", strings.Join(sets, ", "), " WHERE ", b.bound(t, alias, "update"))
 	b.returning(t, "update")
 }
+
+// bound mostly restricts an UPDATE or DELETE to a window of ten ids, as
+// applications mostly change a few rows, and then reads back only that
+// window. The rare unbounded one has a single selective predicate:
+// together they keep the tables from running empty or alike.
+func (b *builder) bound(t *table, alias, prefix string) (where string) {
+	if b.r.IntN(20) == 0 {
+		b.tag(prefix + ".unbounded")
+		return b.selectiveAtom(t, alias)
+	}
+	lo := 1 + b.r.Int64N(b.g.nextID[t])
+	for id := lo; id <= lo+9; id++ {
+		b.st.ids = append(b.st.ids, id)
+	}
+	return fmt.Sprintf("%s AND %s BETWEEN %d AND %d", b.pred(t, alias), ref(alias, "id"), lo, lo+9)
+}
+
+// selectiveAtom is an atom that selects few rows: =, IN, = ANY or IS
+// NOT DISTINCT FROM.
+func (b *builder) selectiveAtom(t *table, alias string) string {
+	for {
+		if p := b.g.choose(b.g.atoms); selective[p.name] {
+			saved := b.g.atoms
+			b.g.atoms = []production{p}
+			s := b.atom(t.cols, alias, "pred")
+			b.g.atoms = saved
+			return s
+		}
+	}
+}
+
+var selective = map[string]bool{"pred.eq": true, "pred.in": true, "pred.any": true, "pred.not_distinct": true}
+
+// trimStatements delete the rows written more than keepIDs ids ago,
+// except the initial data, notes first (a patient with notes cannot be
+// deleted): the generator never sees results, so this is what bounds the
+// tables' size, and with it the cost of a statement.
+func (g *generator) trimStatements() []*statement {
+	var out []*statement
+	for _, t := range []*table{g.s.notes, g.s.patients, g.s.types} {
+		hi := g.nextID[t] - keepIDs
+		if hi <= g.loaded[t] {
+			continue
+		}
+		b := g.newBuilder()
+		b.tag("trim")
+		b.st.kind, b.st.table = kindDelete, t
+		b.w(fmt.Sprintf("DELETE FROM %s WHERE id > %d AND id < %d", t.name, g.loaded[t], hi))
+		if t == g.s.patients {
+			b.w(" AND id NOT IN (SELECT patient_id FROM clinical_notes)")
+		}
+		out = append(out, b.finish())
+	}
+	return out
+}
+
+// keepIDs is how many of the latest ids of a table trimStatements keeps;
+// trimEvery is how many statements apart they run.
+const (
+	keepIDs   = 300
+	trimEvery = 250
+)
 
 // sameType returns another column of cols with c's type, or nil.
 func (b *builder) sameType(cols []*column, c *column) *column {
@@ -185,7 +243,7 @@ func genDelete(b *builder) {
 	t := b.writeTable()
 	b.st.kind, b.st.table = kindDelete, t
 	alias, from := b.maybeAlias(t)
-	b.w("DELETE FROM ", from, " WHERE ", b.pred(t, alias))
+	b.w("DELETE FROM ", from, " WHERE ", b.bound(t, alias, "delete"))
 	b.returning(t, "delete")
 }
 

@@ -44,6 +44,9 @@ func (g *generator) loadStatements(n loadSize) []loadItem {
 		}
 	}
 	for _, t := range s.tables {
+		g.loaded[t] = g.nextID[t] - 1
+	}
+	for _, t := range s.tables {
 		for _, c := range t.phiCols() {
 			for _, v := range pools[c.pool] {
 				if v.bad {

@@ -103,7 +103,23 @@ func campaign(ctx context.Context, t *testing.T, r *runner, n int) {
 			t.Fatalf("statement %d (%s): %v", st.seq, st, err)
 		}
 	}
-	t.Logf("%d statements (%d generated, the rest initial data and value probes) in %v", r.stats.total, n, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d statements (%d generated, the rest initial data and value probes) in %v; %s",
+		r.stats.total, n, time.Since(start).Round(time.Millisecond), rowCounts(ctx, r.b))
+}
+
+// rowCounts reports how many rows each table of sd holds: a run whose
+// tables ran empty would prove little.
+func rowCounts(ctx context.Context, sd *side) string {
+	var parts []string
+	for _, t := range theEnv.schema.tables {
+		res := sd.simple(ctx, "SELECT count(*) FROM "+t.name)
+		n := res.code
+		if !res.failed() && len(res.rows) == 1 {
+			n = res.rows[0][0]
+		}
+		parts = append(parts, t.name+" "+n)
+	}
+	return "rows at the end: " + strings.Join(parts, ", ")
 }
 
 // TestSelfCheck runs the tester on two plaintext copies with no proxy: it
