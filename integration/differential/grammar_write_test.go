@@ -184,15 +184,19 @@ func (b *builder) bound(t *table, alias, prefix string) (where string) {
 // selectiveAtom is an atom that selects few rows: =, IN, = ANY or IS
 // NOT DISTINCT FROM.
 func (b *builder) selectiveAtom(t *table, alias string) string {
-	for {
-		if p := b.g.choose(b.g.atoms); selective[p.name] {
-			saved := b.g.atoms
-			b.g.atoms = []production{p}
-			s := b.atom(t.cols, alias, "pred")
-			b.g.atoms = saved
-			return s
+	var sel []production
+	for _, p := range b.g.atoms {
+		if selective[p.name] {
+			sel = append(sel, p)
 		}
 	}
+	if len(sel) == 0 {
+		return b.atom(t.cols, alias, "pred") // all switched off: any atom
+	}
+	saved := b.g.atoms
+	b.g.atoms = sel
+	defer func() { b.g.atoms = saved }()
+	return b.atom(t.cols, alias, "pred")
 }
 
 var selective = map[string]bool{"pred.eq": true, "pred.in": true, "pred.any": true, "pred.not_distinct": true}

@@ -23,11 +23,11 @@ var (
 	flagReport  = flag.String("report", "", "also write the proxy run's report to this file")
 )
 
-// ciRun reports whether this is the run of make test: the default seed
-// and size, on which the known-different list is checked strictly.
+// ciRun reports whether this is the run of make test: the default seed,
+// size and grammar, on which the known-different list is checked strictly.
 func ciRun() bool {
 	def := func(name string) string { return flag.Lookup(name).DefValue }
-	return fmt.Sprint(*flagSeed) == def("seed") && fmt.Sprint(*flagN) == def("statements")
+	return fmt.Sprint(*flagSeed) == def("seed") && fmt.Sprint(*flagN) == def("statements") && *flagDisable == ""
 }
 
 // theEnv is built by TestMain.
@@ -67,6 +67,19 @@ func disabled(t *testing.T) map[string]bool {
 			t.Fatalf("-disable: no production %q", n)
 		}
 		out[n] = true
+	}
+	var stmts, atoms int
+	for _, p := range grammar() {
+		switch {
+		case out[p.name] || p.proto:
+		case p.atom != nil:
+			atoms++
+		default:
+			stmts++
+		}
+	}
+	if stmts == 0 || atoms == 0 {
+		t.Fatalf("-disable leaves %d statement and %d atom productions: keep at least one of each", stmts, atoms)
 	}
 	return out
 }
