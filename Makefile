@@ -3,7 +3,7 @@ GO       ?= go
 BIN      ?= bin/phiproxy
 FUZZTIME ?= 10s
 
-.PHONY: all build test unit lint fuzz demo bench postgres clean
+.PHONY: all build test unit lint fuzz demo bench differential postgres clean
 
 all: build
 
@@ -35,9 +35,23 @@ demo: build postgres
 bench: postgres
 	scripts/bench.sh $(BENCHFLAGS)
 
+# A differential campaign (integration/differential, issue 14): N generated
+# statements through phiproxy against plaintext PostgreSQL, and SELF_N for
+# the plaintext-vs-plaintext self-check, for each seed of SEED (a list).
+# Prints each report and keeps it in .differential/seed-<seed>.txt.
+SEED   ?= 1
+N      ?= 20000
+SELF_N ?= $(N)
+differential: postgres
+	@mkdir -p .differential; rc=0; for s in $(SEED); do \
+	  $(GO) test -count=1 -timeout 0 -v -run 'TestSelfCheck|TestProxy' ./integration/differential \
+	    -args -seed=$$s -statements=$(N) -self-statements=$(SELF_N) -report=$(CURDIR)/.differential/seed-$$s.txt \
+	    || rc=1; \
+	done; exit $$rc
+
 # Ensure PostgreSQL server binaries and psql exist (installs them as root).
 postgres:
 	@scripts/ensure-postgres.sh
 
 clean:
-	rm -rf bin .demo .bench
+	rm -rf bin .demo .bench .differential

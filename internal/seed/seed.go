@@ -76,6 +76,35 @@ func SchemaSQL(pol *policy.Policy, checks bool) string {
 	return b.String()
 }
 
+// PlainSchemaSQL returns the DDL of the policy's tables in plaintext: the
+// twin that differential tests and benchmarks compare phiproxy with. It has
+// the columns of SchemaSQL in the same order, each PHI column in its
+// logical type, no blind-index columns, and a btree index on each column
+// that has a blind index. IF NOT EXISTS makes it idempotent.
+func PlainSchemaSQL(pol *policy.Policy) string {
+	var b strings.Builder
+	for _, t := range pol.Tables() {
+		table := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		extra := tableColumns[t.QualifiedName()]
+		cols := append([]string(nil), extra[0]...)
+		var indexes []string
+		for _, c := range t.Columns {
+			name := pgx.Identifier{c.Name}.Sanitize()
+			cols = append(cols, fmt.Sprintf("%s %s", name, c.Type))
+			if c.Indexed() {
+				indexes = append(indexes, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s);\n",
+					pgx.Identifier{t.Name + "_" + c.Name + "_idx"}.Sanitize(), table, name))
+			}
+		}
+		cols = append(cols, extra[1]...)
+		fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n  %s);\n", table, strings.Join(cols, ",\n  "))
+		for _, s := range indexes {
+			b.WriteString(s)
+		}
+	}
+	return b.String()
+}
+
 // CiphertextCheck is the CHECK expression that accepts only a v1 envelope
 // (or NULL) in col, as crypto/FORMAT.md gives it: the text form is the
 // prefix and at least the base64 of Overhead bytes; the raw form starts
