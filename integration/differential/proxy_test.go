@@ -15,6 +15,7 @@ import (
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // This file is the tester's only contact with the proxy package's API, so
@@ -46,7 +47,12 @@ func startProxy(ctx context.Context, upstream *pgcluster.Cluster, certFile, keyF
 		},
 	}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := proxy.New(cfg, logger, prometheus.NewRegistry(), proxy.WithPHI(pol, proxy.KeyringKeys(kr)))
+	reg := prometheus.NewRegistry()
+	eng, err := phi.New(pol, phi.KeyringKeys(kr), reg, phi.Config{})
+	if err != nil {
+		return 0, nil, fmt.Errorf("phi.New: %w", err)
+	}
+	srv, err := proxy.New(cfg, logger, reg, proxy.WithInterceptor(eng))
 	if err != nil {
 		return 0, nil, fmt.Errorf("proxy.New: %w", err)
 	}
