@@ -28,10 +28,12 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) (*derived, error)
 			}
 			out.cols = append(out.cols, c)
 		}
-		if !s.All {
-			if col := out.firstPHI(); col != nil {
-				return nil, a.reject(col, -1, "UNION/INTERSECT/EXCEPT without ALL (it compares values)")
-			}
+		// A set operation's result columns name no table in RowDescription,
+		// so the proxy could not tell them apart from plaintext to decrypt
+		// them; without ALL the server would also compare ciphertexts, and a
+		// VALUES branch would put a plaintext literal in a PHI column's place.
+		if col := out.firstPHI(); col != nil {
+			return nil, a.reject(col, -1, "UNION, INTERSECT or EXCEPT with a PHI column in the result")
 		}
 		sc.outputs = out.cols
 		if err := a.sortClause(s.SortClause, sc, "ORDER BY"); err != nil {
