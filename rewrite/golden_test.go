@@ -337,9 +337,6 @@ func renderPlan(p *Plan) string {
 		if len(tables) > 0 {
 			fmt.Fprintf(&b, " tables=%s", strings.Join(tables, ","))
 		}
-		if st.HideIndexColumns {
-			b.WriteString(" hide-index-columns")
-		}
 		for _, r := range st.Returning {
 			fmt.Fprintf(&b, " returning[%d]=%s", r.Index, r.Column.Name)
 		}

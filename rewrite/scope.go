@@ -19,11 +19,10 @@ type outCol struct {
 // the tables whose columns a `*` brought in (names unknown without the
 // catalog).
 type derived struct {
-	cols     []outCol
-	stars    []*policy.Table
-	unknown  bool // a `*` over a relation whose columns are unknown
-	setop    bool
-	lateRefs bool
+	cols    []outCol
+	stars   []*policy.Table
+	unknown bool // a `*` over a relation whose columns are unknown
+	setop   bool
 }
 
 // has reports whether the derived relation has a column named name:

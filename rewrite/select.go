@@ -224,7 +224,6 @@ func (a *analyzer) star(cr *pg.ColumnRef, sc *scope, out *derived) {
 		}
 		switch {
 		case e.table != nil:
-			a.stmt.HideIndexColumns = true
 			cols, ok := a.catalogColumns(e.table.Schema, e.table.Name)
 			if !ok {
 				out.stars = append(out.stars, e.table)
@@ -239,14 +238,6 @@ func (a *analyzer) star(cr *pg.ColumnRef, sc *scope, out *derived) {
 			out.cols = append(out.cols, e.derived.cols...)
 			out.stars = append(out.stars, e.derived.stars...)
 			out.unknown = out.unknown || e.derived.unknown
-			if len(e.derived.stars) > 0 {
-				a.stmt.HideIndexColumns = true
-			}
-			for _, c := range e.derived.cols {
-				if c.idx != nil {
-					a.stmt.HideIndexColumns = true
-				}
-			}
 		default:
 			if cols, ok := a.catalogColumns(e.schema, e.rel); ok && e.rel != "" {
 				for _, c := range cols {
