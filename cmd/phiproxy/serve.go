@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger, err := newLogger(cfg.file.Log, stderr)
 	if err != nil {
 		return err
+	}
+	if n := cfg.file.Proxy.Limits.MaxProcs; n > 0 {
+		runtime.GOMAXPROCS(n)
 	}
 
 	reg := prometheus.NewRegistry()

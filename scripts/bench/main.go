@@ -84,9 +84,13 @@ func run() error {
 	flag.IntVar(&o.patients, "patients", 10000, "patients seeded into each database of the phi workload")
 	flag.IntVar(&o.rounds, "rounds", 1, "how many times to run each interleaved matrix (and the idle measurement)")
 	flag.IntVar(&o.idle, "idle", 1000, "idle sessions opened through each middlebox by the idle workload")
+	procs := flag.Int("procs", 0, "GOMAXPROCS of this process, which is the proxy (limits.max_procs); 0 leaves Go's default")
 	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), or all")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.Parse()
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	var runPgbenchWL, runIdle, runPHI bool
 	switch *which {
 	case "all":
