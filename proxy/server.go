@@ -18,15 +18,16 @@ import (
 
 // Server accepts client connections and runs one Session per connection.
 type Server struct {
-	cfg         Config
-	log         *slog.Logger
-	metrics     *Metrics
-	gatherer    prometheus.Gatherer // nil when reg is not a Gatherer
-	clientTLS   *tls.Config         // nil: plaintext only
-	upstreamTLS *tls.Config         // nil: mode disable
-	health      health
-	// icpt transforms the sessions' traffic; nil: a transparent proxy.
-	icpt Interceptor
+	cfg       Config
+	log       *slog.Logger
+	metrics   *Metrics
+	gatherer  prometheus.Gatherer // nil when reg is not a Gatherer
+	clientTLS *tls.Config         // nil: plaintext only; a shell over tls (reload.go)
+	health    health
+	// tls holds the TLS configurations in force (reload.go).
+	tls atomic.Pointer[tlsConfigs]
+	// icpt transforms new sessions' traffic; nil: a transparent proxy.
+	icpt atomic.Pointer[Interceptor]
 
 	// ctx is the sessions' base context, cancelled by Close.
 	ctx    context.Context
@@ -52,7 +53,7 @@ type Option func(*Server) error
 // proxy.
 func WithInterceptor(icpt Interceptor) Option {
 	return func(srv *Server) error {
-		srv.icpt = icpt
+		srv.icpt.Store(&icpt)
 		return nil
 	}
 }
@@ -84,13 +85,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	srv := &Server{
-		cfg:         cfg,
-		log:         logger,
-		metrics:     metrics,
-		clientTLS:   clientTLS,
-		upstreamTLS: upstreamTLS,
-		sessions:    map[*Session]struct{}{},
+		cfg:      cfg,
+		log:      logger,
+		metrics:  metrics,
+		sessions: map[*Session]struct{}{},
 	}
+	srv.tls.Store(&tlsConfigs{client: clientTLS, upstream: upstreamTLS})
+	srv.clientTLS = srv.listenTLS(clientTLS)
 	for _, o := range opts {
 		if err := o(srv); err != nil {
 			return nil, err

@@ -185,7 +185,7 @@ func (s *Session) serve(ctx context.Context) (err error) {
 // alone. The interceptor starts its session here; then the client gets
 // the ReadyForQuery.
 func (s *Session) prepare(ctx context.Context) error {
-	if icpt := s.srv.icpt; icpt != nil {
+	if icpt := s.srv.interceptor(); icpt != nil {
 		si, err := icpt.NewSession(ctx, &Conn{s})
 		if err != nil {
 			return err

@@ -20,7 +20,7 @@ var errUpstreamRefusedTLS = errors.New("the server does not accept TLS (answered
 // records it in the metrics and readiness.
 func (srv *Server) dialUpstream(ctx context.Context) (net.Conn, error) {
 	start := time.Now()
-	conn, err := dialUpstream(ctx, srv.cfg.Upstream, srv.upstreamTLS, srv.health.reachable)
+	conn, err := dialUpstream(ctx, srv.cfg.Upstream, srv.upstreamTLSNow(), srv.health.reachable)
 	if err != nil {
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.tls {

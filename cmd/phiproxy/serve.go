@@ -35,11 +35,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *checkOnly {
 		return checkConfig(ctx, *path, checkOptions{}, stdout)
 	}
+	hup, stopHangup := notifyHangup()
+	defer stopHangup()
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.file.Log, stderr)
+	logger, level, err := newLogger(cfg.file.Log, stderr)
 	if err != nil {
 		return err
 	}
@@ -49,7 +51,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var opts []proxy.Option
+	var (
+		opts []proxy.Option
+		eng  *phi.Engine
+	)
 	if !cfg.policy.Empty() {
 		// Keys are unwrapped once, here: KMS being down later does not
 		// stop traffic, and nothing on the per-value path calls it.
@@ -59,7 +64,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
-		eng, err := phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize})
+		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize})
 		if err != nil {
 			return err
 		}
@@ -74,6 +79,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng}
+	go rl.run(ctx, hup)
 	<-ctx.Done()
 
 	drain := srv.Config().Limits.DrainTimeout
