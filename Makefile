@@ -11,7 +11,7 @@ LDFLAGS  := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
 PORT         ?=
 METRICS_PORT ?=
 
-.PHONY: all build test unit lint fuzz demo bench bench-migrate postgres clean
+.PHONY: all build test unit lint fuzz demo bench bench-migrate differential postgres clean
 
 all: build
 
@@ -40,7 +40,8 @@ fuzz:
 demo: build postgres
 	exec $(BIN) demo $(if $(PORT),--listen 127.0.0.1:$(PORT)) $(if $(METRICS_PORT),--metrics 127.0.0.1:$(METRICS_PORT))
 
-# BENCHFLAGS go to scripts/bench (-workload phi, -duration 30s, -cpuprofile FILE, ...).
+# BENCHFLAGS go to scripts/bench (-workload pgbench|idle|phi, -duration 30s, -rounds 2,
+# -idle 1000, -cpuprofile FILE, ...); scripts/bench.sh installs pgbouncer when root.
 bench: postgres
 	scripts/bench.sh $(BENCHFLAGS)
 
@@ -50,9 +51,23 @@ bench: postgres
 bench-migrate: postgres
 	$(GO) run ./scripts/migratebench $(MIGRATEFLAGS)
 
+# A differential campaign (integration/differential, issue 14): N generated
+# statements through phiproxy against plaintext PostgreSQL, and SELF_N for
+# the plaintext-vs-plaintext self-check, for each seed of SEED (a list).
+# Prints each report and keeps it in .differential/seed-<seed>.txt.
+SEED   ?= 1
+N      ?= 20000
+SELF_N ?= $(N)
+differential: postgres
+	@mkdir -p .differential; rc=0; for s in $(SEED); do \
+	  $(GO) test -count=1 -timeout 0 -v -run 'TestSelfCheck|TestProxy' ./integration/differential \
+	    -args -seed=$$s -statements=$(N) -self-statements=$(SELF_N) -report=$(CURDIR)/.differential/seed-$$s.txt \
+	    || rc=1; \
+	done; exit $$rc
+
 # Ensure PostgreSQL server binaries and psql exist (installs them as root).
 postgres:
 	@scripts/ensure-postgres.sh
 
 clean:
-	rm -rf bin .demo .bench
+	rm -rf bin .demo .bench .differential

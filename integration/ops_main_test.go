@@ -21,6 +21,7 @@ import (
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // The operations tests (schema, migrate, keys, check) run the phiproxy
@@ -221,7 +222,12 @@ func (e *opsEnv) startProxy(t *testing.T) *testProxy {
 	logs := &syncBuffer{}
 	phiLogs.add(logs)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := proxy.New(baseConfig(), logger, prometheus.NewRegistry(), proxy.WithPHI(e.policy, proxy.KeyringKeys(kr)))
+	reg := prometheus.NewRegistry()
+	eng, err := phi.New(e.policy, phi.KeyringKeys(kr), reg, phi.Config{})
+	if err != nil {
+		t.Fatalf("phi.New: %v", err)
+	}
+	srv, err := proxy.New(baseConfig(), logger, reg, proxy.WithInterceptor(eng))
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}

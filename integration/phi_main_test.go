@@ -1,17 +1,14 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -21,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/internal/leakcheck"
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // The PHI tests run against their own database, phiDatabase, whose tables
@@ -163,8 +162,12 @@ func startPHIProxy(t *testing.T) *testProxy {
 	logs := &syncBuffer{}
 	phiLogs.add(logs)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := proxy.New(baseConfig(), logger, prometheus.NewRegistry(),
-		proxy.WithPHI(phiEnv.policy, proxy.KeyringKeys(phiEnv.keyring)))
+	reg := prometheus.NewRegistry()
+	eng, err := phi.New(phiEnv.policy, phi.KeyringKeys(phiEnv.keyring), reg, phi.Config{})
+	if err != nil {
+		t.Fatalf("phi.New: %v", err)
+	}
+	srv, err := proxy.New(baseConfig(), logger, reg, proxy.WithInterceptor(eng))
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
@@ -259,47 +262,17 @@ func (l *logSet) snapshot() map[string][]byte {
 }
 
 // findPlaintext searches the server log, every file under the data
-// directory and the extra texts for each value, also in the forms
-// PostgreSQL may store or print it (base64 or hex would be ciphertext-like,
-// so only the raw bytes and the bytea hex form are searched). It returns
-// "value in place" for each hit.
+// directory and the extra texts for each value (internal/leakcheck). It
+// returns "value in place" for each hit.
 func findPlaintext(c *pgcluster.Cluster, vals []string, extra map[string][]byte) ([]string, error) {
-	places := map[string][]byte{}
-	log, err := c.LogContents()
-	if err != nil {
+	f := leakcheck.New(vals)
+	if err := f.SearchCluster(c); err != nil {
 		return nil, err
 	}
-	places["server log"] = log
-	for k, v := range extra {
-		places[k] = v
+	for place, b := range extra {
+		f.Search(place, b)
 	}
-	err = filepath.WalkDir(c.DataDir(), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		places[strings.TrimPrefix(path, c.DataDir())] = b
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	var found []string
-	for _, v := range vals {
-		needles := [][]byte{[]byte(v), []byte(hex.EncodeToString([]byte(v)))}
-		for place, b := range places {
-			for _, n := range needles {
-				if bytes.Contains(b, n) {
-					found = append(found, fmt.Sprintf("%q in %s", v, place))
-				}
-			}
-		}
-	}
-	sort.Strings(found)
-	return found, nil
+	return f.Found(), nil
 }
 
 // TestLeakCheckFindsPlaintext proves the leak check can fail: a value

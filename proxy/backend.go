@@ -2,16 +2,13 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"sync"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Sets of expectation kinds a server message may complete or belong to.
 type kindSet uint16
 
-func kinds(ks ...expectKind) kindSet {
+func kinds(ks ...Kind) kindSet {
 	var s kindSet
 	for _, k := range ks {
 		s |= 1 << k
@@ -19,19 +16,20 @@ func kinds(ks ...expectKind) kindSet {
 	return s
 }
 
-func (s kindSet) has(k expectKind) bool { return s&(1<<k) != 0 }
+func (s kindSet) has(k Kind) bool { return s&(1<<k) != 0 }
 
 var (
-	kindsParse      = kinds(expectParse)
-	kindsBind       = kinds(expectBind)
-	kindsClose      = kinds(expectClose)
-	kindsDescribe   = kinds(expectDescribeStatement, expectDescribePortal)
-	kindsExecute    = kinds(expectExecute)
-	kindsResult     = kinds(expectExecute, expectQuery)
-	kindsRowDesc    = kinds(expectDescribeStatement, expectDescribePortal, expectQuery)
-	kindsFunction   = kinds(expectFunctionCall)
-	kindsStatement  = kinds(expectDescribeStatement)
-	kindsNoPopError = kinds(expectQuery, expectFunctionCall, expectSync)
+	kindsAny        = ^kindSet(0)
+	kindsParse      = kinds(KindParse)
+	kindsBind       = kinds(KindBind)
+	kindsClose      = kinds(KindClose)
+	kindsDescribe   = kinds(KindDescribeStatement, KindDescribePortal)
+	kindsExecute    = kinds(KindExecute)
+	kindsResult     = kinds(KindExecute, KindQuery)
+	kindsRowDesc    = kinds(KindDescribeStatement, KindDescribePortal, KindQuery)
+	kindsFunction   = kinds(KindFunctionCall)
+	kindsStatement  = kinds(KindDescribeStatement)
+	kindsNoPopError = kinds(KindQuery, KindFunctionCall, KindSync)
 )
 
 // serverToClient reads the server's messages, matches each response to the
@@ -71,22 +69,23 @@ func (s *Session) handleBackend(typ byte, msg []byte) error {
 		return s.handleDataRow(msg)
 	case 'T':
 		return s.handleRowDescription(msg)
-	case 'C':
-		return s.handleCommandComplete(msg)
-	case 'I':
-		return s.handleEmptyQueryResponse(msg)
+	case 'C', 'I':
+		// CommandComplete, EmptyQueryResponse
+		return s.handleCommandComplete(typ, msg)
 	case 's':
-		return s.handlePortalSuspended(msg)
+		// PortalSuspended: Execute stopped at its row limit.
+		return s.complete(typ, msg, kindsExecute)
 	case '1':
-		return s.handleParseComplete(msg)
+		return s.complete(typ, msg, kindsParse)
 	case '2':
-		return s.handleBindComplete(msg)
+		return s.complete(typ, msg, kindsBind)
 	case '3':
-		return s.handleCloseComplete(msg)
+		return s.complete(typ, msg, kindsClose)
+	case 'n':
+		// NoData: the answer to Describe of something without a result.
+		return s.complete(typ, msg, kindsDescribe)
 	case 't':
 		return s.handleParameterDescription(msg)
-	case 'n':
-		return s.handleNoData(msg)
 	case 'Z':
 		return s.handleReadyForQuery(msg)
 	case 'E':
@@ -94,29 +93,37 @@ func (s *Session) handleBackend(typ byte, msg []byte) error {
 	case 'G', 'W':
 		return s.handleCopyInResponse(msg)
 	case 'H':
-		return s.handleCopyOutResponse(msg)
+		// CopyOutResponse: CopyData and CopyDone follow, then
+		// CommandComplete.
+		return s.within(typ, msg, kindsResult)
 	case 'V':
-		return s.handleFunctionCallResponse(msg)
+		// FunctionCallResponse: ReadyForQuery follows and completes it.
+		return s.within(typ, msg, kindsFunction)
 	case 'S':
 		s.noteParameterStatus(msg)
-		return s.send(msg)
+		return s.send(toClient, msg)
 	case 'd', 'c', 'A', 'N':
 		// CopyData, CopyDone, NotificationResponse, NoticeResponse: no
 		// expectation involved.
-		return s.send(msg)
+		return s.send(toClient, msg)
 	default:
 		return serverProtocolErrorf("unexpected message type %q", typ)
 	}
 }
 
-// send buffers msg for the client, unless it answers a message the proxy
-// sent itself or belongs to a result that failed to decrypt.
-func (s *Session) send(msg []byte) error {
-	if s.hidden || s.mute || s.internal {
+// send buffers msg for the client, unless its audience is the proxy or
+// the current result failed in the proxy (s2cMuted). Asynchronous
+// messages always reach the client, and so does a server error answering
+// a message the proxy sent in place of a client's.
+func (s *Session) send(to audience, msg []byte) error {
+	if len(msg) == 0 {
+		return nil
+	}
+	if to != toClient || s.state == s2cMuted {
 		switch msg[0] {
-		case 'A', 'N', 'S': // asynchronous: always the client's
+		case 'A', 'N', 'S':
 		case 'E':
-			if s.mute || s.internal {
+			if to == toProxyOnly || s.state == s2cMuted {
 				return nil
 			}
 		default:
@@ -135,6 +142,9 @@ func (s *Session) send(msg []byte) error {
 // flushClient sends what is buffered for the client and publishes
 // serverToClient's counts. The server frame reader calls it before blocking.
 func (s *Session) flushClient() error {
+	if s.holding {
+		return nil
+	}
 	s.wmu.Lock()
 	var err error
 	if s.clientW.Buffered() > 0 {
@@ -158,241 +168,150 @@ func (s *Session) flushClient() error {
 func desync(typ byte, e *expectation) error {
 	pending := "nothing"
 	if e != nil {
-		pending = e.kind.String()
+		pending = e.Kind.String()
 	}
 	return protocolErrorf("protocol out of sync: server message %q while %s was pending", typ, pending)
 }
 
-// complete forwards msg, which completes the head entry (one of want),
-// through the entry's transformation when transform is set; then answers
-// the local entries that reach the head.
-func (s *Session) complete(typ byte, msg []byte, want kindSet, transform bool) error {
+// head returns the head entry's Responder and audience for a message that
+// belongs to it (one of want) without completing it.
+func (s *Session) head(typ byte, want kindSet) (Responder, audience, Kind, error) {
+	s.q.mu.Lock()
+	defer s.q.mu.Unlock()
+	e := s.q.peek()
+	if e == nil || !want.has(e.Kind) {
+		return nil, 0, 0, desync(typ, e)
+	}
+	return e.Responder, e.audience(), e.Kind, nil
+}
+
+// pop completes the head entry (one of want) with msg and returns its
+// Responder and audience; the Responder is told how it was answered.
+func (s *Session) pop(typ byte, want kindSet) (Responder, audience, error) {
 	s.q.mu.Lock()
 	e := s.q.peek()
-	if e == nil || e.local || !want.has(e.kind) {
+	if e == nil || !want.has(e.Kind) {
 		s.q.mu.Unlock()
-		return desync(typ, e)
+		return nil, 0, desync(typ, e)
 	}
-	t := e.transform
-	s.hidden = e.hidden
-	s.internal = e.internal
-	onReady := e.onReady
-	e.record(typ)
+	r, to := e.Responder, e.audience()
 	s.q.pop()
-	s.q.emitting = true
 	s.q.mu.Unlock()
-	s.rowTransformSet = false
-
-	var err error
-	if transform && t != nil {
-		err = s.sendRowDescription(t, msg)
-	} else {
-		err = s.send(msg)
-	}
-	s.hidden, s.internal = false, false
-	if onReady != nil && typ == 'Z' {
-		onReady()
-	}
-	s.q.mu.Lock()
-	s.q.emitting = false
-	if derr := s.drainLocalLocked(); err == nil {
-		err = derr
-	}
-	s.q.mu.Unlock()
-	return err
+	s.setState(s2cBetween)
+	return r, to, nil
 }
 
-// drainLocalLocked answers the locally rejected entries at the head of the
-// FIFO (dropping them silently while the server skips to Sync). q.mu held.
-func (s *Session) drainLocalLocked() error {
-	wrote := false
-	for e := s.q.peek(); e != nil && e.local; e = s.q.peek() {
-		if !s.q.failed {
-			s.wmu.Lock()
-			s.clientW.Write(e.response)
-			if e.kind == expectQuery {
-				s.clientW.Write([]byte{'Z', 0, 0, 0, 5, s.q.txStatus})
-			}
-			s.wmu.Unlock()
-			wrote = true
-		}
-		s.q.pop()
-	}
-	if !wrote {
-		return nil
-	}
-	s.wmu.Lock()
-	err := s.clientW.Flush()
-	s.wmu.Unlock()
+// complete forwards msg, which completes the head entry (one of want).
+// The Responder learns the answer before the client can act on it.
+func (s *Session) complete(typ byte, msg []byte, want kindSet) error {
+	r, to, err := s.pop(typ, want)
 	if err != nil {
-		return &clientIOError{err}
+		return err
 	}
-	return nil
-}
-
-// inspect returns the head entry for a message that belongs to it without
-// completing it. Call with q.mu held.
-func (s *Session) inspect(typ byte, want kindSet) (*expectation, error) {
-	e := s.q.peek()
-	if e == nil || e.local || !want.has(e.kind) {
-		return nil, desync(typ, e)
+	if r != nil {
+		r.Answered(typ)
 	}
-	s.internal = e.internal
-	return e, nil
+	return s.send(to, msg)
 }
 
-// handleParseComplete: ParseComplete answers Parse.
-func (s *Session) handleParseComplete(msg []byte) error {
-	return s.complete('1', msg, kindsParse, false)
-}
-
-// handleBindComplete: BindComplete answers Bind.
-func (s *Session) handleBindComplete(msg []byte) error {
-	return s.complete('2', msg, kindsBind, false)
-}
-
-// handleCloseComplete: CloseComplete answers Close.
-func (s *Session) handleCloseComplete(msg []byte) error {
-	return s.complete('3', msg, kindsClose, false)
+// within forwards msg, which belongs to the head entry (one of want)
+// without completing it.
+func (s *Session) within(typ byte, msg []byte, want kindSet) error {
+	_, to, _, err := s.head(typ, want)
+	if err != nil {
+		return err
+	}
+	return s.send(to, msg)
 }
 
 // handleParameterDescription: the first answer to Describe(statement).
 func (s *Session) handleParameterDescription(msg []byte) error {
-	s.q.mu.Lock()
-	e, err := s.inspect('t', kindsStatement)
-	var st *phiStatement
-	if err == nil {
-		e.gotParams = true
-		st = e.stmt
-	}
-	s.q.mu.Unlock()
+	r, to, _, err := s.head('t', kindsStatement)
 	if err != nil {
 		return err
 	}
-	if st != nil {
-		out, err := st.describeParams(s.out[:0], msg)
-		if err != nil {
-			return err
-		}
-		s.out = out
-		return s.send(out)
+	if r == nil {
+		return s.send(to, msg)
 	}
-	return s.send(msg)
+	if s.out, err = r.ParameterDescription(s.out[:0], msg); err != nil {
+		return err
+	}
+	return s.send(to, s.out)
 }
 
 // handleRowDescription: the answer to Describe, or the start of a result of
 // a simple Query (whose DataRows follow).
 func (s *Session) handleRowDescription(msg []byte) error {
-	s.q.mu.Lock()
-	e, err := s.inspect('T', kindsRowDesc)
-	if err != nil {
-		s.q.mu.Unlock()
-		return err
-	}
-	if e.kind != expectQuery {
-		s.q.mu.Unlock()
-		return s.complete('T', msg, kindsDescribe, true)
-	}
-	t := e.transform
-	s.q.mu.Unlock()
-	s.rowTransform, s.rowTransformSet = t, true
-	if t == nil {
-		return s.send(msg)
-	}
-	if err := s.sendRowDescription(t, msg); err != nil {
-		return err
-	}
-	if r, ok := t.(*phiResult); ok && r.t == nil {
-		s.rowTransform = nil // no PHI column: rows go through raw
-	}
-	return nil
-}
-
-func (s *Session) sendRowDescription(t ResultTransformer, msg []byte) error {
-	out, err := t.RowDescription(s.out[:0], msg)
+	r, to, kind, err := s.head('T', kindsRowDesc)
 	if err != nil {
 		return err
 	}
-	s.out = out
-	return s.send(out)
+	if kind != KindQuery {
+		if r, to, err = s.pop('T', kindsDescribe); err != nil {
+			return err
+		}
+	}
+	var rows RowTransformer
+	out := msg
+	if r != nil {
+		if s.out, rows, err = r.RowDescription(s.out[:0], msg); err != nil {
+			return err
+		}
+		out = s.out
+		if kind != KindQuery {
+			r.Answered('T')
+		}
+	}
+	if kind == KindQuery {
+		s.setState(s2cRows)
+		s.rows, s.rowsTo = rows, to
+	}
+	return s.send(to, out)
 }
 
 // handleDataRow: one row of the current result. The hot path: no lock
 // unless the result just started.
 func (s *Session) handleDataRow(msg []byte) error {
-	if !s.rowTransformSet {
-		s.q.mu.Lock()
-		e, err := s.inspect('D', kindsResult)
-		if err == nil {
-			s.rowTransform = e.transform
-		}
-		s.q.mu.Unlock()
+	switch s.state {
+	case s2cMuted:
+		return nil
+	case s2cBetween:
+		// The first row of an Execute's result.
+		r, to, _, err := s.head('D', kindsResult)
 		if err != nil {
 			return err
 		}
-		s.rowTransformSet = true
+		s.rows, s.rowsTo = nil, to
+		if r != nil {
+			if s.rows, err = r.Rows(); err != nil {
+				return s.resultFailed(err)
+			}
+		}
+		s.setState(s2cRows)
 	}
-	if s.rowTransform == nil {
-		return s.send(msg)
+	if s.rows == nil {
+		return s.send(s.rowsTo, msg)
 	}
-	out, err := s.rowTransform.DataRow(s.out[:0], msg)
+	out, err := s.rows.DataRow(s.out[:0], msg)
 	if err != nil {
 		return s.resultFailed(err)
 	}
-	if r, ok := s.rowTransform.(*phiResult); ok && r.t == nil {
-		s.rowTransform = nil // no PHI column: the next rows go through raw
-	}
 	s.out = out
-	return s.send(out)
+	return s.send(s.rowsTo, out)
 }
 
-// handleCommandComplete ends an Execute, or one statement of a simple Query.
-func (s *Session) handleCommandComplete(msg []byte) error {
-	return s.endResult('C', msg)
-}
-
-// handleEmptyQueryResponse: an empty statement; ends it as CommandComplete does.
-func (s *Session) handleEmptyQueryResponse(msg []byte) error {
-	return s.endResult('I', msg)
-}
-
-func (s *Session) endResult(typ byte, msg []byte) error {
-	s.q.mu.Lock()
-	e, err := s.inspect(typ, kindsResult)
-	if err != nil {
-		s.q.mu.Unlock()
-		return err
-	}
-	if e.kind == expectExecute {
-		s.q.mu.Unlock()
-		return s.complete(typ, msg, kindsExecute, false)
-	}
-	e.statement++
-	s.q.mu.Unlock()
-	s.rowTransformSet = false
-	return s.send(msg)
-}
-
-// handlePortalSuspended: Execute stopped at its row limit.
-func (s *Session) handlePortalSuspended(msg []byte) error {
-	return s.complete('s', msg, kindsExecute, false)
-}
-
-// handleNoData: the answer to Describe for a statement without result.
-func (s *Session) handleNoData(msg []byte) error {
-	return s.complete('n', msg, kindsDescribe, false)
-}
-
-// handleFunctionCallResponse: the result of FunctionCall (ReadyForQuery
-// follows and completes it).
-func (s *Session) handleFunctionCallResponse(msg []byte) error {
-	s.q.mu.Lock()
-	_, err := s.inspect('V', kindsFunction)
-	s.q.mu.Unlock()
+// handleCommandComplete ends an Execute, or one statement of a simple
+// Query (CommandComplete or EmptyQueryResponse).
+func (s *Session) handleCommandComplete(typ byte, msg []byte) error {
+	_, to, kind, err := s.head(typ, kindsResult)
 	if err != nil {
 		return err
 	}
-	return s.send(msg)
+	if kind == KindExecute {
+		return s.complete(typ, msg, kindsExecute)
+	}
+	s.setState(s2cBetween)
+	return s.send(to, msg)
 }
 
 // handleCopyInResponse: COPY FROM STDIN (or COPY BOTH) starts. The server
@@ -400,64 +319,54 @@ func (s *Session) handleFunctionCallResponse(msg []byte) error {
 // behind the COPY will not be answered.
 func (s *Session) handleCopyInResponse(msg []byte) error {
 	s.q.mu.Lock()
-	_, err := s.inspect(msg[0], kindsResult)
-	if err == nil {
-		s.q.copyIn = true
-		s.q.dropSyncsAfterHead()
+	e := s.q.peek()
+	if e == nil || !kindsResult.has(e.Kind) {
+		s.q.mu.Unlock()
+		return desync(msg[0], e)
 	}
+	to := e.audience()
+	s.q.copyIn = true
+	s.q.dropSyncsAfterHead()
 	s.q.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return s.send(msg)
+	return s.send(to, msg)
 }
 
-// handleCopyOutResponse: COPY TO STDOUT starts; CopyData and CopyDone
-// follow, then CommandComplete.
-func (s *Session) handleCopyOutResponse(msg []byte) error {
-	s.q.mu.Lock()
-	_, err := s.inspect('H', kindsResult)
-	s.q.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return s.send(msg)
-}
-
-// handleErrorResponse relays a server error unchanged. In the extended
-// protocol it answers the head entry, and the server then skips every
-// message up to Sync: those entries are popped, unanswered, at the next
-// ReadyForQuery. For a simple Query, a FunctionCall or a Sync (a failed
-// commit) ReadyForQuery follows. With nothing pending it is asynchronous
-// (a FATAL before the server closes).
+// handleErrorResponse relays a server error (through the Responder of the
+// message it answers). In the extended protocol it answers the head entry,
+// and the server then skips every message up to Sync: those entries are
+// popped, unanswered, at the next ReadyForQuery. For a simple Query, a
+// FunctionCall or a Sync (a failed commit) ReadyForQuery follows. With
+// nothing pending it is asynchronous (a FATAL before the server closes).
 func (s *Session) handleErrorResponse(msg []byte) error {
-	if isFatal(msg) {
-		s.serverFatal = true
-	}
+	fatal := isFatal(msg)
 	s.q.mu.Lock()
 	s.q.copyIn = false
 	e := s.q.peek()
-	if e != nil && e.raise {
-		msg = s.raisedError(msg)
+	var (
+		r  Responder
+		to = toClient
+	)
+	if e != nil {
+		r, to = e.Responder, e.audience()
 	}
-	if e != nil && e.internal {
-		if c, ok := e.transform.(*catalogCollector); ok {
-			c.failed = true // the session keeps the catalog it had
-		}
-		s.q.mu.Unlock()
-		return nil
+	pops := e != nil && !kindsNoPopError.has(e.Kind)
+	if pops {
+		s.q.failed = true // the entries behind it go unanswered
+		s.q.pop()
 	}
-	if e == nil || e.local || kindsNoPopError.has(e.kind) {
-		// Nothing to complete: asynchronous (e.g. FATAL before closing
-		// while only local answers are pending), or ReadyForQuery follows.
-		s.q.mu.Unlock()
-		return s.send(msg)
-	}
-	// complete pops the failed entry, whose answer this error is; failed
-	// makes the skipped entries behind it go unanswered.
-	s.q.failed = true
 	s.q.mu.Unlock()
-	return s.complete('E', msg, ^kindSet(0), false)
+	s.setState(s2cBetween)
+	if fatal {
+		s.state = s2cServerClosing
+	}
+	if r != nil {
+		s.out = r.ErrorResponse(s.out[:0], msg)
+		msg = s.out
+		if pops {
+			r.Answered('E')
+		}
+	}
+	return s.send(to, msg)
 }
 
 // handleReadyForQuery completes a Sync, Query or FunctionCall, popping the
@@ -469,26 +378,28 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 	s.q.mu.Lock()
 	for {
 		e := s.q.peek()
-		if e == nil || e.local {
+		if e == nil {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
-		if e.kind.endsCycle() {
+		if e.Kind.endsCycle() {
 			break
 		}
 		if !s.q.failed {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
-		e.record('Z')
-		s.q.pop() // skipped by the server after an error
+		e.answered(0) // skipped by the server after an error
+		s.q.pop()
 	}
 	s.q.failed = false
 	s.q.copyIn = false
 	s.q.txStatus = msg[5]
 	s.q.mu.Unlock()
-	s.mute = false
-	return s.complete('Z', msg, ^kindSet(0), false)
+	if s.state == s2cMuted {
+		s.state = s2cBetween
+	}
+	return s.complete('Z', msg, kindsAny)
 }
 
 // isFatal reports whether an ErrorResponse has severity FATAL or PANIC. It
@@ -510,39 +421,20 @@ func isFatal(msg []byte) bool {
 	return false
 }
 
-// resultFailed ends a result whose row failed to decrypt: the client gets
-// an ErrorResponse (XX001, naming the column, never the value) and none of
-// the server's messages up to ReadyForQuery, as if the server had failed
-// the statement there. Other errors end the session.
+// resultFailed ends a result whose row the proxy could not rewrite with a
+// non-fatal error (a value that failed to decrypt): the client gets the
+// error and none of the server's messages up to ReadyForQuery, as if the
+// server had failed the statement there. A fatal error ends the session.
 func (s *Session) resultFailed(err error) error {
-	var de *DecryptError
-	if !errors.As(err, &de) {
+	info := Classify(err)
+	if info.Fatal {
 		return err
 	}
-	if s.phi != nil {
-		s.phi.eng.metrics.decryptFailure.Inc()
-	}
-	s.log.Warn("decryption failed", "column", de.Column)
-	out, _ := appendErrorResponse(s.out[:0], err)
-	s.out = out
-	if err := s.send(out); err != nil {
+	s.log.Warn("result failed", "sqlstate", info.Code, "error", info.Message)
+	s.out = appendErrorResponse(s.out[:0], info)
+	if err := s.send(s.rowsTo, s.out); err != nil {
 		return err
 	}
-	s.mute = true
+	s.setState(s2cMuted)
 	return nil
-}
-
-// raisedError removes from the ErrorResponse of a raise (raise.go) the
-// fields that describe the DO block rather than the refused statement.
-func (s *Session) raisedError(msg []byte) []byte {
-	var er pgproto3.ErrorResponse
-	if err := er.Decode(msg[5:]); err != nil {
-		return msg
-	}
-	er.Where, er.File, er.Line, er.Routine = "", "", 0, ""
-	out, err := er.Encode(nil)
-	if err != nil {
-		return msg
-	}
-	return out
 }

@@ -1,14 +1,10 @@
 package proxy
 
 import (
-	"bufio"
-	"io"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
-
-func newDiscardWriter() *bufio.Writer { return bufio.NewWriterSize(io.Discard, bufferSize) }
 
 func encode(b *testing.B, msgs ...interface{ Encode([]byte) ([]byte, error) }) []byte {
 	var out []byte

@@ -107,6 +107,12 @@ type LimitsConfig struct {
 	// PlanCacheSize bounds the rewrite plans kept per database catalog,
 	// keyed by SQL text. Default 10000.
 	PlanCacheSize int `yaml:"plan_cache_size"`
+	// MaxProcs caps the CPUs the process runs Go code on at once
+	// (GOMAXPROCS); 0 leaves Go's default, the CPUs available to it. cmd
+	// applies it. A relay spends most of its time in the kernel: on a
+	// small host shared with PostgreSQL, 1 makes the fewest thread
+	// hand-offs per round trip (README, "Performance").
+	MaxProcs int `yaml:"max_procs"`
 }
 
 // SetDefaults fills the zero fields with their defaults.
@@ -205,6 +211,9 @@ func (c *Config) Validate() error {
 	}
 
 	l := c.Limits
+	if l.MaxProcs < 0 {
+		bad("limits.max_procs", "%d: want 0 (Go's default) or more", l.MaxProcs)
+	}
 	if l.PlanCacheSize < 1 {
 		bad("limits.plan_cache_size", "%d: want at least 1", l.PlanCacheSize)
 	}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -11,8 +13,19 @@ import (
 // ErrShuttingDown ends sessions that outlive the drain timeout.
 var ErrShuttingDown = errors.New("phiproxy is shutting down")
 
-// errTLSRequired refuses a plaintext client when allow_plaintext is off.
-var errTLSRequired = errors.New("phiproxy requires TLS: connect with sslmode=require or stronger")
+var (
+	// errTLSRequired refuses a plaintext client when allow_plaintext is off.
+	errTLSRequired = errors.New("phiproxy requires TLS: connect with sslmode=require or stronger")
+	// errTLSHandshake marks a failed client TLS handshake.
+	errTLSHandshake = errors.New("client tls handshake failed")
+	// errCancelRequest ends a connection that carried a CancelRequest.
+	errCancelRequest = errors.New("cancel request")
+	// errClientTerminated ends a session on the client's Terminate or EOF.
+	errClientTerminated = errors.New("client terminated the session")
+	// errAuthFailed: the server refused the login (its ErrorResponse was
+	// relayed).
+	errAuthFailed = errors.New("server refused the login")
+)
 
 // ProtocolError is a malformed, oversized or out-of-order message from a
 // client (or, with Server set, from the upstream). Msg is client-safe: it
@@ -66,11 +79,11 @@ type AuthError struct{ Msg string }
 
 func (e *AuthError) Error() string { return "authentication: " + e.Msg }
 
-// UnsupportedError is a request the proxy refuses by design (fail closed).
-// It is answered with a non-fatal ERROR; the session continues.
-type UnsupportedError struct{ Msg string }
+// clientIOError is a read or write failure on the client connection.
+type clientIOError struct{ err error }
 
-func (e *UnsupportedError) Error() string { return e.Msg }
+func (e *clientIOError) Error() string { return "client i/o: " + e.err.Error() }
+func (e *clientIOError) Unwrap() error { return e.err }
 
 // panicError wraps a recovered panic. Its value is logged by the session,
 // never sent to the client.
@@ -78,61 +91,104 @@ type panicError struct{ value any }
 
 func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
 
-// toErrorResponse is the one place that maps proxy errors to what the client
-// sees. Known errors get their SQLSTATE and a client-safe message; anything
-// else is XX000 "internal error" (the session logs the details under its
-// conn_id). fatal reports whether the session ends after sending it.
-func toErrorResponse(err error) (resp *pgproto3.ErrorResponse, fatal bool) {
-	resp = &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL"}
-	var (
-		pe *ProtocolError
-		ue *UpstreamError
-		ae *AuthError
-		un *UnsupportedError
-	)
-	var de *DecryptError
-	switch {
-	case errors.As(err, &de):
-		resp.Severity, resp.SeverityUnlocalized = "ERROR", "ERROR"
-		resp.Code, resp.Message = pgerrcode.DataCorrupted, "phiproxy: "+de.Error()
-		return resp, false
-	case errors.As(err, &un):
-		resp.Severity, resp.SeverityUnlocalized = "ERROR", "ERROR"
-		resp.Code, resp.Message = pgerrcode.FeatureNotSupported, un.Msg
-		return resp, false
-	case errors.As(err, &pe):
-		resp.Code = pgerrcode.ProtocolViolation
-		if pe.Server {
-			resp.Message = "phiproxy: the database server broke the protocol"
-		} else {
-			resp.Message = "phiproxy: " + pe.Msg
-		}
-	case errors.Is(err, errTLSRequired):
-		resp.Code, resp.Message = pgerrcode.InvalidAuthorizationSpecification, errTLSRequired.Error()
-	case errors.As(err, &ae):
-		resp.Code, resp.Message = pgerrcode.InvalidAuthorizationSpecification, "phiproxy: "+ae.Msg
-	case errors.As(err, &ue):
-		if ue.Connected {
-			resp.Code, resp.Message = pgerrcode.ConnectionFailure, "phiproxy: connection to the database server was lost"
-		} else {
-			resp.Code, resp.Message = pgerrcode.SQLClientUnableToEstablishSQLConnection, "phiproxy: could not connect to the database server"
-		}
-	case errors.Is(err, ErrShuttingDown):
-		resp.Code, resp.Message = pgerrcode.AdminShutdown, "phiproxy: terminating connection because the proxy is shutting down"
-	default:
-		resp.Code, resp.Message = pgerrcode.InternalError, "phiproxy: internal error"
-	}
-	return resp, true
+// ClientError is implemented by errors of other packages (an interceptor's,
+// the rewriter's) that reach a client as a non-fatal ErrorResponse.
+// ClientMessage and Hint are client-safe: they name tables, columns and
+// constructs, never values, SQL text or secrets.
+type ClientError interface {
+	error
+	SQLState() string
+	ClientMessage() string
 }
 
-// appendErrorResponse appends err as a client-safe ErrorResponse.
-func appendErrorResponse(dst []byte, err error) (out []byte, fatal bool) {
-	resp, fatal := toErrorResponse(err)
-	out, encErr := resp.Encode(dst)
-	if encErr != nil {
-		// Encode fails only on a message larger than the protocol allows,
-		// which our fixed texts never are.
-		return dst, fatal
+// ErrorInfo is what Classify makes of an error.
+type ErrorInfo struct {
+	// Code is the SQLSTATE; empty when the client is sent nothing (it
+	// left, its connection failed, or it already has the server's error).
+	Code    string
+	Message string // client-safe
+	Hint    string // client-safe, optional
+	// Fatal: the session ends with this error. A non-fatal error answers
+	// one statement and the session goes on.
+	Fatal bool
+	// Reason labels the error in metrics: a phiproxy_connections_total
+	// outcome for fatal errors, a refusal reason (the error's Reason
+	// method, else "other") for ClientErrors.
+	Reason string
+}
+
+// Classify is the one place that maps errors to what the client sees and
+// how metrics count them. Known errors get their SQLSTATE and a
+// client-safe message; a ClientError is answered with its own; anything
+// else is XX000 "internal error" (the session logs the details under its
+// conn_id).
+func Classify(err error) ErrorInfo {
+	var (
+		pe  *ProtocolError
+		ue  *UpstreamError
+		ae  *AuthError
+		pa  *panicError
+		cio *clientIOError
+		ce  ClientError
+	)
+	fatal := func(reason, code, msg string) ErrorInfo {
+		return ErrorInfo{Code: code, Message: msg, Fatal: true, Reason: reason}
 	}
-	return out, fatal
+	switch {
+	case err == nil, errors.Is(err, errClientTerminated):
+		return ErrorInfo{Fatal: true, Reason: outcomeOK}
+	case errors.Is(err, errCancelRequest):
+		return ErrorInfo{Fatal: true, Reason: outcomeCancel}
+	case errors.As(err, &pa):
+		return fatal(outcomePanic, pgerrcode.InternalError, "phiproxy: internal error")
+	case errors.Is(err, ErrShuttingDown):
+		return fatal(outcomeShutdown, pgerrcode.AdminShutdown, "phiproxy: terminating connection because the proxy is shutting down")
+	case errors.Is(err, errAuthFailed):
+		return ErrorInfo{Fatal: true, Reason: outcomeAuthFailed}
+	case errors.Is(err, errTLSHandshake):
+		return ErrorInfo{Fatal: true, Reason: outcomeRefused}
+	case errors.Is(err, errTLSRequired):
+		return fatal(outcomeRefused, pgerrcode.InvalidAuthorizationSpecification, errTLSRequired.Error())
+	case errors.As(err, &ae):
+		return fatal(outcomeRefused, pgerrcode.InvalidAuthorizationSpecification, "phiproxy: "+ae.Msg)
+	case errors.As(err, &pe):
+		if pe.Server {
+			return fatal(outcomeProtocolError, pgerrcode.ProtocolViolation, "phiproxy: the database server broke the protocol")
+		}
+		return fatal(outcomeProtocolError, pgerrcode.ProtocolViolation, "phiproxy: "+pe.Msg)
+	case errors.As(err, &ue):
+		if ue.Connected {
+			return fatal(outcomeUpstreamError, pgerrcode.ConnectionFailure, "phiproxy: connection to the database server was lost")
+		}
+		return fatal(outcomeUpstreamError, pgerrcode.SQLClientUnableToEstablishSQLConnection, "phiproxy: could not connect to the database server")
+	case errors.As(err, &cio), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, os.ErrDeadlineExceeded):
+		return ErrorInfo{Fatal: true, Reason: outcomeClientError}
+	case errors.As(err, &ce):
+		info := ErrorInfo{Code: ce.SQLState(), Message: "phiproxy: " + ce.ClientMessage(), Reason: "other"}
+		if h, ok := ce.(interface{ Hint() string }); ok {
+			info.Hint = h.Hint()
+		}
+		if r, ok := ce.(interface{ Reason() string }); ok {
+			info.Reason = r.Reason()
+		}
+		return info
+	}
+	return fatal(outcomeInternal, pgerrcode.InternalError, "phiproxy: internal error")
+}
+
+// appendErrorResponse appends the ErrorResponse for info.
+func appendErrorResponse(dst []byte, info ErrorInfo) []byte {
+	severity := "ERROR"
+	if info.Fatal {
+		severity = "FATAL"
+	}
+	resp := pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity,
+		Code: info.Code, Message: info.Message, Hint: info.Hint}
+	out, err := resp.Encode(dst)
+	if err != nil {
+		// Encode fails only on a message larger than the protocol allows,
+		// which client-safe texts never are.
+		return dst
+	}
+	return out
 }

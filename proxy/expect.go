@@ -1,97 +1,50 @@
 package proxy
 
 import (
-	"fmt"
+	"errors"
 	"sync"
 )
 
-// expectKind is what a forwarded (or locally answered) frontend message
-// expects back from the server.
-type expectKind uint8
+// expectation is one entry of the FIFO: what one message sent upstream
+// awaits.
+type expectation struct {
+	Expectation
+	// internal: a query of the proxy's own (Conn.Query): every answer,
+	// errors included, goes to its Responder and none to the client.
+	internal bool
+}
+
+// audience is who receives the server's answers to an expectation.
+type audience uint8
 
 const (
-	expectQuery             expectKind = iota + 1 // simple Query: results for each statement, then ReadyForQuery
-	expectParse                                   // ParseComplete
-	expectBind                                    // BindComplete
-	expectDescribeStatement                       // ParameterDescription, then RowDescription or NoData
-	expectDescribePortal                          // RowDescription or NoData
-	expectExecute                                 // DataRow*, then CommandComplete, EmptyQueryResponse or PortalSuspended (or COPY)
-	expectClose                                   // CloseComplete
-	expectSync                                    // ReadyForQuery
-	expectFunctionCall                            // FunctionCallResponse, then ReadyForQuery
+	toClient    audience = iota // a client's message: its answers are the client's
+	toProxy                     // a hidden message: only an ErrorResponse reaches the client
+	toProxyOnly                 // an internal query: nothing reaches the client
 )
 
-var expectNames = [...]string{
-	expectQuery: "Query", expectParse: "Parse", expectBind: "Bind",
-	expectDescribeStatement: "Describe(statement)", expectDescribePortal: "Describe(portal)",
-	expectExecute: "Execute", expectClose: "Close", expectSync: "Sync", expectFunctionCall: "FunctionCall",
-}
-
-func (k expectKind) String() string {
-	if int(k) < len(expectNames) && expectNames[k] != "" {
-		return expectNames[k]
+func (e *expectation) audience() audience {
+	switch {
+	case e.internal:
+		return toProxyOnly
+	case e.Hidden:
+		return toProxy
 	}
-	return fmt.Sprintf("expectKind(%d)", k)
+	return toClient
 }
 
-// endsCycle reports whether ReadyForQuery completes this expectation.
-func (k expectKind) endsCycle() bool {
-	return k == expectSync || k == expectQuery || k == expectFunctionCall
+// answered tells the entry's Responder how the server answered it.
+func (e *expectation) answered(typ byte) {
+	if e.Responder != nil {
+		e.Responder.Answered(typ)
+	}
 }
 
-// ResultTransformer rewrites the rows of one statement's result on their way
-// to the client (decryption, re-typing, dropping columns). Each method appends
-// the rewritten message, header included, to dst. A nil ResultTransformer
-// means raw forwarding. It is called from serverToClient only.
-//
-// TODO(issue 3): the rewriter's plans implement this.
-type ResultTransformer interface {
-	RowDescription(dst, msg []byte) ([]byte, error)
-	DataRow(dst, msg []byte) ([]byte, error)
-}
-
-// expectation is one entry of the FIFO: what one frontend message awaits.
-type expectation struct {
-	kind expectKind
-	// seq numbers entries in push order.
-	seq uint64
-	// local: the proxy answers this message itself; it was never forwarded.
-	// response holds the encoded backend messages to send when the entry
-	// reaches the head (for a Query, ReadyForQuery is appended then, with
-	// the transaction status of that moment).
-	local    bool
-	response []byte
-	// transform rewrites this statement's result rows; nil = raw.
-	transform ResultTransformer
-	// hidden: the proxy sent this message itself; its answers are
-	// swallowed (an ErrorResponse excepted, which answers the client's
-	// message it stands for).
-	hidden bool
-	// internal: a query of the proxy's own (a catalog reload); every
-	// answer, errors included, is swallowed, and onReady runs with the
-	// ReadyForQuery that ends it. serverToClient.
-	internal bool
-	onReady  func()
-	// raise: one of the messages that make the server fail a statement the
-	// proxy refused (raise.go).
-	raise bool
-	// stmt is the rewritten statement a Describe(statement) describes: its
-	// ParameterDescription shows the client's parameter types.
-	stmt *phiStatement
-	// parsed is the statement a Parse creates, closed the one a Close
-	// closes: serverToClient records the server's answer in their state.
-	parsed, closed *phiStatement
-	// gotParams: a Describe(statement) has seen its ParameterDescription.
-	// Written by serverToClient.
-	gotParams bool
-	// statement counts the results of a simple Query already completed (for
-	// a multi-statement text). Written by serverToClient.
-	statement int
-}
-
-// maxPending bounds the FIFO: a client that pipelines more messages than
-// this without reading its results is cut off.
-const maxPending = 1 << 20
+// maxPending bounds the FIFO. A client that pipelines more messages than
+// this is not read from until the server's answers make room, as
+// PostgreSQL itself stops reading from a client that does not read its
+// answers (backpressure, not an error).
+const maxPending = 1 << 12
 
 // expectations is the FIFO shared by the two directions of a session, with
 // the protocol state they share. Every field is guarded by mu.
@@ -103,8 +56,9 @@ type expectations struct {
 	ring []expectation
 	head int
 	n    int
-	// nextSeq is the seq of the next push. clientToServer.
-	nextSeq uint64
+	// space is signalled when an entry is popped: clientToServer waits on
+	// it while the FIFO is full.
+	space sync.Cond
 
 	// copyIn: the server is in COPY FROM STDIN (or COPY BOTH) mode, which
 	// ignores Sync and Flush. Set by serverToClient on CopyInResponse;
@@ -115,12 +69,8 @@ type expectations struct {
 	// skips every message up to the next Sync, so those entries get no
 	// response. serverToClient.
 	failed bool
-	// emitting: serverToClient has popped an entry and not yet written the
-	// server message that completed it; local answers wait for it, so they
-	// stay in order. serverToClient sets and clears it; clientToServer reads.
-	emitting bool
 	// txStatus is the transaction status of the last ReadyForQuery ('I',
-	// 'T' or 'E'). serverToClient writes it; local answers to a Query read it.
+	// 'T' or 'E'). serverToClient writes it.
 	txStatus byte
 }
 
@@ -136,12 +86,10 @@ func (q *expectations) peek() *expectation {
 	return &q.ring[q.head]
 }
 
-// push appends an entry. It allocates only when the ring grows.
-func (q *expectations) push(e expectation) error {
+// push appends an entry; the caller made sure there is room. It allocates
+// only when the ring grows.
+func (q *expectations) push(e expectation) {
 	if q.n == len(q.ring) {
-		if q.n >= maxPending {
-			return protocolErrorf("more than %d messages pipelined without reading the results", maxPending)
-		}
 		size := max(16, 2*len(q.ring))
 		ring := make([]expectation, size)
 		for i := range q.n {
@@ -149,18 +97,20 @@ func (q *expectations) push(e expectation) error {
 		}
 		q.ring, q.head = ring, 0
 	}
-	e.seq = q.nextSeq
-	q.nextSeq++
 	q.ring[(q.head+q.n)%len(q.ring)] = e
 	q.n++
-	return nil
 }
 
 // pop removes the head entry.
 func (q *expectations) pop() {
-	q.ring[q.head] = expectation{} // drop references (transform, response)
+	q.ring[q.head] = expectation{} // drop the Responder
 	q.head = (q.head + 1) % len(q.ring)
 	q.n--
+	q.space.Signal() // cheap without a waiter
+
+	if q.n == 0 && len(q.ring) > 64 {
+		q.ring, q.head = nil, 0 // a burst is over: do not pin its ring
+	}
 }
 
 // at returns the i-th pending entry (0 = head).
@@ -175,7 +125,7 @@ func (q *expectations) dropSyncsAfterHead() {
 	w := 1
 	for r := 1; r < q.n; r++ {
 		e := *q.at(r)
-		if e.kind == expectSync && !e.local {
+		if e.Kind == KindSync {
 			continue
 		}
 		*q.at(w) = e
@@ -185,23 +135,41 @@ func (q *expectations) dropSyncsAfterHead() {
 		*q.at(i) = expectation{}
 	}
 	q.n = w
+	q.space.Broadcast()
 }
 
-// record notes in the statements the entry creates or closes how the server
-// answered it: typ is the message that completes the entry ('Z' when the
-// server skipped it after an error).
-func (e *expectation) record(typ byte) {
-	if e.parsed != nil {
-		switch typ {
-		case '1':
-			e.parsed.state.Store(stmtCreated)
-		case 'Z':
-			e.parsed.state.Store(stmtSkipped)
-		default:
-			e.parsed.state.Store(stmtFailed)
+// errSyncInCopy: a Sync while the server is in COPY FROM STDIN mode,
+// which ignores it; it is neither pushed nor forwarded.
+var errSyncInCopy = errors.New("sync during copy in")
+
+// push pushes e, waiting while the FIFO is full. clientToServer.
+func (s *Session) push(e expectation) error {
+	q := &s.q
+	q.mu.Lock()
+	for q.n >= maxPending {
+		// The server can only make room by answering what it has: send
+		// it everything buffered before waiting.
+		q.mu.Unlock()
+		if err := s.flushServer(); err != nil {
+			return err
 		}
+		q.mu.Lock()
+		if q.n < maxPending {
+			break
+		}
+		select {
+		case <-s.stopped:
+			q.mu.Unlock()
+			return errors.New("session ended")
+		default:
+		}
+		q.space.Wait()
 	}
-	if e.closed != nil && typ == '3' {
-		e.closed.state.Store(stmtClosed)
+	if e.Kind == KindSync && q.copyIn {
+		q.mu.Unlock()
+		return errSyncInCopy
 	}
+	q.push(e)
+	q.mu.Unlock()
+	return nil
 }

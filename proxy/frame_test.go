@@ -17,8 +17,9 @@ func frame(typ byte, body string) []byte {
 }
 
 func TestFrameReader(t *testing.T) {
-	big := string(bytes.Repeat([]byte("x"), 3*bufferSize))
-	input := bytes.Join([][]byte{frame('Q', "select 1\x00"), frame('S', ""), frame('d', big), frame('H', "")}, nil)
+	big := string(bytes.Repeat([]byte("x"), 3*poolSize))
+	mid := string(bytes.Repeat([]byte("y"), 2*inlineSize)) // needs a pooled buffer
+	input := bytes.Join([][]byte{frame('Q', "select 1\x00"), frame('S', ""), frame('d', mid), frame('d', big), frame('d', mid), frame('H', "")}, nil)
 	for name, r := range map[string]io.Reader{
 		"whole":    bytes.NewReader(input),
 		"one byte": iotest.OneByteReader(bytes.NewReader(input)),
@@ -46,6 +47,9 @@ func TestFrameReader(t *testing.T) {
 			if flushes == 0 {
 				t.Error("flush never called before blocking")
 			}
+			if fr.pooled != nil {
+				t.Error("a pooled buffer is kept after everything was read")
+			}
 		})
 	}
 }
@@ -59,7 +63,7 @@ func TestFrameReaderErrors(t *testing.T) {
 		{"clean EOF", nil, func(err error) bool { return err == io.EOF }},
 		{"EOF in header", []byte{'Q', 0, 0}, func(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) }},
 		{"EOF in body", frame('Q', "select")[:8], func(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) }},
-		{"EOF in big body", frame('d', string(make([]byte, 2*bufferSize)))[:bufferSize+10], func(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) }},
+		{"EOF in big body", frame('d', string(make([]byte, 2*poolSize)))[:poolSize+10], func(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) }},
 		{"short length", []byte{'Q', 0, 0, 0, 3}, isProtocolError},
 		{"too large", frame('Q', string(make([]byte, 2000))), isProtocolError},
 	}
@@ -152,9 +156,32 @@ func benchSession(c, sv io.Reader) *Session {
 	srv := &Server{metrics: m, log: slog.New(slog.DiscardHandler)}
 	srv.cfg.SetDefaults()
 	s := &Session{srv: srv, log: srv.log, errc: make(chan error, 1)}
-	s.serverW = newDiscardWriter()
-	s.clientW = newDiscardWriter()
+	s.serverW = newFrameWriter(io.Discard)
+	s.clientW = newFrameWriter(io.Discard)
 	s.clientR = newFrameReader(c, DefaultMaxMessageBytes, false, s.flushServer)
 	s.serverR = newFrameReader(sv, DefaultMaxServerMessageBytes, true, s.flushClient)
 	return s
+}
+
+// TestFrameWriter: bytes are buffered in a pooled buffer until Flush, which
+// returns it; a write too large to buffer goes out at once, in order.
+func TestFrameWriter(t *testing.T) {
+	var out bytes.Buffer
+	w := newFrameWriter(&out)
+	w.Write([]byte("ab"))
+	if w.Buffered() != 2 || out.Len() != 0 || w.pooled == nil {
+		t.Fatalf("after a small write: buffered %d, written %d", w.Buffered(), out.Len())
+	}
+	big := bytes.Repeat([]byte("z"), poolSize)
+	w.Write(big)
+	if out.Len() != 2+len(big) || w.Buffered() != 0 {
+		t.Fatalf("after a large write: written %d, buffered %d", out.Len(), w.Buffered())
+	}
+	w.Write([]byte("c"))
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if w.pooled != nil || !bytes.Equal(out.Bytes(), append(append([]byte("ab"), big...), 'c')) {
+		t.Fatal("flush kept its buffer or lost the order")
+	}
 }

@@ -44,37 +44,28 @@ func (s *Session) clientLoop() error {
 	}
 }
 
-// handleFrontend classifies one client message and hands it to its handler.
+// handleFrontend hands one client message to its handler: the interceptor
+// for the messages that carry SQL or name statements and portals, the
+// relay itself for the rest.
 func (s *Session) handleFrontend(typ byte, msg []byte) error {
 	if !frontendTypes[typ] {
 		return protocolErrorf("invalid frontend message type %q", typ)
 	}
 	s.c2s.messages++
 	s.c2s.bytes += uint64(len(msg))
-	if s.skipUntilSync && typ != 'S' && typ != 'X' {
-		return nil
-	}
-	if h := s.srv.hooks.frontend; h != nil {
-		if err := h(typ, msg); err != nil {
-			return s.rejectLocally(expectKindOf(typ, msg), err)
-		}
-	}
-	if s.phi != nil {
-		defer s.phi.noteBatch(typ)
-	}
 	switch typ {
-	case 'Q':
-		return s.handleQuery(msg)
-	case 'P':
-		return s.handleParse(msg)
-	case 'B':
-		return s.handleBind(msg)
-	case 'D':
-		return s.handleDescribe(msg)
-	case 'E':
-		return s.handleExecute(msg)
-	case 'C':
-		return s.handleClose(msg)
+	case 'Q', 'P', 'B', 'E':
+		if typ == 'Q' {
+			s.c2s.simpleQueries++
+		} else if typ == 'E' {
+			s.c2s.queries++
+		}
+		return s.intercept(typ, msg)
+	case 'D', 'C':
+		if !validTarget(msg) {
+			return protocolErrorf("invalid %s message", KindOf(typ, msg))
+		}
+		return s.intercept(typ, msg)
 	case 'S':
 		return s.handleSync(msg)
 	case 'H':
@@ -90,28 +81,21 @@ func (s *Session) handleFrontend(typ byte, msg []byte) error {
 	}
 }
 
-// expectKindOf is the expectation a frontend message would push.
-func expectKindOf(typ byte, msg []byte) expectKind {
-	switch typ {
-	case 'Q':
-		return expectQuery
-	case 'P':
-		return expectParse
-	case 'B':
-		return expectBind
-	case 'D':
-		if len(msg) > 5 && msg[5] == 'S' {
-			return expectDescribeStatement
-		}
-		return expectDescribePortal
-	case 'E':
-		return expectExecute
-	case 'C':
-		return expectClose
-	case 'F':
-		return expectFunctionCall
+// intercept hands a Query, Parse, Bind, Describe, Execute or Close to the
+// interceptor, or forwards it.
+func (s *Session) intercept(typ byte, msg []byte) error {
+	if s.icpt != nil {
+		return s.icpt.Frontend(typ, msg)
 	}
-	return 0
+	if err := s.push(expectation{Expectation: Expectation{Kind: KindOf(typ, msg)}}); err != nil {
+		return err
+	}
+	return s.forward(msg)
+}
+
+// validTarget checks the 'S'/'P' byte and the name of Describe and Close.
+func validTarget(msg []byte) bool {
+	return len(msg) >= 7 && msg[len(msg)-1] == 0 && (msg[5] == 'S' || msg[5] == 'P')
 }
 
 // forward buffers msg for the server.
@@ -149,115 +133,17 @@ func (s *Session) flushServer() error {
 	return nil
 }
 
-// expect pushes an expectation for a message about to be forwarded.
-func (s *Session) expect(kind expectKind) error {
-	s.q.mu.Lock()
-	err := s.q.push(expectation{kind: kind})
-	s.q.mu.Unlock()
-	return err
-}
-
-// pushExpectation pushes e for a message about to be forwarded.
-func (s *Session) pushExpectation(e expectation) error {
-	s.q.mu.Lock()
-	err := s.q.push(e)
-	s.q.mu.Unlock()
-	return err
-}
-
-// pushAndForward pushes e and forwards msg.
-func (s *Session) pushAndForward(e expectation, msg []byte) error {
-	if err := s.pushExpectation(e); err != nil {
-		return err
-	}
-	return s.forward(msg)
-}
-
-// expectAndForward is the pass-through path of a message awaiting a response.
-func (s *Session) expectAndForward(kind expectKind, msg []byte) error {
-	if err := s.expect(kind); err != nil {
-		return err
-	}
-	return s.forward(msg)
-}
-
-// handleQuery: a simple Query, which may hold several statements.
-func (s *Session) handleQuery(msg []byte) error {
-	s.c2s.simpleQueries++
-	if s.phi != nil {
-		return s.phiQuery(msg)
-	}
-	return s.expectAndForward(expectQuery, msg)
-}
-
-// handleParse: Parse (a prepared statement, named or unnamed).
-func (s *Session) handleParse(msg []byte) error {
-	if s.phi != nil {
-		return s.phiParse(msg)
-	}
-	return s.expectAndForward(expectParse, msg)
-}
-
-// handleBind: Bind (a portal from a statement and parameter values).
-func (s *Session) handleBind(msg []byte) error {
-	if s.phi != nil {
-		return s.phiBind(msg)
-	}
-	return s.expectAndForward(expectBind, msg)
-}
-
-// handleDescribe: Describe of a statement ('S') or a portal ('P').
-func (s *Session) handleDescribe(msg []byte) error {
-	kind, err := targetKind(msg, "Describe")
-	if err != nil {
-		return err
-	}
-	if s.phi != nil {
-		return s.phiDescribe(kind, msg)
-	}
-	if kind == 'S' {
-		return s.expectAndForward(expectDescribeStatement, msg)
-	}
-	return s.expectAndForward(expectDescribePortal, msg)
-}
-
-// handleExecute: Execute of a portal.
-func (s *Session) handleExecute(msg []byte) error {
-	s.c2s.queries++
-	if s.phi != nil {
-		return s.phiExecute(msg)
-	}
-	return s.expectAndForward(expectExecute, msg)
-}
-
-// handleClose: Close of a statement or portal.
-func (s *Session) handleClose(msg []byte) error {
-	kind, err := targetKind(msg, "Close")
-	if err != nil {
-		return err
-	}
-	if s.phi != nil {
-		return s.phiClose(kind, msg)
-	}
-	return s.expectAndForward(expectClose, msg)
-}
-
 // handleSync: Sync ends an extended-protocol batch. In COPY FROM STDIN mode
 // the server ignores Sync, so it is not forwarded then (forwarding it could
 // make a server that just failed the COPY answer it, out of our count).
 func (s *Session) handleSync(msg []byte) error {
-	s.skipUntilSync = false
-	if s.phi != nil {
-		s.phi.batch++
+	if s.icpt != nil {
+		s.icpt.Sync()
 	}
-	s.q.mu.Lock()
-	if s.q.copyIn {
-		s.q.mu.Unlock()
+	switch err := s.push(expectation{Expectation: Expectation{Kind: KindSync}}); {
+	case errors.Is(err, errSyncInCopy):
 		return nil
-	}
-	err := s.q.push(expectation{kind: expectSync})
-	s.q.mu.Unlock()
-	if err != nil {
+	case err != nil:
 		return err
 	}
 	return s.forward(msg)
@@ -272,7 +158,10 @@ func (s *Session) handleFlush(msg []byte) error {
 // handleFunctionCall: the legacy fast-path FunctionCall.
 func (s *Session) handleFunctionCall(msg []byte) error {
 	s.c2s.functionCalls++
-	return s.expectAndForward(expectFunctionCall, msg)
+	if err := s.push(expectation{Expectation: Expectation{Kind: KindFunctionCall}}); err != nil {
+		return err
+	}
+	return s.forward(msg)
 }
 
 // handleCopyData: a row of COPY FROM STDIN.
@@ -300,41 +189,4 @@ func (s *Session) handleTerminate(msg []byte) error {
 		return err
 	}
 	return errClientTerminated
-}
-
-// targetKind validates the 'S'/'P' byte of Describe and Close.
-func targetKind(msg []byte, name string) (byte, error) {
-	if len(msg) < 7 || msg[len(msg)-1] != 0 || (msg[5] != 'S' && msg[5] != 'P') {
-		return 0, protocolErrorf("invalid %s message", name)
-	}
-	return msg[5], nil
-}
-
-// rejectLocally answers a message the proxy refuses itself, without
-// forwarding it: the ErrorResponse for err is sent when the entry reaches
-// the head of the FIFO, so it stays in order with the server's answers. In
-// the extended protocol the rest of the batch is dropped up to Sync, as the
-// server would after an error.
-//
-// TODO(issue 3): a rejection inside a transaction block must also abort the
-// server's transaction (DESIGN.md "Fail closed").
-func (s *Session) rejectLocally(kind expectKind, err error) error {
-	resp, fatal := appendErrorResponse(nil, err)
-	if fatal || kind == 0 {
-		return err
-	}
-	s.q.mu.Lock()
-	defer s.q.mu.Unlock()
-	if perr := s.q.push(expectation{kind: kind, local: true, response: resp}); perr != nil {
-		return perr
-	}
-	if kind != expectQuery {
-		s.skipUntilSync = true
-	}
-	if !s.q.emitting && s.q.len() == 1 {
-		// Nothing is pending before it: the server will not prompt
-		// serverToClient, so answer now.
-		return s.drainLocalLocked()
-	}
-	return nil
 }

@@ -116,10 +116,10 @@ type testServer struct {
 	reg *prometheus.Registry
 }
 
-func startServer(t *testing.T, cfg Config) testServer {
+func startServer(t *testing.T, cfg Config, opts ...Option) testServer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv, err := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})), reg)
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})), reg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

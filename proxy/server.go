@@ -18,17 +18,16 @@ import (
 
 // Server accepts client connections and runs one Session per connection.
 type Server struct {
-	cfg         Config
-	log         *slog.Logger
-	metrics     *Metrics
-	gatherer    prometheus.Gatherer // nil when reg is not a Gatherer
-	clientTLS   *tls.Config         // nil: plaintext only
-	upstreamTLS *tls.Config         // nil: mode disable
-	health      health
-	hooks       hooks
-	reg         prometheus.Registerer
-	// phi is nil without a policy: the server is then a transparent proxy.
-	phi *phiEngine
+	cfg       Config
+	log       *slog.Logger
+	metrics   *Metrics
+	gatherer  prometheus.Gatherer // nil when reg is not a Gatherer
+	clientTLS *tls.Config         // nil: plaintext only; a shell over tls (reload.go)
+	health    health
+	// tls holds the TLS configurations in force (reload.go).
+	tls atomic.Pointer[tlsConfigs]
+	// icpt transforms new sessions' traffic; nil: a transparent proxy.
+	icpt atomic.Pointer[Interceptor]
 
 	// ctx is the sessions' base context, cancelled by Close.
 	ctx    context.Context
@@ -46,13 +45,17 @@ type Server struct {
 	sessionWG sync.WaitGroup
 }
 
-// hooks are the seams later stages (and tests) plug into a session.
-type hooks struct {
-	// frontend sees each client message before its handler; an error it
-	// returns rejects the message: answered locally with that error (an
-	// *UnsupportedError is a non-fatal 0A000), never forwarded.
-	// TODO(issue 3): the rewriter's rejections come through here.
-	frontend func(typ byte, msg []byte) error
+// Option configures a Server beyond its YAML configuration.
+type Option func(*Server) error
+
+// WithInterceptor makes every session hand its traffic to icpt (proxy/phi
+// enforces a PHI policy this way). Without it the server is a transparent
+// proxy.
+func WithInterceptor(icpt Interceptor) Option {
+	return func(srv *Server) error {
+		srv.icpt.Store(&icpt)
+		return nil
+	}
 }
 
 // New checks cfg (applying defaults), loads its certificates and registers
@@ -82,14 +85,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	srv := &Server{
-		cfg:         cfg,
-		log:         logger,
-		metrics:     metrics,
-		clientTLS:   clientTLS,
-		upstreamTLS: upstreamTLS,
-		sessions:    map[*Session]struct{}{},
-		reg:         reg,
+		cfg:      cfg,
+		log:      logger,
+		metrics:  metrics,
+		sessions: map[*Session]struct{}{},
 	}
+	srv.tls.Store(&tlsConfigs{client: clientTLS, upstream: upstreamTLS})
+	srv.clientTLS = srv.listenTLS(clientTLS)
 	for _, o := range opts {
 		if err := o(srv); err != nil {
 			return nil, err

@@ -1,14 +1,11 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -18,9 +15,10 @@ import (
 // Session is one client connection and its own upstream connection.
 //
 // Lifecycle: startup (TLS, startup message, authentication relay, in the
-// session's goroutine), prepare (the seam for the proxy's own queries), then
-// relay: clientToServer and serverToClient run concurrently until the first
-// of them fails, the client leaves, or the server kills the session.
+// session's goroutine), prepare (the interceptor's NewSession, while the
+// client still waits for its first ReadyForQuery), then relay:
+// clientToServer and serverToClient run concurrently until the first of
+// them fails, the client leaves, or the server kills the session.
 type Session struct {
 	id  uint64
 	srv *Server
@@ -40,43 +38,38 @@ type Session struct {
 	// serverR: read by startup, then by serverToClient only.
 	serverR *frameReader
 	// serverW: written by startup, then by clientToServer only.
-	serverW *bufio.Writer
-	// clientW is written by startup, then by serverToClient and, for local
-	// answers, by clientToServer: always with wmu held.
+	serverW *frameWriter
+	// clientW is written by startup, then by serverToClient; wmu guards it
+	// against sendFinalError and flushes.
 	wmu     sync.Mutex
-	clientW *bufio.Writer
+	clientW *frameWriter
 
 	// q is the FIFO of expectations shared by the two directions.
 	q expectations
 
-	// phi is the PHI state, nil when the server enforces no policy.
-	phi *phiSession
+	// icpt transforms the traffic; nil when the server has no Interceptor.
+	// Set by prepare.
+	icpt SessionInterceptor
+	// params are the server's settings reported during startup, for the
+	// interceptor's NewSession. Startup and prepare only.
+	params map[string]string
+	// ready is the server's first ReadyForQuery, held back from the client
+	// until prepare is done, so the client can neither send nor cancel
+	// while the interceptor runs its own queries; holding makes
+	// flushClient keep what is buffered for the client (the cancel key
+	// among it) until then. Startup and prepare only.
+	ready   []byte
+	holding bool
 
-	// c2s is clientToServer's tally; s2c is serverToClient's (under wmu).
+	// c2s is clientToServer's tally; s2c is serverToClient's.
 	c2s, s2c relayCounts
 
-	// Owned by clientToServer.
-	// skipUntilSync: a locally rejected extended-protocol message; drop
-	// everything up to the next Sync, as the server would after an error.
-	skipUntilSync bool
-
-	// Owned by serverToClient.
-	// hidden: the message being handled answers a message the proxy sent
-	// itself (expectation.hidden), so send drops it.
-	hidden bool
-	// internal: the message answers the proxy's own query (a catalog
-	// reload): send drops it, errors included.
-	internal bool
-	// mute: a result failed to decrypt; send drops the server's messages
-	// up to ReadyForQuery, as the server would have stopped there.
-	mute bool
-	// rowTransform is the transform for DataRows of the current result, valid
-	// while rowTransformSet; reset whenever the head is popped.
-	rowTransform    ResultTransformer
-	rowTransformSet bool
-	// serverFatal: the server sent a FATAL or PANIC ErrorResponse; its
-	// closing the connection next is expected, the client already knows.
-	serverFatal bool
+	// Owned by serverToClient (read by relay once it has ended).
+	state s2cState
+	// rows rewrites the DataRows of the current result (state s2cRows);
+	// nil forwards them raw. rowsTo is who receives them.
+	rows   RowTransformer
+	rowsTo audience
 	// out is scratch space for rewritten messages.
 	out []byte
 
@@ -84,10 +77,6 @@ type Session struct {
 	user, database string // from the startup message, for logs
 	relaying       atomic.Bool
 	terminated     atomic.Bool // the client sent Terminate
-	// nonStandardStrings: the server reported standard_conforming_strings
-	// off, so backslashes escape in '...' literals and the SQL analysis,
-	// which lexes them as PostgreSQL does with it on, cannot be trusted.
-	nonStandardStrings atomic.Bool
 	// errc receives the first error of the relay (buffer 1, non-blocking
 	// sends): from either direction or from kill.
 	errc chan error
@@ -98,8 +87,38 @@ type Session struct {
 	killErr  atomic.Pointer[error]
 }
 
+// s2cState is where serverToClient stands in the server's answers.
+//
+//	s2cBetween → s2cRows        RowDescription of a Query's result, first DataRow of an Execute
+//	s2cRows    → s2cBetween     the result ends (CommandComplete, EmptyQueryResponse,
+//	                            PortalSuspended, an ErrorResponse, ReadyForQuery)
+//	any        → s2cMuted       a result's row failed in the proxy with a non-fatal error
+//	s2cMuted   → s2cBetween     ReadyForQuery
+//	any        → s2cServerClosing  the server sent FATAL or PANIC (final)
+type s2cState uint8
+
+const (
+	s2cBetween s2cState = iota // between results
+	s2cRows                    // inside a result: DataRows go through rows
+	// s2cMuted: the client got the proxy's error for the current result;
+	// the server's answers are dropped up to ReadyForQuery, as if the
+	// server had failed the statement there.
+	s2cMuted
+	// s2cServerClosing: the server said why it closes; its EOF is
+	// expected and the client needs no error of ours.
+	s2cServerClosing
+)
+
+// setState moves serverToClient to to, unless it is muted (which only
+// ReadyForQuery ends) or the server is closing (final).
+func (s *Session) setState(to s2cState) {
+	if s.state != s2cMuted && s.state != s2cServerClosing {
+		s.state = to
+	}
+}
+
 func newSession(srv *Server, id uint64, conn net.Conn) *Session {
-	return &Session{
+	s := &Session{
 		id:      id,
 		srv:     srv,
 		raw:     conn,
@@ -108,19 +127,9 @@ func newSession(srv *Server, id uint64, conn net.Conn) *Session {
 		errc:    make(chan error, 1),
 		stopped: make(chan struct{}),
 	}
+	s.q.space.L = &s.q.mu
+	return s
 }
-
-// errClientTerminated ends a session on the client's Terminate or EOF.
-var errClientTerminated = errors.New("client terminated the session")
-
-// errAuthFailed: the server refused the login (its ErrorResponse was relayed).
-var errAuthFailed = errors.New("server refused the login")
-
-// clientIOError is a read or write failure on the client connection.
-type clientIOError struct{ err error }
-
-func (e *clientIOError) Error() string { return "client i/o: " + e.err.Error() }
-func (e *clientIOError) Unwrap() error { return e.err }
 
 // run serves the session to its end and records how it ended.
 func (s *Session) run(ctx context.Context) {
@@ -136,16 +145,16 @@ func (s *Session) run(ctx context.Context) {
 	if k := s.killErr.Load(); k != nil && !errors.Is(err, errClientTerminated) {
 		err = *k
 	}
-	outcome := outcomeOf(err)
-	m.Connections.WithLabelValues(outcome).Inc()
+	info := Classify(err)
+	m.Connections.WithLabelValues(info.Reason).Inc()
 	s.closeConns()
 
-	attrs := []any{"duration", time.Since(start).Round(time.Microsecond), "outcome", outcome}
+	attrs := []any{"duration", time.Since(start).Round(time.Microsecond), "outcome", info.Reason}
 	if err != nil && !errors.Is(err, errClientTerminated) {
 		attrs = append(attrs, "reason", err.Error())
 	}
 	level := slog.LevelInfo
-	switch outcome {
+	switch info.Reason {
 	case outcomeOK, outcomeCancel, outcomeAuthFailed, outcomeRefused:
 	case outcomePanic, outcomeInternal:
 		level = slog.LevelError
@@ -163,40 +172,48 @@ func (s *Session) serve(ctx context.Context) (err error) {
 		s.sendFinalError(err)
 		return err
 	}
-	s.log.Info("session opened", "tls", s.tlsClient)
 	if err := s.prepare(ctx); err != nil {
 		s.sendFinalError(err)
 		return fmt.Errorf("prepare session: %w", err)
 	}
+	s.log.Info("session opened", "tls", s.tlsClient)
 	return s.relay()
 }
 
-// prepare runs after authentication (the client has its ReadyForQuery) and
-// before the relay starts: the one moment the proxy owns the upstream
-// connection alone. A later issue runs its catalog query here, reading the
-// answers itself so the client never sees them.
-//
-// With a policy, it reads the catalog: the OIDs, attribute numbers and
-// types of the policy's tables in this database.
+// prepare runs after authentication and before the client has its first
+// ReadyForQuery: the one moment the proxy owns the upstream connection
+// alone. The interceptor starts its session here; then the client gets
+// the ReadyForQuery.
 func (s *Session) prepare(ctx context.Context) error {
-	if s.srv.phi == nil {
-		return nil
+	if icpt := s.srv.interceptor(); icpt != nil {
+		si, err := icpt.NewSession(ctx, &Conn{s})
+		if err != nil {
+			return err
+		}
+		s.icpt = si
 	}
-	s.phi = newPHISession(s.srv.phi)
-	if err := s.loadCatalog(); err != nil {
-		return fmt.Errorf("load catalog: %w", err)
+	s.params = nil
+	s.holding = false
+	if err := s.writeClient(s.ready); err != nil {
+		return err
 	}
-	return nil
+	return s.flushClient()
 }
+
+// ServerParameter returns a setting the server reported during startup
+// (client_encoding, standard_conforming_strings, ...). Valid in
+// NewSession; later changes reach SessionInterceptor.ParameterStatus.
+func (c *Conn) ServerParameter(name string) string { return c.s.params[name] }
 
 // relay runs the two directions until the first error, then stops both.
 func (s *Session) relay() error {
 	s.raw.SetDeadline(time.Time{})
 	s.client.SetDeadline(time.Time{})
 	s.server.SetDeadline(time.Time{})
-	// From now on only post-startup frontend types are valid; anything
-	// else fails at its header.
+	// From now on only post-startup frontend types are valid, up to the
+	// configured size.
 	s.clientR.valid = &frontendTypes
+	s.clientR.max = s.srv.cfg.Limits.MaxMessageBytes
 	s.relaying.Store(true)
 	if k := s.killErr.Load(); k != nil { // killed during startup
 		return *k
@@ -208,6 +225,9 @@ func (s *Session) relay() error {
 	go s.serverToClient(&wg)
 	first := <-s.errc
 	close(s.stopped)
+	s.q.mu.Lock()
+	s.q.space.Broadcast() // a clientToServer waiting for room gives up
+	s.q.mu.Unlock()
 
 	// Unblock both directions: closing the upstream stops serverToClient's
 	// read and clientToServer's writes; deadlines stop clientToServer's
@@ -252,21 +272,15 @@ func (s *Session) kill(err error) {
 // sendFinalError writes the client-facing form of err, if it has one, as the
 // session's last message. Only called when no relay goroutine runs.
 func (s *Session) sendFinalError(err error) {
-	if err == nil || s.clientW == nil {
+	info := Classify(err)
+	if info.Code == "" || s.clientW == nil || s.state == s2cServerClosing {
 		return
 	}
-	var cio *clientIOError
-	switch {
-	case errors.Is(err, errClientTerminated), errors.Is(err, errAuthFailed), errors.As(err, &cio):
-		return
-	case s.serverFatal:
-		// The server said why it closes; the client has it already.
-		return
-	}
+	info.Fatal = true // the session ends with it, whatever it is
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.client.SetWriteDeadline(time.Now().Add(time.Second))
-	s.out, _ = appendErrorResponse(s.out[:0], err)
+	s.out = appendErrorResponse(s.out[:0], info)
 	s.clientW.Write(s.out)
 	s.clientW.Flush()
 }
@@ -282,8 +296,7 @@ func (s *Session) closeConns() {
 }
 
 // recoverPanic turns a panic into the session's error, logged with a stack
-// but never with message contents (the panic value is only printed with %T
-// unless it is an error or string raised by our own code).
+// but never with message contents (the panic value is only printed with %T).
 func (s *Session) recoverPanic(errp *error) {
 	v := recover()
 	if v == nil {
@@ -294,48 +307,21 @@ func (s *Session) recoverPanic(errp *error) {
 	*errp = &panicError{value: fmt.Sprintf("%T", v)}
 }
 
-// outcomeOf classifies a session's end for phiproxy_connections_total.
-func outcomeOf(err error) string {
-	var (
-		pe  *ProtocolError
-		ue  *UpstreamError
-		ae  *AuthError
-		pa  *panicError
-		cio *clientIOError
-	)
-	switch {
-	case err == nil, errors.Is(err, errClientTerminated):
-		return outcomeOK
-	case errors.Is(err, errCancelRequest):
-		return outcomeCancel
-	case errors.As(err, &pa):
-		return outcomePanic
-	case errors.Is(err, ErrShuttingDown):
-		return outcomeShutdown
-	case errors.Is(err, errAuthFailed):
-		return outcomeAuthFailed
-	case errors.Is(err, errTLSRequired), errors.As(err, &ae), errors.Is(err, errTLSHandshake):
-		return outcomeRefused
-	case errors.As(err, &pe):
-		return outcomeProtocolError
-	case errors.As(err, &ue):
-		return outcomeUpstreamError
-	case errors.As(err, &cio), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, os.ErrDeadlineExceeded):
-		return outcomeClientError
-	default:
-		return outcomeInternal
-	}
-}
-
-// noteParameterStatus records the server settings the proxy depends on.
+// noteParameterStatus hands a ParameterStatus to whoever tracks the
+// server's settings: the interceptor once it runs, the startup
+// snapshot before.
 func (s *Session) noteParameterStatus(msg []byte) {
-	body := msg[5:]
-	i := clen(body)
-	if i >= len(body) {
+	name, rest, ok := CString(msg[5:])
+	if !ok {
 		return
 	}
-	name, value := string(body[:i]), body[i+1:]
-	if name == "standard_conforming_strings" {
-		s.nonStandardStrings.Store(string(value[:clen(value)]) != "on")
+	value, _, _ := CString(rest)
+	if s.icpt != nil {
+		s.icpt.ParameterStatus(string(name), string(value))
+		return
 	}
+	if s.params == nil {
+		s.params = map[string]string{}
+	}
+	s.params[string(name)] = string(value)
 }

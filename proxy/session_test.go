@@ -301,13 +301,14 @@ func TestPanicRecovered(t *testing.T) {
 			}
 		}
 	})
-	srv := startServer(t, testConfig(up.addr))
-	srv.hooks.frontend = func(typ byte, msg []byte) error {
-		if typ == 'Q' && bytes.Contains(msg, []byte("boom")) {
-			panic("boom")
-		}
-		return nil
-	}
+	srv := startServer(t, testConfig(up.addr), WithInterceptor(&testInterceptor{
+		frontend: func(c *Conn, typ byte, msg []byte) error {
+			if typ == 'Q' && bytes.Contains(msg, []byte("boom")) {
+				panic("boom")
+			}
+			return c.Pass(typ, msg)
+		},
+	}))
 	c := login(t, srv.Addr())
 	c.send(t, &pgproto3.Query{String: "boom"})
 	if er := c.receiveFatal(t); er.Code != pgerrcode.InternalError || strings.Contains(er.Message, "boom") {
@@ -318,52 +319,6 @@ func TestPanicRecovered(t *testing.T) {
 		t.Errorf("panics: %v, want 1", got)
 	}
 	login(t, srv.Addr()) // still serving
-}
-
-// TestRejectLocally: a message the proxy refuses is answered in order with
-// the server's responses, not forwarded, and the rest of its batch is
-// dropped up to Sync.
-func TestRejectLocally(t *testing.T) {
-	received := make(chan []string, 1)
-	up := startFakeUpstream(t, func(t *testing.T, be *pgproto3.Backend, conn net.Conn) {
-		if !serverStartup(t, be) {
-			return
-		}
-		received <- receiveN(t, be, 4) // P B S(after reject) Q
-		be.Send(&pgproto3.ParseComplete{})
-		be.Send(&pgproto3.BindComplete{})
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'T'})
-		be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 0")})
-		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'T'})
-		be.Flush()
-		drain(be)
-	})
-	srv := startServer(t, testConfig(up.addr))
-	srv.hooks.frontend = func(typ byte, msg []byte) error {
-		if bytes.Contains(msg, []byte("forbidden")) {
-			return &UnsupportedError{Msg: "not allowed on a PHI column"}
-		}
-		return nil
-	}
-	c := login(t, srv.Addr())
-	c.send(t,
-		&pgproto3.Parse{Query: "ok"}, &pgproto3.Bind{},
-		&pgproto3.Describe{ObjectType: 'P', Name: "forbidden"}, &pgproto3.Execute{}, &pgproto3.Sync{},
-		&pgproto3.Query{String: "forbidden"}, &pgproto3.Query{String: "fine"})
-	want := []string{"ParseComplete", "BindComplete", "ErrorResponse", "ReadyForQuery"}
-	if d := cmp.Diff(want, c.receiveUntilReady(t)); d != "" {
-		t.Errorf("batch (-want +got):\n%s", d)
-	}
-	if d := cmp.Diff([]string{"ErrorResponse", "ReadyForQuery"}, c.receiveUntilReady(t)); d != "" {
-		t.Errorf("rejected query (-want +got):\n%s", d)
-	}
-	if d := cmp.Diff([]string{"CommandComplete", "ReadyForQuery"}, c.receiveUntilReady(t)); d != "" {
-		t.Errorf("next query (-want +got):\n%s", d)
-	}
-	if d := cmp.Diff([]string{"Parse", "Bind", "Sync", "Query"}, <-received); d != "" {
-		t.Errorf("server received (-want +got):\n%s", d)
-	}
-	c.send(t, &pgproto3.Terminate{})
 }
 
 // TestUpstreamFailures: an unreachable upstream gives 08001, one that dies

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -22,6 +21,9 @@ const (
 	protocolMajor3    = 3
 	// maxStartupPacket is PostgreSQL's MAX_STARTUP_PACKET_LENGTH.
 	maxStartupPacket = 10000
+	// maxAuthMessage bounds a client's authentication message, header
+	// included: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH (65535) plus ours.
+	maxAuthMessage = 65535 + frameHeaderLen
 )
 
 // Authentication request codes of AuthenticationXXX ('R') messages.
@@ -36,15 +38,9 @@ const (
 
 const scramPlus = "SCRAM-SHA-256-PLUS"
 
-// errTLSHandshake marks a failed client TLS handshake.
-var errTLSHandshake = errors.New("client tls handshake failed")
-
-// errCancelRequest ends a connection that carried a CancelRequest.
-var errCancelRequest = errors.New("cancel request")
-
 // startup negotiates TLS with the client, reads its startup message, opens
-// the upstream connection and relays authentication until the server's
-// first ReadyForQuery has been written to the client.
+// the upstream connection and relays authentication up to the server's
+// first ReadyForQuery, which it keeps in s.ready for prepare to send.
 func (s *Session) startup(ctx context.Context) error {
 	deadline := time.Now().Add(s.srv.cfg.Limits.HandshakeTimeout)
 	s.raw.SetDeadline(deadline)
@@ -106,10 +102,10 @@ func (s *Session) readStartup(ctx context.Context) ([]byte, error) {
 			return nil, s.forwardCancel(ctx, pkt)
 		default:
 			if code>>16 != protocolMajor3 {
-				s.clientW = bufio.NewWriterSize(s.client, bufferSize)
+				s.clientW = newFrameWriter(s.client)
 				return nil, protocolErrorf("unsupported frontend protocol %d.%d", code>>16, code&0xffff)
 			}
-			s.clientW = bufio.NewWriterSize(s.client, bufferSize)
+			s.clientW = newFrameWriter(s.client)
 			if !s.tlsClient && !s.srv.cfg.Listen.TLS.AllowPlaintext {
 				return nil, errTLSRequired
 			}
@@ -168,8 +164,8 @@ func (s *Session) parseStartup(pkt []byte) error {
 	return nil
 }
 
-// relayAuth relays the authentication exchange until the server's first
-// ReadyForQuery. The server's ErrorResponse (wrong password, no such
+// relayAuth relays the authentication exchange up to the server's first
+// ReadyForQuery, which it keeps. The server's ErrorResponse (wrong password, no such
 // database) reaches the client unchanged and ends the session.
 func (s *Session) relayAuth() error {
 	for {
@@ -239,10 +235,9 @@ func (s *Session) relayAuth() error {
 				return serverProtocolErrorf("invalid ReadyForQuery")
 			}
 			s.q.txStatus = msg[5]
-			if err := s.writeClient(msg); err != nil {
-				return err
-			}
-			return s.flushClient()
+			s.ready = append([]byte(nil), msg...)
+			s.holding = true
+			return nil
 		default:
 			return serverProtocolErrorf("unexpected message %q during authentication", typ)
 		}

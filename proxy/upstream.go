@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -21,7 +20,7 @@ var errUpstreamRefusedTLS = errors.New("the server does not accept TLS (answered
 // records it in the metrics and readiness.
 func (srv *Server) dialUpstream(ctx context.Context) (net.Conn, error) {
 	start := time.Now()
-	conn, err := dialUpstream(ctx, srv.cfg.Upstream, srv.upstreamTLS, srv.health.reachable)
+	conn, err := dialUpstream(ctx, srv.cfg.Upstream, srv.upstreamTLSNow(), srv.health.reachable)
 	if err != nil {
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.tls {
@@ -101,9 +100,12 @@ func (s *Session) connectUpstream(ctx context.Context, deadline time.Time) error
 		return *k
 	}
 	lim := s.srv.cfg.Limits
-	s.serverW = bufio.NewWriterSize(conn, bufferSize)
+	s.serverW = newFrameWriter(conn)
 	s.serverR = newFrameReader(conn, lim.MaxServerMessageBytes, true, s.flushClient)
-	s.clientR = newFrameReader(s.client, lim.MaxMessageBytes, false, s.flushServer)
+	// Until the relay starts only authentication messages come: bounded as
+	// PostgreSQL bounds them (PG_MAX_AUTH_TOKEN_LENGTH), not by the
+	// post-login limit, so unauthenticated clients cannot pin memory.
+	s.clientR = newFrameReader(s.client, maxAuthMessage, false, s.flushServer)
 	return nil
 }
 

@@ -32,7 +32,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &analyzer{sql: sql, pol: pol, cat: cat}
+	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version}
 	plan := &Plan{}
 	for _, raw := range tree.Stmts {
 		st := Statement{}
@@ -104,6 +104,7 @@ type edit struct {
 	start, end int
 	pieces     []piece
 	seq        int
+	col        *policy.Column // the PHI column the edit is for, when known
 }
 
 type analyzer struct {
@@ -123,6 +124,15 @@ type analyzer struct {
 	hasBadParam bool
 	mentioned   []*policy.Table // policy tables named anywhere in the statement, computed lazily
 	rawStmt     *pg.Node
+
+	// Code the server runs later (body.go): depth of nesting (0 for the
+	// client's text), the parse tree's version (for pg_query Deparse),
+	// the body being analysed (nil at the top), and the output of the
+	// last statement analysed, to refuse bodies that return PHI.
+	depth   int
+	version int32
+	body    *bodyCtx
+	lastOut *derived
 }
 
 // errorf builds a 0A000 rejection about col (may be nil) at byte offset loc.
@@ -158,6 +168,49 @@ func (a *analyzer) tokens() (tokens, error) {
 
 func (a *analyzer) addEdit(start, end int, pieces ...piece) {
 	a.edits = append(a.edits, edit{start: start, end: end, pieces: pieces, seq: len(a.edits)})
+}
+
+// addEditFor is addEdit for an edit about col.
+func (a *analyzer) addEditFor(col *policy.Column, start, end int, pieces ...piece) {
+	a.addEdit(start, end, pieces...)
+	a.edits[len(a.edits)-1].col = col
+}
+
+// rewriteMark counts the edits and parameter uses so far: rewrittenSince
+// tells whether anything after it needs rewriting.
+type rewriteMark struct{ edits, uses int }
+
+func (a *analyzer) mark() rewriteMark { return rewriteMark{len(a.edits), len(a.uses)} }
+
+// rewrittenSince reports whether the analysis since m added an edit or a
+// parameter that must be encrypted or indexed, and for which PHI column
+// (nil if unknown).
+func (a *analyzer) rewrittenSince(m rewriteMark) (*policy.Column, bool) {
+	found := false
+	var col *policy.Column
+	for _, e := range a.edits[m.edits:] {
+		found = true
+		if col == nil {
+			col = e.col
+		}
+		for _, p := range e.pieces {
+			if col == nil && p.lit != nil {
+				col = p.lit.Column
+			}
+			if col == nil && p.param != nil {
+				col = p.param.role.col
+			}
+		}
+	}
+	for _, u := range a.uses[m.uses:] {
+		if u.role.action != ActionNone || u.recast {
+			found = true
+			if col == nil {
+				col = u.role.col
+			}
+		}
+	}
+	return col, found
 }
 
 func text(s string) piece { return piece{text: s} }

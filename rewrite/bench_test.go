@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/novamind/phiproxy/policy"
@@ -52,6 +53,67 @@ func BenchmarkAnalyzeHit(b *testing.B) {
 				if _, err := c.Analyze(sql); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// simpleTexts returns n simple-protocol texts of one shape, each with its
+// own literals, as psql or psycopg2 would send them: the 13-literal INSERT
+// of every column of patients, or a SELECT by email.
+func simpleTexts(name string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		switch name {
+		case "insert13":
+			out[i] = fmt.Sprintf(`INSERT INTO patients (first_name, last_name, date_of_birth, ssn, email, phone, address_line1, address_line2, city, state, postal_code, country, additional_info) `+
+				`VALUES ('Ann%d', 'O''Brien', '1980-01-02', '123-45-%04d', 'ann%d@example.org', '555-1234', '1 Main St', 'Apt %d', 'Springfield', 'IL', '62701', 'US', '{"a":%d}')`, i, i%10000, i, i, i)
+		case "selectByEmail":
+			out[i] = fmt.Sprintf(`SELECT id, first_name, last_name, email FROM patients WHERE email = 'ann%d@example.org'`, i)
+		default:
+			panic(name)
+		}
+	}
+	return out
+}
+
+// BenchmarkShapeOf is the per-text cost of finding a simple-protocol
+// text's shape key: the work AnalyzeSimple does on every text before the
+// cache lookup of its shape.
+func BenchmarkShapeOf(b *testing.B) {
+	for _, name := range []string{"insert13", "selectByEmail"} {
+		texts := simpleTexts(name, 1024)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, _, ok := shapeOf(texts[i%len(texts)]); !ok {
+					b.Fatal("no shape")
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkAnalyzeSimpleHit is AnalyzeSimple of texts whose shape is
+// cached: what a simple-protocol PHI statement costs the proxy's rewriter.
+func BenchmarkAnalyzeSimpleHit(b *testing.B) {
+	pol := benchPolicy(b)
+	for _, name := range []string{"insert13", "selectByEmail"} {
+		texts := simpleTexts(name, 1024)
+		b.Run(name, func(b *testing.B) {
+			c := NewCache(128, pol, seedCatalog)
+			if _, err := c.AnalyzeSimple(texts[0]); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := c.AnalyzeSimple(texts[i%len(texts)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
 			}
 		})
 	}

@@ -87,17 +87,6 @@ func (c *Cache) Analyze(sql string) (*Plan, error) {
 	return plan, err
 }
 
-// Purge drops every plan, for example after DDL changed the catalog.
-func (c *Cache) Purge() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.items)
-	c.head.next, c.head.prev = &c.head, &c.head
-	c.shapes.mu.Lock()
-	c.shapes.m = nil
-	c.shapes.mu.Unlock()
-}
-
 // Len returns the number of cached plans.
 func (c *Cache) Len() int {
 	c.mu.Lock()

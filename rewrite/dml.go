@@ -310,7 +310,7 @@ func (a *analyzer) replaceName(from int32, name, repl string, col *policy.Column
 			continue
 		}
 		if depth > 0 && ts[i].word() && identText(a.sql[ts[i].start:ts[i].end]) == name {
-			a.addEdit(ts[i].start, ts[i].end, text(quoteIdent(repl)))
+			a.addEditFor(col, ts[i].start, ts[i].end, text(quoteIdent(repl)))
 			return nil
 		}
 	}

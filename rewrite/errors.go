@@ -46,3 +46,18 @@ func (e *Error) Unwrap() error {
 	}
 	return nil
 }
+
+// SQLState is the error's SQLSTATE.
+func (e *Error) SQLState() string { return e.Code }
+
+// ClientMessage is the message for the client: it names tables, columns and
+// constructs, never values.
+func (e *Error) ClientMessage() string { return e.Message }
+
+// Reason labels the refusal in metrics: syntax or unsupported.
+func (e *Error) Reason() string {
+	if e.Code == CodeSyntaxError {
+		return "syntax"
+	}
+	return "unsupported"
+}

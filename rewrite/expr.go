@@ -21,6 +21,9 @@ func (a *analyzer) expr(n *pg.Node, sc *scope, what string) error {
 		if err != nil {
 			return err
 		}
+		if r.star {
+			return a.starInExpr(x.ColumnRef, sc)
+		}
 		if r.idx != nil && what != "" {
 			return a.indexRef(r.idx, x.ColumnRef.Location)
 		}
@@ -70,6 +73,32 @@ func (a *analyzer) expr(n *pg.Node, sc *scope, what string) error {
 		return err
 	}
 	return a.children(n, sc, describe(n))
+}
+
+// starInExpr rejects p.* (or *) inside an expression, ROW(p.*), f(p.*),
+// (p.*).col: it is a whole-row value of p. Only a top-level target list
+// expands a `*` column by column (targets, returning).
+func (a *analyzer) starInExpr(cr *pg.ColumnRef, sc *scope) error {
+	var qual []string
+	for _, f := range cr.Fields {
+		if s := f.GetString_(); s != nil {
+			qual = append(qual, s.Sval)
+		}
+	}
+	if len(qual) == 0 {
+		if sc != nil {
+			for _, e := range sc.entries {
+				if e.carriesPHI() {
+					return a.wholeRow(e, cr.Location)
+				}
+			}
+		}
+		return nil
+	}
+	if e := wholeRowEntry(sc, qual); e != nil {
+		return a.wholeRow(e, cr.Location)
+	}
+	return nil
 }
 
 func (a *analyzer) indexRef(idx *policy.Column, loc int32) error {
@@ -343,11 +372,14 @@ func (a *analyzer) toIndex(cr *pg.ColumnRef, col *policy.Column) error {
 	if i >= len(ts) || !ts[i].word() {
 		return a.errorf(col, cr.Location, "cannot locate column reference to %s", col.QualifiedName())
 	}
-	a.addEdit(ts[i].start, ts[i].end, text(quoteIdent(col.BlindIndex.Column)))
+	a.addEditFor(col, ts[i].start, ts[i].end, text(quoteIdent(col.BlindIndex.Column)))
 	return nil
 }
 
 func (a *analyzer) funcCall(f *pg.FuncCall, sc *scope) error {
+	if err := a.sqlFunction(f); err != nil {
+		return err
+	}
 	name := strings.ToLower(funcName(f))
 	if (name == "count" || name == "pg_catalog.count") && len(f.Args) == 1 && !f.AggDistinct && f.Over == nil && len(f.AggOrder) == 0 {
 		if cr := f.Args[0].GetColumnRef(); cr != nil {

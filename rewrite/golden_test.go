@@ -86,7 +86,7 @@ type gcase struct {
 	line     int
 }
 
-func readGolden(t *testing.T, path string) ([]gcase, []string) {
+func readGolden(t testing.TB, path string) ([]gcase, []string) {
 	fh, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 		}
 		plan, err := Analyze(c.input, pol, cat)
 		if err != nil {
-			checkError(t, c, err)
+			checkError(t, c, err, pol)
 			e, ok := err.(*Error)
 			if !ok {
 				return "unexpected error: " + err.Error()
@@ -225,19 +225,24 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 }
 
 // checkError asserts that a rejection never echoes a string literal of the
-// input.
-func checkError(t *testing.T, c *gcase, err error) {
+// input. A literal that is a policy table's or schema's name (a foreign
+// table's table_name option) is a name the message may give.
+func checkError(t *testing.T, c *gcase, err error, pol *policy.Policy) {
 	t.Helper()
 	res, serr := pg.Scan(c.input)
 	if serr != nil {
 		return
+	}
+	names := map[string]bool{}
+	for _, tb := range pol.Tables() {
+		names[tb.Name], names[tb.Schema] = true, true
 	}
 	for _, tok := range res.Tokens {
 		if tok.Token != pg.Token_SCONST {
 			continue
 		}
 		v := strings.Trim(c.input[tok.Start:tok.End], "'")
-		if len(v) >= 3 && strings.Contains(err.Error(), v) {
+		if len(v) >= 3 && !names[v] && strings.Contains(err.Error(), v) {
 			t.Errorf("line %d: error %q echoes literal %q", c.line, err, v)
 		}
 	}
@@ -331,9 +336,6 @@ func renderPlan(p *Plan) string {
 		fmt.Fprintf(&b, "\nstatement: %s", kindNames[st.Kind])
 		if len(tables) > 0 {
 			fmt.Fprintf(&b, " tables=%s", strings.Join(tables, ","))
-		}
-		if st.HideIndexColumns {
-			b.WriteString(" hide-index-columns")
 		}
 		for _, r := range st.Returning {
 			fmt.Fprintf(&b, " returning[%d]=%s", r.Index, r.Column.Name)

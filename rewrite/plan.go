@@ -83,9 +83,6 @@ type Statement struct {
 	// also rely on RowDescription's table OID and attribute number). A
 	// `RETURNING *` is expanded from the Catalog when it knows the table.
 	Returning []ResultColumn
-	// HideIndexColumns is true when a `*` in the result covers a policy
-	// table: the proxy drops its blind-index columns from the rows.
-	HideIndexColumns bool
 }
 
 // Plan is the analysis of one SQL text (which may hold several statements).

@@ -1,38 +1,177 @@
 package rewrite
 
-import "github.com/novamind/phiproxy/policy"
+import (
+	"sync/atomic"
+
+	"github.com/novamind/phiproxy/policy"
+)
+
+// keywords make a text worth parsing although it names no policy table:
+// statements that can reach one by a name the byte scan cannot see (a DO
+// or function body written with E'\x45' escapes or building 'pat' ||
+// 'ients' at run time, foreign table options in U&'\0069' escapes, a
+// domain standing in for a storage type) and functions that run SQL given
+// as a string. Words are matched at word boundaries (an identifier
+// character on either side means another word); prefixes only at the start
+// of a word (dblink_exec, query_to_xmlschema). A spurious match costs one
+// parse, never a wrong answer. DO is special: it must start a statement
+// (see doKeyword).
+var keywords = []struct {
+	word   string
+	prefix bool
+}{
+	{"function", false},     // CREATE [OR REPLACE] FUNCTION, EXECUTE FUNCTION
+	{"procedure", false},    // CREATE PROCEDURE, EXECUTE PROCEDURE
+	{"foreign", false},      // CREATE / ALTER FOREIGN TABLE, IMPORT FOREIGN SCHEMA
+	{"subscription", false}, // CREATE / ALTER SUBSCRIPTION
+	{"domain", false},       // CREATE DOMAIN text ...
+	{"rename", false},       // ALTER TYPE d RENAME TO text
+	{"dblink", true},        // dblink(), dblink_exec(): SQL on a second connection
+	{"query_to_xml", true},  // query_to_xml[schema|_and_xmlschema](query text, ...)
+	{"ts_stat", true},       // ts_stat(sqlquery text)
+	{"ts_rewrite", true},    // ts_rewrite(tsquery, select text)
+}
 
 // mentionsPolicy is the fast path: it reports whether sql could reference a
 // policy table, by a case-insensitive byte search for each table name. Only
 // when it is true is the text parsed. It errs on the side of parsing: a name
 // inside a string or comment matches too, and a Unicode-escaped identifier
-// (U&"...") always does, since it can spell a table name in escapes.
+// (U&"...") always does, since it can spell a table name in escapes. The
+// keywords above make it true as well.
 func mentionsPolicy(sql string, pol *policy.Policy) bool {
-	// One pass over the text: only where a byte could start a needle are
-	// the needles compared. EXECUTE name(args) runs a prepared statement,
+	// One pass over the text, one table lookup per byte: only where a
+	// byte could start a needle are the needles compared (keywords only
+	// where a word starts). EXECUTE name(args) runs a prepared statement,
 	// maybe one the proxy rewrote, with arguments written in the text, so
 	// it is always analyzed too.
-	const unicodeIdent, execute = `u&"`, "execute"
-	var first [256]bool
-	first[unicodeIdent[0]], first[execute[0]] = true, true
-	for _, t := range pol.Tables() {
-		if t.Name == "" {
-			return true
-		}
-		first[lower(t.Name[0])] = true
+	st := scanTableFor(pol)
+	if st.all {
+		return true
 	}
+	class := &st.class
+	inWord := false // sql[i-1] continues an identifier
 	for i := 0; i < len(sql); i++ {
-		if !first[lower(sql[i])] {
+		cl := class[sql[i]]
+		atWord := !inWord
+		inWord = cl&classIdent != 0
+		if cl&classNeedle == 0 && (cl&classKeyword == 0 || !atWord) {
 			continue
 		}
 		rest := sql[i:]
-		if hasPrefixFold(rest, unicodeIdent) || hasPrefixFold(rest, execute) {
-			return true
-		}
-		for _, t := range pol.Tables() {
-			if hasPrefixFold(rest, t.Name) {
+		if cl&classNeedle != 0 {
+			if hasPrefixFold(rest, unicodeIdent) || hasPrefixFold(rest, executeWord) {
 				return true
 			}
+			for _, t := range pol.Tables() {
+				if hasPrefixFold(rest, t.Name) {
+					return true
+				}
+			}
+		}
+		if cl&classKeyword == 0 || !atWord {
+			continue
+		}
+		if hasPrefixFold(rest, doWord) && !(len(rest) > len(doWord) && identByte(rest[len(doWord)])) && doKeyword(sql[:i]) {
+			return true
+		}
+		c := lower(sql[i])
+		for _, k := range keywords {
+			if k.word[0] == c && hasPrefixFold(rest, k.word) && (k.prefix || len(rest) == len(k.word) || !identByte(rest[len(k.word)])) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+const unicodeIdent, executeWord, doWord = `u&"`, "execute", "do"
+
+// scanTable is mentionsPolicy's byte classes for one policy.
+type scanTable struct {
+	pol   *policy.Policy
+	class [256]uint8
+	all   bool // a table name the scan cannot look for: parse every text
+}
+
+// lastScanTable keeps the table of the policy scanned last (a proxy has
+// one), so a scan does not rebuild it.
+var lastScanTable atomic.Pointer[scanTable]
+
+func scanTableFor(pol *policy.Policy) *scanTable {
+	if st := lastScanTable.Load(); st != nil && st.pol == pol {
+		return st
+	}
+	st := &scanTable{pol: pol, class: byteClasses}
+	mark := func(c byte, bit uint8) {
+		st.class[c] |= bit
+		if c >= 'a' && c <= 'z' {
+			st.class[c-'a'+'A'] |= bit
+		}
+	}
+	mark(unicodeIdent[0], classNeedle)
+	mark(executeWord[0], classNeedle)
+	mark(doWord[0], classKeyword)
+	for _, k := range keywords {
+		mark(k.word[0], classKeyword)
+	}
+	for _, t := range pol.Tables() {
+		if t.Name == "" {
+			st.all = true
+			continue
+		}
+		mark(lower(t.Name[0]), classNeedle)
+	}
+	lastScanTable.Store(st)
+	return st
+}
+
+// Byte classes of mentionsPolicy's scan.
+const (
+	classIdent   uint8 = 1 << iota // continues an identifier
+	classNeedle                    // may start a table name, U&" or EXECUTE
+	classKeyword                   // may start a keyword
+)
+
+// byteClasses has classIdent set for PostgreSQL's ident_cont bytes.
+var byteClasses = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		if identBytes[c] {
+			t[c] = classIdent
+		}
+	}
+	return t
+}()
+
+// identByte reports whether c can continue an identifier (PostgreSQL's
+// ident_cont: letters, digits, _, $ and every byte >= 0x80).
+func identByte(c byte) bool {
+	return identBytes[c]
+}
+
+var identBytes = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		l := lower(byte(c))
+		t[c] = l >= 'a' && l <= 'z' || l >= '0' && l <= '9' || l == '_' || l == '$' || l >= 0x80
+	}
+	return t
+}()
+
+// doKeyword reports whether a word DO after before could begin a DO
+// statement: the text before it is empty, ends with ";" or with the end of
+// a /* comment */, once trailing white space is removed, or holds "--"
+// (a line comment may end right before it). DO elsewhere (ON CONFLICT DO,
+// CREATE RULE ... DO) belongs to a statement that names its table.
+func doKeyword(before string) bool {
+	j := len(before) - 1
+	for j >= 0 && (before[j] == ' ' || before[j] == '\t' || before[j] == '\n' || before[j] == '\r' || before[j] == '\f' || before[j] == '\v') {
+		j--
+	}
+	if j < 0 || before[j] == ';' || before[j] == '/' {
+		return true
+	}
+	for k := 0; k+1 < len(before); k++ {
+		if before[k] == '-' && before[k+1] == '-' {
+			return true
 		}
 	}
 	return false

@@ -28,10 +28,12 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) (*derived, error)
 			}
 			out.cols = append(out.cols, c)
 		}
-		if !s.All {
-			if col := out.firstPHI(); col != nil {
-				return nil, a.reject(col, -1, "UNION/INTERSECT/EXCEPT without ALL (it compares values)")
-			}
+		// A set operation's result columns name no table in RowDescription,
+		// so the proxy could not tell them apart from plaintext to decrypt
+		// them; without ALL the server would also compare ciphertexts, and a
+		// VALUES branch would put a plaintext literal in a PHI column's place.
+		if col := out.firstPHI(); col != nil {
+			return nil, a.reject(col, -1, "UNION, INTERSECT or EXCEPT with a PHI column in the result")
 		}
 		sc.outputs = out.cols
 		if err := a.sortClause(s.SortClause, sc, "ORDER BY"); err != nil {
@@ -222,15 +224,20 @@ func (a *analyzer) star(cr *pg.ColumnRef, sc *scope, out *derived) {
 		}
 		switch {
 		case e.table != nil:
-			out.stars = append(out.stars, e.table)
-			a.stmt.HideIndexColumns = true
+			cols, ok := a.catalogColumns(e.table.Schema, e.table.Name)
+			if !ok {
+				out.stars = append(out.stars, e.table)
+				continue
+			}
+			// Expanded in order, so that an alias list over the output
+			// can be mapped by position.
+			for _, c := range cols {
+				out.cols = append(out.cols, outCol{name: e.visible(c), col: e.table.Column(c), idx: e.table.IndexColumn(c)})
+			}
 		case e.derived != nil:
 			out.cols = append(out.cols, e.derived.cols...)
 			out.stars = append(out.stars, e.derived.stars...)
 			out.unknown = out.unknown || e.derived.unknown
-			if len(e.derived.stars) > 0 {
-				a.stmt.HideIndexColumns = true
-			}
 		default:
 			if cols, ok := a.catalogColumns(e.schema, e.rel); ok && e.rel != "" {
 				for _, c := range cols {
@@ -279,18 +286,93 @@ func (a *analyzer) withClause(w *pg.WithClause, sc *scope) error {
 			return a.errorf(nil, cte.Location, "table %s: a data-modifying CTE (WITH %s AS (INSERT/UPDATE/DELETE ...)) touching a PHI table is not supported; run it as its own statement",
 				a.stmt.Tables[len(a.stmt.Tables)-1].QualifiedName(), cte.Ctename)
 		}
-		renameCols(d, cte.Aliascolnames)
+		if err := a.renameCols(d, cte.Aliascolnames, cte.Location); err != nil {
+			return err
+		}
 		sc.ctes[cte.Ctename] = d
 	}
 	return nil
 }
 
-func renameCols(d *derived, names []*pg.Node) {
+// renameCols applies a column alias list (AS s(a, b), WITH c(a, b) AS ...)
+// to a subquery's output by position. When the output's order is not
+// known (a `*` phiproxy could not expand) and it may hold PHI, the names
+// cannot be mapped with certainty: refused.
+func (a *analyzer) renameCols(d *derived, names []*pg.Node, loc int32) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if !d.ordered() && d.carriesPHI() || len(d.stars) > 0 {
+		t := d.firstPHI()
+		e := a.errorf(nil, loc, "a column alias list over a subquery or CTE whose output includes PHI columns through a `*` phiproxy cannot expand is not supported: list the columns in the subquery")
+		if t != nil {
+			e.Table, e.Column = t.Table.QualifiedName(), t.Name
+		}
+		return e
+	}
 	for i, n := range names {
 		if s := n.GetString_(); s != nil && i < len(d.cols) {
 			d.cols[i].name = s.Sval
 		}
 	}
+	return nil
+}
+
+// aliasColumns maps a column alias list on a policy table (FROM patients
+// AS p(i, fn)) to its columns by position, from the Catalog's column order
+// (attribute order, as PostgreSQL applies the list). It refuses what it
+// cannot map exactly: an unknown column order, a renamed blind-index
+// column (rewritten comparisons name it), and names that become ambiguous.
+func (a *analyzer) aliasColumns(e *rangeEntry, rv *pg.RangeVar) error {
+	names := rv.Alias.Colnames
+	t := e.table
+	cols, ok := a.catalogColumns(t.Schema, t.Name)
+	if !ok {
+		return a.tableError(t, rv.Location, "a column alias list on PHI table %s needs its column order, which phiproxy does not know yet: refer to the columns by their names", t.QualifiedName())
+	}
+	if len(names) > len(cols) {
+		return a.tableError(t, rv.Location, "table %s has %d columns but %d column aliases were given", t.QualifiedName(), len(cols), len(names))
+	}
+	e.colAlias, e.renamed = map[string]string{}, map[string]bool{}
+	seen := map[string]bool{}
+	for i, c := range cols {
+		vis := c
+		if i < len(names) {
+			if s := names[i].GetString_(); s != nil {
+				vis = s.Sval
+			}
+		}
+		if vis != c {
+			if idx := t.IndexColumn(c); idx != nil {
+				return a.errorf(idx, rv.Location, "a column alias list that renames blind-index column %s of %s is not supported: alias only the columns before it", c, t.QualifiedName())
+			}
+			e.colAlias[vis] = c
+			e.renamed[c] = true
+		}
+		if seen[vis] {
+			return a.tableError(t, rv.Location, "the column alias list on PHI table %s makes the name %q ambiguous", t.QualifiedName(), vis)
+		}
+		seen[vis] = true
+	}
+	return nil
+}
+
+// visible returns the name a column of e's policy table is known by in the
+// query (its alias, if an alias list renamed it).
+func (e *rangeEntry) visible(col string) string {
+	for vis, real := range e.colAlias {
+		if real == col {
+			return vis
+		}
+	}
+	return col
+}
+
+// tableError is a 0A000 rejection about table t (no particular column).
+func (a *analyzer) tableError(t *policy.Table, loc int32, format string, args ...any) *Error {
+	e := a.errorf(nil, loc, format, args...)
+	e.Table = t.QualifiedName()
+	return e
 }
 
 // fromItem adds one FROM item (and what it joins) to sc.
@@ -320,7 +402,9 @@ func (a *analyzer) fromItem(n *pg.Node, sc *scope) error {
 		e := &rangeEntry{derived: d}
 		if rs.Alias != nil {
 			e.name = rs.Alias.Aliasname
-			renameCols(d, rs.Alias.Colnames)
+			if err := a.renameCols(d, rs.Alias.Colnames, nodeLocation(rs.Subquery)); err != nil {
+				return err
+			}
 		}
 		sc.entries = append(sc.entries, e)
 		return nil
@@ -358,9 +442,35 @@ func (a *analyzer) fromItem(n *pg.Node, sc *scope) error {
 		if err := a.expr(j.Quals, sc, ""); err != nil {
 			return err
 		}
+		if j.Alias != nil && len(j.Alias.Colnames) > 0 {
+			// (a JOIN b) AS j(c1, c2): the join's output order (USING
+			// columns first, then each side's) is not mapped; refused when
+			// it may hold PHI.
+			for _, e := range joined {
+				if e.carriesPHI() {
+					var t *policy.Table
+					if e.table != nil {
+						t = e.table
+					} else if c := e.derived.firstPHI(); c != nil {
+						t = c.Table
+					}
+					err := a.errorf(nil, -1, "a column alias list on a join of PHI table %s is not supported: refer to the columns through the joined tables' names", entryName(e))
+					if t != nil {
+						err.Table = t.QualifiedName()
+					}
+					return err
+				}
+			}
+		}
+		// JOIN ... USING (col) AS j names only the USING columns, which
+		// are never PHI columns (refused above): unresolved references
+		// through j fail closed in resolve.
 		if j.Alias != nil {
 			d := &derived{unknown: true}
 			for _, e := range joined {
+				if e.colAlias != nil {
+					return a.tableError(e.table, -1, "a column alias list on PHI table %s inside an aliased join is not supported: alias the join's columns by name", e.table.QualifiedName())
+				}
 				if e.table != nil {
 					d.stars = append(d.stars, e.table)
 				} else if e.derived != nil {
@@ -423,5 +533,10 @@ func (a *analyzer) relationEntry(rv *pg.RangeVar, sc *scope) (*rangeEntry, error
 		return nil, err
 	}
 	e.table = t
+	if t != nil && rv.Alias != nil && len(rv.Alias.Colnames) > 0 {
+		if err := a.aliasColumns(e, rv); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }

@@ -1,7 +1,6 @@
 package rewrite
 
 import (
-	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -25,30 +24,72 @@ import (
 // decode, a shape that fails analysis) goes through Analyze of the exact
 // text, which also yields the literal path's own errors.
 
-// AnalyzeSimple returns the plan of sql, a simple Query's text. Its result
-// equals Analyze's (TestAnalyzeSimpleMatchesAnalyze) but is usually made
-// from a cached shape. Plans of texts that name a policy table are built
-// per call and not cached.
+// AnalyzeSimple returns the plan of sql, a simple Query's text, read with
+// the server's default settings (standard_conforming_strings on,
+// client_encoding UTF8). Its result equals Analyze's
+// (TestAnalyzeSimpleMatchesAnalyze) but is usually made from a cached
+// shape. Plans of texts that name a policy table are built per call and
+// not cached.
 func (c *Cache) AnalyzeSimple(sql string) (*Plan, error) {
+	return c.AnalyzeSimpleWith(sql, LexOptions{})
+}
+
+// AnalyzeSimpleWith is AnalyzeSimple for a session whose scanner settings
+// are o (from its ParameterStatus messages, once ReadyForQuery has
+// confirmed them): the literals are found and decoded as the server will
+// read them. pg_query reads every text with the default settings, so
+// only texts and shape keys that read the same under those (portable:
+// ASCII outside the replaced literals in a client_encoding other than
+// UTF8, no backslash in a '…' string kept in the key when
+// standard_conforming_strings is off) are analyzed and cached; those
+// cache entries are right for every session, whatever its settings, so
+// the settings need no place in the cache key. Anything else is refused
+// (0A000). Literal values are in the client's encoding.
+func (c *Cache) AnalyzeSimpleWith(sql string, o LexOptions) (*Plan, error) {
 	if c.pol.Empty() || !mentionsPolicy(sql, c.pol) {
 		return c.Analyze(sql)
 	}
-	if p, err, ok := c.lookup(sql); ok {
-		return p, err
+	def := o == LexOptions{}
+	if def {
+		if p, err, ok := c.lookup(sql); ok {
+			return p, err
+		}
 	}
-	key, values, ok := shapeOf(sql)
-	if !ok {
+	sh, err := shapeWith(sql, o)
+	switch {
+	case err != nil && def:
+		return c.Analyze(sql) // pg_query gives the text its own error
+	case err != nil:
+		return nil, lexRejection(sql, err, o)
+	case !sh.textPortable && !(sh.ok && sh.keyPortable):
+		return nil, settingsRejection(o)
+	case !def && sh.textPortable:
+		if p, err, ok := c.lookup(sql); ok {
+			return p, err
+		}
+	}
+	if !sh.ok {
 		return c.Analyze(sql)
 	}
-	shape, err := c.Analyze(key)
-	if err != nil || shape.Passthrough {
+	shape, err := c.Analyze(sh.key)
+	switch {
+	case err != nil && !sh.textPortable:
+		return nil, err // the text cannot be analyzed for its own error
+	case shape != nil && shape.Passthrough && !sh.textPortable:
+		// The policy table's name was inside a literal; the literals
+		// are values, so the text touches no policy table either.
+		return &Plan{SQL: sql, Passthrough: true, Statements: shape.Statements, Fingerprint: shape.Fingerprint}, nil
+	case err != nil || shape.Passthrough:
 		// A rejected shape: the text's own analysis gives its own error.
 		// A shape that touches no policy table: the name was inside a
 		// literal, rare enough to parse the text itself.
 		return c.Analyze(sql)
 	}
-	if p, ok := instantiate(shape, c.slotsOf(key, shape), values); ok {
+	if p, ok := instantiate(shape, c.slotsOf(sh.key, shape), sh.values); ok {
 		return p, nil
+	}
+	if !sh.textPortable {
+		return nil, settingsRejection(o)
 	}
 	return c.Analyze(sql)
 }
@@ -67,77 +108,47 @@ func (c *Cache) lookup(sql string) (*Plan, error, bool) {
 	return e.plan, e.err, true
 }
 
-// literal is one string literal of a simple-protocol text.
-type literal struct {
-	raw   string // as written, quotes included
-	value string // its value
+// lexRejection is the rejection of a text the server would refuse while
+// reading it under the session's settings.
+func lexRejection(sql string, err error, o LexOptions) *Error {
+	le, ok := err.(*LexError)
+	if !ok {
+		return &Error{Code: CodeSyntaxError, Message: "syntax error"}
+	}
+	return &Error{Code: le.Code, Message: le.Message, Position: charPosition(sql, le.Pos, o.Encoding)}
 }
 
-// shapeOf returns sql with each plain string literal in a value position
-// replaced by $1, $2, … and the literals, or false when the text has
-// client parameters or cannot be scanned.
-func shapeOf(sql string) (key string, values []literal, ok bool) {
-	if !utf8.ValidString(sql) {
-		return "", nil, false // the parser refuses it; let it say so
+// settingsRejection refuses a text on a policy table that pg_query cannot
+// read as the server will under the session's settings.
+func settingsRejection(o LexOptions) *Error {
+	msg := "statements on PHI tables must read the same as with standard_conforming_strings on and client_encoding UTF8:"
+	if o.StandardStringsOff {
+		msg += " with standard_conforming_strings off, a '...' string holding a backslash is supported only as a value (col = '...', VALUES ('...')); write E'...' elsewhere;"
 	}
-	toks, err := scan(sql)
-	if err != nil {
-		return "", nil, false
+	if o.Encoding.class() != classUTF8 {
+		msg += " with client_encoding " + o.Encoding.String() + ", non-ASCII characters are supported only in string values (col = '...', VALUES ('...'));"
 	}
-	var b strings.Builder
-	at := 0
-	for i, t := range toks {
-		if t.kind == pg.Token_PARAM {
-			return "", nil, false
-		}
-		if t.kind != pg.Token_SCONST || i == 0 || !valuePosition(sql, toks[i-1]) {
-			continue
-		}
-		if i+1 < len(toks) && (toks[i+1].kind == pg.Token_ASCII_46 || toks[i+1].kind == pg.Token_ASCII_91) {
-			continue // $1.f and $1[1] parse, 'x'.f and 'x'[1] do not
-		}
-		raw := sql[t.start:t.end]
-		v, ok := plainString(raw)
-		if !ok {
-			continue // E'', U&'', $$…$$ or a continued literal: stays in the key
-		}
-		values = append(values, literal{raw: raw, value: v})
-		b.WriteString(sql[at:t.start])
-		b.WriteByte('$')
-		b.WriteString(strconv.Itoa(len(values)))
-		at = t.end
-	}
-	if len(values) == 0 {
-		return "", nil, false
-	}
-	b.WriteString(sql[at:])
-	return b.String(), values, true
+	return &Error{Code: CodeFeatureNotSupported, Message: strings.TrimSuffix(msg, ";") + " (or SET standard_conforming_strings = on, client_encoding = 'UTF8')"}
 }
 
-// valuePosition reports whether a literal after token prev stands where a
-// parameter may stand with the same meaning: after "(", ",", or a
-// comparison or assignment operator. After a type name (DATE '…') or a
-// keyword (LIKE '…', INTERVAL '…') it stays a literal.
-func valuePosition(sql string, prev token) bool {
-	switch sql[prev.start:prev.end] {
-	case "(", ",", "=", "<>", "!=":
-		return true
+// charPosition converts byte offset pos of sql to the 1-based character
+// position an ErrorResponse carries.
+func charPosition(sql string, pos int, e Encoding) int {
+	switch e.class() {
+	case classUTF8:
+		return utf8.RuneCountInString(sql[:pos]) + 1
+	case classClientOnly:
+		n := 0
+		for i := 0; i < pos; n++ {
+			l := e.charLen(sql, i)
+			if l < 1 {
+				l = 1
+			}
+			i += l
+		}
+		return n + 1
 	}
-	return false
-}
-
-// plainString decodes a standard string literal ('…' with ” for a quote).
-// Other forms (E'…', U&'…', dollar quoting, literals continued across lines)
-// are refused.
-func plainString(raw string) (string, bool) {
-	if len(raw) < 2 || raw[0] != '\'' || raw[len(raw)-1] != '\'' {
-		return "", false
-	}
-	body := raw[1 : len(raw)-1]
-	if strings.Contains(strings.ReplaceAll(body, "''", ""), "'") {
-		return "", false
-	}
-	return strings.ReplaceAll(body, "''", "'"), true
+	return pos + 1
 }
 
 // paramSlot is one $n of a shape plan's SQL.
@@ -212,8 +223,21 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		return nil, false
 	}
 	p := &Plan{Statements: shape.Statements, Fingerprint: shape.Fingerprint}
+	n := len(shape.Literals)
+	for _, s := range slots {
+		if s.param >= 0 && shape.Params[s.param].Action != ActionNone {
+			n++
+		}
+	}
+	if n > 0 {
+		p.Literals = make([]Literal, 0, n)
+	}
+	size := len(shape.SQL)
+	for _, v := range values {
+		size += len(v.raw)
+	}
 	var b strings.Builder
-	b.Grow(len(shape.SQL) + 16*len(values))
+	b.Grow(size)
 	at := 0
 	for _, s := range slots {
 		b.WriteString(shape.SQL[at:s.start])

@@ -16,25 +16,35 @@ func (a *analyzer) statement(n *pg.Node) error {
 	switch x := n.Node.(type) {
 	case *pg.Node_SelectStmt:
 		a.stmt.Kind = KindSelect
+		for s := x.SelectStmt; s != nil; s = s.Larg {
+			if err := a.intoPolicyTable(s.IntoClause); err != nil {
+				return err
+			}
+		}
 		before := a.touches
-		if _, err := a.selectStmt(x.SelectStmt, nil); err != nil {
+		out, err := a.selectStmt(x.SelectStmt, nil)
+		if err != nil {
 			return err
 		}
+		a.lastOut = out
 		if a.touches > before && hasInto(x.SelectStmt) {
 			return a.opaqueReject(n, "SELECT INTO copies PHI columns into a table phiproxy does not protect")
 		}
 		return nil
 	case *pg.Node_InsertStmt:
 		a.stmt.Kind = KindInsert
-		_, err := a.insertStmt(x.InsertStmt, nil)
+		out, err := a.insertStmt(x.InsertStmt, nil)
+		a.lastOut = a.withReturning(out)
 		return err
 	case *pg.Node_UpdateStmt:
 		a.stmt.Kind = KindUpdate
-		_, err := a.updateStmt(x.UpdateStmt, nil)
+		out, err := a.updateStmt(x.UpdateStmt, nil)
+		a.lastOut = a.withReturning(out)
 		return err
 	case *pg.Node_DeleteStmt:
 		a.stmt.Kind = KindDelete
-		_, err := a.deleteStmt(x.DeleteStmt, nil)
+		out, err := a.deleteStmt(x.DeleteStmt, nil)
+		a.lastOut = a.withReturning(out)
 		return err
 	case *pg.Node_TransactionStmt:
 		a.stmt.Kind = KindTransaction
@@ -55,9 +65,30 @@ func (a *analyzer) statement(n *pg.Node) error {
 		return a.refuseIfTouching(n, "views over PHI tables are not supported: writes through a view would bypass the policy")
 	case *pg.Node_CreateStmt:
 		a.stmt.Kind = KindDDL
-		if len(x.CreateStmt.InhRelations) > 0 {
+		if len(x.CreateStmt.InhRelations) > 0 || x.CreateStmt.Partbound != nil {
 			return a.refuseIfTouching(n, "a table that inherits from or is a partition of a PHI table is not supported: its rows would bypass the policy")
 		}
+		if err := a.createStmt(x.CreateStmt); err != nil {
+			return err
+		}
+	case *pg.Node_CreateForeignTableStmt:
+		a.stmt.Kind = KindDDL
+		if err := a.foreignTable(x.CreateForeignTableStmt); err != nil {
+			return err
+		}
+		if b := x.CreateForeignTableStmt.BaseStmt; b != nil && (len(b.InhRelations) > 0 || b.Partbound != nil) {
+			return a.refuseIfTouching(n, "a foreign table that inherits from or is a partition of a PHI table is not supported: its rows would bypass the policy")
+		}
+	case *pg.Node_ImportForeignSchemaStmt:
+		a.stmt.Kind = KindDDL
+		// Its table list names remote tables, not local ones.
+		return a.importForeignSchema(x.ImportForeignSchemaStmt)
+	case *pg.Node_CreateSubscriptionStmt, *pg.Node_AlterSubscriptionStmt:
+		// A subscription applies rows from another server to local tables
+		// of the same names, without phiproxy: plaintext from a publisher
+		// would land in PHI columns. Publications are harmless: they ship
+		// what is stored here, ciphertext and blind indexes.
+		return a.errorf(nil, int32(a.stmtStart), "CREATE and ALTER SUBSCRIPTION are not supported while a PHI policy is active: replicated rows are written without phiproxy and could store plaintext in PHI columns")
 	case *pg.Node_AlterTableStmt:
 		a.stmt.Kind = KindDDL
 		for _, c := range x.AlterTableStmt.Cmds {
@@ -66,38 +97,86 @@ func (a *analyzer) statement(n *pg.Node) error {
 				return a.refuseIfTouching(n, "inheritance and partitions involving a PHI table are not supported: rows written through the other table would bypass the policy")
 			}
 		}
+		if err := a.alterTable(x.AlterTableStmt); err != nil {
+			return err
+		}
 	case *pg.Node_RenameStmt:
 		a.stmt.Kind = KindDDL
-		if rv := x.RenameStmt.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
+		r := x.RenameStmt
+		if rv := r.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
 			return a.refuseIfTouching(n, "renaming a PHI table or column would leave it outside the policy; change the policy first")
+		}
+		if isRelation(r.RenameType) {
+			schema := ""
+			if r.Relation != nil {
+				schema = r.Relation.Schemaname
+			}
+			if err := a.renameTo(schema, r.Newname, int32(a.stmtStart)); err != nil {
+				return err
+			}
+		}
+		if r.RenameType == pg.ObjectType_OBJECT_DOMAIN || r.RenameType == pg.ObjectType_OBJECT_TYPE {
+			if err := a.storageTypeName([]string{r.Newname}, int32(a.stmtStart)); err != nil {
+				return err
+			}
 		}
 	case *pg.Node_AlterObjectSchemaStmt:
 		a.stmt.Kind = KindDDL
-		if rv := x.AlterObjectSchemaStmt.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
+		s := x.AlterObjectSchemaStmt
+		if rv := s.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
 			return a.refuseIfTouching(n, "moving a PHI table to another schema would leave it outside the policy; change the policy first")
+		}
+		if rv := s.Relation; rv != nil && isRelation(s.ObjectType) {
+			if err := a.renameTo(s.Newschema, rv.Relname, rv.Location); err != nil {
+				return err
+			}
+		}
+	case *pg.Node_CreateDomainStmt:
+		a.stmt.Kind = KindDDL
+		if err := a.storageTypeName(typeNames(x.CreateDomainStmt.Domainname), int32(a.stmtStart)); err != nil {
+			return err
 		}
 	case *pg.Node_CopyStmt:
 		return a.refuseIfTouching(n, "COPY of a PHI table is not supported yet; use INSERT or SELECT")
 	case *pg.Node_MergeStmt:
 		return a.refuseIfTouching(n, "MERGE on a PHI table is not supported; use INSERT ... ON CONFLICT or UPDATE")
 	case *pg.Node_CreateTableAsStmt:
+		// Also CREATE MATERIALIZED VIEW: a copy of PHI columns under a
+		// name the policy does not list.
+		if err := a.intoPolicyTable(x.CreateTableAsStmt.Into); err != nil {
+			return err
+		}
 		return a.refuseIfTouching(n, "CREATE TABLE AS / SELECT INTO copies PHI columns into a table phiproxy does not protect")
 	case *pg.Node_PrepareStmt:
 		return a.refuseIfTouching(n, "SQL-level PREPARE of a statement on a PHI table is not supported (EXECUTE arguments would reach the server unencrypted); use the extended protocol")
 	case *pg.Node_RuleStmt:
 		return a.refuseIfTouching(n, "rules on PHI tables are not supported")
-	case *pg.Node_DoStmt, *pg.Node_CreateFunctionStmt, *pg.Node_CreateTrigStmt:
-		// Their bodies are strings phiproxy cannot analyze.
-		if mentionsPolicy(a.sql[a.stmtStart:a.stmtEnd], a.pol) {
-			return a.opaqueReject(n, "a function or DO body that mentions a PHI table cannot be checked; run its statements through phiproxy instead")
-		}
+	case *pg.Node_DoStmt:
+		a.stmt.Kind = KindDDL // it may change the catalog
+		return a.doStmt(x.DoStmt)
+	case *pg.Node_CreateFunctionStmt:
 		a.stmt.Kind = KindDDL
-		return nil
+		return a.createFunction(x.CreateFunctionStmt)
+	case *pg.Node_CreateTrigStmt:
+		a.stmt.Kind = KindDDL
+		return a.createTrigger(x.CreateTrigStmt)
 	}
 	if isDDL(n) {
 		a.stmt.Kind = KindDDL
 	}
 	return a.generic(n)
+}
+
+// withReturning is the output of a DML statement: its RETURNING list,
+// with the PHI columns a RETURNING * brought in.
+func (a *analyzer) withReturning(d *derived) *derived {
+	if d == nil {
+		d = &derived{}
+	}
+	for _, r := range a.stmt.Returning {
+		d.cols = append(d.cols, outCol{col: r.Column})
+	}
+	return d
 }
 
 func hasInto(s *pg.SelectStmt) bool {
@@ -220,8 +299,27 @@ func eachMessage(n *pg.Node, fn func(protoreflect.Message) bool) {
 // generic handles statements with no specific rule (DDL, utility): the
 // policy tables they name are recorded, and any PHI column found in an
 // expression under them is rejected (a CHECK, an index expression, a
-// default).
+// default). An expression that would need rewriting (a PHI column compared
+// with a value in a CHECK, an index predicate, a policy, a publication row
+// filter) is refused too: the server stores the definition and evaluates
+// it later, and a blind-index value written into it would go stale.
 func (a *analyzer) generic(n *pg.Node) error {
+	m := a.mark()
+	if err := a.genericWalk(n); err != nil {
+		return err
+	}
+	if col, ok := a.rewrittenSince(m); ok && isDDL(n) {
+		what := strings.ToUpper(strings.ReplaceAll(strings.TrimSuffix(oneofName(n), "_stmt"), "_", " "))
+		name := "a PHI column"
+		if col != nil {
+			name = "PHI column " + col.QualifiedName()
+		}
+		return a.errorf(col, int32(a.stmtStart), "this %s statement compares %s with a value, which is not supported: the server keeps the definition (a CHECK constraint, an index predicate, a policy, a publication row filter, a trigger condition) and would evaluate it later, on ciphertext", what, name)
+	}
+	return nil
+}
+
+func (a *analyzer) genericWalk(n *pg.Node) error {
 	tables, err := a.collectTables(n)
 	if err != nil {
 		return err
@@ -230,19 +328,6 @@ func (a *analyzer) generic(n *pg.Node) error {
 	for _, t := range tables {
 		a.touch(t)
 		sc.entries = append(sc.entries, &rangeEntry{name: t.Name, schema: t.Schema, rel: t.Name, table: t})
-	}
-	if at := n.GetAlterTableStmt(); at != nil && len(tables) > 0 {
-		for _, c := range at.Cmds {
-			cmd := c.GetAlterTableCmd()
-			if cmd == nil || cmd.Def == nil {
-				continue
-			}
-			for _, t := range tables {
-				if col := t.Column(cmd.Name); col != nil && cmd.Subtype == pg.AlterTableType_AT_ColumnDefault {
-					return a.reject(col, int32(a.stmtStart), "a column DEFAULT (it would be stored unencrypted)")
-				}
-			}
-		}
 	}
 	if len(tables) == 0 {
 		// Nothing of ours: still number the parameters.

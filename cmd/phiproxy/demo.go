@@ -35,9 +35,10 @@ type demoEnv struct {
 	dir     string // .demo: kept between runs (certificates, keyring, master key)
 	cluster *pgcluster.Cluster
 	cfg     proxy.Config
-	opts    []proxy.Option // for proxy.New (demoKeys adds WithPHI)
-	proxyCA string         // the CA file that verifies the proxy's certificate
-	srv     *proxy.Server  // set before demoLiveSteps run
+	opts    []proxy.Option // for proxy.New (demoKeys adds the PHI interceptor)
+	reg     *prometheus.Registry
+	proxyCA string        // the CA file that verifies the proxy's certificate
+	srv     *proxy.Server // set before demoLiveSteps run
 	stdout  io.Writer
 	logger  *slog.Logger
 
@@ -184,6 +185,7 @@ func startDemo(ctx context.Context, o demoOptions) (_ *demo, err error) {
 		cluster: cluster,
 		proxyCA: certs.ca,
 		stdout:  o.stdout,
+		reg:     prometheus.NewRegistry(),
 		logger:  o.logger,
 		cfg: proxy.Config{
 			Listen: proxy.ListenConfig{
@@ -208,7 +210,7 @@ func startDemo(ctx context.Context, o demoOptions) (_ *demo, err error) {
 			return nil, fmt.Errorf("demo: %w", err)
 		}
 	}
-	srv, err := proxy.New(env.cfg, env.logger, prometheus.NewRegistry(), env.opts...)
+	srv, err := proxy.New(env.cfg, env.logger, env.reg, env.opts...)
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/novamind/phiproxy/internal/seed"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // The demo's PHI part: a dev keyring kept in the demo directory, the seed
@@ -64,7 +65,11 @@ func demoKeys(ctx context.Context, env *demoEnv) error {
 		fmt.Fprintf(env.stdout, "Created the dev keyring %s (data key %d, wrapped by %s)\n", cfg.KeyringFile, kr.ActiveKeyID(), kr.Keys()[0].MasterKeyID)
 	}
 	env.policy, env.keyring = pol, kr
-	env.opts = append(env.opts, proxy.WithPHI(pol, proxy.KeyringKeys(kr)))
+	eng, err := phi.New(pol, phi.KeyringKeys(kr), env.reg, phi.Config{})
+	if err != nil {
+		return err
+	}
+	env.opts = append(env.opts, proxy.WithInterceptor(eng))
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // helpError is returned when a command was asked for its help: run prints
@@ -68,9 +67,4 @@ func needConfig(cmd, path string) error {
 		return fmt.Errorf("%w: %s needs --config FILE (or $%s)", errUsage, cmd, envConfig)
 	}
 	return nil
-}
-
-// indent prefixes each line of s with two spaces.
-func indent(s string) string {
-	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
 }

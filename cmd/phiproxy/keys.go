@@ -13,7 +13,7 @@ import (
 	"slices"
 	"strconv"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/crypto/awskms"
@@ -23,8 +23,8 @@ const keysUsage = `Usage: phiproxy keys SUBCOMMAND [flags]      (flags may come 
 
   init          create a keyring: the first data key and the blind-index root key
   rotate        add a new active data key; the old active key becomes decrypt-only
-                (then restart the proxies and run phiproxy migrate reencrypt)
-  rotate-index  replace the blind-index root key (then restart the proxies and run
+                (then reload the proxies and run phiproxy migrate reencrypt)
+  rotate-index  replace the blind-index root key (then reload the proxies and run
                 phiproxy migrate reindex on each table with a blind index)
   list          show key ids, states, dates and master keys (never key material)
   usage         count the stored values under each data key, per column, in each
@@ -301,8 +301,8 @@ func keysRotate(ctx context.Context, cfg crypto.Config, f keysFlags, stdout io.W
 		return fmt.Errorf("keys rotate: %w", err)
 	}
 	fmt.Fprintf(stdout, `data key %d is active (wrapped by %s %s); key %d is now decrypt-only.
-Next: restart the proxies (they read the keyring at startup) so that new
-values are sealed under key %d; then, for each policy table,
+Next: reload the proxies (kill -HUP, or restart them) so that new values
+are sealed under key %d; then, for each policy table,
   phiproxy migrate reencrypt --config FILE --table TABLE
 until phiproxy keys usage shows no value under key %d; then
   phiproxy keys retire %d --config FILE
@@ -323,7 +323,8 @@ func keysRotateIndex(ctx context.Context, cfg crypto.Config, f keysFlags, stdout
 		return fmt.Errorf("keys rotate-index: %w", err)
 	}
 	fmt.Fprintf(stdout, `the blind-index root key is new (wrapped by %s): every blind index changes.
-Next: restart the proxies, then run for each policy table with a blind index
+Next: reload the proxies (kill -HUP, or restart them), then run for each
+policy table with a blind index
   phiproxy migrate reindex --config FILE --table TABLE
 Until a table is reindexed, equality lookups through the proxy miss its rows
 whose index was computed under the old key; do it in a quiet hour.

@@ -139,12 +139,12 @@ func rewrapSettings(path string, cfg, to crypto.Config, newID string) string {
 		set = append(set, "keys.local.master_key_file: "+to.Local.MasterKeyFile)
 	}
 	if len(set) == 0 {
-		return "The configuration already names the new master key; restart the proxies."
+		return "The configuration already names the new master key; reload the proxies (kill -HUP, or restart them)."
 	}
 	msg := "Now set, " + where + ":\n"
 	for _, s := range set {
 		msg += "  " + s + "\n"
 	}
-	msg += "then restart the proxies. Until keys.provider matches, nothing can open the keyring; later rotations wrap under the new master key whatever the configuration says (the keyring records it)."
+	msg += "then reload the proxies (kill -HUP, or restart them). Until keys.provider matches, nothing can open the keyring; later rotations wrap under the new master key whatever the configuration says (the keyring records it)."
 	return msg
 }

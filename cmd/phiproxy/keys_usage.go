@@ -335,6 +335,6 @@ func keysRetire(ctx context.Context, kcfg crypto.Config, f keysFlags, id uint32,
 	if err := crypto.WriteKeyringFile(kcfg.KeyringFile, kf, false); err != nil {
 		return fmt.Errorf("keys retire: %w", err)
 	}
-	fmt.Fprintf(stdout, "data key %d retired. Restart the proxies so that they forget it.\n", id)
+	fmt.Fprintf(stdout, "data key %d retired. Reload the proxies (kill -HUP, or restart them) so that they forget it.\n", id)
 	return nil
 }

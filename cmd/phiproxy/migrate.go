@@ -12,7 +12,7 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
-	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 const migrateUsage = `Usage: phiproxy migrate MODE --config FILE --table T [flags]
@@ -278,5 +278,5 @@ func (m *migrator) tableName() string {
 
 // newValueCoder returns a valueCoder for a migration mode.
 func newValueCoder(mode string, kr *crypto.Keyring) *valueCoder {
-	return &valueCoder{mode: mode, active: kr.ActiveKeyID(), canon: proxy.NewCanonicalizer()}
+	return &valueCoder{mode: mode, active: kr.ActiveKeyID(), canon: phi.NewCanonicalizer()}
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
-	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // Migration modes.
@@ -60,7 +60,7 @@ func changedName(mode string) string {
 type valueCoder struct {
 	mode   string
 	active uint32 // the keyring's active data key
-	canon  *proxy.Canonicalizer
+	canon  *phi.Canonicalizer
 	buf    []byte
 }
 
@@ -170,7 +170,7 @@ func (vc *valueCoder) canonical(c *migrateColumn, val []byte) ([]byte, error) {
 		// The proxy's date input drops the era of "0044-03-15 BC" (its
 		// dateOfTimestamp keeps the first 10 bytes): refuse rather than
 		// move the date by two millennia.
-		return nil, &proxy.ValueError{Type: c.col.Type}
+		return nil, &phi.ValueError{Type: c.col.Type}
 	}
 	return vc.canon.Text(nil, c.col.Type, val)
 }

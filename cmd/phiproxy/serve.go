@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 const serveUsage = `Usage: phiproxy serve --config FILE [--check]
@@ -20,8 +22,11 @@ const serveUsage = `Usage: phiproxy serve --config FILE [--check]
 Runs the proxy: listens for clients (listen:), relays each session to
 PostgreSQL (upstream:), encrypts and decrypts the policy's PHI columns with
 the keyring unwrapped once at startup, and serves /metrics, /healthz and
-/readyz (metrics:). SIGINT or SIGTERM drains the sessions for up to
-limits.drain_timeout; a second signal closes them at once.
+/readyz (metrics:). SIGHUP reloads the certificates, the keyring, the
+policy and the log level (sessions in flight keep theirs; a file that does
+not load is logged and the running configuration kept). SIGINT or SIGTERM
+drains the sessions for up to limits.drain_timeout; a second signal closes
+them at once.
 
   --config FILE  the configuration (default $PHIPROXY_CONFIG)
   --check        check the configuration as phiproxy check does, and exit
@@ -47,18 +52,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *checkOnly {
 		return checkConfig(ctx, *path, checkOptions{}, stdout)
 	}
+	hup, stopHangup := notifyHangup()
+	defer stopHangup()
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.file.Log, stderr)
+	logger, level, err := newLogger(cfg.file.Log, stderr)
 	if err != nil {
 		return err
+	}
+	if n := cfg.file.Proxy.Limits.MaxProcs; n > 0 {
+		runtime.GOMAXPROCS(n)
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var opts []proxy.Option
+	var (
+		opts []proxy.Option
+		eng  *phi.Engine
+	)
 	if !cfg.policy.Empty() {
 		// Keys are unwrapped once, here: KMS being down later does not
 		// stop traffic, and nothing on the per-value path calls it.
@@ -68,7 +81,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
-		opts = append(opts, proxy.WithPHI(cfg.policy, proxy.KeyringKeys(kr)))
+		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize})
+		if err != nil {
+			return err
+		}
+		opts = append(opts, proxy.WithInterceptor(eng))
 	}
 	srv, err := proxy.New(cfg.file.Proxy, logger, reg, opts...)
 	if err != nil {
@@ -79,6 +96,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng}
+	go rl.run(ctx, hup)
 	<-ctx.Done()
 
 	drain := srv.Config().Limits.DrainTimeout

@@ -6,7 +6,10 @@ package seed
 
 import (
 	_ "embed"
+	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/novamind/phiproxy/policy"
 )
@@ -49,6 +52,35 @@ func SchemaSQL(pol *policy.Policy, checks bool) string {
 			Before: extra[0], After: extra[1], IfNotExists: true, NoChecks: !checks,
 		}) {
 			b.WriteString(s + "\n")
+		}
+	}
+	return b.String()
+}
+
+// PlainSchemaSQL returns the DDL of the policy's tables in plaintext: the
+// twin that differential tests and benchmarks compare phiproxy with. It has
+// the columns of SchemaSQL in the same order, each PHI column in its
+// logical type, no blind-index columns, and a btree index on each column
+// that has a blind index. IF NOT EXISTS makes it idempotent.
+func PlainSchemaSQL(pol *policy.Policy) string {
+	var b strings.Builder
+	for _, t := range pol.Tables() {
+		table := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		extra := tableColumns[t.QualifiedName()]
+		cols := append([]string(nil), extra[0]...)
+		var indexes []string
+		for _, c := range t.Columns {
+			name := pgx.Identifier{c.Name}.Sanitize()
+			cols = append(cols, fmt.Sprintf("%s %s", name, c.Type))
+			if c.Indexed() {
+				indexes = append(indexes, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s);\n",
+					pgx.Identifier{t.Name + "_" + c.Name + "_idx"}.Sanitize(), table, name))
+			}
+		}
+		cols = append(cols, extra[1]...)
+		fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n  %s);\n", table, strings.Join(cols, ",\n  "))
+		for _, s := range indexes {
+			b.WriteString(s)
 		}
 	}
 	return b.String()

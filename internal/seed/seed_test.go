@@ -98,3 +98,27 @@ func TestCiphertextCheckDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestPlainSchemaSQL(t *testing.T) {
+	pol, err := Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql := PlainSchemaSQL(pol)
+	for _, want := range []string{
+		`CREATE TABLE IF NOT EXISTS "public"."patients" (`,
+		`"date_of_birth" date`,
+		`"additional_info" jsonb`,
+		`CREATE INDEX IF NOT EXISTS "patients_email_idx" ON "public"."patients" ("email");`,
+		`patient_id bigint NOT NULL REFERENCES public.patients (id)`,
+	} {
+		if !strings.Contains(sql, want) {
+			t.Errorf("PlainSchemaSQL lacks %s\n%s", want, sql)
+		}
+	}
+	for _, bad := range []string{"_bidx", "CHECK", "phi1:"} {
+		if strings.Contains(sql, bad) {
+			t.Errorf("PlainSchemaSQL holds %q:\n%s", bad, sql)
+		}
+	}
+}

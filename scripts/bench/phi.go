@@ -26,6 +26,7 @@ import (
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/internal/seed"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 const (
@@ -88,6 +89,97 @@ func phiScriptFor(mode string, patients int) string {
 	return s
 }
 
+// benchPHI runs the PHI workload and returns the function printing its
+// table, the proxy's metrics per run and the time it added per statement.
+func benchPHI(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o options) (func() error, error) {
+	fmt.Printf("PHI workload: %d patients in %s (encrypted, through phiproxy) and %s (plaintext, direct) ...\n", o.patients, phiEncryptedDB, phiPlainDB)
+	pb, err := setupPHI(ctx, cluster, o.patients)
+	if err != nil {
+		return nil, err
+	}
+	defer pb.close()
+	self := os.Getpid()
+	m.targets = []target{
+		{name: "plaintext direct", host: "127.0.0.1", port: cluster.Port(), sslmode: "disable", db: phiPlainDB, cpuPID: self},
+		{name: "plaintext direct TLS", host: "127.0.0.1", port: cluster.Port(), sslmode: "require", db: phiPlainDB, cpuPID: self},
+		{name: "encrypted via phiproxy", host: "127.0.0.1", port: pb.port(), sslmode: "require", db: phiEncryptedDB, cpuPID: self, middlebox: true},
+	}
+	m.workloads = []workload{
+		{name: "phi, prepared", args: []string{"-M", "prepared", "-D", phiDOB, "-f", pb.scripts["prepared"]}},
+		{name: "phi, simple", args: []string{"-M", "simple", "-D", phiDOB, "-f", pb.scripts["simple"]}},
+	}
+	// What the proxy did in each of its runs, from its metrics; and with
+	// -cpuprofile a CPU profile of each of its runs, one file per run
+	// (FILE.prepared.1, ...), merged into FILE afterwards.
+	notes := map[int][]string{}
+	added := map[int][2]float64{} // phiproxy_statement_added_seconds sum and count over the runs
+	profiles := map[int][]string{}
+	var profErr error
+	observe := func(wi, ti, r int, runIt func()) {
+		if !m.targets[ti].middlebox {
+			runIt()
+			return
+		}
+		if o.cpuprofile != "" && profErr == nil {
+			f := fmt.Sprintf("%s.%s.%d", o.cpuprofile, strings.TrimPrefix(m.workloads[wi].name, "phi, "), r+1)
+			stop, err := startProfile(f)
+			if err != nil {
+				profErr = err
+			} else {
+				defer stop()
+				profiles[wi] = append(profiles[wi], f)
+			}
+		}
+		before := snapshot(pb.reg)
+		runIt()
+		after := snapshot(pb.reg)
+		notes[wi] = append(notes[wi], describePHIMetrics(before, after))
+		const h = "phiproxy_statement_added_seconds"
+		a := added[wi]
+		added[wi] = [2]float64{a[0] + after[h+"_sum"] - before[h+"_sum"], a[1] + after[h+"_count"] - before[h+"_count"]}
+	}
+	if err := m.run(ctx, "", observe); err != nil {
+		return nil, err
+	}
+	if profErr != nil {
+		return nil, profErr
+	}
+	title := fmt.Sprintf("PHI workload (insert 6 PHI values, select by email, update phone), pgbench -c %d -j %d -T %d, %d patients seeded, %d round(s)",
+		o.clients, o.jobs, int(o.duration.Seconds()), o.patients, o.rounds)
+	return func() error {
+		if err := m.print(title); err != nil {
+			return err
+		}
+		fmt.Println("\nphiproxy in the PHI runs (its metrics):")
+		for wi, w := range m.workloads {
+			for _, n := range notes[wi] {
+				fmt.Printf("  %-14s %s\n", w.name, n)
+			}
+		}
+		fmt.Println("time phiproxy added per statement (phiproxy_statement_added_seconds, sum/count over its runs):")
+		perStmt := map[string]float64{}
+		for wi, w := range m.workloads {
+			if a := added[wi]; a[1] > 0 {
+				perStmt[w.name] = 1e6 * a[0] / a[1]
+				fmt.Printf("  %-14s %.1f µs mean over %.0f statements\n", w.name, perStmt[w.name], a[1])
+			}
+		}
+		if p, s := perStmt["phi, prepared"], perStmt["phi, simple"]; p > 0 && s > 0 {
+			fmt.Printf("  simple / prepared: %.1f×\n", s/p)
+		}
+		if o.cpuprofile == "" {
+			return nil
+		}
+		var all []string
+		for wi, w := range m.workloads {
+			all = append(all, profiles[wi]...)
+			printProfileTop(fmt.Sprintf("phiproxy during %q through it", w.name), "", profiles[wi]...)
+		}
+		printProfileTop("phiproxy during all its PHI runs", o.cpuprofile, all...)
+		return nil
+	}, nil
+}
+
 // phiBench is the PHI setup: both databases seeded, the PHI proxy running.
 type phiBench struct {
 	srv     *proxy.Server
@@ -141,17 +233,11 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 		}
 	}
 
-	master := make([]byte, 32)
-	rand.Read(master)
-	prov, err := crypto.NewLocalProvider(master)
+	eng, err := newPHIEngine(ctx, b.dir, b.reg)
 	if err != nil {
 		return nil, err
 	}
-	kr, err := crypto.CreateKeyring(ctx, filepath.Join(b.dir, "keyring.json"), prov)
-	if err != nil {
-		return nil, err
-	}
-	if b.srv, err = startProxy(ctx, cluster, b.reg, proxy.WithPHI(pol, proxy.KeyringKeys(kr))); err != nil {
+	if b.srv, err = startProxy(ctx, cluster, b.reg, proxy.WithInterceptor(eng)); err != nil {
 		return nil, err
 	}
 
@@ -187,6 +273,26 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 		b.scripts[mode] = f
 	}
 	return b, nil
+}
+
+// newPHIEngine is the PHI layer for the seed policy with a new local
+// keyring in dir, its metrics in reg.
+func newPHIEngine(ctx context.Context, dir string, reg prometheus.Registerer) (*phi.Engine, error) {
+	pol, err := seed.Policy()
+	if err != nil {
+		return nil, err
+	}
+	master := make([]byte, 32)
+	rand.Read(master)
+	prov, err := crypto.NewLocalProvider(master)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := crypto.CreateKeyring(ctx, filepath.Join(dir, "keyring.json"), prov)
+	if err != nil {
+		return nil, err
+	}
+	return phi.New(pol, phi.KeyringKeys(kr), reg, phi.Config{})
 }
 
 func (b *phiBench) port() int { return proxyPort(b.srv) }

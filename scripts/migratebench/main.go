@@ -34,6 +34,7 @@ import (
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 const policyYAML = `  tables:
@@ -207,7 +208,12 @@ func startWriters(ctx context.Context, dir string, cluster *pgcluster.Cluster, o
 		Listen:   proxy.ListenConfig{Address: "127.0.0.1:0", TLS: proxy.ListenTLSConfig{AllowPlaintext: true}},
 		Upstream: proxy.UpstreamConfig{Address: cluster.Addr(), TLS: proxy.UpstreamTLSConfig{Mode: "verify-full", CAFile: cluster.CAFile(), ServerName: "db.internal"}},
 	}
-	srv, err := proxy.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), proxy.WithPHI(pol, proxy.KeyringKeys(kr)))
+	reg := prometheus.NewRegistry()
+	eng, err := phi.New(pol, phi.KeyringKeys(kr), reg, phi.Config{})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := proxy.New(cfg, slog.New(slog.DiscardHandler), reg, proxy.WithInterceptor(eng))
 	if err != nil {
 		return nil, err
 	}

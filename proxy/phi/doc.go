@@ -1,0 +1,41 @@
+// Package phi is phiproxy's PHI layer: a proxy.Interceptor (Engine) that
+// keeps the columns a policy marks as PHI encrypted inside PostgreSQL.
+//
+// Each session first reads the catalog of the policy's tables (catalog.go:
+// OIDs, attribute numbers, storage types) on its own connection, before the
+// client can send anything, and reads it again after DDL at the next idle
+// moment (reload.go). Then, on clientToServer (handlers.go):
+//
+//   - Query and Parse texts go through the rewriter's plan cache
+//     (rewrite.Cache, one per distinct catalog). Texts that name no policy
+//     table pass through as raw bytes after a byte scan.
+//   - PHI literals are spliced into the rewritten text as ciphertext or
+//     blind-index literals; Parse declares the storage type for PHI
+//     parameters; Bind values are read in the client's format and type,
+//     canonicalized (values.go), then encrypted or indexed (writer.go).
+//   - Prepared statements are tracked by the server's answers, never by
+//     what the client asked (statements.go): a Bind whose statement cannot
+//     be known is refused rather than guessed.
+//   - A statement the proxy refuses is made to fail on the server (raise.go),
+//     so a transaction block is aborted exactly as by a server error.
+//
+// And on serverToClient, through each expectation's Responder (result.go):
+//
+//   - ParameterDescription and RowDescription show the logical types;
+//     blind-index columns are hidden. Rows are decrypted by the table OID
+//     and attribute number that PostgreSQL reports for each column, never by
+//     query shape, and encoded in the format the client asked for. When a
+//     client executes a portal it never described, the proxy describes it
+//     itself (a hidden expectation) to learn where its columns come from.
+//   - A value that fails to decrypt ends that result with XX001 naming the
+//     column; the session goes on.
+//
+// # Invariants
+//
+//   - No PHI plaintext is sent upstream: a value bound for a policy column
+//     is encrypted or indexed, or the statement is refused.
+//   - Errors and logs name tables, columns, types and SQLSTATEs, never
+//     values or SQL text (errors.go).
+//   - Keys are resolved once per column at startup (keys.go); nothing on
+//     the per-value path derives a key or calls a KMS.
+package phi

@@ -1,0 +1,150 @@
+package phi
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgerrcode"
+
+	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/proxy"
+)
+
+// The errors a client may see from this package. Each implements
+// proxy.ClientError (SQLSTATE and a client-safe message naming tables,
+// columns and types, never values) and a Reason, the label of
+// phiproxy_statements_total's rejected_<reason> outcome; proxy.Classify
+// turns them into ErrorResponses.
+
+var (
+	_ proxy.ClientError = (*ValueError)(nil)
+	_ proxy.ClientError = (*CatalogError)(nil)
+	_ proxy.ClientError = (*ParamCountError)(nil)
+	_ proxy.ClientError = (*DecryptError)(nil)
+	_ proxy.ClientError = (*refusal)(nil)
+)
+
+// ValueError reports a PHI value that the proxy could not convert: the
+// client sent something that is not valid for the column's logical type.
+type ValueError struct {
+	Type policy.LogicalType
+	// Code is the SQLSTATE PostgreSQL gives for the same input (22P02
+	// when empty); Msg says what is wrong, never with the value.
+	Code, Msg string
+	// Where names the value and its column, once known ("parameter $1
+	// for public.patients.email"); never the value.
+	Where string
+}
+
+func (e *ValueError) Error() string { return e.ClientMessage() }
+func (e *ValueError) SQLState() string {
+	if e.Code != "" {
+		return e.Code
+	}
+	return pgerrcode.InvalidTextRepresentation
+}
+func (e *ValueError) Reason() string { return "invalid_value" }
+func (e *ValueError) ClientMessage() string {
+	msg := e.Msg
+	if msg == "" {
+		msg = fmt.Sprintf("invalid input for type %s", e.Type)
+	}
+	if e.Where != "" {
+		msg += " (" + e.Where + ")"
+	}
+	return msg
+}
+
+// Hint implements the optional hint of proxy.ClientError.
+func (e *ValueError) Hint() string {
+	if e.Type == policy.TypeDate {
+		return "Write dates as YYYY-MM-DD: day and month orders that depend on DateStyle are refused."
+	}
+	return ""
+}
+
+// locate names where a failed value was in the ValueError inside err.
+func locate(err error, format string, args ...any) error {
+	var ve *ValueError
+	if errors.As(err, &ve) && ve.Where == "" {
+		ve.Where = fmt.Sprintf(format, args...)
+		return ve
+	}
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
+}
+
+// CatalogError refuses statements on a policy table that the database does
+// not hold the way phiproxy needs (a missing blind-index column, a PHI
+// column of a non-storage type). Msg says which DDL fixes it.
+type CatalogError struct{ Msg string }
+
+func (e *CatalogError) Error() string         { return e.Msg }
+func (e *CatalogError) SQLState() string      { return pgerrcode.ObjectNotInPrerequisiteState }
+func (e *CatalogError) Reason() string        { return "catalog" }
+func (e *CatalogError) ClientMessage() string { return e.Msg }
+
+// ParamCountError reports a Bind whose parameter count does not match the
+// statement the client prepared.
+type ParamCountError struct{ Got, Want int }
+
+func (e *ParamCountError) Error() string {
+	return fmt.Sprintf("bind message supplies %d parameters, but prepared statement requires %d", e.Got, e.Want)
+}
+func (e *ParamCountError) SQLState() string      { return pgerrcode.ProtocolViolation }
+func (e *ParamCountError) Reason() string        { return "protocol" }
+func (e *ParamCountError) ClientMessage() string { return e.Error() }
+
+// DecryptError reports a stored PHI value that did not decrypt (tampered,
+// an unknown key, or plaintext where ciphertext belongs). It names the
+// column, never the value.
+type DecryptError struct {
+	Column string // schema.table.column
+	Err    error
+}
+
+func (e *DecryptError) Error() string         { return "decryption failed for column " + e.Column }
+func (e *DecryptError) Unwrap() error         { return e.Err }
+func (e *DecryptError) SQLState() string      { return pgerrcode.DataCorrupted }
+func (e *DecryptError) Reason() string        { return "decrypt" }
+func (e *DecryptError) ClientMessage() string { return e.Error() }
+
+// refusal is a statement refused for a reason of the protocol or the
+// session rather than of its SQL.
+type refusal struct {
+	code, reason, msg string
+}
+
+func (e *refusal) Error() string         { return e.msg }
+func (e *refusal) SQLState() string      { return e.code }
+func (e *refusal) Reason() string        { return e.reason }
+func (e *refusal) ClientMessage() string { return e.msg }
+
+var (
+	// ErrAmbiguousStatement refuses a Bind whose statement the proxy cannot
+	// tell: see session.ambiguous.
+	ErrAmbiguousStatement error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "protocol",
+		"the prepared statement was redefined in an earlier, still unanswered batch; wait for its ParseComplete before binding it"}
+	// errNonStandardStrings refuses statements on policy tables while the
+	// session has standard_conforming_strings off.
+	errNonStandardStrings error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"standard_conforming_strings must be on for statements on PHI tables with backslashes: SET standard_conforming_strings = on"}
+	// errNonUTF8Text refuses a statement text on PHI tables that is not
+	// ASCII while client_encoding is not UTF8.
+	errNonUTF8Text error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
+		"statements on PHI tables with characters beyond ASCII need client_encoding UTF8"}
+	// errNonUTF8 refuses a PHI value that is not ASCII while the session's
+	// client_encoding is not UTF8: the server would convert it, the proxy
+	// does not guess how.
+	errNonUTF8 error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
+		"PHI values that are not ASCII need client_encoding UTF8"}
+	// errSettingsInFlight refuses a text whose meaning depends on
+	// standard_conforming_strings or client_encoding (a backslash, a
+	// character beyond ASCII) while earlier statements, which may change
+	// them, are still unanswered: the proxy cannot know how the server will
+	// read it.
+	errSettingsInFlight error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"a statement on PHI tables with backslashes or non-ASCII characters must wait for the answers to the statements before it (send it after ReadyForQuery), as they may change standard_conforming_strings or client_encoding"}
+	// errNoIndex means a plan asked to index a column without a blind
+	// index: a rewriter bug, refused rather than sending anything.
+	errNoIndex = errors.New("column has no blind index")
+)

@@ -1,0 +1,233 @@
+package phi
+
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/rewrite"
+)
+
+// The handlers of the client messages that carry SQL or name statements
+// and portals. Each forwards the client's message, a rewritten one, or a
+// raise (raise.go) in its place. clientToServer.
+
+// handleQuery handles a simple Query.
+func (s *session) handleQuery(msg []byte) error {
+	if err := s.refreshCatalog(); err != nil {
+		return err
+	}
+	start := time.Now()
+	plan, err := s.plan(string(msg[5:len(msg)-1]), true)
+	if err == nil && plan.Passthrough {
+		// Rows are still decrypted by where PostgreSQL says their columns
+		// come from: FETCH from a cursor over a policy table names none.
+		s.eng.metrics.passthrough.Inc()
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, msg)
+	}
+	var text []byte
+	if err == nil {
+		text, err = s.w.renderQuery(s.buf[:0], plan)
+	}
+	if err != nil {
+		return s.raiseQuery(err)
+	}
+	out, err := (&pgproto3.Query{String: string(text)}).Encode(text[len(text):])
+	if err != nil {
+		return err
+	}
+	s.buf = text
+	s.eng.metrics.rewritten.Inc()
+	s.eng.metrics.added.Observe(time.Since(start).Seconds())
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out)
+}
+
+// handleParse handles Parse.
+func (s *session) handleParse(msg []byte) error {
+	start := time.Now()
+	var p pgproto3.Parse
+	if err := p.Decode(msg[5:]); err != nil {
+		return protocolError("invalid Parse message")
+	}
+	if err := s.refreshCatalog(); err != nil {
+		return err
+	}
+	plan, err := s.plan(p.Query, false)
+	if err != nil {
+		return s.raiseExtended(err)
+	}
+	var text []byte
+	if !plan.Passthrough {
+		if text, err = s.w.renderQuery(s.buf[:0], plan); err != nil {
+			return s.raiseExtended(err)
+		}
+	}
+	// Only now is the Parse sure to be forwarded: a refused one never
+	// reaches the server, which keeps the statement it had.
+	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name)}
+	s.statements[p.Name] = st
+	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
+	if plan.Passthrough {
+		s.eng.metrics.passthrough.Inc()
+		return s.c.Send(e, msg)
+	}
+	s.buf = text
+	p.Query = string(text)
+	if len(plan.Params) > 0 {
+		p.ParameterOIDs = upstreamParamOIDs(plan, st.paramOIDs)
+	}
+	out, err := p.Encode(s.buf[len(s.buf):])
+	if err != nil {
+		return err
+	}
+	s.eng.metrics.rewritten.Inc()
+	s.eng.metrics.added.Observe(time.Since(start).Seconds())
+	return s.c.Send(e, out)
+}
+
+// upstreamParamOIDs are the parameter types the server sees: the storage
+// type for encrypted values, text (or text[]) for blind indexes, and what
+// the client declared for the rest.
+//
+// Parameters the client declared beyond the highest $n (PostgreSQL accepts
+// them, and then expects their values in Bind) follow, as declared.
+func upstreamParamOIDs(plan *rewrite.Plan, declared []uint32) []uint32 {
+	oids := make([]uint32, len(plan.Params))
+	for i, prm := range plan.Params {
+		switch {
+		case prm.Action == rewrite.ActionEncrypt && !prm.Array:
+			oids[i] = storageOID(prm.Column.Storage)
+		case prm.Action != rewrite.ActionNone:
+			oids[i] = textOrArrayOID(prm.Array)
+		case prm.Source < len(declared):
+			oids[i] = declared[prm.Source]
+		}
+	}
+	if plan.ClientParams < len(declared) {
+		oids = append(oids, declared[plan.ClientParams:]...)
+	}
+	return oids
+}
+
+// textOrArrayOID is the type of a blind-index parameter: text, or text[]
+// for `= ANY($n)`.
+func textOrArrayOID(array bool) uint32 {
+	if array {
+		return pgtype.TextArrayOID
+	}
+	return pgtype.TextOID
+}
+
+// handleBind handles Bind.
+func (s *session) handleBind(msg []byte) error {
+	portalName, stmtName, ok := bindNames(msg)
+	if !ok {
+		return protocolError("invalid Bind message")
+	}
+	delete(s.portals, portalName)
+	st := s.lookup(stmtName)
+	if st == nil {
+		return s.c.Pass('B', msg)
+	}
+	if s.ambiguous(st, stmtName != "") {
+		return s.raiseExtended(ErrAmbiguousStatement)
+	}
+	if st.plan.Passthrough {
+		// Forwarded as is; its rows may still hold PHI (FETCH from a
+		// cursor), which the portal's RowDescription will tell.
+		formats, err := bindResultFormats(msg)
+		if err != nil {
+			return err
+		}
+		s.portals[portalName] = &portal{stmt: st, result: &result{s: s, db: st.db, stmt: st, formats: formats}}
+		return s.c.Pass('B', msg)
+	}
+	start := time.Now()
+	var b pgproto3.Bind
+	if err := b.Decode(msg[5:]); err != nil {
+		return protocolError("invalid Bind message")
+	}
+	if err := s.w.rewriteBind(&b, st.plan, st.paramOIDs); err != nil {
+		return s.raiseExtended(err)
+	}
+	if rd := st.rd.Load(); rd != nil && len(b.ResultFormatCodes) > 1 {
+		// The client's codes count the columns it sees; the server's
+		// result also has the hidden blind-index columns.
+		if t := newResultTransform(st.db.cat, s.eng.cols, rd, nil); t != nil {
+			b.ResultFormatCodes = t.resultFormats(b.ResultFormatCodes)
+		}
+	}
+	out, err := b.Encode(s.buf[:0])
+	if err != nil {
+		return err
+	}
+	s.buf = out
+	s.portals[portalName] = &portal{stmt: st, result: &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}}
+	s.eng.metrics.added.Observe(time.Since(start).Seconds())
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind}, out)
+}
+
+// handleDescribe handles Describe of a statement or a portal.
+func (s *session) handleDescribe(msg []byte) error {
+	name := string(msg[6 : len(msg)-1])
+	if msg[5] == 'S' {
+		st := s.lookup(name)
+		if st == nil {
+			return s.c.Pass('D', msg)
+		}
+		r := &result{s: s, db: st.db, stmt: st, statement: true}
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribeStatement, Responder: r}, msg)
+	}
+	p := s.portals[name]
+	if p == nil {
+		return s.c.Pass('D', msg)
+	}
+	p.described = true
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.result}, msg)
+}
+
+// handleExecute handles Execute. The rows of a rewritten statement are
+// decrypted by where their columns come from, which the statement's or the
+// portal's RowDescription says; when the client asked for neither, the
+// proxy asks for the portal's, unseen by the client.
+func (s *session) handleExecute(msg []byte) error {
+	name, _, ok := proxy.CString(msg[5:])
+	if !ok {
+		return protocolError("invalid Execute message")
+	}
+	p := s.portals[string(name)]
+	if p == nil {
+		return s.c.Pass('E', msg)
+	}
+	// Known from answers that arrived, or from the client's Describe of this
+	// portal (a Describe skipped after an error skips this Execute too).
+	if !p.described && p.stmt.rd.Load() == nil {
+		out, err := (&pgproto3.Describe{ObjectType: 'P', Name: string(name)}).Encode(s.buf[:0])
+		if err != nil {
+			return err
+		}
+		s.buf = out
+		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Hidden: true, Responder: p.result}, out); err != nil {
+			return err
+		}
+		p.described = true
+	}
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindExecute, Responder: p.result}, msg)
+}
+
+// handleClose forwards Close. A statement is forgotten once the server
+// confirms it closed it (the Close may be skipped after an error).
+func (s *session) handleClose(msg []byte) error {
+	name := string(msg[6 : len(msg)-1])
+	if msg[5] == 'P' {
+		delete(s.portals, name)
+		return s.c.Pass('C', msg)
+	}
+	st := s.lookup(name)
+	if st == nil {
+		return s.c.Pass('C', msg)
+	}
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindClose, Responder: closeAnswer{st: st}}, msg)
+}
