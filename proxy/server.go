@@ -91,6 +91,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 		sessions: map[*Session]struct{}{},
 	}
 	srv.tls.Store(&tlsConfigs{client: clientTLS, upstream: upstreamTLS})
+	if err := srv.registerGauges(reg); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	srv.clientTLS = srv.listenTLS(clientTLS)
 	for _, o := range opts {
 		if err := o(srv); err != nil {

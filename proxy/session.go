@@ -149,7 +149,7 @@ func (s *Session) run(ctx context.Context) {
 	m.Connections.WithLabelValues(info.Reason).Inc()
 	s.closeConns()
 
-	attrs := []any{"duration", time.Since(start).Round(time.Microsecond), "outcome", info.Reason}
+	attrs := []any{"duration_s", durationSeconds(time.Since(start)), "outcome", info.Reason}
 	if err != nil && !errors.Is(err, errClientTerminated) {
 		attrs = append(attrs, "reason", err.Error())
 	}

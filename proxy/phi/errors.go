@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 )
@@ -99,7 +100,22 @@ func (e *ParamCountError) ClientMessage() string { return e.Error() }
 // column, never the value.
 type DecryptError struct {
 	Column string // schema.table.column
+	KeyID  uint32 // the data key the envelope names, 0 when it names none
 	Err    error
+}
+
+// Class says why, for logs and metrics: unknown_key (the keyring lacks
+// the envelope's key: retired or never here), not_ciphertext (plaintext or
+// garbage where ciphertext belongs) or tampered (an envelope that fails
+// authentication: altered, moved from another column, or a wrong key).
+func (e *DecryptError) Class() string {
+	switch {
+	case errors.Is(e.Err, crypto.ErrUnknownKey):
+		return "unknown_key"
+	case e.KeyID == 0:
+		return "not_ciphertext"
+	}
+	return "tampered"
 }
 
 func (e *DecryptError) Error() string         { return "decryption failed for column " + e.Column }

@@ -16,7 +16,7 @@ type metrics struct {
 	passthrough    prometheus.Counter
 	rewritten      prometheus.Counter
 	values         *prometheus.CounterVec // table, column, operation
-	decryptFailure prometheus.Counter
+	decryptFailure *prometheus.CounterVec // reason: DecryptError.Class
 	added          prometheus.Histogram
 
 	// engine is the Engine whose plan caches the cache counters read: the
@@ -73,10 +73,10 @@ func newMetrics(reg prometheus.Registerer, e *Engine) (*metrics, error) {
 			Name: "phiproxy_phi_values_total",
 			Help: "PHI values transformed, by policy table, column and operation (encrypt, index, decrypt).",
 		}, []string{"table", "column", "operation"}),
-		decryptFailure: prometheus.NewCounter(prometheus.CounterOpts{
+		decryptFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phiproxy_decryption_failures_total",
-			Help: "Stored values that failed to decrypt (tampered, unknown key, or plaintext).",
-		}),
+			Help: "Stored values that failed to decrypt, by reason: unknown_key, tampered or not_ciphertext.",
+		}, []string{"reason"}),
 		added: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "phiproxy_statement_added_seconds",
 			Help:    "Time the proxy itself spends on a statement's messages (analysis, encryption, rewriting), client to server.",

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
@@ -94,7 +95,8 @@ func (r *result) DataRow(dst, msg []byte) ([]byte, error) {
 	if err := r.s.r.dataRow(r.t, &row); err != nil {
 		var de *DecryptError
 		if errors.As(err, &de) {
-			r.s.eng.metrics.decryptFailure.Inc()
+			r.s.eng.metrics.decryptFailure.WithLabelValues(de.Class()).Inc()
+			r.s.c.Logger().Warn("decryption failed", "column", de.Column, "key_id", de.KeyID, "reason", de.Class())
 		}
 		return nil, err
 	}
@@ -270,7 +272,9 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 		}
 		var err error
 		if r.plain, err = c.pc.cipher.Open(r.plain[:0], env); err != nil {
-			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+			de := &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+			de.KeyID, _ = crypto.EnvelopeKeyID(env)
+			return de
 		}
 		start := len(r.buf)
 		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, r.plain); err != nil {

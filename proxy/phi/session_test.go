@@ -128,7 +128,7 @@ func TestScriptDecryptFailure(t *testing.T) {
 		"ErrorResponse ERROR XX001 phiproxy: decryption failed for column public.patients.email", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SELECT 3"})
 	c.expect("RowDescription ?column?:23/0", `DataRow "3"`, "CommandComplete SELECT 1", "ReadyForQuery I")
-	if got := counter(t, eng.metrics.decryptFailure); got != 1 {
+	if got := counter(t, eng.metrics.decryptFailure.WithLabelValues("not_ciphertext")); got != 1 {
 		t.Errorf("decryption failures counted: %v, want 1", got)
 	}
 }
