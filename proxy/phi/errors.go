@@ -160,6 +160,17 @@ var (
 	// read it.
 	errSettingsInFlight error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"a statement on PHI tables with backslashes or non-ASCII characters must wait for the answers to the statements before it (send it after ReadyForQuery), as they may change standard_conforming_strings or client_encoding"}
+	// errBackslashLiteral refuses a statement on PHI tables that would go
+	// upstream with a backslash in a standard '...' literal: the server
+	// reads it differently if standard_conforming_strings changes without
+	// the proxy knowing (ALTER SYSTEM and a reload reach a session at its
+	// next statement, and are reported only after it).
+	errBackslashLiteral error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"statements on PHI tables may not keep a backslash in a '...' literal: write it as E'...' or pass it as a parameter"}
+	// errReservedName refuses the name of the proxy's own prepared
+	// statement.
+	errReservedName error = &refusal{pgerrcode.ReservedName, "protocol",
+		"the prepared statement name " + raiseStatement + " is reserved by phiproxy"}
 	// errNoIndex means a plan asked to index a column without a blind
 	// index: a rewriter bug, refused rather than sending anything.
 	errNoIndex = errors.New("column has no blind index")

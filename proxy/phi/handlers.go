@@ -20,7 +20,11 @@ func (s *session) handleQuery(msg []byte) error {
 		return err
 	}
 	start := time.Now()
-	plan, err := s.plan(string(msg[5:len(msg)-1]), true)
+	sql := string(msg[5 : len(msg)-1])
+	plan, err := s.plan(sql, true)
+	if err == nil && plan.Passthrough && len(plan.Statements) > 0 {
+		err = s.checkSent(sql)
+	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
@@ -30,6 +34,9 @@ func (s *session) handleQuery(msg []byte) error {
 	var text []byte
 	if err == nil {
 		text, err = s.w.renderQuery(s.buf[:0], plan)
+	}
+	if err == nil {
+		err = s.checkSent(string(text))
 	}
 	if err != nil {
 		return s.raiseQuery(err)
@@ -51,6 +58,9 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
+	if p.Name == raiseStatement {
+		return s.raiseExtended(errReservedName)
+	}
 	if err := s.refreshCatalog(); err != nil {
 		return err
 	}
@@ -63,6 +73,12 @@ func (s *session) handleParse(msg []byte) error {
 		if text, err = s.w.renderQuery(s.buf[:0], plan); err != nil {
 			return s.raiseExtended(err)
 		}
+		err = s.checkSent(string(text))
+	} else if len(plan.Statements) > 0 {
+		err = s.checkSent(p.Query)
+	}
+	if err != nil {
+		return s.raiseExtended(err)
 	}
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
@@ -127,6 +143,9 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
+	if stmtName == raiseStatement {
+		return s.raiseExtended(errReservedName)
+	}
 	st := s.lookup(stmtName)
 	if st == nil {
 		return s.c.Pass('B', msg)
@@ -141,8 +160,9 @@ func (s *session) handleBind(msg []byte) error {
 		if err != nil {
 			return err
 		}
-		s.portals[portalName] = &portal{stmt: st, result: &result{s: s, db: st.db, stmt: st, formats: formats}}
-		return s.c.Pass('B', msg)
+		r := &result{s: s, db: st.db, stmt: st, formats: formats}
+		s.portals[portalName] = &portal{stmt: st, result: r}
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, msg)
 	}
 	start := time.Now()
 	var b pgproto3.Bind
@@ -164,9 +184,10 @@ func (s *session) handleBind(msg []byte) error {
 		return err
 	}
 	s.buf = out
-	s.portals[portalName] = &portal{stmt: st, result: &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}}
+	r := &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}
+	s.portals[portalName] = &portal{stmt: st, result: r}
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, out)
 }
 
 // handleDescribe handles Describe of a statement or a portal.

@@ -27,6 +27,9 @@ type result struct {
 	statement bool
 	// formats are the server-side result format codes of the portal.
 	formats []int16
+	// bound: the server confirmed the portal's Bind (BindComplete), so a
+	// description of the portal is one of stmt. serverToClient.
+	bound bool
 
 	// serverToClient.
 	t     *resultTransform
@@ -47,9 +50,11 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 	if err := rd.Decode(msg[5:]); err != nil {
 		return nil, nil, errors.New("invalid RowDescription from the server")
 	}
-	if r.stmt != nil && (r.statement || r.stmt.rd.Load() == nil) {
+	if r.statement || (r.bound && r.stmt != nil && r.stmt.rd.Load() == nil) {
 		// Kept for later portals of the statement (their result formats
-		// and rows); a portal's description serves as well, formats reset.
+		// and rows), from its own description or from a portal the
+		// server confirmed bound to it: a Bind that failed leaves the
+		// portal the server had, which may be another statement's.
 		keep := rd
 		keep.Fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
 		for i := range keep.Fields {
@@ -66,6 +71,15 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 	out, err := rd.Encode(dst)
 	return out, r, err
 }
+
+// bindAnswer records in a portal's result whether the server bound it.
+type bindAnswer struct {
+	proxy.PassResponder
+	r *result
+}
+
+// Answered implements proxy.Responder.
+func (a bindAnswer) Answered(typ byte) { a.r.bound = typ == '2' }
 
 // Rows implements proxy.Responder: the rows of a portal whose statement
 // the client described, which with the Bind's formats says it all.

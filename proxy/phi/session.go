@@ -1,8 +1,12 @@
 package phi
 
 import (
+	"encoding/binary"
+	"strings"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/jackc/pgerrcode"
 
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
@@ -33,6 +37,7 @@ type session struct {
 	swept      int                   // len(statements) that triggers the next sweep
 	portals    map[string]*portal    // portals of rewritten statements by name
 	buf        []byte                // scratch for encoded messages
+	toks       []rewrite.Token       // scratch for checkSent
 
 	// serverToClient.
 	r *reader
@@ -84,6 +89,8 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		err = s.handleExecute(msg)
 	case 'C':
 		err = s.handleClose(msg)
+	case 'F':
+		return s.handleFunctionCall(msg)
 	default:
 		return s.c.Pass(typ, msg)
 	}
@@ -196,4 +203,52 @@ func (s *session) checkSettings(sql string, simple bool) error {
 		return errNonUTF8Text
 	}
 	return nil
+}
+
+// checkSent refuses a text on policy tables that would go upstream with a
+// backslash in a standard '...' literal: the server reads such a literal
+// differently when standard_conforming_strings is off, and the proxy cannot
+// always know it is on (ALTER SYSTEM and a configuration reload reach a
+// session at its next statement and are reported only after it). Without
+// such literals the text reads the same under either setting, so what the
+// proxy analyzed is what the server runs. PHI values are not kept: their
+// literals were replaced by ciphertext.
+func (s *session) checkSent(text string) error {
+	if strings.IndexByte(text, '\\') < 0 {
+		return nil
+	}
+	toks, err := rewrite.Lex(s.toks[:0], text, rewrite.LexOptions{})
+	s.toks = toks[:0]
+	if err != nil {
+		return errBackslashLiteral
+	}
+	for _, t := range toks {
+		if t.Standard() && strings.IndexByte(text[t.Start:t.End], '\\') >= 0 {
+			return errBackslashLiteral
+		}
+	}
+	return nil
+}
+
+// largeObjectFunctions are the functions a FunctionCall may run while a
+// policy is active, by OID (pg_proc.dat): libpq's large-object interface
+// uses the fast path, and they read or write large objects, never rows.
+var largeObjectFunctions = map[uint32]bool{
+	715: true, 952: true, 953: true, 954: true, 955: true,
+	956: true, 957: true, 958: true, 964: true, 1004: true, 3170: true, 3171: true, 3172: true,
+}
+
+// errFunctionCall refuses the fast-path FunctionCall of anything but the
+// large-object functions: a function runs SQL the proxy never sees.
+var errFunctionCall error = &refusal{pgerrcode.FeatureNotSupported, "unsupported",
+	"the fast-path FunctionCall message may call only the large-object functions while a PHI policy is active: call the function in a statement"}
+
+// handleFunctionCall forwards a FunctionCall of a large-object function and
+// refuses the others (raised by the server, which answers a FunctionCall
+// with an ErrorResponse and ReadyForQuery as it answers the raise).
+func (s *session) handleFunctionCall(msg []byte) error {
+	if len(msg) >= 9 && largeObjectFunctions[binary.BigEndian.Uint32(msg[5:9])] {
+		return s.c.Pass('F', msg)
+	}
+	return s.raiseQuery(errFunctionCall)
 }
