@@ -36,8 +36,6 @@ const (
 	authSASLFinal         = 12
 )
 
-const scramPlus = "SCRAM-SHA-256-PLUS"
-
 // startup negotiates TLS with the client, reads its startup message, opens
 // the upstream connection and relays authentication up to the server's
 // first ReadyForQuery, which it keeps in s.ready for prepare to send.
@@ -49,13 +47,17 @@ func (s *Session) startup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.connectUpstream(ctx, deadline); err != nil {
+	certLogin, err := s.clientCertLogin()
+	if err != nil {
+		return err
+	}
+	if err := s.connectUpstream(ctx, deadline, certLogin); err != nil {
 		return err
 	}
 	if _, err := s.server.Write(startup); err != nil {
 		return &UpstreamError{Connected: true, Err: fmt.Errorf("send startup message: %w", err)}
 	}
-	return s.relayAuth()
+	return s.relayAuth(ctx)
 }
 
 // readStartup handles SSLRequest, GSSENCRequest and CancelRequest and
@@ -167,7 +169,8 @@ func (s *Session) parseStartup(pkt []byte) error {
 // relayAuth relays the authentication exchange up to the server's first
 // ReadyForQuery, which it keeps. The server's ErrorResponse (wrong password, no such
 // database) reaches the client unchanged and ends the session.
-func (s *Session) relayAuth() error {
+func (s *Session) relayAuth(ctx context.Context) error {
+	verifierMode := s.srv.cfg.Upstream.SCRAM == SCRAMVerifier
 	for {
 		typ, msg, err := s.serverR.next()
 		if err != nil {
@@ -184,7 +187,20 @@ func (s *Session) relayAuth() error {
 				if err := s.writeClient(msg); err != nil {
 					return err
 				}
-			case authCleartextPassword, authMD5Password, authSASLContinue:
+			case authCleartextPassword:
+				if verifierMode {
+					// pg_hba says "password" for this role: the client would
+					// hand its password to the proxy, which this mode exists
+					// to prevent.
+					return &AuthError{Msg: "the server asks for a cleartext password, which upstream.scram: verifier never relays; use scram-sha-256 (or md5) in pg_hba.conf for this role"}
+				}
+				if err := s.writeClient(msg); err != nil {
+					return err
+				}
+				if err := s.relayPassword(); err != nil {
+					return err
+				}
+			case authMD5Password, authSASLContinue:
 				if err := s.writeClient(msg); err != nil {
 					return err
 				}
@@ -192,6 +208,12 @@ func (s *Session) relayAuth() error {
 					return err
 				}
 			case authSASL:
+				if verifierMode {
+					if err := s.scramWithVerifier(ctx, msg); err != nil {
+						return err
+					}
+					continue
+				}
 				if s.terminateSCRAM() {
 					if err := s.scramWithPassword(msg); err != nil {
 						return err
