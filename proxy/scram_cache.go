@@ -163,6 +163,19 @@ func (c *scramKeyCache) put(id scramCacheID, password string, keys *scramKeys) {
 	}
 }
 
+// forget drops id's entry: the server refused keys the cache gave (the
+// role's secret changed while keeping its salt).
+func (c *scramKeyCache) forget(id scramCacheID) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.byID[id]; ok {
+		c.remove(el)
+	}
+}
+
 func (c *scramKeyCache) remove(el *list.Element) {
 	e := c.lru.Remove(el).(*scramCacheEntry)
 	delete(c.byID, e.id)

@@ -65,10 +65,15 @@ func (s *Session) scramWithPassword(msg []byte) error {
 		return err
 	}
 	serverFinal, err := s.readSASL(authSASLFinal)
-	if err != nil {
-		return err
+	if err == nil {
+		err = sc.verifyServerFinal(serverFinal)
 	}
-	if err := sc.verifyServerFinal(serverFinal); err != nil {
+	if err != nil {
+		if cached {
+			// The server refused (or could not prove itself with) keys
+			// the cache gave: they are stale, whatever the reason.
+			s.srv.auth.keyCache.forget(id)
+		}
 		return err
 	}
 	// Only keys the server has just accepted are cached: an entry always

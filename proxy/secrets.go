@@ -117,11 +117,14 @@ func (q *querySecrets) rolpassword(ctx context.Context, role string) (string, bo
 			return secret, found, nil
 		}
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) || errors.Is(err, errAuthQueryShape) {
+		if errors.Is(err, errAuthQueryShape) ||
+			errors.As(err, &pgErr) && pgErr.Severity != "FATAL" && pgErr.Severity != "PANIC" {
 			// The server refused the query (no privilege on pg_authid, a
 			// typo): the connection is fine, the configuration is not.
 			return "", false, fmt.Errorf("auth_query: %w", err)
 		}
+		// The connection failed (I/O, timeout, the server ended it with
+		// FATAL): drop it.
 		q.drop()
 		if fresh || attempt > 0 || ctx.Err() != nil {
 			return "", false, fmt.Errorf("auth_query: %w", err)
