@@ -197,7 +197,7 @@ func (c *Config) SetDefaults() {
 	if u.SCRAMCache.TTL == 0 {
 		u.SCRAMCache.TTL = DefaultSCRAMCacheTTL
 	}
-	if u.AuthUser != "" {
+	if u.SCRAM == SCRAMVerifier && u.AuthUser != "" {
 		if u.AuthQuery == "" {
 			u.AuthQuery = DefaultAuthQuery
 		}
