@@ -162,14 +162,15 @@ func (s *Session) clientCertLogin() (bool, error) {
 	}
 	s.log = s.log.With("client_cert", cert.Subject.String())
 	roles := m.roles(cert)
-	if !slices.Contains(roles, s.user) {
+	user := roleName(s.user)
+	if !slices.Contains(roles, user) {
 		if len(roles) == 0 {
 			s.log.Info("client certificate maps to no role; login refused")
 		} else {
 			s.log.Info("client certificate does not map to the requested role; login refused", "mapped_roles", roles)
 		}
 		return false, &LoginError{Code: pgerrcode.InvalidAuthorizationSpecification,
-			Message: fmt.Sprintf("certificate authentication failed for user %q", s.user)}
+			Message: fmt.Sprintf("certificate authentication failed for user %q", user)}
 	}
 	return true, nil
 }

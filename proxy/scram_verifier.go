@@ -72,7 +72,7 @@ func (s *Session) scramWithVerifier(ctx context.Context, msg []byte) error {
 	if err := sasl.Decode(msg[5:]); err != nil {
 		return serverProtocolErrorf("invalid AuthenticationSASL")
 	}
-	secret, err := s.srv.auth.lookupSecret(ctx, s.user, s.log)
+	secret, err := s.srv.auth.lookupSecret(ctx, roleName(s.user), s.log)
 	if err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func (s *Session) scramServerExchange(sv *scramServer) (clientKey [sha256.Size]b
 	}
 	clientKey, serverFinal, err = sv.clientFinal(body)
 	if errors.Is(err, errSCRAMProof) {
-		return clientKey, nil, passwordFailed(s.user)
+		return clientKey, nil, passwordFailed(roleName(s.user))
 	}
 	return clientKey, serverFinal, err
 }
@@ -175,16 +175,32 @@ func (s *Session) readSASLMessage() ([]byte, error) {
 	if err != nil {
 		return nil, clientReadError(err)
 	}
-	if typ != 'p' {
-		return nil, protocolErrorf("expected SASL response (got message type %q)", typ)
+	switch typ {
+	case 'p':
+		return bytes.Clone(msg[5:]), nil
+	case 'X':
+		// The client gave up (libpq does when it will not use the
+		// mechanisms offered, e.g. channel_binding=require over plaintext).
+		return nil, errClientTerminated
 	}
-	return bytes.Clone(msg[5:]), nil
+	return nil, protocolErrorf("expected SASL response (got message type %q)", typ)
 }
 
 // passwordFailed is PostgreSQL's answer to a wrong password (auth.c,
 // auth_failed).
 func passwordFailed(user string) error {
 	return &LoginError{Code: pgerrcode.InvalidPassword, Message: fmt.Sprintf("password authentication failed for user %q", user)}
+}
+
+// roleName is the role PostgreSQL looks up for a startup user name: the
+// name cut to NAMEDATALEN-1 (63) bytes, bytes not characters, as
+// ProcessStartupPacket cuts it.
+func roleName(user string) string {
+	const maxLen = 63
+	if len(user) > maxLen {
+		return user[:maxLen]
+	}
+	return user
 }
 
 // scramSecret is a role's SCRAM-SHA-256 secret, as PostgreSQL stores it in

@@ -235,3 +235,17 @@ func TestParseSCRAMSecret(t *testing.T) {
 		}
 	}
 }
+
+func TestRoleName(t *testing.T) {
+	for in, want := range map[string]string{
+		"app":                   "app",
+		strings.Repeat("b", 63): strings.Repeat("b", 63),
+		strings.Repeat("b", 70): strings.Repeat("b", 63),
+		// Bytes, not characters, as PostgreSQL cuts.
+		strings.Repeat("a", 62) + "éxyz": strings.Repeat("a", 62) + "\xc3",
+	} {
+		if got := roleName(in); got != want {
+			t.Errorf("roleName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
