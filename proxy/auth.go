@@ -4,113 +4,170 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // authState is what the server keeps for logins across sessions: the
-// verifier mode's secret store, the auto mode's key cache, the
-// channel-binding data of the proxy's own certificate, the client
-// certificate map and the TLS client that presents the proxy's certificate
-// upstream. Built by New; its fields do not change after, except inside
-// the cache and the store (which lock).
+// verifier mode's secret store, the auto mode's key cache and the client
+// certificate map. Built by New; Reload replaces the cache (empty) and the
+// map, and points the store at the new settings (prepareReload).
 type authState struct {
 	log *slog.Logger
 	// keyCache: auto mode only; nil otherwise or when turned off.
-	keyCache *scramKeyCache
+	keyCache atomic.Pointer[scramKeyCache]
 	// secrets: verifier mode only.
 	secrets       secretStore
-	lookupTimeout time.Duration
-	// cbData is the tls-server-end-point hash of the proxy's certificate
-	// for SCRAM-SHA-256-PLUS with clients (verifier mode); nil: -PLUS is
-	// not offered.
-	cbData []byte
+	lookupTimeout atomic.Int64 // time.Duration
 	// certRoles: nil unless listen.tls.client_cert_roles.
-	certRoles *certRoleMap
-	// certTLS is the upstream TLS client with the proxy's own client
-	// certificate (upstream.tls.cert_file); nil when none is configured.
-	certTLS *tls.Config
-	metrics *authMetrics
+	certRoles atomic.Pointer[certRoleMap]
+	metrics   *authMetrics
 
 	stopJanitor chan struct{}
 	janitorWG   sync.WaitGroup
 	closeOnce   sync.Once
 }
 
-func newAuthState(cfg Config, log *slog.Logger, clientTLS, upstreamTLS *tls.Config, reg prometheus.Registerer) (_ *authState, err error) {
-	a := &authState{log: log, lookupTimeout: cfg.Upstream.AuthQueryTimeout, stopJanitor: make(chan struct{})}
+// newTLSConfigs builds the TLS configurations cfg names: both legs, the
+// upstream leg with the proxy's client certificate, and the channel-binding
+// data of the listen certificate.
+func newTLSConfigs(cfg Config) (*tlsConfigs, error) {
+	client, err := clientTLSConfig(cfg.Listen.TLS)
+	if err != nil {
+		return nil, err
+	}
+	upstream, err := upstreamTLSConfig(cfg.Upstream.TLS, cfg.Upstream.Address)
+	if err != nil {
+		return nil, err
+	}
+	t := &tlsConfigs{client: client, upstream: upstream}
+	if u := cfg.Upstream.TLS; u.CertFile != "" && upstream != nil {
+		cert, err := tls.LoadX509KeyPair(u.CertFile, u.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load upstream client certificate: %w", err)
+		}
+		t.upstreamCert = upstream.Clone()
+		t.upstreamCert.Certificates = []tls.Certificate{cert}
+	}
+	if client != nil {
+		t.clientCB, _ = ownCertificateHash(client)
+	}
+	return t, nil
+}
+
+func newAuthState(cfg Config, log *slog.Logger, cfgs *tlsConfigs, reg prometheus.Registerer) (_ *authState, err error) {
+	a := &authState{log: log, stopJanitor: make(chan struct{})}
 	if a.metrics, err = newAuthMetrics(reg); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	u := cfg.Upstream
-	if u.TLS.CertFile != "" && upstreamTLS != nil {
-		cert, err := tls.LoadX509KeyPair(u.TLS.CertFile, u.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load upstream client certificate: %w", err)
-		}
-		a.certTLS = upstreamTLS.Clone()
-		a.certTLS.Certificates = []tls.Certificate{cert}
-	}
-	if len(cfg.Listen.TLS.ClientCertRoles) > 0 {
-		if a.certRoles, err = parseCertRoles(cfg.Listen.TLS.ClientCertRoles); err != nil {
-			return nil, fmt.Errorf("listen.tls.client_cert_roles: %w", err)
-		}
-	}
 	switch u.SCRAM {
 	case SCRAMAuto:
-		a.keyCache = newSCRAMKeyCache(u.SCRAMCache.Size, u.SCRAMCache.TTL)
-		if a.keyCache != nil {
-			a.keyCache.onGet = a.metrics.cacheGet
-			a.janitorWG.Add(1)
-			go a.janitor(u.SCRAMCache.TTL)
-		}
+		// The janitor follows whichever cache is current.
+		a.janitorWG.Add(1)
+		go a.janitor(u.SCRAMCache.TTL)
 	case SCRAMVerifier:
-		if clientTLS != nil {
-			a.cbData = ownCertificateHash(clientTLS, log)
-		}
 		if u.AuthFile != "" {
-			if a.secrets, err = newFileSecrets(u.AuthFile); err != nil {
-				return nil, err
-			}
+			a.secrets = &fileSecrets{}
 		} else {
-			// The auth_user's connection presents the proxy's client
-			// certificate when there is one: it may log in with cert.
-			tlsCfg := upstreamTLS
-			if a.certTLS != nil {
-				tlsCfg = a.certTLS
-			}
-			if a.secrets, err = newQuerySecrets(u, tlsCfg, log); err != nil {
-				return nil, err
-			}
+			a.secrets = &querySecrets{log: log, sem: make(chan struct{}, 1)}
 		}
 	}
+	commit, err := a.prepareReload(cfg, cfgs)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	commit()
 	return a, nil
 }
 
+// authNeedsRestart refuses a reload that changes how logins work in a way
+// a running server cannot follow: the SCRAM mode, or where secrets come
+// from.
+func authNeedsRestart(old, cfg Config) error {
+	if old.Upstream.SCRAM != cfg.Upstream.SCRAM {
+		return errors.New("upstream.scram takes effect only at a restart")
+	}
+	if (old.Upstream.AuthFile == "") != (cfg.Upstream.AuthFile == "") {
+		return errors.New("switching between auth_user and auth_file takes effect only at a restart")
+	}
+	return nil
+}
+
+// prepareReload reads what cfg's authentication settings name (the
+// auth_user's password, auth_file, the certificate map) and returns the
+// function that puts it in force. On error nothing changes. Putting it in
+// force empties the key cache.
+func (a *authState) prepareReload(cfg Config, cfgs *tlsConfigs) (commit func(), err error) {
+	u := cfg.Upstream
+	var roles *certRoleMap
+	if len(cfg.Listen.TLS.ClientCertRoles) > 0 {
+		if roles, err = parseCertRoles(cfg.Listen.TLS.ClientCertRoles); err != nil {
+			return nil, fmt.Errorf("listen.tls.client_cert_roles: %w", err)
+		}
+	}
+	var cache *scramKeyCache
+	if u.SCRAM == SCRAMAuto {
+		if cache = newSCRAMKeyCache(u.SCRAMCache.Size, u.SCRAMCache.TTL); cache != nil {
+			cache.onGet = a.metrics.cacheGet
+		}
+	}
+	commitSecrets := func() {}
+	switch st := a.secrets.(type) {
+	case *fileSecrets:
+		m, err := readAuthFile(u.AuthFile)
+		if err != nil {
+			return nil, err
+		}
+		commitSecrets = func() { st.set(u.AuthFile, m) }
+	case *querySecrets:
+		// The auth_user's connection presents the proxy's client
+		// certificate when there is one: it may log in with cert.
+		tlsCfg := cfgs.upstream
+		if cfgs.upstreamCert != nil {
+			tlsCfg = cfgs.upstreamCert
+		}
+		pc, err := authConnConfig(u, tlsCfg)
+		if err != nil {
+			return nil, err
+		}
+		commitSecrets = func() { st.use(pc, u.AuthQuery) }
+	}
+	if u.SCRAM == SCRAMVerifier && cfgs.client != nil && cfgs.clientCB == nil {
+		a.log.Warn("the listen certificate has no tls-server-end-point binding (an Ed25519 signature?): " +
+			"SCRAM-SHA-256-PLUS is not offered, clients with channel_binding=require cannot log in")
+	}
+	return func() {
+		a.certRoles.Store(roles)
+		a.lookupTimeout.Store(int64(u.AuthQueryTimeout))
+		commitSecrets()
+		if old := a.keyCache.Swap(cache); old != nil {
+			old.retire()
+		}
+	}, nil
+}
+
 // ownCertificateHash is the channel-binding data of the proxy's leaf
-// certificate, or nil (logged) when it has none.
-func ownCertificateHash(cfg *tls.Config, log *slog.Logger) []byte {
+// certificate.
+func ownCertificateHash(cfg *tls.Config) ([]byte, error) {
 	if len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
-		return nil
+		return nil, errors.New("no certificate")
 	}
 	leaf := cfg.Certificates[0].Leaf
 	if leaf == nil {
 		var err error
 		if leaf, err = x509.ParseCertificate(cfg.Certificates[0].Certificate[0]); err != nil {
-			log.Warn("parse the listen certificate: SCRAM-SHA-256-PLUS not offered", "error", err)
-			return nil
+			return nil, err
 		}
 	}
-	h, err := certificateHash(leaf)
-	if err != nil {
-		log.Warn("the listen certificate has no tls-server-end-point binding: SCRAM-SHA-256-PLUS not offered (channel_binding=require clients cannot log in)", "error", err)
-		return nil
-	}
-	return h
+	return certificateHash(leaf)
 }
 
 // janitor wipes expired cache entries every ttl/4 (between 1s and 5m).
@@ -123,7 +180,7 @@ func (a *authState) janitor(ttl time.Duration) {
 		case <-a.stopJanitor:
 			return
 		case <-t.C:
-			a.keyCache.sweep()
+			a.keyCache.Load().sweep()
 		}
 	}
 }
@@ -132,7 +189,7 @@ func (a *authState) close() {
 	a.closeOnce.Do(func() {
 		close(a.stopJanitor)
 		a.janitorWG.Wait()
-		a.keyCache.clear()
+		a.keyCache.Load().retire()
 		if a.secrets != nil {
 			a.secrets.close()
 		}
@@ -144,7 +201,7 @@ func (a *authState) close() {
 // then fails as PostgreSQL's would, after a mock exchange. A failed lookup
 // is an *AuthLookupError.
 func (a *authState) lookupSecret(ctx context.Context, role string, log *slog.Logger) (*scramSecret, error) {
-	ctx, cancel := context.WithTimeout(ctx, a.lookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.lookupTimeout.Load()))
 	defer cancel()
 	start := time.Now()
 	raw, found, err := a.secrets.rolpassword(ctx, role)
@@ -170,16 +227,19 @@ func (a *authState) lookupSecret(ctx context.Context, role string, log *slog.Log
 	return secret, nil
 }
 
-// ReloadAuth is what a configuration reload does to logins: it empties the
-// SCRAM key cache (and draws a new tag key), and re-reads
-// upstream.auth_file. On error the previous secrets stay in use.
+// ReloadAuth empties the SCRAM key cache (drawing a new tag key) and
+// re-reads upstream.auth_file; Reload (SIGHUP) does this and more. On error
+// the previous secrets stay in use.
 func (srv *Server) ReloadAuth() error {
 	a := srv.auth
-	a.keyCache.clear()
-	if a.secrets != nil {
-		if err := a.secrets.reload(); err != nil {
+	a.keyCache.Load().clear()
+	if fs, ok := a.secrets.(*fileSecrets); ok {
+		path := fs.currentPath()
+		m, err := readAuthFile(path)
+		if err != nil {
 			return err
 		}
+		fs.set(path, m)
 	}
 	return nil
 }

@@ -146,7 +146,7 @@ func (m *certRoleMap) roles(cert *x509.Certificate) []string {
 // *LoginError (28000, PostgreSQL's words for a failed cert login)
 // otherwise.
 func (s *Session) clientCertLogin() (bool, error) {
-	m := s.srv.auth.certRoles
+	m := s.srv.auth.certRoles.Load()
 	if m == nil {
 		return false, nil
 	}

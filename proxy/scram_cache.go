@@ -59,6 +59,8 @@ type scramKeyCache struct {
 	now    func() time.Time
 	lru    *list.List // of *scramCacheEntry, most recently used first
 	byID   map[scramCacheID]*list.Element
+	// retired: replaced by a reload or closed; put no longer adds.
+	retired bool
 	// onGet reports hits and misses (metrics); may be nil.
 	onGet func(hit bool)
 }
@@ -152,6 +154,9 @@ func (c *scramKeyCache) put(id scramCacheID, password string, keys *scramKeys) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.retired {
+		return
+	}
 	if el, ok := c.byID[id]; ok {
 		c.remove(el)
 	}
@@ -218,6 +223,18 @@ func (c *scramKeyCache) clear() {
 		c.remove(c.lru.Back())
 	}
 	c.rekey()
+}
+
+// retire empties the cache for good: a reload replaced it, or the server
+// closed.
+func (c *scramKeyCache) retire() {
+	if c == nil {
+		return
+	}
+	c.clear()
+	c.mu.Lock()
+	c.retired = true
+	c.mu.Unlock()
 }
 
 // len is the number of entries (tests).

@@ -49,8 +49,9 @@ func (s *Session) scramWithPassword(msg []byte) error {
 	if err != nil {
 		return err
 	}
+	cache := s.srv.auth.keyCache.Load()
 	id := scramCacheID{role: s.user, salt: string(sf.salt), iterations: sf.iterations}
-	keys, cached := s.srv.auth.keyCache.get(id, password)
+	keys, cached := cache.get(id, password)
 	if !cached {
 		if keys, err = passwordKeys(password, sf.salt, sf.iterations); err != nil {
 			return err
@@ -72,14 +73,14 @@ func (s *Session) scramWithPassword(msg []byte) error {
 		if cached {
 			// The server refused (or could not prove itself with) keys
 			// the cache gave: they are stale, whatever the reason.
-			s.srv.auth.keyCache.forget(id)
+			cache.forget(id)
 		}
 		return err
 	}
 	// Only keys the server has just accepted are cached: an entry always
 	// stands for a password that was right for this salt.
 	if !cached {
-		s.srv.auth.keyCache.put(id, password, &keys)
+		cache.put(id, password, &keys)
 	}
 	return nil
 }

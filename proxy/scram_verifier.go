@@ -67,7 +67,9 @@ import (
 
 // scramWithVerifier runs the verifier mode's two exchanges; msg is the
 // server's AuthenticationSASL.
-func (s *Session) scramWithVerifier(ctx context.Context, msg []byte) error {
+// clientCB is the channel-binding data of the client's TLS connection (nil:
+// SCRAM-SHA-256-PLUS is not offered).
+func (s *Session) scramWithVerifier(ctx context.Context, msg []byte, clientCB []byte) error {
 	var sasl pgproto3.AuthenticationSASL
 	if err := sasl.Decode(msg[5:]); err != nil {
 		return serverProtocolErrorf("invalid AuthenticationSASL")
@@ -101,11 +103,7 @@ func (s *Session) scramWithVerifier(ctx context.Context, msg []byte) error {
 		secret = nil
 	}
 
-	var cbData []byte
-	if s.tlsClient {
-		cbData = s.srv.auth.cbData
-	}
-	sv, err := newSCRAMServer(secret, sf.salt, sf.iterations, cbData)
+	sv, err := newSCRAMServer(secret, sf.salt, sf.iterations, clientCB)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,9 +28,6 @@ type secretStore interface {
 	// rolpassword returns the stored secret of role; found is false when
 	// the role has no row. An error means the lookup itself failed.
 	rolpassword(ctx context.Context, role string) (secret string, found bool, err error)
-	// reload re-reads what the store caches (the file); a no-op for the
-	// query store.
-	reload() error
 	close()
 }
 
@@ -41,20 +39,33 @@ var (
 // querySecrets runs auth_query on one connection of its own, as auth_user,
 // like PgBouncer's auth_user. One connection is enough: a lookup takes a
 // round trip, and lookups queue for it (bounded by their context). It is
-// opened at the first lookup and again after any failure.
+// opened at the first lookup and again after any failure or reload.
 type querySecrets struct {
-	cfg   *pgconn.Config
-	query string
-	log   *slog.Logger
+	log *slog.Logger
+	// next holds the settings of a reload until the next lookup takes
+	// them (so a reload never waits for a lookup).
+	next atomic.Pointer[authConn]
 	// sem is the connection's lock (a channel so waiting respects ctx).
 	sem  chan struct{}
+	cur  *authConn      // guarded by sem
 	conn *pgconn.PgConn // guarded by sem; nil until connected, or after a failure
 }
 
-// newQuerySecrets prepares the auth_user's connection settings; tlsCfg is
-// the upstream TLS client (with the proxy's client certificate when one is
-// configured), nil for mode disable.
-func newQuerySecrets(u UpstreamConfig, tlsCfg *tls.Config, log *slog.Logger) (*querySecrets, error) {
+// authConn is how the auth_user connects and what it asks.
+type authConn struct {
+	cfg   *pgconn.Config
+	query string
+}
+
+// use makes the next lookup connect with cfg and run query.
+func (q *querySecrets) use(cfg *pgconn.Config, query string) {
+	q.next.Store(&authConn{cfg: cfg, query: query})
+}
+
+// authConnConfig is the auth_user's connection: tlsCfg is the upstream TLS
+// client (with the proxy's client certificate when one is configured), nil
+// for mode disable. It reads auth_password_file.
+func authConnConfig(u UpstreamConfig, tlsCfg *tls.Config) (*pgconn.Config, error) {
 	host, port, err := net.SplitHostPort(u.Address)
 	if err != nil {
 		return nil, fmt.Errorf("upstream.address: %w", err)
@@ -91,7 +102,7 @@ func newQuerySecrets(u UpstreamConfig, tlsCfg *tls.Config, log *slog.Logger) (*q
 	cfg.AfterConnect = nil
 	cfg.RuntimeParams = map[string]string{"application_name": "phiproxy auth_query"}
 	cfg.OnNotice = nil
-	return &querySecrets{cfg: cfg, query: u.AuthQuery, log: log, sem: make(chan struct{}, 1)}, nil
+	return cfg, nil
 }
 
 func (q *querySecrets) rolpassword(ctx context.Context, role string) (string, bool, error) {
@@ -101,12 +112,19 @@ func (q *querySecrets) rolpassword(ctx context.Context, role string) (string, bo
 		return "", false, fmt.Errorf("wait for the auth_user connection: %w", ctx.Err())
 	}
 	defer func() { <-q.sem }()
+	if n := q.next.Swap(nil); n != nil {
+		q.cur = n
+		q.drop() // reconnect with the new settings
+	}
+	if q.cur == nil {
+		return "", false, errors.New("auth_user not configured")
+	}
 	// A kept connection may have died while idle (server restart,
 	// idle_session_timeout): one retry on a fresh one.
 	for attempt := 0; ; attempt++ {
 		fresh := false
 		if q.conn == nil || q.conn.IsClosed() {
-			conn, err := pgconn.ConnectConfig(ctx, q.cfg)
+			conn, err := pgconn.ConnectConfig(ctx, q.cur.cfg)
 			if err != nil {
 				return "", false, fmt.Errorf("connect as auth_user: %w", err)
 			}
@@ -136,7 +154,7 @@ func (q *querySecrets) rolpassword(ctx context.Context, role string) (string, bo
 // run executes auth_query for role: no row is "not found"; one row of
 // (name, rolpassword) gives the secret (NULL: found, empty).
 func (q *querySecrets) run(ctx context.Context, role string) (string, bool, error) {
-	res := q.conn.ExecParams(ctx, q.query, [][]byte{[]byte(role)}, nil, nil, nil).Read()
+	res := q.conn.ExecParams(ctx, q.cur.query, [][]byte{[]byte(role)}, nil, nil, nil).Read()
 	if res.Err != nil {
 		return "", false, res.Err
 	}
@@ -163,8 +181,6 @@ func (q *querySecrets) drop() {
 	q.conn = nil
 }
 
-func (q *querySecrets) reload() error { return nil }
-
 func (q *querySecrets) close() {
 	q.sem <- struct{}{}
 	defer func() { <-q.sem }()
@@ -175,30 +191,35 @@ func (q *querySecrets) close() {
 // one `"role" "secret"` per line, a double quote inside a name doubled;
 // blank lines and lines starting with ';' or '#' are ignored.
 type fileSecrets struct {
-	path string
 	mu   sync.RWMutex
+	path string
 	m    map[string]string
 }
 
-func newFileSecrets(path string) (*fileSecrets, error) {
-	f := &fileSecrets{path: path}
-	return f, f.reload()
-}
-
-func (f *fileSecrets) reload() error {
-	b, err := os.ReadFile(f.path)
+// readAuthFile reads and parses an auth_file.
+func readAuthFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("upstream.auth_file: %w", err)
+		return nil, fmt.Errorf("upstream.auth_file: %w", err)
 	}
 	m, err := parseAuthFile(b)
 	clear(b)
 	if err != nil {
-		return fmt.Errorf("upstream.auth_file %s: %w", f.path, err)
+		return nil, fmt.Errorf("upstream.auth_file %s: %w", path, err)
 	}
+	return m, nil
+}
+
+func (f *fileSecrets) set(path string, m map[string]string) {
 	f.mu.Lock()
-	f.m = m
+	f.path, f.m = path, m
 	f.mu.Unlock()
-	return nil
+}
+
+func (f *fileSecrets) currentPath() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.path
 }
 
 func (f *fileSecrets) rolpassword(_ context.Context, role string) (string, bool, error) {

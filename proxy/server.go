@@ -73,11 +73,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	clientTLS, err := clientTLSConfig(cfg.Listen.TLS)
-	if err != nil {
-		return nil, err
-	}
-	upstreamTLS, err := upstreamTLSConfig(cfg.Upstream.TLS, cfg.Upstream.Address)
+	cfgs, err := newTLSConfigs(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -91,17 +87,17 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 		metrics:  metrics,
 		sessions: map[*Session]struct{}{},
 	}
-	srv.tls.Store(&tlsConfigs{client: clientTLS, upstream: upstreamTLS})
+	srv.tls.Store(cfgs)
 	if err := srv.registerGauges(reg); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	srv.clientTLS = srv.listenTLS(clientTLS)
+	srv.clientTLS = srv.listenTLS(cfgs.client)
 	for _, o := range opts {
 		if err := o(srv); err != nil {
 			return nil, err
 		}
 	}
-	if srv.auth, err = newAuthState(cfg, logger, clientTLS, upstreamTLS, reg); err != nil {
+	if srv.auth, err = newAuthState(cfg, logger, cfgs, reg); err != nil {
 		return nil, err
 	}
 	srv.gatherer, _ = reg.(prometheus.Gatherer)

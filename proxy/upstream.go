@@ -24,7 +24,7 @@ func (srv *Server) dialUpstream(ctx context.Context, presentCert bool) (net.Conn
 	start := time.Now()
 	tlsCfg := srv.upstreamTLSNow()
 	if presentCert {
-		if tlsCfg = srv.auth.certTLS; tlsCfg == nil {
+		if tlsCfg = srv.tls.Load().upstreamCert; tlsCfg == nil {
 			// Validate requires upstream.tls.cert_file (and TLS) with
 			// client_cert_roles; never fall back to another login.
 			return nil, &AuthError{Msg: "no upstream client certificate configured"}
