@@ -66,9 +66,8 @@ import (
 //     AuthenticationOk follows through relayAuth.
 
 // scramWithVerifier runs the verifier mode's two exchanges; msg is the
-// server's AuthenticationSASL.
-// clientCB is the channel-binding data of the client's TLS connection (nil:
-// SCRAM-SHA-256-PLUS is not offered).
+// server's AuthenticationSASL, clientCB the channel-binding data of the
+// client's TLS connection (nil: SCRAM-SHA-256-PLUS is not offered).
 func (s *Session) scramWithVerifier(ctx context.Context, msg []byte, clientCB []byte) error {
 	var sasl pgproto3.AuthenticationSASL
 	if err := sasl.Decode(msg[5:]); err != nil {
@@ -110,6 +109,9 @@ func (s *Session) scramWithVerifier(ctx context.Context, msg []byte, clientCB []
 	clientKey, serverFinal, err := s.scramServerExchange(sv)
 	if err != nil {
 		return err
+	}
+	if secret == nil { // a doomed exchange never succeeds; belt and braces
+		return passwordFailed(roleName(s.user))
 	}
 	keys := scramKeys{ClientKey: clientKey, ServerKey: secret.serverKey}
 	clear(clientKey[:])
