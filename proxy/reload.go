@@ -12,9 +12,17 @@ import (
 // their interceptor's state is their own).
 
 // tlsConfigs are the TLS settings in force; Reload swaps them whole.
+// newTLSConfigs (auth.go) builds them.
 type tlsConfigs struct {
 	client   *tls.Config // nil: plaintext only
 	upstream *tls.Config // nil: mode disable
+	// upstreamCert is upstream with the proxy's own client certificate
+	// (upstream.tls.cert_file), nil without one: for certificate-mapped
+	// sessions and the auth_user only.
+	upstreamCert *tls.Config
+	// clientCB is the tls-server-end-point hash of client's certificate,
+	// what a client's SCRAM-SHA-256-PLUS binds to; nil: no binding.
+	clientCB []byte
 }
 
 // listenTLS returns the client-side TLS configuration that the Server
@@ -55,15 +63,19 @@ func (srv *Server) Reload(cfg Config, icpt Interceptor) error {
 	case (cfg.Upstream.TLS.Mode == TLSModeDisable) != (old.Upstream.TLS.Mode == TLSModeDisable):
 		return errors.New("turning upstream TLS on or off takes effect only at a restart")
 	}
-	client, err := clientTLSConfig(cfg.Listen.TLS)
+	if err := authNeedsRestart(old, cfg); err != nil {
+		return err
+	}
+	cfgs, err := newTLSConfigs(cfg)
 	if err != nil {
 		return err
 	}
-	upstream, err := upstreamTLSConfig(cfg.Upstream.TLS, cfg.Upstream.Address)
+	commitAuth, err := srv.auth.prepareReload(cfg, cfgs)
 	if err != nil {
 		return err
 	}
-	srv.tls.Store(&tlsConfigs{client: client, upstream: upstream})
+	srv.tls.Store(cfgs)
+	commitAuth()
 	if icpt != nil {
 		srv.icpt.Store(&icpt)
 	}

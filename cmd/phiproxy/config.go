@@ -117,6 +117,8 @@ func (c *config) resolvePaths(dir string) {
 	for _, p := range []*string{
 		&c.file.Proxy.Listen.TLS.CertFile, &c.file.Proxy.Listen.TLS.KeyFile,
 		&c.file.Proxy.Listen.TLS.ClientCAFile, &c.file.Proxy.Upstream.TLS.CAFile,
+		&c.file.Proxy.Upstream.TLS.CertFile, &c.file.Proxy.Upstream.TLS.KeyFile,
+		&c.file.Proxy.Upstream.AuthFile, &c.file.Proxy.Upstream.AuthPasswordFile,
 		&c.file.Keys.KeyringFile, &c.file.Keys.Local.MasterKeyFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
