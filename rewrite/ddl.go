@@ -396,3 +396,30 @@ func (a *analyzer) storageTypeName(names []string, loc int32) error {
 	}
 	return nil
 }
+
+// policySchemaTable returns the first policy table in schema name, or nil.
+func (a *analyzer) policySchemaTable(name string) *policy.Table {
+	for _, t := range a.pol.Tables() {
+		if t.Schema == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// renameSchema refuses ALTER SCHEMA ... RENAME from or to the schema of a
+// policy table: the policy knows a table by its schema-qualified name, so
+// renamed, its rows would be read and written under a name the policy does
+// not list (plaintext stored through it), and a schema renamed to a policy
+// schema would put unencrypted tables under policy names. CREATE SCHEMA of
+// a policy schema's name (it cannot exist twice) and ALTER SCHEMA ... OWNER
+// TO carry no rows and pass.
+func (a *analyzer) renameSchema(r *pg.RenameStmt) error {
+	a.stmt.Kind = KindDDL
+	for _, name := range []string{r.Subname, r.Newname} {
+		if t := a.policySchemaTable(name); t != nil {
+			return a.tableError(t, int32(a.stmtStart), "ALTER SCHEMA %s RENAME TO %s is not supported: schema %s holds PHI table %s, which the policy names by its schema; renamed, its rows would be read and written outside the policy (change the policy first)", r.Subname, r.Newname, name, t.QualifiedName())
+		}
+	}
+	return nil
+}

@@ -103,6 +103,9 @@ func (a *analyzer) statement(n *pg.Node) error {
 	case *pg.Node_RenameStmt:
 		a.stmt.Kind = KindDDL
 		r := x.RenameStmt
+		if r.RenameType == pg.ObjectType_OBJECT_SCHEMA {
+			return a.renameSchema(r)
+		}
 		if rv := r.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
 			return a.refuseIfTouching(n, "renaming a PHI table or column would leave it outside the policy; change the policy first")
 		}
