@@ -171,7 +171,6 @@ func TestReviewSchemaRename(t *testing.T) {
 // public CREATE TABLE patients (... city text DEFAULT '...'), passes the
 // same way once the policy schema does not exist.)
 func TestReviewCreateSchemaElements(t *testing.T) {
-	skipFinding(t, "finding 2: CREATE SCHEMA elements bypass the view/inheritance/partition/DEFAULT rules")
 	p := startPHIProxy(t)
 	ctx := context.Background()
 	schemas := []string{"rv_cs1", "rv_cs2", "rv_cs3"}

@@ -423,3 +423,30 @@ func (a *analyzer) renameSchema(r *pg.RenameStmt) error {
 	}
 	return nil
 }
+
+// createSchema checks CREATE SCHEMA ... with schema elements (CREATE
+// TABLE, VIEW, INDEX, SEQUENCE, TRIGGER, GRANT). PostgreSQL runs them with
+// the new schema first in search_path, so an unqualified name in an
+// element may mean the new schema's relation or a policy table's: an
+// element that names a relation like a policy table (creates one, or
+// refers to one, in any schema) is refused whole, fail closed; run it as a
+// statement of its own. Every other element goes through the statement
+// rules, as if sent alone.
+func (a *analyzer) createSchema(s *pg.CreateSchemaStmt) error {
+	for _, elt := range s.SchemaElts {
+		var named *policy.Table
+		eachRangeVar(elt, func(rv *pg.RangeVar) {
+			if ts := a.pol.TablesNamed(rv.Relname); len(ts) > 0 && named == nil {
+				named = ts[0]
+			}
+		})
+		if named != nil {
+			a.touch(named)
+			return a.tableError(named, int32(a.stmtStart), "CREATE SCHEMA %s with a schema element naming a relation %s is not supported: the elements run with the new schema first in search_path, so phiproxy cannot tell whether it is PHI table %s; send the element as a statement of its own", s.Schemaname, named.Name, named.QualifiedName())
+		}
+		if err := a.statement(elt); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -134,6 +134,11 @@ func (a *analyzer) statement(n *pg.Node) error {
 				return err
 			}
 		}
+	case *pg.Node_CreateSchemaStmt:
+		a.stmt.Kind = KindDDL
+		err := a.createSchema(x.CreateSchemaStmt)
+		a.stmt.Kind = KindDDL
+		return err
 	case *pg.Node_CreateDomainStmt:
 		a.stmt.Kind = KindDDL
 		if err := a.storageTypeName(typeNames(x.CreateDomainStmt.Domainname), int32(a.stmtStart)); err != nil {
