@@ -291,7 +291,6 @@ func TestReviewUnplacedTargetColumn(t *testing.T) {
 // a direct connection (anyone with the database, a backup, or a copy made
 // through ALTER ... USING has it).
 func TestReviewForeignKeyCascade(t *testing.T) {
-	skipFinding(t, "finding 5: FOREIGN KEY (phi column) ... ON UPDATE CASCADE is accepted; a cascade writes plaintext into the PHI column")
 	p := startPHIProxy(t)
 	ctx := context.Background()
 	conn := reviewConn(t, p, pgx.QueryExecModeSimpleProtocol)

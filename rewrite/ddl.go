@@ -153,8 +153,16 @@ func (a *analyzer) createStmt(s *pg.CreateStmt) error {
 		return nil
 	}
 	t, err := a.rangeVarTable(rv, nil)
-	if t == nil || err != nil {
+	if err != nil {
 		return err
+	}
+	for _, n := range s.TableElts {
+		if err := a.foreignKeys(t, n); err != nil {
+			return err
+		}
+	}
+	if t == nil {
+		return nil
 	}
 	what := "CREATE TABLE " + t.QualifiedName()
 	if s.OfTypename != nil {
@@ -190,8 +198,19 @@ func (a *analyzer) alterTable(s *pg.AlterTableStmt) error {
 		}
 	}
 	t, err := a.rangeVarTable(s.Relation, nil)
-	if t == nil || err != nil {
+	if err != nil {
 		return err
+	}
+	for _, c := range s.Cmds {
+		cmd := c.GetAlterTableCmd()
+		if cmd != nil && (cmd.Subtype == pg.AlterTableType_AT_AddConstraint || cmd.Subtype == pg.AlterTableType_AT_AddColumn) {
+			if err := a.foreignKeys(t, cmd.Def); err != nil {
+				return err
+			}
+		}
+	}
+	if t == nil {
+		return nil
 	}
 	what := "ALTER TABLE " + t.QualifiedName()
 	loc := s.Relation.Location
@@ -446,6 +465,52 @@ func (a *analyzer) createSchema(s *pg.CreateSchemaStmt) error {
 		}
 		if err := a.statement(elt); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// foreignKeys refuses a FOREIGN KEY (a table constraint, or REFERENCES on
+// a column definition n) whose referencing columns in t, or whose
+// referenced columns in a policy table, include a PHI or blind-index
+// column: ON UPDATE CASCADE / SET DEFAULT would make the server write
+// another table's values, plaintext, into a PHI column, and a key on
+// ciphertext never matches anyway (its associated data binds the column).
+// REFERENCES patients with no column list names the primary key: the
+// referencing side is still checked.
+func (a *analyzer) foreignKeys(t *policy.Table, n *pg.Node) error {
+	var cols []string
+	var cons []*pg.Node
+	switch {
+	case n.GetColumnDef() != nil:
+		cd := n.GetColumnDef()
+		cols, cons = []string{cd.Colname}, cd.Constraints
+	case n.GetConstraint() != nil:
+		cols, cons = typeNames(n.GetConstraint().FkAttrs), []*pg.Node{n}
+	}
+	for _, cn := range cons {
+		c := cn.GetConstraint()
+		if c == nil || c.Contype != pg.ConstrType_CONSTR_FOREIGN {
+			continue
+		}
+		if t != nil {
+			for _, name := range cols {
+				if pc, ok := columnOf(t, name); ok {
+					return a.ddlError(pc, c.Location, "a FOREIGN KEY on %s is not supported: its ON UPDATE / ON DELETE actions would make the server write another table's values into it in plaintext, and a key on ciphertext never matches", pc)
+				}
+			}
+		}
+		pt, err := a.rangeVarTable(c.Pktable, nil)
+		if err != nil {
+			return err
+		}
+		if pt == nil {
+			continue
+		}
+		for _, name := range typeNames(c.PkAttrs) {
+			if pc, ok := columnOf(pt, name); ok {
+				return a.ddlError(pc, c.Location, "a FOREIGN KEY referencing %s is not supported: a key on ciphertext never matches, and its actions would copy the column's values into another table", pc)
+			}
 		}
 	}
 	return nil
