@@ -195,8 +195,17 @@ func TestReviewCreateSchemaElements(t *testing.T) {
 				}
 			}
 			v := secret("cs-view")
-			if _, err := conn.Exec(ctx, "INSERT INTO rv_cs1.v (city) VALUES ($1)", v); err == nil {
-				t.Errorf("an insert through view rv_cs1.v over patients was accepted")
+			// Only when the view exists: an insert into a view that was
+			// refused would put the marker in the server log itself (a
+			// non-policy name, rightly forwarded, then rejected there).
+			var exists bool
+			if err := phiDirect(t).QueryRow(ctx, "SELECT to_regclass('rv_cs1.v') IS NOT NULL").Scan(&exists); err != nil {
+				t.Fatal(err)
+			}
+			if exists {
+				if _, err := conn.Exec(ctx, "INSERT INTO rv_cs1.v (city) VALUES ($1)", v); err == nil {
+					t.Errorf("an insert through view rv_cs1.v over patients was accepted")
+				}
 			}
 			noPlaintextIn(t, "public.patients", "city", v)
 			drop()
