@@ -366,6 +366,9 @@ func (a *analyzer) intoPolicyTable(into *pg.IntoClause) error {
 	if into == nil || into.Rel == nil {
 		return nil
 	}
+	if err := a.shadowName(into.Rel); err != nil {
+		return err
+	}
 	t, err := a.rangeVarTable(into.Rel, nil)
 	if t == nil || err != nil {
 		return err
@@ -375,17 +378,14 @@ func (a *analyzer) intoPolicyTable(into *pg.IntoClause) error {
 
 // renameTo refuses giving a relation the name of a policy table (ALTER
 // TABLE x RENAME TO patients, ALTER TABLE other.patients SET SCHEMA
-// public): phiproxy would treat rows it never encrypted as the policy
-// table's, and a foreign table so named would alias the remote one.
+// public), in any schema: phiproxy would treat rows it never encrypted as
+// the policy table's, a foreign table so named would alias the remote one,
+// and in another schema it would shadow the policy table's unqualified
+// name (see shadowName).
 func (a *analyzer) renameTo(schema, name string, loc int32) error {
-	var ts []*policy.Table
-	if schema != "" {
-		if t := a.pol.Table(schema, name); t != nil {
-			ts = append(ts, t)
-		}
-	} else {
-		ts = a.pol.TablesNamed(name)
-	}
+	// In any schema: in the policy table's own it would be the table, in
+	// another a second relation of that name (see shadowName).
+	ts := a.pol.TablesNamed(name)
 	if len(ts) == 0 {
 		return nil
 	}
@@ -514,4 +514,34 @@ func (a *analyzer) foreignKeys(t *policy.Table, n *pg.Node) error {
 		}
 	}
 	return nil
+}
+
+// shadowName refuses creating a relation (table, view, materialized view,
+// sequence, CREATE TABLE AS / SELECT INTO) named like a policy table in a
+// schema other than that table's own, or as a temporary relation. The
+// rewriter resolves an unqualified name by the policy, not by search_path:
+// a temporary patients (pg_temp comes first) or other.patients with other
+// earlier in search_path would get ciphertext written into it and
+// returned from it, and once none can be created, SET search_path cannot
+// make a name mean another relation (short of relations created without
+// phiproxy, which its catalog read has to notice). An unqualified,
+// non-temporary name is taken as the policy table's own (its column rules
+// apply).
+func (a *analyzer) shadowName(rv *pg.RangeVar) error {
+	if rv == nil {
+		return nil
+	}
+	ts := a.pol.TablesNamed(rv.Relname)
+	if len(ts) == 0 {
+		return nil
+	}
+	temp := rv.Relpersistence == "t" || strings.HasPrefix(rv.Schemaname, "pg_temp")
+	if !temp && (rv.Schemaname == "" || a.pol.Table(rv.Schemaname, rv.Relname) != nil) {
+		return nil
+	}
+	where := "schema " + rv.Schemaname
+	if temp {
+		where = "a temporary schema"
+	}
+	return a.tableError(ts[0], rv.Location, "creating a relation named %s in %s is not supported while PHI table %s is in the policy: phiproxy resolves the unqualified name %s to the PHI table whatever search_path says, so the other relation would get ciphertext written into it and read from it; choose another name", rv.Relname, where, ts[0].QualifiedName(), rv.Relname)
 }
