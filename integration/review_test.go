@@ -559,7 +559,6 @@ func TestReviewPortalDescriptionPoisoning(t *testing.T) {
 // for cursors over them), as it refuses query_to_xml of a query it cannot
 // check.
 func TestReviewTableToXML(t *testing.T) {
-	skipFinding(t, "finding 11: table_to_xml / schema_to_xml / cursor_to_xml return ciphertext")
 	p := startPHIProxy(t)
 	ctx := context.Background()
 	conn := reviewConn(t, p, pgx.QueryExecModeSimpleProtocol)
