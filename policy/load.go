@@ -53,9 +53,9 @@ func Load(node *yaml.Node) (*Policy, error) {
 }
 
 type loader struct {
-	errs   []error
-	lines  map[*Column]*yaml.Node // the column's key node
-	adLine map[*Column]*yaml.Node // its associated_data node, if set
+	errs        []error
+	lines       map[*Column]*yaml.Node // the column's key node
+	adLine      map[*Column]*yaml.Node // its associated_data node, if set
 	accessNodes map[*Column]*yaml.Node // its access node, if set (access.go)
 }
 
