@@ -22,6 +22,7 @@ Usage:
   phiproxy check   --config FILE      validate a configuration (and the live database)
   phiproxy demo                       throwaway PostgreSQL + proxy for a first look
   phiproxy keys    SUBCOMMAND ...     init | rotate | list | rewrap | retire
+  phiproxy audit   verify FILE...     check the hash chain of audit log files
   phiproxy version                    print the version
 `
 
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "keys":
 		err = runKeys(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "phiproxy", version())
 	case "help", "-h", "--help":

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/proxy/phi"
 )
@@ -59,11 +61,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
-		eng, err := phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize})
+		phiCfg := phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize}
+		if cfg.file.Audit.Enabled() {
+			audit, err := openAudit(ctx, cfg.file.Audit, logger, reg)
+			if err != nil {
+				return err
+			}
+			// Closed after the drain (deferred before srv's shutdown
+			// returns): the last sessions' records are written.
+			defer audit.Close()
+			phiCfg.Audit = audit
+		}
+		eng, err := phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
 		if err != nil {
 			return err
 		}
 		opts = append(opts, proxy.WithInterceptor(eng))
+	} else if cfg.file.Audit.Enabled() {
+		logger.Warn("audit log not opened: the policy protects no table, so there is nothing to audit", "audit_file", cfg.file.Audit.File)
 	}
 	srv, err := proxy.New(cfg.file.Proxy, logger, reg, opts...)
 	if err != nil {
@@ -96,6 +111,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return fmt.Errorf("stopped: %w", context.Cause(ctx))
+}
+
+// openAudit opens the audit log and reopens it on each SIGHUP (log
+// rotation: move the file away, then send SIGHUP) until ctx ends.
+func openAudit(ctx context.Context, cfg auditlog.Config, logger *slog.Logger, reg prometheus.Registerer) (*auditlog.Log, error) {
+	audit, err := auditlog.Open(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("audit log opened", "audit_file", cfg.File, "on_failure", cfg.OnFailure, "refusing", audit.Refusing())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				if err := audit.Reopen(); err != nil {
+					logger.Error("audit log reopen failed", "error", err.Error())
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return audit, nil
 }
 
 // interruptedCode is the exit code after a signal: 143 for SIGTERM, 130 for

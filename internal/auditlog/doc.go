@@ -34,7 +34,9 @@
 //	stmt_count   and the number of statements (both only when more than one)
 //	tables       policy tables the statement names
 //	columns      [{column: schema.table.column, op: read|write|search,
-//	              access: plaintext|masked|denied (reads and denials)}]
+//	              access: plaintext|masked|denied (reads and denials)}];
+//	             a refusal also names the column it concerns, without op
+//	             when its use was none of those (a LIKE, an ORDER BY)
 //	rows         rows returned or affected (the CommandComplete tag's count)
 //	outcome      ok | suspended | error | refused
 //	sqlstate     00000, or the code the client got

@@ -54,7 +54,7 @@ type Session struct {
 // Column is one PHI column a statement used, and how.
 type Column struct {
 	Name   string // schema.table.column
-	Op     string // OpRead, OpWrite or OpSearch
+	Op     string // OpRead, OpWrite or OpSearch; "" for the column a refusal names otherwise
 	Access string // for reads and denials: AccessPlaintext, AccessMasked, AccessDenied
 }
 
@@ -132,7 +132,7 @@ func appendRecord(dst []byte, seq uint64, t time.Time, typ string, r *Record, sg
 				}
 				dst = append(dst, `{"column":`...)
 				dst = appendString(dst, c.Name)
-				dst = appendField(dst, "op", c.Op)
+				dst = appendOptional(dst, "op", c.Op)
 				dst = appendOptional(dst, "access", c.Access)
 				dst = append(dst, '}')
 			}

@@ -127,6 +127,16 @@ func (s *session) auditRefusal(r raised, err error) {
 	}
 	if r.schema != "" && r.table != "" {
 		rec.Tables = addName(rec.Tables, r.schema+"."+r.table)
+		if r.column != "" {
+			name := r.schema + "." + r.table + "." + r.column
+			listed := false
+			for _, c := range rec.Columns {
+				listed = listed || c.Name == name
+			}
+			if !listed {
+				rec.Columns = append(rec.Columns, auditlog.Column{Name: name})
+			}
+		}
 	}
 	s.eng.audit.Write(rec)
 }

@@ -114,7 +114,7 @@ func TestAuditRecords(t *testing.T) {
 		"statement insert [public.patients] [email:write] rows=1 ok 00000",
 		"statement select [public.patients] [email:search email:read:plaintext date_of_birth:read:plaintext] rows=2 ok 00000",
 		"statement update [public.patients] [visits:write email:search] rows=2 ok 00000",
-		"refusal  [public.patients] [] rows=-1 refused 0A000 unsupported",
+		"refusal  [public.patients] [email:] rows=-1 refused 0A000 unsupported",
 		"statement insert [public.patients] [email:write] rows=-1 error 23505",
 		"statement delete [public.patients] [] rows=1 ok 00000 stmt 0/2",
 		"statement select [public.patients] [email:read:plaintext] rows=1 ok 00000 stmt 1/2",
