@@ -122,7 +122,7 @@ func (s *session) auditRefusal(r raised, err error) {
 		if ae.Search {
 			op = auditlog.OpSearch
 		}
-		rec.Columns = append(rec.Columns, auditlog.Column{Name: ae.Column.QualifiedName(), Op: op, Access: auditlog.AccessDenied})
+		rec.Columns = denyColumn(rec.Columns, ae.Column.QualifiedName(), op)
 		rec.Tables = addName(rec.Tables, ae.Column.Table.QualifiedName())
 	}
 	if r.schema != "" && r.table != "" {
@@ -284,7 +284,7 @@ func (a *audited) write(outcome, code string, rows int64, denied *AccessError, r
 	}
 	cols = a.reads(cols)
 	if denied != nil {
-		cols = addColumn(cols, auditlog.Column{Name: denied.Column.QualifiedName(), Op: auditlog.OpRead, Access: auditlog.AccessDenied})
+		cols = denyColumn(cols, denied.Column.QualifiedName(), auditlog.OpRead)
 	}
 	deletes := st != nil && st.Kind == rewrite.KindDelete && len(st.Tables) > 0
 	if len(cols) == 0 && !deletes {
@@ -355,6 +355,18 @@ func accessName(r policy.Read) string {
 		return auditlog.AccessDenied
 	}
 	return auditlog.AccessPlaintext
+}
+
+// denyColumn marks the use op of column name denied, adding it if it is
+// not listed.
+func denyColumn(cols []auditlog.Column, name, op string) []auditlog.Column {
+	for i := range cols {
+		if cols[i].Name == name && cols[i].Op == op {
+			cols[i].Access = auditlog.AccessDenied
+			return cols
+		}
+	}
+	return append(cols, auditlog.Column{Name: name, Op: op, Access: auditlog.AccessDenied})
 }
 
 // addColumn appends c unless the same column and operation is listed (a
