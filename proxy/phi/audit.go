@@ -105,11 +105,11 @@ func (s *session) auditRefusal(r raised, err error) {
 		if len(p.Statements) == 1 {
 			st := &p.Statements[0]
 			rec.Statement = kindName(st.Kind)
-			rec.Tables = tableNames(nil, st.Tables)
-			rec.Columns = usedColumns(nil, st.Uses)
+			rec.Tables = s.eng.names.tables(nil, st.Tables)
+			rec.Columns = s.eng.names.usedColumns(nil, st.Uses)
 		} else {
 			for i := range p.Statements {
-				rec.Tables = tableNames(rec.Tables, p.Statements[i].Tables)
+				rec.Tables = s.eng.names.tables(rec.Tables, p.Statements[i].Tables)
 			}
 		}
 	}
@@ -122,8 +122,8 @@ func (s *session) auditRefusal(r raised, err error) {
 		if ae.Search {
 			op = auditlog.OpSearch
 		}
-		rec.Columns = denyColumn(rec.Columns, ae.Column.QualifiedName(), op)
-		rec.Tables = addName(rec.Tables, ae.Column.Table.QualifiedName())
+		rec.Columns = denyColumn(rec.Columns, s.eng.names.col[ae.Column], op)
+		rec.Tables = addName(rec.Tables, s.eng.names.table[ae.Column.Table])
 	}
 	if r.schema != "" && r.table != "" {
 		rec.Tables = addName(rec.Tables, r.schema+"."+r.table)
@@ -280,11 +280,11 @@ func (a *audited) write(outcome, code string, rows int64, denied *AccessError, r
 	}
 	var cols []auditlog.Column
 	if st != nil {
-		cols = usedColumns(cols, st.Uses)
+		cols = a.s.eng.names.usedColumns(cols, st.Uses)
 	}
 	cols = a.reads(cols)
 	if denied != nil {
-		cols = denyColumn(cols, denied.Column.QualifiedName(), auditlog.OpRead)
+		cols = denyColumn(cols, a.s.eng.names.col[denied.Column], auditlog.OpRead)
 	}
 	deletes := st != nil && st.Kind == rewrite.KindDelete && len(st.Tables) > 0
 	if len(cols) == 0 && !deletes {
@@ -303,7 +303,7 @@ func (a *audited) write(outcome, code string, rows int64, denied *AccessError, r
 	}
 	if st != nil {
 		rec.Statement = kindName(st.Kind)
-		rec.Tables = tableNames(nil, st.Tables)
+		rec.Tables = a.s.eng.names.tables(nil, st.Tables)
 	}
 	for _, c := range cols {
 		if i := strings.LastIndexByte(c.Name, '.'); i > 0 {
@@ -341,7 +341,7 @@ func (a *audited) reads(cols []auditlog.Column) []auditlog.Column {
 		if c.pc == nil {
 			continue
 		}
-		cols = addColumn(cols, auditlog.Column{Name: c.pc.col.QualifiedName(), Op: auditlog.OpRead, Access: accessName(a.s.accessOf(c.pc.col).read)})
+		cols = addColumn(cols, auditlog.Column{Name: a.s.eng.names.col[c.pc.col], Op: auditlog.OpRead, Access: accessName(a.s.accessOf(c.pc.col).read)})
 	}
 	return cols
 }
@@ -380,21 +380,40 @@ func addColumn(cols []auditlog.Column, c auditlog.Column) []auditlog.Column {
 	return append(cols, c)
 }
 
+// auditNames are the qualified names of the policy's tables and columns,
+// made once: records name them without allocating. Immutable.
+type auditNames struct {
+	col   map[*policy.Column]string
+	table map[*policy.Table]string
+}
+
+func newAuditNames(pol *policy.Policy) auditNames {
+	n := auditNames{col: map[*policy.Column]string{}, table: map[*policy.Table]string{}}
+	for _, t := range pol.Tables() {
+		n.table[t] = t.QualifiedName()
+		for _, c := range t.Columns {
+			n.col[c] = c.QualifiedName()
+		}
+	}
+	return n
+}
+
 // usedColumns appends the writes and searches of a statement.
-func usedColumns(cols []auditlog.Column, uses []rewrite.ColumnUse) []auditlog.Column {
+func (n auditNames) usedColumns(cols []auditlog.Column, uses []rewrite.ColumnUse) []auditlog.Column {
 	for _, u := range uses {
 		op := auditlog.OpWrite
 		if u.Action == rewrite.ActionIndex {
 			op = auditlog.OpSearch
 		}
-		cols = append(cols, auditlog.Column{Name: u.Column.QualifiedName(), Op: op})
+		cols = append(cols, auditlog.Column{Name: n.col[u.Column], Op: op})
 	}
 	return cols
 }
 
-func tableNames(dst []string, tables []*policy.Table) []string {
+// tables appends the names of tables not listed yet.
+func (n auditNames) tables(dst []string, tables []*policy.Table) []string {
 	for _, t := range tables {
-		dst = addName(dst, t.QualifiedName())
+		dst = addName(dst, n.table[t])
 	}
 	return dst
 }

@@ -33,6 +33,7 @@ type Engine struct {
 	cacheSize  int
 	metrics    *metrics
 	audit      AuditLog     // nil: no audit records
+	names      auditNames   // qualified names for audit records
 	access     *accessRules // nil: no access rule in the policy
 
 	mu sync.Mutex
@@ -69,6 +70,7 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 		cacheSize:  cfg.PlanCacheSize,
 		dbs:        map[[32]byte]*dbState{},
 		audit:      cfg.Audit,
+		names:      newAuditNames(pol),
 	}
 	if e.access, err = newAccessRules(pol); err != nil {
 		return nil, err
