@@ -3,7 +3,6 @@ package phi
 import (
 	"bytes"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
@@ -278,7 +277,14 @@ func (a *audited) write(outcome, code string, rows int64, denied *AccessError, r
 	if a.plan != nil && a.index < len(a.plan.Statements) {
 		st = &a.plan.Statements[a.index]
 	}
-	var cols []auditlog.Column
+	n := 1
+	if st != nil {
+		n += len(st.Uses)
+	}
+	if t := a.result.t; t != nil {
+		n += len(t.cols)
+	}
+	cols := make([]auditlog.Column, 0, n)
 	if st != nil {
 		cols = a.s.eng.names.usedColumns(cols, st.Uses)
 	}
@@ -288,7 +294,7 @@ func (a *audited) write(outcome, code string, rows int64, denied *AccessError, r
 	}
 	deletes := st != nil && st.Kind == rewrite.KindDelete && len(st.Tables) > 0
 	if len(cols) == 0 && !deletes {
-		return
+		return // cols did not escape: allocated on the stack when small
 	}
 	rec := &auditlog.Record{Time: time.Now(), Type: auditlog.TypeStatement, Session: a.s.who, Columns: cols,
 		Rows: rows, Outcome: outcome, SQLState: code, Reason: reason}
@@ -385,12 +391,16 @@ func addColumn(cols []auditlog.Column, c auditlog.Column) []auditlog.Column {
 type auditNames struct {
 	col   map[*policy.Column]string
 	table map[*policy.Table]string
+	// one is each table's name alone, with no room to append: a record of
+	// a statement on one table shares it (appending copies it).
+	one map[*policy.Table][]string
 }
 
 func newAuditNames(pol *policy.Policy) auditNames {
-	n := auditNames{col: map[*policy.Column]string{}, table: map[*policy.Table]string{}}
+	n := auditNames{col: map[*policy.Column]string{}, table: map[*policy.Table]string{}, one: map[*policy.Table][]string{}}
 	for _, t := range pol.Tables() {
 		n.table[t] = t.QualifiedName()
+		n.one[t] = []string{n.table[t]}[:1:1]
 		for _, c := range t.Columns {
 			n.col[c] = c.QualifiedName()
 		}
@@ -412,6 +422,9 @@ func (n auditNames) usedColumns(cols []auditlog.Column, uses []rewrite.ColumnUse
 
 // tables appends the names of tables not listed yet.
 func (n auditNames) tables(dst []string, tables []*policy.Table) []string {
+	if dst == nil && len(tables) == 1 {
+		return n.one[tables[0]]
+	}
 	for _, t := range tables {
 		dst = addName(dst, n.table[t])
 	}
@@ -449,12 +462,15 @@ func kindName(k rewrite.Kind) string {
 // "INSERT 0 2", "UPDATE 1"), -1 for a tag without one.
 func tagRows(tag []byte) int64 {
 	i := bytes.LastIndexByte(tag, ' ')
-	if i < 0 {
+	if i < 0 || i == len(tag)-1 || len(tag)-i > 19 {
 		return -1
 	}
-	n, err := strconv.ParseInt(string(tag[i+1:]), 10, 64)
-	if err != nil {
-		return -1
+	var n int64
+	for _, c := range tag[i+1:] {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
 	}
 	return n
 }
