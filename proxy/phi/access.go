@@ -34,8 +34,8 @@ import (
 //     statement has run on the server then; a SELECT changes nothing, and
 //     statements that write are refused before they run (RETURNING).
 //   - Masks apply after decryption, per value, in the client's format and
-//     the column's logical type (masking.go's counterpart in the reader
-//     below); a masked NULL is not even decrypted.
+//     the column's logical type (reader.masked below); a masked NULL, and a
+//     fixed replacement, are not even decrypted.
 //
 // Membership is read once per session: GRANTs made during a session apply
 // from the next one. Superusers get what their own memberships give them:
