@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/internal/leakcheck"
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
@@ -155,15 +156,69 @@ func buildPHIEnv() error {
 	return err
 }
 
-// startPHIProxy starts a proxy that enforces phiPolicy.
+// startPHIProxy starts a proxy that enforces phiPolicy, with an audit log.
 func startPHIProxy(t *testing.T) *testProxy {
 	t.Helper()
+	return startPHIProxyWith(t, phiOptions{})
+}
+
+// phiOptions vary startPHIProxyWith.
+type phiOptions struct {
+	policy *policy.Policy  // phiEnv.policy when nil
+	audit  auditlog.Config // File: a new file in a temporary directory when empty
+	// auditLog and auditPath, when not nil, receive the audit log and
+	// its path.
+	auditLog  **auditlog.Log
+	auditPath *string
+}
+
+// startPHIProxyWith starts a PHI proxy. Every PHI proxy writes an audit
+// log; when the test ends its chain must verify, and its contents join
+// the proxy logs that the leak check searches.
+func startPHIProxyWith(t *testing.T, o phiOptions) *testProxy {
+	t.Helper()
 	setupPHI(t)
+	if o.policy == nil {
+		o.policy = phiEnv.policy
+	}
 	logs := &syncBuffer{}
 	phiLogs.add(logs)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	eng, err := phi.New(phiEnv.policy, phi.KeyringKeys(phiEnv.keyring), reg, phi.Config{})
+	if o.audit.File == "" {
+		o.audit.File = filepath.Join(t.TempDir(), "audit.log")
+	}
+	o.audit.SetDefaults()
+	audit, err := auditlog.Open(o.audit, logger, reg)
+	if err != nil {
+		t.Fatalf("audit log: %v", err)
+	}
+	if o.auditLog != nil {
+		*o.auditLog = audit
+	}
+	if o.auditPath != nil {
+		*o.auditPath = o.audit.File
+	}
+	// Registered before runProxy's cleanup, so it runs after the proxy
+	// has stopped: every record is written.
+	t.Cleanup(func() {
+		audit.Close()
+		if st, err := os.Stat(o.audit.File); err != nil || !st.Mode().IsRegular() {
+			return // /dev/full
+		}
+		data, err := os.ReadFile(o.audit.File)
+		if err != nil {
+			t.Errorf("read the audit log: %v", err)
+			return
+		}
+		b := &syncBuffer{}
+		b.Write(data)
+		phiLogs.add(b)
+		if _, err := auditlog.VerifyFiles(o.audit.File); err != nil {
+			t.Errorf("audit log chain: %v", err)
+		}
+	})
+	eng, err := phi.New(o.policy, phi.KeyringKeys(phiEnv.keyring), reg, phi.Config{Audit: audit})
 	if err != nil {
 		t.Fatalf("phi.New: %v", err)
 	}
@@ -206,7 +261,8 @@ func remember(v string) string {
 	return v
 }
 
-// phiLogs are the logs of every PHI proxy, searched by the leak check too.
+// phiLogs are the logs and audit logs of every PHI proxy, searched by the
+// leak check too.
 var phiLogs logSet
 
 type logSet struct {

@@ -1,6 +1,7 @@
 // Package policy is the PHI policy: which tables and columns hold protected
-// health information, their logical types, how they are stored, and which
-// of them carry a blind index for equality search.
+// health information, their logical types, how they are stored, which of
+// them carry a blind index for equality search, and which PostgreSQL roles
+// read them in plaintext, masked, or not at all (access.go).
 //
 // A Policy is loaded from the `policy:` section of the configuration (Load)
 // or from a document whose top level is that section (Parse), validated with

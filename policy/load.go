@@ -44,7 +44,7 @@ func Parse(data []byte) (*Policy, error) {
 // configuration. A nil or empty node yields an empty policy. All problems
 // found are returned together (errors.Join of *Error), each with its line.
 func Load(node *yaml.Node) (*Policy, error) {
-	l := &loader{lines: map[*Column]*yaml.Node{}, adLine: map[*Column]*yaml.Node{}}
+	l := &loader{lines: map[*Column]*yaml.Node{}, adLine: map[*Column]*yaml.Node{}, accessNodes: map[*Column]*yaml.Node{}}
 	p := l.policy(node)
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
@@ -53,9 +53,10 @@ func Load(node *yaml.Node) (*Policy, error) {
 }
 
 type loader struct {
-	errs   []error
-	lines  map[*Column]*yaml.Node // the column's key node
-	adLine map[*Column]*yaml.Node // its associated_data node, if set
+	errs        []error
+	lines       map[*Column]*yaml.Node // the column's key node
+	adLine      map[*Column]*yaml.Node // its associated_data node, if set
+	accessNodes map[*Column]*yaml.Node // its access node, if set (access.go)
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -173,7 +174,7 @@ func (l *loader) databases(n *yaml.Node) []string {
 }
 
 func (l *loader) table(n *yaml.Node) *Table {
-	f := l.fields(n, "table", "name", "columns")
+	f := l.fields(n, "table", "name", "columns", "access")
 	if f == nil {
 		return nil
 	}
@@ -230,6 +231,11 @@ func (l *loader) table(n *yaml.Node) *Table {
 		t.Columns = append(t.Columns, c)
 		t.byName[c.Name] = c
 	}
+	var tableAccess *yaml.Node
+	if a, ok := f["access"]; ok {
+		tableAccess = a[1]
+	}
+	l.resolveAccess(t, tableAccess, l.accessNodes)
 	// Blind-index columns must not collide with PHI columns or each other.
 	seen := map[string]string{}
 	for _, c := range t.Columns {
@@ -253,9 +259,12 @@ var logicalTypes = []LogicalType{TypeText, TypeVarchar, TypeInt4, TypeInt8, Type
 func (l *loader) column(t *Table, name string, k, n *yaml.Node) *Column {
 	c := &Column{Table: t, Name: name, Storage: StorageText}
 	l.lines[c] = k
-	f := l.fields(n, "column "+t.QualifiedName()+"."+name, "type", "storage", "blind_index", "associated_data")
+	f := l.fields(n, "column "+t.QualifiedName()+"."+name, "type", "storage", "blind_index", "associated_data", "access")
 	if f == nil {
 		return nil
+	}
+	if a, ok := f["access"]; ok {
+		l.accessNodes[c] = a[1]
 	}
 	ok := true
 	if ty, has := f["type"]; !has {

@@ -47,6 +47,9 @@ type Table struct {
 	Name    string    // e.g. "patients"
 	Columns []*Column // in policy order
 	byName  map[string]*Column
+	// Access is the table's `access:` default as written (access.go); nil
+	// when it has none. Columns carry their resolved rule.
+	Access *Access
 }
 
 // Column is one PHI column.
@@ -61,6 +64,9 @@ type Column struct {
 	AssociatedData string
 	// BlindIndex is nil when the column cannot be searched.
 	BlindIndex *BlindIndex
+	// Access is who reads the column how (access.go); nil: no rule, every
+	// role reads plaintext.
+	Access *Access
 }
 
 // BlindIndex describes the sibling column that holds an HMAC of the value.

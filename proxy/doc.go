@@ -27,9 +27,12 @@
 // Close: it sends upstream what it wants (Conn.Send), each with an
 // Expectation whose Responder rewrites the server's answers on their way
 // back (RowDescription, DataRow, ParameterDescription, ErrorResponse) and
-// learns how the server answered (Answered). Hidden expectations stand for
+// learns how the server answered (Answered, and with the optional
+// CommandCompleter each command tag). A non-fatal error from RowDescription
+// or a RowTransformer refuses that result. Hidden expectations stand for
 // messages the proxy sent itself; their answers are not forwarded, except
-// errors.
+// errors. Conn tells the interceptor who the client is (User, Database,
+// RemoteAddr, ClientCertSubject), for its own records.
 //
 // serverToClient's position in the answers is a named state (s2cState):
 // between results, inside a result, muted after a result failed in the

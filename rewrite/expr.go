@@ -333,6 +333,8 @@ func (a *analyzer) equality(l, r *pg.Node, sc *scope, loc int32) error {
 		if err := a.toIndex(l.GetColumnRef(), lr.col); err != nil {
 			return err
 		}
+		a.noteUse(lr.col, ActionIndex)
+		a.noteUse(rr.col, ActionIndex)
 		return a.toIndex(r.GetColumnRef(), rr.col)
 	case rr.phi():
 		l, r, lr = r, l, rr

@@ -83,6 +83,19 @@ type Statement struct {
 	// also rely on RowDescription's table OID and attribute number). A
 	// `RETURNING *` is expanded from the Catalog when it knows the table.
 	Returning []ResultColumn
+	// Uses are the PHI columns the statement writes or compares, for audit
+	// records and access checks: ActionEncrypt for a column given a value
+	// (written), ActionIndex for one compared by its blind index (a
+	// search: with a value, or with another column of its index group).
+	// Each pair once, in order of first use. The blind index the proxy
+	// adds beside a written value is part of the write, not a search.
+	Uses []ColumnUse
+}
+
+// ColumnUse is a PHI column and what a statement does with it.
+type ColumnUse struct {
+	Column *policy.Column
+	Action Action // ActionEncrypt or ActionIndex
 }
 
 // Plan is the analysis of one SQL text (which may hold several statements).

@@ -87,6 +87,7 @@ func (a *analyzer) valueOf(n *pg.Node, col *policy.Column, what string) (val, er
 // bind applies v in role r at its place: a parameter is recorded (and its
 // cast dropped), a literal becomes a slot, a typed NULL an untyped one.
 func (a *analyzer) bind(v val, r role) {
+	a.noteUse(r.col, r.action)
 	switch v.kind {
 	case vParam:
 		a.useParam(v.param, r, v.start, v.end, v.cast)
@@ -102,6 +103,20 @@ func (a *analyzer) bind(v val, r role) {
 			a.addEdit(v.start, v.end, text("NULL"))
 		}
 	}
+}
+
+// noteUse records in the statement that it writes or compares col.
+func (a *analyzer) noteUse(col *policy.Column, action Action) {
+	if col == nil || action == ActionNone {
+		return
+	}
+	u := ColumnUse{Column: col, Action: action}
+	for _, x := range a.stmt.Uses {
+		if x == u {
+			return
+		}
+	}
+	a.stmt.Uses = append(a.stmt.Uses, u)
 }
 
 // added returns the piece that carries v's blind index in an added column.

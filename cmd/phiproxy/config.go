@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 )
@@ -23,10 +24,11 @@ const envConfig = "PHIPROXY_CONFIG"
 // fileConfig is the whole configuration file; each package owns the type of
 // its section (DESIGN.md, "Configuration").
 type fileConfig struct {
-	Proxy  proxy.Config  `yaml:",inline"` // listen, upstream, metrics, limits
-	Log    logConfig     `yaml:"log"`
-	Keys   crypto.Config `yaml:"keys"`
-	Policy yaml.Node     `yaml:"policy"` // decoded by policy.Load
+	Proxy  proxy.Config    `yaml:",inline"` // listen, upstream, metrics, limits
+	Log    logConfig       `yaml:"log"`
+	Keys   crypto.Config   `yaml:"keys"`
+	Policy yaml.Node       `yaml:"policy"` // decoded by policy.Load
+	Audit  auditlog.Config `yaml:"audit"`
 }
 
 // config is a loaded and validated configuration.
@@ -90,6 +92,10 @@ func parseConfig(name string, data []byte) (*config, error) {
 	if err := validateKeys(c.file.Keys); err != nil {
 		errs = append(errs, atLine(name, root.Content[0], "keys.provider", err))
 	}
+	c.file.Audit.SetDefaults()
+	if err := c.file.Audit.Validate(); err != nil {
+		errs = append(errs, atLine(name, root.Content[0], "audit", err))
+	}
 	p, err := policy.Load(&c.file.Policy)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", name, err))
@@ -124,6 +130,9 @@ func (c *config) resolvePaths(dir string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
+	}
+	if a := &c.file.Audit.File; *a != "" && *a != auditlog.FileStdout && *a != auditlog.FileStderr && !filepath.IsAbs(*a) {
+		*a = filepath.Join(dir, *a)
 	}
 }
 

@@ -24,6 +24,7 @@ Usage:
   phiproxy migrate MODE --config FILE --table T
                                        encrypt | decrypt | reencrypt | reindex a table in place, online
   phiproxy keys    SUBCOMMAND ...      init | rotate | rotate-index | list | usage | rewrap | retire
+  phiproxy audit   verify FILE...      check the hash chain of audit log files
   phiproxy demo                        throwaway PostgreSQL + proxy for a first look
   phiproxy version                     print the version and commit
 
@@ -62,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "keys":
 		err = runKeys(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, args[1:], stdout, stderr)
 	case "version":
 		err = runVersion(args[1:], stdout)
 	case "help", "-h", "--help":

@@ -27,7 +27,8 @@ type reloader struct {
 	logger *slog.Logger
 	level  *slog.LevelVar
 	srv    *proxy.Server
-	eng    *phi.Engine // nil without a policy
+	eng    *phi.Engine  // nil without a policy
+	audit  phi.AuditLog // the audit log new engines write to (it reopens on SIGHUP itself)
 }
 
 // notifyHangup starts catching SIGHUP, whose default is to end the
@@ -76,7 +77,7 @@ func (r *reloader) reload(ctx context.Context) error {
 		}
 		// The keyring stays open: sessions of the engine it replaces may
 		// still decrypt with its keys.
-		if next, err = r.eng.Reload(cfg.policy, phi.KeyringKeys(kr), phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize}); err != nil {
+		if next, err = r.eng.Reload(cfg.policy, phi.KeyringKeys(kr), phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize, Audit: r.audit}); err != nil {
 			return err
 		}
 		defer r.logger.Info("keyring reloaded", "keyring", kr, "active_key", kr.ActiveKeyID())

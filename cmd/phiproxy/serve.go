@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/proxy/phi"
 )
@@ -69,8 +71,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var (
-		opts []proxy.Option
-		eng  *phi.Engine
+		opts     []proxy.Option
+		eng      *phi.Engine
+		auditLog phi.AuditLog
 	)
 	if !cfg.policy.Empty() {
 		// Keys are unwrapped once, here: KMS being down later does not
@@ -81,11 +84,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
-		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize})
+		phiCfg := phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize}
+		if cfg.file.Audit.Enabled() {
+			audit, err := openAudit(ctx, cfg.file.Audit, logger, reg)
+			if err != nil {
+				return err
+			}
+			// Closed after the drain (deferred before srv's shutdown
+			// returns): the last sessions' records are written.
+			defer audit.Close()
+			phiCfg.Audit = audit
+		}
+		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
+		auditLog = phiCfg.Audit
 		if err != nil {
 			return err
 		}
 		opts = append(opts, proxy.WithInterceptor(eng))
+	} else if cfg.file.Audit.Enabled() {
+		logger.Warn("audit log not opened: the policy protects no table, so there is nothing to audit", "audit_file", cfg.file.Audit.File)
 	}
 	srv, err := proxy.New(cfg.file.Proxy, logger, reg, opts...)
 	if err != nil {
@@ -96,7 +113,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
-	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng}
+	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng, audit: auditLog}
 	go rl.run(ctx, hup)
 	<-ctx.Done()
 
@@ -120,6 +137,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return fmt.Errorf("stopped: %w", context.Cause(ctx))
+}
+
+// openAudit opens the audit log and reopens it on each SIGHUP (log
+// rotation: move the file away, then send SIGHUP) until ctx ends.
+func openAudit(ctx context.Context, cfg auditlog.Config, logger *slog.Logger, reg prometheus.Registerer) (*auditlog.Log, error) {
+	audit, err := auditlog.Open(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("audit log opened", "audit_file", cfg.File, "on_failure", cfg.OnFailure, "refusing", audit.Refusing())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				if err := audit.Reopen(); err != nil {
+					logger.Error("audit log reopen failed", "error", err.Error())
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return audit, nil
 }
 
 // interruptedCode is the exit code after a signal: 143 for SIGTERM, 129

@@ -30,12 +30,18 @@
 //   - A value that fails to decrypt ends that result with XX001 naming the
 //     column; the session goes on.
 //
+// Per-role access (access.go) and the audit trail (audit.go) ride on both
+// paths: the session's roles, read at its start, decide per column whether
+// it reads plaintext, a mask or nothing, and whether it may search; every
+// statement that reads, writes or searches PHI, and every refusal, gives
+// one audit record, made by a Responder around the statement's result.
+//
 // # Invariants
 //
 //   - No PHI plaintext is sent upstream: a value bound for a policy column
 //     is encrypted or indexed, or the statement is refused.
-//   - Errors and logs name tables, columns, types and SQLSTATEs, never
-//     values or SQL text (errors.go).
+//   - Errors, logs and audit records name tables, columns, types and
+//     SQLSTATEs, never values or SQL text (errors.go, audit.go).
 //   - Keys are resolved once per column at startup (keys.go); nothing on
 //     the per-value path derives a key or calls a KMS.
 package phi

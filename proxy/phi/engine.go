@@ -18,6 +18,8 @@ type Config struct {
 	// PlanCacheSize bounds the plans kept per database catalog
 	// (proxy.DefaultPlanCacheSize when 0).
 	PlanCacheSize int
+	// Audit receives the audit records (audit.go); nil: none are made.
+	Audit AuditLog
 }
 
 // Engine enforces a policy on every session of a proxy.Server: it is the
@@ -30,6 +32,9 @@ type Engine struct {
 	catalogSQL string
 	cacheSize  int
 	metrics    *metrics
+	audit      AuditLog     // nil: no audit records
+	names      auditNames   // qualified names for audit records
+	access     *accessRules // nil: no access rule in the policy
 
 	mu sync.Mutex
 	// dbs holds one state per distinct catalog (by the hash of the catalog
@@ -64,6 +69,11 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 		catalogSQL: catalogQuery(pol),
 		cacheSize:  cfg.PlanCacheSize,
 		dbs:        map[[32]byte]*dbState{},
+		audit:      cfg.Audit,
+		names:      newAuditNames(pol),
+	}
+	if e.access, err = newAccessRules(pol); err != nil {
+		return nil, err
 	}
 	if e.metrics, err = newMetrics(reg, e); err != nil {
 		return nil, fmt.Errorf("register PHI metrics: %w", err)
@@ -110,6 +120,10 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 	}
 	if s.db, err = e.state(rows); err != nil {
 		return nil, fmt.Errorf("load catalog: %w", err)
+	}
+	s.startAudit()
+	if err := s.startAccess(); err != nil {
+		return nil, err
 	}
 	if e.onSession != nil {
 		e.onSession(s)

@@ -21,7 +21,11 @@ func (s *session) handleQuery(msg []byte) error {
 	}
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
+	s.cur = curStatement{text: sql}
 	plan, err := s.plan(sql, true)
+	if err == nil {
+		err = s.checkPlan(plan)
+	}
 	if err == nil && plan.Passthrough && len(plan.Statements) > 0 {
 		err = s.checkSent(sql)
 	}
@@ -29,7 +33,7 @@ func (s *session) handleQuery(msg []byte) error {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
-		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, msg)
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg)
 	}
 	var text []byte
 	if err == nil {
@@ -48,7 +52,7 @@ func (s *session) handleQuery(msg []byte) error {
 	s.buf = text
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, out)
 }
 
 // handleParse handles Parse.
@@ -64,7 +68,11 @@ func (s *session) handleParse(msg []byte) error {
 	if err := s.refreshCatalog(); err != nil {
 		return err
 	}
+	s.cur = curStatement{text: p.Query}
 	plan, err := s.plan(p.Query, false)
+	if err == nil {
+		err = s.checkPlan(plan)
+	}
 	if err != nil {
 		return s.raiseExtended(err)
 	}
@@ -153,6 +161,9 @@ func (s *session) handleBind(msg []byte) error {
 	if s.ambiguous(st, stmtName != "") {
 		return s.raiseExtended(ErrAmbiguousStatement)
 	}
+	if err := s.checkBind(st); err != nil {
+		return s.raiseExtended(err)
+	}
 	if st.plan.Passthrough {
 		// Forwarded as is; its rows may still hold PHI (FETCH from a
 		// cursor), which the portal's RowDescription will tell.
@@ -161,7 +172,7 @@ func (s *session) handleBind(msg []byte) error {
 			return err
 		}
 		r := &result{s: s, db: st.db, stmt: st, formats: formats}
-		s.portals[portalName] = &portal{stmt: st, result: r}
+		s.portals[portalName] = s.newPortal(st, r)
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, msg)
 	}
 	start := time.Now()
@@ -185,7 +196,7 @@ func (s *session) handleBind(msg []byte) error {
 	}
 	s.buf = out
 	r := &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}
-	s.portals[portalName] = &portal{stmt: st, result: r}
+	s.portals[portalName] = s.newPortal(st, r)
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
 	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, out)
 }
@@ -206,7 +217,7 @@ func (s *session) handleDescribe(msg []byte) error {
 		return s.c.Pass('D', msg)
 	}
 	p.described = true
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.result}, msg)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.responder()}, msg)
 }
 
 // handleExecute handles Execute. The rows of a rewritten statement are
@@ -230,12 +241,12 @@ func (s *session) handleExecute(msg []byte) error {
 			return err
 		}
 		s.buf = out
-		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Hidden: true, Responder: p.result}, out); err != nil {
+		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Hidden: true, Responder: p.responder()}, out); err != nil {
 			return err
 		}
 		p.described = true
 	}
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindExecute, Responder: p.result}, msg)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindExecute, Responder: p.responder()}, msg)
 }
 
 // handleClose forwards Close. A statement is forgotten once the server

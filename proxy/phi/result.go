@@ -63,7 +63,11 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 		}
 		r.stmt.rd.Store(&keep)
 	}
-	r.t, r.ready = newResultTransform(r.db.cat, r.s.eng.cols, &rd, nil), true
+	var err error
+	if r.t, err = r.s.resultTransform(r.db.cat, &rd, nil, !r.statement); err != nil {
+		return nil, nil, err
+	}
+	r.ready = true
 	if r.t == nil {
 		return append(dst, msg...), nil, nil
 	}
@@ -92,7 +96,11 @@ func (r *result) Rows() (proxy.RowTransformer, error) {
 		if rd == nil {
 			return nil, errors.New("rows of a rewritten statement arrived undescribed")
 		}
-		r.t, r.ready = newResultTransform(r.db.cat, r.s.eng.cols, rd, r.formats), true
+		t, err := r.s.resultTransform(r.db.cat, rd, r.formats, true)
+		if err != nil {
+			return nil, err
+		}
+		r.t, r.ready = t, true
 	}
 	if r.t == nil {
 		return nil, nil
@@ -156,6 +164,7 @@ type resultCol struct {
 	pc     *keyedColumn // nil: forwarded as is
 	drop   bool         // a blind-index column: hidden from the client
 	format int16        // the format the server sends and the client reads
+	mask   *columnMask  // the session sees the masked value (access.go)
 }
 
 // resultTransform is how the rows of one result are decrypted. Immutable
@@ -274,6 +283,12 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 	for i, v := range row.Values {
 		c := &t.cols[i]
 		if c.pc == nil || v == nil {
+			continue
+		}
+		if c.mask != nil {
+			if err := r.masked(c, i, v, row); err != nil {
+				return err
+			}
 			continue
 		}
 		env := v

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgerrcode"
 
+	"github.com/novamind/phiproxy/internal/auditlog"
+	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
 )
@@ -38,6 +40,14 @@ type session struct {
 	portals    map[string]*portal    // portals of rewritten statements by name
 	buf        []byte                // scratch for encoded messages
 	toks       []rewrite.Token       // scratch for checkSent
+	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+
+	// Set by NewSession, then read-only. access: what the session's roles
+	// get of each column with an access rule (access.go), nil when the
+	// policy has none; who: whom its audit records are about (audit.go),
+	// nil without an audit log.
+	access map[*policy.Column]colAccess
+	who    *auditlog.Session
 
 	// serverToClient.
 	r *reader

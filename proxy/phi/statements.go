@@ -121,5 +121,6 @@ func (a closeAnswer) Answered(typ byte) {
 type portal struct {
 	stmt      *statement
 	result    *result
-	described bool // the client sent Describe for it
+	described bool     // the client sent Describe for it
+	audit     *audited // result with audit records, when the audit log is on (audit.go)
 }
