@@ -20,12 +20,14 @@ func (s *session) handleQuery(msg []byte) error {
 		return err
 	}
 	start := time.Now()
-	plan, err := s.plan(string(msg[5:len(msg)-1]), true)
+	sql := string(msg[5 : len(msg)-1])
+	s.noteSettings(movesSettings(sql))
+	plan, err := s.plan(sql, true)
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
-		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, msg)
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.newResult(s.db, nil)}, msg)
 	}
 	var text []byte
 	if err == nil {
@@ -41,7 +43,7 @@ func (s *session) handleQuery(msg []byte) error {
 	s.buf = text
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.newResult(s.db, nil)}, out)
 }
 
 // handleParse handles Parse.
@@ -55,6 +57,9 @@ func (s *session) handleParse(msg []byte) error {
 		return err
 	}
 	plan, err := s.plan(p.Query, false)
+	if err == nil {
+		err = checkParams(plan, p.ParameterOIDs)
+	}
 	if err != nil {
 		return s.raiseExtended(err)
 	}
@@ -66,7 +71,8 @@ func (s *session) handleParse(msg []byte) error {
 	}
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
-	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name)}
+	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name),
+		movesSettings: movesSettings(p.Query)}
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -199,7 +205,13 @@ func (s *session) handleExecute(msg []byte) error {
 	}
 	p := s.portals[string(name)]
 	if p == nil {
+		// Of a statement the proxy does not know: it may change anything.
+		s.noteSettings(true)
 		return s.c.Pass('E', msg)
+	}
+	s.noteSettings(p.stmt.movesSettings)
+	if s.settingsMoved {
+		p.result.unsure.Store(true)
 	}
 	// Known from answers that arrived, or from the client's Describe of this
 	// portal (a Describe skipped after an error skips this Execute too).

@@ -30,6 +30,11 @@ type session struct {
 	swept      int                   // len(statements) that triggers the next sweep
 	portals    map[string]*portal    // portals of rewritten statements by name
 	buf        []byte                // scratch for encoded messages
+	// settingsMoved: a message sent since the session was last idle may
+	// change DateStyle or TimeZone (a SET, a COMMIT, set_config...), so
+	// the settings last reported may not be those the server will use
+	// (see movesSettings).
+	settingsMoved bool
 
 	// serverToClient.
 	r *reader
@@ -40,6 +45,9 @@ type session struct {
 	// which the proxy can neither lex nor canonicalize characters beyond
 	// ASCII. Written by serverToClient (or NewSession), read by both.
 	nonStandardStrings, nonUTF8 atomic.Bool
+	// settings are DateStyle and TimeZone as the server last reported
+	// them. Written by serverToClient (or newSession), read by both.
+	settings atomic.Pointer[sessionSettings]
 }
 
 var _ proxy.SessionInterceptor = (*session)(nil)
@@ -52,8 +60,37 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 		portals:    map[string]*portal{},
 		swept:      minSweep,
 	}
-	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8)
+	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8, &s.settings)
+	s.w.codec.settings = s.writerSettings
+	st := &sessionSettings{}
+	if c != nil {
+		for _, name := range []string{"DateStyle", "TimeZone"} {
+			st = st.withSetting(name, c.ServerParameter(name))
+		}
+	}
+	s.settings.Store(st)
 	return s
+}
+
+// writerSettings gives the values of client messages the settings the
+// server will read them under, as far as the proxy can know them.
+// clientToServer.
+func (s *session) writerSettings() (*sessionSettings, error) {
+	if s.settingsMoved {
+		return nil, errSettingsMoved
+	}
+	return s.settings.Load(), nil
+}
+
+// noteSettings clears settingsMoved once nothing is in flight, and sets it
+// when the message about to go may change the settings. clientToServer.
+func (s *session) noteSettings(moves bool) {
+	if s.settingsMoved {
+		if idle, _ := s.c.Idle(); idle {
+			s.settingsMoved = false
+		}
+	}
+	s.settingsMoved = s.settingsMoved || moves
 }
 
 // Frontend implements proxy.SessionInterceptor.
@@ -76,6 +113,10 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		err = s.handleExecute(msg)
 	case 'C':
 		err = s.handleClose(msg)
+	case 'F':
+		// A function call may change any setting.
+		s.noteSettings(true)
+		err = s.c.Pass(typ, msg)
 	default:
 		return s.c.Pass(typ, msg)
 	}
@@ -123,6 +164,8 @@ func (s *session) ParameterStatus(name, value string) {
 		s.nonStandardStrings.Store(value != "on")
 	case "client_encoding":
 		s.nonUTF8.Store(value != "UTF8")
+	case "DateStyle", "TimeZone":
+		s.settings.Store(s.settings.Load().withSetting(name, value))
 	}
 }
 
