@@ -152,6 +152,10 @@ var (
 	// session has standard_conforming_strings off.
 	errNonStandardStrings error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"standard_conforming_strings must be on for statements on PHI tables with backslashes: SET standard_conforming_strings = on"}
+	// errInvalidUTF8Text is PostgreSQL's answer to a statement text that
+	// is not valid UTF-8 under client_encoding UTF8.
+	errInvalidUTF8Text error = &refusal{pgerrcode.CharacterNotInRepertoire, "encoding",
+		`invalid byte sequence for encoding "UTF8"`}
 	// errNonUTF8Text refuses a statement text on PHI tables that is not
 	// ASCII while client_encoding is not UTF8.
 	errNonUTF8Text error = &refusal{pgerrcode.FeatureNotSupported, "encoding",

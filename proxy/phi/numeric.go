@@ -341,8 +341,13 @@ func (n *pgNumeric) appendBinary(dst []byte) []byte {
 		ndigits = weight - last + 1
 	}
 	dscale := 0
-	if n.kind == numFinite {
+	switch n.kind {
+	case numFinite:
 		dscale = n.dscale
+	case numPInf, numNInf:
+		// numeric_send reads the display scale from the special value's
+		// short header: 0xD000 and 0xF000 carry 0x20 in its scale bits.
+		dscale = 0x20
 	}
 	dst = binary.BigEndian.AppendUint16(dst, uint16(ndigits))
 	dst = binary.BigEndian.AppendUint16(dst, uint16(int16(weight)))

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
@@ -150,9 +151,12 @@ func (r *result) ParameterDescription(dst, msg []byte) ([]byte, error) {
 		if prm.Source < len(r.stmt.paramOIDs) {
 			declared = r.stmt.paramOIDs[prm.Source]
 		}
-		if oid, err := valueType(declared, prm.Type); err == nil && oid != 0 {
+		switch oid, err := valueType(declared, prm.Type); {
+		case declared != 0 && declared != pgtype.UnknownOID:
+			oids[prm.Source] = declared
+		case err == nil && oid != 0:
 			oids[prm.Source] = oid
-		} else {
+		default:
 			oids[prm.Source] = typeOID(prm.Column.Type, prm.Array)
 		}
 	}

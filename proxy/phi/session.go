@@ -82,14 +82,10 @@ func (s *session) writerSettings() (*sessionSettings, error) {
 	return s.settings.Load(), nil
 }
 
-// noteSettings clears settingsMoved once nothing is in flight, and sets it
-// when the message about to go may change the settings. clientToServer.
+// noteSettings sets settingsMoved when the message about to go may change
+// the settings (Frontend clears it once nothing is in flight).
+// clientToServer.
 func (s *session) noteSettings(moves bool) {
-	if s.settingsMoved {
-		if idle, _ := s.c.Idle(); idle {
-			s.settingsMoved = false
-		}
-	}
 	s.settingsMoved = s.settingsMoved || moves
 }
 
@@ -97,6 +93,13 @@ func (s *session) noteSettings(moves bool) {
 func (s *session) Frontend(typ byte, msg []byte) error {
 	if !s.openBatch {
 		s.sweep()
+	}
+	if s.settingsMoved {
+		// Everything sent before has been answered, ParameterStatus
+		// included: the settings last reported are those in effect.
+		if idle, _ := s.c.Idle(); idle {
+			s.settingsMoved = false
+		}
 	}
 	var err error
 	switch typ {
@@ -178,6 +181,10 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 		// explain why it did not parse, say so.
 		if serr := s.checkSettings(sql); serr != nil {
 			return nil, serr
+		}
+		if !s.nonUTF8.Load() && !utf8.ValidString(sql) {
+			// The server rejects such a text before parsing it.
+			return nil, errInvalidUTF8Text
 		}
 		return nil, err
 	}
