@@ -85,6 +85,7 @@ var valueInputs = map[string][]string{
 // input is compared with (a different spelling matches the same value).
 var comparedWith = map[string]string{
 	"v_text": "Alice", "v_int4": "42", "v_date": "1990-01-02", "v_uuid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+	"v_numeric": "1.50", "v_jsonb": `{"n": 1e2}`,
 }
 
 var valueSettings = []struct{ dateStyle, timeZone string }{
@@ -585,5 +586,62 @@ func TestValuesPgjdbcBatch(t *testing.T) {
 	}
 	if !slices.ContainsFunc(proxied, func(m string) bool { return strings.Contains(m, `"ParameterOIDs":[23,1043,23]`) }) {
 		t.Errorf("no ParameterDescription [23 1043 23] through the proxy: %v", proxied)
+	}
+}
+
+// arrayCase is an array parameter of a declared type (0: none).
+type arrayCase struct {
+	oid   uint32
+	value string
+}
+
+// TestValuesAnyArray: `col = ANY($1)` reads each element as the server
+// does (array_in's quoting, NULL, spaces; array_recv in binary), also for
+// an array type the client declares.
+func TestValuesAnyArray(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	if _, err := phiDirect(t).Exec(ctx, valuesPlainSchema); err != nil {
+		t.Fatal(err)
+	}
+	d := &differ{t: t, proxied: phiConn(t, p).PgConn(), plain: phiDirect(t).PgConn(), refused: map[string]int{}}
+	for col, stored := range comparedWith {
+		if a, b := d.store(true, col, stored, false), d.store(false, col, stored, false); a.code != "" || b.code != "" {
+			t.Fatalf("storing %q in %s: proxy %v, server %v", stored, col, a, b)
+		}
+		arrays := []arrayCase{
+			{0, "{}"}, {0, "{NULL}"}, {0, `{"` + stored + `"}`}, {0, `{ "x" , "` + stored + `" }`}, {0, "{x,y"}, {0, "{{a},{b,c}}"},
+			{0, `{"a"b}`}, {0, "[1:1]={x}"}, {0, `{null, NULL ,"NULL"}`}, {0, "{a b , c}"}, {0, `{a\,b}`},
+		}
+		switch col {
+		case "v_int4":
+			arrays = append(arrays, arrayCase{pgtype.Int8ArrayOID, "{3000000000, 42}"}, arrayCase{pgtype.NumericArrayOID, "{42.0, 42.5}"}, arrayCase{pgtype.TextArrayOID, "{42}"})
+		case "v_date":
+			arrays = append(arrays, arrayCase{0, "{05/12/1980, 01/02/1990, 1990-01-02}"}, arrayCase{pgtype.TimestampArrayOID, "{1990-01-02 00:00, 1990-01-02 10:00}"})
+		case "v_text":
+			arrays = append(arrays, arrayCase{pgtype.VarcharArrayOID, `{"Alice "}`}, arrayCase{pgtype.BPCharArrayOID, `{"Alice "}`})
+		}
+		for _, a := range arrays {
+			run := func(proxied bool) outcome {
+				conn, table := d.side(proxied)
+				sql := fmt.Sprintf("SELECT count(*) FROM %s WHERE id = %d AND %s = ANY($1)", table, valueRowID, col)
+				var oids []uint32
+				if a.oid != 0 {
+					oids = []uint32{a.oid}
+				}
+				r := conn.ExecParams(ctx, sql, [][]byte{[]byte(a.value)}, oids, []int16{0}, nil).Read()
+				if r.Err != nil {
+					return outcome{code: sqlstate(r.Err)}
+				}
+				var n int64
+				fmt.Sscan(string(r.Rows[0][0]), &n)
+				return outcome{rows: n}
+			}
+			d.check(fmt.Sprintf("%s = ANY(%q::%d)", col, a.value, a.oid), col, run(true), run(false))
+		}
+	}
+	t.Logf("%d cases, %d refused %v, %d differences", d.checked, sum(d.refused), d.refused, len(d.diffs))
+	for _, diff := range d.diffs {
+		t.Error(diff)
 	}
 }

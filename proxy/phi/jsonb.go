@@ -550,3 +550,27 @@ func appendJSONString(dst, s []byte) []byte {
 	}
 	return append(dst, '"')
 }
+
+// normalizeNumbers drops the display scale of every number, for
+// equalityKey: jsonb's = compares numbers as numeric values.
+func (v *jsonValue) normalizeNumbers() {
+	switch v.kind {
+	case jvNumber:
+		n, err := parseNumeric(string(v.str), policy.TypeJSONB)
+		if err == nil {
+			n.dscale = 0
+			if n.exp < 0 {
+				n.dscale = -n.exp
+			}
+			v.str = n.appendText(nil)
+		}
+	case jvArray:
+		for i := range v.elems {
+			v.elems[i].normalizeNumbers()
+		}
+	case jvObject:
+		for i := range v.pairs {
+			v.pairs[i].value.normalizeNumbers()
+		}
+	}
+}

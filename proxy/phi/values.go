@@ -410,3 +410,31 @@ func (c *valueCodec) present(dst []byte, t policy.LogicalType, format int16, pla
 // errCanonical: a decrypted value is not canonical plaintext of its
 // column's type (written by something other than the proxy).
 var errCanonical = &ValueError{Code: pgerrcode.DataCorrupted, Msg: "stored value is not in canonical form"}
+
+// equalityKey returns the plaintext a blind index is computed from: the
+// canonical plaintext, except where PostgreSQL's = holds between values
+// with different canonical text: numeric ignores the display scale (1.50 =
+// 1.5), and jsonb compares numbers as numeric ({"a": 1.0} = {"a": 1}). The
+// key is the same for the values = finds equal, and differs otherwise.
+func equalityKey(dst []byte, t policy.LogicalType, plain []byte) []byte {
+	switch t {
+	case policy.TypeNumeric:
+		n, err := parseNumeric(string(plain), t)
+		if err != nil {
+			return append(dst, plain...)
+		}
+		n.dscale = 0
+		if n.exp < 0 {
+			n.dscale = -n.exp
+		}
+		return n.appendText(dst)
+	case policy.TypeJSONB:
+		v, err := parseJSON(plain, true, t)
+		if err != nil {
+			return append(dst, plain...)
+		}
+		v.normalizeNumbers()
+		return v.appendJSONB(dst)
+	}
+	return append(dst, plain...)
+}

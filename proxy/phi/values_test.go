@@ -316,3 +316,33 @@ func TestValueCodecCharacters(t *testing.T) {
 		t.Errorf("present of a non-ASCII jsonb under LATIN1: %v, want errNonUTF8", err)
 	}
 }
+
+// TestEqualityKey: values PostgreSQL's = finds equal share a blind-index
+// key, others do not.
+func TestEqualityKey(t *testing.T) {
+	c := testCodec("ISO, MDY", "UTC")
+	key := func(typ policy.LogicalType, in string) string {
+		plain, err := c.canonical(nil, typ, formatText, []byte(in))
+		if err != nil {
+			t.Fatalf("canonical(%s, %q): %v", typ, in, err)
+		}
+		return string(equalityKey(nil, typ, plain))
+	}
+	for _, eq := range [][3]string{
+		{"numeric", "1.50", "1.5"}, {"numeric", "-0.00", "0"}, {"numeric", "1e2", "100.000"}, {"numeric", "NaN", "nan"},
+		{"jsonb", `{"a": 1.0}`, `{"a":1}`}, {"jsonb", `[1e2, "\u00e9"]`, `[100, "é"]`}, {"jsonb", `{"b":1,"a":2,"b":3}`, `{"a":2,"b":3}`},
+		{"date", "05/12/1980", "1980-05-12"}, {"timestamptz", "2020-01-01 10:00+02", "2020-01-01 08:00Z"},
+	} {
+		if a, b := key(policy.LogicalType(eq[0]), eq[1]), key(policy.LogicalType(eq[0]), eq[2]); a != b {
+			t.Errorf("%s %q and %q: keys %q and %q differ", eq[0], eq[1], eq[2], a, b)
+		}
+	}
+	for _, ne := range [][3]string{
+		{"numeric", "1.5", "1.05"}, {"numeric", "Infinity", "NaN"}, {"jsonb", "1", "[1]"}, {"jsonb", `"1"`, "1"},
+		{"text", "a", "a "}, {"numeric", "10", "1"},
+	} {
+		if a, b := key(policy.LogicalType(ne[0]), ne[1]), key(policy.LogicalType(ne[0]), ne[2]); a == b {
+			t.Errorf("%s %q and %q share key %q", ne[0], ne[1], ne[2], a)
+		}
+	}
+}

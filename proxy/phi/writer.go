@@ -18,6 +18,7 @@ type writer struct {
 	codec *valueCodec
 	// Scratch space, reused from message to message.
 	plain   []byte   // canonical plaintext of the value at hand
+	key     []byte   // its equality key, for a blind index
 	out     []byte   // a transformed literal
 	arena   []byte   // a Bind's transformed values, back to back
 	spans   []span   // their places in arena
@@ -48,6 +49,10 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, oid uin
 		}
 		// A comparison no stored value satisfies (as on the server).
 		return append(dst, noMatchIndex...), nil
+	}
+	if a == rewrite.ActionIndex {
+		w.key = equalityKey(w.key[:0], col.Type, w.plain)
+		return pc.transform(dst, a, w.key)
 	}
 	return pc.transform(dst, a, w.plain)
 }
