@@ -64,7 +64,7 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 	s.w.codec.settings = s.writerSettings
 	st := &sessionSettings{}
 	if c != nil {
-		for _, name := range []string{"DateStyle", "TimeZone"} {
+		for _, name := range []string{"DateStyle", "TimeZone", "server_version"} {
 			st = st.withSetting(name, c.ServerParameter(name))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,9 @@ type sessionSettings struct {
 	dateStyleOK bool
 	zone        *time.Location // nil: not reported, or a zone the proxy cannot read
 	zoneName    string
+	// serverMajor is the server's major version (server_version), 0 when
+	// unknown. The value readers are PostgreSQL 15's.
+	serverMajor int
 }
 
 // settingsError is a value the proxy refuses because what it means
@@ -115,6 +119,8 @@ func (s *sessionSettings) withSetting(name, value string) *sessionSettings {
 		n.dateStyle, n.dateStyleOK = parseDateStyle(value)
 	case "TimeZone":
 		n.zone, n.zoneName = sessionZone(value), value
+	case "server_version":
+		n.serverMajor, _ = strconv.Atoi(strings.SplitN(value, ".", 2)[0])
 	}
 	return &n
 }

@@ -1,7 +1,9 @@
 package phi
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"encoding/hex"
 	"strconv"
 	"sync/atomic"
@@ -153,13 +155,13 @@ func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, s
 		}
 		v, err := parseInt(string(src), bits, t)
 		if err != nil {
-			return dst, err
+			return dst, c.laterSyntax(err, src, t)
 		}
 		return strconv.AppendInt(dst, v, 10), nil
 	case policy.TypeNumeric:
 		n, err := parseNumeric(string(src), t)
 		if err != nil {
-			return dst, err
+			return dst, c.laterSyntax(err, src, t)
 		}
 		return n.appendText(dst), nil
 	case policy.TypeBool:
@@ -437,4 +439,25 @@ func equalityKey(dst []byte, t policy.LogicalType, plain []byte) []byte {
 		return v.appendJSONB(dst)
 	}
 	return append(dst, plain...)
+}
+
+// laterSyntax refuses, rather than rejects, integer and numeric input that
+// PostgreSQL 15 rejects but PostgreSQL 16 and later accept (1_000, 0x1F,
+// 0o17, 0b101), when the server is not a PostgreSQL 15 (or older).
+func (c *valueCodec) laterSyntax(err error, src []byte, t policy.LogicalType) error {
+	var ve *ValueError
+	if !errors.As(err, &ve) || ve.Code != pgerrcode.InvalidTextRepresentation {
+		return err
+	}
+	st, serr := c.currentSettings()
+	if serr == nil && st.serverMajor != 0 && st.serverMajor <= 15 {
+		return err
+	}
+	s := bytes.ToLower(bytes.TrimSpace(src))
+	s = bytes.TrimLeft(s, "+-")
+	if bytes.ContainsRune(src, '_') || bytes.HasPrefix(s, []byte("0x")) || bytes.HasPrefix(s, []byte("0o")) || bytes.HasPrefix(s, []byte("0b")) {
+		return &ValueError{Type: t, Code: pgerrcode.FeatureNotSupported,
+			Msg: "integer and numeric input with underscores or a 0x, 0o or 0b prefix is refused: the proxy reads values as PostgreSQL 15 does"}
+	}
+	return err
 }

@@ -18,7 +18,8 @@ import (
 // (DateStyle ISO, MDY; TimeZone UTC), or the ones given.
 func testCodec(dateStyle, timeZone string) *valueCodec {
 	c := newValueCodec(nil)
-	st := (&sessionSettings{}).withSetting("DateStyle", dateStyle).withSetting("TimeZone", timeZone)
+	st := (&sessionSettings{}).withSetting("DateStyle", dateStyle).withSetting("TimeZone", timeZone).
+		withSetting("server_version", "15.18 (Debian 15.18-0+deb12u1)")
 	c.settings = func() (*sessionSettings, error) { return st, nil }
 	return c
 }
@@ -191,6 +192,19 @@ func TestValueCodecSettings(t *testing.T) {
 	out, err = testCodec("German, DMY", "UTC").present(nil, policy.TypeDate, formatText, []byte("0044-03-15 BC"))
 	if err != nil || string(out) != "15.03.0044 BC" {
 		t.Errorf("German date: %q %v", out, err)
+	}
+	// PostgreSQL 16 reads 1_000 and 0x1F as integers; the proxy reads as
+	// PostgreSQL 15 does, so it refuses them there.
+	pg16 := newValueCodec(nil)
+	st16 := (&sessionSettings{}).withSetting("server_version", "16.4")
+	pg16.settings = func() (*sessionSettings, error) { return st16, nil }
+	for _, in := range []string{"1_000", " -0x1F", "0b101"} {
+		if _, err := pg16.canonical(nil, policy.TypeInt4, formatText, []byte(in)); proxy.Classify(err).Code != "0A000" {
+			t.Errorf("%q for PostgreSQL 16: %v, want 0A000", in, err)
+		}
+	}
+	if _, err := pg16.canonical(nil, policy.TypeInt4, formatText, []byte("x1")); proxy.Classify(err).Code != "22P02" {
+		t.Errorf("x1 for PostgreSQL 16: %v, want 22P02", err)
 	}
 	// Unknown settings: only what depends on them is refused.
 	unknown := newValueCodec(nil)
