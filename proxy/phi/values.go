@@ -3,8 +3,8 @@ package phi
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"sync/atomic"
 	"unicode/utf8"
