@@ -192,7 +192,7 @@ func conversionOf(t policy.LogicalType, src uint32, assign bool) conversion {
 
 // typeMismatch is PostgreSQL's error for a value of type src that it
 // does not accept for a column of type t, or the proxy's refusal.
-func typeMismatch(conv conversion, col *policy.Column, src uint32, assign, array bool) error {
+func typeMismatch(conv conversion, col *policy.Column, src uint32, assign bool) error {
 	srcName, ok := pgTypeNames[src]
 	if !ok {
 		srcName = "type " + strconv.FormatUint(uint64(src), 10)
@@ -208,7 +208,6 @@ func typeMismatch(conv conversion, col *policy.Column, src uint32, assign, array
 			Msg: "column \"" + col.Name + "\" is of type " + colName + " but expression is of type " + srcName,
 			Hnt: "You will need to rewrite or cast the expression."}
 	}
-	_ = array
 	return &TypeError{Code: pgerrcode.UndefinedFunction,
 		Msg: "operator does not exist: " + colName + " = " + srcName,
 		Hnt: "No operator matches the given name and argument types. You might need to add explicit type casts."}
@@ -264,7 +263,7 @@ func checkParam(p *rewrite.Param, declared uint32) error {
 		src = elem
 	}
 	if conv := conversionOf(p.Column.Type, src, p.Assign); conv <= convRefusedProxy {
-		return typeMismatch(conv, p.Column, src, p.Assign, p.Array)
+		return typeMismatch(conv, p.Column, src, p.Assign)
 	}
 	return nil
 }
@@ -698,7 +697,7 @@ func (c *valueCodec) convert(dst []byte, col *policy.Column, oid uint32, assign 
 		}
 		return c.castTo(dst, t, &v, assign)
 	}
-	return dst, false, typeMismatch(conv, col, oid, assign, false)
+	return dst, false, typeMismatch(conv, col, oid, assign)
 }
 
 // checkParams checks, at Parse, every PHI parameter of plan against the

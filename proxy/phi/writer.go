@@ -67,7 +67,7 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 		oid, err := literalType(l)
 		if err == nil && oid != 0 {
 			if conv := conversionOf(l.Column.Type, oid, l.Assign); conv <= convRefusedProxy {
-				err = typeMismatch(conv, l.Column, oid, l.Assign, false)
+				err = typeMismatch(conv, l.Column, oid, l.Assign)
 			}
 		}
 		if err == nil {
