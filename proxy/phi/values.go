@@ -177,6 +177,11 @@ func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, s
 		}
 		return appendUUID(dst, u), nil
 	case policy.TypeDate:
+		if isISODate(src) {
+			// YYYY-MM-DD, the form drivers send: read the same under
+			// every DateStyle, and already canonical.
+			return append(dst, src...), nil
+		}
 		d, err := readDate(string(src), c.dtEnv())
 		if err != nil {
 			return dst, err
@@ -460,4 +465,21 @@ func (c *valueCodec) laterSyntax(err error, src []byte, t policy.LogicalType) er
 			Msg: "integer and numeric input with underscores or a 0x, 0o or 0b prefix is refused: the proxy reads values as PostgreSQL 15 does"}
 	}
 	return err
+}
+
+// isISODate reports whether b is YYYY-MM-DD with a valid AD date of four
+// year digits, which date_in reads as that date whatever the settings.
+func isISODate(b []byte) bool {
+	if len(b) != 10 || b[4] != '-' || b[7] != '-' {
+		return false
+	}
+	for _, i := range []int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if !isDigit(b[i]) {
+			return false
+		}
+	}
+	year := int(b[0]-'0')*1000 + int(b[1]-'0')*100 + int(b[2]-'0')*10 + int(b[3]-'0')
+	mon := int(b[5]-'0')*10 + int(b[6]-'0')
+	day := int(b[8]-'0')*10 + int(b[9]-'0')
+	return year > 0 && mon >= 1 && mon <= 12 && day >= 1 && day <= daysIn(year, mon)
 }
