@@ -19,6 +19,7 @@ import (
 
 var (
 	_ proxy.ClientError = (*ValueError)(nil)
+	_ proxy.ClientError = (*TypeError)(nil)
 	_ proxy.ClientError = (*CatalogError)(nil)
 	_ proxy.ClientError = (*ParamCountError)(nil)
 	_ proxy.ClientError = (*DecryptError)(nil)
@@ -26,12 +27,14 @@ var (
 )
 
 // ValueError reports a PHI value that the proxy could not convert: the
-// client sent something that is not valid for the column's logical type.
+// client sent something that is not valid for the column's logical type,
+// or whose meaning the proxy cannot know for certain (0A000).
 type ValueError struct {
 	Type policy.LogicalType
 	// Code is the SQLSTATE PostgreSQL gives for the same input (22P02
-	// when empty); Msg says what is wrong, never with the value.
-	Code, Msg string
+	// when empty); Msg says what is wrong, never with the value, in
+	// PostgreSQL's words where it has some; Hnt is an optional hint.
+	Code, Msg, Hnt string
 	// Where names the value and its column, once known ("parameter $1
 	// for public.patients.email"); never the value.
 	Where string
@@ -57,19 +60,40 @@ func (e *ValueError) ClientMessage() string {
 }
 
 // Hint implements the optional hint of proxy.ClientError.
-func (e *ValueError) Hint() string {
-	if e.Type == policy.TypeDate {
-		return "Write dates as YYYY-MM-DD: day and month orders that depend on DateStyle are refused."
-	}
-	return ""
+func (e *ValueError) Hint() string { return e.Hnt }
+
+// TypeError reports a PHI value whose type (declared in Parse, given by a
+// cast, or a literal's) PostgreSQL would not accept for the column
+// (42883 for a comparison, 42804 for a stored value, with its message),
+// or that the proxy cannot convert exactly as PostgreSQL would (0A000).
+type TypeError struct {
+	Code, Msg, Hnt string
+	Where          string // as ValueError.Where
 }
 
-// locate names where a failed value was in the ValueError inside err.
+func (e *TypeError) Error() string    { return e.ClientMessage() }
+func (e *TypeError) SQLState() string { return e.Code }
+func (e *TypeError) Reason() string   { return "value_type" }
+func (e *TypeError) Hint() string     { return e.Hnt }
+func (e *TypeError) ClientMessage() string {
+	if e.Where != "" {
+		return e.Msg + " (" + e.Where + ")"
+	}
+	return e.Msg
+}
+
+// locate names where a failed value was in the ValueError or TypeError
+// inside err.
 func locate(err error, format string, args ...any) error {
 	var ve *ValueError
 	if errors.As(err, &ve) && ve.Where == "" {
 		ve.Where = fmt.Sprintf(format, args...)
 		return ve
+	}
+	var te *TypeError
+	if errors.As(err, &te) && te.Where == "" {
+		te.Where = fmt.Sprintf(format, args...)
+		return te
 	}
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
 }
@@ -144,6 +168,10 @@ var (
 	// session has standard_conforming_strings off.
 	errNonStandardStrings error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"standard_conforming_strings must be on for statements on PHI tables with backslashes: SET standard_conforming_strings = on"}
+	// errInvalidUTF8Text is PostgreSQL's answer to a statement text that
+	// is not valid UTF-8 under client_encoding UTF8.
+	errInvalidUTF8Text error = &refusal{pgerrcode.CharacterNotInRepertoire, "encoding",
+		`invalid byte sequence for encoding "UTF8"`}
 	// errNonUTF8Text refuses a statement text on PHI tables that is not
 	// ASCII while client_encoding is not UTF8.
 	errNonUTF8Text error = &refusal{pgerrcode.FeatureNotSupported, "encoding",

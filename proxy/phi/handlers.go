@@ -22,6 +22,7 @@ func (s *session) handleQuery(msg []byte) error {
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
 	s.cur = curStatement{text: sql}
+	s.noteSettings(movesSettings(sql))
 	plan, err := s.plan(sql, true)
 	if err == nil {
 		err = s.checkPlan(plan)
@@ -72,6 +73,9 @@ func (s *session) handleParse(msg []byte) error {
 	plan, err := s.plan(p.Query, false)
 	if err == nil {
 		err = s.checkPlan(plan)
+		if err == nil {
+			err = checkParams(plan, p.ParameterOIDs)
+		}
 	}
 	if err != nil {
 		return s.raiseExtended(err)
@@ -90,7 +94,8 @@ func (s *session) handleParse(msg []byte) error {
 	}
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
-	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name)}
+	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name),
+		movesSettings: movesSettings(p.Query)}
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -231,7 +236,13 @@ func (s *session) handleExecute(msg []byte) error {
 	}
 	p := s.portals[string(name)]
 	if p == nil {
+		// Of a statement the proxy does not know: it may change anything.
+		s.noteSettings(true)
 		return s.c.Pass('E', msg)
+	}
+	s.noteSettings(p.stmt.movesSettings)
+	if s.settingsMoved {
+		p.result.unsure.Store(true)
 	}
 	// Known from answers that arrived, or from the client's Describe of this
 	// portal (a Describe skipped after an error skips this Execute too).

@@ -48,6 +48,11 @@ type session struct {
 	// nil without an audit log.
 	access map[*policy.Column]colAccess
 	who    *auditlog.Session
+	// settingsMoved: a message sent since the session was last idle may
+	// change DateStyle or TimeZone (a SET, a COMMIT, set_config...), so
+	// the settings last reported may not be those the server will use
+	// (see movesSettings).
+	settingsMoved bool
 
 	// serverToClient.
 	r *reader
@@ -58,6 +63,9 @@ type session struct {
 	// which the proxy can neither lex nor canonicalize characters beyond
 	// ASCII. Written by serverToClient (or NewSession), read by both.
 	nonStandardStrings, nonUTF8 atomic.Bool
+	// settings are DateStyle and TimeZone as the server last reported
+	// them. Written by serverToClient (or newSession), read by both.
+	settings atomic.Pointer[sessionSettings]
 }
 
 var _ proxy.SessionInterceptor = (*session)(nil)
@@ -70,8 +78,33 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 		portals:    map[string]*portal{},
 		swept:      minSweep,
 	}
-	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8)
+	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8, &s.settings)
+	s.w.codec.settings = s.writerSettings
+	st := &sessionSettings{}
+	if c != nil {
+		for _, name := range []string{"DateStyle", "TimeZone", "server_version"} {
+			st = st.withSetting(name, c.ServerParameter(name))
+		}
+	}
+	s.settings.Store(st)
 	return s
+}
+
+// writerSettings gives the values of client messages the settings the
+// server will read them under, as far as the proxy can know them.
+// clientToServer.
+func (s *session) writerSettings() (*sessionSettings, error) {
+	if s.settingsMoved {
+		return nil, errSettingsMoved
+	}
+	return s.settings.Load(), nil
+}
+
+// noteSettings sets settingsMoved when the message about to go may change
+// the settings (Frontend clears it once nothing is in flight).
+// clientToServer.
+func (s *session) noteSettings(moves bool) {
+	s.settingsMoved = s.settingsMoved || moves
 }
 
 // Frontend implements proxy.SessionInterceptor.
@@ -83,6 +116,13 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		// The server fails the raise and skips the rest of the batch; the
 		// proxy drops it itself, so no value of it goes upstream at all.
 		return nil
+	}
+	if s.settingsMoved {
+		// Everything sent before has been answered, ParameterStatus
+		// included: the settings last reported are those in effect.
+		if idle, _ := s.c.Idle(); idle {
+			s.settingsMoved = false
+		}
 	}
 	var err error
 	switch typ {
@@ -100,6 +140,8 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 	case 'C':
 		err = s.handleClose(msg)
 	case 'F':
+		// A function call may change any setting.
+		s.noteSettings(true)
 		return s.handleFunctionCall(msg)
 	default:
 		return s.c.Pass(typ, msg)
@@ -149,6 +191,8 @@ func (s *session) ParameterStatus(name, value string) {
 		s.nonStandardStrings.Store(value != "on")
 	case "client_encoding":
 		s.nonUTF8.Store(value != "UTF8")
+	case "DateStyle", "TimeZone":
+		s.settings.Store(s.settings.Load().withSetting(name, value))
 	}
 }
 
@@ -166,6 +210,10 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 		}
 	}
 	if err != nil {
+		if !s.nonUTF8.Load() && !utf8.ValidString(sql) {
+			// The server rejects such a text before parsing it.
+			return nil, errInvalidUTF8Text
+		}
 		return nil, err
 	}
 	for _, st := range p.Statements {
