@@ -36,6 +36,9 @@ const (
 type Policy struct {
 	tables []*Table
 	byName map[string]*Table // "schema.table" -> table
+	// databases are the databases the policy governs, as clients name them
+	// in their startup message; nil governs every database (see Governs).
+	databases []string
 }
 
 // Table is one table with PHI columns.
