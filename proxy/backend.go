@@ -382,7 +382,10 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
-		if e.Kind.endsCycle() {
+		// After an extended-protocol error the server skips every message
+		// up to Sync, a Query or FunctionCall among them (it reads them,
+		// answers nothing): only a Sync ends that cycle.
+		if e.Kind == KindSync || e.Kind.endsCycle() && !s.q.failed {
 			break
 		}
 		if !s.q.failed {
