@@ -376,6 +376,10 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 		return serverProtocolErrorf("invalid ReadyForQuery")
 	}
 	s.q.mu.Lock()
+	// owed: a client's Query or FunctionCall was skipped; the client waits
+	// for a ReadyForQuery, which this one must be even if the Sync that
+	// gets it is the proxy's own.
+	owed := false
 	for {
 		e := s.q.peek()
 		if e == nil {
@@ -392,6 +396,7 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
+		owed = owed || e.Kind.endsCycle() && e.audience() == toClient
 		e.answered(0) // skipped by the server after an error
 		s.q.pop()
 	}
@@ -401,6 +406,16 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 	s.q.mu.Unlock()
 	if s.state == s2cMuted {
 		s.state = s2cBetween
+	}
+	if owed {
+		r, _, err := s.pop('Z', kindsAny)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			r.Answered('Z')
+		}
+		return s.send(toClient, msg)
 	}
 	return s.complete('Z', msg, kindsAny)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -136,6 +137,67 @@ func TestQuerySkippedAfterExtendedError(t *testing.T) {
 	c.send(t, &pgproto3.Query{String: ""})
 	if d := cmp.Diff([]string{"EmptyQueryResponse", "ReadyForQuery"}, c.receiveUntilReady(t)); d != "" {
 		t.Errorf("next query (-want +got):\n%s", d)
+	}
+	c.send(t, &pgproto3.Terminate{})
+}
+
+// TestHiddenSyncAnswersSkippedQuery: an interceptor may put a Query
+// between messages of its own and a Sync of its own (proxy/phi's catalog
+// guard). When its message fails, the server skips the Query and answers
+// only the Sync: that ReadyForQuery is the client's. When it succeeds, the
+// Query's ReadyForQuery is the client's and the Sync's is not.
+func TestHiddenSyncAnswersSkippedQuery(t *testing.T) {
+	up := startFakeUpstream(t, func(t *testing.T, be *pgproto3.Backend, conn net.Conn) {
+		if !serverStartup(t, be) {
+			return
+		}
+		recv := func(want ...string) {
+			for _, w := range want {
+				if msg, err := be.Receive(); err != nil || typeName(msg) != w {
+					t.Errorf("fake upstream: %T %v, want %s", msg, err, w)
+				}
+			}
+		}
+		recv("Bind", "Query", "Sync")
+		be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "55000", Message: "refused"})
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		be.Flush()
+		recv("Bind", "Query", "Sync")
+		be.Send(&pgproto3.BindComplete{})
+		be.Send(&pgproto3.CommandComplete{CommandTag: []byte("INSERT 0 1")})
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		be.Flush()
+		drain(be)
+	})
+	ti := &testInterceptor{frontend: func(c *Conn, typ byte, msg []byte) error {
+		if typ != 'Q' {
+			return c.Pass(typ, msg)
+		}
+		bind, _ := (&pgproto3.Bind{PreparedStatement: "guard"}).Encode(nil)
+		if err := c.Send(Expectation{Kind: KindBind, Hidden: true}, bind); err != nil {
+			return err
+		}
+		if err := c.Pass(typ, msg); err != nil {
+			return err
+		}
+		sync, _ := (&pgproto3.Sync{}).Encode(nil)
+		return c.Send(Expectation{Kind: KindSync, Hidden: true}, sync)
+	}}
+	srv := startServer(t, testConfig(up.addr), WithInterceptor(ti))
+	c := login(t, srv.Addr())
+	c.send(t, &pgproto3.Query{String: "INSERT"})
+	if d := cmp.Diff([]string{"ErrorResponse", "ReadyForQuery"}, c.receiveUntilReady(t)); d != "" {
+		t.Errorf("refused (-want +got):\n%s", d)
+	}
+	c.send(t, &pgproto3.Query{String: "INSERT"})
+	if d := cmp.Diff([]string{"CommandComplete", "ReadyForQuery"}, c.receiveUntilReady(t)); d != "" {
+		t.Errorf("run (-want +got):\n%s", d)
+	}
+	// Nothing more: the Sync's ReadyForQuery was the proxy's.
+	c.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if msg, err := c.fe.Receive(); err == nil {
+		t.Errorf("client got %s after the cycle", typeName(msg))
 	}
 	c.send(t, &pgproto3.Terminate{})
 }

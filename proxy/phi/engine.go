@@ -3,8 +3,12 @@ package phi
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,8 +32,19 @@ type Engine struct {
 	policy     *policy.Policy
 	cols       keyedColumns
 	catalogSQL string
-	cacheSize  int
-	metrics    *metrics
+	// guardSQL fails when the catalog changed (guard.go); its text is
+	// fixed for the policy, its parameter is the expected fingerprint.
+	guardSQL string
+	// fingerprintSQL reads the server's fingerprint of the policy tables.
+	fingerprintSQL string
+	cacheSize      int
+	metrics        *metrics
+	drift          *driftMetrics
+	// recheck is how long a session trusts a catalog it verified before,
+	// when idle, it checks the fingerprint again with a query of its own
+	// before planning (reload.go); the guard makes that safe, recheck
+	// makes a change made long before usually cost no refusal.
+	recheck time.Duration
 
 	mu sync.Mutex
 	// dbs holds one state per distinct catalog (by the hash of the catalog
@@ -41,9 +56,19 @@ type Engine struct {
 	// the exported counters never go down.
 	retired rewrite.CacheStats
 
+	// ready holds, by database name, the catalog the last session that
+	// read one outside a transaction block saw there: /readyz reports its
+	// problems (Ready). Guarded by mu; bounded by maxReadyDatabases.
+	ready map[string]*dbState
+
 	// onSession, when set (by tests), sees each new session.
 	onSession func(*session)
+	// noGuard, set by tests whose fake server does not script the guard,
+	// leaves it out.
+	noGuard bool
 }
+
+var _ proxy.ReadinessChecker = (*Engine)(nil)
 
 var _ proxy.Interceptor = (*Engine)(nil)
 
@@ -59,22 +84,33 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 		cfg.PlanCacheSize = proxy.DefaultPlanCacheSize
 	}
 	e := &Engine{
-		policy:     pol,
-		cols:       cols,
-		catalogSQL: catalogQuery(pol),
-		cacheSize:  cfg.PlanCacheSize,
-		dbs:        map[[32]byte]*dbState{},
+		policy:         pol,
+		cols:           cols,
+		catalogSQL:     catalogQuery(pol),
+		guardSQL:       guardQuery(pol),
+		fingerprintSQL: "SELECT " + fingerprintSQL(pol),
+		cacheSize:      cfg.PlanCacheSize,
+		recheck:        defaultRecheck,
+		dbs:            map[[32]byte]*dbState{},
+		ready:          map[string]*dbState{},
 	}
 	if e.metrics, err = newMetrics(reg, e); err != nil {
+		return nil, fmt.Errorf("register PHI metrics: %w", err)
+	}
+	if e.drift, err = newDriftMetrics(reg, e); err != nil {
 		return nil, fmt.Errorf("register PHI metrics: %w", err)
 	}
 	return e, nil
 }
 
-// NewSession implements proxy.Interceptor: it reads the catalog of the
-// policy's tables on the session's own connection, before the client can
-// send anything.
+// NewSession implements proxy.Interceptor: in a database the policy
+// governs it reads the catalog of the policy's tables on the session's own
+// connection, before the client can send anything. Sessions on other
+// databases are left alone: no query, no analysis, raw relay.
 func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionInterceptor, error) {
+	if !e.policy.Governs(c.Database()) {
+		return nil, nil
+	}
 	s := newSession(e, c)
 	for _, name := range []string{"standard_conforming_strings", "client_encoding"} {
 		if v := c.ServerParameter(name); v != "" {
@@ -88,6 +124,8 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 	if s.db, err = e.state(rows); err != nil {
 		return nil, fmt.Errorf("load catalog: %w", err)
 	}
+	s.verified()
+	e.loaded(c, s.db)
 	if e.onSession != nil {
 		e.onSession(s)
 	}
@@ -114,10 +152,77 @@ func addStats(a, b rewrite.CacheStats) rewrite.CacheStats {
 // unused ones are forgotten (their sessions keep their pointers).
 const maxDBStates = 64
 
+// loaded notes the catalog a session read outside a transaction block in
+// its database, for Ready, and logs the catalog's problems when they
+// change.
+func (e *Engine) loaded(c *proxy.Conn, st *dbState) {
+	db := c.Database()
+	e.mu.Lock()
+	old, seen := e.ready[db]
+	if !seen && len(e.ready) >= maxReadyDatabases {
+		for k := range e.ready { // any: only readiness detail is lost
+			delete(e.ready, k)
+			break
+		}
+	}
+	e.ready[db] = st
+	e.mu.Unlock()
+	if old == st || (old != nil && slices.Equal(old.problems, st.problems)) {
+		return
+	}
+	if len(st.problems) == 0 {
+		if old != nil {
+			c.Logger().Info("catalog ready: every policy table can be served")
+		}
+		return
+	}
+	for _, p := range st.problems {
+		c.Logger().Warn("policy table refused", "table", p.Table, "problem", string(p.Kind), "fix", p.String())
+	}
+}
+
+// maxReadyDatabases bounds the databases Ready remembers (a policy
+// without policy.databases governs every name a client may send).
+const maxReadyDatabases = 1024
+
+// Ready implements proxy.ReadinessChecker: not ready while the last
+// catalog read in some governed database shows a policy table that cannot
+// be served (missing, not ready, or with a second name). A database no
+// session has opened yet counts as ready: `phiproxy check` is the way to
+// learn about it before traffic.
+func (e *Engine) Ready() error {
+	e.mu.Lock()
+	var msgs []string
+	for db, st := range e.ready {
+		for _, p := range st.problems {
+			msgs = append(msgs, fmt.Sprintf("database %s: table %s: %s", db, p.Table, p))
+		}
+	}
+	e.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil
+	}
+	slices.Sort(msgs)
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// problemCount counts the problems Ready reports.
+func (e *Engine) problemCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, st := range e.ready {
+		n += len(st.problems)
+	}
+	return n
+}
+
 // dbState is one database catalog and the plans made against it.
 type dbState struct {
 	cat   *catalog
 	plans *rewrite.Cache
+	// problems are cat's problems in policy order.
+	problems []Problem
 }
 
 // state returns the shared state for the catalog whose rows are given.
@@ -146,7 +251,7 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 			break
 		}
 	}
-	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat)}
+	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat), problems: cat.allProblems(e.policy)}
 	e.dbs[key] = st
 	return st, nil
 }

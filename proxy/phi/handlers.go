@@ -16,11 +16,15 @@ import (
 
 // handleQuery handles a simple Query.
 func (s *session) handleQuery(msg []byte) error {
-	if err := s.refreshCatalog(); err != nil {
-		return err
-	}
 	start := time.Now()
-	plan, err := s.plan(string(msg[5:len(msg)-1]), true)
+	sql := string(msg[5 : len(msg)-1])
+	plan, err := s.plan(sql, true)
+	if err == nil && !plan.Passthrough {
+		var changed bool
+		if changed, err = s.recheck(); changed && err == nil {
+			plan, err = s.plan(sql, true)
+		}
+	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
@@ -41,7 +45,17 @@ func (s *session) handleQuery(msg []byte) error {
 	s.buf = text
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out)
+	guarded := s.guarded
+	if err := s.guard(); err != nil {
+		return err
+	}
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out); err != nil {
+		return err
+	}
+	if guarded || !s.guarded {
+		return nil
+	}
+	return s.guardSync() // ends the pipeline the guard opened
 }
 
 // handleParse handles Parse.
@@ -51,10 +65,13 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	if err := s.refreshCatalog(); err != nil {
-		return err
-	}
 	plan, err := s.plan(p.Query, false)
+	if err == nil && !plan.Passthrough {
+		var changed bool
+		if changed, err = s.recheck(); changed && err == nil {
+			plan, err = s.plan(p.Query, false)
+		}
+	}
 	if err != nil {
 		return s.raiseExtended(err)
 	}
@@ -134,6 +151,14 @@ func (s *session) handleBind(msg []byte) error {
 	if s.ambiguous(st, stmtName != "") {
 		return s.raiseExtended(ErrAmbiguousStatement)
 	}
+	if !st.plan.Passthrough {
+		if _, err := s.recheck(); err != nil {
+			return err
+		}
+		if s.stalePlan(st) {
+			return s.raiseExtended(ErrStalePlan)
+		}
+	}
 	if st.plan.Passthrough {
 		// Forwarded as is; its rows may still hold PHI (FETCH from a
 		// cursor), which the portal's RowDescription will tell.
@@ -177,6 +202,14 @@ func (s *session) handleDescribe(msg []byte) error {
 		if st == nil {
 			return s.c.Pass('D', msg)
 		}
+		if !st.plan.Passthrough {
+			if s.stalePlan(st) {
+				return s.raiseExtended(ErrStalePlan)
+			}
+			if err := s.guard(); err != nil {
+				return err
+			}
+		}
 		r := &result{s: s, db: st.db, stmt: st, statement: true}
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribeStatement, Responder: r}, msg)
 	}
@@ -185,6 +218,11 @@ func (s *session) handleDescribe(msg []byte) error {
 		return s.c.Pass('D', msg)
 	}
 	p.described = true
+	if !p.stmt.plan.Passthrough {
+		if err := s.guard(); err != nil {
+			return err
+		}
+	}
 	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.result}, msg)
 }
 
@@ -200,6 +238,11 @@ func (s *session) handleExecute(msg []byte) error {
 	p := s.portals[string(name)]
 	if p == nil {
 		return s.c.Pass('E', msg)
+	}
+	if !p.stmt.plan.Passthrough {
+		if err := s.guard(); err != nil {
+			return err
+		}
 	}
 	// Known from answers that arrived, or from the client's Describe of this
 	// portal (a Describe skipped after an error skips this Execute too).

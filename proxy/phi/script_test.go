@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,11 +140,16 @@ func (f *fakeServer) send(msgs ...pgproto3.BackendMessage) {
 	}
 }
 
-// catalog answers the catalog query with rows.
+// catalog answers the catalog query with rows (column rows, then the
+// marker rows of catalog.go). Without a fingerprint row it adds one: the
+// fingerprint of a catalog in these tests is its number of rows.
 func (f *fakeServer) catalog(rows [][]string) {
 	f.t.Helper()
-	f.expect("Query SELECT c.oid, n.nspname…")
+	f.expect("Query WITH t AS (SELECT c.oid, n.nspname…")
 	f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("oid", 0, 26)}})
+	if !slices.ContainsFunc(rows, func(r []string) bool { return r[0] == rowFingerprint }) {
+		rows = append(slices.Clip(rows), []string{rowFingerprint, fmt.Sprint(len(rows)), "", "", "", ""})
+	}
 	for _, r := range rows {
 		vals := make([][]byte, len(r))
 		for i, v := range r {
@@ -216,6 +222,37 @@ func (c *testClient) expect(want ...string) {
 // sides are done.
 func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session)) (*testClient, *Engine) {
 	t.Helper()
+	return scriptedWith(t, scriptOptions{}, script, hooks...)
+}
+
+// scriptOptions change what scripted sets up.
+type scriptOptions struct {
+	// guard keeps the catalog guard (guard.go) in front of statements on
+	// policy tables, which the script must then expect and answer; other
+	// scripts run without it, and without rechecks.
+	guard bool
+	// catalog answers the first catalog query instead of testCatalog.
+	catalog [][]string
+	// database is the database the client names ("db" by default).
+	database string
+	// policy replaces testPolicy.
+	policy string
+	// noCatalog: the session is not governed and runs no catalog query.
+	noCatalog bool
+}
+
+// scriptedWith is scripted with options.
+func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer), hooks ...func(*session)) (*testClient, *Engine) {
+	t.Helper()
+	if o.catalog == nil {
+		o.catalog = testCatalog
+	}
+	if o.database == "" {
+		o.database = "db"
+	}
+	if o.policy == "" {
+		o.policy = testPolicy
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +276,9 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 		f.be.Send(&pgproto3.ParameterStatus{Name: "standard_conforming_strings", Value: "on"})
 		f.be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
 		f.ready()
-		f.catalog(testCatalog)
+		if !o.noCatalog {
+			f.catalog(o.catalog)
+		}
 		script(f)
 		for { // until Terminate, then EOF
 			if _, err := f.be.Receive(); err != nil {
@@ -252,7 +291,7 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 		wg.Wait()
 	})
 
-	pol, err := policy.Parse([]byte(testPolicy))
+	pol, err := policy.Parse([]byte(o.policy))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +299,9 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 	eng, err := New(pol, fakeKeys{}, reg, Config{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !o.guard {
+		eng.noGuard, eng.recheck = true, time.Hour
 	}
 	if len(hooks) > 0 {
 		eng.onSession = hooks[0]
@@ -285,7 +327,7 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	c := &testClient{t: t, fe: pgproto3.NewFrontend(conn, conn)}
 	c.send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
-		Parameters: map[string]string{"user": "alice", "database": "db"}})
+		Parameters: map[string]string{"user": "alice", "database": o.database}})
 	c.expect("AuthenticationOk", "ParameterStatus", "BackendKeyData", "ReadyForQuery I")
 	t.Cleanup(func() { c.send(&pgproto3.Terminate{}) })
 	return c, eng

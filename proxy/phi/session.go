@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"errors"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -22,14 +23,21 @@ type session struct {
 	batch uint64
 	// openBatch: extended-protocol messages went out since the last Sync.
 	openBatch bool
-	// stale: DDL went through since the catalog was read; it is read again
-	// at the next moment nothing is pending (refreshCatalog).
-	stale      bool
-	w          *writer
-	statements map[string]*statement // prepared statements by name
-	swept      int                   // len(statements) that triggers the next sweep
-	portals    map[string]*portal    // portals of rewritten statements by name
-	buf        []byte                // scratch for encoded messages
+	// stale: DDL went through since the catalog was read, or a statement
+	// was refused for a catalog problem; it is read again at the next
+	// moment nothing is pending (refreshCatalog).
+	stale bool
+	// guarded: the catalog guard went out in this batch (guard.go).
+	guarded bool
+	// guardPrepared: the guard's statement is prepared on the server, as
+	// far as the proxy knows.
+	guardPrepared bool
+	guardBuf      []byte // scratch for the guard's messages
+	w             *writer
+	statements    map[string]*statement // prepared statements by name
+	swept         int                   // len(statements) that triggers the next sweep
+	portals       map[string]*portal    // portals of rewritten statements by name
+	buf           []byte                // scratch for encoded messages
 
 	// serverToClient.
 	r *reader
@@ -40,6 +48,14 @@ type session struct {
 	// which the proxy can neither lex nor canonicalize characters beyond
 	// ASCII. Written by serverToClient (or NewSession), read by both.
 	nonStandardStrings, nonUTF8 atomic.Bool
+
+	// Written by serverToClient (the guard's answers) and NewSession, read
+	// by clientToServer. drifted: a guard found the catalog changed; it is
+	// read again before the next statement. guardLost: the server lost the
+	// guard's statement; it is prepared again. verifiedAt: when the
+	// catalog was last proven current (unix nanoseconds).
+	drifted, guardLost atomic.Bool
+	verifiedAt         atomic.Int64
 }
 
 var _ proxy.SessionInterceptor = (*session)(nil)
@@ -60,12 +76,17 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 func (s *session) Frontend(typ byte, msg []byte) error {
 	if !s.openBatch {
 		s.sweep()
+		if err := s.refreshCatalog(); err != nil {
+			return err
+		}
 	}
 	var err error
 	switch typ {
 	case 'Q':
 		s.batch++ // a Query ends an extended batch as Sync does
-		return s.handleQuery(msg)
+		err = s.handleQuery(msg)
+		s.guarded = false
+		return err
 	case 'P':
 		err = s.handleParse(msg)
 	case 'B':
@@ -114,6 +135,7 @@ const minSweep = 256
 func (s *session) Sync() {
 	s.batch++
 	s.openBatch = false
+	s.guarded = false
 }
 
 // ParameterStatus implements proxy.SessionInterceptor.
@@ -130,6 +152,10 @@ func (s *session) ParameterStatus(name, value string) {
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 	p, err := s.db.plan(sql, simple)
+	var ce *CatalogError
+	if errors.As(err, &ce) {
+		s.stale = true // read the catalog again: the table may be fixed by now
+	}
 	if err != nil {
 		// It named a policy table (only those are parsed): if the settings
 		// explain why it did not parse, say so.
