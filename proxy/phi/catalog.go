@@ -27,6 +27,10 @@ type catalog struct {
 	// must be refused: the table is missing, a column is missing or of the
 	// wrong type, or a second name for it exists (an alias).
 	problems map[string][]Problem
+	// aliasNames are the bare names (lower case) by which statements reach
+	// a second name for a policy table (a view, a child table, a foreign
+	// table, a function...), with the problem it is.
+	aliasNames map[string]Problem
 	// fingerprint is the server's fingerprint of the policy tables'
 	// columns (fingerprintSQL) in the snapshot the rows were read in: the
 	// guard (guard.go) compares it with the server's current one.
@@ -59,7 +63,7 @@ type catalogTable struct {
 const (
 	rowFingerprint = "fingerprint" // fingerprint, "", "", "", ""
 	rowRelkind     = "relkind"     // table OID, schema, table, relkind, ""
-	rowAlias       = "alias"       // table OID, alias kind, identity, extra, ""
+	rowAlias       = "alias"       // table OID, alias kind, identity, extra, bare name
 )
 
 // policyTablesIn is the SQL list of the policy tables' (schema, name).
@@ -100,18 +104,12 @@ func fingerprintSQL(pol *policy.Policy) string {
 }
 
 // catalogQuery returns the query that reads the policy tables' columns,
-// the fingerprint of them, policy relations that are not tables, and the
-// relations and objects that give a policy table a second name (aliases,
-// see aliasSQL). It names only tables and columns, never values, so it
-// may be logged.
-func catalogQuery(pol *policy.Policy) string {
-	const (
-		cls = `'pg_catalog.pg_class'::pg_catalog.regclass`
-		txt = `::pg_catalog.text`
-	)
-	id := func(classid, objid string) string {
-		return `(pg_catalog.pg_identify_object(` + classid + `, ` + objid + `, 0)).identity`
-	}
+// the fingerprint of them, policy relations that are not tables, and, with
+// aliases, the relations and objects that give a policy table a second
+// name. It names only tables and columns, never values, so it may be
+// logged.
+func catalogQuery(pol *policy.Policy, aliases bool) string {
+	const txt = `::pg_catalog.text`
 	var b strings.Builder
 	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
 		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
@@ -126,55 +124,82 @@ func catalogQuery(pol *policy.Policy) string {
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
 	// The fingerprint, in the same snapshot as the columns.
 	b.WriteString(` UNION ALL SELECT 2, 0, 0, '` + rowFingerprint + `', ` + fingerprintSQL(pol) + `, '', '', '', ''`)
-	// Aliases: one SELECT per kind of second name, each row naming the
-	// policy table, the kind, the alias's identity (schema-qualified and
-	// quoted by pg_identify_object) and, for some, one more name.
-	alias := func(kind, identity, extra, from string) {
-		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, '' FROM t ` + from)
+	if aliases {
+		b.WriteString(aliasSQL)
+	}
+	b.WriteString(`) u ORDER BY k, k1, k2, a0, a1, a2, a3, a4`)
+	return b.String()
+}
+
+// aliasSQL are the branches of the catalog query that find second names
+// for a policy table: one SELECT per kind, each row naming the policy
+// table, the kind, the alias's identity (schema-qualified and quoted by
+// pg_identify_object), one more name for some kinds (a column), and the
+// bare name by which statements reach the alias (none for a trigger or a
+// subscription, which statements do not name).
+var aliasSQL = func() string {
+	const (
+		cls = `'pg_catalog.pg_class'::pg_catalog.regclass`
+		prc = `'pg_catalog.pg_proc'::pg_catalog.regclass`
+		typ = `'pg_catalog.pg_type'::pg_catalog.regclass`
+		txt = `::pg_catalog.text`
+	)
+	id := func(classid, objid string) string {
+		return `(pg_catalog.pg_identify_object(` + classid + `, ` + objid + `, 0)).identity`
+	}
+	relname := func(oid string) string {
+		return `(SELECT x.relname` + txt + ` FROM pg_catalog.pg_class x WHERE x.oid = ` + oid + `)`
+	}
+	var b strings.Builder
+	alias := func(kind, identity, extra, name, from string) {
+		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + ` FROM t ` + from)
 	}
 	// Views, materialized views and rules that read or write it (a view's
 	// _RETURN rule depends on the tables it reads), and rules on it.
 	alias(`CASE WHEN r.rulename = '_RETURN' AND rc.relkind = 'v' THEN 'view' WHEN r.rulename = '_RETURN' AND rc.relkind = 'm' THEN 'matview' ELSE 'rule' END`,
 		`CASE WHEN r.rulename = '_RETURN' THEN `+id(cls, "rc.oid")+` ELSE `+id(`'pg_catalog.pg_rewrite'::pg_catalog.regclass`, "r.oid")+` END`, `''`,
+		`CASE WHEN rc.oid = t.oid THEN '' ELSE rc.relname`+txt+` END`,
 		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass`+
 			` JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class`)
 	// Inheritance children and partitions.
-	alias(`CASE WHEN ic.relispartition THEN 'partition' ELSE 'child' END`, id(cls, "i.inhrelid"), `''`,
+	alias(`CASE WHEN ic.relispartition THEN 'partition' ELSE 'child' END`, id(cls, "i.inhrelid"), `''`, `ic.relname`+txt,
 		`JOIN pg_catalog.pg_inherits i ON i.inhparent = t.oid JOIN pg_catalog.pg_class ic ON ic.oid = i.inhrelid`)
 	// Inheritance parents, and the partitioned table it is a partition of.
-	alias(`CASE WHEN t.relispartition THEN 'partitionof' ELSE 'parent' END`, id(cls, "i.inhparent"), `''`,
+	alias(`CASE WHEN t.relispartition THEN 'partitionof' ELSE 'parent' END`, id(cls, "i.inhparent"), `''`, relname("i.inhparent"),
 		`JOIN pg_catalog.pg_inherits i ON i.inhrelid = t.oid`)
 	// Foreign tables whose remote table is it: table_name and schema_name
 	// options, defaulting to the foreign table's own names (postgres_fdw).
-	alias(`'foreign'`, id(cls, "ft.ftrelid"), `''`,
+	alias(`'foreign'`, id(cls, "ft.ftrelid"), `''`, `fc.relname`+txt,
 		`JOIN (pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid = ft.ftrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace)`+
 			` ON COALESCE((SELECT pg_catalog.substr(o, 12) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 11) = 'table_name=' LIMIT 1), fc.relname`+txt+`) = t.relname`+txt+
 			` AND COALESCE((SELECT pg_catalog.substr(o, 13) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 12) = 'schema_name=' LIMIT 1), fn.nspname`+txt+`) = t.nspname`+txt+
 			` AND ft.ftrelid <> t.oid`)
 	// Triggers on it with transition tables.
-	alias(`'trigger'`, id(`'pg_catalog.pg_trigger'::pg_catalog.regclass`, "tg.oid"), `''`,
+	alias(`'trigger'`, id(`'pg_catalog.pg_trigger'::pg_catalog.regclass`, "tg.oid"), `''`, `''`,
 		`JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = t.oid WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL`)
 	// Functions whose SQL-standard body (BEGIN ATOMIC) reads or writes it.
-	alias(`'function'`, id(`'pg_catalog.pg_proc'::pg_catalog.regclass`, "d.objid"), `''`,
-		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass`)
+	alias(`'function'`, id(prc, "d.objid"), `''`, `(SELECT p.proname`+txt+` FROM pg_catalog.pg_proc p WHERE p.oid = d.objid)`,
+		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = `+prc)
 	// Objects built on its row type (or its array type): functions taking
 	// or returning its rows, columns holding them, domains and types.
-	alias(`CASE WHEN d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN 'rowfunction'`+
+	alias(`CASE WHEN d.classid = `+prc+` THEN 'rowfunction'`+
 		` WHEN d.classid = `+cls+` AND d.objsubid > 0 THEN 'column'`+
-		` WHEN d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass THEN CASE WHEN (SELECT dt.typtype FROM pg_catalog.pg_type dt WHERE dt.oid = d.objid) = 'd' THEN 'domain' ELSE 'type' END`+
+		` WHEN d.classid = `+typ+` THEN CASE WHEN (SELECT dt.typtype FROM pg_catalog.pg_type dt WHERE dt.oid = d.objid) = 'd' THEN 'domain' ELSE 'type' END`+
 		` ELSE 'other' END`,
-		`CASE WHEN d.classid = `+cls+` OR d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass OR d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass THEN `+id("d.classid", "d.objid")+
+		`CASE WHEN d.classid IN (`+cls+`, `+prc+`, `+typ+`) THEN `+id("d.classid", "d.objid")+
 			` ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END`,
 		`COALESCE((SELECT pg_catalog.quote_ident(pa.attname) FROM pg_catalog.pg_attribute pa WHERE d.classid = `+cls+` AND pa.attrelid = d.objid AND pa.attnum = d.objsubid), '')`,
+		`COALESCE(CASE WHEN d.classid = `+prc+` THEN (SELECT p.proname`+txt+` FROM pg_catalog.pg_proc p WHERE p.oid = d.objid)`+
+			` WHEN d.classid = `+cls+` THEN `+relname("d.objid")+
+			` WHEN d.classid = `+typ+` THEN (SELECT dt.typname`+txt+` FROM pg_catalog.pg_type dt WHERE dt.oid = d.objid) END, '')`,
 		`JOIN pg_catalog.pg_type ty ON ty.oid = t.reltype`+
-			` JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.refobjid IN (ty.oid, ty.typarray)`+
-			` WHERE NOT (d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = ty.typarray)`)
+			` JOIN pg_catalog.pg_depend d ON d.refclassid = `+typ+` AND d.refobjid IN (ty.oid, ty.typarray)`+
+			` WHERE NOT (d.classid = `+typ+` AND d.objid = ty.typarray)`)
 	// Logical replication subscriptions that write into it.
-	alias(`'subscription'`, `pg_catalog.quote_ident(s.subname)`, `''`,
+	alias(`'subscription'`, `pg_catalog.quote_ident(s.subname)`, `''`, `''`,
 		`JOIN pg_catalog.pg_subscription_rel sr ON sr.srrelid = t.oid JOIN pg_catalog.pg_subscription s ON s.oid = sr.srsubid`)
-	b.WriteString(`) u ORDER BY k, k1, k2, a0, a1, a2, a3, a4`)
 	return b.String()
-}
+}()
 
 // buildCatalog builds a catalog from the text-format rows of catalogQuery
 // (a row of six columns whose first is a number is a column row: the form
@@ -297,6 +322,14 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		p := aliasProblem(pt, string(r[2]), string(r[3]), string(r[4]))
 		if !slices.Contains(cat.problems[pt.QualifiedName()], p) {
 			cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], p)
+		}
+		if name := strings.ToLower(string(r[5])); name != "" && len(pol.TablesNamed(string(r[5]))) == 0 {
+			if cat.aliasNames == nil {
+				cat.aliasNames = map[string]Problem{}
+			}
+			if _, dup := cat.aliasNames[name]; !dup {
+				cat.aliasNames[name] = p
+			}
 		}
 	}
 	return cat, nil

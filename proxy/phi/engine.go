@@ -29,9 +29,11 @@ type Config struct {
 // cache per distinct database catalog) and the proxy.Interceptor that
 // starts each session's PHI layer. Safe for concurrent use.
 type Engine struct {
-	policy     *policy.Policy
-	cols       keyedColumns
-	catalogSQL string
+	policy *policy.Policy
+	cols   keyedColumns
+	// catalogSQL reads the catalog, aliases included; columnsSQL reads it
+	// without looking for aliases (catalogQuery).
+	catalogSQL, columnsSQL string
 	// guardSQL fails when the catalog changed (guard.go); its text is
 	// fixed for the policy, its parameter is the expected fingerprint.
 	guardSQL string
@@ -56,6 +58,11 @@ type Engine struct {
 	// the exported counters never go down.
 	retired rewrite.CacheStats
 
+	// aliases holds, by database name, the alias rows of the last full
+	// catalog read there and when it was made: a session that starts
+	// within aliasTTL of it reads only the columns. Guarded by mu; bounded
+	// by maxReadyDatabases.
+	aliases map[string]aliasScan
 	// ready holds, by database name, the catalog the last session that
 	// read one outside a transaction block saw there: /readyz reports its
 	// problems (Ready). Guarded by mu; bounded by maxReadyDatabases.
@@ -86,13 +93,15 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 	e := &Engine{
 		policy:         pol,
 		cols:           cols,
-		catalogSQL:     catalogQuery(pol),
+		catalogSQL:     catalogQuery(pol, true),
+		columnsSQL:     catalogQuery(pol, false),
 		guardSQL:       guardQuery(pol),
 		fingerprintSQL: "SELECT " + fingerprintSQL(pol),
 		cacheSize:      cfg.PlanCacheSize,
 		recheck:        defaultRecheck,
 		dbs:            map[[32]byte]*dbState{},
 		ready:          map[string]*dbState{},
+		aliases:        map[string]aliasScan{},
 	}
 	if e.metrics, err = newMetrics(reg, e); err != nil {
 		return nil, fmt.Errorf("register PHI metrics: %w", err)
@@ -117,7 +126,7 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 			s.ParameterStatus(name, v)
 		}
 	}
-	rows, err := c.Query(e.catalogSQL)
+	rows, err := e.readCatalog(c, false)
 	if err != nil {
 		return nil, fmt.Errorf("load catalog: %w", err)
 	}
@@ -151,6 +160,62 @@ func addStats(a, b rewrite.CacheStats) rewrite.CacheStats {
 // maxDBStates bounds the per-catalog states kept; beyond it the oldest
 // unused ones are forgotten (their sessions keep their pointers).
 const maxDBStates = 64
+
+// aliasTTL is how long the alias rows of a full catalog read serve new
+// sessions on the same database. Looking for second names costs a
+// session several times what reading the columns does; an alias created
+// outside phiproxy is noticed by sessions that start this long after it,
+// by every catalog read again after DDL, a refusal or a change the guard
+// found, and by `phiproxy check`.
+const aliasTTL = 10 * time.Second
+
+// aliasScan is the alias rows of one full catalog read.
+type aliasScan struct {
+	rows [][][]byte
+	at   time.Time
+}
+
+// readCatalog runs the catalog query on c's connection: the full one when
+// full is set or the database's alias rows are older than aliasTTL, else
+// the one without aliases, completed with the remembered alias rows.
+func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
+	db := c.Database()
+	var cached aliasScan
+	if !full {
+		e.mu.Lock()
+		cached = e.aliases[db]
+		e.mu.Unlock()
+		full = time.Since(cached.at) >= aliasTTL
+	}
+	if !full {
+		rows, err := c.Query(e.columnsSQL)
+		if err != nil {
+			return nil, err
+		}
+		return append(rows, cached.rows...), nil
+	}
+	rows, err := c.Query(e.catalogSQL)
+	if err != nil {
+		return nil, err
+	}
+	var scan aliasScan
+	for _, r := range rows {
+		if len(r) > 0 && string(r[0]) == rowAlias {
+			scan.rows = append(scan.rows, r)
+		}
+	}
+	scan.at = time.Now()
+	e.mu.Lock()
+	if _, seen := e.aliases[db]; !seen && len(e.aliases) >= maxReadyDatabases {
+		for k := range e.aliases {
+			delete(e.aliases, k)
+			break
+		}
+	}
+	e.aliases[db] = scan
+	e.mu.Unlock()
+	return rows, nil
+}
 
 // loaded notes the catalog a session read outside a transaction block in
 // its database, for Ready, and logs the catalog's problems when they

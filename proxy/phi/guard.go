@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -219,4 +220,24 @@ func newDriftMetrics(reg prometheus.Registerer, e *Engine) (*driftMetrics, error
 		}
 	}
 	return m, nil
+}
+
+// dropsStatements reports whether sql may deallocate the session's
+// prepared statements (DEALLOCATE, DISCARD ALL), the guard's among them:
+// the word anywhere in the text, in any case, at word boundaries. A false
+// alarm costs one Parse of the guard. PgBouncer's default reset query is
+// DISCARD ALL, so this is not rare.
+func dropsStatements(sql string) bool {
+	for i := 0; i < len(sql); i++ {
+		if sql[i]|0x20 != 'd' || i > 0 && identByte(sql[i-1]) {
+			continue
+		}
+		for _, w := range [...]string{"deallocate", "discard"} {
+			end := i + len(w)
+			if end <= len(sql) && strings.EqualFold(sql[i:end], w) && (end == len(sql) || !identByte(sql[end])) {
+				return true
+			}
+		}
+	}
+	return false
 }

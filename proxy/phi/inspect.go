@@ -41,7 +41,7 @@ type QueryFunc func(ctx context.Context, sql string) ([][][]byte, error)
 // CatalogQuery returns the query a session runs to read the catalog of
 // the policy's tables (text-format rows, as Inspect reads them). It names
 // only tables and columns, never values.
-func CatalogQuery(pol *policy.Policy) string { return catalogQuery(pol) }
+func CatalogQuery(pol *policy.Policy) string { return catalogQuery(pol, true) }
 
 // Inspect returns the problems that the rows of CatalogQuery show, table by
 // table in policy order: the statements a session on that database would
@@ -62,7 +62,7 @@ func Inspect(pol *policy.Policy, rows [][][]byte) ([]Problem, error) {
 // message. Run it for each database the policy governs (pol.Databases());
 // it needs no privilege beyond reading pg_catalog.
 func CheckDatabase(ctx context.Context, pol *policy.Policy, query QueryFunc) ([]Problem, error) {
-	rows, err := query(ctx, catalogQuery(pol))
+	rows, err := query(ctx, catalogQuery(pol, true))
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}

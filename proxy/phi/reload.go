@@ -58,7 +58,7 @@ func (s *session) canQuery() (idle bool, status byte, ok bool) {
 // server refused it) keeps the catalog the session had.
 func (s *session) reload(status byte) (bool, error) {
 	drifted := s.drifted.Swap(false)
-	rows, err := s.c.Query(s.eng.catalogSQL)
+	rows, err := s.eng.readCatalog(s.c, true)
 	if errors.Is(err, proxy.ErrQueryFailed) {
 		if drifted {
 			s.drifted.Store(true)

@@ -239,6 +239,8 @@ type scriptOptions struct {
 	policy string
 	// noCatalog: the session is not governed and runs no catalog query.
 	noCatalog bool
+	// recheck is Engine.recheck (an hour by default: no rechecks).
+	recheck time.Duration
 }
 
 // scriptedWith is scripted with options.
@@ -300,8 +302,9 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer), hoo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !o.guard {
-		eng.noGuard, eng.recheck = true, time.Hour
+	eng.noGuard, eng.recheck = !o.guard, o.recheck
+	if o.recheck == 0 {
+		eng.recheck = time.Hour
 	}
 	if len(hooks) > 0 {
 		eng.onSession = hooks[0]

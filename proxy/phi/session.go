@@ -151,7 +151,17 @@ func (s *session) ParameterStatus(name, value string) {
 // plan analyzes a Query's or Parse's text and notes DDL, after which the
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	p, err := s.db.plan(sql, simple)
+	if s.guardPrepared && dropsStatements(sql) {
+		s.guardPrepared = false // prepare the guard again before it is next used
+	}
+	named, err := s.db.cat.aliasNamed(sql)
+	if named {
+		s.stale = true // after DDL on an alias, or a refusal: read the catalog again
+	}
+	var p *rewrite.Plan
+	if err == nil {
+		p, err = s.db.plan(sql, simple)
+	}
 	var ce *CatalogError
 	if errors.As(err, &ce) {
 		s.stale = true // read the catalog again: the table may be fixed by now
