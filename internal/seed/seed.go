@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
@@ -88,4 +89,24 @@ func CiphertextCheck(col string, storage policy.Storage) string {
 	// the counted repetition and takes ~10 µs a value, this ~0.7 µs.
 	return fmt.Sprintf("%s IS NULL OR (starts_with(%s, '%s') AND length(%s) >= %d AND %s !~ '[^A-Za-z0-9+/:]')",
 		col, col, crypto.TextPrefix, col, len(crypto.TextPrefix)+base64.RawStdEncoding.EncodedLen(crypto.Overhead), col)
+}
+
+// PolicyFor is the seed policy governing the given databases instead of
+// the example's (the benchmark's encrypted database, a test's).
+func PolicyFor(databases ...string) (*policy.Policy, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(PolicyYAML, &doc); err != nil {
+		return nil, err
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "databases" {
+			seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+			for _, db := range databases {
+				seq.Content = append(seq.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: db})
+			}
+			root.Content[i+1] = seq
+		}
+	}
+	return policy.Load(root)
 }

@@ -177,9 +177,9 @@ var aliasSQL = func() string {
 	// Triggers on it with transition tables.
 	alias(`'trigger'`, id(`'pg_catalog.pg_trigger'::pg_catalog.regclass`, "tg.oid"), `''`, `''`,
 		`JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = t.oid WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL`)
-	// Functions whose SQL-standard body (BEGIN ATOMIC) reads or writes it.
-	alias(`'function'`, id(prc, "d.objid"), `''`, `(SELECT p.proname`+txt+` FROM pg_catalog.pg_proc p WHERE p.oid = d.objid)`,
-		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = `+prc)
+	// (Functions whose SQL-standard body reads or writes it are not second
+	// names: one created through phiproxy had its body checked, and
+	// PL/pgSQL bodies are not in pg_depend at all.)
 	// Objects built on its row type (or its array type): functions taking
 	// or returning its rows, columns holding them, domains and types.
 	alias(`CASE WHEN d.classid = `+prc+` THEN 'rowfunction'`+

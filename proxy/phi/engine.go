@@ -70,9 +70,10 @@ type Engine struct {
 
 	// onSession, when set (by tests), sees each new session.
 	onSession func(*session)
-	// noGuard, set by tests whose fake server does not script the guard,
-	// leaves it out.
-	noGuard bool
+	// noGuard and noRecheck, set by tests whose fake server does not
+	// script them, leave out the guard and the session's own catalog
+	// checks.
+	noGuard, noRecheck bool
 }
 
 var _ proxy.ReadinessChecker = (*Engine)(nil)
@@ -332,6 +333,12 @@ func (st *dbState) plan(sql string, simple bool) (*rewrite.Plan, error) {
 	}
 	p, err := analyze(sql)
 	if err != nil {
+		// A text on a table that cannot be served may fail analysis for
+		// that very reason (INSERT without a column list into a missing
+		// table): say what is wrong with the table, and how to fix it.
+		if cerr := st.problemNamed(sql); cerr != nil {
+			return nil, cerr
+		}
 		return nil, err
 	}
 	for _, s := range p.Statements {
@@ -341,10 +348,34 @@ func (st *dbState) plan(sql string, simple bool) (*rewrite.Plan, error) {
 			continue // DDL must go through: it is how the table gets ready
 		}
 		for _, t := range s.Tables {
-			if msg := st.cat.problem(t); msg != "" {
-				return nil, &CatalogError{Msg: fmt.Sprintf("table %s is not ready for encryption: %s", t.QualifiedName(), msg)}
+			if err := st.refusal(t); err != nil {
+				return nil, err
 			}
 		}
 	}
 	return p, nil
+}
+
+// refusal is the error for statements on t, nil when t can be served.
+func (st *dbState) refusal(t *policy.Table) error {
+	if msg := st.cat.problem(t); msg != "" {
+		return &CatalogError{Msg: fmt.Sprintf("table %s is not ready for encryption: %s", t.QualifiedName(), msg)}
+	}
+	return nil
+}
+
+// problemNamed returns the refusal for the first table with problems that
+// sql names (as a word, in any case), or nil.
+func (st *dbState) problemNamed(sql string) error {
+	if len(st.problems) == 0 {
+		return nil
+	}
+	lower := strings.ToLower(sql)
+	for _, p := range st.problems {
+		schema, name, _ := strings.Cut(p.Table, ".")
+		if containsWord(lower, strings.ToLower(name)) {
+			return st.refusal(&policy.Table{Schema: schema, Name: name})
+		}
+	}
+	return nil
 }

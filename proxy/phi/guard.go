@@ -11,6 +11,7 @@ import (
 
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/rewrite"
 )
 
 // The catalog guard: no statement that relies on the session's catalog
@@ -130,9 +131,40 @@ func (s *session) sendHidden(kind proxy.Kind, m pgproto3.FrontendMessage, r prox
 }
 
 // guardSync ends the proxy's pipeline after a simple Query it guarded.
+// Its ReadyForQuery follows the Query's, which the client may answer
+// before the proxy has read it: syncDone lets the next statement wait for
+// it rather than find the session busy (canQuery).
 func (s *session) guardSync() error {
-	return s.sendHidden(proxy.KindSync, &pgproto3.Sync{}, nil)
+	done := make(chan struct{})
+	s.syncDone = done
+	return s.sendHidden(proxy.KindSync, &pgproto3.Sync{}, syncAnswer{done: done})
 }
+
+// syncAnswer closes done once the guard's Sync is answered (or skipped).
+type syncAnswer struct {
+	proxy.PassResponder
+	done chan struct{}
+}
+
+// Answered implements proxy.Responder.
+func (a syncAnswer) Answered(byte) { close(a.done) }
+
+// queryAnswer is a guarded Query's Responder, which also closes done once
+// the Query is answered: only then is the guard's Sync worth waiting for.
+type queryAnswer struct {
+	proxy.Responder
+	done chan struct{}
+}
+
+// Answered implements proxy.Responder.
+func (a queryAnswer) Answered(typ byte) {
+	a.Responder.Answered(typ)
+	close(a.done)
+}
+
+// syncWait bounds the wait for the guard's Sync: its ReadyForQuery is
+// normally already on its way when the client's next message arrives.
+const syncWait = time.Second
 
 // guardAnswer learns how the server answered the guard's messages and
 // turns its errors into the client's. serverToClient.
@@ -240,4 +272,22 @@ func dropsStatements(sql string) bool {
 		}
 	}
 	return false
+}
+
+// reliesOnCatalog reports whether a plan was made with the catalog or has
+// rows the catalog decrypts: it touches a policy table in a statement other
+// than DDL or transaction control. DDL needs no guard (it is how tables
+// change; the session reads the catalog again after it), and a guarded
+// simple Query leaves the session busy for a moment with the guard's Sync,
+// which would delay that read.
+func reliesOnCatalog(p *rewrite.Plan) bool {
+	if p.Passthrough {
+		return false
+	}
+	for _, st := range p.Statements {
+		if len(st.Tables) > 0 && st.Kind != rewrite.KindDDL && st.Kind != rewrite.KindTransaction {
+			return true
+		}
+	}
+	return len(p.Statements) == 0
 }

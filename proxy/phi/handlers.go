@@ -18,13 +18,7 @@ import (
 func (s *session) handleQuery(msg []byte) error {
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
-	plan, err := s.plan(sql, true)
-	if err == nil && !plan.Passthrough {
-		var changed bool
-		if changed, err = s.recheck(); changed && err == nil {
-			plan, err = s.plan(sql, true)
-		}
-	}
+	plan, err := s.planFresh(sql, true)
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
@@ -46,10 +40,17 @@ func (s *session) handleQuery(msg []byte) error {
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
 	guarded := s.guarded
-	if err := s.guard(); err != nil {
-		return err
+	if reliesOnCatalog(plan) {
+		if err := s.guard(); err != nil {
+			return err
+		}
 	}
-	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out); err != nil {
+	var r proxy.Responder = &result{s: s, db: s.db}
+	if !guarded && s.guarded {
+		s.queryDone = make(chan struct{})
+		r = queryAnswer{Responder: r, done: s.queryDone}
+	}
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: r}, out); err != nil {
 		return err
 	}
 	if guarded || !s.guarded {
@@ -65,13 +66,7 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	plan, err := s.plan(p.Query, false)
-	if err == nil && !plan.Passthrough {
-		var changed bool
-		if changed, err = s.recheck(); changed && err == nil {
-			plan, err = s.plan(p.Query, false)
-		}
-	}
+	plan, err := s.planFresh(p.Query, false)
 	if err != nil {
 		return s.raiseExtended(err)
 	}
@@ -151,7 +146,7 @@ func (s *session) handleBind(msg []byte) error {
 	if s.ambiguous(st, stmtName != "") {
 		return s.raiseExtended(ErrAmbiguousStatement)
 	}
-	if !st.plan.Passthrough {
+	if reliesOnCatalog(st.plan) {
 		if _, err := s.recheck(); err != nil {
 			return err
 		}
@@ -202,7 +197,7 @@ func (s *session) handleDescribe(msg []byte) error {
 		if st == nil {
 			return s.c.Pass('D', msg)
 		}
-		if !st.plan.Passthrough {
+		if reliesOnCatalog(st.plan) {
 			if s.stalePlan(st) {
 				return s.raiseExtended(ErrStalePlan)
 			}
@@ -218,7 +213,7 @@ func (s *session) handleDescribe(msg []byte) error {
 		return s.c.Pass('D', msg)
 	}
 	p.described = true
-	if !p.stmt.plan.Passthrough {
+	if reliesOnCatalog(p.stmt.plan) {
 		if err := s.guard(); err != nil {
 			return err
 		}
@@ -239,7 +234,7 @@ func (s *session) handleExecute(msg []byte) error {
 	if p == nil {
 		return s.c.Pass('E', msg)
 	}
-	if !p.stmt.plan.Passthrough {
+	if reliesOnCatalog(p.stmt.plan) {
 		if err := s.guard(); err != nil {
 			return err
 		}

@@ -41,7 +41,8 @@ const (
 	// ProblemAlias: another relation or object reaches the table's rows
 	// under a second name that phiproxy does not govern (a view, rule,
 	// inheritance child or parent, partition, foreign table, trigger with
-	// transition tables, function, column of its row type, subscription).
+	// transition tables, function taking or returning its rows, column or
+	// type built on its row type, subscription).
 	ProblemAlias ProblemKind = "alias"
 )
 
@@ -105,9 +106,6 @@ func aliasProblem(t *policy.Table, kind, identity, extra string) Problem {
 	case "trigger":
 		p.Message = fmt.Sprintf("trigger %s hands its rows to a function as transition tables", identity)
 		p.DDL = fmt.Sprintf("DROP TRIGGER %s;", identity)
-	case "function":
-		p.Message = fmt.Sprintf("function %s reads or writes it in its SQL body", identity)
-		p.DDL = fmt.Sprintf("DROP FUNCTION %s;", identity)
 	case "rowfunction":
 		p.Message = fmt.Sprintf("function %s takes or returns its rows", identity)
 		p.DDL = fmt.Sprintf("DROP FUNCTION %s;", identity)

@@ -21,7 +21,10 @@ import (
 //     catalog was last proven current longer ago than Engine.recheck: a
 //     fingerprint query of the session's own, and the catalog if it
 //     changed (recheck). That spares the client a refusal from the guard
-//     when the DDL happened while the session was idle.
+//     when the DDL happened while the session was idle;
+//   - the same check, when idle, before refusing a statement that could
+//     not be planned (recheckNow): the refusal may rest on a catalog that
+//     another connection just changed (a table created, a column added).
 //
 // All of them run only when nothing is pending and the transaction has not
 // failed: the proxy's query must neither interleave with the client's
@@ -50,6 +53,20 @@ func (s *session) refreshCatalog() error {
 // transaction (which the query would commit).
 func (s *session) canQuery() (idle bool, status byte, ok bool) {
 	idle, status = s.c.Idle()
+	if !idle && s.syncDone != nil && !s.openBatch && closed(s.queryDone) {
+		// The client has the answer to its guarded Query; the guard's
+		// Sync, answered right after it, may be all that is pending.
+		t := time.NewTimer(syncWait)
+		select {
+		case <-s.syncDone:
+		case <-t.C:
+		}
+		t.Stop()
+		idle, status = s.c.Idle()
+	}
+	if idle {
+		s.queryDone, s.syncDone = nil, nil
+	}
 	return idle, status, status != 'E' && !s.openBatch
 }
 
@@ -92,6 +109,17 @@ func (s *session) recheck() (bool, error) {
 	if time.Since(time.Unix(0, s.verifiedAt.Load())) < s.eng.recheck {
 		return false, nil
 	}
+	return s.recheckNow()
+}
+
+// recheckNow is recheck whenever the session is idle, however recently
+// the catalog was proven current: before refusing a statement for what
+// the catalog says (a missing table, a column the analysis needs), which
+// another connection may have fixed a moment ago.
+func (s *session) recheckNow() (bool, error) {
+	if s.eng.noRecheck {
+		return false, nil
+	}
 	idle, status, ok := s.canQuery()
 	if !idle || !ok {
 		return false, nil // the guard still stands in front of the statement
@@ -124,5 +152,42 @@ func planTables(p *rewrite.Plan) []*policy.Table {
 // its tables otherwise than the session's does now: binding it would run
 // what the proxy made for the old columns.
 func (s *session) stalePlan(st *statement) bool {
-	return !st.plan.Passthrough && st.db != s.db && !st.db.cat.sameTables(s.db.cat, planTables(st.plan))
+	return reliesOnCatalog(st.plan) && st.db != s.db && !st.db.cat.sameTables(s.db.cat, planTables(st.plan))
+}
+
+// planFresh plans a Query's or Parse's text with a catalog proven current
+// when the session can prove it: a plan that relies on the catalog is
+// made again if the recheck found the catalog changed, and so is a text
+// refused, if the catalog changed since.
+func (s *session) planFresh(sql string, simple bool) (*rewrite.Plan, error) {
+	plan, err := s.plan(sql, simple)
+	var changed bool
+	switch {
+	case err != nil:
+		var cerr error
+		if changed, cerr = s.recheckNow(); cerr != nil {
+			return nil, cerr
+		}
+	case reliesOnCatalog(plan):
+		if changed, err = s.recheck(); err != nil {
+			return nil, err
+		}
+	}
+	if changed {
+		return s.plan(sql, simple)
+	}
+	return plan, err
+}
+
+// closed reports whether ch is closed (false for nil).
+func closed(ch chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

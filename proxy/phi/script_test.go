@@ -239,7 +239,8 @@ type scriptOptions struct {
 	policy string
 	// noCatalog: the session is not governed and runs no catalog query.
 	noCatalog bool
-	// recheck is Engine.recheck (an hour by default: no rechecks).
+	// recheck is Engine.recheck (an hour by default: no rechecks, and no
+	// check before a refusal unless guard is set).
 	recheck time.Duration
 }
 
@@ -304,7 +305,7 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer), hoo
 	}
 	eng.noGuard, eng.recheck = !o.guard, o.recheck
 	if o.recheck == 0 {
-		eng.recheck = time.Hour
+		eng.recheck, eng.noRecheck = time.Hour, !o.guard
 	}
 	if len(hooks) > 0 {
 		eng.onSession = hooks[0]

@@ -33,6 +33,9 @@ type session struct {
 	// far as the proxy knows.
 	guardPrepared bool
 	guardBuf      []byte // scratch for the guard's messages
+	// queryDone and syncDone are closed when the last guarded simple
+	// Query, and the guard's Sync after it, are answered.
+	queryDone, syncDone chan struct{}
 	w             *writer
 	statements    map[string]*statement // prepared statements by name
 	swept         int                   // len(statements) that triggers the next sweep

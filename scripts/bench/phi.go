@@ -233,7 +233,7 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 		}
 	}
 
-	eng, err := newPHIEngine(ctx, b.dir, b.reg)
+	eng, err := newPHIEngine(ctx, b.dir, b.reg, phiEncryptedDB)
 	if err != nil {
 		return nil, err
 	}
@@ -276,9 +276,13 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 }
 
 // newPHIEngine is the PHI layer for the seed policy with a new local
-// keyring in dir, its metrics in reg.
-func newPHIEngine(ctx context.Context, dir string, reg prometheus.Registerer) (*phi.Engine, error) {
+// keyring in dir, its metrics in reg, governing databases (the seed's own,
+// app, when none are given).
+func newPHIEngine(ctx context.Context, dir string, reg prometheus.Registerer, databases ...string) (*phi.Engine, error) {
 	pol, err := seed.Policy()
+	if len(databases) > 0 {
+		pol, err = seed.PolicyFor(databases...)
+	}
 	if err != nil {
 		return nil, err
 	}
