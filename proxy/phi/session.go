@@ -36,11 +36,11 @@ type session struct {
 	// queryDone and syncDone are closed when the last guarded simple
 	// Query, and the guard's Sync after it, are answered.
 	queryDone, syncDone chan struct{}
-	w             *writer
-	statements    map[string]*statement // prepared statements by name
-	swept         int                   // len(statements) that triggers the next sweep
-	portals       map[string]*portal    // portals of rewritten statements by name
-	buf           []byte                // scratch for encoded messages
+	w                   *writer
+	statements          map[string]*statement // prepared statements by name
+	swept               int                   // len(statements) that triggers the next sweep
+	portals             map[string]*portal    // portals of rewritten statements by name
+	buf                 []byte                // scratch for encoded messages
 
 	// serverToClient.
 	r *reader
