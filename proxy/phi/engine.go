@@ -34,9 +34,6 @@ type Engine struct {
 	// catalogSQL reads the catalog, aliases included; columnsSQL reads it
 	// without looking for aliases (catalogQuery).
 	catalogSQL, columnsSQL string
-	// guardSQL fails when the catalog changed (guard.go); its text is
-	// fixed for the policy, its parameter is the expected fingerprint.
-	guardSQL string
 	// fingerprintSQL reads the server's fingerprint of the policy tables.
 	fingerprintSQL string
 	cacheSize      int
@@ -96,7 +93,6 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 		cols:           cols,
 		catalogSQL:     catalogQuery(pol, true),
 		columnsSQL:     catalogQuery(pol, false),
-		guardSQL:       guardQuery(pol),
 		fingerprintSQL: "SELECT " + fingerprintSQL(pol),
 		cacheSize:      cfg.PlanCacheSize,
 		recheck:        defaultRecheck,
@@ -289,6 +285,8 @@ type dbState struct {
 	plans *rewrite.Cache
 	// problems are cat's problems in policy order.
 	problems []Problem
+	// guardSQL is the guard for cat (guard.go).
+	guardSQL string
 }
 
 // state returns the shared state for the catalog whose rows are given.
@@ -317,7 +315,8 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 			break
 		}
 	}
-	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat), problems: cat.allProblems(e.policy)}
+	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat), problems: cat.allProblems(e.policy),
+		guardSQL: guardQuery(e.policy, cat)}
 	e.dbs[key] = st
 	return st, nil
 }

@@ -1,12 +1,12 @@
 package phi
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/policy"
@@ -22,13 +22,27 @@ import (
 //
 // So in front of such a statement, in the same pipeline and the same
 // implicit transaction, the proxy runs a prepared statement of its own,
-// phiproxy_guard, with the fingerprint of the catalog it holds. It
-// computes the server's current fingerprint (fingerprintSQL) and divides by
-// zero when the two differ. The server then skips everything up to Sync,
-// so the client's statement never runs; the client gets a 55000 error
-// saying so, and the session reads the catalog again before its next
-// statement. It costs no round trip: one Bind, Execute and Close more per
-// batch, and the server's work for a small index scan of pg_attribute.
+// phiproxy_guard, made for the catalog the session holds (guardQuery):
+//
+//	SELECT 1/('"public"."patients"'::regclass::oid = 16386 AND
+//	          to_regclass('"public"."missing"') IS NULL)::int4,
+//	       (NULL::"public"."patients").*
+//
+// PostgreSQL itself does the checking, at the cost of a statement that
+// reads no table. The regclass constants make any DDL on a policy table
+// invalidate the guard's cached plan; the server then analyzes it again,
+// and (a) a table dropped, or created again under another OID, or a
+// missing one created, makes the division fail (22012); (b) a column
+// added, dropped, renamed or retyped changes the row type the guard
+// returns, which a prepared statement must not: "cached plan must not
+// change result type" (0A000). Either way the server skips everything up
+// to Sync, so the client's statement never runs; the client gets a 55000
+// error saying so, and the session reads the catalog again (and prepares
+// a new guard) before its next statement. It costs no round trip: one
+// Bind, Execute and Close more per batch. Names are resolved by the
+// syscache, not the transaction's snapshot, so REPEATABLE READ
+// transactions are covered too. The guard needs no privilege on the
+// tables.
 //
 // Where it goes:
 //
@@ -52,10 +66,25 @@ import (
 // statement, which the proxy then prepares again.
 const guardName = "phiproxy_guard"
 
-// guardQuery is the guard's text: it fails with division_by_zero unless
-// the fingerprint of the policy tables' columns is $1.
-func guardQuery(pol *policy.Policy) string {
-	return "SELECT 1/(" + fingerprintSQL(pol) + " = $1)::pg_catalog.int4"
+// guardQuery is the guard's text for the catalog cat: it fails unless
+// every policy table cat holds still has its OID and columns, and every
+// one it lacks is still missing.
+func guardQuery(pol *policy.Policy, cat *catalog) string {
+	var conds, rows []string
+	for _, t := range pol.Tables() {
+		name := quoteLiteral(`"` + t.Schema + `"."` + t.Name + `"`) // policy identifiers hold no quotes
+		ct := cat.tables[t.QualifiedName()]
+		if ct == nil {
+			conds = append(conds, "pg_catalog.to_regclass("+name+") IS NULL")
+			continue
+		}
+		conds = append(conds, fmt.Sprintf("%s::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) %d", name, ct.oid))
+		rows = append(rows, fmt.Sprintf(`, (NULL::"%s"."%s").*`, t.Schema, t.Name))
+	}
+	if len(conds) == 0 {
+		conds = append(conds, "true")
+	}
+	return "SELECT 1/(" + strings.Join(conds, " AND ") + ")::pg_catalog.int4 AS phiproxy_guard" + strings.Join(rows, "")
 }
 
 // defaultRecheck is how long a catalog stays trusted without a check of
@@ -88,17 +117,18 @@ func (s *session) guard() error {
 	}
 	s.guarded = true
 	if s.guardLost.Swap(false) {
-		s.guardPrepared = false
+		s.guardFor = nil
 	}
 	a := &guardAnswer{s: s}
-	if !s.guardPrepared {
-		s.guardPrepared = true
+	if s.guardFor != s.db {
+		// The guard of another catalog, or none, is prepared: replace it.
+		s.guardFor = s.db
 		msgs := []struct {
 			kind proxy.Kind
 			msg  pgproto3.FrontendMessage
 		}{
 			{proxy.KindClose, &pgproto3.Close{ObjectType: 'S', Name: guardName}},
-			{proxy.KindParse, &pgproto3.Parse{Name: guardName, Query: s.eng.guardSQL, ParameterOIDs: []uint32{pgtype.TextOID}}},
+			{proxy.KindParse, &pgproto3.Parse{Name: guardName, Query: s.db.guardSQL}},
 		}
 		for _, m := range msgs {
 			if err := s.sendHidden(m.kind, m.msg, &guardAnswer{s: s, parse: m.kind == proxy.KindParse}); err != nil {
@@ -106,8 +136,7 @@ func (s *session) guard() error {
 			}
 		}
 	}
-	if err := s.sendHidden(proxy.KindBind, &pgproto3.Bind{DestinationPortal: guardName, PreparedStatement: guardName,
-		Parameters: [][]byte{[]byte(s.db.cat.fingerprint)}}, a); err != nil {
+	if err := s.sendHidden(proxy.KindBind, &pgproto3.Bind{DestinationPortal: guardName, PreparedStatement: guardName}, a); err != nil {
 		return err
 	}
 	if err := s.sendHidden(proxy.KindExecute, &pgproto3.Execute{Portal: guardName}, &guardAnswer{s: s, execute: true}); err != nil {
@@ -185,23 +214,26 @@ func (a *guardAnswer) Answered(typ byte) {
 	}
 }
 
-// ErrorResponse implements proxy.Responder: the guard's division by zero
-// means the catalog changed; an unknown statement means the client
-// deallocated it. Other errors (an aborted transaction, a cancel) are the
-// server's answer to the client's statement as well, and pass unchanged.
+// ErrorResponse implements proxy.Responder: the guard's division by zero,
+// a change of its result type, or its Parse failing (a table gone) mean
+// the catalog changed; an unknown statement means the client deallocated
+// it. Other errors (an aborted transaction, a cancel) are the server's
+// answer to the client's statement as well, and pass unchanged.
 func (a *guardAnswer) ErrorResponse(dst, msg []byte) []byte {
 	var er pgproto3.ErrorResponse
 	if err := er.Decode(msg[5:]); err != nil {
 		return append(dst, msg...)
 	}
 	var refused error
-	switch er.Code {
-	case pgerrcode.DivisionByZero:
+	switch {
+	case er.Code == pgerrcode.DivisionByZero, er.Code == pgerrcode.FeatureNotSupported,
+		a.parse && er.Code != pgerrcode.InFailedSQLTransaction && er.Code != pgerrcode.QueryCanceled:
+		a.s.guardLost.Store(true) // prepared for the old catalog: prepare it again
 		a.s.drifted.Store(true)
 		a.s.eng.drift.changed.Inc()
-		a.s.c.Logger().Info("catalog changed under the session: batch refused, catalog to be read again")
+		a.s.c.Logger().Info("catalog changed under the session: batch refused, catalog to be read again", "sqlstate", er.Code)
 		refused = ErrCatalogChanged
-	case pgerrcode.InvalidSQLStatementName:
+	case er.Code == pgerrcode.InvalidSQLStatementName:
 		a.s.guardLost.Store(true)
 		refused = errGuardLost
 	default:
@@ -231,7 +263,7 @@ func newDriftMetrics(reg prometheus.Registerer, e *Engine) (*driftMetrics, error
 	m := &driftMetrics{
 		guards: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phiproxy_catalog_guards_total",
-			Help: "Catalog checks sent in front of statements that rely on the catalog (one per batch).",
+			Help: "Catalog guards sent in front of statements that rely on the catalog (one per batch).",
 		}),
 		changed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phiproxy_catalog_changes_total",

@@ -29,10 +29,10 @@ type session struct {
 	stale bool
 	// guarded: the catalog guard went out in this batch (guard.go).
 	guarded bool
-	// guardPrepared: the guard's statement is prepared on the server, as
-	// far as the proxy knows.
-	guardPrepared bool
-	guardBuf      []byte // scratch for the guard's messages
+	// guardFor is the catalog whose guard is prepared on the server, as far
+	// as the proxy knows; nil for none.
+	guardFor *dbState
+	guardBuf []byte // scratch for the guard's messages
 	// queryDone and syncDone are closed when the last guarded simple
 	// Query, and the guard's Sync after it, are answered.
 	queryDone, syncDone chan struct{}
@@ -154,8 +154,8 @@ func (s *session) ParameterStatus(name, value string) {
 // plan analyzes a Query's or Parse's text and notes DDL, after which the
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	if s.guardPrepared && dropsStatements(sql) {
-		s.guardPrepared = false // prepare the guard again before it is next used
+	if s.guardFor != nil && dropsStatements(sql) {
+		s.guardFor = nil // prepare the guard again before it is next used
 	}
 	named, err := s.db.cat.aliasNamed(sql)
 	if named {
