@@ -29,7 +29,10 @@
 // back (RowDescription, DataRow, ParameterDescription, ErrorResponse) and
 // learns how the server answered (Answered). Hidden expectations stand for
 // messages the proxy sent itself; their answers are not forwarded, except
-// errors.
+// errors, and the ReadyForQuery that answers a client's Query the server
+// skipped after such an error. NewSession may return no SessionInterceptor
+// for a session it leaves alone. An Interceptor that is a
+// ReadinessChecker is asked by /readyz.
 //
 // serverToClient's position in the answers is a named state (s2cState):
 // between results, inside a result, muted after a result failed in the
