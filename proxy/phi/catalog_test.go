@@ -237,8 +237,11 @@ func TestScriptUngoverned(t *testing.T) {
 // TestScriptMissingTable: in a governed database without the policy's
 // table, statements naming it are refused with the DDL that creates it,
 // /readyz says so, and the catalog is read again after each refusal.
+// Governing every database, a database without any of the policy's tables
+// does not make the proxy unready (it may be postgres, or a monitoring
+// login's), though its statements on them are refused all the same.
 func TestScriptMissingTable(t *testing.T) {
-	c, eng := scriptedWith(t, scriptOptions{catalog: [][]string{}}, func(f *fakeServer) {
+	c, eng := scriptedWith(t, scriptOptions{catalog: [][]string{}, policy: "databases: [db]\n" + testPolicy}, func(f *fakeServer) {
 		f.expect(`Query DO $phiproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = E'phiproxy: table public.patients is not ready for encryption: it does not exist…`)
 		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "55000", Message: "phiproxy: table public.patients is not ready…"})
 		f.ready()
@@ -523,4 +526,17 @@ func TestScriptRefusalRechecks(t *testing.T) {
 	c.expect("CommandComplete INSERT 0 1", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SELECT id FROM patients WHERE email LIKE '%x%'"})
 	c.expect("ErrorResponse ERROR 0A000 phiproxy: …", "ReadyForQuery I")
+}
+
+func TestScriptMissingTableEveryDatabase(t *testing.T) {
+	c, eng := scriptedWith(t, scriptOptions{catalog: [][]string{}}, func(f *fakeServer) {
+		f.expect(`Query DO $phiproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = E'phiproxy: table public.patients is not ready for encryption: it does not exist…`)
+		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "55000", Message: "phiproxy: table public.patients is not ready…"})
+		f.ready()
+	})
+	if err := eng.Ready(); err != nil {
+		t.Errorf("Ready() = %v for a database with none of the tables, governing every database", err)
+	}
+	c.send(&pgproto3.Query{String: "SELECT id FROM patients"})
+	c.expect("ErrorResponse ERROR 55000 phiproxy: table public.patients is not ready…", "ReadyForQuery I")
 }

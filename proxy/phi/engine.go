@@ -221,6 +221,16 @@ func (e *Engine) loaded(c *proxy.Conn, st *dbState) {
 	db := c.Database()
 	e.mu.Lock()
 	old, seen := e.ready[db]
+	if e.policy.Databases() == nil && len(st.cat.tables) == 0 {
+		// Governing every database, the engine cannot tell the
+		// application's database from one that merely lacks the policy's
+		// tables (postgres, a monitoring login): only a database that has
+		// some of them counts for readiness. Statements on the tables are
+		// refused all the same.
+		delete(e.ready, db)
+		e.mu.Unlock()
+		return
+	}
 	if !seen && len(e.ready) >= maxReadyDatabases {
 		for k := range e.ready { // any: only readiness detail is lost
 			delete(e.ready, k)
@@ -251,7 +261,8 @@ const maxReadyDatabases = 1024
 // catalog read in some governed database shows a policy table that cannot
 // be served (missing, not ready, or with a second name). A database no
 // session has opened yet counts as ready: `phiproxy check` is the way to
-// learn about it before traffic.
+// learn about it before traffic. Without policy.databases, a database
+// with none of the policy's tables does not count either (see loaded).
 func (e *Engine) Ready() error {
 	e.mu.Lock()
 	var msgs []string
