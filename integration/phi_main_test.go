@@ -68,12 +68,12 @@ tables:
       v_varchar:     { type: varchar }
       v_int4:        { type: int4, blind_index: {} }
       v_int8:        { type: int8 }
-      v_numeric:     { type: numeric }
+      v_numeric:     { type: numeric, blind_index: {} }
       v_bool:        { type: bool }
       v_date:        { type: date, blind_index: {} }
       v_timestamptz: { type: timestamptz }
       v_uuid:        { type: uuid, blind_index: {} }
-      v_jsonb:       { type: jsonb }
+      v_jsonb:       { type: jsonb, blind_index: {} }
       v_bytea:       { type: bytea, storage: bytea }
 `
 
@@ -99,8 +99,8 @@ CREATE TABLE insurance (
 CREATE TABLE phi_types (
   id serial PRIMARY KEY,
   v_text text, v_text_bidx text, v_varchar text, v_int4 text, v_int4_bidx text, v_int8 text, v_numeric text,
-  v_bool text, v_date text, v_date_bidx text, v_timestamptz text, v_uuid text, v_uuid_bidx text,
-  v_jsonb text, v_bytea bytea);
+  v_numeric_bidx text, v_bool text, v_date text, v_date_bidx text, v_timestamptz text, v_uuid text, v_uuid_bidx text,
+  v_jsonb text, v_jsonb_bidx text, v_bytea bytea);
 `
 
 // phiEnv is the shared PHI setup: database, policy and keyring. Built once.

@@ -16,4 +16,15 @@
 // column or another index column, two columns bound to the same associated
 // data (a ciphertext could be moved between them undetected), and index
 // groups whose members disagree on normalizers or bits.
+//
+// # Schema
+//
+// The package also says what a database must hold for the policy (a pure
+// function of the policy and a description of the live catalog): Diff
+// compares a LiveCatalog, read by the one query CatalogSQL returns and
+// parsed by ParseCatalog, with the policy and returns each Problem with the
+// DDL that fixes it; Script renders them for psql; CreateTableSQL is the
+// DDL of a new table; CiphertextCheck is the CHECK expression that makes
+// PostgreSQL refuse anything but an envelope. Identifiers are quoted as
+// quote_ident does (QuoteIdent).
 package policy

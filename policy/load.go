@@ -112,7 +112,10 @@ func (l *loader) policy(node *yaml.Node) *Policy {
 	if node == nil || node.Kind == 0 || (node.Kind == yaml.ScalarNode && node.Tag == "!!null") {
 		return p
 	}
-	f := l.fields(node, "policy", "tables")
+	f := l.fields(node, "policy", "tables", "databases")
+	if dbs, ok := f["databases"]; ok {
+		p.databases = l.databases(dbs[1])
+	}
 	tables, ok := f["tables"]
 	if !ok {
 		return p
@@ -142,6 +145,32 @@ func (l *loader) policy(node *yaml.Node) *Policy {
 	}
 	l.crossChecks(p)
 	return p
+}
+
+// databases reads policy.databases: the names of the databases the policy
+// governs, unique and non-empty.
+func (l *loader) databases(n *yaml.Node) []string {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		l.errorf(n, "policy.databases must be a list of database names")
+		return nil
+	}
+	var out []string
+	for _, e := range n.Content {
+		s, ok := l.scalar(e, "database name")
+		switch {
+		case !ok:
+		case s == "":
+			l.errorf(e, "policy.databases: empty database name")
+		case slices.Contains(out, s):
+			l.errorf(e, "policy.databases: duplicate database %q", s)
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (l *loader) table(n *yaml.Node) *Table {

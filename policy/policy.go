@@ -34,8 +34,11 @@ const (
 // Policy is the validated, immutable PHI policy. The zero value protects
 // nothing. Safe for concurrent use.
 type Policy struct {
-	tables []*Table
-	byName map[string]*Table // "schema.table" -> table
+	// databases are the databases the policy governs (policy.databases),
+	// in order; nil when the policy does not say.
+	databases []string
+	tables    []*Table
+	byName    map[string]*Table // "schema.table" -> table
 }
 
 // Table is one table with PHI columns.
@@ -83,6 +86,17 @@ func (p *Policy) Tables() []*Table {
 		return nil
 	}
 	return p.tables
+}
+
+// Databases returns the databases the policy governs (policy.databases),
+// or nil when it does not name them: then the commands that read the
+// catalog (check, schema, keys usage) use the database of their connection
+// settings.
+func (p *Policy) Databases() []string {
+	if p == nil {
+		return nil
+	}
+	return p.databases
 }
 
 // Table returns the policy table schema.name, or nil.

@@ -29,8 +29,8 @@ type Interceptor interface {
 // the server reports. Frontend and Sync run on the clientToServer
 // goroutine, ParameterStatus on serverToClient.
 type SessionInterceptor interface {
-	// Frontend handles a Query, Parse, Bind, Describe, Execute or Close
-	// (typ is its type byte; msg is the whole message, header included,
+	// Frontend handles a Query, Parse, Bind, Describe, Execute, Close or
+	// FunctionCall (typ is its type byte; msg is the whole message, header included,
 	// valid until Frontend returns). It decides what goes upstream with
 	// Conn.Send: msg itself, a rewritten message, or something else. An
 	// error ends the session with Classify's answer to it.

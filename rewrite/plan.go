@@ -43,7 +43,26 @@ type Param struct {
 	// Array is true for `col = ANY($n)`: the value is an array and the action
 	// applies to each element.
 	Array bool
+	// Type is the type name of an explicit cast on the parameter
+	// ($1::date), "" for none, TypeUnknown for a cast the proxy cannot
+	// take at face value (a type modifier, an array, a schema other than
+	// pg_catalog, several casts). PostgreSQL gives an undeclared
+	// parameter the type of its cast.
+	Type string
+	// Assign is true when the value is stored (INSERT, UPDATE SET, and
+	// the blind index added beside them), false when it is compared:
+	// PostgreSQL converts a value of another type differently in each.
+	Assign bool
 }
+
+// TypeUnknown marks a cast the proxy does not interpret.
+const TypeUnknown = "?"
+
+// Literal types besides a cast's type name (Literal.Type).
+const (
+	LiteralNumber = "number" // 42, -1.5e3: typed int4, int8 or numeric by its text
+	LiteralBool   = "bool"   // TRUE, FALSE
+)
 
 // Literal is a value written in the SQL text (simple protocol, psql) that
 // the proxy must replace before sending.
@@ -58,6 +77,13 @@ type Literal struct {
 	Value  string
 	Action Action // ActionEncrypt or ActionIndex
 	Column *policy.Column
+	// Type is the type the literal has before it meets the column: ""
+	// for a plain string ('...', type unknown), LiteralNumber,
+	// LiteralBool, the type name of one cast on a string ('...'::date,
+	// date '...'), or TypeUnknown.
+	Type string
+	// Assign: as Param.Assign.
+	Assign bool
 }
 
 // Kind classifies a statement for the proxy.

@@ -60,7 +60,7 @@ func loadConfig(path string) (*config, error) {
 func parseConfig(name string, data []byte) (*config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, yamlError(name, err)
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return nil, fmt.Errorf("%s: the configuration is empty", name)
@@ -69,7 +69,7 @@ func parseConfig(name string, data []byte) (*config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, yamlError(name, err)
 	}
 	c := &config{path: name, file: fc}
 
@@ -123,6 +123,8 @@ func (c *config) resolvePaths(dir string) {
 	for _, p := range []*string{
 		&c.file.Proxy.Listen.TLS.CertFile, &c.file.Proxy.Listen.TLS.KeyFile,
 		&c.file.Proxy.Listen.TLS.ClientCAFile, &c.file.Proxy.Upstream.TLS.CAFile,
+		&c.file.Proxy.Upstream.TLS.CertFile, &c.file.Proxy.Upstream.TLS.KeyFile,
+		&c.file.Proxy.Upstream.AuthFile, &c.file.Proxy.Upstream.AuthPasswordFile,
 		&c.file.Keys.KeyringFile, &c.file.Keys.Local.MasterKeyFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,28 +19,48 @@ import (
 	"github.com/novamind/phiproxy/proxy/phi"
 )
 
+const serveUsage = `Usage: phiproxy serve --config FILE [--check]
+
+Runs the proxy: listens for clients (listen:), relays each session to
+PostgreSQL (upstream:), encrypts and decrypts the policy's PHI columns with
+the keyring unwrapped once at startup, and serves /metrics, /healthz and
+/readyz (metrics:). SIGHUP reloads the certificates, the keyring, the
+policy and the log level (sessions in flight keep theirs; a file that does
+not load is logged and the running configuration kept). SIGINT or SIGTERM
+drains the sessions for up to limits.drain_timeout; a second signal closes
+them at once.
+
+  --config FILE  the configuration (default $PHIPROXY_CONFIG)
+  --check        check the configuration as phiproxy check does, and exit
+`
+
 // runServe runs the proxy until SIGINT or SIGTERM, then drains: it stops
 // accepting, fails readiness, waits up to limits.drain_timeout for the
 // sessions to end and closes the rest. A second signal closes at once.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv(envConfig), "configuration file (default $"+envConfig+")")
-	checkOnly := fs.Bool("check", false, "validate the configuration, as `phiproxy check`, and exit")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	fs := newFlagSet("serve")
+	path := fs.String("config", os.Getenv(envConfig), "")
+	checkOnly := fs.Bool("check", false, "")
+	pos, err := parseArgs(fs, args, serveUsage)
+	if err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
+	if err := noArgs("serve", pos); err != nil {
+		return err
+	}
+	if *path == "" {
 		return fmt.Errorf("%w: phiproxy serve --config FILE", errUsage)
 	}
 	if *checkOnly {
 		return checkConfig(ctx, *path, checkOptions{}, stdout)
 	}
+	hup, stopHangup := notifyHangup()
+	defer stopHangup()
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.file.Log, stderr)
+	logger, level, err := newLogger(cfg.file.Log, stderr)
 	if err != nil {
 		return err
 	}
@@ -51,7 +70,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var opts []proxy.Option
+	var (
+		opts     []proxy.Option
+		eng      *phi.Engine
+		auditLog phi.AuditLog
+	)
 	if !cfg.policy.Empty() {
 		// Keys are unwrapped once, here: KMS being down later does not
 		// stop traffic, and nothing on the per-value path calls it.
@@ -72,7 +95,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			defer closeAudit()
 			phiCfg.Audit = audit
 		}
-		eng, err := phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
+		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
+		auditLog = phiCfg.Audit
 		if err != nil {
 			return err
 		}
@@ -89,6 +113,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng, audit: auditLog}
+	go rl.run(ctx, hup)
 	<-ctx.Done()
 
 	drain := srv.Config().Limits.DrainTimeout
@@ -146,13 +172,20 @@ func openAudit(cfg auditlog.Config, logger *slog.Logger, reg prometheus.Register
 	}, nil
 }
 
-// interruptedCode is the exit code after a signal: 143 for SIGTERM, 130 for
-// SIGINT (128 + the signal number, as shells and cloud-sql-proxy report).
+// interruptedCode is the exit code after a signal: 143 for SIGTERM, 129
+// for SIGHUP (the demo stops on it), 130 for SIGINT (128 + the signal
+// number, as shells and cloud-sql-proxy report).
 func interruptedCode(ctx context.Context) int {
 	// os/signal's cause has no exported type; its text names the signal.
-	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, context.Canceled) &&
-		cause.Error() == syscall.SIGTERM.String()+" signal received" {
+	cause := context.Cause(ctx)
+	if cause == nil || !errors.Is(cause, context.Canceled) {
+		return 130
+	}
+	switch cause.Error() {
+	case syscall.SIGTERM.String() + " signal received":
 		return 143
+	case syscall.SIGHUP.String() + " signal received": // the demo's
+		return 129
 	}
 	return 130
 }

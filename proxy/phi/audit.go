@@ -142,7 +142,7 @@ func (s *session) auditRefusal(r raised, err error) {
 
 // queryResult is the Responder of a simple Query's results.
 func (s *session) queryResult(plan *rewrite.Plan) proxy.Responder {
-	r := &result{s: s, db: s.db}
+	r := s.newResult(s.db, nil)
 	if s.who == nil {
 		return r
 	}

@@ -81,6 +81,29 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 	return e, nil
 }
 
+// Reload returns an Engine for pol with keys that shares e's metrics, for
+// new sessions after a reload; sessions of e keep e. e's plan caches are
+// not carried over: a new policy or key may change every plan.
+func (e *Engine) Reload(pol *policy.Policy, keys Keys, cfg Config) (*Engine, error) {
+	cols, err := newKeyedColumns(pol, keys)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PlanCacheSize <= 0 {
+		cfg.PlanCacheSize = proxy.DefaultPlanCacheSize
+	}
+	next := &Engine{
+		policy:     pol,
+		cols:       cols,
+		catalogSQL: catalogQuery(pol),
+		cacheSize:  cfg.PlanCacheSize,
+		dbs:        map[[32]byte]*dbState{},
+		metrics:    e.metrics,
+	}
+	e.metrics.adopt(next)
+	return next, nil
+}
+
 // NewSession implements proxy.Interceptor: it reads the catalog of the
 // policy's tables on the session's own connection, before the client can
 // send anything.

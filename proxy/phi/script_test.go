@@ -264,6 +264,8 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*t
 		}
 		f.be.Send(&pgproto3.AuthenticationOk{})
 		f.be.Send(&pgproto3.ParameterStatus{Name: "standard_conforming_strings", Value: "on"})
+		f.be.Send(&pgproto3.ParameterStatus{Name: "DateStyle", Value: "ISO, MDY"})
+		f.be.Send(&pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"})
 		f.be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
 		f.ready()
 		f.catalog(testCatalog)
@@ -315,7 +317,7 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*t
 	c := &testClient{t: t, fe: pgproto3.NewFrontend(conn, conn)}
 	c.send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
 		Parameters: map[string]string{"user": "alice", "database": "db"}})
-	c.expect("AuthenticationOk", "ParameterStatus", "BackendKeyData", "ReadyForQuery I")
+	c.expect("AuthenticationOk", "ParameterStatus", "ParameterStatus", "ParameterStatus", "BackendKeyData", "ReadyForQuery I")
 	t.Cleanup(func() { c.send(&pgproto3.Terminate{}) })
 	return c, eng
 }

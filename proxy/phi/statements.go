@@ -32,6 +32,8 @@ type statement struct {
 	state atomic.Int32
 	// paramOIDs are the parameter types the client declared in Parse.
 	paramOIDs []uint32
+	// movesSettings: executing it may change DateStyle or TimeZone.
+	movesSettings bool
 	// rd is the server's RowDescription of the statement, once a Describe
 	// answered it. Written by serverToClient, read by clientToServer.
 	rd atomic.Pointer[pgproto3.RowDescription]
