@@ -21,7 +21,7 @@ func TestAuditConfig(t *testing.T) {
 		name, doc, want string
 	}{
 		{"bad on_failure", minimal + "audit:\n  file: a.log\n  on_failure: ignore\n", `c.yaml:9: audit.on_failure "ignore": want refuse or continue`},
-		{"unknown key", minimal + "audit:\n  path: a.log\n", "line 10: field path not found"},
+		{"unknown key", minimal + "audit:\n  path: a.log\n", `c.yaml:10: unknown key "path"`},
 		{"bad max_wait", minimal + "audit:\n  file: a.log\n  max_wait: 1m\n", "audit.max_wait 1m0s"},
 	}
 	for _, tc := range cases {
