@@ -95,7 +95,7 @@ func TestSchemaAdoptLegacyTable(t *testing.T) {
 	}
 
 	// Through the proxy: the values PostgreSQL had, in the proxy's
-	// canonical text forms (bool t/f, timestamptz in UTC with Z, bytea as
+	// canonical text forms (bool t/f, timestamptz in UTC as PostgreSQL prints it, bytea as
 	// hex, timestamp read as UTC).
 	p := e.startProxy(t)
 	conn := connect(t, p.dsn(pgcluster.ScramUser, e.db))
@@ -179,11 +179,12 @@ func canonicalRows(rows [][]string) [][]string {
 }
 
 // toUTC rewrites a timestamp text ("2024-01-02 08:00:00.123456+00" or
-// without a zone) as the proxy presents it ("...Z").
+// without a zone) as the proxy presents it under TimeZone UTC, as
+// PostgreSQL does ("...+00").
 func toUTC(s string) string {
 	for _, layout := range []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999"} {
 		if ts, err := time.Parse(layout, s); err == nil {
-			return ts.UTC().Format("2006-01-02 15:04:05.999999999Z07:00:00")
+			return ts.UTC().Format("2006-01-02 15:04:05.999999-07")
 		}
 	}
 	return s
