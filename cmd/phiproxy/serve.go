@@ -86,13 +86,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
 		phiCfg := phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize}
 		if cfg.file.Audit.Enabled() {
-			audit, err := openAudit(ctx, cfg.file.Audit, logger, reg)
+			audit, closeAudit, err := openAudit(cfg.file.Audit, logger, reg)
 			if err != nil {
 				return err
 			}
-			// Closed after the drain (deferred before srv's shutdown
-			// returns): the last sessions' records are written.
-			defer audit.Close()
+			// Closed when serve returns, after the drain: the last
+			// sessions' records are written.
+			defer closeAudit()
 			phiCfg.Audit = audit
 		}
 		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
@@ -140,29 +140,36 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // openAudit opens the audit log and reopens it on each SIGHUP (log
-// rotation: move the file away, then send SIGHUP) until ctx ends.
-func openAudit(ctx context.Context, cfg auditlog.Config, logger *slog.Logger, reg prometheus.Registerer) (*auditlog.Log, error) {
+// rotation: move the file away, then send SIGHUP), also while sessions
+// drain, until the returned function closes it.
+func openAudit(cfg auditlog.Config, logger *slog.Logger, reg prometheus.Registerer) (*auditlog.Log, func(), error) {
 	audit, err := auditlog.Open(cfg, logger, reg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	logger.Info("audit log opened", "audit_file", cfg.File, "on_failure", cfg.OnFailure, "refusing", audit.Refusing())
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer signal.Stop(hup)
+		defer close(stopped)
 		for {
 			select {
 			case <-hup:
 				if err := audit.Reopen(); err != nil {
 					logger.Error("audit log reopen failed", "error", err.Error())
 				}
-			case <-ctx.Done():
+			case <-done:
 				return
 			}
 		}
 	}()
-	return audit, nil
+	return audit, func() {
+		close(done)
+		<-stopped
+		audit.Close()
+		signal.Stop(hup)
+	}, nil
 }
 
 // interruptedCode is the exit code after a signal: 143 for SIGTERM, 129

@@ -286,6 +286,11 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int, aud
 	if err := checkPHI(ctx, cluster, proxyDSN); err != nil {
 		return nil, err
 	}
+	for _, v := range b.variants {
+		if err := v.check(ctx, owner); err != nil {
+			return nil, err
+		}
+	}
 
 	for _, mode := range []string{"prepared", "simple"} {
 		f := filepath.Join(b.dir, "phi-"+mode+".sql")

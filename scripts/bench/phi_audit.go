@@ -11,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/crypto"
@@ -75,6 +77,32 @@ func startAuditVariants(ctx context.Context, cluster *pgcluster.Cluster, kr *cry
 		}
 	}
 	return out, nil
+}
+
+// check makes sure the variant does what it claims: through it patient
+// 4242 is found by email, its values masked or not as the variant says,
+// and the audit log records the read.
+func (v *phiVariant) check(ctx context.Context, owner pgcluster.Role) error {
+	c, err := pgx.Connect(ctx, pgcluster.DSN("127.0.0.1", proxyPort(v.srv), owner, phiEncryptedDB, "require", ""))
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	var email, first string
+	var dob time.Time
+	if err := c.QueryRow(ctx, "SELECT email, first_name, date_of_birth FROM patients WHERE email = '4242'").Scan(&email, &first, &dob); err != nil {
+		return fmt.Errorf("check through phiproxy %s: %w", v.name, err)
+	}
+	wantEmail, wantFirst, wantDOB := "4242", "First4242", time.Date(1930+4242%75, time.Month(1+4242%12), 1+4242%28, 0, 0, 0, 0, time.UTC)
+	if strings.Contains(v.name, "masks") {
+		wantEmail, wantFirst, wantDOB = "****", "****4242", time.Date(wantDOB.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	if email != wantEmail || first != wantFirst || !dob.Equal(wantDOB) {
+		return fmt.Errorf("check through phiproxy %s: got email %q first_name %q date_of_birth %s; want %q %q %s",
+			v.name, email, first, dob.Format(time.DateOnly), wantEmail, wantFirst, wantDOB.Format(time.DateOnly))
+	}
+	fmt.Printf("check: through phiproxy %s email=%q first_name=%q date_of_birth=%s\n", v.name, email, first, dob.Format(time.DateOnly))
+	return nil
 }
 
 // maskedPolicy is pol with an access rule on every table that shows role
