@@ -22,7 +22,7 @@ type normalizer func(dst, src []byte) []byte
 // that function with an index: btrim is PostgreSQL's trim(col) and
 // btrim(col) (their default set is the space alone), ascii_lower is lower()
 // where the collation's ctype is C or POSIX (str_tolower's asc_tolower),
-// digits is regexp_replace(col, '[^0-9]', '', 'g'). trim, lower and nfc
+// digits is regexp_replace(col, '[^0-9]', $$$$, 'g'). trim, lower and nfc
 // follow Go's Unicode tables, which no PostgreSQL function shares for
 // every input (Unicode white space is not trim()'s set; lower() depends on
 // the collation, and under ICU maps İ to two characters); they remain for
