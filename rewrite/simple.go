@@ -261,7 +261,7 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		}
 		start := b.Len()
 		b.WriteString(slotPlaceholder)
-		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column})
+		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index})
 	}
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()

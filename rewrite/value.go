@@ -96,7 +96,7 @@ func (a *analyzer) bind(v val, r role) {
 			// indexed whole. Refused in value() before it gets here.
 			return
 		}
-		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col}})
+		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Index: r.index}})
 	case vNull:
 		if v.cast {
 			a.addEdit(v.start, v.end, text("NULL"))
@@ -104,14 +104,15 @@ func (a *analyzer) bind(v val, r role) {
 	}
 }
 
-// added returns the piece that carries v's blind index in an added column.
-func (a *analyzer) added(v val, col *policy.Column) piece {
-	r := role{action: ActionIndex, col: col}
+// added returns the piece that carries v's blind index ix in an added
+// column.
+func (a *analyzer) added(v val, col *policy.Column, ix *policy.BlindIndex) piece {
+	r := role{action: ActionIndex, col: col, index: ix}
 	switch v.kind {
 	case vParam:
 		return piece{param: &addedParam{source: int(v.param.Number) - 1, role: r}}
 	case vLiteral:
-		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col}}
+		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Index: ix}}
 	case vDefault:
 		return text("DEFAULT")
 	}

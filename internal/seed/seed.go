@@ -40,8 +40,9 @@ var tableColumns = map[string][2][]string{
 // SchemaSQL returns the DDL of the policy's tables as phiproxy wants
 // them: each PHI column in its storage type with a CHECK constraint that
 // only accepts ciphertext (the database itself refuses a plaintext write
-// that bypasses the proxy), and beside each searchable column a text
-// blind-index column with a btree index. IF NOT EXISTS makes it idempotent.
+// that bypasses the proxy), and after each searchable column a text
+// blind-index column with a btree index per blind index, exact first
+// (policy.Column.Indexes). IF NOT EXISTS makes it idempotent.
 //
 // checks adds the CHECK constraints; the benchmark leaves them out, as its
 // plaintext twin has none (they cost about 1 µs per PHI column per write).
@@ -60,11 +61,13 @@ func SchemaSQL(pol *policy.Policy, checks bool) string {
 					pgx.Identifier{t.Name + "_" + c.Name + "_ciphertext"}.Sanitize(), CiphertextCheck(name, c.Storage))
 			}
 			cols = append(cols, col)
-			if c.Indexed() {
-				idx := pgx.Identifier{c.BlindIndex.Column}.Sanitize()
+			// Every blind index: the exact one (<col>_bidx) and the
+			// normalized ones (<col>_bidx_<name>).
+			for _, ix := range c.Indexes() {
+				idx := pgx.Identifier{ix.Column}.Sanitize()
 				cols = append(cols, idx+" text")
 				indexes = append(indexes, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s);\n",
-					pgx.Identifier{t.Name + "_" + c.BlindIndex.Column + "_idx"}.Sanitize(), table, idx))
+					pgx.Identifier{t.Name + "_" + ix.Column + "_idx"}.Sanitize(), table, idx))
 			}
 		}
 		cols = append(cols, extra[1]...)
@@ -80,7 +83,7 @@ func SchemaSQL(pol *policy.Policy, checks bool) string {
 // twin that differential tests and benchmarks compare phiproxy with. It has
 // the columns of SchemaSQL in the same order, each PHI column in its
 // logical type, no blind-index columns, and a btree index on each column
-// that has a blind index. IF NOT EXISTS makes it idempotent.
+// that has an exact blind index. IF NOT EXISTS makes it idempotent.
 func PlainSchemaSQL(pol *policy.Policy) string {
 	var b strings.Builder
 	for _, t := range pol.Tables() {

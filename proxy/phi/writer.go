@@ -31,8 +31,9 @@ func newWriter(cols keyedColumns, nonUTF8 *atomic.Bool) *writer {
 }
 
 // value appends to dst the upstream form of one client value of a PHI
-// column given in the client's format.
-func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, format int16, src []byte) ([]byte, error) {
+// column given in the client's format: encrypted, or indexed for ix (one
+// of col's blind indexes; nil: the exact one).
+func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *policy.BlindIndex, format int16, src []byte) ([]byte, error) {
 	pc := w.cols[col]
 	if pc == nil {
 		return dst, fmt.Errorf("column %s: no keys", col.QualifiedName())
@@ -41,7 +42,7 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, format 
 	if w.plain, err = w.codec.canonical(w.plain[:0], col.Type, format, src); err != nil {
 		return dst, err
 	}
-	return pc.transform(dst, a, w.plain)
+	return pc.transform(dst, a, ix, w.plain)
 }
 
 // renderQuery appends to dst the SQL text of a plan with every literal slot
@@ -52,7 +53,7 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 		l := &plan.Literals[i]
 		dst = append(dst, plan.SQL[prev:l.Start]...)
 		var err error
-		if w.out, err = w.value(w.out[:0], l.Action, l.Column, formatText, []byte(l.Value)); err != nil {
+		if w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, formatText, []byte(l.Value)); err != nil {
 			return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
 		}
 		raw := l.Action == rewrite.ActionEncrypt && l.Column.Storage == policy.StorageBytea
@@ -111,10 +112,10 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 			if w.text, err = w.codec.toText(w.text[:0], declared[p.Source], src); err != nil {
 				err = &ValueError{Type: p.Column.Type}
 			} else {
-				w.arena, err = w.value(w.arena, p.Action, p.Column, formatText, w.text)
+				w.arena, err = w.value(w.arena, p.Action, p.Column, p.Index, formatText, w.text)
 			}
 		default:
-			w.arena, err = w.value(w.arena, p.Action, p.Column, format, src)
+			w.arena, err = w.value(w.arena, p.Action, p.Column, p.Index, format, src)
 		}
 		if err != nil {
 			return locate(err, "parameter $%d for %s", p.Source+1, p.Column.QualifiedName())
@@ -171,7 +172,7 @@ func (w *writer) arrayValue(dst []byte, p *rewrite.Param, format int16, src []by
 		if err != nil {
 			return nil, &ValueError{Type: p.Column.Type}
 		}
-		if w.out, err = w.value(w.out[:0], p.Action, p.Column, formatText, w.text); err != nil {
+		if w.out, err = w.value(w.out[:0], p.Action, p.Column, p.Index, formatText, w.text); err != nil {
 			return nil, err
 		}
 		out = append(out, '"')
