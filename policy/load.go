@@ -297,6 +297,10 @@ func (l *loader) column(t *Table, name string, k, n *yaml.Node) *Column {
 		}
 	}
 	if se, has := f["search"]; has && ok {
+		if c.Type != TypeText && c.Type != TypeVarchar {
+			l.errorf(se[0], "column %s: search indexes answer functions of text (lower(), trim(), regexp_replace()); the column is %s", c.QualifiedName(), c.Type)
+			return nil
+		}
 		search, good := l.searchIndexes(c, group, se[1])
 		if !good {
 			ok = false

@@ -170,6 +170,7 @@ func TestValidation(t *testing.T) {
 		{"search empty normalize", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { ci: { normalize: [] } } }\n", []string{`search of public.t.a.ci: normalize must not be empty`}},
 		{"search unicode lower", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { ci: { normalize: [trim, lower] } } }\n", []string{`normalizer "trim" cannot be used under search`, `normalizer "lower" cannot be used under search`}},
 		{"search bad name", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { Ci: { normalize: [digits] } } }\n", []string{`line 4: search of public.t.a: index name "Ci" must be lower-case`}},
+		{"search on a date", "tables:\n  - name: t\n    columns:\n      a: { type: date, search: { d: { normalize: [digits] } } }\n", []string{`line 4: column public.t.a: search indexes answer functions of text`}},
 		{"search not mapping", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: [digits] }\n", []string{`search of public.t.a must be a non-empty mapping`}},
 		{"search unknown field", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { d: { normalize: [digits], index_group: g } } }\n", []string{`unknown field "index_group" in search of public.t.a.d`}},
 		{"v1 form with search", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [digits] }, search: { d: { normalize: [digits] } } }\n", []string{`line 4: column public.t.a: blind_index with normalize is the v1 form`}},
