@@ -54,6 +54,7 @@ type fold struct {
 	casing byte // 'l' lower-cased, 'u' upper-cased (ASCII letters), 0 as is
 	ctype  bool // a step means what it says only under ctype C
 	steps  int  // functions applied (casts do not count)
+	classD bool // the digits were kept with \D (for messages only)
 }
 
 // then is f followed by one more function.
@@ -71,7 +72,7 @@ func (f fold) then(op string) fold {
 		}
 	case "digits", `\D`:
 		f.ctype = f.ctype || op == `\D`
-		f.digits, f.trim, f.casing = true, false, 0
+		f.digits, f.trim, f.casing, f.classD = true, false, 0, op == `\D`
 	}
 	return f
 }
@@ -92,6 +93,8 @@ func (f fold) sameKernel(g fold) bool {
 func (f fold) String() string {
 	var s string
 	switch {
+	case f.digits && f.classD:
+		return `regexp_replace(col, '\D', '', 'g')`
 	case f.digits:
 		return "regexp_replace(col, '[^0-9]', '', 'g')"
 	case f.casing == 'l':
