@@ -2,13 +2,21 @@
 GO       ?= go
 BIN      ?= bin/phiproxy
 FUZZTIME ?= 10s
+# Stamped into the binary; `phiproxy version` prints them.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
+# make demo PORT=7432 METRICS_PORT=9188 (0: any free port). Unset, the
+# demo takes 6432 and 9187, or free ports when those are taken.
+PORT         ?=
+METRICS_PORT ?=
 
-.PHONY: all build test unit lint fuzz demo bench differential postgres clean
+.PHONY: all build test unit lint fuzz demo bench bench-migrate differential postgres clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/phiproxy
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/phiproxy
 
 # Unit and integration tests. The integration tests start their own
 # PostgreSQL from the server binaries on this machine.
@@ -27,13 +35,21 @@ lint:
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
+# exec: the demo itself receives Ctrl-C, SIGTERM and SIGHUP and removes its
+# database on each.
 demo: build postgres
-	$(BIN) demo
+	exec $(BIN) demo $(if $(PORT),--listen 127.0.0.1:$(PORT)) $(if $(METRICS_PORT),--metrics 127.0.0.1:$(METRICS_PORT))
 
 # BENCHFLAGS go to scripts/bench (-workload pgbench|idle|phi, -duration 30s, -rounds 2,
 # -idle 1000, -cpuprofile FILE, ...); scripts/bench.sh installs pgbouncer when root.
 bench: postgres
 	scripts/bench.sh $(BENCHFLAGS)
+
+# phiproxy migrate encrypt on 1 M plaintext rows (6 PHI columns, 2 indexed);
+# MIGRATEFLAGS: -rows N, -batch N, -writers N (an application writing
+# through the proxy meanwhile), -baseline 10s.
+bench-migrate: postgres
+	$(GO) run ./scripts/migratebench $(MIGRATEFLAGS)
 
 # A differential campaign (integration/differential, issue 14): N generated
 # statements through phiproxy against plaintext PostgreSQL, and SELF_N for

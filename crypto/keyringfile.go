@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -77,7 +78,7 @@ func ParseKeyringFile(data []byte) (*KeyringFile, error) {
 	dec.DisallowUnknownFields()
 	var f KeyringFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("parse keyring: %w", err)
+		return nil, fmt.Errorf("parse keyring: %w", jsonError(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("parse keyring: trailing data after the keyring object")
@@ -261,4 +262,23 @@ func writeFileAtomic(path string, data []byte, createNew bool) (err error) {
 		return fmt.Errorf("write %s: sync directory: %w", path, err)
 	}
 	return nil
+}
+
+// jsonError describes a decoding error of encoding/json in the file's
+// terms: the member and the kind of value, never Go type names or the
+// value itself.
+func jsonError(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return fmt.Errorf("member %q: %s is not allowed here", te.Field, te.Value)
+	case errors.As(err, &se):
+		return fmt.Errorf("not valid JSON (at byte %d)", se.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("unknown member %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errors.New("the file ends early: not a complete JSON object")
+	}
+	return errors.New("not a valid keyring document")
 }

@@ -170,22 +170,22 @@ func loadEquality(t *testing.T, enc, plain *pgx.Conn) {
 	}
 }
 
-// outcome is what a client sees of a statement.
-type outcome struct {
+// eqOutcome is what a client sees of a statement.
+type eqOutcome struct {
 	Rows     []string
 	Affected string
 	Code     string
 }
 
 // run runs sql on c in the extended protocol, or in the simple one.
-func run(c *pgx.Conn, sql string, simple bool, args ...any) outcome {
+func eqRun(c *pgx.Conn, sql string, simple bool, args ...any) eqOutcome {
 	ctx := context.Background()
 	mode := pgx.QueryExecModeCacheDescribe
 	if simple {
 		mode = pgx.QueryExecModeSimpleProtocol
 	}
 	rows, err := c.Query(ctx, sql, append([]any{mode}, args...)...)
-	var o outcome
+	var o eqOutcome
 	if err == nil {
 		for rows.Next() {
 			vals, verr := rows.Values()
@@ -212,7 +212,7 @@ func run(c *pgx.Conn, sql string, simple bool, args ...any) outcome {
 }
 
 // twin is sql on the plaintext tables.
-func twin(sql string) string {
+func eqTwin(sql string) string {
 	r := strings.NewReplacer("people", "plain_people", "visits", "plain_visits")
 	return r.Replace(sql)
 }
@@ -240,7 +240,7 @@ var equalityCases = []equalityCase{
 	{"IS DISTINCT FROM NULL", "SELECT id FROM people WHERE phone IS DISTINCT FROM $1", []any{nil}, "SELECT id FROM people WHERE phone IS DISTINCT FROM NULL", 10},
 	{"IS NOT DISTINCT FROM NULL", "SELECT id FROM people WHERE email IS NOT DISTINCT FROM $1", []any{nil}, "SELECT id FROM people WHERE email IS NOT DISTINCT FROM NULL", 1},
 	{"self-join on phone", "SELECT a.id, b.id FROM people a JOIN people b ON a.phone = b.phone", nil, "", 14},
-	{"= ANY with a NULL", "SELECT id FROM people WHERE phone = ANY($1)", []any{[]*string{ptr("N/A"), nil, ptr("")}}, "", 3},
+	{"= ANY with a NULL", "SELECT id FROM people WHERE phone = ANY($1)", []any{[]*string{eqPtr("N/A"), nil, eqPtr("")}}, "", 3},
 	{"<> ALL", "SELECT id FROM people WHERE phone <> ALL($1)", []any{[]string{"N/A", "unknown"}}, "", 7},
 	{"IN", "SELECT id FROM people WHERE ssn IN ($1, $2)", []any{"321549876", "N/A"}, "SELECT id FROM people WHERE ssn IN ('321549876', 'N/A')", 2},
 	{"comparison as output", "SELECT id, email = $1, phone <> $2 FROM people", []any{"ann@example.org", ""}, "SELECT id, email = 'ann@example.org', phone <> '' FROM people", 12},
@@ -262,7 +262,7 @@ var equalityCases = []equalityCase{
 	{"join on lower()", "SELECT a.id, b.id FROM people a JOIN people b ON lower(a.email) = lower(b.email) AND a.id < b.id", nil, "", 3},
 }
 
-func ptr(s string) *string { return &s }
+func eqPtr(s string) *string { return &s }
 
 // TestEqualityMatchesPlaintext runs equalityCases both ways, in the
 // extended protocol with parameters and in the simple one with literals.
@@ -273,17 +273,17 @@ func TestEqualityMatchesPlaintext(t *testing.T) {
 	loadEquality(t, enc, plain)
 	for _, c := range equalityCases {
 		t.Run(c.name, func(t *testing.T) {
-			want := run(plain, twin(c.sql), false, c.args...)
+			want := eqRun(plain, eqTwin(c.sql), false, c.args...)
 			if want.Code != "" || len(want.Rows) != c.rows {
 				t.Fatalf("plaintext twin: %+v, want %d rows", want, c.rows)
 			}
-			if got := run(enc, c.sql, false, c.args...); !cmp.Equal(want, got) {
+			if got := eqRun(enc, c.sql, false, c.args...); !cmp.Equal(want, got) {
 				t.Errorf("extended protocol (-postgres +phiproxy):\n%s", cmp.Diff(want, got))
 			}
 			if c.literal == "" {
 				return
 			}
-			if got := run(enc, c.literal, true); !cmp.Equal(want, got) {
+			if got := eqRun(enc, c.literal, true); !cmp.Equal(want, got) {
 				t.Errorf("simple protocol (-postgres +phiproxy):\n%s", cmp.Diff(want, got))
 			}
 		})
@@ -324,18 +324,18 @@ func TestEqualityWrites(t *testing.T) {
 		for i, s := range steps {
 			sql, args := s.sql, s.args
 			if simple {
-				sql, args = inline(s.sql, s.args), nil
+				sql, args = eqInline(s.sql, s.args), nil
 			}
-			want := run(plain, twin(sql), simple, args...)
-			got := run(enc, sql, simple, args...)
+			want := eqRun(plain, eqTwin(sql), simple, args...)
+			got := eqRun(enc, sql, simple, args...)
 			if !cmp.Equal(want, got) {
 				t.Errorf("simple=%v step %d %s (-postgres +phiproxy):\n%s", simple, i, s.sql, cmp.Diff(want, got))
 			}
 		}
 	}
 	// What the statements left, read back whole on both sides.
-	want := run(plain, "SELECT id, email, phone, ssn FROM plain_people", false)
-	got := run(enc, "SELECT id, email, phone, ssn FROM people", false)
+	want := eqRun(plain, "SELECT id, email, phone, ssn FROM plain_people", false)
+	got := eqRun(enc, "SELECT id, email, phone, ssn FROM people", false)
 	if !cmp.Equal(want, got) {
 		t.Errorf("final rows (-postgres +phiproxy):\n%s", cmp.Diff(want, got))
 	}
@@ -347,7 +347,7 @@ func TestEqualityWrites(t *testing.T) {
 
 // inline writes the arguments of sql into it as literals (test values
 // hold no quote).
-func inline(sql string, args []any) string {
+func eqInline(sql string, args []any) string {
 	for i := len(args); i >= 1; i-- {
 		lit := "NULL"
 		if s, ok := args[i-1].(string); ok {
@@ -380,14 +380,14 @@ func TestEqualityLocaleRefusals(t *testing.T) {
 		{"SELECT id FROM people WHERE email = $1", []any{"STRAẞE@BEISPIEL.DE"}, false},
 		{"SELECT id FROM people WHERE email <> $1", []any{"ann@example.org"}, false},
 	} {
-		got := run(enc, c.sql, false, c.args...)
+		got := eqRun(enc, c.sql, false, c.args...)
 		if c.refused {
 			if got.Code != "0A000" {
 				t.Errorf("%s: %+v, want a refusal (0A000)", c.sql, got)
 			}
 			continue
 		}
-		if want := run(plain, twin(c.sql), false, c.args...); !cmp.Equal(want, got) {
+		if want := eqRun(plain, eqTwin(c.sql), false, c.args...); !cmp.Equal(want, got) {
 			t.Errorf("%s (-postgres +phiproxy):\n%s", c.sql, cmp.Diff(want, got))
 		}
 	}

@@ -42,7 +42,12 @@ func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 func runMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{ServerName: upstreamServerName})
+	c, err := pgcluster.Start(ctx, pgcluster.Options{
+		ServerName: upstreamServerName,
+		// Keep few WAL segments: the leak check reads every file of the
+		// data directory, and the migration tests write a lot.
+		Settings: []string{"min_wal_size = 32MB", "max_wal_size = 128MB"},
+	})
 	if err != nil {
 		// Never skip: these tests are the proof that the proxy works.
 		fmt.Fprintf(os.Stderr, "integration: cannot start PostgreSQL: %v\n", err)

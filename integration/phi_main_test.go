@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/internal/leakcheck"
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
@@ -67,12 +68,12 @@ tables:
       v_varchar:     { type: varchar }
       v_int4:        { type: int4, blind_index: {} }
       v_int8:        { type: int8 }
-      v_numeric:     { type: numeric }
+      v_numeric:     { type: numeric, blind_index: {} }
       v_bool:        { type: bool }
       v_date:        { type: date, blind_index: {} }
       v_timestamptz: { type: timestamptz }
       v_uuid:        { type: uuid, blind_index: {} }
-      v_jsonb:       { type: jsonb }
+      v_jsonb:       { type: jsonb, blind_index: {} }
       v_bytea:       { type: bytea, storage: bytea }
 `
 
@@ -102,8 +103,8 @@ CREATE TABLE insurance (
 CREATE TABLE phi_types (
   id serial PRIMARY KEY,
   v_text text, v_text_bidx text, v_varchar text, v_int4 text, v_int4_bidx text, v_int8 text, v_numeric text,
-  v_bool text, v_date text, v_date_bidx text, v_timestamptz text, v_uuid text, v_uuid_bidx text,
-  v_jsonb text, v_bytea bytea);
+  v_numeric_bidx text, v_bool text, v_date text, v_date_bidx text, v_timestamptz text, v_uuid text, v_uuid_bidx text,
+  v_jsonb text, v_jsonb_bidx text, v_bytea bytea);
 `
 
 // phiEnv is the shared PHI setup: database, policy and keyring. Built once.
@@ -159,15 +160,69 @@ func buildPHIEnv() error {
 	return err
 }
 
-// startPHIProxy starts a proxy that enforces phiPolicy.
+// startPHIProxy starts a proxy that enforces phiPolicy, with an audit log.
 func startPHIProxy(t *testing.T) *testProxy {
 	t.Helper()
+	return startPHIProxyWith(t, phiOptions{})
+}
+
+// phiOptions vary startPHIProxyWith.
+type phiOptions struct {
+	policy *policy.Policy  // phiEnv.policy when nil
+	audit  auditlog.Config // File: a new file in a temporary directory when empty
+	// auditLog and auditPath, when not nil, receive the audit log and
+	// its path.
+	auditLog  **auditlog.Log
+	auditPath *string
+}
+
+// startPHIProxyWith starts a PHI proxy. Every PHI proxy writes an audit
+// log; when the test ends its chain must verify, and its contents join
+// the proxy logs that the leak check searches.
+func startPHIProxyWith(t *testing.T, o phiOptions) *testProxy {
+	t.Helper()
 	setupPHI(t)
+	if o.policy == nil {
+		o.policy = phiEnv.policy
+	}
 	logs := &syncBuffer{}
 	phiLogs.add(logs)
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	eng, err := phi.New(phiEnv.policy, phi.KeyringKeys(phiEnv.keyring), reg, phi.Config{})
+	if o.audit.File == "" {
+		o.audit.File = filepath.Join(t.TempDir(), "audit.log")
+	}
+	o.audit.SetDefaults()
+	audit, err := auditlog.Open(o.audit, logger, reg)
+	if err != nil {
+		t.Fatalf("audit log: %v", err)
+	}
+	if o.auditLog != nil {
+		*o.auditLog = audit
+	}
+	if o.auditPath != nil {
+		*o.auditPath = o.audit.File
+	}
+	// Registered before runProxy's cleanup, so it runs after the proxy
+	// has stopped: every record is written.
+	t.Cleanup(func() {
+		audit.Close()
+		if st, err := os.Stat(o.audit.File); err != nil || !st.Mode().IsRegular() {
+			return // /dev/full
+		}
+		data, err := os.ReadFile(o.audit.File)
+		if err != nil {
+			t.Errorf("read the audit log: %v", err)
+			return
+		}
+		b := &syncBuffer{}
+		b.Write(data)
+		phiLogs.add(b)
+		if _, err := auditlog.VerifyFiles(o.audit.File); err != nil {
+			t.Errorf("audit log chain: %v", err)
+		}
+	})
+	eng, err := phi.New(o.policy, phi.KeyringKeys(phiEnv.keyring), reg, phi.Config{Audit: audit})
 	if err != nil {
 		t.Fatalf("phi.New: %v", err)
 	}
@@ -210,7 +265,8 @@ func remember(v string) string {
 	return v
 }
 
-// phiLogs are the logs of every PHI proxy, searched by the leak check too.
+// phiLogs are the logs and audit logs of every PHI proxy, searched by the
+// leak check too.
 var phiLogs logSet
 
 type logSet struct {

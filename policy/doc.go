@@ -1,6 +1,7 @@
 // Package policy is the PHI policy: which tables and columns hold protected
-// health information, their logical types, how they are stored, and which
-// of them carry blind indexes for equality search.
+// health information, their logical types, how they are stored, which of
+// them carry blind indexes for equality search, and which PostgreSQL roles
+// read them in plaintext, masked, or not at all (access.go).
 //
 // A Policy is loaded from the `policy:` section of the configuration (Load)
 // or from a document whose top level is that section (Parse), validated with
@@ -41,4 +42,15 @@
 // whose members disagree on normalizers or bits, normalized indexes under
 // search with normalizers no PostgreSQL function computes, and a v1-form
 // blind_index beside search.
+//
+// # Schema
+//
+// The package also says what a database must hold for the policy (a pure
+// function of the policy and a description of the live catalog): Diff
+// compares a LiveCatalog, read by the one query CatalogSQL returns and
+// parsed by ParseCatalog, with the policy and returns each Problem with the
+// DDL that fixes it; Script renders them for psql; CreateTableSQL is the
+// DDL of a new table; CiphertextCheck is the CHECK expression that makes
+// PostgreSQL refuse anything but an envelope. Identifiers are quoted as
+// quote_ident does (QuoteIdent).
 package policy

@@ -53,7 +53,7 @@ func Parse(data []byte) (*Policy, error) {
 // configuration. A nil or empty node yields an empty policy. All problems
 // found are returned together (errors.Join of *Error), each with its line.
 func Load(node *yaml.Node) (*Policy, error) {
-	l := &loader{lines: map[*Column]*yaml.Node{}, adLine: map[*Column]*yaml.Node{}}
+	l := &loader{lines: map[*Column]*yaml.Node{}, adLine: map[*Column]*yaml.Node{}, accessNodes: map[*Column]*yaml.Node{}}
 	p := l.policy(node)
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
@@ -62,9 +62,10 @@ func Load(node *yaml.Node) (*Policy, error) {
 }
 
 type loader struct {
-	errs   []error
-	lines  map[*Column]*yaml.Node // the column's key node
-	adLine map[*Column]*yaml.Node // its associated_data node, if set
+	errs        []error
+	lines       map[*Column]*yaml.Node // the column's key node
+	adLine      map[*Column]*yaml.Node // its associated_data node, if set
+	accessNodes map[*Column]*yaml.Node // its access node, if set (access.go)
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -120,7 +121,10 @@ func (l *loader) policy(node *yaml.Node) *Policy {
 	if node == nil || node.Kind == 0 || (node.Kind == yaml.ScalarNode && node.Tag == "!!null") {
 		return p
 	}
-	f := l.fields(node, "policy", "tables")
+	f := l.fields(node, "policy", "tables", "databases")
+	if dbs, ok := f["databases"]; ok {
+		p.databases = l.databases(dbs[1])
+	}
 	tables, ok := f["tables"]
 	if !ok {
 		return p
@@ -152,8 +156,34 @@ func (l *loader) policy(node *yaml.Node) *Policy {
 	return p
 }
 
+// databases reads policy.databases: the names of the databases the policy
+// governs, unique and non-empty.
+func (l *loader) databases(n *yaml.Node) []string {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		l.errorf(n, "policy.databases must be a list of database names")
+		return nil
+	}
+	var out []string
+	for _, e := range n.Content {
+		s, ok := l.scalar(e, "database name")
+		switch {
+		case !ok:
+		case s == "":
+			l.errorf(e, "policy.databases: empty database name")
+		case slices.Contains(out, s):
+			l.errorf(e, "policy.databases: duplicate database %q", s)
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func (l *loader) table(n *yaml.Node) *Table {
-	f := l.fields(n, "table", "name", "columns")
+	f := l.fields(n, "table", "name", "columns", "access")
 	if f == nil {
 		return nil
 	}
@@ -210,6 +240,11 @@ func (l *loader) table(n *yaml.Node) *Table {
 		t.Columns = append(t.Columns, c)
 		t.byName[c.Name] = c
 	}
+	var tableAccess *yaml.Node
+	if a, ok := f["access"]; ok {
+		tableAccess = a[1]
+	}
+	l.resolveAccess(t, tableAccess, l.accessNodes)
 	// Blind-index columns must not collide with PHI columns or each other.
 	seen := map[string]string{}
 	for _, c := range t.Columns {
@@ -232,9 +267,12 @@ var logicalTypes = []LogicalType{TypeText, TypeVarchar, TypeInt4, TypeInt8, Type
 func (l *loader) column(t *Table, name string, k, n *yaml.Node) *Column {
 	c := &Column{Table: t, Name: name, Storage: StorageText}
 	l.lines[c] = k
-	f := l.fields(n, "column "+t.QualifiedName()+"."+name, "type", "storage", "blind_index", "search", "associated_data")
+	f := l.fields(n, "column "+t.QualifiedName()+"."+name, "type", "storage", "blind_index", "search", "associated_data", "access")
 	if f == nil {
 		return nil
+	}
+	if a, ok := f["access"]; ok {
+		l.accessNodes[c] = a[1]
 	}
 	ok := true
 	if ty, has := f["type"]; !has {

@@ -34,8 +34,11 @@ const (
 // Policy is the validated, immutable PHI policy. The zero value protects
 // nothing. Safe for concurrent use.
 type Policy struct {
-	tables []*Table
-	byName map[string]*Table // "schema.table" -> table
+	// databases are the databases the policy governs (policy.databases),
+	// in order; nil when the policy does not say.
+	databases []string
+	tables    []*Table
+	byName    map[string]*Table // "schema.table" -> table
 }
 
 // Table is one table with PHI columns.
@@ -44,6 +47,9 @@ type Table struct {
 	Name    string    // e.g. "patients"
 	Columns []*Column // in policy order
 	byName  map[string]*Column
+	// Access is the table's `access:` default as written (access.go); nil
+	// when it has none. Columns carry their resolved rule.
+	Access *Access
 }
 
 // Column is one PHI column.
@@ -67,6 +73,9 @@ type Column struct {
 	// for normalized matching, such as lower(email) = lower($1), compares
 	// one of them when its normalizers compute exactly that SQL.
 	Search []*BlindIndex
+	// Access is who reads the column how (access.go); nil: no rule, every
+	// role reads plaintext.
+	Access *Access
 
 	indexes []*BlindIndex // BlindIndex (if any), then Search
 }
@@ -122,6 +131,17 @@ func (p *Policy) Tables() []*Table {
 		return nil
 	}
 	return p.tables
+}
+
+// Databases returns the databases the policy governs (policy.databases),
+// or nil when it does not name them: then the commands that read the
+// catalog (check, schema, keys usage) use the database of their connection
+// settings.
+func (p *Policy) Databases() []string {
+	if p == nil {
+		return nil
+	}
+	return p.databases
 }
 
 // Table returns the policy table schema.name, or nil.

@@ -254,13 +254,20 @@ func (s *Session) handleRowDescription(msg []byte) error {
 	var rows RowTransformer
 	out := msg
 	if r != nil {
-		if s.out, rows, err = r.RowDescription(s.out[:0], msg); err != nil {
-			return err
-		}
-		out = s.out
+		s.out, rows, err = r.RowDescription(s.out[:0], msg)
 		if kind != KindQuery {
 			r.Answered('T')
 		}
+		if err != nil {
+			if Classify(err).Fatal {
+				return err
+			}
+			// Refused by the interceptor: the client gets its error in
+			// place of the description and nothing more of this cycle.
+			s.rows, s.rowsTo = nil, to
+			return s.resultFailed(err)
+		}
+		out = s.out
 	}
 	if kind == KindQuery {
 		s.setState(s2cRows)
@@ -303,9 +310,18 @@ func (s *Session) handleDataRow(msg []byte) error {
 // handleCommandComplete ends an Execute, or one statement of a simple
 // Query (CommandComplete or EmptyQueryResponse).
 func (s *Session) handleCommandComplete(typ byte, msg []byte) error {
-	_, to, kind, err := s.head(typ, kindsResult)
+	r, to, kind, err := s.head(typ, kindsResult)
 	if err != nil {
 		return err
+	}
+	if typ == 'C' && r != nil {
+		if cc, ok := r.(CommandCompleter); ok {
+			tag, _, ok := CString(msg[5:])
+			if !ok {
+				return serverProtocolErrorf("invalid CommandComplete")
+			}
+			cc.CommandComplete(tag)
+		}
 	}
 	if kind == KindExecute {
 		return s.complete(typ, msg, kindsExecute)

@@ -27,13 +27,29 @@
 // Close: it sends upstream what it wants (Conn.Send), each with an
 // Expectation whose Responder rewrites the server's answers on their way
 // back (RowDescription, DataRow, ParameterDescription, ErrorResponse) and
-// learns how the server answered (Answered). Hidden expectations stand for
+// learns how the server answered (Answered, and with the optional
+// CommandCompleter each command tag). A non-fatal error from RowDescription
+// or a RowTransformer refuses that result. Hidden expectations stand for
 // messages the proxy sent itself; their answers are not forwarded, except
-// errors.
+// errors. Conn tells the interceptor who the client is (User, Database,
+// RemoteAddr, ClientCertSubject), for its own records.
 //
 // serverToClient's position in the answers is a named state (s2cState):
 // between results, inside a result, muted after a result failed in the
 // proxy (up to ReadyForQuery), or closing after the server's FATAL.
+//
+// # Authentication
+//
+// upstream.scram chooses how SCRAM-SHA-256 logins cross the proxy
+// (scram.go): auto asks the client for its password inside TLS and runs
+// SCRAM with the server, caching the derived keys (scram_password.go,
+// scram_cache.go); verifier is the SCRAM server for the client with the
+// role's secret and proves the client upstream with the ClientKey its proof
+// reveals (scram_verifier.go, secrets.go); relay passes SCRAM through.
+// listen.tls.client_cert_roles makes a verified client certificate the
+// login (clientcert.go); such sessions, and only they, present the proxy's
+// own client certificate upstream. A login the proxy refuses itself gets
+// PostgreSQL's own SQLSTATE and message (LoginError).
 //
 // # Errors
 //
@@ -47,8 +63,14 @@
 //   - plaintext clients, unless listen.tls.allow_plaintext;
 //   - plaintext to the upstream unless upstream.tls.mode is disable: no
 //     fallback when the server refuses TLS;
-//   - SCRAM-SHA-256-PLUS towards the client (channel binding cannot survive
-//     TLS termination), GSSAPI/SSPI authentication;
+//   - SCRAM-SHA-256-PLUS towards the client in the auto and relay modes
+//     (the client's channel binding cannot survive TLS termination; the
+//     verifier mode offers it, bound to the proxy's own certificate),
+//     GSSAPI/SSPI authentication;
+//   - in the verifier mode, a server that asks for a cleartext password
+//     (pg_hba "password"): the mode never lets a password reach the proxy;
+//   - with client_cert_roles, a certificate that maps to no role, or not to
+//     the startup user (28000);
 //   - malformed or oversized messages: FATAL 08P01, that session only;
 //     before login, startup packets over 10,000 bytes and authentication
 //     messages over 64 KiB, as PostgreSQL.
@@ -56,7 +78,11 @@
 // # Invariants
 //
 //   - Nothing logged carries message contents, query text, parameter
-//     values or passwords.
+//     values, passwords, SCRAM keys or secrets.
+//   - No code path of the verifier mode receives a cleartext password
+//     (TestVerifierModeNeverSeesAPassword checks the call graph); the key
+//     cache never stores a password and never serves a login whose password
+//     differs from the one the server accepted.
 //   - A panic in a session ends that session only.
 //   - Every client-facing error comes from Classify.
 package proxy

@@ -79,6 +79,27 @@ type AuthError struct{ Msg string }
 
 func (e *AuthError) Error() string { return "authentication: " + e.Msg }
 
+// LoginError is a login the proxy refuses as PostgreSQL would refuse it:
+// Code, Message and Detail are what PostgreSQL sends in the same case (a
+// wrong password: 28P01 `password authentication failed for user "x"`),
+// without the "phiproxy:" prefix, so clients and their users see no
+// difference. Message and Detail are client-safe.
+type LoginError struct {
+	Code    string
+	Message string
+	Detail  string
+}
+
+func (e *LoginError) Error() string { return "login refused: " + e.Message }
+
+// AuthLookupError is a failure to read a role's SCRAM secret in verifier
+// mode (the auth_user's connection or query failed, or timed out). The
+// client is told the proxy could not authenticate it, not why.
+type AuthLookupError struct{ Err error }
+
+func (e *AuthLookupError) Error() string { return "look up SCRAM secret: " + e.Err.Error() }
+func (e *AuthLookupError) Unwrap() error { return e.Err }
+
 // clientIOError is a read or write failure on the client connection.
 type clientIOError struct{ err error }
 
@@ -107,6 +128,7 @@ type ErrorInfo struct {
 	// left, its connection failed, or it already has the server's error).
 	Code    string
 	Message string // client-safe
+	Detail  string // client-safe, optional
 	Hint    string // client-safe, optional
 	// Fatal: the session ends with this error. A non-fatal error answers
 	// one statement and the session goes on.
@@ -127,6 +149,8 @@ func Classify(err error) ErrorInfo {
 		pe  *ProtocolError
 		ue  *UpstreamError
 		ae  *AuthError
+		le  *LoginError
+		ale *AuthLookupError
 		pa  *panicError
 		cio *clientIOError
 		ce  ClientError
@@ -149,6 +173,16 @@ func Classify(err error) ErrorInfo {
 		return ErrorInfo{Fatal: true, Reason: outcomeRefused}
 	case errors.Is(err, errTLSRequired):
 		return fatal(outcomeRefused, pgerrcode.InvalidAuthorizationSpecification, errTLSRequired.Error())
+	case errors.As(err, &le):
+		reason := outcomeAuthFailed
+		if le.Code == pgerrcode.ProtocolViolation {
+			reason = outcomeProtocolError
+		}
+		info := fatal(reason, le.Code, le.Message)
+		info.Detail = le.Detail
+		return info
+	case errors.As(err, &ale):
+		return fatal(outcomeUpstreamError, pgerrcode.SQLClientUnableToEstablishSQLConnection, "phiproxy: could not look up the role's authentication secret")
 	case errors.As(err, &ae):
 		return fatal(outcomeRefused, pgerrcode.InvalidAuthorizationSpecification, "phiproxy: "+ae.Msg)
 	case errors.As(err, &pe):
@@ -183,7 +217,7 @@ func appendErrorResponse(dst []byte, info ErrorInfo) []byte {
 		severity = "FATAL"
 	}
 	resp := pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity,
-		Code: info.Code, Message: info.Message, Hint: info.Hint}
+		Code: info.Code, Message: info.Message, Detail: info.Detail, Hint: info.Hint}
 	out, err := resp.Encode(dst)
 	if err != nil {
 		// Encode fails only on a message larger than the protocol allows,

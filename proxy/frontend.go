@@ -158,6 +158,9 @@ func (s *Session) handleFlush(msg []byte) error {
 // handleFunctionCall: the legacy fast-path FunctionCall.
 func (s *Session) handleFunctionCall(msg []byte) error {
 	s.c2s.functionCalls++
+	if s.icpt != nil {
+		return s.icpt.Frontend('F', msg)
+	}
 	if err := s.push(expectation{Expectation: Expectation{Kind: KindFunctionCall}}); err != nil {
 		return err
 	}

@@ -29,8 +29,8 @@ type Interceptor interface {
 // the server reports. Frontend and Sync run on the clientToServer
 // goroutine, ParameterStatus on serverToClient.
 type SessionInterceptor interface {
-	// Frontend handles a Query, Parse, Bind, Describe, Execute or Close
-	// (typ is its type byte; msg is the whole message, header included,
+	// Frontend handles a Query, Parse, Bind, Describe, Execute, Close or
+	// FunctionCall (typ is its type byte; msg is the whole message, header included,
 	// valid until Frontend returns). It decides what goes upstream with
 	// Conn.Send: msg itself, a rewritten message, or something else. An
 	// error ends the session with Classify's answer to it.
@@ -108,7 +108,11 @@ func KindOf(typ byte, msg []byte) Kind {
 type Responder interface {
 	// RowDescription rewrites a RowDescription (a Describe's answer, or
 	// the start of one result of a Query) and returns how the DataRows of
-	// that result are rewritten: nil forwards them raw.
+	// that result are rewritten: nil forwards them raw. An error that
+	// Classify calls non-fatal refuses the result (or the description):
+	// the client gets the error in its place and nothing more up to
+	// ReadyForQuery, as with a RowTransformer's; any other ends the
+	// session.
 	RowDescription(dst, msg []byte) ([]byte, RowTransformer, error)
 	// Rows is asked at the first DataRow of an Execute's result, which
 	// has no RowDescription of its own.
@@ -122,6 +126,20 @@ type Responder interface {
 	// 'I', 'Z'), 'E' for an error, or 0 when the server skipped the
 	// message after an earlier error.
 	Answered(typ byte)
+}
+
+// CommandCompleter is implemented by a Responder that wants the command
+// tag of each CommandComplete answering its message: an Execute's, or each
+// statement's of a simple Query, in order ("SELECT 3", "UPDATE 1",
+// "INSERT 0 2"). It is optional, as http.Flusher is to a ResponseWriter:
+// Responders that only rewrite need not implement it.
+//
+// The relay calls it on serverToClient before the client can receive the
+// CommandComplete (and, for an Execute, before Answered('C')), also when
+// the proxy has muted the result after a non-fatal error: the statement ran
+// on the server all the same. tag is valid only during the call.
+type CommandCompleter interface {
+	CommandComplete(tag []byte)
 }
 
 // RowTransformer rewrites the DataRows of one result. An error that

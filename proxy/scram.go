@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"crypto/hmac"
-	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -14,15 +13,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-	"golang.org/x/text/secure/precis"
 )
 
-// Why the proxy sometimes runs SCRAM itself.
+// How SCRAM-SHA-256 logins cross the proxy (upstream.scram).
 //
 // A client that reaches the proxy over TLS sends the GS2 flag "y" when the
 // server offers no SCRAM-SHA-256-PLUS (libpq and pgx both do, by default):
@@ -30,85 +29,71 @@ import (
 // TLS, does support it, so it must treat "y" as a downgrade attack and
 // refuses the login (auth-scram.c, "SCRAM channel binding negotiation
 // error"). Rewriting the flag is impossible: it is covered by the client's
-// proof. So when both legs are TLS, the proxy asks the client for its
-// password (AuthenticationCleartextPassword, inside the client's TLS) and
-// runs SCRAM-SHA-256 with the server itself, with channel binding to the
-// server's certificate when offered. Each user still logs in with their own
-// role and password; the proxy holds the password only for the exchange
-// and keeps no copy. (It could read PHI anyway: see the threat model.)
-// Upstream.SCRAM = "relay" turns this off; clients must then use
-// channel_binding=disable.
+// proof. Hence three modes:
+//
+//   - auto (default; scram_password.go): when both legs are TLS, the proxy
+//     asks the client for its password (AuthenticationCleartextPassword,
+//     inside the client's TLS) and runs SCRAM-SHA-256 with the server
+//     itself, channel-bound to the server's certificate when offered. The
+//     keys derived from a password are cached (scram_cache.go), so a
+//     reconnecting client costs HMACs, not PBKDF2.
+//   - verifier (scram_verifier.go): the proxy reads the role's SCRAM secret
+//     (StoredKey, ServerKey) from the server or a file, is the SCRAM server
+//     for the client (SCRAM-SHA-256-PLUS bound to the proxy's own
+//     certificate), recovers the ClientKey from the client's proof and uses
+//     it as the SCRAM client towards the server. No password ever reaches
+//     the proxy.
+//   - relay: SCRAM is relayed untouched, -PLUS stripped; clients must use
+//     channel_binding=disable when both legs are TLS.
+//
+// Both the auto and the verifier modes drive the server with scramClient,
+// which holds keys (ClientKey, ServerKey), never a password.
 
-// terminateSCRAM reports whether the proxy runs SCRAM with the server itself.
+// terminateSCRAM reports whether the proxy runs SCRAM with the server itself
+// in auto mode.
 func (s *Session) terminateSCRAM() bool {
-	if s.srv.cfg.Upstream.SCRAM == SCRAMRelay {
+	if s.srv.cfg.Upstream.SCRAM != SCRAMAuto {
 		return false
 	}
 	_, upstreamTLS := s.server.(*tls.Conn)
 	return s.tlsClient && upstreamTLS
 }
 
-// scramWithPassword answers the server's AuthenticationSASL (msg) with a
-// SCRAM exchange of the proxy's own, using the password it asks the client
-// for. It returns after the server's SASLFinal has been verified; the
-// server's AuthenticationOk then reaches the client through relayAuth.
-func (s *Session) scramWithPassword(msg []byte) error {
-	var sasl pgproto3.AuthenticationSASL
-	if err := sasl.Decode(msg[5:]); err != nil {
-		return serverProtocolErrorf("invalid AuthenticationSASL")
-	}
-	var ask [9]byte
-	ask[0] = 'R'
-	binary.BigEndian.PutUint32(ask[1:5], 8)
-	binary.BigEndian.PutUint32(ask[5:9], authCleartextPassword)
-	if err := s.writeClient(ask[:]); err != nil {
-		return err
-	}
-	if err := s.flushClient(); err != nil {
-		return err
-	}
-	typ, pw, err := s.clientR.next()
-	if err != nil {
-		return clientReadError(err)
-	}
-	if typ != 'p' || len(pw) < 6 || pw[len(pw)-1] != 0 {
-		return protocolErrorf("expected a password message")
-	}
-	password := normalizeSCRAMPassword(string(pw[5 : len(pw)-1]))
-	clear(pw)
+// scramKeys are the two keys SCRAM derives from a salted password (RFC 5802
+// section 3): ClientKey proves the client, ServerKey proves the server.
+// Either is enough to impersonate its side to this server (with this salt),
+// so they are treated as secrets: never logged, wiped after use.
+type scramKeys struct {
+	ClientKey [sha256.Size]byte
+	ServerKey [sha256.Size]byte
+}
 
-	sc := &scramClient{mechanism: "SCRAM-SHA-256", gs2: "y,,"}
-	if slices.Contains(sasl.AuthMechanisms, scramPlus) {
-		if h, err := certificateHash(s.server.(*tls.Conn)); err == nil {
-			sc.mechanism, sc.gs2, sc.cbData = scramPlus, "p=tls-server-end-point,,", h
+func (k *scramKeys) String() string       { return "[REDACTED scram keys]" }
+func (k *scramKeys) LogValue() slog.Value { return slog.StringValue("[REDACTED scram keys]") }
+
+// wipe zeroes the keys.
+func (k *scramKeys) wipe() { *k = scramKeys{} }
+
+// upstreamSCRAMClient chooses the mechanism to use with the server among
+// those it offers: SCRAM-SHA-256-PLUS bound to the server's certificate
+// when offered over TLS, else SCRAM-SHA-256.
+func (s *Session) upstreamSCRAMClient(offered []string) (*scramClient, error) {
+	sc := &scramClient{mechanism: scramSHA256, gs2: "y,,"}
+	if _, isTLS := s.server.(*tls.Conn); !isTLS {
+		sc.gs2 = "n,,"
+	}
+	if slices.Contains(offered, scramPlus) {
+		if tc, ok := s.server.(*tls.Conn); ok {
+			if h, err := peerCertificateHash(tc); err == nil {
+				sc.mechanism, sc.gs2, sc.cbData = scramPlus, "p=tls-server-end-point,,", h
+				return sc, nil
+			}
 		}
-	} else if !slices.Contains(sasl.AuthMechanisms, "SCRAM-SHA-256") {
-		return &AuthError{Msg: "the server offers no SASL mechanism the proxy supports"}
 	}
-
-	first, err := sc.clientFirst()
-	if err != nil {
-		return err
+	if !slices.Contains(offered, scramSHA256) {
+		return nil, &AuthError{Msg: "the server offers no SASL mechanism the proxy supports"}
 	}
-	if err := s.sendServer(&pgproto3.SASLInitialResponse{AuthMechanism: sc.mechanism, Data: first}); err != nil {
-		return err
-	}
-	serverFirst, err := s.readSASL(authSASLContinue)
-	if serverFirst == nil || err != nil {
-		return err
-	}
-	final, err := sc.clientFinal(serverFirst, password)
-	if err != nil {
-		return err
-	}
-	if err := s.sendServer(&pgproto3.SASLResponse{Data: final}); err != nil {
-		return err
-	}
-	serverFinal, err := s.readSASL(authSASLFinal)
-	if serverFinal == nil || err != nil {
-		return err
-	}
-	return sc.verifyServerFinal(serverFinal)
+	return sc, nil
 }
 
 // sendServer encodes msg to the server and flushes.
@@ -124,6 +109,15 @@ func (s *Session) sendServer(msg pgproto3.FrontendMessage) error {
 		return &UpstreamError{Connected: true, Err: err}
 	}
 	return nil
+}
+
+// sendClient encodes msg to the client (buffered; flushClient sends it).
+func (s *Session) sendClient(msg pgproto3.BackendMessage) error {
+	buf, err := msg.Encode(nil)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", msg, err)
+	}
+	return s.writeClient(buf)
 }
 
 // readSASL reads the server's next SASL message of the given code and
@@ -158,26 +152,44 @@ func (s *Session) readSASL(code uint32) ([]byte, error) {
 	}
 }
 
-// scramClient is the client side of SCRAM-SHA-256(-PLUS), RFC 5802/7677.
+// SASL mechanism names.
+const (
+	scramSHA256 = "SCRAM-SHA-256"
+	scramPlus   = "SCRAM-SHA-256-PLUS"
+)
+
+// scramClient is the client side of SCRAM-SHA-256(-PLUS), RFC 5802/7677,
+// as the proxy runs it with the server. It works from keys (ClientKey,
+// ServerKey), never from a password: the auto mode derives them from the
+// client's password (or finds them cached), the verifier mode recovers
+// the ClientKey from the client's own proof.
 type scramClient struct {
 	mechanism string
-	gs2       string // GS2 header: "y,," or "p=tls-server-end-point,,"
+	gs2       string // GS2 header: "n,,", "y,," or "p=tls-server-end-point,,"
 	cbData    []byte // channel binding data for -PLUS
 	user      string // SCRAM user name; empty: PostgreSQL uses the startup user
 
 	clientNonce     string
 	clientFirstBare string
 	authMessage     []byte
-	saltedPassword  []byte
+	serverKey       [sha256.Size]byte // for verifyServerFinal
+}
+
+// serverFirst is a parsed server-first-message.
+type serverFirst struct {
+	raw        []byte
+	nonce      string // client nonce + server nonce
+	salt       []byte
+	iterations int
 }
 
 func (c *scramClient) clientFirst() ([]byte, error) {
 	if c.clientNonce == "" {
-		var raw [18]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return nil, fmt.Errorf("scram nonce: %w", err)
+		nonce, err := scramNonce()
+		if err != nil {
+			return nil, err
 		}
-		c.clientNonce = base64.RawStdEncoding.EncodeToString(raw[:])
+		c.clientNonce = nonce
 	}
 	// PostgreSQL takes the user from the startup message; the SCRAM user
 	// name is left empty, as libpq does.
@@ -185,48 +197,58 @@ func (c *scramClient) clientFirst() ([]byte, error) {
 	return []byte(c.gs2 + c.clientFirstBare), nil
 }
 
-func (c *scramClient) clientFinal(serverFirst []byte, password string) ([]byte, error) {
-	var nonce, salt string
-	iterations := 0
-	for _, attr := range strings.Split(string(serverFirst), ",") {
+// parseServerFirst reads the server's salt and iteration count and checks
+// its nonce extends ours.
+func (c *scramClient) parseServerFirst(raw []byte) (serverFirst, error) {
+	sf := serverFirst{raw: raw}
+	var salt string
+	for _, attr := range strings.Split(string(raw), ",") {
 		k, v, _ := strings.Cut(attr, "=")
 		switch k {
 		case "r":
-			nonce = v
+			sf.nonce = v
 		case "s":
 			salt = v
 		case "i":
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				return nil, serverProtocolErrorf("invalid SCRAM iteration count")
+				return sf, serverProtocolErrorf("invalid SCRAM iteration count")
 			}
-			iterations = n
+			sf.iterations = n
 		}
 	}
-	if !strings.HasPrefix(nonce, c.clientNonce) || len(nonce) == len(c.clientNonce) {
-		return nil, serverProtocolErrorf("invalid SCRAM server nonce")
+	if !strings.HasPrefix(sf.nonce, c.clientNonce) || len(sf.nonce) == len(c.clientNonce) {
+		return sf, serverProtocolErrorf("invalid SCRAM server nonce")
 	}
-	saltBytes, err := base64.StdEncoding.DecodeString(salt)
-	if err != nil || iterations < 1 || iterations > 1<<24 {
-		return nil, serverProtocolErrorf("invalid SCRAM salt or iteration count")
+	var err error
+	sf.salt, err = base64.StdEncoding.DecodeString(salt)
+	if err != nil || len(sf.salt) == 0 || sf.iterations < 1 || sf.iterations > maxSCRAMIterations {
+		return sf, serverProtocolErrorf("invalid SCRAM salt or iteration count")
 	}
-	c.saltedPassword, err = pbkdf2.Key(sha256.New, password, saltBytes, iterations, sha256.Size)
-	if err != nil {
-		return nil, fmt.Errorf("scram: %w", err)
-	}
-	cb := base64.StdEncoding.EncodeToString(append([]byte(c.gs2), c.cbData...))
-	withoutProof := "c=" + cb + ",r=" + nonce
-	c.authMessage = []byte(c.clientFirstBare + "," + string(serverFirst) + "," + withoutProof)
+	return sf, nil
+}
 
-	clientKey := hmacSHA256(c.saltedPassword, []byte("Client Key"))
-	storedKey := sha256.Sum256(clientKey)
-	signature := hmacSHA256(storedKey[:], c.authMessage)
-	proof := make([]byte, len(clientKey))
-	subtle.XORBytes(proof, clientKey, signature)
+// maxSCRAMIterations bounds the iteration count a server may ask for (a
+// hostile one could otherwise make the proxy spin). PostgreSQL's
+// scram_iterations allows up to INT_MAX; 2^24 is 4,096 times its default.
+const maxSCRAMIterations = 1 << 24
+
+// clientFinal builds the client-final-message proving keys.ClientKey and
+// keeps keys.ServerKey to check the server's signature.
+func (c *scramClient) clientFinal(sf serverFirst, keys *scramKeys) ([]byte, error) {
+	cb := base64.StdEncoding.EncodeToString(append([]byte(c.gs2), c.cbData...))
+	withoutProof := "c=" + cb + ",r=" + sf.nonce
+	c.authMessage = []byte(c.clientFirstBare + "," + string(sf.raw) + "," + withoutProof)
+	c.serverKey = keys.ServerKey
+
+	storedKey := sha256.Sum256(keys.ClientKey[:])
+	proof := hmacSHA256(storedKey[:], c.authMessage)
+	subtle.XORBytes(proof, proof, keys.ClientKey[:])
 	return []byte(withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof)), nil
 }
 
 func (c *scramClient) verifyServerFinal(serverFinal []byte) error {
+	defer clear(c.serverKey[:])
 	v, ok := bytes.CutPrefix(serverFinal, []byte("v="))
 	if !ok {
 		return serverProtocolErrorf("invalid SCRAM server-final-message")
@@ -235,12 +257,21 @@ func (c *scramClient) verifyServerFinal(serverFinal []byte) error {
 	if err != nil {
 		return serverProtocolErrorf("invalid SCRAM server signature")
 	}
-	serverKey := hmacSHA256(c.saltedPassword, []byte("Server Key"))
-	want := hmacSHA256(serverKey, c.authMessage)
+	want := hmacSHA256(c.serverKey[:], c.authMessage)
 	if !hmac.Equal(got, want) {
 		return &AuthError{Msg: "the database server failed SCRAM verification"}
 	}
 	return nil
+}
+
+// scramNonce is a fresh nonce: 18 random bytes in base64, as PostgreSQL
+// makes them (SCRAM_RAW_NONCE_LEN).
+func scramNonce() (string, error) {
+	var raw [18]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("scram nonce: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(raw[:]), nil
 }
 
 func hmacSHA256(key, data []byte) []byte {
@@ -249,29 +280,25 @@ func hmacSHA256(key, data []byte) []byte {
 	return m.Sum(nil)
 }
 
-// normalizeSCRAMPassword applies SASLprep as PostgreSQL does: a password
-// that does not survive it is used as is.
-func normalizeSCRAMPassword(password string) string {
-	normalized, err := precis.OpaqueString.String(password)
-	if err != nil {
-		return password
-	}
-	return normalized
-}
-
-// certificateHash is the tls-server-end-point channel binding data (RFC
-// 5929 section 4.1): the server certificate hashed with its signature's
-// hash, SHA-256 for MD5 and SHA-1.
-func certificateHash(conn *tls.Conn) ([]byte, error) {
+// peerCertificateHash is the tls-server-end-point channel binding data of
+// the server's certificate on conn.
+func peerCertificateHash(conn *tls.Conn) ([]byte, error) {
 	state := conn.ConnectionState()
 	if len(state.PeerCertificates) == 0 {
 		return nil, fmt.Errorf("no server certificate")
 	}
-	cert := state.PeerCertificates[0]
+	return certificateHash(state.PeerCertificates[0])
+}
+
+// certificateHash is the tls-server-end-point channel binding data (RFC
+// 5929 section 4.1): the certificate hashed with its signature's hash
+// function, SHA-256 for MD5 and SHA-1. Signature algorithms with no single
+// hash (Ed25519) have no tls-server-end-point binding.
+func certificateHash(cert *x509.Certificate) ([]byte, error) {
 	var h hash.Hash
 	switch cert.SignatureAlgorithm {
-	case x509.MD5WithRSA, x509.SHA1WithRSA, x509.ECDSAWithSHA1,
-		x509.SHA256WithRSA, x509.SHA256WithRSAPSS, x509.ECDSAWithSHA256:
+	case x509.MD5WithRSA, x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1,
+		x509.SHA256WithRSA, x509.SHA256WithRSAPSS, x509.ECDSAWithSHA256, x509.DSAWithSHA256:
 		h = sha256.New()
 	case x509.SHA384WithRSA, x509.SHA384WithRSAPSS, x509.ECDSAWithSHA384:
 		h = sha512.New384()

@@ -18,15 +18,17 @@ import (
 
 // Server accepts client connections and runs one Session per connection.
 type Server struct {
-	cfg         Config
-	log         *slog.Logger
-	metrics     *Metrics
-	gatherer    prometheus.Gatherer // nil when reg is not a Gatherer
-	clientTLS   *tls.Config         // nil: plaintext only
-	upstreamTLS *tls.Config         // nil: mode disable
-	health      health
-	// icpt transforms the sessions' traffic; nil: a transparent proxy.
-	icpt Interceptor
+	cfg       Config
+	log       *slog.Logger
+	metrics   *Metrics
+	gatherer  prometheus.Gatherer // nil when reg is not a Gatherer
+	clientTLS *tls.Config         // nil: plaintext only; a shell over tls (reload.go)
+	auth      *authState          // logins: key cache, SCRAM secrets, certificate identities (auth.go)
+	health    health
+	// tls holds the TLS configurations in force (reload.go).
+	tls atomic.Pointer[tlsConfigs]
+	// icpt transforms new sessions' traffic; nil: a transparent proxy.
+	icpt atomic.Pointer[Interceptor]
 
 	// ctx is the sessions' base context, cancelled by Close.
 	ctx    context.Context
@@ -52,7 +54,7 @@ type Option func(*Server) error
 // proxy.
 func WithInterceptor(icpt Interceptor) Option {
 	return func(srv *Server) error {
-		srv.icpt = icpt
+		srv.icpt.Store(&icpt)
 		return nil
 	}
 }
@@ -71,11 +73,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	clientTLS, err := clientTLSConfig(cfg.Listen.TLS)
-	if err != nil {
-		return nil, err
-	}
-	upstreamTLS, err := upstreamTLSConfig(cfg.Upstream.TLS, cfg.Upstream.Address)
+	cfgs, err := newTLSConfigs(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -84,17 +82,23 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	srv := &Server{
-		cfg:         cfg,
-		log:         logger,
-		metrics:     metrics,
-		clientTLS:   clientTLS,
-		upstreamTLS: upstreamTLS,
-		sessions:    map[*Session]struct{}{},
+		cfg:      cfg,
+		log:      logger,
+		metrics:  metrics,
+		sessions: map[*Session]struct{}{},
 	}
+	srv.tls.Store(cfgs)
+	if err := srv.registerGauges(reg); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	srv.clientTLS = srv.listenTLS(cfgs.client)
 	for _, o := range opts {
 		if err := o(srv); err != nil {
 			return nil, err
 		}
+	}
+	if srv.auth, err = newAuthState(cfg, logger, cfgs, reg); err != nil {
+		return nil, err
 	}
 	srv.gatherer, _ = reg.(prometheus.Gatherer)
 	srv.ctx, srv.cancel = context.WithCancelCause(context.Background())
@@ -257,6 +261,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.sessionWG.Wait()
 	srv.cancel(ErrShuttingDown)
 	srv.closeHTTP()
+	srv.auth.close()
 	if closed > 0 {
 		srv.log.Warn("drain timeout: closed open sessions", "closed", closed)
 		return fmt.Errorf("drain timeout: closed %d open sessions: %w", closed, ctx.Err())
@@ -271,6 +276,7 @@ func (srv *Server) Close() error {
 	srv.cancel(ErrShuttingDown)
 	srv.sessionWG.Wait()
 	srv.closeHTTP()
+	srv.auth.close()
 	return nil
 }
 

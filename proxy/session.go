@@ -149,7 +149,7 @@ func (s *Session) run(ctx context.Context) {
 	m.Connections.WithLabelValues(info.Reason).Inc()
 	s.closeConns()
 
-	attrs := []any{"duration", time.Since(start).Round(time.Microsecond), "outcome", info.Reason}
+	attrs := []any{"duration_s", durationSeconds(time.Since(start)), "outcome", info.Reason}
 	if err != nil && !errors.Is(err, errClientTerminated) {
 		attrs = append(attrs, "reason", err.Error())
 	}
@@ -185,7 +185,7 @@ func (s *Session) serve(ctx context.Context) (err error) {
 // alone. The interceptor starts its session here; then the client gets
 // the ReadyForQuery.
 func (s *Session) prepare(ctx context.Context) error {
-	if icpt := s.srv.icpt; icpt != nil {
+	if icpt := s.srv.interceptor(); icpt != nil {
 		si, err := icpt.NewSession(ctx, &Conn{s})
 		if err != nil {
 			return err

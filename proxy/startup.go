@@ -36,8 +36,6 @@ const (
 	authSASLFinal         = 12
 )
 
-const scramPlus = "SCRAM-SHA-256-PLUS"
-
 // startup negotiates TLS with the client, reads its startup message, opens
 // the upstream connection and relays authentication up to the server's
 // first ReadyForQuery, which it keeps in s.ready for prepare to send.
@@ -45,17 +43,32 @@ func (s *Session) startup(ctx context.Context) error {
 	deadline := time.Now().Add(s.srv.cfg.Limits.HandshakeTimeout)
 	s.raw.SetDeadline(deadline)
 
-	startup, err := s.readStartup(ctx)
+	var lg loginState
+	startup, err := s.readStartup(ctx, &lg)
 	if err != nil {
 		return err
 	}
-	if err := s.connectUpstream(ctx, deadline); err != nil {
+	if lg.certLogin, err = s.clientCertLogin(); err != nil {
+		return err
+	}
+	if err := s.connectUpstream(ctx, deadline, lg.certLogin); err != nil {
 		return err
 	}
 	if _, err := s.server.Write(startup); err != nil {
 		return &UpstreamError{Connected: true, Err: fmt.Errorf("send startup message: %w", err)}
 	}
-	return s.relayAuth()
+	return s.relayAuth(ctx, &lg)
+}
+
+// loginState is what the startup phase learns that authentication needs.
+type loginState struct {
+	// clientCB is the tls-server-end-point hash of the certificate the
+	// client's handshake was served, what its SCRAM-SHA-256-PLUS binds
+	// to (taken from the same configuration as the handshake, so a
+	// reload in between cannot make them differ); nil: no binding.
+	clientCB []byte
+	// certLogin: the client's certificate maps to its role.
+	certLogin bool
 }
 
 // readStartup handles SSLRequest, GSSENCRequest and CancelRequest and
@@ -63,7 +76,7 @@ func (s *Session) startup(ctx context.Context) error {
 // reads exactly each packet from the connection, never ahead, so no
 // plaintext bytes sent before the TLS handshake can be mistaken for
 // protected ones (CVE-2021-23214).
-func (s *Session) readStartup(ctx context.Context) ([]byte, error) {
+func (s *Session) readStartup(ctx context.Context, lg *loginState) ([]byte, error) {
 	for {
 		pkt, err := readStartupPacket(s.client)
 		if err != nil {
@@ -75,8 +88,7 @@ func (s *Session) readStartup(ctx context.Context) ([]byte, error) {
 			if s.tlsClient {
 				return nil, protocolErrorf("SSLRequest received twice")
 			}
-			cfg := s.srv.clientTLS
-			if cfg == nil {
+			if s.srv.clientTLS == nil {
 				// No certificate configured: plaintext only.
 				if _, err := s.client.Write([]byte{'N'}); err != nil {
 					return nil, &clientIOError{err}
@@ -86,7 +98,11 @@ func (s *Session) readStartup(ctx context.Context) ([]byte, error) {
 			if _, err := s.client.Write([]byte{'S'}); err != nil {
 				return nil, &clientIOError{err}
 			}
-			tc := tls.Server(s.raw, cfg)
+			// The configuration in force (reload.go), taken once so the
+			// channel binding matches the certificate served.
+			cfgs := s.srv.tls.Load()
+			tc := tls.Server(s.raw, cfgs.client)
+			lg.clientCB = cfgs.clientCB
 			if err := tc.HandshakeContext(ctx); err != nil {
 				s.srv.metrics.TLSHandshakeFailure.WithLabelValues("client").Inc()
 				return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
@@ -167,7 +183,8 @@ func (s *Session) parseStartup(pkt []byte) error {
 // relayAuth relays the authentication exchange up to the server's first
 // ReadyForQuery, which it keeps. The server's ErrorResponse (wrong password, no such
 // database) reaches the client unchanged and ends the session.
-func (s *Session) relayAuth() error {
+func (s *Session) relayAuth(ctx context.Context, lg *loginState) error {
+	verifierMode := s.srv.cfg.Upstream.SCRAM == SCRAMVerifier
 	for {
 		typ, msg, err := s.serverR.next()
 		if err != nil {
@@ -184,7 +201,20 @@ func (s *Session) relayAuth() error {
 				if err := s.writeClient(msg); err != nil {
 					return err
 				}
-			case authCleartextPassword, authMD5Password, authSASLContinue:
+			case authCleartextPassword:
+				if verifierMode {
+					// pg_hba says "password" for this role: the client would
+					// hand its password to the proxy, which this mode exists
+					// to prevent.
+					return &AuthError{Msg: "the server asks for a cleartext password, which upstream.scram: verifier never relays; use scram-sha-256 (or md5) in pg_hba.conf for this role"}
+				}
+				if err := s.writeClient(msg); err != nil {
+					return err
+				}
+				if err := s.relayPassword(); err != nil {
+					return err
+				}
+			case authMD5Password, authSASLContinue:
 				if err := s.writeClient(msg); err != nil {
 					return err
 				}
@@ -192,6 +222,12 @@ func (s *Session) relayAuth() error {
 					return err
 				}
 			case authSASL:
+				if verifierMode {
+					if err := s.scramWithVerifier(ctx, msg, lg.clientCB); err != nil {
+						return err
+					}
+					continue
+				}
 				if s.terminateSCRAM() {
 					if err := s.scramWithPassword(msg); err != nil {
 						return err

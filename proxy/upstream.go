@@ -17,10 +17,20 @@ var errUpstreamRefusedTLS = errors.New("the server does not accept TLS (answered
 
 // dialUpstream opens a connection to the upstream, TLS negotiated per the
 // configured mode, ready for a startup packet (or a CancelRequest), and
-// records it in the metrics and readiness.
-func (srv *Server) dialUpstream(ctx context.Context) (net.Conn, error) {
+// records it in the metrics and readiness. With presentCert the proxy's own
+// client certificate is offered (certificate-mapped sessions only; see
+// clientcert.go).
+func (srv *Server) dialUpstream(ctx context.Context, presentCert bool) (net.Conn, error) {
 	start := time.Now()
-	conn, err := dialUpstream(ctx, srv.cfg.Upstream, srv.upstreamTLS, srv.health.reachable)
+	tlsCfg := srv.upstreamTLSNow()
+	if presentCert {
+		if tlsCfg = srv.tls.Load().upstreamCert; tlsCfg == nil {
+			// Validate requires upstream.tls.cert_file (and TLS) with
+			// client_cert_roles; never fall back to another login.
+			return nil, &AuthError{Msg: "no upstream client certificate configured"}
+		}
+	}
+	conn, err := dialUpstream(ctx, srv.cfg.Upstream, tlsCfg, srv.health.reachable)
 	if err != nil {
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.tls {
@@ -86,9 +96,11 @@ func dialUpstream(ctx context.Context, cfg UpstreamConfig, tlsCfg *tls.Config, r
 	return tc, nil
 }
 
-// connectUpstream opens the session's upstream connection and its buffers.
-func (s *Session) connectUpstream(ctx context.Context, deadline time.Time) error {
-	conn, err := s.srv.dialUpstream(ctx)
+// connectUpstream opens the session's upstream connection and its buffers;
+// certLogin: the client's certificate maps to its role, and the proxy's own
+// certificate is presented.
+func (s *Session) connectUpstream(ctx context.Context, deadline time.Time, certLogin bool) error {
+	conn, err := s.srv.dialUpstream(ctx, certLogin)
 	if err != nil {
 		return err
 	}
@@ -114,7 +126,7 @@ func (s *Session) connectUpstream(ctx context.Context, deadline time.Time) error
 // packet goes upstream as sent; PostgreSQL accepts it after SSLRequest too.
 // Neither side answers a CancelRequest.
 func (s *Session) forwardCancel(ctx context.Context, pkt []byte) error {
-	conn, err := s.srv.dialUpstream(ctx)
+	conn, err := s.srv.dialUpstream(ctx, false)
 	if err != nil {
 		s.log.Warn("forward cancel request", "error", err)
 		return errCancelRequest

@@ -78,6 +78,8 @@ type role struct {
 	col    *policy.Column
 	index  *policy.BlindIndex
 	array  bool
+	typ    string // the value's cast type (Param.Type)
+	assign bool   // stored rather than compared (Param.Assign)
 }
 
 // paramUse is one $n of the input, in walk order.
@@ -280,7 +282,7 @@ func (a *analyzer) finish(plan *Plan) error {
 	params := make([]Param, a.maxParam)
 	for i := range params {
 		r := first[i+1]
-		params[i] = Param{Source: i, Action: r.action, Column: r.col, Index: r.index, Array: r.array}
+		params[i] = Param{Source: i, Action: r.action, Column: r.col, Index: r.index, Array: r.array, Type: r.typ, Assign: r.assign}
 	}
 	type key struct {
 		source int
@@ -298,7 +300,7 @@ func (a *analyzer) finish(plan *Plan) error {
 		if len(params) >= maxParams {
 			return 0, a.errorf(r.col, -1, "too many parameters after adding blind-index parameters")
 		}
-		params = append(params, Param{Source: source, Action: r.action, Column: r.col, Index: r.index, Array: r.array})
+		params = append(params, Param{Source: source, Action: r.action, Column: r.col, Index: r.index, Array: r.array, Type: r.typ, Assign: r.assign})
 		numbers[k] = len(params)
 		return len(params), nil
 	}

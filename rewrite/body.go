@@ -524,6 +524,13 @@ var sqlStringFunctions = map[string]int{
 	"query_to_xml": 0, "query_to_xmlschema": 0, "query_to_xml_and_xmlschema": 0, "ts_stat": 0, "ts_rewrite": 1,
 }
 
+// relationXMLFunctions start the names of the functions that read a
+// relation, schema, database or cursor named by their argument
+// (table_to_xml, table_to_xmlschema, table_to_xml_and_xmlschema, and the
+// schema_, database_ and cursor_ ones): nothing in their result tells
+// which values are ciphertext, so they are refused whatever they name.
+var relationXMLFunctions = []string{"table_to_xml", "schema_to_xml", "database_to_xml", "cursor_to_xml"}
+
 // sqlFunction checks a call of a function that runs SQL it is given as a
 // string, which phiproxy would otherwise never see: dblink's functions
 // (any of them: they open a second connection, around phiproxy) are
@@ -537,6 +544,11 @@ func (a *analyzer) sqlFunction(f *pg.FuncCall) error {
 	name := strings.ToLower(names[len(names)-1])
 	if strings.HasPrefix(name, "dblink") {
 		return a.errorf(nil, f.Location, "function %s() is not supported while a PHI policy is active: it runs SQL on a second connection that bypasses phiproxy", name)
+	}
+	for _, p := range relationXMLFunctions {
+		if strings.HasPrefix(name, p) {
+			return a.errorf(nil, f.Location, "function %s() is not supported while a PHI policy is active: it reads a whole table, schema, database or cursor by name, and would return the stored ciphertext of PHI columns as their values (select the columns instead)", name)
+		}
 	}
 	i, ok := sqlStringFunctions[name]
 	if !ok || name == "ts_rewrite" && len(f.Args) != 2 {

@@ -153,8 +153,16 @@ func (a *analyzer) createStmt(s *pg.CreateStmt) error {
 		return nil
 	}
 	t, err := a.rangeVarTable(rv, nil)
-	if t == nil || err != nil {
+	if err != nil {
 		return err
+	}
+	for _, n := range s.TableElts {
+		if err := a.foreignKeys(t, n); err != nil {
+			return err
+		}
+	}
+	if t == nil {
+		return nil
 	}
 	what := "CREATE TABLE " + t.QualifiedName()
 	if s.OfTypename != nil {
@@ -190,8 +198,19 @@ func (a *analyzer) alterTable(s *pg.AlterTableStmt) error {
 		}
 	}
 	t, err := a.rangeVarTable(s.Relation, nil)
-	if t == nil || err != nil {
+	if err != nil {
 		return err
+	}
+	for _, c := range s.Cmds {
+		cmd := c.GetAlterTableCmd()
+		if cmd != nil && (cmd.Subtype == pg.AlterTableType_AT_AddConstraint || cmd.Subtype == pg.AlterTableType_AT_AddColumn) {
+			if err := a.foreignKeys(t, cmd.Def); err != nil {
+				return err
+			}
+		}
+	}
+	if t == nil {
+		return nil
 	}
 	what := "ALTER TABLE " + t.QualifiedName()
 	loc := s.Relation.Location
@@ -347,6 +366,9 @@ func (a *analyzer) intoPolicyTable(into *pg.IntoClause) error {
 	if into == nil || into.Rel == nil {
 		return nil
 	}
+	if err := a.shadowName(into.Rel); err != nil {
+		return err
+	}
 	t, err := a.rangeVarTable(into.Rel, nil)
 	if t == nil || err != nil {
 		return err
@@ -356,17 +378,14 @@ func (a *analyzer) intoPolicyTable(into *pg.IntoClause) error {
 
 // renameTo refuses giving a relation the name of a policy table (ALTER
 // TABLE x RENAME TO patients, ALTER TABLE other.patients SET SCHEMA
-// public): phiproxy would treat rows it never encrypted as the policy
-// table's, and a foreign table so named would alias the remote one.
+// public), in any schema: phiproxy would treat rows it never encrypted as
+// the policy table's, a foreign table so named would alias the remote one,
+// and in another schema it would shadow the policy table's unqualified
+// name (see shadowName).
 func (a *analyzer) renameTo(schema, name string, loc int32) error {
-	var ts []*policy.Table
-	if schema != "" {
-		if t := a.pol.Table(schema, name); t != nil {
-			ts = append(ts, t)
-		}
-	} else {
-		ts = a.pol.TablesNamed(name)
-	}
+	// In any schema: in the policy table's own it would be the table, in
+	// another a second relation of that name (see shadowName).
+	ts := a.pol.TablesNamed(name)
 	if len(ts) == 0 {
 		return nil
 	}
@@ -395,4 +414,134 @@ func (a *analyzer) storageTypeName(names []string, loc int32) error {
 		return a.errorf(nil, loc, "a type or domain named %s is not supported while a PHI policy is active: it could stand in for the storage type of PHI columns", n)
 	}
 	return nil
+}
+
+// policySchemaTable returns the first policy table in schema name, or nil.
+func (a *analyzer) policySchemaTable(name string) *policy.Table {
+	for _, t := range a.pol.Tables() {
+		if t.Schema == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// renameSchema refuses ALTER SCHEMA ... RENAME from or to the schema of a
+// policy table: the policy knows a table by its schema-qualified name, so
+// renamed, its rows would be read and written under a name the policy does
+// not list (plaintext stored through it), and a schema renamed to a policy
+// schema would put unencrypted tables under policy names. CREATE SCHEMA of
+// a policy schema's name (it cannot exist twice) and ALTER SCHEMA ... OWNER
+// TO carry no rows and pass.
+func (a *analyzer) renameSchema(r *pg.RenameStmt) error {
+	a.stmt.Kind = KindDDL
+	for _, name := range []string{r.Subname, r.Newname} {
+		if t := a.policySchemaTable(name); t != nil {
+			return a.tableError(t, int32(a.stmtStart), "ALTER SCHEMA %s RENAME TO %s is not supported: schema %s holds PHI table %s, which the policy names by its schema; renamed, its rows would be read and written outside the policy (change the policy first)", r.Subname, r.Newname, name, t.QualifiedName())
+		}
+	}
+	return nil
+}
+
+// createSchema checks CREATE SCHEMA ... with schema elements (CREATE
+// TABLE, VIEW, INDEX, SEQUENCE, TRIGGER, GRANT). PostgreSQL runs them with
+// the new schema first in search_path, so an unqualified name in an
+// element may mean the new schema's relation or a policy table's: an
+// element that names a relation like a policy table (creates one, or
+// refers to one, in any schema) is refused whole, fail closed; run it as a
+// statement of its own. Every other element goes through the statement
+// rules, as if sent alone.
+func (a *analyzer) createSchema(s *pg.CreateSchemaStmt) error {
+	for _, elt := range s.SchemaElts {
+		var named *policy.Table
+		eachRangeVar(elt, func(rv *pg.RangeVar) {
+			if ts := a.pol.TablesNamed(rv.Relname); len(ts) > 0 && named == nil {
+				named = ts[0]
+			}
+		})
+		if named != nil {
+			a.touch(named)
+			return a.tableError(named, int32(a.stmtStart), "CREATE SCHEMA %s with a schema element naming a relation %s is not supported: the elements run with the new schema first in search_path, so phiproxy cannot tell whether it is PHI table %s; send the element as a statement of its own", s.Schemaname, named.Name, named.QualifiedName())
+		}
+		if err := a.statement(elt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// foreignKeys refuses a FOREIGN KEY (a table constraint, or REFERENCES on
+// a column definition n) whose referencing columns in t, or whose
+// referenced columns in a policy table, include a PHI or blind-index
+// column: ON UPDATE CASCADE / SET DEFAULT would make the server write
+// another table's values, plaintext, into a PHI column, and a key on
+// ciphertext never matches anyway (its associated data binds the column).
+// REFERENCES patients with no column list names the primary key: the
+// referencing side is still checked.
+func (a *analyzer) foreignKeys(t *policy.Table, n *pg.Node) error {
+	var cols []string
+	var cons []*pg.Node
+	switch {
+	case n.GetColumnDef() != nil:
+		cd := n.GetColumnDef()
+		cols, cons = []string{cd.Colname}, cd.Constraints
+	case n.GetConstraint() != nil:
+		cols, cons = typeNames(n.GetConstraint().FkAttrs), []*pg.Node{n}
+	}
+	for _, cn := range cons {
+		c := cn.GetConstraint()
+		if c == nil || c.Contype != pg.ConstrType_CONSTR_FOREIGN {
+			continue
+		}
+		if t != nil {
+			for _, name := range cols {
+				if pc, ok := columnOf(t, name); ok {
+					return a.ddlError(pc, c.Location, "a FOREIGN KEY on %s is not supported: its ON UPDATE / ON DELETE actions would make the server write another table's values into it in plaintext, and a key on ciphertext never matches", pc)
+				}
+			}
+		}
+		pt, err := a.rangeVarTable(c.Pktable, nil)
+		if err != nil {
+			return err
+		}
+		if pt == nil {
+			continue
+		}
+		for _, name := range typeNames(c.PkAttrs) {
+			if pc, ok := columnOf(pt, name); ok {
+				return a.ddlError(pc, c.Location, "a FOREIGN KEY referencing %s is not supported: a key on ciphertext never matches, and its actions would copy the column's values into another table", pc)
+			}
+		}
+	}
+	return nil
+}
+
+// shadowName refuses creating a relation (table, view, materialized view,
+// sequence, CREATE TABLE AS / SELECT INTO) named like a policy table in a
+// schema other than that table's own, or as a temporary relation. The
+// rewriter resolves an unqualified name by the policy, not by search_path:
+// a temporary patients (pg_temp comes first) or other.patients with other
+// earlier in search_path would get ciphertext written into it and
+// returned from it, and once none can be created, SET search_path cannot
+// make a name mean another relation (short of relations created without
+// phiproxy, which its catalog read has to notice). An unqualified,
+// non-temporary name is taken as the policy table's own (its column rules
+// apply).
+func (a *analyzer) shadowName(rv *pg.RangeVar) error {
+	if rv == nil {
+		return nil
+	}
+	ts := a.pol.TablesNamed(rv.Relname)
+	if len(ts) == 0 {
+		return nil
+	}
+	temp := rv.Relpersistence == "t" || strings.HasPrefix(rv.Schemaname, "pg_temp")
+	if !temp && (rv.Schemaname == "" || a.pol.Table(rv.Schemaname, rv.Relname) != nil) {
+		return nil
+	}
+	where := "schema " + rv.Schemaname
+	if temp {
+		where = "a temporary schema"
+	}
+	return a.tableError(ts[0], rv.Location, "creating a relation named %s in %s is not supported while PHI table %s is in the policy: phiproxy resolves the unqualified name %s to the PHI table whatever search_path says, so the other relation would get ciphertext written into it and read from it; choose another name", rv.Relname, where, ts[0].QualifiedName(), rv.Relname)
 }

@@ -44,6 +44,9 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 		if t == nil {
 			continue
 		}
+		if err := a.targetColumn(t, rt); err != nil {
+			return nil, err
+		}
 		if idx := t.IndexColumn(rt.GetName()); idx != nil {
 			return nil, a.indexRef(idx, rt.Location)
 		}
@@ -344,6 +347,9 @@ func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
 			continue
 		}
 		if t != nil {
+			if err := a.targetColumn(t, rt); err != nil {
+				return err
+			}
 			if idx := t.IndexColumn(rt.Name); idx != nil {
 				return a.indexRef(idx, rt.Location)
 			}
@@ -565,4 +571,47 @@ func (a *analyzer) unparen(start, end int) int {
 		i, j = i-1, j+1
 	}
 	return end
+}
+
+// targetColumn refuses an INSERT or UPDATE target column of policy table t
+// that phiproxy cannot place: a name the table does not have (a typo,
+// "City", MySQL-style patients.city or p.city, which PostgreSQL reads as
+// column patients or p with a field), or a field or element of a PHI
+// column. PostgreSQL would reject the statement too, but only after
+// log_statement had logged its text with the plaintext value: the refusal
+// comes before anything is sent, as 42703 with PostgreSQL's message when
+// the Catalog lists the table's columns. Without the Catalog a target
+// whose field is named like a PHI column, or whose name is a PHI column's
+// in other letter case, is refused (0A000).
+func (a *analyzer) targetColumn(t *policy.Table, rt *pg.ResTarget) error {
+	name := rt.GetName()
+	if col := t.Column(name); col != nil && len(rt.Indirection) > 0 {
+		return a.reject(col, rt.Location, "assigning to an element or field")
+	}
+	if cols, ok := a.catalogColumns(t.Schema, t.Name); ok {
+		if contains(cols, name) {
+			return nil
+		}
+		e := a.tableError(t, rt.Location, "column %s of relation %s does not exist", quoteName(name), quoteName(t.Name))
+		e.Code = CodeUndefinedColumn
+		return e
+	}
+	for _, n := range rt.Indirection {
+		if f := n.GetString_(); f != nil {
+			if pc, ok := columnOf(t, f.Sval); ok {
+				return a.errorf(pc.col, rt.Location, "target column %s with field %s of PHI table %s is not supported: write %s by its name alone, unqualified (SET col = ..., INSERT INTO t (col))", name, f.Sval, t.QualifiedName(), pc)
+			}
+		}
+	}
+	for _, c := range t.Columns {
+		if c.Name != name && strings.EqualFold(c.Name, name) {
+			return a.errorf(c, rt.Location, "target column %s of PHI table %s is not a column phiproxy knows (PHI column %s is spelled %s): write the column's exact name", quoteName(name), t.QualifiedName(), c.QualifiedName(), c.Name)
+		}
+	}
+	return nil
+}
+
+// quoteName is name in double quotes, as PostgreSQL's messages write it.
+func quoteName(name string) string {
+	return `"` + name + `"`
 }

@@ -46,7 +46,9 @@
 //     TABLE (LIKE ...) or OF a type for a policy table, CREATE TABLE AS /
 //     SELECT INTO / CREATE MATERIALIZED VIEW named like a policy table, and
 //     a stored definition (CHECK, index predicate, policy, publication row
-//     filter, trigger WHEN) that compares a PHI column with a value.
+//     filter, trigger WHEN) that compares a PHI column with a value, and a
+//     FOREIGN KEY from or to a PHI or blind-index column (ON UPDATE CASCADE
+//     would write another table's plaintext into it).
 //     Harmless and passed: DEFAULT NULL, DROP DEFAULT / EXPRESSION /
 //     IDENTITY, TYPE <storage type> [USING col[::type]] (how an operator
 //     prepares a table for `phiproxy migrate encrypt`), plain CHECKs,
@@ -67,11 +69,25 @@
 //     an option naming one (table_name in any spelling the parser decodes),
 //     IMPORT FOREIGN SCHEMA of a policy table's schema that includes it,
 //     CREATE / ALTER SUBSCRIPTION (replicated rows bypass phiproxy),
-//     renaming or moving a relation into a policy table's name, triggers on
+//     renaming or moving a relation into a policy table's name (in any
+//     schema), ALTER SCHEMA ... RENAME from or to a policy table's schema,
+//     creating a relation named like a policy table in another schema or
+//     as a temporary one (it would shadow the unqualified name, which the
+//     rewriter resolves by the policy, not by search_path), CREATE SCHEMA
+//     elements naming a relation like a policy table (the others go
+//     through the statement rules), triggers on
 //     a policy table with transition tables, functions returning or taking
 //     a policy table's rows, and dblink (a second connection around
-//     phiproxy). Harmless and passed: CREATE PUBLICATION (it ships what is
-//     stored, ciphertext), CREATE STATISTICS, COMMENT ON, SECURITY LABEL.
+//     phiproxy), and table_to_xml, schema_to_xml, database_to_xml,
+//     cursor_to_xml and their xmlschema siblings (whole rows, ciphertext as
+//     values). Harmless and passed: CREATE PUBLICATION (it ships what is
+//     stored, ciphertext), CREATE STATISTICS, COMMENT ON, SECURITY LABEL,
+//     CREATE SCHEMA without elements, ALTER SCHEMA ... OWNER TO.
+//   - INSERT and UPDATE target columns a policy table does not have (a
+//     typo, "City", patients.city, p.city) are refused before anything is
+//     sent, as 42703 with PostgreSQL's message when the Catalog lists the
+//     columns (dml.go); the server would log the text with its values
+//     before rejecting it.
 //   - Code the server runs later (body.go): DO blocks and LANGUAGE plpgsql
 //     and sql functions are parsed (pg_query's PL/pgSQL parser) and each
 //     statement and expression in them must pass the rules above and need

@@ -10,6 +10,7 @@ const (
 	CodeFeatureNotSupported = "0A000" // a PHI use that cannot be rewritten safely
 	CodeSyntaxError         = "42601" // pg_query could not parse the text
 	CodeUndefinedParameter  = "42P02" // $0 or a $n beyond 65535 in the input
+	CodeUndefinedColumn     = "42703" // a target column a policy table does not have
 )
 
 // ErrUnsupported is matched (errors.Is) by every 0A000 *Error, and

@@ -347,10 +347,8 @@ func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*poli
 	if ix.Bits < policy.MinExactBits {
 		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its blind index keeps %d bits, so distinct values may share an index value and match rows PostgreSQL would not; use bits of %d or more", what, col.QualifiedName(), ix.Bits, policy.MinExactBits)
 	}
-	switch col.Type {
-	case policy.TypeNumeric, policy.TypeJSONB:
-		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: PostgreSQL's = on %s finds values with different text equal (1.0 = 1.00), which a blind index of the text cannot", what, col.QualifiedName(), col.Type)
-	}
+	// numeric and jsonb: the proxy indexes an equality key, the same for
+	// the values PostgreSQL's = finds equal (1.0 = 1.00).
 	if coll, ok := a.collation(col); ok && coll.Nondeterministic {
 		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its collation is nondeterministic, so PostgreSQL finds values with different bytes equal, which a blind index cannot", what, col.QualifiedName())
 	}
@@ -396,6 +394,8 @@ func (a *analyzer) equality(l, r *pg.Node, sc *scope, loc int32) error {
 		if err := a.toIndex(l.GetColumnRef(), lr.col, li); err != nil {
 			return err
 		}
+		a.noteUse(lr.col, ActionIndex)
+		a.noteUse(rr.col, ActionIndex)
 		return a.toIndex(r.GetColumnRef(), rr.col, ri)
 	case rr.phi():
 		l, r, lr = r, l, rr
@@ -564,6 +564,8 @@ func (a *analyzer) subLink(s *pg.SubLink, sc *scope, what string) error {
 		if err := a.toIndex(s.Testexpr.GetColumnRef(), l.col, li); err != nil {
 			return err
 		}
+		a.noteUse(l.col, ActionIndex)
+		a.noteUse(rcol, ActionIndex)
 		return a.toIndex(rref, rcol, ri)
 	}
 	if col := out.firstPHI(); col != nil {

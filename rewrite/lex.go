@@ -111,6 +111,11 @@ const (
 // quoted parts separated by whitespace holding a newline ('a'⏎'b').
 func (t Token) Continued() bool { return t.flags&tokContinued != 0 }
 
+// Standard reports whether a TokenString is a standard '…' constant (not
+// E'…' nor dollar-quoted): the form whose backslashes mean something else
+// when standard_conforming_strings is off.
+func (t Token) Standard() bool { return t.Kind == TokenString && t.form == formStandard }
+
 // LexError is a text the server refuses while reading it, before running
 // any of it. Message is the server's, without the text it quotes.
 type LexError struct {

@@ -369,8 +369,8 @@ func (a *analyzer) normRole(s normSide, ix *policy.BlindIndex, v normValue, loc 
 	return role{}, a.errorf(col, loc, "comparing %s on PHI column %s with a value needs the same functions around the value (%s = lower($1)) or, when the index computes exactly %s, none", s.f, col.QualifiedName(), s.f, s.f)
 }
 
-// bindNorm binds the value v in role r: its whole expression becomes the
-// parameter, the literal slot or NULL.
+// bindNorm binds the value v in role r: its whole expression (functions
+// and casts included) becomes the parameter, the literal slot or NULL.
 func (a *analyzer) bindNorm(v normValue, r role) error {
 	val, err := a.valueOf(v.inner, r.col, "comparing")
 	if err != nil {
@@ -380,19 +380,14 @@ func (a *analyzer) bindNorm(v normValue, r role) error {
 	if !ok {
 		return a.errorf(r.col, val.loc, "cannot locate the value compared with %s", r.col.QualifiedName())
 	}
-	switch val.kind {
-	case vParam:
-		a.useParam(val.param, r, start, end, true)
-	case vLiteral:
-		if r.array {
-			return a.errorf(r.col, val.loc, "an array literal compared with PHI column %s is not supported: bind the array as a parameter", r.col.QualifiedName())
-		}
-		a.addEdit(start, end, piece{lit: &Literal{Value: val.lit, Action: r.action, Column: r.col, Index: r.index}})
-	case vNull:
-		a.addEdit(start, end, text("NULL"))
-	default:
+	switch {
+	case val.kind == vDefault:
 		return a.errorf(r.col, val.loc, "DEFAULT is not a value to compare")
+	case val.kind == vLiteral && r.array:
+		return a.errorf(r.col, val.loc, "an array literal compared with PHI column %s is not supported: bind the array as a parameter", r.col.QualifiedName())
 	}
+	val.start, val.end, val.cast = start, end, start != val.start || end != val.end || val.cast
+	a.bind(val, r)
 	return nil
 }
 
@@ -408,6 +403,7 @@ func (a *analyzer) replaceSide(s normSide, ix *policy.BlindIndex) error {
 	}
 	qual := a.sql[ts[i].start:ts[last].start]
 	a.addEditFor(s.ref.col, start, end, text(qual+quoteIdent(ix.Column)))
+	a.noteUse(s.ref.col, ActionIndex) // a search, whatever the value side
 	return nil
 }
 

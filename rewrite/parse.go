@@ -44,6 +44,12 @@ func syntaxError(err error) *Error {
 	return e
 }
 
+// Fingerprint returns pg_query's fingerprint of sql, "" when it cannot be
+// computed (a text that does not parse). Constants do not count: texts
+// that differ only in their values share it. For logs and audit records
+// of texts that have no plan (a refused one), never the text itself.
+func Fingerprint(sql string) string { return fingerprint(sql) }
+
 // fingerprint returns pg_query's fingerprint, "" if it cannot be computed.
 func fingerprint(sql string) string {
 	fp, err := pg.Fingerprint(sql)

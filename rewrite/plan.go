@@ -79,7 +79,26 @@ type Param struct {
 	// Array is true for `col = ANY($n)`: the value is an array and the action
 	// applies to each element.
 	Array bool
+	// Type is the type name of an explicit cast on the parameter
+	// ($1::date), "" for none, TypeUnknown for a cast the proxy cannot
+	// take at face value (a type modifier, an array, a schema other than
+	// pg_catalog, several casts). PostgreSQL gives an undeclared
+	// parameter the type of its cast.
+	Type string
+	// Assign is true when the value is stored (INSERT, UPDATE SET, and
+	// the blind index added beside them), false when it is compared:
+	// PostgreSQL converts a value of another type differently in each.
+	Assign bool
 }
+
+// TypeUnknown marks a cast the proxy does not interpret.
+const TypeUnknown = "?"
+
+// Literal types besides a cast's type name (Literal.Type).
+const (
+	LiteralNumber = "number" // 42, -1.5e3: typed int4, int8 or numeric by its text
+	LiteralBool   = "bool"   // TRUE, FALSE
+)
 
 // Literal is a value written in the SQL text (simple protocol, psql) that
 // the proxy must replace before sending.
@@ -95,6 +114,13 @@ type Literal struct {
 	Action Action // ActionEncrypt, ActionIndex or ActionIndexNormalized
 	Column *policy.Column
 	Index  *policy.BlindIndex // as Param.Index
+	// Type is the type the literal has before it meets the column: ""
+	// for a plain string ('...', type unknown), LiteralNumber,
+	// LiteralBool, the type name of one cast on a string ('...'::date,
+	// date '...'), or TypeUnknown.
+	Type string
+	// Assign: as Param.Assign.
+	Assign bool
 }
 
 // Kind classifies a statement for the proxy.
@@ -120,6 +146,19 @@ type Statement struct {
 	// also rely on RowDescription's table OID and attribute number). A
 	// `RETURNING *` is expanded from the Catalog when it knows the table.
 	Returning []ResultColumn
+	// Uses are the PHI columns the statement writes or compares, for audit
+	// records and access checks: ActionEncrypt for a column given a value
+	// (written), ActionIndex for one compared by its blind index (a
+	// search: with a value, or with another column of its index group).
+	// Each pair once, in order of first use. The blind index the proxy
+	// adds beside a written value is part of the write, not a search.
+	Uses []ColumnUse
+}
+
+// ColumnUse is a PHI column and what a statement does with it.
+type ColumnUse struct {
+	Column *policy.Column
+	Action Action // ActionEncrypt or ActionIndex
 }
 
 // Plan is the analysis of one SQL text (which may hold several statements).

@@ -20,16 +20,20 @@ var keywords = []struct {
 	word   string
 	prefix bool
 }{
-	{"function", false},     // CREATE [OR REPLACE] FUNCTION, EXECUTE FUNCTION
-	{"procedure", false},    // CREATE PROCEDURE, EXECUTE PROCEDURE
-	{"foreign", false},      // CREATE / ALTER FOREIGN TABLE, IMPORT FOREIGN SCHEMA
-	{"subscription", false}, // CREATE / ALTER SUBSCRIPTION
-	{"domain", false},       // CREATE DOMAIN text ...
-	{"rename", false},       // ALTER TYPE d RENAME TO text
-	{"dblink", true},        // dblink(), dblink_exec(): SQL on a second connection
-	{"query_to_xml", true},  // query_to_xml[schema|_and_xmlschema](query text, ...)
-	{"ts_stat", true},       // ts_stat(sqlquery text)
-	{"ts_rewrite", true},    // ts_rewrite(tsquery, select text)
+	{"function", false},       // CREATE [OR REPLACE] FUNCTION, EXECUTE FUNCTION
+	{"procedure", false},      // CREATE PROCEDURE, EXECUTE PROCEDURE
+	{"foreign", false},        // CREATE / ALTER FOREIGN TABLE, IMPORT FOREIGN SCHEMA
+	{"subscription", false},   // CREATE / ALTER SUBSCRIPTION
+	{"domain", false},         // CREATE DOMAIN text ...
+	{"rename", false},         // ALTER TYPE d RENAME TO text
+	{"dblink", true},          // dblink(), dblink_exec(): SQL on a second connection
+	{"query_to_xml", true},    // query_to_xml[schema|_and_xmlschema](query text, ...)
+	{"ts_stat", true},         // ts_stat(sqlquery text)
+	{"ts_rewrite", true},      // ts_rewrite(tsquery, select text)
+	{"table_to_xml", true},    // table_to_xml[schema|_and_xmlschema](regclass, ...): whole rows
+	{"schema_to_xml", true},   // schema_to_xml...(name, ...)
+	{"database_to_xml", true}, // database_to_xml...(...)
+	{"cursor_to_xml", true},   // cursor_to_xml(cursor, ...), cursor_to_xmlschema
 }
 
 // mentionsPolicy is the fast path: it reports whether sql could reference a

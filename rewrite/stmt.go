@@ -62,9 +62,15 @@ func (a *analyzer) statement(n *pg.Node) error {
 		// name would bypass the policy (and its columns read back as
 		// ciphertext, PostgreSQL reporting the view as their origin).
 		a.stmt.Kind = KindDDL
+		if err := a.shadowName(x.ViewStmt.View); err != nil {
+			return err
+		}
 		return a.refuseIfTouching(n, "views over PHI tables are not supported: writes through a view would bypass the policy")
 	case *pg.Node_CreateStmt:
 		a.stmt.Kind = KindDDL
+		if err := a.shadowName(x.CreateStmt.Relation); err != nil {
+			return err
+		}
 		if len(x.CreateStmt.InhRelations) > 0 || x.CreateStmt.Partbound != nil {
 			return a.refuseIfTouching(n, "a table that inherits from or is a partition of a PHI table is not supported: its rows would bypass the policy")
 		}
@@ -103,6 +109,9 @@ func (a *analyzer) statement(n *pg.Node) error {
 	case *pg.Node_RenameStmt:
 		a.stmt.Kind = KindDDL
 		r := x.RenameStmt
+		if r.RenameType == pg.ObjectType_OBJECT_SCHEMA {
+			return a.renameSchema(r)
+		}
 		if rv := r.Relation; rv != nil && len(mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol)) > 0 {
 			return a.refuseIfTouching(n, "renaming a PHI table or column would leave it outside the policy; change the policy first")
 		}
@@ -130,6 +139,16 @@ func (a *analyzer) statement(n *pg.Node) error {
 			if err := a.renameTo(s.Newschema, rv.Relname, rv.Location); err != nil {
 				return err
 			}
+		}
+	case *pg.Node_CreateSchemaStmt:
+		a.stmt.Kind = KindDDL
+		err := a.createSchema(x.CreateSchemaStmt)
+		a.stmt.Kind = KindDDL
+		return err
+	case *pg.Node_CreateSeqStmt:
+		a.stmt.Kind = KindDDL
+		if err := a.shadowName(x.CreateSeqStmt.Sequence); err != nil {
+			return err
 		}
 	case *pg.Node_CreateDomainStmt:
 		a.stmt.Kind = KindDDL

@@ -24,6 +24,7 @@ type val struct {
 	lit        string // the literal's value, unquoted
 	start, end int    // byte range of the whole value, casts included
 	cast       bool   // the range holds a cast to drop
+	typ        string // Param.Type or Literal.Type
 	loc        int32
 }
 
@@ -40,10 +41,18 @@ func (a *analyzer) valueOf(n *pg.Node, col *policy.Column, what string) (val, er
 		return val{}, err
 	}
 	inner, casts := n, 0
+	var castType *pg.TypeName
 	for inner.GetTypeCast() != nil {
+		castType = inner.GetTypeCast().TypeName
 		inner, casts = inner.GetTypeCast().Arg, casts+1
 	}
 	v := val{loc: loc, cast: casts > 0}
+	switch {
+	case casts == 1:
+		v.typ = castTypeName(castType)
+	case casts > 1:
+		v.typ = TypeUnknown
+	}
 	switch x := inner.Node.(type) {
 	case *pg.Node_ParamRef:
 		v.kind, v.param = vParam, x.ParamRef
@@ -59,8 +68,10 @@ func (a *analyzer) valueOf(n *pg.Node, col *policy.Column, what string) (val, er
 			if c.GetBoolval().Boolval {
 				v.lit = "true"
 			}
+			v.typ = literalType(LiteralBool, casts)
 		case c.GetIval() != nil, c.GetFval() != nil:
 			v.kind = vLiteral // text taken from the source below
+			v.typ = literalType(LiteralNumber, casts)
 		default:
 			return bad()
 		}
@@ -84,9 +95,54 @@ func (a *analyzer) valueOf(n *pg.Node, col *policy.Column, what string) (val, er
 	return v, nil
 }
 
+// literalType is the Type of a number or boolean constant: a cast on one
+// is a conversion the proxy does not interpret.
+func literalType(kind string, casts int) string {
+	if casts > 0 {
+		return TypeUnknown
+	}
+	return kind
+}
+
+// castTypeName is the name a cast gives a value's type, when the proxy
+// can take it at face value: a built-in type (unqualified or in
+// pg_catalog) without type modifier, "[]" appended for an array.
+func castTypeName(tn *pg.TypeName) string {
+	if tn == nil || len(tn.Typmods) > 0 || len(tn.ArrayBounds) > 1 || tn.PctType || tn.Setof {
+		return TypeUnknown
+	}
+	suffix := ""
+	if len(tn.ArrayBounds) == 1 {
+		if b := tn.ArrayBounds[0].GetInteger(); b == nil || b.Ival != -1 {
+			return TypeUnknown
+		}
+		suffix = "[]"
+	}
+	var names []string
+	for _, n := range tn.Names {
+		s := n.GetString_()
+		if s == nil {
+			return TypeUnknown
+		}
+		names = append(names, s.Sval)
+	}
+	switch {
+	case len(names) == 1:
+		return names[0] + suffix
+	case len(names) == 2 && names[0] == "pg_catalog":
+		return names[1] + suffix
+	}
+	return TypeUnknown
+}
+
 // bind applies v in role r at its place: a parameter is recorded (and its
 // cast dropped), a literal becomes a slot, a typed NULL an untyped one.
 func (a *analyzer) bind(v val, r role) {
+	a.noteUse(r.col, r.action)
+	r.typ = v.typ
+	if r.action == ActionEncrypt {
+		r.assign = true
+	}
 	switch v.kind {
 	case vParam:
 		a.useParam(v.param, r, v.start, v.end, v.cast)
@@ -96,7 +152,7 @@ func (a *analyzer) bind(v val, r role) {
 			// indexed whole. Refused in value() before it gets here.
 			return
 		}
-		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Index: r.index}})
+		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Index: r.index, Type: r.typ, Assign: r.assign}})
 	case vNull:
 		if v.cast {
 			a.addEdit(v.start, v.end, text("NULL"))
@@ -104,15 +160,34 @@ func (a *analyzer) bind(v val, r role) {
 	}
 }
 
+// noteUse records in the statement that it writes or compares col. A
+// comparison through a normalized index is a search like any other
+// (ActionIndex), whether the value is normalized by the proxy or not.
+func (a *analyzer) noteUse(col *policy.Column, action Action) {
+	if col == nil || action == ActionNone {
+		return
+	}
+	if action == ActionIndexNormalized {
+		action = ActionIndex
+	}
+	u := ColumnUse{Column: col, Action: action}
+	for _, x := range a.stmt.Uses {
+		if x == u {
+			return
+		}
+	}
+	a.stmt.Uses = append(a.stmt.Uses, u)
+}
+
 // added returns the piece that carries v's blind index ix in an added
 // column.
 func (a *analyzer) added(v val, col *policy.Column, ix *policy.BlindIndex) piece {
-	r := role{action: ActionIndex, col: col, index: ix}
+	r := role{action: ActionIndex, col: col, index: ix, typ: v.typ, assign: true}
 	switch v.kind {
 	case vParam:
 		return piece{param: &addedParam{source: int(v.param.Number) - 1, role: r}}
 	case vLiteral:
-		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Index: ix}}
+		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Index: ix, Type: v.typ, Assign: true}}
 	case vDefault:
 		return text("DEFAULT")
 	}

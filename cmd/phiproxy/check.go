@@ -3,38 +3,63 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/novamind/phiproxy/proxy"
 )
 
+const checkUsage = `Usage: phiproxy check --config FILE [--offline] [--strict] [--database DB] [--dsn DSN]
+
+Checks a configuration the way the proxy will use it, and prints every
+problem with its fix:
+
+  files        exist; the keyring, the local master key and the TLS private
+               key are not readable by group or others
+  certificates the listen certificate matches its key, is valid now and for
+               30 days more (less is a warning), and covers the listen host;
+               CA bundles parse and are not expired
+  keys         the keyring parses and unwraps through its provider (a wrong
+               master key, a corrupt keyring, KMS unreachable or refusing,
+               missing AWS credentials all fail); with AWS KMS, the key that
+               wraps new data keys accepts an Encrypt
+  upstream     a TLS connection as the proxy opens it (certificate, name)
+  databases    each governed database (policy.databases, else the default of
+               the connection settings) holds every policy table as phiproxy
+               needs it: the DDL phiproxy schema prints is the fix
+
+--offline skips everything that needs the network (the upstream, the
+databases, KMS); missing files are then warnings unless --strict.
+Exit status: 0 when there is no problem, 1 otherwise, 2 for a usage mistake.
+
+` + dbFlagsHelp
+
 // checkOptions are the flags of `phiproxy check`.
 type checkOptions struct {
-	strict  bool // missing files and an unreachable upstream are errors
-	offline bool // do not contact the upstream
+	strict  bool // missing files are errors even offline
+	offline bool // do not contact the upstream, the databases or KMS
+	db      dbFlags
 }
 
-// runCheck validates a configuration: structure and values (with line
-// numbers), the files it names, the certificates, and, when reachable, a
-// TLS connection to the upstream as the proxy would open it.
+// runCheck implements `phiproxy check`.
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv(envConfig), "configuration file (default $"+envConfig+")")
+	fs := newFlagSet("check")
+	path := fs.String("config", os.Getenv(envConfig), "")
 	var opts checkOptions
-	fs.BoolVar(&opts.strict, "strict", false, "treat missing files and an unreachable upstream as errors")
-	fs.BoolVar(&opts.offline, "offline", false, "do not connect to the upstream")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	fs.BoolVar(&opts.strict, "strict", false, "")
+	fs.BoolVar(&opts.offline, "offline", false, "")
+	opts.db.register(fs)
+	pos, err := parseArgs(fs, args, checkUsage)
+	if err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
-		return fmt.Errorf("%w: phiproxy check --config FILE [--strict] [--offline]", errUsage)
+	if err := noArgs("check", pos); err != nil {
+		return err
+	}
+	if err := needConfig("check", *path); err != nil {
+		return err
 	}
 	return checkConfig(ctx, *path, opts, stdout)
 }
@@ -42,54 +67,54 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // errCheckFailed: check found problems (already printed).
 var errCheckFailed = errors.New("configuration check failed")
 
+// checkReport collects what check finds.
+type checkReport struct {
+	out      io.Writer
+	problems int
+	warnings int
+}
+
+// ok reports a check that passed.
+func (r *checkReport) ok(format string, args ...any) {
+	fmt.Fprintf(r.out, "ok       %s\n", fmt.Sprintf(format, args...))
+}
+
+// fail reports a problem and its fix (which may span lines).
+func (r *checkReport) fail(what, fix string) {
+	r.problems++
+	r.print("problem", what, fix)
+}
+
+// warn reports something to look at.
+func (r *checkReport) warn(what, fix string) {
+	r.warnings++
+	r.print("warning", what, fix)
+}
+
+func (r *checkReport) print(kind, what, fix string) {
+	fmt.Fprintf(r.out, "%-8s %s\n", kind, what)
+	if fix != "" {
+		fmt.Fprintf(r.out, "  fix:   %s\n", strings.ReplaceAll(strings.TrimRight(fix, "\n"), "\n", "\n         "))
+	}
+}
+
 func checkConfig(ctx context.Context, path string, opts checkOptions, out io.Writer) error {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return err
 	}
-	var warnings, problems []string
-	report := func(strictOnly bool, format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		if strictOnly && !opts.strict {
-			warnings = append(warnings, msg)
-		} else {
-			problems = append(problems, msg)
-		}
+	r := &checkReport{out: out}
+	filesOK := checkFiles(r, cfg, opts)
+	if filesOK {
+		checkCertificates(r, cfg)
 	}
-
-	files := cfg.file.Proxy.Files()
-	if k := cfg.file.Keys; k.Provider != "aws-kms" || k.KeyringFile != "" {
-		if k.KeyringFile != "" {
-			files["keys.keyring_file"] = k.KeyringFile
-		}
-		if k.Local.MasterKeyFile != "" && os.Getenv("PHIPROXY_MASTER_KEY") == "" {
-			files["keys.local.master_key_file"] = k.Local.MasterKeyFile
-		}
-	}
-	missing := false
-	for _, field := range slices.Sorted(maps.Keys(files)) {
-		if _, err := os.Stat(files[field]); err != nil {
-			missing = true
-			report(true, "%s: %v", field, err)
-		}
-	}
-	if !missing {
-		// New loads and parses the certificates and CA bundles.
-		if _, err := proxy.New(cfg.file.Proxy, nil, nil); err != nil {
-			report(false, "%v", err)
-		}
-	}
-	switch {
-	case opts.offline:
-	case missing:
-		warnings = append(warnings, "upstream not contacted: files are missing")
-	default:
-		if err := proxy.CheckUpstream(ctx, cfg.file.Proxy); err != nil {
-			var ue *proxy.UpstreamError
-			unreachable := errors.As(err, &ue) && ue.Unreachable()
-			report(unreachable, "upstream %s: %v", cfg.file.Proxy.Upstream.Address, err)
-		} else {
-			fmt.Fprintf(out, "upstream %s: reachable, tls mode %s\n", cfg.file.Proxy.Upstream.Address, cfg.file.Proxy.Upstream.TLS.Mode)
+	checkKeys(ctx, r, cfg, opts)
+	if opts.offline {
+		r.warn("upstream, databases and KMS not contacted (--offline)", "")
+	} else {
+		checkUpstream(ctx, r, cfg)
+		if !cfg.policy.Empty() {
+			checkDatabases(ctx, r, cfg, opts.db)
 		}
 	}
 	cols := 0
@@ -97,15 +122,56 @@ func checkConfig(ctx context.Context, path string, opts checkOptions, out io.Wri
 		cols += len(t.Columns)
 	}
 	fmt.Fprintf(out, "policy: %d tables, %d PHI columns\n", len(cfg.policy.Tables()), cols)
-	for _, w := range warnings {
-		fmt.Fprintln(out, "warning:", w)
+	if r.problems > 0 {
+		return fmt.Errorf("%w: %d problems, %d warnings (each with its fix above)", errCheckFailed, r.problems, r.warnings)
 	}
-	for _, p := range problems {
-		fmt.Fprintln(out, "error:", p)
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", errCheckFailed, strings.Join(problems, "; "))
-	}
-	fmt.Fprintf(out, "%s: configuration OK\n", path)
+	fmt.Fprintf(out, "%s: configuration OK (%d warnings)\n", path, r.warnings)
 	return nil
+}
+
+// checkUpstream opens a TLS connection to the upstream as the proxy would.
+func checkUpstream(ctx context.Context, r *checkReport, cfg *config) {
+	up := cfg.file.Proxy.Upstream
+	if err := proxy.CheckUpstream(ctx, cfg.file.Proxy); err != nil {
+		var ue *proxy.UpstreamError
+		fix := "check upstream.tls (mode, ca_file, server_name) against the server's certificate"
+		if errors.As(err, &ue) && ue.Unreachable() {
+			fix = "check upstream.address and that PostgreSQL is running and reachable from here"
+		}
+		r.fail(fmt.Sprintf("upstream %s: %v", up.Address, err), fix)
+		return
+	}
+	r.ok("upstream %s: reachable, TLS mode %s", up.Address, up.TLS.Mode)
+}
+
+// checkDatabases compares the policy with each governed database.
+func checkDatabases(ctx context.Context, r *checkReport, cfg *config, f dbFlags) {
+	if len(cfg.policy.Databases()) == 0 && f.database == "" {
+		r.warn("policy.databases is not set: only the connection's default database is checked",
+			"list the databases the proxy serves PHI tables in: policy: { databases: [app, ...] }")
+	}
+	for _, db := range f.databases(cfg.policy) {
+		problems, name, err := diffDatabase(ctx, cfg, f, db, "check")
+		if err != nil {
+			r.fail(fmt.Sprintf("database %s: %v", dbName(db), err),
+				"check reads each catalog as an operator would: set PGUSER and PGPASSWORD (or PGPASSFILE), or --dsn, for a role that may read it; check upstream.address")
+			continue
+		}
+		if len(problems) == 0 {
+			r.ok("database %s: every policy table is ready", name)
+			continue
+		}
+		for _, p := range problems {
+			what := p.Table
+			if p.Column != "" {
+				what += "." + p.Column
+			}
+			fix := strings.Join(p.DDL, "\n")
+			if fix == "" {
+				fix = "(no DDL: decide the fix)"
+			}
+			r.fail(fmt.Sprintf("database %s: %s: %s", name, what, p.Msg), fix)
+		}
+		fmt.Fprintf(r.out, "note     phiproxy schema --config FILE --database %s prints these fixes as one script, in order\n", name)
+	}
 }

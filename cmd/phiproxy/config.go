@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 )
@@ -23,10 +24,11 @@ const envConfig = "PHIPROXY_CONFIG"
 // fileConfig is the whole configuration file; each package owns the type of
 // its section (DESIGN.md, "Configuration").
 type fileConfig struct {
-	Proxy  proxy.Config  `yaml:",inline"` // listen, upstream, metrics, limits
-	Log    logConfig     `yaml:"log"`
-	Keys   crypto.Config `yaml:"keys"`
-	Policy yaml.Node     `yaml:"policy"` // decoded by policy.Load
+	Proxy  proxy.Config    `yaml:",inline"` // listen, upstream, metrics, limits
+	Log    logConfig       `yaml:"log"`
+	Keys   crypto.Config   `yaml:"keys"`
+	Policy yaml.Node       `yaml:"policy"` // decoded by policy.Load
+	Audit  auditlog.Config `yaml:"audit"`
 }
 
 // config is a loaded and validated configuration.
@@ -58,7 +60,7 @@ func loadConfig(path string) (*config, error) {
 func parseConfig(name string, data []byte) (*config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, yamlError(name, err)
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
 		return nil, fmt.Errorf("%s: the configuration is empty", name)
@@ -67,7 +69,7 @@ func parseConfig(name string, data []byte) (*config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, yamlError(name, err)
 	}
 	c := &config{path: name, file: fc}
 
@@ -89,6 +91,10 @@ func parseConfig(name string, data []byte) (*config, error) {
 	}
 	if err := validateKeys(c.file.Keys); err != nil {
 		errs = append(errs, atLine(name, root.Content[0], "keys.provider", err))
+	}
+	c.file.Audit.SetDefaults()
+	if err := c.file.Audit.Validate(); err != nil {
+		errs = append(errs, atLine(name, root.Content[0], "audit", err))
 	}
 	p, err := policy.Load(&c.file.Policy)
 	if err != nil {
@@ -117,11 +123,16 @@ func (c *config) resolvePaths(dir string) {
 	for _, p := range []*string{
 		&c.file.Proxy.Listen.TLS.CertFile, &c.file.Proxy.Listen.TLS.KeyFile,
 		&c.file.Proxy.Listen.TLS.ClientCAFile, &c.file.Proxy.Upstream.TLS.CAFile,
+		&c.file.Proxy.Upstream.TLS.CertFile, &c.file.Proxy.Upstream.TLS.KeyFile,
+		&c.file.Proxy.Upstream.AuthFile, &c.file.Proxy.Upstream.AuthPasswordFile,
 		&c.file.Keys.KeyringFile, &c.file.Keys.Local.MasterKeyFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
+	}
+	if a := &c.file.Audit.File; *a != "" && *a != auditlog.FileStdout && *a != auditlog.FileStderr && !filepath.IsAbs(*a) {
+		*a = filepath.Join(dir, *a)
 	}
 }
 

@@ -40,7 +40,7 @@ func TestExampleConfig(t *testing.T) {
 	if code := run([]string{"check", "--config", path, "--offline"}, &stdout, &stderr); code != 0 {
 		t.Errorf("check exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "configuration OK") || !strings.Contains(stdout.String(), "warning: listen.tls.cert_file") {
+	if !strings.Contains(stdout.String(), "configuration OK") || !strings.Contains(stdout.String(), "warning  listen.tls.cert_file") {
 		t.Errorf("check output:\n%s", stdout.String())
 	}
 	stdout.Reset()
@@ -68,10 +68,10 @@ func TestConfigErrors(t *testing.T) {
 	cases := []struct {
 		name, doc, want string
 	}{
-		{"unknown key", minimal + "  bogus: 1\n", "line 9: field bogus not found"},
-		{"unknown section", minimal + "extra: {}\n", "line 9: field extra not found"},
+		{"unknown key", minimal + "  bogus: 1\n", `c.yaml:9: unknown key "bogus" in upstream`},
+		{"unknown section", minimal + "extra: {}\n", `c.yaml:9: unknown key "extra" in the top level`},
 		{"bad mode", strings.Replace(minimal, "mode: disable", "mode: prefer", 1), `c.yaml:8: upstream.tls.mode: "prefer"`},
-		{"bad duration", minimal + "  connect_timeout: soon\n", "line 9: cannot unmarshal !!str `soon` into time.Duration"},
+		{"bad duration", minimal + "  connect_timeout: soon\n", "c.yaml:9: want a duration such as 10s or 500ms, found a string"},
 		{"bad number", minimal + "limits:\n  max_message_bytes: 12\n", "c.yaml:10: limits.max_message_bytes: 12"},
 		{"tls required", strings.Replace(minimal, "allow_plaintext: true", "allow_plaintext: false", 1), "c.yaml:3: listen.tls: cert_file and key_file are required"},
 		{"bad log level", minimal + "log:\n  level: loud\n", `c.yaml:9: log.level "loud"`},

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,25 +76,52 @@ type demoOptions struct {
 	logger               *slog.Logger
 }
 
+const demoUsage = `Usage: phiproxy demo [--listen ADDR] [--metrics ADDR] [--dir DIR] [--log-level LEVEL]
+
+Starts a throwaway PostgreSQL (from the server binaries on this machine), a
+dev keyring and a self-signed certificate, creates the tables of
+config.example.yaml's policy, inserts a few made-up patients through the
+proxy, and prints how to connect with psql. Ctrl-C (or SIGTERM, SIGHUP)
+stops it and deletes the database; DIR is kept.
+
+  --listen ADDR     address of the proxy (default 127.0.0.1:6432; port 0: any free port)
+  --metrics ADDR    address of /metrics, /healthz and /readyz (default 127.0.0.1:9187)
+  --dir DIR         files kept between runs: certificates, keyring, master key (default .demo)
+  --log-level LEVEL debug, info, warn or error (default info)
+`
+
 // runDemo starts a throwaway PostgreSQL and the proxy in front of it, prints
 // how to connect through the proxy with psql, and waits for Ctrl-C.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", ".demo", "directory for the files kept between runs (certificates, keyring, master key)")
-	listen := fs.String("listen", "127.0.0.1:6432", "address of the proxy")
-	metrics := fs.String("metrics", "127.0.0.1:9187", "address of /metrics, /healthz and /readyz")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("demo: %w: %v", errUsage, err)
+	fs := newFlagSet("demo")
+	dir := fs.String("dir", ".demo", "")
+	listen := fs.String("listen", "127.0.0.1:6432", "")
+	metrics := fs.String("metrics", "127.0.0.1:9187", "")
+	logLevel := fs.String("log-level", "info", "")
+	pos, err := parseArgs(fs, args, demoUsage)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("demo: %w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := noArgs("demo", pos); err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("demo: %w: -log-level: %v", errUsage, err)
 	}
+	// The default ports may be taken (another demo, a real proxy): then
+	// any free port. A port given explicitly is used or fails.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["listen"] {
+		*listen = freeIfBusy(*listen, stdout)
+	}
+	if !set["metrics"] {
+		*metrics = freeIfBusy(*metrics, stdout)
+	}
+	// Closing the terminal (SIGHUP) cleans up too, as Ctrl-C and SIGTERM do.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
 
 	// The proxy's Info lines about the demo's own sessions (sample inserts,
 	// the side-by-side row) would interleave with what the demo prints:
@@ -305,4 +334,17 @@ func certValid(path string) bool {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return !errors.Is(err, os.ErrNotExist)
+}
+
+// freeIfBusy returns addr if it can be listened on, else the same host with
+// port 0 (any free port), saying so.
+func freeIfBusy(addr string, stdout io.Writer) string {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		l.Close()
+		return addr
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	fmt.Fprintf(stdout, "%s is taken; using a free port instead\n", addr)
+	return net.JoinHostPort(host, "0")
 }

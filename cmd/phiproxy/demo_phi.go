@@ -12,6 +12,7 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/seed"
+	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/proxy/phi"
 )
@@ -73,7 +74,8 @@ func demoKeys(ctx context.Context, env *demoEnv) error {
 }
 
 // demoSchema creates the policy's tables in the demo database, directly
-// (not through the proxy), as their owner.
+// (not through the proxy), as their owner, and checks them as phiproxy
+// schema does.
 func demoSchema(ctx context.Context, env *demoEnv) error {
 	conn, err := pgx.Connect(ctx, env.directDSN())
 	if err != nil {
@@ -82,6 +84,14 @@ func demoSchema(ctx context.Context, env *demoEnv) error {
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, seed.SchemaSQL(env.policy, true)); err != nil {
 		return fmt.Errorf("demo schema: %w", err)
+	}
+	// What phiproxy schema would say: nothing may be missing.
+	live, err := readCatalog(ctx, conn, env.policy)
+	if err != nil {
+		return fmt.Errorf("demo schema: %w", err)
+	}
+	if problems := policy.Diff(env.policy, live); len(problems) > 0 {
+		return fmt.Errorf("demo schema: the tables are not ready for the policy:\n%s", policy.Script(problems))
 	}
 	return nil
 }

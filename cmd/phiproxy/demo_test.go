@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +311,59 @@ func sqlState(err error) string {
 		return pgErr.Code
 	}
 	return ""
+}
+
+// TestDemoStopsOnSignals runs the demo binary as make demo does and stops
+// it with SIGHUP (a closed terminal) and SIGTERM: each time it removes
+// its database and exits.
+func TestDemoStopsOnSignals(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "phiproxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(bin, "demo", "--dir", filepath.Join(t.TempDir(), "demo"), "--metrics", "127.0.0.1:0")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = io.Discard
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			logRE := regexp.MustCompile(`its log: (\S+)/postgresql\.log`)
+			var dataDir string
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if m := logRE.FindStringSubmatch(sc.Text()); m != nil {
+					dataDir = m[1]
+				}
+				if strings.Contains(sc.Text(), "Press Ctrl-C to stop") {
+					break
+				}
+			}
+			if dataDir == "" {
+				t.Fatal("the demo did not print its banner")
+			}
+			go io.Copy(io.Discard, out)
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("demo exited with %v after %v", err, sig)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatalf("demo did not stop within 60 s of %v", sig)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the demo's database %s is still there after %v (%v)", dataDir, sig, err)
+			}
+		})
+	}
 }

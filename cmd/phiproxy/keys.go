@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,9 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
-	"text/tabwriter"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -20,17 +19,23 @@ import (
 	"github.com/novamind/phiproxy/crypto/awskms"
 )
 
-const keysUsage = `Usage: phiproxy keys SUBCOMMAND [flags]
+const keysUsage = `Usage: phiproxy keys SUBCOMMAND [flags]      (flags may come before or after arguments)
 
-  init     create a keyring: the first data key and the blind-index root key
-  rotate   add a new active data key; the old active key becomes decrypt-only
-  list     show key ids, states, dates and providers (never key material)
-  rewrap   re-wrap every key under another master key (--provider, --kms-key
-           or --master-key-file); no stored value changes
-  retire ID
-           retire a data key that no value uses any more (never the active key)
+  init          create a keyring: the first data key and the blind-index root key
+  rotate        add a new active data key; the old active key becomes decrypt-only
+                (then reload the proxies and run phiproxy migrate reencrypt)
+  rotate-index  replace the blind-index root key (then reload the proxies and run
+                phiproxy migrate reindex on each table with a blind index)
+  list          show key ids, states, dates and master keys (never key material)
+  usage         count the stored values under each data key, per column, in each
+                governed database (a scan of the policy tables)
+  rewrap        re-wrap every key under another master key (--provider, --kms-key
+                or --master-key-file); no stored value changes
+  retire ID     retire a data key; refused while any value in the governed
+                databases still uses it (--force retires anyway: those values
+                become unreadable for good)
 
-Flags (all subcommands; they override the keys: section of --config):
+Flags (they override the keys: section of --config):
   --config FILE           configuration file (default $PHIPROXY_CONFIG)
   --keyring FILE          keyring file (keys.keyring_file)
   --provider NAME         local | aws-kms (keys.provider)
@@ -39,52 +44,79 @@ Flags (all subcommands; they override the keys: section of --config):
   --kms-key ID            KMS key id, ARN or alias (keys.aws_kms.key_id)
   --kms-region REGION     (keys.aws_kms.region)
   --kms-endpoint URL      a KMS emulator (keys.aws_kms.endpoint)
-rewrap only: the flags above name the new master key; the current one is
-read from the keyring file, with --from-master-key-file for a local key.
-list only: --json prints JSON.
+rewrap: the flags above name the new master key; the current one is read from
+  the keyring file, with --from-master-key-file for a local key.
+rotate, rotate-index: new keys are wrapped by the master key that wraps the
+  active data key (recorded in the keyring, so a rewrap carries over), unless
+  --kms-key or --master-key-file names another.
+list: --json prints JSON.
+usage, retire: --database DB and --dsn DSN as for phiproxy schema (usage: --json).
+retire: --force skips the check.
+
+init, rotate, rotate-index, rewrap and retire hold an exclusive lock on
+KEYRING.lock while they run: a second one fails at once instead of
+interleaving its change with the first's.
 `
 
-// keysFlags are the flags shared by the keys subcommands.
+// keysFlags are the flags of the keys subcommands.
 type keysFlags struct {
 	config, keyring, provider, masterKeyFile string
 	kmsKey, kmsRegion, kmsEndpoint           string
 	fromMasterKeyFile                        string // rewrap
-	json                                     bool   // list
+	json                                     bool   // list, usage
+	force                                    bool   // retire
+	db                                       dbFlags
 	set                                      map[string]bool
+}
+
+// keysOnly lists the flags that only some subcommands take.
+var keysOnly = map[string][]string{
+	"from-master-key-file": {"rewrap"},
+	"json":                 {"list", "usage"},
+	"force":                {"retire"},
+	"database":             {"usage", "retire"},
+	"dsn":                  {"usage", "retire"},
 }
 
 // runKeys implements `phiproxy keys`.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, keysUsage)
-		if len(args) == 0 {
-			return fmt.Errorf("%w: keys needs a subcommand", errUsage)
-		}
-		return nil
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	flags := newFlagSet("keys")
 	var f keysFlags
-	fs.StringVar(&f.config, "config", os.Getenv(envConfig), "")
-	fs.StringVar(&f.keyring, "keyring", "", "")
-	fs.StringVar(&f.provider, "provider", "", "")
-	fs.StringVar(&f.masterKeyFile, "master-key-file", "", "")
-	fs.StringVar(&f.kmsKey, "kms-key", "", "")
-	fs.StringVar(&f.kmsRegion, "kms-region", "", "")
-	fs.StringVar(&f.kmsEndpoint, "kms-endpoint", "", "")
-	if sub == "rewrap" {
-		fs.StringVar(&f.fromMasterKeyFile, "from-master-key-file", "", "")
+	flags.StringVar(&f.config, "config", os.Getenv(envConfig), "")
+	flags.StringVar(&f.keyring, "keyring", "", "")
+	flags.StringVar(&f.provider, "provider", "", "")
+	flags.StringVar(&f.masterKeyFile, "master-key-file", "", "")
+	flags.StringVar(&f.kmsKey, "kms-key", "", "")
+	flags.StringVar(&f.kmsRegion, "kms-region", "", "")
+	flags.StringVar(&f.kmsEndpoint, "kms-endpoint", "", "")
+	flags.StringVar(&f.fromMasterKeyFile, "from-master-key-file", "", "")
+	flags.BoolVar(&f.json, "json", false, "")
+	flags.BoolVar(&f.force, "force", false, "")
+	f.db.register(flags)
+	pos, err := parseArgs(flags, args, keysUsage)
+	if err != nil {
+		return err
 	}
-	if sub == "list" {
-		fs.BoolVar(&f.json, "json", false, "")
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: keys needs a subcommand: init, rotate, rotate-index, list, usage, rewrap or retire (see phiproxy keys --help)", errUsage)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: keys %s: %v\n\n%s", errUsage, sub, err, keysUsage)
+	sub, rest := pos[0], pos[1:]
+	if sub == "help" {
+		return &helpError{text: keysUsage}
+	}
+	if !slices.Contains([]string{"init", "rotate", "rotate-index", "list", "usage", "rewrap", "retire"}, sub) {
+		return fmt.Errorf("%w: unknown keys subcommand %q (see phiproxy keys --help)", errUsage, sub)
 	}
 	f.set = map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
-
+	flags.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	for name, subs := range keysOnly {
+		if f.set[name] && !slices.Contains(subs, sub) {
+			return fmt.Errorf("%w: keys %s does not take --%s", errUsage, sub, name)
+		}
+	}
+	if sub != "retire" && len(rest) > 0 {
+		return fmt.Errorf("%w: keys %s: unexpected argument %q", errUsage, sub, rest[0])
+	}
 	cfg, err := f.keysConfig(sub == "rewrap")
 	if err != nil {
 		return err
@@ -92,20 +124,27 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.KeyringFile == "" {
 		return fmt.Errorf("%w: keys %s: no keyring file: use --keyring or keys.keyring_file in --config", errUsage, sub)
 	}
-	rest := fs.Args()
-	if sub != "retire" && len(rest) > 0 {
-		return fmt.Errorf("%w: keys %s: unexpected argument %q", errUsage, sub, rest[0])
+	if slices.Contains([]string{"init", "rotate", "rotate-index", "rewrap", "retire"}, sub) {
+		unlock, err := crypto.LockKeyring(cfg.KeyringFile)
+		if err != nil {
+			return fmt.Errorf("keys %s: %w", sub, err)
+		}
+		defer unlock()
 	}
 	switch sub {
 	case "init":
 		return keysInit(ctx, cfg, stdout)
 	case "rotate":
-		return keysRotate(ctx, cfg, stdout)
+		return keysRotate(ctx, cfg, f, stdout)
+	case "rotate-index":
+		return keysRotateIndex(ctx, cfg, f, stdout)
 	case "list":
 		return keysList(cfg, f.json, stdout)
+	case "usage":
+		return keysUsageCmd(ctx, cfg, f, stdout, stderr)
 	case "rewrap":
 		return keysRewrap(ctx, cfg, f, stdout)
-	case "retire":
+	default: // retire
 		if len(rest) != 1 {
 			return fmt.Errorf("%w: keys retire needs one key id", errUsage)
 		}
@@ -113,17 +152,15 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil || id == 0 {
 			return fmt.Errorf("%w: keys retire: %q is not a key id", errUsage, rest[0])
 		}
-		return keysRetire(cfg, uint32(id), stdout)
-	default:
-		return fmt.Errorf("%w: unknown keys subcommand %q\n\n%s", errUsage, sub, keysUsage)
+		return keysRetire(ctx, cfg, f, uint32(id), stdout, stderr)
 	}
 }
 
-// keysConfig reads the keys: section of --config (other sections are not
-// validated here: key management works with a half-written configuration)
-// and applies the flags (for rewrap, only those naming files and the KMS
-// endpoint). Relative paths in the file are resolved against its
-// directory, as loadConfig does.
+// keysConfig reads the keys: section of --config and applies the flags
+// (for rewrap, only those naming files and the KMS endpoint). The whole
+// file is decoded with unknown keys refused, as serve does, but only the
+// keys: section is validated: key management works with a half-written
+// configuration. Relative paths are resolved against the file's directory.
 func (f *keysFlags) keysConfig(rewrap bool) (crypto.Config, error) {
 	var cfg crypto.Config
 	if f.config != "" {
@@ -131,13 +168,13 @@ func (f *keysFlags) keysConfig(rewrap bool) (crypto.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
-		var doc struct {
-			Keys crypto.Config `yaml:"keys"`
+		var fc fileConfig
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, yamlError(f.config, err)
 		}
-		if err := yaml.Unmarshal(data, &doc); err != nil {
-			return cfg, fmt.Errorf("%s: %w", f.config, err)
-		}
-		cfg = doc.Keys
+		cfg = fc.Keys
 		dir := filepath.Dir(f.config)
 		for _, p := range []*string{&cfg.KeyringFile, &cfg.Local.MasterKeyFile} {
 			if *p != "" && !filepath.IsAbs(*p) {
@@ -195,6 +232,35 @@ func openKeyring(ctx context.Context, cfg crypto.Config) (*crypto.Keyring, error
 	return crypto.OpenKeyring(ctx, cfg.KeyringFile, p)
 }
 
+// openForNewKeys opens the keyring for rotate and rotate-index: with AWS
+// KMS, new keys are wrapped by the KMS key that wraps the active data key
+// (as the keyring records it, so that after a rewrap to another KMS key
+// the next rotation does not go back to the key the configuration still
+// names), unless --kms-key names one.
+func openForNewKeys(ctx context.Context, cfg crypto.Config, f keysFlags) (*crypto.Keyring, string, error) {
+	kf, err := crypto.ReadKeyringFile(cfg.KeyringFile)
+	if err != nil {
+		return nil, "", err
+	}
+	active := kf.Active()
+	if cfg.Provider == crypto.ProviderAWSKMS && active.Provider == crypto.ProviderAWSKMS && !f.set["kms-key"] {
+		cfg.AWSKMS.KeyID = active.MasterKeyID
+	}
+	p, err := newKeyProvider(ctx, cfg, os.Getenv)
+	if err != nil {
+		return nil, "", err
+	}
+	kr, err := crypto.UnwrapKeyring(ctx, kf, p)
+	if err != nil {
+		return nil, "", err
+	}
+	wrapper := active.MasterKeyID
+	if f.set["kms-key"] {
+		wrapper = cfg.AWSKMS.KeyID
+	}
+	return kr, wrapper, nil
+}
+
 func keysInit(ctx context.Context, cfg crypto.Config, stdout io.Writer) error {
 	if _, err := os.Stat(cfg.KeyringFile); err == nil {
 		return fmt.Errorf("keys init: %s already exists", cfg.KeyringFile)
@@ -220,8 +286,8 @@ func keysInit(ctx context.Context, cfg crypto.Config, stdout io.Writer) error {
 	return nil
 }
 
-func keysRotate(ctx context.Context, cfg crypto.Config, stdout io.Writer) error {
-	kr, err := openKeyring(ctx, cfg)
+func keysRotate(ctx context.Context, cfg crypto.Config, f keysFlags, stdout io.Writer) error {
+	kr, _, err := openForNewKeys(ctx, cfg, f)
 	if err != nil {
 		return fmt.Errorf("keys rotate: %w", err)
 	}
@@ -234,124 +300,34 @@ func keysRotate(ctx context.Context, cfg crypto.Config, stdout io.Writer) error 
 	if err := kr.Save(cfg.KeyringFile); err != nil {
 		return fmt.Errorf("keys rotate: %w", err)
 	}
-	fmt.Fprintf(stdout, "data key %d is active; key %d is now decrypt-only.\nRestart or reload the proxies, then run `phiproxy migrate reencrypt` before retiring key %d.\n", info.ID, prev, prev)
+	fmt.Fprintf(stdout, `data key %d is active (wrapped by %s %s); key %d is now decrypt-only.
+Next: reload the proxies (kill -HUP, or restart them) so that new values
+are sealed under key %d; then, for each policy table,
+  phiproxy migrate reencrypt --config FILE --table TABLE
+until phiproxy keys usage shows no value under key %d; then
+  phiproxy keys retire %d --config FILE
+`, info.ID, info.Provider, info.MasterKeyID, prev, info.ID, prev, prev)
 	return nil
 }
 
-func keysList(cfg crypto.Config, asJSON bool, stdout io.Writer) error {
-	f, err := crypto.ReadKeyringFile(cfg.KeyringFile)
+func keysRotateIndex(ctx context.Context, cfg crypto.Config, f keysFlags, stdout io.Writer) error {
+	kr, wrapper, err := openForNewKeys(ctx, cfg, f)
 	if err != nil {
-		return fmt.Errorf("keys list: %w", err)
-	}
-	keys := crypto.KeyInfos(f)
-	if asJSON {
-		type key struct {
-			ID          uint32    `json:"id"`
-			State       string    `json:"state"`
-			Created     time.Time `json:"created"`
-			Provider    string    `json:"provider"`
-			MasterKeyID string    `json:"master_key_id"`
-		}
-		out := struct {
-			Keyring   string `json:"keyring_id"`
-			DataKeys  []key  `json:"data_keys"`
-			IndexRoot key    `json:"blind_index_root"`
-		}{Keyring: f.ID}
-		for _, k := range keys {
-			out.DataKeys = append(out.DataKeys, key{k.ID, string(k.State), k.Created, k.Provider, k.MasterKeyID})
-		}
-		r := f.IndexRoot
-		out.IndexRoot = key{0, "", r.Created, r.Provider, r.MasterKeyID}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	fmt.Fprintf(stdout, "keyring %s (%s)\n", f.ID, cfg.KeyringFile)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tCREATED\tPROVIDER\tMASTER KEY")
-	for _, k := range keys {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", k.ID, k.State, k.Created.Format(time.RFC3339), k.Provider, k.MasterKeyID)
-	}
-	r := f.IndexRoot
-	fmt.Fprintf(tw, "index-root\t-\t%s\t%s\t%s\n", r.Created.Format(time.RFC3339), r.Provider, r.MasterKeyID)
-	return tw.Flush()
-}
-
-// keysRewrap unwraps with the provider that wrapped the keyring (read from
-// the file) and wraps again under the provider the flags name.
-func keysRewrap(ctx context.Context, cfg crypto.Config, f keysFlags, stdout io.Writer) error {
-	if !f.set["provider"] {
-		return fmt.Errorf("%w: keys rewrap needs --provider (and --kms-key or --master-key-file)", errUsage)
-	}
-	kf, err := crypto.ReadKeyringFile(cfg.KeyringFile)
-	if err != nil {
-		return fmt.Errorf("keys rewrap: %w", err)
-	}
-	from := cfg
-	from.Provider = kf.Active().Provider
-	getenv := os.Getenv
-	if f.fromMasterKeyFile != "" {
-		from.Local.MasterKeyFile = f.fromMasterKeyFile
-		getenv = func(string) string { return "" } // the explicit file wins
-	}
-	src, err := newKeyProvider(ctx, from, getenv)
-	if err != nil {
-		return fmt.Errorf("keys rewrap: current provider: %w", err)
-	}
-	to := cfg
-	to.Provider = f.provider
-	to.Local.MasterKeyFile = f.masterKeyFile
-	to.AWSKMS.KeyID = f.kmsKey
-	if err := validateKeys(to); err != nil {
-		return fmt.Errorf("%w: keys rewrap: %v", errUsage, err)
-	}
-	switch to.Provider {
-	case crypto.ProviderLocal:
-		if to.Local.MasterKeyFile == "" {
-			return fmt.Errorf("%w: keys rewrap --provider local needs --master-key-file", errUsage)
-		}
-		if _, err := os.Stat(to.Local.MasterKeyFile); errors.Is(err, fs.ErrNotExist) {
-			if err := crypto.WriteNewMasterKeyFile(to.Local.MasterKeyFile); err != nil {
-				return fmt.Errorf("keys rewrap: %w", err)
-			}
-			fmt.Fprintf(stdout, "wrote a new local master key to %s\n", to.Local.MasterKeyFile)
-		}
-	case crypto.ProviderAWSKMS:
-		if to.AWSKMS.KeyID == "" {
-			return fmt.Errorf("%w: keys rewrap --provider aws-kms needs --kms-key", errUsage)
-		}
-	}
-	dst, err := newKeyProvider(ctx, to, func(string) string { return "" })
-	if err != nil {
-		return fmt.Errorf("keys rewrap: new provider: %w", err)
-	}
-	kr, err := crypto.UnwrapKeyring(ctx, kf, src)
-	if err != nil {
-		return fmt.Errorf("keys rewrap: %w", err)
+		return fmt.Errorf("keys rotate-index: %w", err)
 	}
 	defer kr.Close()
-	if err := kr.Rewrap(ctx, dst); err != nil {
-		return fmt.Errorf("keys rewrap: %w", err)
+	if err := kr.RotateIndexRoot(ctx); err != nil {
+		return fmt.Errorf("keys rotate-index: %w", err)
 	}
 	if err := kr.Save(cfg.KeyringFile); err != nil {
-		return fmt.Errorf("keys rewrap: %w", err)
+		return fmt.Errorf("keys rotate-index: %w", err)
 	}
-	fmt.Fprintf(stdout, "rewrapped %d data keys and the blind-index root key under %s %s; no value changed.\nSet keys.provider: %s in the configuration.\n",
-		len(kr.Keys()), to.Provider, kr.Keys()[0].MasterKeyID, to.Provider)
-	return nil
-}
-
-func keysRetire(cfg crypto.Config, id uint32, stdout io.Writer) error {
-	f, err := crypto.ReadKeyringFile(cfg.KeyringFile)
-	if err != nil {
-		return fmt.Errorf("keys retire: %w", err)
-	}
-	if err := f.Retire(id); err != nil {
-		return fmt.Errorf("keys retire: %w", err)
-	}
-	if err := crypto.WriteKeyringFile(cfg.KeyringFile, f, false); err != nil {
-		return fmt.Errorf("keys retire: %w", err)
-	}
-	fmt.Fprintf(stdout, "data key %d retired: values still under it no longer decrypt.\n", id)
+	fmt.Fprintf(stdout, `the blind-index root key is new (wrapped by %s): every blind index changes.
+Next: reload the proxies (kill -HUP, or restart them), then run for each
+policy table with a blind index
+  phiproxy migrate reindex --config FILE --table TABLE
+Until a table is reindexed, equality lookups through the proxy miss its rows
+whose index was computed under the old key; do it in a quiet hour.
+`, wrapper)
 	return nil
 }

@@ -41,15 +41,18 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // newLogger builds the process's one logger; everything below receives it.
-func newLogger(c logConfig, w io.Writer) (*slog.Logger, error) {
+// Its level is a LevelVar, so a reload can change it.
+func newLogger(c logConfig, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
 	c.setDefaults()
 	if err := c.validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	level, _ := parseLevel(c.Level)
-	opts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), lv, nil
 	}
-	return slog.New(slog.NewJSONHandler(w, opts)), nil
+	return slog.New(slog.NewJSONHandler(w, opts)), lv, nil
 }

@@ -18,11 +18,18 @@ var errUsage = errors.New("usage")
 const usage = `phiproxy: keep PHI encrypted inside PostgreSQL
 
 Usage:
-  phiproxy serve   --config FILE      run the proxy
-  phiproxy check   --config FILE      validate a configuration (and the live database)
-  phiproxy demo                       throwaway PostgreSQL + proxy for a first look
-  phiproxy keys    SUBCOMMAND ...     init | rotate | list | rewrap | retire
-  phiproxy version                    print the version
+  phiproxy serve   --config FILE       run the proxy
+  phiproxy check   --config FILE       check a configuration, its keys, certificates and databases
+  phiproxy schema  --config FILE       print the DDL that makes the database ready for the policy
+  phiproxy migrate MODE --config FILE --table T
+                                       encrypt | decrypt | reencrypt | reindex a table in place, online
+  phiproxy keys    SUBCOMMAND ...      init | rotate | rotate-index | list | usage | rewrap | retire
+  phiproxy audit   verify FILE...      check the hash chain of audit log files
+  phiproxy demo                        throwaway PostgreSQL + proxy for a first look
+  phiproxy version                     print the version and commit
+
+Run phiproxy COMMAND --help for a command's flags. Exit status: 0 success,
+1 failure or problems found, 2 usage mistake, 130/143 interrupted.
 `
 
 func main() {
@@ -40,25 +47,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	var err error
+	if len(args) > 1 && args[0] == "help" {
+		args = []string{args[1], "--help"}
+	}
 	switch args[0] {
 	case "serve":
 		err = runServe(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = runCheck(ctx, args[1:], stdout, stderr)
+	case "schema":
+		err = runSchema(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		err = runMigrate(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "keys":
 		err = runKeys(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "phiproxy", version())
+		err = runVersion(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprintf(stderr, "phiproxy: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	var help *helpError
 	switch {
 	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		fmt.Fprint(stdout, help.text)
 		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(stderr, "phiproxy:", err)

@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -14,32 +14,53 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/novamind/phiproxy/internal/auditlog"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/proxy/phi"
 )
+
+const serveUsage = `Usage: phiproxy serve --config FILE [--check]
+
+Runs the proxy: listens for clients (listen:), relays each session to
+PostgreSQL (upstream:), encrypts and decrypts the policy's PHI columns with
+the keyring unwrapped once at startup, and serves /metrics, /healthz and
+/readyz (metrics:). SIGHUP reloads the certificates, the keyring, the
+policy and the log level (sessions in flight keep theirs; a file that does
+not load is logged and the running configuration kept). SIGINT or SIGTERM
+drains the sessions for up to limits.drain_timeout; a second signal closes
+them at once.
+
+  --config FILE  the configuration (default $PHIPROXY_CONFIG)
+  --check        check the configuration as phiproxy check does, and exit
+`
 
 // runServe runs the proxy until SIGINT or SIGTERM, then drains: it stops
 // accepting, fails readiness, waits up to limits.drain_timeout for the
 // sessions to end and closes the rest. A second signal closes at once.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv(envConfig), "configuration file (default $"+envConfig+")")
-	checkOnly := fs.Bool("check", false, "validate the configuration, as `phiproxy check`, and exit")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+	fs := newFlagSet("serve")
+	path := fs.String("config", os.Getenv(envConfig), "")
+	checkOnly := fs.Bool("check", false, "")
+	pos, err := parseArgs(fs, args, serveUsage)
+	if err != nil {
+		return err
 	}
-	if *path == "" || fs.NArg() > 0 {
+	if err := noArgs("serve", pos); err != nil {
+		return err
+	}
+	if *path == "" {
 		return fmt.Errorf("%w: phiproxy serve --config FILE", errUsage)
 	}
 	if *checkOnly {
 		return checkConfig(ctx, *path, checkOptions{}, stdout)
 	}
+	hup, stopHangup := notifyHangup()
+	defer stopHangup()
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.file.Log, stderr)
+	logger, level, err := newLogger(cfg.file.Log, stderr)
 	if err != nil {
 		return err
 	}
@@ -49,7 +70,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var opts []proxy.Option
+	var (
+		opts     []proxy.Option
+		eng      *phi.Engine
+		auditLog phi.AuditLog
+	)
 	if !cfg.policy.Empty() {
 		// Keys are unwrapped once, here: KMS being down later does not
 		// stop traffic, and nothing on the per-value path calls it.
@@ -59,11 +84,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
-		eng, err := phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize})
+		phiCfg := phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize}
+		if cfg.file.Audit.Enabled() {
+			audit, err := openAudit(ctx, cfg.file.Audit, logger, reg)
+			if err != nil {
+				return err
+			}
+			// Closed after the drain (deferred before srv's shutdown
+			// returns): the last sessions' records are written.
+			defer audit.Close()
+			phiCfg.Audit = audit
+		}
+		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
+		auditLog = phiCfg.Audit
 		if err != nil {
 			return err
 		}
 		opts = append(opts, proxy.WithInterceptor(eng))
+	} else if cfg.file.Audit.Enabled() {
+		logger.Warn("audit log not opened: the policy protects no table, so there is nothing to audit", "audit_file", cfg.file.Audit.File)
 	}
 	srv, err := proxy.New(cfg.file.Proxy, logger, reg, opts...)
 	if err != nil {
@@ -74,6 +113,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng, audit: auditLog}
+	go rl.run(ctx, hup)
 	<-ctx.Done()
 
 	drain := srv.Config().Limits.DrainTimeout
@@ -98,13 +139,46 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return fmt.Errorf("stopped: %w", context.Cause(ctx))
 }
 
-// interruptedCode is the exit code after a signal: 143 for SIGTERM, 130 for
-// SIGINT (128 + the signal number, as shells and cloud-sql-proxy report).
+// openAudit opens the audit log and reopens it on each SIGHUP (log
+// rotation: move the file away, then send SIGHUP) until ctx ends.
+func openAudit(ctx context.Context, cfg auditlog.Config, logger *slog.Logger, reg prometheus.Registerer) (*auditlog.Log, error) {
+	audit, err := auditlog.Open(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("audit log opened", "audit_file", cfg.File, "on_failure", cfg.OnFailure, "refusing", audit.Refusing())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				if err := audit.Reopen(); err != nil {
+					logger.Error("audit log reopen failed", "error", err.Error())
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return audit, nil
+}
+
+// interruptedCode is the exit code after a signal: 143 for SIGTERM, 129
+// for SIGHUP (the demo stops on it), 130 for SIGINT (128 + the signal
+// number, as shells and cloud-sql-proxy report).
 func interruptedCode(ctx context.Context) int {
 	// os/signal's cause has no exported type; its text names the signal.
-	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, context.Canceled) &&
-		cause.Error() == syscall.SIGTERM.String()+" signal received" {
+	cause := context.Cause(ctx)
+	if cause == nil || !errors.Is(cause, context.Canceled) {
+		return 130
+	}
+	switch cause.Error() {
+	case syscall.SIGTERM.String() + " signal received":
 		return 143
+	case syscall.SIGHUP.String() + " signal received": // the demo's
+		return 129
 	}
 	return 130
 }

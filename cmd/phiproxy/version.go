@@ -1,13 +1,49 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"runtime"
 
 	"github.com/novamind/phiproxy/proxy"
 )
 
-// version describes the binary: module version, VCS revision, Go version.
+// buildVersion and buildCommit are stamped by the Makefile:
+//
+//	go build -ldflags "-X main.buildVersion=$(git describe) -X main.buildCommit=$(git rev-parse HEAD)"
+//
+// Without them (go install, go run) the module version and VCS revision
+// recorded in the binary's build information are used.
+var buildVersion, buildCommit string
+
+const versionUsage = `Usage: phiproxy version
+
+Prints the version and the commit the binary was built from (stamped by
+make build; else the module's build information) and the Go version.
+`
+
+// runVersion implements `phiproxy version`.
+func runVersion(args []string, stdout io.Writer) error {
+	fs := newFlagSet("version")
+	pos, err := parseArgs(fs, args, versionUsage)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("version", pos); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "phiproxy", version())
+	return nil
+}
+
+// version describes the binary: version, commit, Go version.
 func version() string {
 	v, rev := proxy.BuildVersion()
-	return v + " (" + rev + ", " + runtime.Version() + ")"
+	if buildVersion != "" {
+		v = buildVersion
+	}
+	if buildCommit != "" {
+		rev = buildCommit
+	}
+	return v + " (commit " + rev + ", " + runtime.Version() + ")"
 }

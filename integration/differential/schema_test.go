@@ -81,7 +81,7 @@ func typesTableSQL(t *policy.Table, encrypted bool) string {
 			}
 			continue
 		}
-		cols = append(cols, fmt.Sprintf("%s %s CHECK (%s)", name, c.Storage, seed.CiphertextCheck(name, c.Storage)))
+		cols = append(cols, fmt.Sprintf("%s %s CHECK (%s)", name, c.Storage, policy.CiphertextCheck(name, c.Storage)))
 		if c.Indexed() {
 			idx := pgx.Identifier{c.BlindIndex.Column}.Sanitize()
 			cols = append(cols, idx+" text")

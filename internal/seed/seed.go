@@ -6,13 +6,11 @@ package seed
 
 import (
 	_ "embed"
-	"encoding/base64"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 )
 
@@ -38,42 +36,23 @@ var tableColumns = map[string][2][]string{
 }
 
 // SchemaSQL returns the DDL of the policy's tables as phiproxy wants
-// them: each PHI column in its storage type with a CHECK constraint that
-// only accepts ciphertext (the database itself refuses a plaintext write
-// that bypasses the proxy), and after each searchable column a text
-// blind-index column with a btree index per blind index, exact first
-// (policy.Column.Indexes). IF NOT EXISTS makes it idempotent.
+// them (policy.CreateTableSQL, with the seed's own columns): each PHI
+// column in its storage type with a CHECK constraint that only accepts
+// ciphertext (the database itself refuses a plaintext write that bypasses
+// the proxy), and after each searchable column a text blind-index column
+// with a btree index per blind index, exact first (policy.Column.Indexes).
+// IF NOT EXISTS makes it idempotent.
 //
 // checks adds the CHECK constraints; the benchmark leaves them out, as its
 // plaintext twin has none (they cost about 1 µs per PHI column per write).
 func SchemaSQL(pol *policy.Policy, checks bool) string {
 	var b strings.Builder
 	for _, t := range pol.Tables() {
-		table := pgx.Identifier{t.Schema, t.Name}.Sanitize()
 		extra := tableColumns[t.QualifiedName()]
-		cols := append([]string(nil), extra[0]...)
-		var indexes []string
-		for _, c := range t.Columns {
-			name := pgx.Identifier{c.Name}.Sanitize()
-			col := fmt.Sprintf("%s %s", name, c.Storage)
-			if checks {
-				col += fmt.Sprintf(" CONSTRAINT %s CHECK (%s)",
-					pgx.Identifier{t.Name + "_" + c.Name + "_ciphertext"}.Sanitize(), CiphertextCheck(name, c.Storage))
-			}
-			cols = append(cols, col)
-			// Every blind index: the exact one (<col>_bidx) and the
-			// normalized ones (<col>_bidx_<name>).
-			for _, ix := range c.Indexes() {
-				idx := pgx.Identifier{ix.Column}.Sanitize()
-				cols = append(cols, idx+" text")
-				indexes = append(indexes, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s);\n",
-					pgx.Identifier{t.Name + "_" + ix.Column + "_idx"}.Sanitize(), table, idx))
-			}
-		}
-		cols = append(cols, extra[1]...)
-		fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n  %s);\n", table, strings.Join(cols, ",\n  "))
-		for _, s := range indexes {
-			b.WriteString(s)
+		for _, s := range policy.CreateTableSQL(t, policy.CreateOptions{
+			Before: extra[0], After: extra[1], IfNotExists: true, NoChecks: !checks,
+		}) {
+			b.WriteString(s + "\n")
 		}
 	}
 	return b.String()
@@ -83,7 +62,7 @@ func SchemaSQL(pol *policy.Policy, checks bool) string {
 // twin that differential tests and benchmarks compare phiproxy with. It has
 // the columns of SchemaSQL in the same order, each PHI column in its
 // logical type, no blind-index columns, and a btree index on each column
-// that has an exact blind index. IF NOT EXISTS makes it idempotent.
+// that has a blind index. IF NOT EXISTS makes it idempotent.
 func PlainSchemaSQL(pol *policy.Policy) string {
 	var b strings.Builder
 	for _, t := range pol.Tables() {
@@ -106,18 +85,4 @@ func PlainSchemaSQL(pol *policy.Policy) string {
 		}
 	}
 	return b.String()
-}
-
-// CiphertextCheck is the CHECK expression that accepts only a v1 envelope
-// (or NULL) in col, as crypto/FORMAT.md gives it: the text form is the
-// prefix and at least the base64 of Overhead bytes; the raw form starts
-// with the version byte.
-func CiphertextCheck(col string, storage policy.Storage) string {
-	if storage == policy.StorageBytea {
-		return fmt.Sprintf("%s IS NULL OR (length(%s) >= %d AND get_byte(%s, 0) = %d)", col, col, crypto.Overhead, col, crypto.Version1)
-	}
-	// Not the regex ^prefix[A-Za-z0-9+/]{n,}$: PostgreSQL's engine expands
-	// the counted repetition and takes ~10 µs a value, this ~0.7 µs.
-	return fmt.Sprintf("%s IS NULL OR (starts_with(%s, '%s') AND length(%s) >= %d AND %s !~ '[^A-Za-z0-9+/:]')",
-		col, col, crypto.TextPrefix, col, len(crypto.TextPrefix)+base64.RawStdEncoding.EncodedLen(crypto.Overhead), col)
 }

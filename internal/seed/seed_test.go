@@ -1,12 +1,16 @@
 package seed
 
 import (
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/policy"
 )
 
 // TestPolicyMatchesExample keeps the embedded seed policy identical to
@@ -57,18 +61,44 @@ func TestSchemaSQL(t *testing.T) {
 	}
 	sql := SchemaSQL(pol, true)
 	for _, want := range []string{
-		`CREATE TABLE IF NOT EXISTS "public"."patients" (`,
-		`"email_bidx" text`,
-		`CREATE INDEX IF NOT EXISTS "patients_email_bidx_idx" ON "public"."patients" ("email_bidx");`,
-		`"email_bidx_ci" text`,
-		`CREATE INDEX IF NOT EXISTS "patients_email_bidx_ci_idx" ON "public"."patients" ("email_bidx_ci");`,
-		`"phone_bidx_digits" text`,
-		`"ssn_bidx_digits" text`,
-		`"first_name" text CONSTRAINT "patients_first_name_ciphertext" CHECK ("first_name" IS NULL OR (starts_with("first_name", 'phi1:') AND length("first_name") >= 49`,
+		`CREATE TABLE IF NOT EXISTS public.patients (`,
+		`email_bidx text`,
+		`CREATE INDEX IF NOT EXISTS patients_email_bidx_idx ON public.patients (email_bidx);`,
+		`email_bidx_ci text`,
+		`CREATE INDEX IF NOT EXISTS patients_email_bidx_ci_idx ON public.patients (email_bidx_ci);`,
+		`phone_bidx_digits text`,
+		`ssn_bidx_digits text`,
+		`first_name text CONSTRAINT patients_first_name_ciphertext CHECK (first_name IS NULL OR (starts_with(first_name, 'phi1:') AND length(first_name) >= 49`,
 		`patient_id bigint NOT NULL REFERENCES public.patients (id)`,
 	} {
 		if !strings.Contains(sql, want) {
 			t.Errorf("SchemaSQL lacks %s\n%s", want, sql)
+		}
+	}
+}
+
+// TestCiphertextConstants holds policy's copy of the envelope constants
+// (policy imports nothing of phiproxy) equal to crypto's, the source.
+func TestCiphertextConstants(t *testing.T) {
+	if policy.CiphertextPrefix != crypto.TextPrefix || policy.CiphertextVersion != crypto.Version1 || policy.CiphertextOverhead != crypto.Overhead {
+		t.Fatalf("policy's envelope constants (%q, %d, %d) differ from crypto's (%q, %d, %d)",
+			policy.CiphertextPrefix, policy.CiphertextVersion, policy.CiphertextOverhead, crypto.TextPrefix, crypto.Version1, crypto.Overhead)
+	}
+	if want := len(crypto.TextPrefix) + base64.RawStdEncoding.EncodedLen(crypto.Overhead); policy.MinCiphertextText != want {
+		t.Fatalf("MinCiphertextText = %d, want %d", policy.MinCiphertextText, want)
+	}
+}
+
+// TestCiphertextCheckDocumented keeps crypto/FORMAT.md's CHECK expressions
+// those that policy.CiphertextCheck writes.
+func TestCiphertextCheckDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "crypto", "FORMAT.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []policy.Storage{policy.StorageText, policy.StorageBytea} {
+		if want := "CHECK (" + policy.CiphertextCheck("col", s) + ")"; !strings.Contains(string(doc), want) {
+			t.Errorf("crypto/FORMAT.md lacks %s", want)
 		}
 	}
 }

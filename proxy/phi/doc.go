@@ -13,6 +13,16 @@
 //     blind-index literals; Parse declares the storage type for PHI
 //     parameters; Bind values are read in the client's format and type,
 //     canonicalized (values.go), then encrypted or indexed (writer.go).
+//   - Values are read exactly as PostgreSQL 15 reads them: datetime.go,
+//     numeric.go, jsonb.go, scalars.go and arrays.go port its input and
+//     output functions, so what the server accepts is stored as it would
+//     store it and what it rejects fails with its SQLSTATE. A value of
+//     another type than the column's (declared in Parse, cast, or a
+//     literal's own) is converted as the server's casts and operators
+//     convert it, or refused as the server refuses it (declared.go). What
+//     depends on DateStyle and TimeZone is read under the settings the
+//     server last reported, and refused while a statement that may change
+//     them is in flight (settings.go).
 //   - Prepared statements are tracked by the server's answers, never by
 //     what the client asked (statements.go): a Bind whose statement cannot
 //     be known is refused rather than guessed.
@@ -21,7 +31,8 @@
 //
 // And on serverToClient, through each expectation's Responder (result.go):
 //
-//   - ParameterDescription and RowDescription show the logical types;
+//   - ParameterDescription shows the types the client declared (else a
+//     cast's, else the logical type) and RowDescription the logical types;
 //     blind-index columns are hidden. Rows are decrypted by the table OID
 //     and attribute number that PostgreSQL reports for each column, never by
 //     query shape, and encoded in the format the client asked for. When a
@@ -30,12 +41,22 @@
 //   - A value that fails to decrypt ends that result with XX001 naming the
 //     column; the session goes on.
 //
+// Per-role access (access.go) and the audit trail (audit.go) ride on both
+// paths: the session's roles, read at its start, decide per column whether
+// it reads plaintext, a mask or nothing, and whether it may search; every
+// statement that reads, writes or searches PHI, and every refusal, gives
+// one audit record, made by a Responder around the statement's result.
+//
 // # Invariants
 //
 //   - No PHI plaintext is sent upstream: a value bound for a policy column
 //     is encrypted or indexed, or the statement is refused.
-//   - Errors and logs name tables, columns, types and SQLSTATEs, never
-//     values or SQL text (errors.go).
+//   - Errors, logs and audit records name tables, columns, types and
+//     SQLSTATEs, never values or SQL text (errors.go, audit.go).
+//   - A value is exact or refused: the proxy never stores or shows a value
+//     other than the one PostgreSQL would, and a blind index is computed
+//     from the value's equality key (values.go), so = means what it means
+//     on the server.
 //   - Keys are resolved once per column at startup (keys.go); nothing on
 //     the per-value path derives a key or calls a KMS.
 package phi

@@ -18,6 +18,8 @@ type Config struct {
 	// PlanCacheSize bounds the plans kept per database catalog
 	// (proxy.DefaultPlanCacheSize when 0).
 	PlanCacheSize int
+	// Audit receives the audit records (audit.go); nil: none are made.
+	Audit AuditLog
 }
 
 // Engine enforces a policy on every session of a proxy.Server: it is the
@@ -30,6 +32,9 @@ type Engine struct {
 	catalogSQL string
 	cacheSize  int
 	metrics    *metrics
+	audit      AuditLog     // nil: no audit records
+	names      auditNames   // qualified names for audit records
+	access     *accessRules // nil: no access rule in the policy
 
 	mu sync.Mutex
 	// dbs holds one state per distinct catalog (by the hash of the catalog
@@ -64,11 +69,39 @@ func New(pol *policy.Policy, keys Keys, reg prometheus.Registerer, cfg Config) (
 		catalogSQL: catalogQuery(pol),
 		cacheSize:  cfg.PlanCacheSize,
 		dbs:        map[[32]byte]*dbState{},
+		audit:      cfg.Audit,
+		names:      newAuditNames(pol),
+	}
+	if e.access, err = newAccessRules(pol); err != nil {
+		return nil, err
 	}
 	if e.metrics, err = newMetrics(reg, e); err != nil {
 		return nil, fmt.Errorf("register PHI metrics: %w", err)
 	}
 	return e, nil
+}
+
+// Reload returns an Engine for pol with keys that shares e's metrics, for
+// new sessions after a reload; sessions of e keep e. e's plan caches are
+// not carried over: a new policy or key may change every plan.
+func (e *Engine) Reload(pol *policy.Policy, keys Keys, cfg Config) (*Engine, error) {
+	cols, err := newKeyedColumns(pol, keys)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PlanCacheSize <= 0 {
+		cfg.PlanCacheSize = proxy.DefaultPlanCacheSize
+	}
+	next := &Engine{
+		policy:     pol,
+		cols:       cols,
+		catalogSQL: catalogQuery(pol),
+		cacheSize:  cfg.PlanCacheSize,
+		dbs:        map[[32]byte]*dbState{},
+		metrics:    e.metrics,
+	}
+	e.metrics.adopt(next)
+	return next, nil
 }
 
 // NewSession implements proxy.Interceptor: it reads the catalog of the
@@ -87,6 +120,10 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 	}
 	if s.db, err = e.state(rows); err != nil {
 		return nil, fmt.Errorf("load catalog: %w", err)
+	}
+	s.startAudit()
+	if err := s.startAccess(); err != nil {
+		return nil, err
 	}
 	if e.onSession != nil {
 		e.onSession(s)

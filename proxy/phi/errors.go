@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 )
@@ -18,6 +19,7 @@ import (
 
 var (
 	_ proxy.ClientError = (*ValueError)(nil)
+	_ proxy.ClientError = (*TypeError)(nil)
 	_ proxy.ClientError = (*CatalogError)(nil)
 	_ proxy.ClientError = (*ParamCountError)(nil)
 	_ proxy.ClientError = (*DecryptError)(nil)
@@ -25,12 +27,14 @@ var (
 )
 
 // ValueError reports a PHI value that the proxy could not convert: the
-// client sent something that is not valid for the column's logical type.
+// client sent something that is not valid for the column's logical type,
+// or whose meaning the proxy cannot know for certain (0A000).
 type ValueError struct {
 	Type policy.LogicalType
 	// Code is the SQLSTATE PostgreSQL gives for the same input (22P02
-	// when empty); Msg says what is wrong, never with the value.
-	Code, Msg string
+	// when empty); Msg says what is wrong, never with the value, in
+	// PostgreSQL's words where it has some; Hnt is an optional hint.
+	Code, Msg, Hnt string
 	// Where names the value and its column, once known ("parameter $1
 	// for public.patients.email"); never the value.
 	Where string
@@ -56,19 +60,40 @@ func (e *ValueError) ClientMessage() string {
 }
 
 // Hint implements the optional hint of proxy.ClientError.
-func (e *ValueError) Hint() string {
-	if e.Type == policy.TypeDate {
-		return "Write dates as YYYY-MM-DD: day and month orders that depend on DateStyle are refused."
-	}
-	return ""
+func (e *ValueError) Hint() string { return e.Hnt }
+
+// TypeError reports a PHI value whose type (declared in Parse, given by a
+// cast, or a literal's) PostgreSQL would not accept for the column
+// (42883 for a comparison, 42804 for a stored value, with its message),
+// or that the proxy cannot convert exactly as PostgreSQL would (0A000).
+type TypeError struct {
+	Code, Msg, Hnt string
+	Where          string // as ValueError.Where
 }
 
-// locate names where a failed value was in the ValueError inside err.
+func (e *TypeError) Error() string    { return e.ClientMessage() }
+func (e *TypeError) SQLState() string { return e.Code }
+func (e *TypeError) Reason() string   { return "value_type" }
+func (e *TypeError) Hint() string     { return e.Hnt }
+func (e *TypeError) ClientMessage() string {
+	if e.Where != "" {
+		return e.Msg + " (" + e.Where + ")"
+	}
+	return e.Msg
+}
+
+// locate names where a failed value was in the ValueError or TypeError
+// inside err.
 func locate(err error, format string, args ...any) error {
 	var ve *ValueError
 	if errors.As(err, &ve) && ve.Where == "" {
 		ve.Where = fmt.Sprintf(format, args...)
 		return ve
+	}
+	var te *TypeError
+	if errors.As(err, &te) && te.Where == "" {
+		te.Where = fmt.Sprintf(format, args...)
+		return te
 	}
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), err)
 }
@@ -99,7 +124,22 @@ func (e *ParamCountError) ClientMessage() string { return e.Error() }
 // column, never the value.
 type DecryptError struct {
 	Column string // schema.table.column
+	KeyID  uint32 // the data key the envelope names, 0 when it names none
 	Err    error
+}
+
+// Class says why, for logs and metrics: unknown_key (the keyring lacks
+// the envelope's key: retired or never here), not_ciphertext (plaintext or
+// garbage where ciphertext belongs) or tampered (an envelope that fails
+// authentication: altered, moved from another column, or a wrong key).
+func (e *DecryptError) Class() string {
+	switch {
+	case errors.Is(e.Err, crypto.ErrUnknownKey):
+		return "unknown_key"
+	case e.KeyID == 0:
+		return "not_ciphertext"
+	}
+	return "tampered"
 }
 
 func (e *DecryptError) Error() string         { return "decryption failed for column " + e.Column }
@@ -128,6 +168,10 @@ var (
 	// session has standard_conforming_strings off.
 	errNonStandardStrings error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"standard_conforming_strings must be on for statements on PHI tables with backslashes: SET standard_conforming_strings = on"}
+	// errInvalidUTF8Text is PostgreSQL's answer to a statement text that
+	// is not valid UTF-8 under client_encoding UTF8.
+	errInvalidUTF8Text error = &refusal{pgerrcode.CharacterNotInRepertoire, "encoding",
+		`invalid byte sequence for encoding "UTF8"`}
 	// errNonUTF8Text refuses a statement text on PHI tables that is not
 	// ASCII while client_encoding is not UTF8.
 	errNonUTF8Text error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
@@ -144,6 +188,17 @@ var (
 	// read it.
 	errSettingsInFlight error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"a statement on PHI tables with backslashes or non-ASCII characters must wait for the answers to the statements before it (send it after ReadyForQuery), as they may change standard_conforming_strings or client_encoding"}
+	// errBackslashLiteral refuses a statement on PHI tables that would go
+	// upstream with a backslash in a standard '...' literal: the server
+	// reads it differently if standard_conforming_strings changes without
+	// the proxy knowing (ALTER SYSTEM and a reload reach a session at its
+	// next statement, and are reported only after it).
+	errBackslashLiteral error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"statements on PHI tables may not keep a backslash in a '...' literal: write it as E'...' or pass it as a parameter"}
+	// errReservedName refuses the name of the proxy's own prepared
+	// statement.
+	errReservedName error = &refusal{pgerrcode.ReservedName, "protocol",
+		"the prepared statement name " + raiseStatement + " is reserved by phiproxy"}
 	// errNoIndex means a plan asked to index a column without a blind
 	// index: a rewriter bug, refused rather than sending anything.
 	errNoIndex = errors.New("column has no blind index")

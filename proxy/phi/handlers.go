@@ -20,16 +20,28 @@ func (s *session) handleQuery(msg []byte) error {
 		return err
 	}
 	start := time.Now()
-	plan, err := s.plan(string(msg[5:len(msg)-1]), true)
+	sql := string(msg[5 : len(msg)-1])
+	s.cur = curStatement{text: sql}
+	s.noteSettings(movesSettings(sql))
+	plan, err := s.plan(sql, true)
+	if err == nil {
+		err = s.checkPlan(plan)
+	}
+	if err == nil && plan.Passthrough && len(plan.Statements) > 0 {
+		err = s.checkSent(sql)
+	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
-		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, msg)
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg)
 	}
 	var text []byte
 	if err == nil {
 		text, err = s.w.renderQuery(s.buf[:0], plan)
+	}
+	if err == nil {
+		err = s.checkSent(string(text))
 	}
 	if err != nil {
 		return s.raiseQuery(err)
@@ -41,7 +53,7 @@ func (s *session) handleQuery(msg []byte) error {
 	s.buf = text
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, out)
 }
 
 // handleParse handles Parse.
@@ -51,10 +63,20 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
+	if p.Name == raiseStatement {
+		return s.raiseExtended(errReservedName)
+	}
 	if err := s.refreshCatalog(); err != nil {
 		return err
 	}
+	s.cur = curStatement{text: p.Query}
 	plan, err := s.plan(p.Query, false)
+	if err == nil {
+		err = s.checkPlan(plan)
+		if err == nil {
+			err = checkParams(plan, p.ParameterOIDs)
+		}
+	}
 	if err != nil {
 		return s.raiseExtended(err)
 	}
@@ -63,10 +85,17 @@ func (s *session) handleParse(msg []byte) error {
 		if text, err = s.w.renderQuery(s.buf[:0], plan); err != nil {
 			return s.raiseExtended(err)
 		}
+		err = s.checkSent(string(text))
+	} else if len(plan.Statements) > 0 {
+		err = s.checkSent(p.Query)
+	}
+	if err != nil {
+		return s.raiseExtended(err)
 	}
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
-	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name)}
+	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name),
+		movesSettings: movesSettings(p.Query)}
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -127,12 +156,18 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
+	if stmtName == raiseStatement {
+		return s.raiseExtended(errReservedName)
+	}
 	st := s.lookup(stmtName)
 	if st == nil {
 		return s.c.Pass('B', msg)
 	}
 	if s.ambiguous(st, stmtName != "") {
 		return s.raiseExtended(ErrAmbiguousStatement)
+	}
+	if err := s.checkBind(st); err != nil {
+		return s.raiseExtended(err)
 	}
 	if st.plan.Passthrough {
 		// Forwarded as is; its rows may still hold PHI (FETCH from a
@@ -141,8 +176,9 @@ func (s *session) handleBind(msg []byte) error {
 		if err != nil {
 			return err
 		}
-		s.portals[portalName] = &portal{stmt: st, result: &result{s: s, db: st.db, stmt: st, formats: formats}}
-		return s.c.Pass('B', msg)
+		r := &result{s: s, db: st.db, stmt: st, formats: formats}
+		s.portals[portalName] = s.newPortal(st, r)
+		return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, msg)
 	}
 	start := time.Now()
 	var b pgproto3.Bind
@@ -164,9 +200,10 @@ func (s *session) handleBind(msg []byte) error {
 		return err
 	}
 	s.buf = out
-	s.portals[portalName] = &portal{stmt: st, result: &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}}
+	r := &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}
+	s.portals[portalName] = s.newPortal(st, r)
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, out)
 }
 
 // handleDescribe handles Describe of a statement or a portal.
@@ -185,7 +222,7 @@ func (s *session) handleDescribe(msg []byte) error {
 		return s.c.Pass('D', msg)
 	}
 	p.described = true
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.result}, msg)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.responder()}, msg)
 }
 
 // handleExecute handles Execute. The rows of a rewritten statement are
@@ -199,7 +236,13 @@ func (s *session) handleExecute(msg []byte) error {
 	}
 	p := s.portals[string(name)]
 	if p == nil {
+		// Of a statement the proxy does not know: it may change anything.
+		s.noteSettings(true)
 		return s.c.Pass('E', msg)
+	}
+	s.noteSettings(p.stmt.movesSettings)
+	if s.settingsMoved {
+		p.result.unsure.Store(true)
 	}
 	// Known from answers that arrived, or from the client's Describe of this
 	// portal (a Describe skipped after an error skips this Execute too).
@@ -209,12 +252,12 @@ func (s *session) handleExecute(msg []byte) error {
 			return err
 		}
 		s.buf = out
-		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Hidden: true, Responder: p.result}, out); err != nil {
+		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Hidden: true, Responder: p.responder()}, out); err != nil {
 			return err
 		}
 		p.described = true
 	}
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindExecute, Responder: p.result}, msg)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindExecute, Responder: p.responder()}, msg)
 }
 
 // handleClose forwards Close. A statement is forgotten once the server

@@ -1,6 +1,9 @@
 package phi
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/rewrite"
@@ -13,8 +16,46 @@ type metrics struct {
 	passthrough    prometheus.Counter
 	rewritten      prometheus.Counter
 	values         *prometheus.CounterVec // table, column, operation
-	decryptFailure prometheus.Counter
+	decryptFailure *prometheus.CounterVec // reason: DecryptError.Class
 	added          prometheus.Histogram
+
+	// engine is the Engine whose plan caches the cache counters read: the
+	// latest of a chain of reloads (Engine.Reload). retired sums the
+	// counters of the engines it replaced, so the totals never go down.
+	engine  atomic.Pointer[Engine]
+	mu      sync.Mutex
+	retired rewrite.CacheStats
+}
+
+// cacheStats sums the plan cache counters of the current engine and of
+// those it replaced.
+func (m *metrics) cacheStats() rewrite.CacheStats {
+	m.mu.Lock()
+	sum := m.retired
+	m.mu.Unlock()
+	if e := m.engine.Load(); e != nil {
+		sum = addStats(sum, e.cacheStats())
+	}
+	return sum
+}
+
+// adopt makes e the engine the cache counters read, and resolves its
+// columns' value counters.
+func (m *metrics) adopt(e *Engine) {
+	for _, t := range e.policy.Tables() {
+		for _, c := range t.Columns {
+			e.cols[c].counters = columnCounters{
+				encrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "encrypt"),
+				indexed:   m.values.WithLabelValues(t.QualifiedName(), c.Name, "index"),
+				decrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "decrypt"),
+			}
+		}
+	}
+	if old := m.engine.Swap(e); old != nil {
+		m.mu.Lock()
+		m.retired = addStats(m.retired, old.cacheStats())
+		m.mu.Unlock()
+	}
 }
 
 // columnCounters are one column's value counters.
@@ -32,10 +73,10 @@ func newMetrics(reg prometheus.Registerer, e *Engine) (*metrics, error) {
 			Name: "phiproxy_phi_values_total",
 			Help: "PHI values transformed, by policy table, column and operation (encrypt, index, decrypt).",
 		}, []string{"table", "column", "operation"}),
-		decryptFailure: prometheus.NewCounter(prometheus.CounterOpts{
+		decryptFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "phiproxy_decryption_failures_total",
-			Help: "Stored values that failed to decrypt (tampered, unknown key, or plaintext).",
-		}),
+			Help: "Stored values that failed to decrypt, by reason: unknown_key, tampered or not_ciphertext.",
+		}, []string{"reason"}),
 		added: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "phiproxy_statement_added_seconds",
 			Help:    "Time the proxy itself spends on a statement's messages (analysis, encryption, rewriting), client to server.",
@@ -46,18 +87,9 @@ func newMetrics(reg prometheus.Registerer, e *Engine) (*metrics, error) {
 	m.rewritten = m.statements.WithLabelValues("rewritten")
 	cache := func(name, help string, get func(rewrite.CacheStats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(get(e.cacheStats())) })
+			func() float64 { return float64(get(m.cacheStats())) })
 	}
-	for _, t := range e.policy.Tables() {
-		for _, c := range t.Columns {
-			pc := e.cols[c]
-			pc.counters = columnCounters{
-				encrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "encrypt"),
-				indexed:   m.values.WithLabelValues(t.QualifiedName(), c.Name, "index"),
-				decrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "decrypt"),
-			}
-		}
-	}
+	m.adopt(e)
 	for _, c := range []prometheus.Collector{m.statements, m.values, m.decryptFailure, m.added,
 		cache("phiproxy_plan_cache_hits_total", "Statements whose plan was found in the plan cache.",
 			func(s rewrite.CacheStats) uint64 { return s.Hits }),

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,7 +270,7 @@ func TestResultTransform(t *testing.T) {
 		[]byte("ENC(public.patients.visits:12)"),
 		[]byte("ENC(public.patients.email:not ours)"),
 	}}
-	r := newReader(nil)
+	r := newReader(nil, isoUTC())
 	if err := r.dataRow(tr, row); err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func BenchmarkDataRowDecrypt(b *testing.B) {
 	cat, _ := buildCatalog(pol, [][][]byte{{[]byte("7"), []byte("public"), []byte("patients"), []byte("1"), []byte("email"), []byte("25")}})
 	rd := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{TableOID: 7, TableAttributeNumber: 1}, {TableOID: 7, TableAttributeNumber: 9}}}
 	tr := newResultTransform(cat, cols, rd, nil)
-	r := newReader(nil)
+	r := newReader(nil, isoUTC())
 	env := []byte("ENC(public.patients.email:someone@example.org)")
 	row := &pgproto3.DataRow{Values: make([][]byte, 2)}
 	b.ReportAllocs()
@@ -561,4 +562,12 @@ func TestDescribesPHI(t *testing.T) {
 			t.Errorf("%s: describesPHI = %v, want %v", name, got, tc.want)
 		}
 	}
+}
+
+// isoUTC is what a default server reports: DateStyle ISO, MDY and
+// TimeZone UTC.
+func isoUTC() *atomic.Pointer[sessionSettings] {
+	var p atomic.Pointer[sessionSettings]
+	p.Store((&sessionSettings{}).withSetting("DateStyle", "ISO, MDY").withSetting("TimeZone", "UTC"))
+	return &p
 }

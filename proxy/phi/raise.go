@@ -48,6 +48,11 @@ func (s *session) refuse(err error) raised {
 		}
 		r.column = re.Column
 	}
+	var ae *AccessError
+	if errors.As(err, &ae) {
+		r.schema, r.table, r.column = ae.Column.Table.Schema, ae.Column.Table.Name, ae.Column.Name
+	}
+	s.auditRefusal(r, err)
 	s.eng.metrics.statements.WithLabelValues("rejected_" + r.Reason).Inc()
 	s.c.Logger().Info("statement refused", "sqlstate", r.Code, "reason", r.Reason, "schema", r.schema, "table", r.table, "column", r.column)
 	return r

@@ -6,7 +6,9 @@ import (
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
@@ -26,6 +28,14 @@ type result struct {
 	statement bool
 	// formats are the server-side result format codes of the portal.
 	formats []int16
+	// bound: the server confirmed the portal's Bind (BindComplete), so a
+	// description of the portal is one of stmt. serverToClient.
+	bound bool
+	// unsure: when the statement ran, DateStyle or TimeZone may have
+	// been changed by an earlier message of its pipeline (or by itself),
+	// so dates and timestamps cannot be presented in text format for
+	// certain. Set by clientToServer before the Execute (or Query) goes.
+	unsure atomic.Bool
 
 	// serverToClient.
 	t     *resultTransform
@@ -33,6 +43,13 @@ type result struct {
 }
 
 var _ proxy.Responder = (*result)(nil)
+
+// newResult is the responder of a simple Query's results.
+func (s *session) newResult(db *dbState, stmt *statement) *result {
+	r := &result{s: s, db: db, stmt: stmt}
+	r.unsure.Store(s.settingsMoved)
+	return r
+}
 
 // RowDescription implements proxy.Responder.
 func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, error) {
@@ -46,9 +63,11 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 	if err := rd.Decode(msg[5:]); err != nil {
 		return nil, nil, errors.New("invalid RowDescription from the server")
 	}
-	if r.stmt != nil && (r.statement || r.stmt.rd.Load() == nil) {
+	if r.statement || (r.bound && r.stmt != nil && r.stmt.rd.Load() == nil) {
 		// Kept for later portals of the statement (their result formats
-		// and rows); a portal's description serves as well, formats reset.
+		// and rows), from its own description or from a portal the
+		// server confirmed bound to it: a Bind that failed leaves the
+		// portal the server had, which may be another statement's.
 		keep := rd
 		keep.Fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
 		for i := range keep.Fields {
@@ -57,7 +76,11 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 		}
 		r.stmt.rd.Store(&keep)
 	}
-	r.t, r.ready = newResultTransform(r.db.cat, r.s.eng.cols, &rd, nil), true
+	var err error
+	if r.t, err = r.s.resultTransform(r.db.cat, &rd, nil, !r.statement); err != nil {
+		return nil, nil, err
+	}
+	r.ready = true
 	if r.t == nil {
 		return append(dst, msg...), nil, nil
 	}
@@ -65,6 +88,15 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 	out, err := rd.Encode(dst)
 	return out, r, err
 }
+
+// bindAnswer records in a portal's result whether the server bound it.
+type bindAnswer struct {
+	proxy.PassResponder
+	r *result
+}
+
+// Answered implements proxy.Responder.
+func (a bindAnswer) Answered(typ byte) { a.r.bound = typ == '2' }
 
 // Rows implements proxy.Responder: the rows of a portal whose statement
 // the client described, which with the Bind's formats says it all.
@@ -77,7 +109,11 @@ func (r *result) Rows() (proxy.RowTransformer, error) {
 		if rd == nil {
 			return nil, errors.New("rows of a rewritten statement arrived undescribed")
 		}
-		r.t, r.ready = newResultTransform(r.db.cat, r.s.eng.cols, rd, r.formats), true
+		t, err := r.s.resultTransform(r.db.cat, rd, r.formats, true)
+		if err != nil {
+			return nil, err
+		}
+		r.t, r.ready = t, true
 	}
 	if r.t == nil {
 		return nil, nil
@@ -91,10 +127,12 @@ func (r *result) DataRow(dst, msg []byte) ([]byte, error) {
 	if err := row.Decode(msg[5:]); err != nil {
 		return nil, errors.New("invalid DataRow from the server")
 	}
+	r.s.r.unsure = r.unsure.Load()
 	if err := r.s.r.dataRow(r.t, &row); err != nil {
 		var de *DecryptError
 		if errors.As(err, &de) {
-			r.s.eng.metrics.decryptFailure.Inc()
+			r.s.eng.metrics.decryptFailure.WithLabelValues(de.Class()).Inc()
+			r.s.c.Logger().Warn("decryption failed", "column", de.Column, "key_id", de.KeyID, "reason", de.Class())
 		}
 		return nil, err
 	}
@@ -102,8 +140,10 @@ func (r *result) DataRow(dst, msg []byte) ([]byte, error) {
 }
 
 // ParameterDescription implements proxy.Responder: a rewritten statement's
-// parameters as the client sees them, one type per client parameter, the
-// logical type (or the type the client declared) for PHI ones.
+// parameters as the client sees them, one type per client parameter: for
+// PHI ones the type the client declared (pgjdbc checks that a statement's
+// types stay those it declared: issue 10), else the type of its cast, else
+// the column's logical type (an array of it for = ANY).
 func (r *result) ParameterDescription(dst, msg []byte) ([]byte, error) {
 	if r.stmt == nil || r.stmt.plan.Passthrough {
 		return append(dst, msg...), nil
@@ -127,7 +167,20 @@ func (r *result) ParameterDescription(dst, msg []byte) ([]byte, error) {
 		seen[prm.Source] = true
 		if prm.Action == rewrite.ActionNone {
 			oids[prm.Source] = pd.ParameterOIDs[i]
-		} else {
+			continue
+		}
+		// As PostgreSQL resolves it: the type the client declared, else
+		// the type of the parameter's cast, else the column's.
+		var declared uint32
+		if prm.Source < len(r.stmt.paramOIDs) {
+			declared = r.stmt.paramOIDs[prm.Source]
+		}
+		switch oid, err := valueType(declared, prm.Type); {
+		case declared != 0 && declared != pgtype.UnknownOID:
+			oids[prm.Source] = declared
+		case err == nil && oid != 0:
+			oids[prm.Source] = oid
+		default:
 			oids[prm.Source] = typeOID(prm.Column.Type, prm.Array)
 		}
 	}
@@ -140,6 +193,7 @@ type resultCol struct {
 	pc     *keyedColumn // nil: forwarded as is
 	drop   bool         // a blind-index column: hidden from the client
 	format int16        // the format the server sends and the client reads
+	mask   *columnMask  // the session sees the masked value (access.go)
 }
 
 // resultTransform is how the rows of one result are decrypted. Immutable
@@ -240,13 +294,33 @@ func typeSize(t policy.LogicalType) int16 {
 // serverToClient goroutine.
 type reader struct {
 	codec    *valueCodec
+	settings *atomic.Pointer[sessionSettings] // the session's
+	// unsure: the result at hand may run under settings other than those
+	// reported (result.unsure); set per row.
+	unsure   bool
 	envelope []byte // scratch: the envelope of a bytea value sent as text
 	plain    []byte // scratch: decrypted canonical plaintext
 	buf      []byte // scratch: the transformed values, back to back
 	spans    []span // their places in buf
 }
 
-func newReader(nonUTF8 *atomic.Bool) *reader { return &reader{codec: newValueCodec(nonUTF8)} }
+func newReader(nonUTF8 *atomic.Bool, settings *atomic.Pointer[sessionSettings]) *reader {
+	r := &reader{codec: newValueCodec(nonUTF8), settings: settings}
+	r.codec.settings = r.currentSettings
+	return r
+}
+
+// currentSettings gives presented values the settings the server used for
+// the result at hand, as far as the proxy can know them.
+func (r *reader) currentSettings() (*sessionSettings, error) {
+	if r.unsure {
+		return nil, errSettingsMoved
+	}
+	if r.settings == nil {
+		return nil, errDateStyleUnknown
+	}
+	return r.settings.Load(), nil
+}
 
 // dataRow decrypts the PHI values of row in place: the row's value slices
 // point into the reader's scratch buffer until the next call.
@@ -260,6 +334,12 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 		if c.pc == nil || v == nil {
 			continue
 		}
+		if c.mask != nil {
+			if err := r.masked(c, i, v, row); err != nil {
+				return err
+			}
+			continue
+		}
 		env := v
 		if c.pc.col.Storage == policy.StorageBytea && c.format == formatText {
 			var err error
@@ -270,12 +350,15 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 		}
 		var err error
 		if r.plain, err = c.pc.cipher.Open(r.plain[:0], env); err != nil {
-			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+			de := &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+			de.KeyID, _ = crypto.EnvelopeKeyID(env)
+			return de
 		}
 		start := len(r.buf)
 		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, r.plain); err != nil {
-			if errors.Is(err, errNonUTF8) {
-				return err
+			var ve *ValueError
+			if errors.Is(err, errNonUTF8) || (errors.As(err, &ve) && ve != errCanonical) {
+				return locate(err, "column %s", c.pc.col.QualifiedName())
 			}
 			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
 		}

@@ -216,6 +216,33 @@ func (c *testClient) expect(want ...string) {
 // sides are done.
 func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session)) (*testClient, *Engine) {
 	t.Helper()
+	o := scriptOptions{}
+	if len(hooks) > 0 {
+		o.hook = hooks[0]
+	}
+	return scriptedWith(t, o, script)
+}
+
+// scriptOptions vary scripted: the policy (testPolicy when empty), the
+// Engine's Config, the roles the fake server reports for the login when
+// the policy has access rules, and a hook that sees each session.
+type scriptOptions struct {
+	policy string
+	cfg    Config
+	roles  []string
+	hook   func(*session)
+}
+
+// scriptedWith is scripted with options.
+func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*testClient, *Engine) {
+	t.Helper()
+	if o.policy == "" {
+		o.policy = testPolicy
+	}
+	pol, err := policy.Parse([]byte(o.policy))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -237,9 +264,19 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 		}
 		f.be.Send(&pgproto3.AuthenticationOk{})
 		f.be.Send(&pgproto3.ParameterStatus{Name: "standard_conforming_strings", Value: "on"})
+		f.be.Send(&pgproto3.ParameterStatus{Name: "DateStyle", Value: "ISO, MDY"})
+		f.be.Send(&pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"})
 		f.be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
 		f.ready()
 		f.catalog(testCatalog)
+		if pol.HasAccessRules() {
+			f.expect("Query WITH RECURSIVE m(oid) AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user…")
+			f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("rolname", 0, 19)}})
+			for _, r := range o.roles {
+				f.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(r)}})
+			}
+			f.send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SELECT %d", len(o.roles)))}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+		}
 		script(f)
 		for { // until Terminate, then EOF
 			if _, err := f.be.Receive(); err != nil {
@@ -252,18 +289,12 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 		wg.Wait()
 	})
 
-	pol, err := policy.Parse([]byte(testPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
-	eng, err := New(pol, fakeKeys{}, reg, Config{})
+	eng, err := New(pol, fakeKeys{}, reg, o.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hooks) > 0 {
-		eng.onSession = hooks[0]
-	}
+	eng.onSession = o.hook
 	cfg := proxy.Config{
 		Listen:   proxy.ListenConfig{Address: "127.0.0.1:0", TLS: proxy.ListenTLSConfig{AllowPlaintext: true}},
 		Upstream: proxy.UpstreamConfig{Address: ln.Addr().String(), TLS: proxy.UpstreamTLSConfig{Mode: proxy.TLSModeDisable}, ConnectTimeout: 2 * time.Second},
@@ -286,7 +317,7 @@ func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session))
 	c := &testClient{t: t, fe: pgproto3.NewFrontend(conn, conn)}
 	c.send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
 		Parameters: map[string]string{"user": "alice", "database": "db"}})
-	c.expect("AuthenticationOk", "ParameterStatus", "BackendKeyData", "ReadyForQuery I")
+	c.expect("AuthenticationOk", "ParameterStatus", "ParameterStatus", "ParameterStatus", "BackendKeyData", "ReadyForQuery I")
 	t.Cleanup(func() { c.send(&pgproto3.Terminate{}) })
 	return c, eng
 }

@@ -1,9 +1,15 @@
 package phi
 
 import (
+	"encoding/binary"
+	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/jackc/pgerrcode"
+
+	"github.com/novamind/phiproxy/internal/auditlog"
+	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
 )
@@ -33,6 +39,20 @@ type session struct {
 	swept      int                   // len(statements) that triggers the next sweep
 	portals    map[string]*portal    // portals of rewritten statements by name
 	buf        []byte                // scratch for encoded messages
+	toks       []rewrite.Token       // scratch for checkSent
+	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+
+	// Set by NewSession, then read-only. access: what the session's roles
+	// get of each column with an access rule (access.go), nil when the
+	// policy has none; who: whom its audit records are about (audit.go),
+	// nil without an audit log.
+	access map[*policy.Column]colAccess
+	who    *auditlog.Session
+	// settingsMoved: a message sent since the session was last idle may
+	// change DateStyle or TimeZone (a SET, a COMMIT, set_config...), so
+	// the settings last reported may not be those the server will use
+	// (see movesSettings).
+	settingsMoved bool
 
 	// serverToClient.
 	r *reader
@@ -43,6 +63,9 @@ type session struct {
 	// which the proxy can neither lex nor canonicalize characters beyond
 	// ASCII. Written by serverToClient (or NewSession), read by both.
 	nonStandardStrings, nonUTF8 atomic.Bool
+	// settings are DateStyle and TimeZone as the server last reported
+	// them. Written by serverToClient (or newSession), read by both.
+	settings atomic.Pointer[sessionSettings]
 }
 
 var _ proxy.SessionInterceptor = (*session)(nil)
@@ -55,8 +78,33 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 		portals:    map[string]*portal{},
 		swept:      minSweep,
 	}
-	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8)
+	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8, &s.settings)
+	s.w.codec.settings = s.writerSettings
+	st := &sessionSettings{}
+	if c != nil {
+		for _, name := range []string{"DateStyle", "TimeZone", "server_version"} {
+			st = st.withSetting(name, c.ServerParameter(name))
+		}
+	}
+	s.settings.Store(st)
 	return s
+}
+
+// writerSettings gives the values of client messages the settings the
+// server will read them under, as far as the proxy can know them.
+// clientToServer.
+func (s *session) writerSettings() (*sessionSettings, error) {
+	if s.settingsMoved {
+		return nil, errSettingsMoved
+	}
+	return s.settings.Load(), nil
+}
+
+// noteSettings sets settingsMoved when the message about to go may change
+// the settings (Frontend clears it once nothing is in flight).
+// clientToServer.
+func (s *session) noteSettings(moves bool) {
+	s.settingsMoved = s.settingsMoved || moves
 }
 
 // Frontend implements proxy.SessionInterceptor.
@@ -68,6 +116,13 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		// The server fails the raise and skips the rest of the batch; the
 		// proxy drops it itself, so no value of it goes upstream at all.
 		return nil
+	}
+	if s.settingsMoved {
+		// Everything sent before has been answered, ParameterStatus
+		// included: the settings last reported are those in effect.
+		if idle, _ := s.c.Idle(); idle {
+			s.settingsMoved = false
+		}
 	}
 	var err error
 	switch typ {
@@ -84,6 +139,10 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		err = s.handleExecute(msg)
 	case 'C':
 		err = s.handleClose(msg)
+	case 'F':
+		// A function call may change any setting.
+		s.noteSettings(true)
+		return s.handleFunctionCall(msg)
 	default:
 		return s.c.Pass(typ, msg)
 	}
@@ -132,6 +191,8 @@ func (s *session) ParameterStatus(name, value string) {
 		s.nonStandardStrings.Store(value != "on")
 	case "client_encoding":
 		s.nonUTF8.Store(value != "UTF8")
+	case "DateStyle", "TimeZone":
+		s.settings.Store(s.settings.Load().withSetting(name, value))
 	}
 }
 
@@ -149,6 +210,10 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 		}
 	}
 	if err != nil {
+		if !s.nonUTF8.Load() && !utf8.ValidString(sql) {
+			// The server rejects such a text before parsing it.
+			return nil, errInvalidUTF8Text
+		}
 		return nil, err
 	}
 	for _, st := range p.Statements {
@@ -196,4 +261,52 @@ func (s *session) checkSettings(sql string, simple bool) error {
 		return errNonUTF8Text
 	}
 	return nil
+}
+
+// checkSent refuses a text on policy tables that would go upstream with a
+// backslash in a standard '...' literal: the server reads such a literal
+// differently when standard_conforming_strings is off, and the proxy cannot
+// always know it is on (ALTER SYSTEM and a configuration reload reach a
+// session at its next statement and are reported only after it). Without
+// such literals the text reads the same under either setting, so what the
+// proxy analyzed is what the server runs. PHI values are not kept: their
+// literals were replaced by ciphertext.
+func (s *session) checkSent(text string) error {
+	if strings.IndexByte(text, '\\') < 0 {
+		return nil
+	}
+	toks, err := rewrite.Lex(s.toks[:0], text, rewrite.LexOptions{})
+	s.toks = toks[:0]
+	if err != nil {
+		return errBackslashLiteral
+	}
+	for _, t := range toks {
+		if t.Standard() && strings.IndexByte(text[t.Start:t.End], '\\') >= 0 {
+			return errBackslashLiteral
+		}
+	}
+	return nil
+}
+
+// largeObjectFunctions are the functions a FunctionCall may run while a
+// policy is active, by OID (pg_proc.dat): libpq's large-object interface
+// uses the fast path, and they read or write large objects, never rows.
+var largeObjectFunctions = map[uint32]bool{
+	715: true, 952: true, 953: true, 954: true, 955: true,
+	956: true, 957: true, 958: true, 964: true, 1004: true, 3170: true, 3171: true, 3172: true,
+}
+
+// errFunctionCall refuses the fast-path FunctionCall of anything but the
+// large-object functions: a function runs SQL the proxy never sees.
+var errFunctionCall error = &refusal{pgerrcode.FeatureNotSupported, "unsupported",
+	"the fast-path FunctionCall message may call only the large-object functions while a PHI policy is active: call the function in a statement"}
+
+// handleFunctionCall forwards a FunctionCall of a large-object function and
+// refuses the others (raised by the server, which answers a FunctionCall
+// with an ErrorResponse and ReadyForQuery as it answers the raise).
+func (s *session) handleFunctionCall(msg []byte) error {
+	if len(msg) >= 9 && largeObjectFunctions[binary.BigEndian.Uint32(msg[5:9])] {
+		return s.c.Pass('F', msg)
+	}
+	return s.raiseQuery(errFunctionCall)
 }

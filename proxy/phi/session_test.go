@@ -128,7 +128,7 @@ func TestScriptDecryptFailure(t *testing.T) {
 		"ErrorResponse ERROR XX001 phiproxy: decryption failed for column public.patients.email", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SELECT 3"})
 	c.expect("RowDescription ?column?:23/0", `DataRow "3"`, "CommandComplete SELECT 1", "ReadyForQuery I")
-	if got := counter(t, eng.metrics.decryptFailure); got != 1 {
+	if got := counter(t, eng.metrics.decryptFailure.WithLabelValues("not_ciphertext")); got != 1 {
 		t.Errorf("decryption failures counted: %v, want 1", got)
 	}
 }
@@ -230,7 +230,7 @@ func TestScriptRefusals(t *testing.T) {
 		f.expect(`Parse "" INSERT INTO patients (date_of_birth) VALUES ($1) [25]`, "Sync")
 		f.send(&pgproto3.ParseComplete{})
 		f.ready()
-		raised(f, "22P02") // not a date
+		raised(f, "22007") // not a date
 		raised(f, "08P01") // two values for one parameter
 		f.expect("Query SET standard_conforming_strings = off")
 		f.send(&pgproto3.CommandComplete{CommandTag: []byte("SET")},
@@ -261,7 +261,7 @@ func TestScriptRefusals(t *testing.T) {
 	c.send(&pgproto3.Parse{Query: "INSERT INTO patients (date_of_birth) VALUES ($1)"}, &pgproto3.Sync{})
 	c.expect("ParseComplete", "ReadyForQuery I")
 	c.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("not a date")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	c.expect("ErrorResponse ERROR 22P02 phiproxy: …", "ReadyForQuery I")
+	c.expect("ErrorResponse ERROR 22007 phiproxy: …", "ReadyForQuery I")
 	c.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("2000-01-01"), []byte("x")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	c.expect("ErrorResponse ERROR 08P01 phiproxy: …", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SET standard_conforming_strings = off"})

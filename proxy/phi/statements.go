@@ -32,6 +32,8 @@ type statement struct {
 	state atomic.Int32
 	// paramOIDs are the parameter types the client declared in Parse.
 	paramOIDs []uint32
+	// movesSettings: executing it may change DateStyle or TimeZone.
+	movesSettings bool
 	// rd is the server's RowDescription of the statement, once a Describe
 	// answered it. Written by serverToClient, read by clientToServer.
 	rd atomic.Pointer[pgproto3.RowDescription]
@@ -121,5 +123,6 @@ func (a closeAnswer) Answered(typ byte) {
 type portal struct {
 	stmt      *statement
 	result    *result
-	described bool // the client sent Describe for it
+	described bool     // the client sent Describe for it
+	audit     *audited // result with audit records, when the audit log is on (audit.go)
 }

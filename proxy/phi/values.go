@@ -1,10 +1,12 @@
 package phi
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/hex"
-	"fmt"
+	"errors"
+	"strconv"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
@@ -16,8 +18,17 @@ import (
 // This file converts PHI values between what the client sends or expects
 // (its logical type, in text or binary format) and the canonical plaintext
 // the proxy encrypts and indexes. Canonical plaintext is PostgreSQL's text
-// output of the logical type (so '2024-1-2'::date and a binary date of the
-// same day index alike), except for bytea, whose plaintext is the raw bytes.
+// output of the logical type in ISO style (so '2024-1-2'::date and a binary
+// date of the same day index alike), with two exceptions: a timestamptz is
+// written in UTC whatever the session's TimeZone ("2020-01-01 08:00:00Z"),
+// and bytea's plaintext is the raw bytes.
+//
+// Input is read exactly as PostgreSQL 15 reads it (datetime.go,
+// numeric.go, jsonb.go, scalars.go): what the server accepts is
+// canonicalized to what it would store, what it rejects fails with its
+// SQLSTATE before anything is sent, and what the proxy cannot read exactly
+// is refused with 0A000. Output is what the server would send: dates and
+// timestamptz in text format follow the session's DateStyle and TimeZone.
 
 // Wire format codes (PostgreSQL protocol, "Formats and Format Codes").
 const (
@@ -25,28 +36,23 @@ const (
 	formatBinary int16 = 1
 )
 
-// logicalType is what the proxy knows of one logical type: its OIDs and how
-// to convert values. The table is immutable.
+// logicalType is the OIDs of one logical type. The table is immutable.
 type logicalType struct {
-	oid      uint32
-	arrayOID uint32
-	// newValue returns a fresh pgtype value to scan into; nil for the types
-	// whose canonical form needs no parsing (text, varchar, bytea, jsonb).
-	newValue func() any
+	oid, arrayOID uint32
 }
 
 var logicalTypes = map[policy.LogicalType]logicalType{
-	policy.TypeText:        {oid: pgtype.TextOID, arrayOID: pgtype.TextArrayOID},
-	policy.TypeVarchar:     {oid: pgtype.VarcharOID, arrayOID: pgtype.VarcharArrayOID},
-	policy.TypeBytea:       {oid: pgtype.ByteaOID, arrayOID: pgtype.ByteaArrayOID},
-	policy.TypeJSONB:       {oid: pgtype.JSONBOID, arrayOID: pgtype.JSONBArrayOID},
-	policy.TypeInt4:        {pgtype.Int4OID, pgtype.Int4ArrayOID, func() any { return new(pgtype.Int4) }},
-	policy.TypeInt8:        {pgtype.Int8OID, pgtype.Int8ArrayOID, func() any { return new(pgtype.Int8) }},
-	policy.TypeNumeric:     {pgtype.NumericOID, pgtype.NumericArrayOID, func() any { return new(pgtype.Numeric) }},
-	policy.TypeBool:        {pgtype.BoolOID, pgtype.BoolArrayOID, func() any { return new(pgtype.Bool) }},
-	policy.TypeDate:        {pgtype.DateOID, pgtype.DateArrayOID, func() any { return new(pgtype.Date) }},
-	policy.TypeTimestamptz: {pgtype.TimestamptzOID, pgtype.TimestamptzArrayOID, func() any { return new(pgtype.Timestamptz) }},
-	policy.TypeUUID:        {pgtype.UUIDOID, pgtype.UUIDArrayOID, func() any { return new(pgtype.UUID) }},
+	policy.TypeText:        {pgtype.TextOID, pgtype.TextArrayOID},
+	policy.TypeVarchar:     {pgtype.VarcharOID, pgtype.VarcharArrayOID},
+	policy.TypeBytea:       {pgtype.ByteaOID, pgtype.ByteaArrayOID},
+	policy.TypeJSONB:       {pgtype.JSONBOID, pgtype.JSONBArrayOID},
+	policy.TypeInt4:        {pgtype.Int4OID, pgtype.Int4ArrayOID},
+	policy.TypeInt8:        {pgtype.Int8OID, pgtype.Int8ArrayOID},
+	policy.TypeNumeric:     {pgtype.NumericOID, pgtype.NumericArrayOID},
+	policy.TypeBool:        {pgtype.BoolOID, pgtype.BoolArrayOID},
+	policy.TypeDate:        {pgtype.DateOID, pgtype.DateArrayOID},
+	policy.TypeTimestamptz: {pgtype.TimestamptzOID, pgtype.TimestamptzArrayOID},
+	policy.TypeUUID:        {pgtype.UUIDOID, pgtype.UUIDArrayOID},
 }
 
 // typeOID returns the OID the client sees for a logical type, and for an
@@ -67,33 +73,49 @@ func storageOID(s policy.Storage) uint32 {
 	return pgtype.TextOID
 }
 
-// valueCodec converts values of logical types. It holds a pgtype.Map, which
-// is not safe for concurrent use: one codec per session goroutine.
+// valueCodec converts values of logical types. Not safe for concurrent
+// use: one codec per session goroutine.
 type valueCodec struct {
-	m *pgtype.Map
 	// nonUTF8 is the session's: its client_encoding is not UTF8.
 	nonUTF8 *atomic.Bool
+	// settings returns the session settings values may depend on, or why
+	// they cannot be known for the value at hand; nil refuses every value
+	// that depends on them. Set by the owner (writer, reader).
+	settings func() (*sessionSettings, error)
+	env      dtEnv
 }
 
 func newValueCodec(nonUTF8 *atomic.Bool) *valueCodec {
-	return &valueCodec{m: pgtype.NewMap(), nonUTF8: nonUTF8}
+	return &valueCodec{nonUTF8: nonUTF8}
+}
+
+// dtEnv is the environment of one date/time input.
+func (c *valueCodec) dtEnv() *dtEnv {
+	c.env = dtEnv{settings: c.settings}
+	return &c.env
+}
+
+// currentSettings returns the settings for an output that depends on them.
+func (c *valueCodec) currentSettings() (*sessionSettings, error) {
+	return c.dtEnv().current()
 }
 
 // textLike reports whether the server reads and writes values of t as
-// characters in the client's encoding.
+// characters in the client's encoding, in both formats.
 func textLike(t policy.LogicalType) bool {
 	return t == policy.TypeText || t == policy.TypeVarchar || t == policy.TypeJSONB
 }
 
-// checkText checks the characters of a text-like value as PostgreSQL (with
-// a UTF8 database) would: valid UTF-8 without NUL. Under another client
-// encoding the server would convert the value, which the proxy does not:
-// only ASCII, the same in every encoding, is accepted then.
+// checkText checks the characters of a value in text format as
+// PostgreSQL (with a UTF8 database) does before any input function: valid
+// UTF-8 without NUL. Under another client encoding the server would
+// convert the value, which the proxy does not: only ASCII, the same in
+// every encoding, is accepted then.
 func (c *valueCodec) checkText(t policy.LogicalType, b []byte) error {
 	ascii := true
 	for _, ch := range b {
 		if ch == 0 {
-			return &ValueError{Type: t, Code: pgerrcode.CharacterNotInRepertoire, Msg: "invalid byte sequence: 0x00"}
+			return &ValueError{Type: t, Code: pgerrcode.CharacterNotInRepertoire, Msg: `invalid byte sequence for encoding "UTF8": 0x00`}
 		}
 		if ch >= utf8.RuneSelf {
 			ascii = false
@@ -113,80 +135,175 @@ func (c *valueCodec) checkText(t policy.LogicalType, b []byte) error {
 // canonical appends to dst the canonical plaintext of src, a value of type t
 // in the given wire format.
 func (c *valueCodec) canonical(dst []byte, t policy.LogicalType, format int16, src []byte) ([]byte, error) {
-	if textLike(t) {
-		if err := c.checkText(t, src); err != nil {
-			return dst, err
-		}
+	if format == formatBinary {
+		return c.canonicalBinary(dst, t, src)
+	}
+	if err := c.checkText(t, src); err != nil {
+		return dst, err
 	}
 	switch t {
 	case policy.TypeText, policy.TypeVarchar:
-		// The binary format of text is its UTF-8 bytes, like the text format.
 		return append(dst, src...), nil
 	case policy.TypeBytea:
-		if format == formatBinary {
-			return append(dst, src...), nil
-		}
 		return decodeByteaText(dst, src)
 	case policy.TypeJSONB:
-		if format == formatBinary {
-			// jsonb binary format: a version byte (1) and the JSON text.
-			if len(src) == 0 || src[0] != 1 {
-				return dst, &ValueError{Type: t}
-			}
-			src = src[1:]
+		return appendJSONB(dst, src, t)
+	case policy.TypeInt4, policy.TypeInt8:
+		bits := 32
+		if t == policy.TypeInt8 {
+			bits = 64
+		}
+		v, err := parseInt(string(src), bits, t)
+		if err != nil {
+			return dst, c.laterSyntax(err, src, t)
+		}
+		return strconv.AppendInt(dst, v, 10), nil
+	case policy.TypeNumeric:
+		n, err := parseNumeric(string(src), t)
+		if err != nil {
+			return dst, c.laterSyntax(err, src, t)
+		}
+		return n.appendText(dst), nil
+	case policy.TypeBool:
+		v, err := parseBool(string(src), t)
+		if err != nil {
+			return dst, err
+		}
+		return appendBool(dst, v), nil
+	case policy.TypeUUID:
+		u, err := parseUUID(string(src), t)
+		if err != nil {
+			return dst, err
+		}
+		return appendUUID(dst, u), nil
+	case policy.TypeDate:
+		if isISODate(src) {
+			// YYYY-MM-DD, the form drivers send: read the same under
+			// every DateStyle, and already canonical.
+			return append(dst, src...), nil
+		}
+		d, err := readDate(string(src), c.dtEnv())
+		if err != nil {
+			return dst, err
+		}
+		return appendDate(dst, d, isoDateStyle), nil
+	case policy.TypeTimestamptz:
+		ts, err := readTimestamp(string(src), true, c.dtEnv())
+		if err != nil {
+			return dst, err
+		}
+		return appendCanonicalTimestamptz(dst, ts), nil
+	}
+	return dst, &ValueError{Type: t}
+}
+
+func appendBool(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, 't')
+	}
+	return append(dst, 'f')
+}
+
+// canonicalBinary is canonical for the binary format: the type's receive
+// function, then its canonical text.
+func (c *valueCodec) canonicalBinary(dst []byte, t policy.LogicalType, src []byte) ([]byte, error) {
+	switch t {
+	case policy.TypeText, policy.TypeVarchar:
+		// The binary format of text is its characters, as the text format.
+		if err := c.checkText(t, src); err != nil {
+			return dst, err
 		}
 		return append(dst, src...), nil
-	}
-	lt, ok := logicalTypes[t]
-	if !ok || lt.newValue == nil {
-		return dst, &ValueError{Type: t}
-	}
-	if t == policy.TypeDate && format == formatText {
-		src = dateOfTimestamp(src)
-		if d, ok := parseDate(src); ok {
-			return d.AppendFormat(dst, time.DateOnly), nil
+	case policy.TypeBytea:
+		return append(dst, src...), nil
+	case policy.TypeJSONB:
+		// jsonb_recv: a version byte (1) and the JSON text.
+		if len(src) == 0 {
+			return dst, errInsufficientData(t)
 		}
-	}
-	v := lt.newValue()
-	if err := c.m.Scan(lt.oid, format, src, v); err != nil {
-		return dst, &ValueError{Type: t}
-	}
-	out, err := c.m.Encode(lt.oid, formatText, v, dst)
-	if err != nil || out == nil {
-		return dst, &ValueError{Type: t}
-	}
-	return out, nil
-}
-
-// dateOfTimestamp returns the date part of an ISO timestamp text
-// ("2024-01-02 10:00:00+02" → "2024-01-02"): PostgreSQL's date input
-// ignores a time of day, and drivers such as pgx send a time.Time that way.
-func dateOfTimestamp(src []byte) []byte {
-	if len(src) > 10 && (src[10] == ' ' || src[10] == 'T') && src[4] == '-' && src[7] == '-' {
-		return src[:10]
-	}
-	return src
-}
-
-// dateLayouts are the date inputs PostgreSQL accepts whatever its DateStyle
-// (year first, or the month by name) besides ISO, which pgtype reads.
-// Day/month orders that depend on DateStyle ("05/12/1980") are refused
-// rather than guessed: the proxy must encrypt the date the server would
-// have stored.
-var dateLayouts = []string{
-	"20060102", "2006/01/02", "2006-1-2", "2006/1/2", "2006.01.02", "2006.1.2",
-	"Jan 2, 2006", "January 2, 2006", "Jan 2 2006", "January 2 2006",
-	"2 Jan 2006", "2 January 2006", "02-Jan-2006", "2-Jan-2006", "2006-Jan-02", "2006-Jan-2",
-}
-
-// parseDate reads a date in one of dateLayouts.
-func parseDate(src []byte) (time.Time, bool) {
-	for _, layout := range dateLayouts {
-		if d, err := time.Parse(layout, string(src)); err == nil {
-			return d, true
+		if src[0] != 1 {
+			return dst, &ValueError{Type: t, Code: pgerrcode.InternalError, Msg: "unsupported jsonb version number"}
 		}
+		if err := c.checkText(t, src[1:]); err != nil {
+			return dst, err
+		}
+		return appendJSONB(dst, src[1:], t)
+	case policy.TypeInt4:
+		r := binaryReader{b: src}
+		v := int32(r.uint32())
+		if err := r.done(t); err != nil {
+			return dst, err
+		}
+		return strconv.AppendInt(dst, int64(v), 10), nil
+	case policy.TypeInt8:
+		r := binaryReader{b: src}
+		v := int64(r.uint64())
+		if err := r.done(t); err != nil {
+			return dst, err
+		}
+		return strconv.AppendInt(dst, v, 10), nil
+	case policy.TypeNumeric:
+		n, err := recvNumeric(src, t)
+		if err != nil {
+			return dst, err
+		}
+		return n.appendText(dst), nil
+	case policy.TypeBool:
+		if len(src) == 0 {
+			return dst, errInsufficientData(t)
+		}
+		if len(src) > 1 {
+			return dst, errBinaryFormat(t)
+		}
+		return appendBool(dst, src[0] != 0), nil
+	case policy.TypeUUID:
+		if len(src) < 16 {
+			return dst, errInsufficientData(t)
+		}
+		if len(src) > 16 {
+			return dst, errBinaryFormat(t)
+		}
+		return appendUUID(dst, [16]byte(src)), nil
+	case policy.TypeDate:
+		d, err := recvDate(src, t)
+		if err != nil {
+			return dst, err
+		}
+		return appendDate(dst, d, isoDateStyle), nil
+	case policy.TypeTimestamptz:
+		ts, err := recvTimestamp(src, t)
+		if err != nil {
+			return dst, err
+		}
+		return appendCanonicalTimestamptz(dst, ts), nil
 	}
-	return time.Time{}, false
+	return dst, &ValueError{Type: t}
+}
+
+// recvDate is date_recv.
+func recvDate(src []byte, t policy.LogicalType) (int32, error) {
+	r := binaryReader{b: src}
+	d := int32(r.uint32())
+	if err := r.done(t); err != nil {
+		return 0, err
+	}
+	if d != dateNoBegin && d != dateNoEnd && !isValidDate(int64(d)) {
+		return 0, &ValueError{Type: t, Code: pgerrcode.DatetimeFieldOverflow, Msg: "date out of range"}
+	}
+	return d, nil
+}
+
+// recvTimestamp is timestamp_recv and timestamptz_recv.
+func recvTimestamp(src []byte, t policy.LogicalType) (int64, error) {
+	r := binaryReader{b: src}
+	ts := int64(r.uint64())
+	if err := r.done(t); err != nil {
+		return 0, err
+	}
+	if ts != tsNoBegin && ts != tsNoEnd && !isValidTimestamp(ts) {
+		return 0, &ValueError{Type: t, Code: pgerrcode.DatetimeFieldOverflow, Msg: "timestamp out of range"}
+	}
+	return ts, nil
 }
 
 // present appends to dst the encoding, in the client's format, of plain, the
@@ -206,6 +323,7 @@ func (c *valueCodec) present(dst []byte, t policy.LogicalType, format int16, pla
 		if format == formatBinary {
 			return append(dst, plain...), nil
 		}
+		// byteaout with bytea_output = hex, the default.
 		dst = append(dst, '\\', 'x')
 		return hex.AppendEncode(dst, plain), nil
 	case policy.TypeJSONB:
@@ -213,71 +331,155 @@ func (c *valueCodec) present(dst []byte, t policy.LogicalType, format int16, pla
 			dst = append(dst, 1)
 		}
 		return append(dst, plain...), nil
+	case policy.TypeDate:
+		d, ok := parseCanonicalDate(plain)
+		if !ok {
+			return dst, errCanonical
+		}
+		if format == formatBinary {
+			return binary.BigEndian.AppendUint32(dst, uint32(d)), nil
+		}
+		st, err := c.currentSettings()
+		if err == nil && !st.dateStyleOK {
+			err = errDateStyleUnknown
+		}
+		if err != nil {
+			return dst, dtReport(err, t)
+		}
+		if st.dateStyle.style == styleISO {
+			return append(dst, plain...), nil
+		}
+		return appendDate(dst, d, st.dateStyle), nil
+	case policy.TypeTimestamptz:
+		ts, ok := parseCanonicalTimestamptz(plain)
+		if !ok {
+			return dst, errCanonical
+		}
+		if format == formatBinary {
+			return binary.BigEndian.AppendUint64(dst, uint64(ts)), nil
+		}
+		st, err := c.currentSettings()
+		switch {
+		case err != nil:
+		case !st.dateStyleOK:
+			err = errDateStyleUnknown
+		case st.zone == nil:
+			err = errTimeZoneUnknown
+		}
+		if err != nil {
+			return dst, dtReport(err, t)
+		}
+		out, ok := appendTimestamp(dst, ts, st.zone, st.dateStyle)
+		if !ok {
+			return dst, &ValueError{Type: t, Code: pgerrcode.DatetimeFieldOverflow, Msg: "timestamp out of range"}
+		}
+		return out, nil
 	}
 	if format == formatText {
 		return append(dst, plain...), nil
 	}
-	lt, ok := logicalTypes[t]
-	if !ok || lt.newValue == nil {
-		return dst, &ValueError{Type: t}
-	}
-	v := lt.newValue()
-	if err := c.m.Scan(lt.oid, formatText, plain, v); err != nil {
-		return dst, &ValueError{Type: t}
-	}
-	out, err := c.m.Encode(lt.oid, formatBinary, v, dst)
-	if err != nil || out == nil {
-		return dst, &ValueError{Type: t}
-	}
-	return out, nil
-}
-
-// decodeByteaText decodes bytea's text format: hex (\x...) or the legacy
-// escape format.
-func decodeByteaText(dst, src []byte) ([]byte, error) {
-	if len(src) >= 2 && src[0] == '\\' && src[1] == 'x' {
-		out, err := hex.AppendDecode(dst, src[2:])
+	switch t {
+	case policy.TypeInt4:
+		v, err := strconv.ParseInt(string(plain), 10, 32)
 		if err != nil {
-			return dst, &ValueError{Type: policy.TypeBytea}
+			return dst, errCanonical
 		}
-		return out, nil
+		return binary.BigEndian.AppendUint32(dst, uint32(int32(v))), nil
+	case policy.TypeInt8:
+		v, err := strconv.ParseInt(string(plain), 10, 64)
+		if err != nil {
+			return dst, errCanonical
+		}
+		return binary.BigEndian.AppendUint64(dst, uint64(v)), nil
+	case policy.TypeNumeric:
+		n, err := parseNumeric(string(plain), t)
+		if err != nil {
+			return dst, errCanonical
+		}
+		return n.appendBinary(dst), nil
+	case policy.TypeBool:
+		switch string(plain) {
+		case "t":
+			return append(dst, 1), nil
+		case "f":
+			return append(dst, 0), nil
+		}
+	case policy.TypeUUID:
+		u, err := parseUUID(string(plain), t)
+		if err != nil {
+			return dst, errCanonical
+		}
+		return append(dst, u[:]...), nil
 	}
-	for i := 0; i < len(src); i++ {
-		b := src[i]
-		if b != '\\' {
-			dst = append(dst, b)
-			continue
-		}
-		switch {
-		case i+1 < len(src) && src[i+1] == '\\':
-			dst = append(dst, '\\')
-			i++
-		case i+3 < len(src) && isOctal(src[i+1]) && isOctal(src[i+2]) && isOctal(src[i+3]) && src[i+1] <= '3':
-			dst = append(dst, (src[i+1]-'0')<<6|(src[i+2]-'0')<<3|(src[i+3]-'0'))
-			i += 3
-		default:
-			return dst, &ValueError{Type: policy.TypeBytea}
-		}
-	}
-	return dst, nil
+	return dst, errCanonical
 }
 
-func isOctal(b byte) bool { return b >= '0' && b <= '7' }
+// errCanonical: a decrypted value is not canonical plaintext of its
+// column's type (written by something other than the proxy).
+var errCanonical = &ValueError{Code: pgerrcode.DataCorrupted, Msg: "stored value is not in canonical form"}
 
-// toText appends the text format of src, a binary value of type oid (any
-// type pgtype knows).
-func (c *valueCodec) toText(dst []byte, oid uint32, src []byte) ([]byte, error) {
-	t, ok := c.m.TypeForOID(oid)
-	if !ok {
-		return dst, fmt.Errorf("binary value of unknown type %d", oid)
+// equalityKey returns the plaintext a blind index is computed from: the
+// canonical plaintext, except where PostgreSQL's = holds between values
+// with different canonical text: numeric ignores the display scale (1.50 =
+// 1.5), and jsonb compares numbers as numeric ({"a": 1.0} = {"a": 1}). The
+// key is the same for the values = finds equal, and differs otherwise.
+func equalityKey(dst []byte, t policy.LogicalType, plain []byte) []byte {
+	switch t {
+	case policy.TypeNumeric:
+		n, err := parseNumeric(string(plain), t)
+		if err != nil {
+			return append(dst, plain...)
+		}
+		n.dscale = 0
+		if n.exp < 0 {
+			n.dscale = -n.exp
+		}
+		return n.appendText(dst)
+	case policy.TypeJSONB:
+		v, err := parseJSON(plain, true, t)
+		if err != nil {
+			return append(dst, plain...)
+		}
+		v.normalizeNumbers()
+		return v.appendJSONB(dst)
 	}
-	v, err := t.Codec.DecodeValue(c.m, oid, formatBinary, src)
-	if err != nil {
-		return dst, fmt.Errorf("invalid binary value of type %d", oid)
+	return append(dst, plain...)
+}
+
+// laterSyntax refuses, rather than rejects, integer and numeric input that
+// PostgreSQL 15 rejects but PostgreSQL 16 and later accept (1_000, 0x1F,
+// 0o17, 0b101), when the server is not a PostgreSQL 15 (or older).
+func (c *valueCodec) laterSyntax(err error, src []byte, t policy.LogicalType) error {
+	var ve *ValueError
+	if !errors.As(err, &ve) || ve.Code != pgerrcode.InvalidTextRepresentation {
+		return err
 	}
-	out, err := c.m.Encode(oid, formatText, v, dst)
-	if err != nil || out == nil {
-		return dst, fmt.Errorf("invalid binary value of type %d", oid)
+	st, serr := c.currentSettings()
+	if serr == nil && st.serverMajor != 0 && st.serverMajor <= 15 {
+		return err
 	}
-	return out, nil
+	s := bytes.ToLower(bytes.TrimSpace(src))
+	s = bytes.TrimLeft(s, "+-")
+	if bytes.ContainsRune(src, '_') || bytes.HasPrefix(s, []byte("0x")) || bytes.HasPrefix(s, []byte("0o")) || bytes.HasPrefix(s, []byte("0b")) {
+		return &ValueError{Type: t, Code: pgerrcode.FeatureNotSupported,
+			Msg: "integer and numeric input with underscores or a 0x, 0o or 0b prefix is refused: the proxy reads values as PostgreSQL 15 does"}
+	}
+	return err
+}
+
+// isISODate reports whether b is YYYY-MM-DD with a valid AD date of four
+// year digits, which date_in reads as that date whatever the settings.
+func isISODate(b []byte) bool {
+	if len(b) != 10 || b[4] != '-' || b[7] != '-' {
+		return false
+	}
+	for _, i := range []int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if !isDigit(b[i]) {
+			return false
+		}
+	}
+	year := int(b[0]-'0')*1000 + int(b[1]-'0')*100 + int(b[2]-'0')*10 + int(b[3]-'0')
+	mon := int(b[5]-'0')*10 + int(b[6]-'0')
+	day := int(b[8]-'0')*10 + int(b[9]-'0')
+	return year > 0 && mon >= 1 && mon <= 12 && day >= 1 && day <= daysIn(year, mon)
 }

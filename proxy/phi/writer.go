@@ -18,8 +18,8 @@ type writer struct {
 	codec *valueCodec
 	// Scratch space, reused from message to message.
 	plain   []byte   // canonical plaintext of the value at hand
+	key     []byte   // its equality key, for a blind index
 	out     []byte   // a transformed literal
-	text    []byte   // a value converted to text
 	arena   []byte   // a Bind's transformed values, back to back
 	spans   []span   // their places in arena
 	params  [][]byte // a Bind's new values
@@ -31,16 +31,30 @@ func newWriter(cols keyedColumns, nonUTF8 *atomic.Bool) *writer {
 }
 
 // value appends to dst the upstream form of one client value of a PHI
-// column given in the client's format: encrypted, or indexed for ix (one
-// of col's blind indexes; nil: the exact one).
-func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *policy.BlindIndex, format int16, src []byte) ([]byte, error) {
+// column: src, of type oid (0: the column's logical type) in the given
+// format, stored (assign) or compared; encrypted, or indexed for ix (one of
+// col's blind indexes; nil: the exact one).
+func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *policy.BlindIndex, oid uint32, assign bool, format int16, src []byte) ([]byte, error) {
 	pc := w.cols[col]
 	if pc == nil {
 		return dst, fmt.Errorf("column %s: no keys", col.QualifiedName())
 	}
 	var err error
-	if w.plain, err = w.codec.canonical(w.plain[:0], col.Type, format, src); err != nil {
+	var match bool
+	if w.plain, match, err = w.codec.convert(w.plain[:0], col, oid, assign, format, src); err != nil {
 		return dst, err
+	}
+	index := a == rewrite.ActionIndex || a == rewrite.ActionIndexNormalized
+	if !match {
+		if !index {
+			return dst, fmt.Errorf("column %s: a stored value converted to no value", col.QualifiedName())
+		}
+		// A comparison no stored value satisfies (as on the server).
+		return append(dst, noMatchIndex...), nil
+	}
+	if index {
+		w.key = equalityKey(w.key[:0], col.Type, w.plain)
+		return pc.transform(dst, a, ix, w.key)
 	}
 	return pc.transform(dst, a, ix, w.plain)
 }
@@ -52,8 +66,16 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 	for i := range plan.Literals {
 		l := &plan.Literals[i]
 		dst = append(dst, plan.SQL[prev:l.Start]...)
-		var err error
-		if w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, formatText, []byte(l.Value)); err != nil {
+		oid, err := literalType(l)
+		if err == nil && oid != 0 {
+			if conv := conversionOf(l.Column.Type, oid, l.Assign); conv <= convRefusedProxy {
+				err = typeMismatch(conv, l.Column, oid, l.Assign)
+			}
+		}
+		if err == nil {
+			w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, []byte(l.Value))
+		}
+		if err != nil {
 			return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
 		}
 		raw := l.Action == rewrite.ActionEncrypt && l.Column.Storage == policy.StorageBytea
@@ -100,22 +122,24 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 			continue
 		}
 		start := len(w.arena)
-		var err error
-		switch {
-		case p.Array:
-			w.arena, err = w.arrayValue(w.arena, p, format, src)
-		case format == formatBinary && p.Source < len(declared) && declared[p.Source] != 0 &&
-			declared[p.Source] != typeOID(p.Column.Type, false):
-			// The client declared its own type (JDBC's int4 for an int8
-			// column, say) and sent that type's binary form: read it as
-			// the declared type, then as text of the logical type.
-			if w.text, err = w.codec.toText(w.text[:0], declared[p.Source], src); err != nil {
-				err = &ValueError{Type: p.Column.Type}
+		var d uint32
+		if p.Source < len(declared) {
+			d = declared[p.Source]
+		}
+		// The type PostgreSQL gives the parameter: declared, cast, or the
+		// column's (checkParam refused the others at Parse).
+		oid, err := valueType(d, p.Type)
+		if err == nil && oid != 0 && oid != d && isTextType(d) {
+			// A declared text cast to another type: the cast reads the
+			// characters, whatever the format they came in.
+			format = formatText
+		}
+		if err == nil {
+			if p.Array {
+				w.arena, err = w.arrayValue(w.arena, p, oid, format, src)
 			} else {
-				w.arena, err = w.value(w.arena, p.Action, p.Column, p.Index, formatText, w.text)
+				w.arena, err = w.value(w.arena, p.Action, p.Column, p.Index, oid, p.Assign, format, src)
 			}
-		default:
-			w.arena, err = w.value(w.arena, p.Action, p.Column, p.Index, format, src)
 		}
 		if err != nil {
 			return locate(err, "parameter $%d for %s", p.Source+1, p.Column.QualifiedName())
@@ -138,24 +162,16 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 type span struct{ i, start, end int }
 
 // arrayValue appends to dst, as a text[] in text format, the blind index
-// (or ciphertext) of each element of an array parameter, as for
-// `col_bidx = ANY($n)`.
-func (w *writer) arrayValue(dst []byte, p *rewrite.Param, format int16, src []byte) ([]byte, error) {
-	lt, ok := logicalTypes[p.Column.Type]
-	if !ok {
-		return nil, &ValueError{Type: p.Column.Type}
+// of each element of an array parameter of type oid (0: an array of the
+// column's type), as for `col_bidx = ANY($n)`.
+func (w *writer) arrayValue(dst []byte, p *rewrite.Param, oid uint32, format int16, src []byte) ([]byte, error) {
+	elemOID := typeOID(p.Column.Type, false)
+	if oid != 0 {
+		elemOID = pgArrayElems[oid]
 	}
-	t, ok := w.codec.m.TypeForOID(lt.arrayOID)
-	if !ok {
-		return nil, &ValueError{Type: p.Column.Type}
-	}
-	decoded, err := t.Codec.DecodeValue(w.codec.m, lt.arrayOID, format, src)
+	elems, err := arrayElems(format, src, elemOID, p.Column.Type)
 	if err != nil {
-		return nil, &ValueError{Type: p.Column.Type}
-	}
-	elems, ok := decoded.([]any)
-	if !ok {
-		return nil, &ValueError{Type: p.Column.Type}
+		return nil, err
 	}
 	out := append(dst, '{')
 	for i, e := range elems {
@@ -166,13 +182,7 @@ func (w *writer) arrayValue(dst []byte, p *rewrite.Param, format int16, src []by
 			out = append(out, "NULL"...)
 			continue
 		}
-		// The element back in text format, then the usual path, so an
-		// element indexes exactly like the same value bound alone.
-		w.text, err = w.codec.m.Encode(lt.oid, formatText, e, w.text[:0])
-		if err != nil {
-			return nil, &ValueError{Type: p.Column.Type}
-		}
-		if w.out, err = w.value(w.out[:0], p.Action, p.Column, p.Index, formatText, w.text); err != nil {
+		if w.out, err = w.value(w.out[:0], p.Action, p.Column, p.Index, elemOID, false, format, e); err != nil {
 			return nil, err
 		}
 		out = append(out, '"')

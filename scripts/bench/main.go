@@ -73,6 +73,7 @@ type options struct {
 	clients, jobs, scale, patients int
 	rounds, idle                   int
 	cpuprofile                     string
+	audit                          bool
 }
 
 func run() error {
@@ -87,6 +88,7 @@ func run() error {
 	procs := flag.Int("procs", 0, "GOMAXPROCS of this process, which is the proxy (limits.max_procs); 0 leaves Go's default")
 	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), or all")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
+	flag.BoolVar(&o.audit, "audit", false, "phi workload: also run phiproxy with an audit log, and with an audit log and masks for the benchmark role (issue 12), each compared with phiproxy without them")
 	flag.Parse()
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)

@@ -93,16 +93,20 @@ func phiScriptFor(mode string, patients int) string {
 // table, the proxy's metrics per run and the time it added per statement.
 func benchPHI(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o options) (func() error, error) {
 	fmt.Printf("PHI workload: %d patients in %s (encrypted, through phiproxy) and %s (plaintext, direct) ...\n", o.patients, phiEncryptedDB, phiPlainDB)
-	pb, err := setupPHI(ctx, cluster, o.patients)
+	pb, err := setupPHI(ctx, cluster, o.patients, o.audit)
 	if err != nil {
 		return nil, err
 	}
 	defer pb.close()
 	self := os.Getpid()
+	const proxyTarget = 2 // the one whose metrics and profile are reported
 	m.targets = []target{
 		{name: "plaintext direct", host: "127.0.0.1", port: cluster.Port(), sslmode: "disable", db: phiPlainDB, cpuPID: self},
 		{name: "plaintext direct TLS", host: "127.0.0.1", port: cluster.Port(), sslmode: "require", db: phiPlainDB, cpuPID: self},
 		{name: "encrypted via phiproxy", host: "127.0.0.1", port: pb.port(), sslmode: "require", db: phiEncryptedDB, cpuPID: self, middlebox: true},
+	}
+	for _, v := range pb.variants {
+		m.targets = append(m.targets, target{name: "phiproxy " + v.name, host: "127.0.0.1", port: proxyPort(v.srv), sslmode: "require", db: phiEncryptedDB, cpuPID: self, middlebox: true})
 	}
 	m.workloads = []workload{
 		{name: "phi, prepared", args: []string{"-M", "prepared", "-D", phiDOB, "-f", pb.scripts["prepared"]}},
@@ -116,7 +120,7 @@ func benchPHI(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o optio
 	profiles := map[int][]string{}
 	var profErr error
 	observe := func(wi, ti, r int, runIt func()) {
-		if !m.targets[ti].middlebox {
+		if ti != proxyTarget {
 			runIt()
 			return
 		}
@@ -144,6 +148,10 @@ func benchPHI(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o optio
 	if profErr != nil {
 		return nil, profErr
 	}
+	auditNotes, err := pb.checkVariants() // before pb.close removes the files
+	if err != nil {
+		return nil, err
+	}
 	title := fmt.Sprintf("PHI workload (insert 6 PHI values, select by email, update phone), pgbench -c %d -j %d -T %d, %d patients seeded, %d round(s)",
 		o.clients, o.jobs, int(o.duration.Seconds()), o.patients, o.rounds)
 	return func() error {
@@ -167,6 +175,7 @@ func benchPHI(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o optio
 		if p, s := perStmt["phi, prepared"], perStmt["phi, simple"]; p > 0 && s > 0 {
 			fmt.Printf("  simple / prepared: %.1f×\n", s/p)
 		}
+		pb.printVariants(m, proxyTarget, auditNotes)
 		if o.cpuprofile == "" {
 			return nil
 		}
@@ -182,15 +191,19 @@ func benchPHI(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o optio
 
 // phiBench is the PHI setup: both databases seeded, the PHI proxy running.
 type phiBench struct {
-	srv     *proxy.Server
-	reg     *prometheus.Registry
-	dir     string // scripts, keyring
-	scripts map[string]string
+	srv      *proxy.Server
+	reg      *prometheus.Registry
+	dir      string // scripts, keyring
+	scripts  map[string]string
+	variants []*phiVariant // with -audit
 }
 
 func (b *phiBench) close() {
 	if b.srv != nil {
 		b.srv.Close()
+	}
+	for _, v := range b.variants {
+		v.close()
 	}
 	os.RemoveAll(b.dir)
 }
@@ -198,7 +211,7 @@ func (b *phiBench) close() {
 // setupPHI creates both databases, a local keyring and the PHI proxy, and
 // seeds patients rows into each: the encrypted one through the proxy, so
 // that it holds real ciphertext and blind indexes.
-func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ *phiBench, err error) {
+func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int, audit bool) (_ *phiBench, err error) {
 	b := &phiBench{reg: prometheus.NewRegistry(), scripts: map[string]string{}}
 	if b.dir, err = os.MkdirTemp("", "phiproxy-bench-phi-"); err != nil {
 		return nil, err
@@ -233,12 +246,21 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int) (_ 
 		}
 	}
 
-	eng, err := newPHIEngine(ctx, b.dir, b.reg)
+	kr, err := newKeyring(ctx, b.dir)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := phi.New(pol, phi.KeyringKeys(kr), b.reg, phi.Config{})
 	if err != nil {
 		return nil, err
 	}
 	if b.srv, err = startProxy(ctx, cluster, b.reg, proxy.WithInterceptor(eng)); err != nil {
 		return nil, err
+	}
+	if audit {
+		if b.variants, err = startAuditVariants(ctx, cluster, kr, b.dir, owner.Name); err != nil {
+			return nil, err
+		}
 	}
 
 	start := time.Now()
@@ -282,17 +304,22 @@ func newPHIEngine(ctx context.Context, dir string, reg prometheus.Registerer) (*
 	if err != nil {
 		return nil, err
 	}
+	kr, err := newKeyring(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	return phi.New(pol, phi.KeyringKeys(kr), reg, phi.Config{})
+}
+
+// newKeyring creates a local keyring in dir under a random master key.
+func newKeyring(ctx context.Context, dir string) (*crypto.Keyring, error) {
 	master := make([]byte, 32)
 	rand.Read(master)
 	prov, err := crypto.NewLocalProvider(master)
 	if err != nil {
 		return nil, err
 	}
-	kr, err := crypto.CreateKeyring(ctx, filepath.Join(dir, "keyring.json"), prov)
-	if err != nil {
-		return nil, err
-	}
-	return phi.New(pol, phi.KeyringKeys(kr), reg, phi.Config{})
+	return crypto.CreateKeyring(ctx, filepath.Join(dir, "keyring.json"), prov)
 }
 
 func (b *phiBench) port() int { return proxyPort(b.srv) }
