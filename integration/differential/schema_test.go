@@ -44,7 +44,8 @@ func policies() (seedPol, full *policy.Policy, err error) {
 	if seedPol, err = seed.Policy(); err != nil {
 		return nil, nil, err
 	}
-	yaml := strings.TrimRight(string(seed.PolicyYAML), "\n") + "\n" + typesPolicyYAML
+	// The enc database is the one the proxy governs.
+	yaml := strings.Replace(strings.TrimRight(string(seed.PolicyYAML), "\n"), "databases: [app]", "databases: [enc]", 1) + "\n" + typesPolicyYAML
 	if full, err = policy.Parse([]byte(yaml)); err != nil {
 		return nil, nil, fmt.Errorf("differential policy: %w", err)
 	}
