@@ -11,9 +11,20 @@ import (
 	"sync"
 )
 
-// labelBlindIndex is the HKDF info prefix of a blind-index key:
+// labelBlindIndex is the HKDF info prefix of a group's blind-index key
+// (exact indexes, and normalized indexes declared in the v1 form):
 // info = labelBlindIndex || 0x00 || group.
 const labelBlindIndex = "phiproxy/v1/blind-index"
+
+// labelNormalizedIndex is the HKDF info prefix of the key of a normalized
+// index: info = labelNormalizedIndex || 0x00 || group || 0x00 ||
+// normalizer names joined by ",". Group names hold no control characters
+// (the policy refuses them) and normalizer names are [a-z_], so the
+// encoding is injective. The key is bound to the normalizers so that an
+// exact index and a normalized one never share a key: with one key, the
+// exact index of "ann@x.org" would equal the lower-cased index of
+// "Ann@X.org", linking rows across the two columns.
+const labelNormalizedIndex = "phiproxy/v1/normalized-index"
 
 // Blind-index output sizes, in bits.
 const (
@@ -58,6 +69,25 @@ var (
 )
 
 func newIndexer(root []byte, group string, normalize []string, bits int) (*Indexer, error) {
+	return newIndexerInfo(root, group, normalize, bits, labelBlindIndex+"\x00"+group)
+}
+
+// normalizedIndexInfo is the HKDF info of a normalized index's key.
+func normalizedIndexInfo(group string, normalize []string) string {
+	return labelNormalizedIndex + "\x00" + group + "\x00" + strings.Join(normalize, ",")
+}
+
+func newNormalizedIndexer(root []byte, group string, normalize []string, bits int) (*Indexer, error) {
+	if len(normalize) == 0 {
+		return nil, fmt.Errorf("blind index group %q: a normalized index needs normalizers", group)
+	}
+	if strings.ContainsFunc(group, func(r rune) bool { return r < 0x20 }) {
+		return nil, fmt.Errorf("blind index group %q: control character in the group name", group)
+	}
+	return newIndexerInfo(root, group, normalize, bits, normalizedIndexInfo(group, normalize))
+}
+
+func newIndexerInfo(root []byte, group string, normalize []string, bits int, info string) (*Indexer, error) {
 	if group == "" {
 		return nil, fmt.Errorf("blind index: empty group name")
 	}
@@ -71,7 +101,7 @@ func newIndexer(root []byte, group string, normalize []string, bits int) (*Index
 	if err != nil {
 		return nil, fmt.Errorf("blind index group %q: %w", group, err)
 	}
-	key, err := hkdf.Key(sha256.New, root, nil, labelBlindIndex+"\x00"+group, 32)
+	key, err := hkdf.Key(sha256.New, root, nil, info, 32)
 	if err != nil {
 		return nil, fmt.Errorf("blind index group %q: derive key: %w", group, err)
 	}
@@ -140,5 +170,27 @@ func (ix *Indexer) Append(dst, value []byte) []byte {
 func (ix *Indexer) AppendText(dst, value []byte) []byte {
 	var raw [MaxIndexBits / 8]byte
 	idx := ix.Append(raw[:0], value)
+	return b64.AppendEncode(dst, idx)
+}
+
+// AppendNormalized appends the raw blind index of a value that already is
+// a normalized form: the normalizers are not applied. It answers
+// `lower(email) = $1`, where the value is compared with the normalized
+// form as it is; a value no normalized form can equal (upper-case, say)
+// then matches nothing, as in PostgreSQL.
+func (ix *Indexer) AppendNormalized(dst, normalized []byte) []byte {
+	st := ix.pool.Get().(*indexState)
+	st.mac.Reset()
+	st.mac.Write(normalized)
+	sum := st.mac.Sum(st.sum[:0])
+	dst = append(dst, sum[:ix.size]...)
+	ix.pool.Put(st)
+	return dst
+}
+
+// AppendNormalizedText is AppendNormalized in the text form.
+func (ix *Indexer) AppendNormalizedText(dst, normalized []byte) []byte {
+	var raw [MaxIndexBits / 8]byte
+	idx := ix.AppendNormalized(raw[:0], normalized)
 	return b64.AppendEncode(dst, idx)
 }

@@ -27,6 +27,11 @@ func TestNormalizers(t *testing.T) {
 		{"nfc then lower", []string{"nfc", "lower"}, "E\u0301COLE", "école"},
 		{"trim lower", []string{"trim", "lower"}, "  Alice@Example.COM ", "alice@example.com"},
 		{"order matters: digits then trim", []string{"digits", "trim"}, " 1 2 ", "12"},
+		{"btrim: spaces only", []string{"btrim"}, "  \t a b \u00a0 ", "\t a b \u00a0"},
+		{"btrim all spaces", []string{"btrim"}, "   ", ""},
+		{"ascii_lower: ASCII letters only", []string{"ascii_lower"}, "STRAẞE@Beispiel.DE İI Ä", "straẞe@beispiel.de İi Ä"},
+		{"ascii_lower keeps invalid utf8", []string{"ascii_lower"}, "A\xffB\xc3", "a\xffb\xc3"},
+		{"btrim ascii_lower", []string{"btrim", "ascii_lower"}, " Ann@X.ORG ", "ann@x.org"},
 		{"all four; nfc does not fold full-width digits", []string{"nfc", "trim", "lower", "digits"}, " SSN: １23-45-6789 ", "23456789"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,7 +62,7 @@ func TestValidNormalizer(t *testing.T) {
 			t.Errorf("ValidNormalizer(%q) = false", n)
 		}
 	}
-	for _, n := range []string{"", "upper", "Lower", "nfkc", "trim "} {
+	for _, n := range []string{"", "upper", "Lower", "nfkc", "trim ", "ascii_upper"} {
 		if ValidNormalizer(n) {
 			t.Errorf("ValidNormalizer(%q) = true", n)
 		}
@@ -118,5 +123,55 @@ func TestIndexer(t *testing.T) {
 	}
 	if s := a.String(); !strings.Contains(s, "REDACTED") {
 		t.Errorf("String() = %q", s)
+	}
+}
+
+// TestNormalizedIndexer: a normalized index has its own key, bound to its
+// group and normalizers, so it never shares index values with the exact
+// index or with a normalized index of other normalizers.
+func TestNormalizedIndexer(t *testing.T) {
+	kr := testKeyring(t, map[uint32][]byte{1: seq(32, 1)}, 1, seq(32, 9))
+	must := func(ix *Indexer, err error) *Indexer {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ix
+	}
+	exact := must(kr.Indexer("g", nil, 0))
+	ci := must(kr.NormalizedIndexer("g", []string{"ascii_lower"}, 0))
+	ciTrim := must(kr.NormalizedIndexer("g", []string{"btrim", "ascii_lower"}, 0))
+	v1 := must(kr.Indexer("g", []string{"ascii_lower"}, 0))
+	v := []byte("ann@x.org")
+	if bytes.Equal(exact.Append(nil, v), ci.Append(nil, v)) {
+		t.Fatal("the exact and a normalized index share a key")
+	}
+	if bytes.Equal(ci.Append(nil, v), ciTrim.Append(nil, v)) {
+		t.Fatal("normalized indexes of different normalizers share a key")
+	}
+	if !bytes.Equal(v1.Append(nil, v), exact.Append(nil, v)) {
+		t.Fatal("a v1 normalized index is keyed by its group, like the exact index")
+	}
+	if again := must(kr.NormalizedIndexer("g", []string{"ascii_lower"}, 0)); again != ci {
+		t.Error("NormalizedIndexer not cached")
+	}
+	if !bytes.Equal(ci.Append(nil, []byte("ANN@X.org")), ci.Append(nil, v)) {
+		t.Fatal("normalizers not applied")
+	}
+	// AppendNormalized takes the value as the normalized form itself.
+	if !bytes.Equal(ci.AppendNormalized(nil, v), ci.Append(nil, v)) {
+		t.Fatal("AppendNormalized of a normalized value differs from Append")
+	}
+	if bytes.Equal(ci.AppendNormalized(nil, []byte("ANN@X.org")), ci.Append(nil, v)) {
+		t.Fatal("AppendNormalized normalized its input")
+	}
+	if got := string(ci.AppendNormalizedText(nil, v)); got != string(ci.AppendText(nil, v)) {
+		t.Fatalf("AppendNormalizedText = %q", got)
+	}
+	if _, err := kr.NormalizedIndexer("g", nil, 0); err == nil {
+		t.Error("normalized indexer without normalizers accepted")
+	}
+	if _, err := kr.NormalizedIndexer("g\x00x", []string{"digits"}, 0); err == nil {
+		t.Error("group with a NUL accepted")
 	}
 }

@@ -22,7 +22,10 @@
 // (*Keyring).Indexer returns the Indexer of an index group: HMAC-SHA-256 of
 // the normalized value under a key derived from the blind-index root key (a
 // key separate from the data keys) and the group name, truncated to a chosen
-// number of bits.
+// number of bits. With no normalizer it is a column's exact index.
+// (*Keyring).NormalizedIndexer returns the indexer of a normalized index,
+// keyed by the group and the normalizers together, so that it shares index
+// values with no exact index (FORMAT.md, "Normalized indexes").
 //
 // # Key management
 //

@@ -34,6 +34,7 @@ type Keyring struct {
 type indexerKey struct {
 	group, normalize string
 	bits             int
+	normalized       bool // NormalizedIndexer's key, not the group's
 }
 
 // secretKey is key material. Its String, GoString and LogValue print a
@@ -267,6 +268,26 @@ func (k *Keyring) Indexer(group string, normalize []string, bits int) (*Indexer,
 		return ix, nil
 	}
 	ix, err := newIndexer(k.root, group, normalize, bits)
+	if err != nil {
+		return nil, err
+	}
+	k.indexers[key] = ix
+	return ix, nil
+}
+
+// NormalizedIndexer returns the blind indexer of a normalized index of an
+// index group: like Indexer, but keyed by the group and the normalizers
+// together (FORMAT.md, "Normalized indexes"), so that it shares its key
+// with no exact index and no normalized index of other normalizers.
+// normalize must not be empty. Indexers are cached.
+func (k *Keyring) NormalizedIndexer(group string, normalize []string, bits int) (*Indexer, error) {
+	key := indexerKey{group: group, normalize: strings.Join(normalize, "\x00"), bits: bits, normalized: true}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if ix, ok := k.indexers[key]; ok {
+		return ix, nil
+	}
+	ix, err := newNormalizedIndexer(k.root, group, normalize, bits)
 	if err != nil {
 		return nil, err
 	}

@@ -16,11 +16,24 @@ import (
 type normalizer func(dst, src []byte) []byte
 
 // Normalizer names, as written in the policy (blind_index.normalize).
+//
+// btrim, ascii_lower and digits compute exactly what a PostgreSQL function
+// computes, for every input, so that the proxy may answer SQL asking for
+// that function with an index: btrim is PostgreSQL's trim(col) and
+// btrim(col) (their default set is the space alone), ascii_lower is lower()
+// where the collation's ctype is C or POSIX (str_tolower's asc_tolower),
+// digits is regexp_replace(col, '[^0-9]', $$$$, 'g'). trim, lower and nfc
+// follow Go's Unicode tables, which no PostgreSQL function shares for
+// every input (Unicode white space is not trim()'s set; lower() depends on
+// the collation, and under ICU maps İ to two characters); they remain for
+// the indexes declared with them in v1.
 const (
-	NormalizeTrim   = "trim"   // drop leading and trailing Unicode white space
-	NormalizeLower  = "lower"  // Unicode simple lower-case mapping, rune by rune
-	NormalizeDigits = "digits" // keep only the ASCII digits 0-9
-	NormalizeNFC    = "nfc"    // Unicode canonical composition (NFC)
+	NormalizeTrim       = "trim"        // drop leading and trailing Unicode white space
+	NormalizeLower      = "lower"       // Unicode simple lower-case mapping, rune by rune
+	NormalizeDigits     = "digits"      // keep only the ASCII digits 0-9
+	NormalizeNFC        = "nfc"         // Unicode canonical composition (NFC)
+	NormalizeBtrim      = "btrim"       // drop leading and trailing spaces (U+0020) only
+	NormalizeASCIILower = "ascii_lower" // map A-Z to a-z; every other byte unchanged
 )
 
 // lookupNormalizer maps a name to its function. A switch rather than a
@@ -35,13 +48,17 @@ func lookupNormalizer(name string) normalizer {
 		return normDigits
 	case NormalizeNFC:
 		return normNFC
+	case NormalizeBtrim:
+		return normBtrim
+	case NormalizeASCIILower:
+		return normASCIILower
 	}
 	return nil
 }
 
 // Normalizers returns the valid normalizer names, sorted.
 func Normalizers() []string {
-	return []string{NormalizeDigits, NormalizeLower, NormalizeNFC, NormalizeTrim}
+	return []string{NormalizeASCIILower, NormalizeBtrim, NormalizeDigits, NormalizeLower, NormalizeNFC, NormalizeTrim}
 }
 
 // ValidNormalizer reports whether name is a known normalizer.
@@ -111,6 +128,27 @@ func normDigits(dst, src []byte) []byte {
 		if '0' <= c && c <= '9' {
 			dst = append(dst, c)
 		}
+	}
+	return dst
+}
+
+// normBtrim drops leading and trailing spaces (0x20) and nothing else, as
+// PostgreSQL's btrim(text) does with its default characters: tabs, line
+// breaks and no-break spaces stay.
+func normBtrim(dst, src []byte) []byte {
+	return append(dst, bytes.Trim(src, " ")...)
+}
+
+// normASCIILower maps the bytes A-Z to a-z and copies every other byte, as
+// PostgreSQL's lower() does under a C or POSIX ctype (asc_tolower). In
+// UTF-8 no byte of a multi-byte character is ASCII, so characters
+// outside ASCII (ẞ, İ, É) stay as they are.
+func normASCIILower(dst, src []byte) []byte {
+	for _, c := range src {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
 	}
 	return dst
 }

@@ -24,6 +24,7 @@ type vectors struct {
 	Comment    string           `json:"comment"`
 	Envelopes  []envelopeVector `json:"envelope_v1"`
 	Indexes    []indexVector    `json:"blind_index_v1"`
+	Normalized []indexVector    `json:"normalized_index_v1"`
 	LocalWraps []localVector    `json:"local_wrap_v1"`
 }
 
@@ -49,6 +50,10 @@ type indexVector struct {
 	IndexKey   string   `json:"index_key"` // HKDF output, for implementers
 	Index      string   `json:"index"`     // hex
 	Text       string   `json:"text"`
+	// AsIs is the index of Value taken as already normalized
+	// (AppendNormalized), as for lower(col) = 'value'; normalized
+	// indexes only.
+	AsIs string `json:"as_is,omitempty"` // hex
 }
 
 type localVector struct {
@@ -105,6 +110,25 @@ func computeVectors(t *testing.T, in vectors) vectors {
 		v.Index = hex.EncodeToString(ix.Append(nil, []byte(v.Value)))
 		v.Text = string(ix.AppendText(nil, []byte(v.Value)))
 		out.Indexes = append(out.Indexes, v)
+	}
+	out.Normalized = nil
+	for _, v := range in.Normalized {
+		root := unhex(t, v.RootKey)
+		ix, err := newNormalizedIndexer(root, v.Group, v.Normalize, v.Bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		norm, err := Normalize(nil, []byte(v.Value), v.Normalize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, _ := hkdf.Key(sha256.New, root, nil, normalizedIndexInfo(v.Group, v.Normalize), 32)
+		v.Normalized = string(norm)
+		v.IndexKey = hex.EncodeToString(sub)
+		v.Index = hex.EncodeToString(ix.Append(nil, []byte(v.Value)))
+		v.Text = string(ix.AppendText(nil, []byte(v.Value)))
+		v.AsIs = hex.EncodeToString(ix.AppendNormalized(nil, []byte(v.Value)))
+		out.Normalized = append(out.Normalized, v)
 	}
 	out.LocalWraps = nil
 	for _, v := range in.LocalWraps {

@@ -44,9 +44,9 @@ tables:
       first_name:      { type: text }
       last_name:       { type: text }
       date_of_birth:   { type: date }
-      ssn:             { type: text, blind_index: { normalize: [digits], index_group: ssn } }
-      email:           { type: text, blind_index: { normalize: [trim, lower] } }
-      phone:           { type: text, blind_index: { normalize: [digits] } }
+      ssn:             { type: text, blind_index: { index_group: ssn }, search: { digits: { normalize: [digits] } } }
+      email:           { type: text, blind_index: {}, search: { ci: { normalize: [ascii_lower] } } }
+      phone:           { type: text, blind_index: {}, search: { digits: { normalize: [digits] } } }
       address_line1:   { type: text }
       address_line2:   { type: text }
       city:            { type: text }
@@ -61,7 +61,7 @@ tables:
       treatment_notes: { type: text }
   - name: public.insurance
     columns:
-      subscriber_ssn:  { type: text, blind_index: { normalize: [digits], index_group: ssn } }
+      subscriber_ssn:  { type: text, blind_index: { index_group: ssn }, search: { digits: { normalize: [digits] } } }
   - name: public.phi_types
     columns:
       v_text:        { type: text, blind_index: {} }
@@ -84,18 +84,22 @@ const phiSchema = `
 CREATE TABLE patients (
   id bigserial PRIMARY KEY,
   first_name text, last_name text, date_of_birth text,
-  ssn text, ssn_bidx text, email text, email_bidx text, phone text, phone_bidx text,
+  ssn text, ssn_bidx text, ssn_bidx_digits text, email text, email_bidx text, email_bidx_ci text,
+  phone text, phone_bidx text, phone_bidx_digits text,
   address_line1 text, address_line2 text, city text, state text, postal_code text, country text,
   additional_info text,
   created_at timestamptz NOT NULL DEFAULT now());
 CREATE INDEX ON patients (ssn_bidx);
 CREATE UNIQUE INDEX ON patients (email_bidx);
 CREATE INDEX ON patients (phone_bidx);
+CREATE INDEX ON patients (ssn_bidx_digits);
+CREATE INDEX ON patients (email_bidx_ci);
+CREATE INDEX ON patients (phone_bidx_digits);
 CREATE TABLE clinical_notes (
   id bigserial PRIMARY KEY, patient_id bigint REFERENCES patients (id),
   diagnosis text, medication text, treatment_notes text);
 CREATE TABLE insurance (
-  id serial PRIMARY KEY, patient_id bigint, subscriber_ssn text, subscriber_ssn_bidx text, plan text);
+  id serial PRIMARY KEY, patient_id bigint, subscriber_ssn text, subscriber_ssn_bidx text, subscriber_ssn_bidx_digits text, plan text);
 CREATE TABLE phi_types (
   id serial PRIMARY KEY,
   v_text text, v_text_bidx text, v_varchar text, v_int4 text, v_int4_bidx text, v_int8 text, v_numeric text,

@@ -143,7 +143,7 @@ func TestRunbook(t *testing.T) {
 		email = w[3]
 	}
 	var id int64
-	if err := restored.QueryRow(context.Background(), "SELECT id FROM patients WHERE email = $1", strings.ToLower(email)).Scan(&id); err != nil || id != 3 {
+	if err := restored.QueryRow(context.Background(), "SELECT id FROM patients WHERE lower(email) = lower($1)", strings.ToUpper(email)).Scan(&id); err != nil || id != 3 {
 		t.Errorf("lookup in the restored database: id %d, %v", id, err)
 	}
 	su := connect(t, cluster.SuperuserDSN("postgres"))

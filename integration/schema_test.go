@@ -17,7 +17,7 @@ import (
 const typesPolicy = `  tables:
     - name: public.legacy
       columns:
-        v_text:        { type: text, blind_index: { normalize: [trim, lower] } }
+        v_text:        { type: text, blind_index: {}, search: { ci: { normalize: [ascii_lower] } } }
         v_varchar:     { type: varchar }
         v_char:        { type: text, blind_index: {} }
         v_int4:        { type: int4, blind_index: {} }
@@ -109,7 +109,8 @@ func TestSchemaAdoptLegacyTable(t *testing.T) {
 		}
 	}
 	for _, q := range []string{
-		"SELECT id FROM legacy WHERE v_text = 'ada@example.org'",
+		"SELECT id FROM legacy WHERE v_text = '  Ada@Example.org '",
+		"SELECT id FROM legacy WHERE lower(v_text) = lower('  ADA@example.ORG ')",
 		"SELECT id FROM legacy WHERE v_char = '900-12-3456'",
 		"SELECT id FROM legacy WHERE v_int4 = 42",
 		"SELECT id FROM legacy WHERE v_date = '1985-03-14'",

@@ -46,12 +46,19 @@ func (c *Column) CheckName() string {
 	return truncateIdent(c.Table.Name + "_" + c.Name + "_ciphertext")
 }
 
-// IndexName is the name phiproxy gives the btree index of a column's blind
-// index: "<table>_<index column>_idx", cut to 63 bytes. Any valid btree
-// index whose first key is the blind-index column will do.
+// IndexName is the name phiproxy gives the btree index of a column's
+// first blind index (its exact index, or a v1-form one): see IndexNameOf.
 func (c *Column) IndexName() string {
-	if c.BlindIndex == nil {
+	ix := c.Indexes()
+	if len(ix) == 0 {
 		return ""
 	}
-	return truncateIdent(c.Table.Name + "_" + c.BlindIndex.Column + "_idx")
+	return c.IndexNameOf(ix[0])
+}
+
+// IndexNameOf is the name phiproxy gives the btree index of one of the
+// column's blind indexes: "<table>_<index column>_idx", cut to 63 bytes.
+// Any valid btree index whose first key is the blind-index column will do.
+func (c *Column) IndexNameOf(ix *BlindIndex) string {
+	return truncateIdent(c.Table.Name + "_" + ix.Column + "_idx")
 }

@@ -21,8 +21,9 @@ type CreateOptions struct {
 // it: each PHI column in its storage type with its ciphertext CHECK
 // constraint (named by CheckName; a new table holds no plaintext, so the
 // constraint is there from the start), beside each searchable column a
-// text blind-index column, then a btree index on each blind-index column
-// (named by IndexName). A schema other than public is created too.
+// text column per blind index (Column.Indexes: the exact one, then the
+// normalized ones), then a btree index on each blind-index column (named
+// by IndexNameOf). A schema other than public is created too.
 func CreateTableSQL(t *Table, o CreateOptions) []string {
 	ine := ""
 	if o.IfNotExists {
@@ -42,10 +43,10 @@ func CreateTableSQL(t *Table, o CreateOptions) []string {
 			def += fmt.Sprintf(" CONSTRAINT %s CHECK (%s)", QuoteIdent(c.CheckName()), CiphertextCheck(name, c.Storage))
 		}
 		cols = append(cols, def)
-		if c.BlindIndex != nil {
-			idx := QuoteIdent(c.BlindIndex.Column)
+		for _, bi := range c.Indexes() { // the exact index, then the normalized ones
+			idx := QuoteIdent(bi.Column)
 			cols = append(cols, idx+" text")
-			indexes = append(indexes, fmt.Sprintf("CREATE INDEX %s%s ON %s (%s);", ine, QuoteIdent(c.IndexName()), table, idx))
+			indexes = append(indexes, fmt.Sprintf("CREATE INDEX %s%s ON %s (%s);", ine, QuoteIdent(c.IndexNameOf(bi)), table, idx))
 		}
 	}
 	cols = append(cols, o.After...)

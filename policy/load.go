@@ -24,8 +24,17 @@ func (e *Error) Error() string {
 }
 
 // Normalizers are the blind-index normalizer names a policy may use, applied
-// in the order the policy lists them.
-var Normalizers = []string{"trim", "lower", "digits", "nfc"}
+// in the order the policy lists them (crypto/FORMAT.md defines each).
+var Normalizers = []string{"trim", "lower", "digits", "nfc", "btrim", "ascii_lower"}
+
+// SearchNormalizers are the normalizers a `search:` index may use: those
+// that compute exactly what a PostgreSQL function computes, so that SQL
+// asking for that function can be answered by the index (btrim: trim() and
+// btrim(); ascii_lower: lower() and upper() under ctype C; digits:
+// regexp_replace of [^0-9] by the empty string, flag g). trim, lower and nfc follow
+// Unicode tables that no PostgreSQL function shares for every input; they
+// remain for v1-form indexes, whose stored values use them.
+var SearchNormalizers = []string{"btrim", "ascii_lower", "digits"}
 
 // Parse reads a YAML document whose top level is the policy section
 // (`tables: [...]`).
@@ -239,17 +248,16 @@ func (l *loader) table(n *yaml.Node) *Table {
 	// Blind-index columns must not collide with PHI columns or each other.
 	seen := map[string]string{}
 	for _, c := range t.Columns {
-		if c.BlindIndex == nil {
-			continue
+		for _, ix := range c.Indexes() {
+			bi := ix.Column
+			if _, phi := t.byName[bi]; phi {
+				l.errorf(l.lines[c], "blind-index column %q of %s collides with PHI column %s.%s", bi, c.QualifiedName(), t.QualifiedName(), bi)
+			}
+			if other, dup := seen[bi]; dup {
+				l.errorf(l.lines[c], "blind-index column %q of %s is also the blind-index column of %s", bi, c.QualifiedName(), other)
+			}
+			seen[bi] = c.QualifiedName()
 		}
-		bi := c.BlindIndex.Column
-		if _, phi := t.byName[bi]; phi {
-			l.errorf(l.lines[c], "blind-index column %q of %s collides with PHI column %s.%s", bi, c.QualifiedName(), t.QualifiedName(), bi)
-		}
-		if other, dup := seen[bi]; dup {
-			l.errorf(l.lines[c], "blind-index column %q of %s is also the blind-index column of %s", bi, c.QualifiedName(), other)
-		}
-		seen[bi] = c.QualifiedName()
 	}
 	return t
 }
@@ -259,7 +267,7 @@ var logicalTypes = []LogicalType{TypeText, TypeVarchar, TypeInt4, TypeInt8, Type
 func (l *loader) column(t *Table, name string, k, n *yaml.Node) *Column {
 	c := &Column{Table: t, Name: name, Storage: StorageText}
 	l.lines[c] = k
-	f := l.fields(n, "column "+t.QualifiedName()+"."+name, "type", "storage", "blind_index", "associated_data", "access")
+	f := l.fields(n, "column "+t.QualifiedName()+"."+name, "type", "storage", "blind_index", "search", "associated_data", "access")
 	if f == nil {
 		return nil
 	}
@@ -302,16 +310,127 @@ func (l *loader) column(t *Table, name string, k, n *yaml.Node) *Column {
 			ok = false
 		}
 	}
+	group := c.QualifiedName()
 	if bi, has := f["blind_index"]; has {
-		c.BlindIndex = l.blindIndex(c, bi[1])
-		if c.BlindIndex == nil {
+		b := l.blindIndex(c, bi[1])
+		switch {
+		case b == nil:
+			ok = false
+		case b.Exact():
+			c.BlindIndex = b
+		default:
+			// The v1 form: one normalized index in <column>_bidx, keyed
+			// by its group. It stays as it is (its values stay valid);
+			// the column has no exact index, so = on it is refused
+			// until the operator adds one (README: exact equality).
+			b.Name, b.V1 = "v1", true
+			c.Search = []*BlindIndex{b}
+			if _, both := f["search"]; both {
+				l.errorf(bi[0], "column %s: blind_index with normalize is the v1 form of a normalized index; with search: declared, blind_index must be the exact index (no normalize) and every normalized index goes under search", c.QualifiedName())
+				ok = false
+			}
+		}
+		if b != nil {
+			group = b.Group
+		}
+	}
+	if se, has := f["search"]; has && ok {
+		if c.Type != TypeText && c.Type != TypeVarchar {
+			l.errorf(se[0], "column %s: search indexes answer functions of text (lower(), trim(), regexp_replace()); the column is %s", c.QualifiedName(), c.Type)
+			return nil
+		}
+		search, good := l.searchIndexes(c, group, se[1])
+		if !good {
 			ok = false
 		}
+		c.Search = search
 	}
 	if !ok {
 		return nil
 	}
+	if c.BlindIndex != nil {
+		c.indexes = append(c.indexes, c.BlindIndex)
+	}
+	c.indexes = append(c.indexes, c.Search...)
 	return c
+}
+
+// searchIndexes reads the `search:` mapping of a column: name -> {normalize,
+// column, bits}. Each index takes the column's index group.
+func (l *loader) searchIndexes(c *Column, group string, n *yaml.Node) ([]*BlindIndex, bool) {
+	what := "search of " + c.QualifiedName()
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode || len(n.Content) == 0 {
+		l.errorf(n, "%s must be a non-empty mapping of index names to {normalize: [...]}", what)
+		return nil, false
+	}
+	var out []*BlindIndex
+	ok := true
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolveAlias(n.Content[i+1])
+		name := k.Value
+		if !searchName(name) {
+			l.errorf(k, "%s: index name %q must be lower-case letters, digits and _, starting with a letter", what, name)
+			ok = false
+			continue
+		}
+		for _, o := range out {
+			if o.Name == name {
+				l.errorf(k, "%s: duplicate index name %q", what, name)
+				ok = false
+			}
+		}
+		b := &BlindIndex{Name: name, Column: c.Name + "_bidx_" + name, Bits: 128, Group: group}
+		iw := what + "." + name
+		f := l.fields(v, iw, "normalize", "column", "bits")
+		if f == nil {
+			ok = false
+			continue
+		}
+		good := l.indexColumn(f, b, iw) && l.indexBits(f, b, iw)
+		if v, has := f["normalize"]; !has {
+			l.errorf(k, "%s needs normalize: a non-empty list of %s (the exact index is blind_index: {})", iw, strings.Join(SearchNormalizers, ", "))
+			good = false
+		} else if names, g := l.normalizers(v[1], iw); !g {
+			good = false
+		} else if len(names) == 0 {
+			l.errorf(v[1], "%s: normalize must not be empty (the exact index is blind_index: {})", iw)
+			good = false
+		} else {
+			for j, s := range names {
+				if !slices.Contains(SearchNormalizers, s) {
+					l.errorf(v[1].Content[j], "%s: normalizer %q cannot be used under search (one of %s): no PostgreSQL function computes it for every input, so no SQL could use the index; trim, lower and nfc remain only for v1-form indexes", iw, s, strings.Join(SearchNormalizers, ", "))
+					good = false
+				}
+			}
+			b.Normalize = names
+		}
+		if !good {
+			ok = false
+			continue
+		}
+		if err := checkIdent(b.Column); err != "" {
+			l.errorf(k, "%s: index column %q: %s (set column:)", iw, b.Column, err)
+			ok = false
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, ok
+}
+
+// searchName accepts index names that need no quoting in a column name.
+func searchName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func joinTypes() string {
@@ -332,56 +451,18 @@ func (l *loader) blindIndex(c *Column, n *yaml.Node) *BlindIndex {
 	if f == nil {
 		return nil
 	}
-	ok := true
-	if v, has := f["column"]; has {
-		if s, good := l.scalar(v[1], "blind_index.column"); good {
-			if err := checkIdent(s); err != "" {
-				l.errorf(v[1], "%s: column %q: %s", what, s, err)
-				ok = false
-			}
-			b.Column = s
-		} else {
-			ok = false
-		}
-	}
+	ok := l.indexColumn(f, b, what) && l.indexBits(f, b, what)
 	if v, has := f["normalize"]; has {
-		if v[1].Kind != yaml.SequenceNode {
-			l.errorf(v[1], "%s: normalize must be a list of %s", what, strings.Join(Normalizers, ", "))
-			ok = false
-		} else {
-			for _, e := range v[1].Content {
-				s, good := l.scalar(e, "normalizer")
-				if !good {
-					ok = false
-					continue
-				}
-				if !slices.Contains(Normalizers, s) {
-					l.errorf(e, "%s: unknown normalizer %q (one of %s)", what, s, strings.Join(Normalizers, ", "))
-					ok = false
-					continue
-				}
-				b.Normalize = append(b.Normalize, s)
-			}
-		}
-	}
-	if v, has := f["bits"]; has {
-		var bits int
-		if err := v[1].Decode(&bits); err != nil {
-			l.errorf(v[1], "%s: bits must be an integer", what)
-			ok = false
-		} else if bits%8 != 0 || bits < 32 || bits > 256 {
-			l.errorf(v[1], "%s: bits %d must be a multiple of 8 between 32 and 256", what, bits)
-			ok = false
-		} else {
-			b.Bits = bits
-		}
+		names, good := l.normalizers(v[1], what)
+		b.Normalize = names
+		ok = ok && good
 	}
 	if v, has := f["index_group"]; has {
-		if s, good := l.scalar(v[1], "index_group"); good && s != "" {
+		if s, good := l.scalar(v[1], "index_group"); good && s != "" && !strings.ContainsFunc(s, isControl) {
 			b.Group = s
 		} else {
 			if good {
-				l.errorf(v[1], "%s: index_group must not be empty", what)
+				l.errorf(v[1], "%s: index_group must not be empty or hold control characters", what)
 			}
 			ok = false
 		}
@@ -392,13 +473,80 @@ func (l *loader) blindIndex(c *Column, n *yaml.Node) *BlindIndex {
 	return b
 }
 
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// indexColumn reads an index's `column:` override into b.
+func (l *loader) indexColumn(f map[string][2]*yaml.Node, b *BlindIndex, what string) bool {
+	v, has := f["column"]
+	if !has {
+		return true
+	}
+	s, good := l.scalar(v[1], what+".column")
+	if !good {
+		return false
+	}
+	if err := checkIdent(s); err != "" {
+		l.errorf(v[1], "%s: column %q: %s", what, s, err)
+		return false
+	}
+	b.Column = s
+	return true
+}
+
+// indexBits reads an index's `bits:` into b.
+func (l *loader) indexBits(f map[string][2]*yaml.Node, b *BlindIndex, what string) bool {
+	v, has := f["bits"]
+	if !has {
+		return true
+	}
+	var bits int
+	if err := v[1].Decode(&bits); err != nil {
+		l.errorf(v[1], "%s: bits must be an integer", what)
+		return false
+	}
+	if bits%8 != 0 || bits < 32 || bits > 256 {
+		l.errorf(v[1], "%s: bits %d must be a multiple of 8 between 32 and 256", what, bits)
+		return false
+	}
+	b.Bits = bits
+	return true
+}
+
+// normalizers reads a list of normalizer names.
+func (l *loader) normalizers(n *yaml.Node, what string) ([]string, bool) {
+	if n.Kind != yaml.SequenceNode {
+		l.errorf(n, "%s: normalize must be a list of %s", what, strings.Join(Normalizers, ", "))
+		return nil, false
+	}
+	var out []string
+	ok := true
+	for _, e := range n.Content {
+		s, good := l.scalar(e, "normalizer")
+		if !good {
+			ok = false
+			continue
+		}
+		if !slices.Contains(Normalizers, s) {
+			l.errorf(e, "%s: unknown normalizer %q (one of %s)", what, s, strings.Join(Normalizers, ", "))
+			ok = false
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, ok
+}
+
 // crossChecks validates what spans tables: associated data is unique (else
-// a ciphertext could be moved between columns undetected) and the columns of
-// one index group agree on normalizers and bits (else joins on the group
-// would silently miss).
+// a ciphertext could be moved between columns undetected); the indexes keyed
+// by one group's key (exact and v1-form) agree on normalizers and bits, and
+// so do the normalized indexes of one group with the same normalizers (else
+// joins on the group would silently miss, or one key would index two
+// functions of the value).
 func (l *loader) crossChecks(p *Policy) {
 	ads := map[string]*Column{}
 	groups := map[string]*Column{}
+	type normKey struct{ group, normalize string }
+	norms := map[normKey]*Column{}
 	for _, t := range p.tables {
 		for _, c := range t.Columns {
 			if o, dup := ads[c.AssociatedData]; dup {
@@ -410,18 +558,50 @@ func (l *loader) crossChecks(p *Policy) {
 			} else {
 				ads[c.AssociatedData] = c
 			}
-			if c.BlindIndex == nil {
-				continue
-			}
-			if o, has := groups[c.BlindIndex.Group]; has {
-				if !slices.Equal(o.BlindIndex.Normalize, c.BlindIndex.Normalize) || o.BlindIndex.Bits != c.BlindIndex.Bits {
-					l.errorf(l.lines[c], "index group %q: %s and %s must use the same normalize and bits", c.BlindIndex.Group, o.QualifiedName(), c.QualifiedName())
+			for _, ix := range c.Indexes() {
+				if !ix.GroupKeyed() {
+					k := normKey{ix.Group, strings.Join(ix.Normalize, ",")}
+					if o, has := norms[k]; has {
+						if ob := sameNormalized(o, ix); ob != nil && ob.Bits != ix.Bits {
+							l.errorf(l.lines[c], "index group %q: the normalized indexes (%s) of %s and %s must use the same bits", ix.Group, k.normalize, o.QualifiedName(), c.QualifiedName())
+						}
+					} else {
+						norms[k] = c
+					}
+					continue
 				}
-			} else {
-				groups[c.BlindIndex.Group] = c
+				if o, has := groups[ix.Group]; has {
+					ob := groupKeyed(o)
+					if !slices.Equal(ob.Normalize, ix.Normalize) || ob.Bits != ix.Bits {
+						l.errorf(l.lines[c], "index group %q: %s and %s must use the same normalize and bits", ix.Group, o.QualifiedName(), c.QualifiedName())
+					}
+				} else {
+					groups[ix.Group] = c
+				}
 			}
 		}
 	}
+}
+
+// groupKeyed returns c's index keyed by its group alone.
+func groupKeyed(c *Column) *BlindIndex {
+	for _, ix := range c.Indexes() {
+		if ix.GroupKeyed() {
+			return ix
+		}
+	}
+	return nil
+}
+
+// sameNormalized returns c's normalized index with the group and
+// normalizers of ix.
+func sameNormalized(c *Column, ix *BlindIndex) *BlindIndex {
+	for _, o := range c.Search {
+		if !o.GroupKeyed() && o.Group == ix.Group && slices.Equal(o.Normalize, ix.Normalize) {
+			return o
+		}
+	}
+	return nil
 }
 
 // checkIdent accepts names PostgreSQL stores as written: letters, digits,

@@ -15,9 +15,9 @@ tables:
       first_name:      { type: text }
       last_name:       { type: text }
       date_of_birth:   { type: date }
-      ssn:             { type: text, blind_index: { normalize: [digits] } }
-      email:           { type: text, blind_index: { normalize: [trim, lower] } }
-      phone:           { type: text, blind_index: { normalize: [digits], bits: 64, column: phone_hash, index_group: phone } }
+      ssn:             { type: text, blind_index: {}, search: { digits: { normalize: [digits] } } }
+      email:           { type: text, blind_index: {}, search: { ci: { normalize: [btrim, ascii_lower] }, lower: { normalize: [ascii_lower], column: email_lc } } }
+      phone:           { type: text, blind_index: { bits: 64, column: phone_hash, index_group: phone }, search: { digits: { normalize: [digits] } } }
       photo:           { type: bytea, storage: bytea }
       old_name:        { type: text, associated_data: public.patients.previous_name }
   - name: clinical_notes
@@ -44,24 +44,37 @@ func TestParseSeed(t *testing.T) {
 		Type    LogicalType
 		Storage Storage
 		AD      string
-		Index   *BlindIndex
+		Indexes []*BlindIndex
 	}
 	got := map[string]view{}
 	for _, c := range pt.Columns {
 		if c.Table != pt {
 			t.Errorf("%s: back pointer wrong", c.Name)
 		}
-		got[c.Name] = view{c.Type, c.Storage, c.AssociatedData, c.BlindIndex}
+		got[c.Name] = view{c.Type, c.Storage, c.AssociatedData, c.Indexes()}
+		if c.BlindIndex != nil && c.Indexes()[0] != c.BlindIndex {
+			t.Errorf("%s: Indexes()[0] is not the exact index", c.Name)
+		}
 	}
 	want := map[string]view{
 		"first_name":    {TypeText, StorageText, "public.patients.first_name", nil},
 		"last_name":     {TypeText, StorageText, "public.patients.last_name", nil},
 		"date_of_birth": {TypeDate, StorageText, "public.patients.date_of_birth", nil},
-		"ssn":           {TypeText, StorageText, "public.patients.ssn", &BlindIndex{Column: "ssn_bidx", Normalize: []string{"digits"}, Bits: 128, Group: "public.patients.ssn"}},
-		"email":         {TypeText, StorageText, "public.patients.email", &BlindIndex{Column: "email_bidx", Normalize: []string{"trim", "lower"}, Bits: 128, Group: "public.patients.email"}},
-		"phone":         {TypeText, StorageText, "public.patients.phone", &BlindIndex{Column: "phone_hash", Normalize: []string{"digits"}, Bits: 64, Group: "phone"}},
-		"photo":         {TypeBytea, StorageBytea, "public.patients.photo", nil},
-		"old_name":      {TypeText, StorageText, "public.patients.previous_name", nil},
+		"ssn": {TypeText, StorageText, "public.patients.ssn", []*BlindIndex{
+			{Column: "ssn_bidx", Bits: 128, Group: "public.patients.ssn"},
+			{Name: "digits", Column: "ssn_bidx_digits", Normalize: []string{"digits"}, Bits: 128, Group: "public.patients.ssn"},
+		}},
+		"email": {TypeText, StorageText, "public.patients.email", []*BlindIndex{
+			{Column: "email_bidx", Bits: 128, Group: "public.patients.email"},
+			{Name: "ci", Column: "email_bidx_ci", Normalize: []string{"btrim", "ascii_lower"}, Bits: 128, Group: "public.patients.email"},
+			{Name: "lower", Column: "email_lc", Normalize: []string{"ascii_lower"}, Bits: 128, Group: "public.patients.email"},
+		}},
+		"phone": {TypeText, StorageText, "public.patients.phone", []*BlindIndex{
+			{Column: "phone_hash", Bits: 64, Group: "phone"},
+			{Name: "digits", Column: "phone_bidx_digits", Normalize: []string{"digits"}, Bits: 128, Group: "phone"},
+		}},
+		"photo":    {TypeBytea, StorageBytea, "public.patients.photo", nil},
+		"old_name": {TypeText, StorageText, "public.patients.previous_name", nil},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("columns (-want +got):\n%s", d)
@@ -69,8 +82,14 @@ func TestParseSeed(t *testing.T) {
 	if c := pt.IndexColumn("phone_hash"); c == nil || c.Name != "phone" {
 		t.Errorf("IndexColumn(phone_hash) = %v", c)
 	}
-	if pt.IsIndexColumn("email") || !pt.IsIndexColumn("email_bidx") {
+	if c, ix := pt.Index("email_bidx_ci"); c == nil || c.Name != "email" || ix.Name != "ci" {
+		t.Errorf("Index(email_bidx_ci) = %v, %v", c, ix)
+	}
+	if pt.IsIndexColumn("email") || !pt.IsIndexColumn("email_bidx") || !pt.IsIndexColumn("email_lc") {
 		t.Error("IsIndexColumn wrong")
+	}
+	if ix := pt.Column("email").SearchIndex("ci"); ix == nil || ix.Exact() || ix.GroupKeyed() || !pt.Column("email").BlindIndex.GroupKeyed() {
+		t.Errorf("SearchIndex(ci) = %+v", ix)
 	}
 	if n := p.TablesNamed("patients"); len(n) != 1 || n[0] != pt {
 		t.Errorf("TablesNamed = %v", n)
@@ -147,6 +166,19 @@ func TestValidation(t *testing.T) {
 		{"no name", "tables:\n  - columns: { a: { type: text } }\n", []string{"line 2: table needs a name"}},
 		{"tables not list", "tables: { a: 1 }\n", []string{"line 1: policy.tables must be a list"}},
 		{"duplicate associated data", "tables:\n  - name: t\n    columns:\n      a: { type: text }\n      b: { type: text, associated_data: public.t.a }\n", []string{`line 5: associated data "public.t.a" of public.t.b is already used by public.t.a`}},
+		{"search without normalize", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: {}, search: { ci: {} } }\n", []string{`line 4: search of public.t.a.ci needs normalize`}},
+		{"search empty normalize", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { ci: { normalize: [] } } }\n", []string{`search of public.t.a.ci: normalize must not be empty`}},
+		{"search unicode lower", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { ci: { normalize: [trim, lower] } } }\n", []string{`normalizer "trim" cannot be used under search`, `normalizer "lower" cannot be used under search`}},
+		{"search bad name", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { Ci: { normalize: [digits] } } }\n", []string{`line 4: search of public.t.a: index name "Ci" must be lower-case`}},
+		{"search on a date", "tables:\n  - name: t\n    columns:\n      a: { type: date, search: { d: { normalize: [digits] } } }\n", []string{`line 4: column public.t.a: search indexes answer functions of text`}},
+		{"search not mapping", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: [digits] }\n", []string{`search of public.t.a must be a non-empty mapping`}},
+		{"search unknown field", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { d: { normalize: [digits], index_group: g } } }\n", []string{`unknown field "index_group" in search of public.t.a.d`}},
+		{"v1 form with search", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [digits] }, search: { d: { normalize: [digits] } } }\n", []string{`line 4: column public.t.a: blind_index with normalize is the v1 form`}},
+		{"search collides with exact", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: {}, search: { d: { normalize: [digits], column: a_bidx } } }\n", []string{`blind-index column "a_bidx" of public.t.a is also the blind-index column of public.t.a`}},
+		{"search name too long", "tables:\n  - name: t\n    columns:\n      a: { type: text, search: { " + strings.Repeat("n", 60) + ": { normalize: [digits] } } }\n", []string{`identifier longer than 63 bytes (set column:)`}},
+		{"normalized group bits disagree", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { index_group: g }, search: { d: { normalize: [digits] } } }\n  - name: u\n    columns:\n      b: { type: text, blind_index: { index_group: g }, search: { d: { normalize: [digits], bits: 64 } } }\n", []string{`line 7: index group "g": the normalized indexes (digits) of public.t.a and public.u.b must use the same bits`}},
+		{"v1 and exact share a group key", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [digits], index_group: g } }\n  - name: u\n    columns:\n      b: { type: text, blind_index: { index_group: g } }\n", []string{`line 7: index group "g": public.t.a and public.u.b must use the same normalize and bits`}},
+		{"group with control character", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { index_group: \"a\\0b\" } }\n", []string{`index_group must not be empty or hold control characters`}},
 		{"group disagrees", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [trim], index_group: g } }\n  - name: u\n    columns:\n      b: { type: text, blind_index: { normalize: [lower], index_group: g } }\n", []string{`line 7: index group "g": public.t.a and public.u.b must use the same normalize and bits`}},
 		{"several errors at once", "tables:\n  - name: t\n    columns:\n      a: { type: nope }\n      b: { type: text, blind_index: { bits: 7 } }\n", []string{"line 4:", "line 5:"}},
 	}
@@ -165,13 +197,42 @@ func TestValidation(t *testing.T) {
 	}
 }
 
+// TestV1Form: a v1 policy (blind_index with normalize) keeps loading. Its
+// index becomes the column's one normalized index, named v1, stored where
+// it was (<column>_bidx) and keyed by its group as before; the column has
+// no exact index, so = on it is refused until the operator adds one.
+func TestV1Form(t *testing.T) {
+	p, err := Parse([]byte("tables:\n  - name: t\n    columns:\n      email: { type: text, blind_index: { normalize: [trim, lower] } }\n      ssn: { type: text, blind_index: { normalize: [digits], index_group: ssn, column: ssn_h } }\n      code: { type: text, blind_index: { normalize: [] } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := p.Table("public", "t")
+	email, ssn, code := tb.Column("email"), tb.Column("ssn"), tb.Column("code")
+	want := []*BlindIndex{{Name: "v1", Column: "email_bidx", Normalize: []string{"trim", "lower"}, Bits: 128, Group: "public.t.email", V1: true}}
+	if d := cmp.Diff(want, email.Indexes()); d != "" || email.Indexed() || email.BlindIndex != nil {
+		t.Errorf("email (-want +got):\n%s", d)
+	}
+	if ix := ssn.SearchIndex("v1"); ix == nil || ix.Column != "ssn_h" || ix.Group != "ssn" || !ix.GroupKeyed() || ssn.Indexed() {
+		t.Errorf("ssn: %+v", ix)
+	}
+	if !code.Indexed() || !code.BlindIndex.Exact() || len(code.Search) != 0 {
+		t.Errorf("an empty normalize list is the exact index: %+v", code.Indexes())
+	}
+	if c := tb.IndexColumn("email_bidx"); c != email {
+		t.Errorf("IndexColumn(email_bidx) = %v", c)
+	}
+}
+
 func TestGroupShared(t *testing.T) {
-	p, err := Parse([]byte("tables:\n  - name: a\n    columns: { ssn: { type: text, blind_index: { normalize: [digits], index_group: ssn } } }\n  - name: b\n    columns: { ssn: { type: text, blind_index: { normalize: [digits], index_group: ssn } } }\n"))
+	p, err := Parse([]byte("tables:\n  - name: a\n    columns: { ssn: { type: text, blind_index: { index_group: ssn }, search: { d: { normalize: [digits] } } } }\n  - name: b\n    columns: { ssn: { type: text, blind_index: { index_group: ssn } } }\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, b := p.Table("public", "a").Column("ssn"), p.Table("public", "b").Column("ssn")
 	if !a.SameIndex(b) {
 		t.Error("shared group not SameIndex")
+	}
+	if g := a.SearchIndex("d").Group; g != "ssn" {
+		t.Errorf("normalized index group = %q, want the column's group", g)
 	}
 }

@@ -22,29 +22,61 @@ func (p *Policy) TablesNamed(name string) []*Table {
 // Empty reports whether the policy protects nothing.
 func (p *Policy) Empty() bool { return p == nil || len(p.tables) == 0 }
 
-// IndexColumn returns the PHI column whose blind index is stored in the
-// column named name, or nil.
+// IndexColumn returns the PHI column whose blind index (exact or
+// normalized) is stored in the column named name, or nil.
 func (t *Table) IndexColumn(name string) *Column {
+	c, _ := t.Index(name)
+	return c
+}
+
+// Index returns the PHI column and the blind index stored in the column
+// named name, or nils.
+func (t *Table) Index(name string) (*Column, *BlindIndex) {
 	if t == nil {
-		return nil
+		return nil, nil
 	}
 	for _, c := range t.Columns {
-		if c.BlindIndex != nil && c.BlindIndex.Column == name {
-			return c
+		for _, ix := range c.Indexes() {
+			if ix.Column == name {
+				return c, ix
+			}
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // IsIndexColumn reports whether name is a blind-index column of t.
 func (t *Table) IsIndexColumn(name string) bool { return t.IndexColumn(name) != nil }
 
-// Indexed reports whether the column has a blind index (can be compared for
-// equality).
+// Indexes returns every blind index of the column, the exact one first and
+// then the normalized ones in policy order: the sibling columns written
+// with each value. The slice is shared: do not modify it.
+func (c *Column) Indexes() []*BlindIndex {
+	if c == nil {
+		return nil
+	}
+	return c.indexes
+}
+
+// Indexed reports whether the column has an exact blind index, so that it
+// can be compared for equality.
 func (c *Column) Indexed() bool { return c != nil && c.BlindIndex != nil }
 
-// SameIndex reports whether c and o share a blind-index key, so their index
-// columns can be compared (joins).
+// SearchIndex returns the normalized index named name, or nil.
+func (c *Column) SearchIndex(name string) *BlindIndex {
+	if c == nil {
+		return nil
+	}
+	for _, ix := range c.Search {
+		if ix.Name == name {
+			return ix
+		}
+	}
+	return nil
+}
+
+// SameIndex reports whether c and o share an exact blind-index key, so
+// their exact index columns can be compared (joins).
 func (c *Column) SameIndex(o *Column) bool {
 	return c.Indexed() && o.Indexed() && c.BlindIndex.Group == o.BlindIndex.Group
 }

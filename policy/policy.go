@@ -62,23 +62,68 @@ type Column struct {
 	// "schema.table.column" unless the policy overrides it (a renamed column
 	// keeps its old binding).
 	AssociatedData string
-	// BlindIndex is nil when the column cannot be searched.
+	// BlindIndex is the column's exact blind index: an HMAC of the
+	// canonical value itself, with no normalizer. It is what =, <>, IN,
+	// = ANY, <> ALL, IS [NOT] DISTINCT FROM, joins and ON CONFLICT compare.
+	// nil when the column has none: those are then refused.
 	BlindIndex *BlindIndex
+	// Search are the column's normalized blind indexes, in policy order:
+	// the `search:` mapping, or the single index of a v1-form
+	// `blind_index: {normalize: [...]}` (see BlindIndex.V1). SQL that asks
+	// for normalized matching, such as lower(email) = lower($1), compares
+	// one of them when its normalizers compute exactly that SQL.
+	Search []*BlindIndex
 	// Access is who reads the column how (access.go); nil: no rule, every
 	// role reads plaintext.
 	Access *Access
+
+	indexes []*BlindIndex // BlindIndex (if any), then Search
 }
 
-// BlindIndex describes the sibling column that holds an HMAC of the value.
+// BlindIndex describes one sibling column that holds an HMAC of the value
+// (exact) or of its normalized form.
+//
+// Storage naming: the exact index is stored in "<column>_bidx", a
+// normalized index named n (the key under `search:`) in
+// "<column>_bidx_<n>", unless the policy sets `column:`. A v1-form
+// normalized index keeps "<column>_bidx", where its values already are.
+// Every column of Column.Indexes is written on INSERT, UPDATE and upsert;
+// DDL tools must create each of them (text, with a btree index).
 type BlindIndex struct {
-	Column    string   // sibling column name, default "<column>_bidx"
-	Normalize []string // normalizer names in order: trim, lower, digits, nfc
+	// Name is "" for the exact index, the key under `search:` for a
+	// normalized one, and "v1" for the normalized index of a v1-form
+	// blind_index.
+	Name      string
+	Column    string   // sibling column name, see above
+	Normalize []string // normalizer names in order: empty for the exact index
 	Bits      int      // kept output bits, default 128, a multiple of 8
 	// Group names the index key. Columns in one group share a key, so their
 	// indexes can be joined; the default is the column's "schema.table.column",
-	// which no other column shares.
+	// which no other column shares. A column's normalized indexes take the
+	// group of its exact index.
 	Group string
+	// V1 marks the normalized index of a v1-form `blind_index: {normalize:
+	// [...]}`. It is keyed like an exact index (by its group alone), as
+	// every index was in v1, so the values already stored stay valid;
+	// normalized indexes declared under `search:` are keyed by group and
+	// normalizers, so no two kinds of index ever share a key.
+	V1 bool
 }
+
+// Exact reports whether the index is of the value itself (no normalizer).
+func (b *BlindIndex) Exact() bool { return b != nil && len(b.Normalize) == 0 }
+
+// GroupKeyed reports whether the index is keyed by its group alone (the
+// exact index and a v1-form normalized index); otherwise by its group and
+// its normalizers.
+func (b *BlindIndex) GroupKeyed() bool { return b.Exact() || b.V1 }
+
+// MinExactBits is the shortest index that equality may trust: at 128 bits
+// two distinct values share an index with probability 2^-128 (about 2^-64
+// for some pair among 2^32 values), so a match is a match. A shorter index
+// has false positives by design; phiproxy refuses to compare through it
+// rather than return or change rows PostgreSQL would not.
+const MinExactBits = 128
 
 // Tables returns the tables in policy order.
 func (p *Policy) Tables() []*Table {

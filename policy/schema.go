@@ -134,27 +134,27 @@ func diffColumn(c *Column, lt *LiveTable) []Problem {
 		add(fmt.Sprintf("PHI column %s has type %s; phiproxy stores %s ciphertext; the cast keeps its text form for `phiproxy migrate encrypt`", c.Name, lc.Type, c.Storage),
 			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s;", table, col, c.Storage, usingExpr(col, lc.Type, c)))
 	}
-	if c.BlindIndex == nil {
-		return out
-	}
-	bi := QuoteIdent(c.BlindIndex.Column)
-	switch bc := lt.Column(c.BlindIndex.Column); {
-	case bc == nil:
-		add(fmt.Sprintf("blind-index column %s of %s is missing", c.BlindIndex.Column, c.Name),
-			fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text;", table, bi))
-	case bc.Type != "text":
-		add(fmt.Sprintf("blind-index column %s of %s has type %s, not text (run `phiproxy migrate reindex` after the change)", c.BlindIndex.Column, c.Name, bc.Type),
-			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text USING %s::text;", table, bi, bi))
-	}
-	if !hasIndexOn(lt, c.BlindIndex.Column) {
-		var ddl []string
-		for _, ix := range lt.Indexes {
-			if ix.Name == c.IndexName() { // a failed CREATE INDEX CONCURRENTLY, or an index of another shape
-				ddl = append(ddl, fmt.Sprintf("DROP INDEX CONCURRENTLY IF EXISTS %s;", QuoteQualified(lt.Schema, ix.Name)))
-			}
+	// Every blind index: the exact one and the normalized ones.
+	for _, ix := range c.Indexes() {
+		bi := QuoteIdent(ix.Column)
+		switch bc := lt.Column(ix.Column); {
+		case bc == nil:
+			add(fmt.Sprintf("blind-index column %s of %s is missing", ix.Column, c.Name),
+				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text;", table, bi))
+		case bc.Type != "text":
+			add(fmt.Sprintf("blind-index column %s of %s has type %s, not text (run `phiproxy migrate reindex` after the change)", ix.Column, c.Name, bc.Type),
+				fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text USING %s::text;", table, bi, bi))
 		}
-		ddl = append(ddl, fmt.Sprintf("CREATE INDEX CONCURRENTLY %s ON %s (%s);", QuoteIdent(c.IndexName()), table, bi))
-		add(fmt.Sprintf("blind-index column %s of %s has no valid btree index: equality lookups would scan the table", c.BlindIndex.Column, c.Name), ddl...)
+		if !hasIndexOn(lt, ix.Column) {
+			var ddl []string
+			for _, li := range lt.Indexes {
+				if li.Name == c.IndexNameOf(ix) { // a failed CREATE INDEX CONCURRENTLY, or an index of another shape
+					ddl = append(ddl, fmt.Sprintf("DROP INDEX CONCURRENTLY IF EXISTS %s;", QuoteQualified(lt.Schema, li.Name)))
+				}
+			}
+			ddl = append(ddl, fmt.Sprintf("CREATE INDEX CONCURRENTLY %s ON %s (%s);", QuoteIdent(c.IndexNameOf(ix)), table, bi))
+			add(fmt.Sprintf("blind-index column %s of %s has no valid btree index: equality lookups would scan the table", ix.Column, c.Name), ddl...)
+		}
 	}
 	return out
 }
@@ -198,10 +198,10 @@ func uniqueHint(c *Column, ix LiveIndex) string {
 		return "drop it"
 	}
 	if c.BlindIndex != nil && len(ix.Keys) == 1 {
-		return fmt.Sprintf("drop it, and enforce uniqueness on the blind index instead (unique per normalized value): CREATE UNIQUE INDEX CONCURRENTLY ON %s (%s)",
+		return fmt.Sprintf("drop it, and enforce uniqueness on the exact blind index instead (unique per value, as before): CREATE UNIQUE INDEX CONCURRENTLY ON %s (%s)",
 			QuoteQualified(c.Table.Schema, c.Table.Name), QuoteIdent(c.BlindIndex.Column))
 	}
-	return "drop it: uniqueness of an encrypted column can only be enforced on a blind index"
+	return "drop it: uniqueness of an encrypted column can only be enforced on an exact blind index (blind_index: {})"
 }
 
 // usingExpr is the USING expression that turns a column of type live into

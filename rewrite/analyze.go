@@ -70,11 +70,13 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	return plan, nil
 }
 
-// role is what one use of a value does: the action, for which column, and
-// whether the value is an array of such values (= ANY($n)).
+// role is what one use of a value does: the action, for which column and
+// which of its blind indexes (nil: the exact one), and whether the value
+// is an array of such values (= ANY($n)).
 type role struct {
 	action Action
 	col    *policy.Column
+	index  *policy.BlindIndex
 	array  bool
 	typ    string // the value's cast type (Param.Type)
 	assign bool   // stored rather than compared (Param.Assign)
@@ -280,7 +282,7 @@ func (a *analyzer) finish(plan *Plan) error {
 	params := make([]Param, a.maxParam)
 	for i := range params {
 		r := first[i+1]
-		params[i] = Param{Source: i, Action: r.action, Column: r.col, Array: r.array, Type: r.typ, Assign: r.assign}
+		params[i] = Param{Source: i, Action: r.action, Column: r.col, Index: r.index, Array: r.array, Type: r.typ, Assign: r.assign}
 	}
 	type key struct {
 		source int
@@ -298,7 +300,7 @@ func (a *analyzer) finish(plan *Plan) error {
 		if len(params) >= maxParams {
 			return 0, a.errorf(r.col, -1, "too many parameters after adding blind-index parameters")
 		}
-		params = append(params, Param{Source: source, Action: r.action, Column: r.col, Array: r.array, Type: r.typ, Assign: r.assign})
+		params = append(params, Param{Source: source, Action: r.action, Column: r.col, Index: r.index, Array: r.array, Type: r.typ, Assign: r.assign})
 		numbers[k] = len(params)
 		return len(params), nil
 	}

@@ -75,7 +75,7 @@ func isNull(n *pg.Node) bool {
 // policyColumn is the PHI column or blind-index column of t named name.
 type policyColumn struct {
 	col     *policy.Column // the PHI column (for an index column, the one it indexes)
-	index   bool           // name is col's blind-index column
+	index   string         // the name when it is one of col's blind-index columns
 	storage string         // the type the column must have
 }
 
@@ -84,14 +84,14 @@ func columnOf(t *policy.Table, name string) (policyColumn, bool) {
 		return policyColumn{col: c, storage: string(c.Storage)}, true
 	}
 	if c := t.IndexColumn(name); c != nil {
-		return policyColumn{col: c, index: true, storage: "text"}, true
+		return policyColumn{col: c, index: name, storage: "text"}, true
 	}
 	return policyColumn{}, false
 }
 
 func (pc policyColumn) String() string {
-	if pc.index {
-		return "blind-index column " + pc.col.Table.QualifiedName() + "." + pc.col.BlindIndex.Column
+	if pc.index != "" {
+		return "blind-index column " + pc.col.Table.QualifiedName() + "." + pc.index
 	}
 	return "PHI column " + pc.col.QualifiedName()
 }

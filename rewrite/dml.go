@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -163,15 +164,16 @@ func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc
 			return a.errorf(col, val.loc, "INSERT: write the value for PHI column %s without extra parentheses", col.QualifiedName())
 		}
 		a.bind(val, role{action: ActionEncrypt, col: col})
-		if col.Indexed() {
-			a.addEdit(val.end, val.end, text(", "), a.added(val, col))
+		for _, ix := range col.Indexes() {
+			a.addEdit(val.end, val.end, text(", "), a.added(val, col, ix))
 		}
 	}
 	return nil
 }
 
-// addIndexColumns adds each indexed PHI column's blind-index column right
-// after it in an explicit INSERT column list.
+// addIndexColumns adds each PHI column's blind-index columns (all of
+// them, exact and normalized) right after it in an explicit INSERT column
+// list.
 func (a *analyzer) addIndexColumns(cols []*pg.Node, t *policy.Table) error {
 	ts, err := a.tokens()
 	if err != nil {
@@ -180,21 +182,31 @@ func (a *analyzer) addIndexColumns(cols []*pg.Node, t *policy.Table) error {
 	for _, c := range cols {
 		rt := c.GetResTarget()
 		col := t.Column(rt.GetName())
-		if !col.Indexed() {
+		if len(col.Indexes()) == 0 {
 			continue
 		}
 		i := ts.at(int(rt.Location))
 		if i < 0 {
 			return a.errorf(col, rt.Location, "cannot locate column %s in the INSERT column list", col.QualifiedName())
 		}
-		a.addEdit(ts[i].end, ts[i].end, text(", "+quoteIdent(col.BlindIndex.Column)))
+		a.addEdit(ts[i].end, ts[i].end, text(indexList(col)))
 	}
 	return nil
 }
 
+// indexList is ", idx1, idx2" for col's blind-index columns, in the order
+// of col.Indexes (the order insertRow adds the values in); "" for none.
+func indexList(col *policy.Column) string {
+	var b strings.Builder
+	for _, ix := range col.Indexes() {
+		b.WriteString(", " + quoteIdent(ix.Column))
+	}
+	return b.String()
+}
+
 // expandColumns writes the column list of an INSERT that has none, from the
 // catalog: the table's columns in order, without blind-index columns, as
-// many as the widest row, each indexed PHI column followed by its index.
+// many as the widest row, each indexed PHI column followed by its indexes.
 func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, names *[]string) error {
 	if width == 0 {
 		return nil
@@ -212,10 +224,7 @@ func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, na
 			continue
 		}
 		*names = append(*names, c)
-		list = append(list, quoteIdent(c))
-		if col := t.Column(c); col.Indexed() {
-			list = append(list, quoteIdent(col.BlindIndex.Column))
-		}
+		list = append(list, quoteIdent(c)+indexList(t.Column(c)))
 	}
 	if len(*names) < width {
 		return a.errorf(nil, rv.Location, "INSERT has more expressions than table %s has columns", t.QualifiedName())
@@ -268,10 +277,11 @@ func (a *analyzer) onConflict(oc *pg.OnConflictClause, target *rangeEntry, sc *s
 			if col == nil {
 				continue
 			}
-			if !col.Indexed() {
-				return a.errorf(col, inf.Location, "column %s has no blind index: ON CONFLICT (%s) cannot be matched (add blind_index to its policy)", col.QualifiedName(), col.Name)
+			ix, err := a.exactIndex(col, inf.Location, "ON CONFLICT ("+col.Name+")")
+			if err != nil {
+				return err
 			}
-			if err := a.replaceName(inf.Location, ie.Name, col.BlindIndex.Column, col); err != nil {
+			if err := a.replaceName(inf.Location, ie.Name, ix.Column, col); err != nil {
 				return err
 			}
 		}
@@ -376,11 +386,12 @@ func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
 			return err
 		}
 		a.bind(v, role{action: ActionEncrypt, col: col})
-		if col.Indexed() {
-			// After the parentheses around the value, if any: the slot
-			// of a literal value itself ends inside them.
-			end := a.unparen(v.start, v.end)
-			a.addEdit(end, end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "), a.added(v, col))
+		// Every index of the column follows the value, after the
+		// parentheses around it, if any: the slot of a literal value
+		// itself ends inside them.
+		end := a.unparen(v.start, v.end)
+		for _, ix := range col.Indexes() {
+			a.addEdit(end, end, text(", "+quoteIdent(ix.Column)+" = "), a.added(v, col, ix))
 		}
 	}
 	return nil
@@ -397,11 +408,10 @@ func (a *analyzer) copyColumn(cr *pg.ColumnRef, col *policy.Column, sc *scope) e
 	if r.idx != nil {
 		return a.indexRef(r.idx, cr.Location)
 	}
-	if r.col == nil || r.derived || r.col.AssociatedData != col.AssociatedData ||
-		col.Indexed() != r.col.Indexed() || (col.Indexed() && !col.SameIndex(r.col)) {
+	if r.col == nil || r.derived || r.col.AssociatedData != col.AssociatedData || !sameIndexes(col, r.col) {
 		return a.errorf(col, cr.Location, "assigning another column's value to PHI column %s is not supported: only a parameter, a literal, NULL, DEFAULT or the same column (EXCLUDED.%s) can be assigned", col.QualifiedName(), col.Name)
 	}
-	if !col.Indexed() {
+	if len(col.Indexes()) == 0 {
 		return nil
 	}
 	ts, err := a.tokens()
@@ -415,8 +425,28 @@ func (a *analyzer) copyColumn(cr *pg.ColumnRef, col *policy.Column, sc *scope) e
 	}
 	qual := a.sql[ts[i].start:ts[last].start]
 	end := a.unparen(ts[i].start, ts[last].end)
-	a.addEdit(end, end, text(", "+quoteIdent(col.BlindIndex.Column)+" = "+qual+quoteIdent(r.col.BlindIndex.Column)))
+	from := r.col.Indexes()
+	for k, ix := range col.Indexes() {
+		a.addEdit(end, end, text(", "+quoteIdent(ix.Column)+" = "+qual+quoteIdent(from[k].Column)))
+	}
 	return nil
+}
+
+// sameIndexes reports whether a and b have the same blind indexes, in the
+// same order, computing the same values (same key: group, normalizers,
+// bits and v1 form), so that copying b's index columns into a's keeps a's
+// indexes right.
+func sameIndexes(a, b *policy.Column) bool {
+	x, y := a.Indexes(), b.Indexes()
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i].Group != y[i].Group || x[i].Bits != y[i].Bits || x[i].V1 != y[i].V1 || !slices.Equal(x[i].Normalize, y[i].Normalize) {
+			return false
+		}
+	}
+	return true
 }
 
 // returning analyzes a RETURNING list and records its PHI columns.

@@ -5,12 +5,19 @@
 //
 // # What it does
 //
-// Indexed PHI columns compared with =, <>, IN (...), = ANY($n) or IS [NOT]
-// DISTINCT FROM are rewritten to compare their blind-index columns, and the
-// values become index values. INSERT and UPDATE encrypt PHI values and write
-// the blind index in step (an added column and parameter or literal slot).
-// ON CONFLICT (col) targets the index, DO UPDATE SET col = EXCLUDED.col
-// copies the index too. INSERT without a column list is expanded from the
+// PHI columns compared with =, <>, IN (...), NOT IN, = ANY($n), <> ALL or
+// IS [NOT] DISTINCT FROM, and joined with =, are rewritten to compare their
+// exact blind index (an HMAC of the value itself), and the values become
+// index values: two values share an index exactly when PostgreSQL's = says
+// they are equal, and NULL stays NULL, so the three-valued logic holds.
+// Comparisons of a function of the column (lower(email) = lower($1),
+// UPPER(email::text) = UPPER($1), trim, regexp_replace keeping digits) use
+// a normalized index of the column, only when its normalizers compute
+// exactly that function (normalized.go says when). INSERT and UPDATE
+// encrypt PHI values and write every blind index of the column in step (an
+// added column and parameter or literal slot each). ON CONFLICT (col)
+// targets the exact index, DO UPDATE SET col = EXCLUDED.col copies every
+// index too. INSERT without a column list is expanded from the
 // Catalog. A column alias list on a policy table (FROM patients AS p(i, fn))
 // is mapped to its columns by position from the Catalog's column order.
 // Rewriting splices the original text at pg_query token locations:

@@ -102,8 +102,16 @@ func (a *analyzer) starInExpr(cr *pg.ColumnRef, sc *scope) error {
 }
 
 func (a *analyzer) indexRef(idx *policy.Column, loc int32) error {
+	var names []string
+	for _, ix := range idx.Indexes() {
+		names = append(names, ix.Column)
+	}
+	if len(names) > 1 {
+		return a.errorf(idx, loc, "blind-index columns %s of %s are maintained by phiproxy: compare, write or compute on %s itself (%s)",
+			strings.Join(names, ", "), idx.QualifiedName(), idx.Name, supported)
+	}
 	return a.errorf(idx, loc, "blind-index column %s of %s is maintained by phiproxy: compare, write or compute on %s itself (%s)",
-		idx.BlindIndex.Column, idx.QualifiedName(), idx.Name, supported)
+		strings.Join(names, ", "), idx.QualifiedName(), idx.Name, supported)
 }
 
 // children walks every node below n that expr has no rule for, so a new or
@@ -206,15 +214,19 @@ func (a *analyzer) aExpr(e *pg.A_Expr, sc *scope) error {
 			return err
 		}
 		if l.phi() {
-			if err := a.indexable(l, e.Location); err != nil {
+			ix, err := a.indexable(l, e.Location, "IN (...)")
+			if err != nil {
 				return err
 			}
 			for _, v := range e.Rexpr.GetList().GetItems() {
-				if err := a.value(v, role{action: ActionIndex, col: l.col}, "IN (...)"); err != nil {
+				if err := a.value(v, role{action: ActionIndex, col: l.col, index: ix}, "IN (...)"); err != nil {
 					return err
 				}
 			}
-			return a.toIndex(e.Lexpr.GetColumnRef(), l.col)
+			return a.toIndex(e.Lexpr.GetColumnRef(), l.col, ix)
+		}
+		if done, err := a.normalizedIn(e, sc); done || err != nil {
+			return err
 		}
 	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
 		l, err := a.phiOperand(e.Lexpr, sc)
@@ -222,22 +234,28 @@ func (a *analyzer) aExpr(e *pg.A_Expr, sc *scope) error {
 			return err
 		}
 		if l.phi() && eq {
-			if err := a.indexable(l, e.Location); err != nil {
+			ix, err := a.indexable(l, e.Location, "operator "+op+" ANY/ALL")
+			if err != nil {
 				return err
 			}
 			if arr := e.Rexpr.GetAArrayExpr(); arr != nil {
 				for _, v := range arr.Elements {
-					if err := a.value(v, role{action: ActionIndex, col: l.col}, "= ANY(ARRAY[...])"); err != nil {
+					if err := a.value(v, role{action: ActionIndex, col: l.col, index: ix}, "= ANY(ARRAY[...])"); err != nil {
 						return err
 					}
 				}
-			} else if err := a.value(e.Rexpr, role{action: ActionIndex, col: l.col, array: true}, "= ANY(...)"); err != nil {
+			} else if err := a.value(e.Rexpr, role{action: ActionIndex, col: l.col, index: ix, array: true}, "= ANY(...)"); err != nil {
 				return err
 			}
-			return a.toIndex(e.Lexpr.GetColumnRef(), l.col)
+			return a.toIndex(e.Lexpr.GetColumnRef(), l.col, ix)
 		}
 		if l.phi() {
 			return a.reject(l.col, e.Location, "operator "+op+" ANY/ALL")
+		}
+		if eq {
+			if done, err := a.normalizedAny(e, sc); done || err != nil {
+				return err
+			}
 		}
 	}
 	what := describeAExpr(e, op)
@@ -298,15 +316,56 @@ func (a *analyzer) phiOperand(n *pg.Node, sc *scope) (ref, error) {
 	return r, nil
 }
 
-// indexable checks that r can be compared for equality on its blind index.
-func (a *analyzer) indexable(r ref, loc int32) error {
-	if r.col.BlindIndex == nil {
-		return a.errorf(r.col, loc, "column %s has no blind index: equality on it cannot be evaluated (add blind_index to its policy; %s)", r.col.QualifiedName(), supported)
+// indexable returns the index that answers an equality comparison (what)
+// of r: its exact blind index, when it can answer exactly.
+func (a *analyzer) indexable(r ref, loc int32, what string) (*policy.BlindIndex, error) {
+	ix, err := a.exactIndex(r.col, loc, what)
+	if err != nil {
+		return nil, err
 	}
 	if r.derived {
-		return a.errorf(r.col, loc, "comparing PHI column %s through a subquery or CTE output is not supported: compare it in the query that reads the table (%s)", r.col.QualifiedName(), supported)
+		return nil, a.errorf(r.col, loc, "comparing PHI column %s through a subquery or CTE output is not supported: compare it in the query that reads the table (%s)", r.col.QualifiedName(), supported)
 	}
-	return nil
+	return ix, nil
+}
+
+// exactIndex returns col's exact blind index when equality on col (what)
+// can be answered by it exactly, that is when two values share an index
+// value if and only if PostgreSQL's = says they are equal; else a
+// refusal that says why.
+func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*policy.BlindIndex, error) {
+	ix := col.BlindIndex
+	if ix == nil {
+		for _, v1 := range col.Search {
+			if v1.V1 {
+				return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its blind index %s is normalized (%s), so it also matches values PostgreSQL does not find equal; declare the exact index blind_index: {} and move the normalizers under search: (see README, exact equality)",
+					what, col.QualifiedName(), v1.Column, strings.Join(v1.Normalize, ", "))
+			}
+		}
+		return nil, a.errorf(col, loc, "column %s has no blind index: equality on it cannot be evaluated (add blind_index to its policy; %s)", col.QualifiedName(), supported)
+	}
+	if ix.Bits < policy.MinExactBits {
+		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its blind index keeps %d bits, so distinct values may share an index value and match rows PostgreSQL would not; use bits of %d or more", what, col.QualifiedName(), ix.Bits, policy.MinExactBits)
+	}
+	// numeric and jsonb: the proxy indexes an equality key, the same for
+	// the values PostgreSQL's = finds equal (1.0 = 1.00).
+	if coll, ok := a.collation(col); ok && coll.Nondeterministic {
+		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its collation is nondeterministic, so PostgreSQL finds values with different bytes equal, which a blind index cannot", what, col.QualifiedName())
+	}
+	return ix, nil
+}
+
+// collation returns what the catalog knows of col's collation (col nil:
+// the database's default collation).
+func (a *analyzer) collation(col *policy.Column) (Collation, bool) {
+	cc, ok := a.cat.(Collations)
+	if !ok || cc == nil {
+		return Collation{}, false
+	}
+	if col == nil {
+		return cc.Collation("", "", "")
+	}
+	return cc.Collation(col.Table.Schema, col.Table.Name, col.Name)
 }
 
 // equality handles l = r, l <> r and IS [NOT] DISTINCT FROM.
@@ -321,38 +380,47 @@ func (a *analyzer) equality(l, r *pg.Node, sc *scope, loc int32) error {
 	}
 	switch {
 	case lr.phi() && rr.phi():
-		if err := a.indexable(lr, loc); err != nil {
+		li, err := a.indexable(lr, loc, "comparing")
+		if err != nil {
 			return err
 		}
-		if err := a.indexable(rr, loc); err != nil {
+		ri, err := a.indexable(rr, loc, "comparing")
+		if err != nil {
 			return err
 		}
 		if !lr.col.SameIndex(rr.col) {
 			return a.errorf(lr.col, loc, "comparing PHI columns %s and %s needs both in one index_group (their blind indexes use different keys)", lr.col.QualifiedName(), rr.col.QualifiedName())
 		}
-		if err := a.toIndex(l.GetColumnRef(), lr.col); err != nil {
+		if err := a.toIndex(l.GetColumnRef(), lr.col, li); err != nil {
 			return err
 		}
 		a.noteUse(lr.col, ActionIndex)
 		a.noteUse(rr.col, ActionIndex)
-		return a.toIndex(r.GetColumnRef(), rr.col)
+		return a.toIndex(r.GetColumnRef(), rr.col, ri)
 	case rr.phi():
 		l, r, lr = r, l, rr
 		fallthrough
 	case lr.phi():
-		if err := a.indexable(lr, loc); err != nil {
+		ix, err := a.indexable(lr, loc, "=")
+		if err != nil {
 			return err
 		}
-		if err := a.value(r, role{action: ActionIndex, col: lr.col}, "comparing to an expression"); err != nil {
+		if err := a.value(r, role{action: ActionIndex, col: lr.col, index: ix}, "comparing to an expression"); err != nil {
 			if e, ok := err.(*Error); ok && e.Column == "" {
 				return err
 			}
 			if _, isRef := r.Node.(*pg.Node_ColumnRef); isRef {
 				return a.errorf(lr.col, loc, "comparing PHI column %s with a non-PHI column is not supported (%s)", lr.col.QualifiedName(), supported)
 			}
+			if _, isCall := r.Node.(*pg.Node_FuncCall); isCall {
+				return a.errorf(lr.col, loc, "comparing PHI column %s with a function of a value is not supported: compare it with the value itself, or apply the same function to both sides when a normalized index answers it (%s)", lr.col.QualifiedName(), supported)
+			}
 			return err
 		}
-		return a.toIndex(l.GetColumnRef(), lr.col)
+		return a.toIndex(l.GetColumnRef(), lr.col, ix)
+	}
+	if done, err := a.normalizedEquality(l, r, sc, loc); done || err != nil {
+		return err
 	}
 	if err := a.expr(l, sc, "operator ="); err != nil {
 		return err
@@ -360,8 +428,9 @@ func (a *analyzer) equality(l, r *pg.Node, sc *scope, loc int32) error {
 	return a.expr(r, sc, "operator =")
 }
 
-// toIndex replaces the column name of cr by col's blind-index column.
-func (a *analyzer) toIndex(cr *pg.ColumnRef, col *policy.Column) error {
+// toIndex replaces the column name of cr by the column of col's blind
+// index ix.
+func (a *analyzer) toIndex(cr *pg.ColumnRef, col *policy.Column, ix *policy.BlindIndex) error {
 	ts, err := a.tokens()
 	if err != nil {
 		return err
@@ -374,7 +443,7 @@ func (a *analyzer) toIndex(cr *pg.ColumnRef, col *policy.Column) error {
 	if i >= len(ts) || !ts[i].word() {
 		return a.errorf(col, cr.Location, "cannot locate column reference to %s", col.QualifiedName())
 	}
-	a.addEditFor(col, ts[i].start, ts[i].end, text(quoteIdent(col.BlindIndex.Column)))
+	a.addEditFor(col, ts[i].start, ts[i].end, text(quoteIdent(ix.Column)))
 	return nil
 }
 
@@ -481,16 +550,23 @@ func (a *analyzer) subLink(s *pg.SubLink, sc *scope, what string) error {
 		if op != "=" && op != "<>" && op != "!=" {
 			return a.reject(l.col, s.Location, "operator "+op+" with a subquery")
 		}
-		if err := a.indexable(l, s.Location); err != nil {
+		li, err := a.indexable(l, s.Location, "IN (SELECT ...)")
+		if err != nil {
 			return err
 		}
 		if rref == nil || !l.col.SameIndex(rcol) {
 			return a.errorf(l.col, s.Location, "IN (SELECT ...) between %s and %s needs both in one index_group, selected directly from the table", l.col.QualifiedName(), rcol.QualifiedName())
 		}
-		if err := a.toIndex(s.Testexpr.GetColumnRef(), l.col); err != nil {
+		ri, err := a.exactIndex(rcol, s.Location, "IN (SELECT ...)")
+		if err != nil {
 			return err
 		}
-		return a.toIndex(rref, rcol)
+		if err := a.toIndex(s.Testexpr.GetColumnRef(), l.col, li); err != nil {
+			return err
+		}
+		a.noteUse(l.col, ActionIndex)
+		a.noteUse(rcol, ActionIndex)
+		return a.toIndex(rref, rcol, ri)
 	}
 	if col := out.firstPHI(); col != nil {
 		return a.reject(col, s.Location, "returning it from a scalar or ARRAY subquery")

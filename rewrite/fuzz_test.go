@@ -22,13 +22,19 @@ func FuzzAnalyze(f *testing.F) {
 		"SELECT * FROM patients WHERE email = 'a' OR ssn IN ($1, '2')",
 		"UPDATE patients SET email = $1 WHERE email = $2 RETURNING *",
 		"INSERT INTO patients (id, email) VALUES (1, 'x') ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email",
+		"SELECT id FROM patients p WHERE lower(p.email) = lower($1) OR upper(email::text) NOT IN (upper('a'), NULL)",
+		"DELETE FROM patients WHERE regexp_replace(ssn, '[^0-9]', '', 'g') = '1' AND lower(trim(email)) = $1",
+		"SELECT a.id FROM patients a JOIN patients b ON lower(a.email) = lower(b.email) WHERE lower(a.email) = ANY($1::text[])",
 	} {
 		f.Add(s)
 	}
+	// A catalog whose collations have ctype C, so that normalized
+	// matching is analyzed, not refused.
+	cat := collCatalog{seedCatalog, Collation{CTypeC: true}}
 	f.Fuzz(func(t *testing.T, sql string) {
-		plan, err := Analyze(sql, pol, seedCatalog)
+		plan, err := Analyze(sql, pol, cat)
 		// The simple-protocol path, from a cached shape, must agree.
-		cache := NewCache(4, pol, seedCatalog)
+		cache := NewCache(4, pol, cat)
 		cache.AnalyzeSimple(sql)
 		simple, simpleErr := cache.AnalyzeSimple(sql)
 		if (err == nil) != (simpleErr == nil) || (err != nil && err.Error() != simpleErr.Error()) {

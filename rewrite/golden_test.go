@@ -25,9 +25,9 @@ tables:
       first_name:      { type: text }
       last_name:       { type: text }
       date_of_birth:   { type: date }
-      ssn:             { type: text, blind_index: { normalize: [digits], index_group: ssn } }
-      email:           { type: text, blind_index: { normalize: [trim, lower] } }
-      phone:           { type: text, blind_index: { normalize: [digits] } }
+      ssn:             { type: text, blind_index: { index_group: ssn }, search: { digits: { normalize: [digits] } } }
+      email:           { type: text, blind_index: {}, search: { ci: { normalize: [ascii_lower] } } }
+      phone:           { type: text, blind_index: {}, search: { digits: { normalize: [digits] } } }
       address_line1:   { type: text }
       address_line2:   { type: text }
       city:            { type: text }
@@ -42,7 +42,7 @@ tables:
       treatment_notes: { type: text }
   - name: billing.accounts
     columns:
-      holder_ssn:      { type: text, blind_index: { normalize: [digits], index_group: ssn, column: ssn_hash } }
+      holder_ssn:      { type: text, blind_index: { index_group: ssn, column: ssn_hash }, search: { digits: { normalize: [digits], column: ssn_hash_digits } } }
       card:            { type: bytea, storage: bytea }
       SecretName:      { type: text, blind_index: {} }
 `
@@ -58,12 +58,23 @@ func (c testCatalog) Columns(schema, table string) ([]string, bool) {
 	return cols, ok
 }
 
+// collCatalog is a testCatalog that also knows collations: every column
+// and the default share coll.
+type collCatalog struct {
+	testCatalog
+	coll Collation
+}
+
+func (c collCatalog) Collation(schema, table, column string) (Collation, bool) { return c.coll, true }
+
 var seedCatalog = testCatalog{
 	"public.patients": {"id", "first_name", "last_name", "date_of_birth", "ssn", "ssn_bidx", "email", "email_bidx", "phone", "phone_bidx",
-		"address_line1", "address_line2", "city", "state", "postal_code", "country", "additional_info", "created_at"},
+		"address_line1", "address_line2", "city", "state", "postal_code", "country", "additional_info", "created_at",
+		// The normalized indexes, added when the policy gained them.
+		"ssn_bidx_digits", "email_bidx_ci", "phone_bidx_digits"},
 	"public.clinical_notes": {"id", "patient_id", "diagnosis", "medication", "treatment_notes", "created_at"},
 	"public.orders":         {"id", "patient_id", "total", "status"},
-	"billing.accounts":      {"id", "patient_id", "holder_ssn", "ssn_hash", "card", "SecretName", "SecretName_bidx"},
+	"billing.accounts":      {"id", "patient_id", "holder_ssn", "ssn_hash", "ssn_hash_digits", "card", "SecretName", "SecretName_bidx"},
 }
 
 func TestGolden(t *testing.T) {
@@ -200,9 +211,21 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 		if pol == nil {
 			t.Fatalf("line %d: unknown policy %q", c.line, name)
 		}
-		var cat Catalog = seedCatalog
-		if args["catalog"] == "none" {
+		// The seed catalog's collations have ctype C (as the test
+		// clusters' --locale=C); catalog=libc knows a locale-aware
+		// ctype, catalog=nondeterministic an ICU case-insensitive
+		// collation, catalog=plain knows no collation, catalog=none
+		// nothing.
+		var cat Catalog = collCatalog{seedCatalog, Collation{CTypeC: true}}
+		switch args["catalog"] {
+		case "none":
 			cat = nil
+		case "plain":
+			cat = seedCatalog
+		case "libc":
+			cat = collCatalog{seedCatalog, Collation{}}
+		case "nondeterministic":
+			cat = collCatalog{seedCatalog, Collation{Nondeterministic: true}}
 		}
 		plan, err := Analyze(c.input, pol, cat)
 		if err != nil {
@@ -299,7 +322,16 @@ func fillTemplate(plan *Plan, fill func(Literal) string) (string, error) {
 	return b.String(), nil
 }
 
-var actionNames = map[Action]string{ActionNone: "none", ActionEncrypt: "encrypt", ActionIndex: "index"}
+var actionNames = map[Action]string{ActionNone: "none", ActionEncrypt: "encrypt", ActionIndex: "index", ActionIndexNormalized: "index-as-is"}
+
+// indexedName is "col" for a value of col or its exact index, "col.name"
+// for its normalized index name.
+func indexedName(col *policy.Column, a Action, ix *policy.BlindIndex) string {
+	if a == ActionEncrypt || ix == nil || ix.Exact() {
+		return col.Name
+	}
+	return col.Name + "." + ix.Name
+}
 
 var kindNames = map[Kind]string{KindOther: "other", KindSelect: "select", KindInsert: "insert", KindUpdate: "update", KindDelete: "delete", KindDDL: "ddl", KindTransaction: "transaction"}
 
@@ -309,7 +341,7 @@ func renderPlan(p *Plan) string {
 		b.WriteString("passthrough")
 	} else {
 		sql, _ := fillTemplate(p, func(l Literal) string {
-			return fmt.Sprintf("«%s %s %q»", actionNames[l.Action], l.Column.Name, l.Value)
+			return fmt.Sprintf("«%s %s %q»", actionNames[l.Action], indexedName(l.Column, l.Action, l.Index), l.Value)
 		})
 		b.WriteString("sql: " + sql)
 	}
@@ -318,7 +350,7 @@ func renderPlan(p *Plan) string {
 		for i, pr := range p.Params {
 			s := fmt.Sprintf("$%d=$%d", i+1, pr.Source+1)
 			if pr.Action != ActionNone {
-				s += " " + actionNames[pr.Action] + " " + pr.Column.Name
+				s += " " + actionNames[pr.Action] + " " + indexedName(pr.Column, pr.Action, pr.Index)
 			}
 			if pr.Array {
 				s += "[]"

@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/novamind/phiproxy/policy"
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -16,8 +17,22 @@ import (
 
 const (
 	markEncrypt = "'__slot_encrypt__'"
-	markIndex   = "'__slot_index__'"
+	markIndex   = "'__slot_index__"
 )
+
+// indexMark is the mark of a literal indexed for the index column col.
+func indexMark(col string) string { return markIndex + ":" + col + "'" }
+
+// indexColumnOf is the column of the index a value is computed for.
+func indexColumnOf(c *policy.Column, ix *policy.BlindIndex) string {
+	if ix == nil {
+		ix = c.BlindIndex
+	}
+	if ix == nil {
+		return ""
+	}
+	return ix.Column
+}
 
 func violations(_ string, plan *Plan, pol *policy.Policy) string {
 	if plan.Passthrough {
@@ -27,7 +42,7 @@ func violations(_ string, plan *Plan, pol *policy.Policy) string {
 		if l.Action == ActionEncrypt {
 			return markEncrypt
 		}
-		return markIndex
+		return indexMark(indexColumnOf(l.Column, l.Index))
 	})
 	if err != nil {
 		return err.Error()
@@ -171,8 +186,11 @@ func stripCasts(n *pg.Node) *pg.Node {
 }
 
 // valueOK reports whether n is a value the proxy transforms with action (or
-// NULL/DEFAULT), so that no plaintext reaches the server.
-func (v *checker) valueOK(n *pg.Node, action Action, array bool) bool {
+// NULL/DEFAULT), so that no plaintext reaches the server. An index value
+// must be computed for the index column idxCol it meets ("" when unknown):
+// an index of another column, or of another of the column's indexes,
+// would compare or store a value of another key or normalization.
+func (v *checker) valueOK(n *pg.Node, action Action, array bool, idxCol string) bool {
 	n = stripCasts(n)
 	if n == nil {
 		return true
@@ -180,7 +198,15 @@ func (v *checker) valueOK(n *pg.Node, action Action, array bool) bool {
 	switch x := n.Node.(type) {
 	case *pg.Node_ParamRef:
 		i := int(x.ParamRef.Number) - 1
-		return i >= 0 && i < len(v.plan.Params) && v.plan.Params[i].Action == action && v.plan.Params[i].Array == array
+		if i < 0 || i >= len(v.plan.Params) || v.plan.Params[i].Array != array {
+			return false
+		}
+		p := v.plan.Params[i]
+		if action == ActionEncrypt {
+			return p.Action == ActionEncrypt
+		}
+		return (p.Action == ActionIndex || p.Action == ActionIndexNormalized) &&
+			(idxCol == "" || indexColumnOf(p.Column, p.Index) == idxCol)
 	case *pg.Node_AConst:
 		if x.AConst.Isnull {
 			return true
@@ -192,18 +218,32 @@ func (v *checker) valueOK(n *pg.Node, action Action, array bool) bool {
 		if action == ActionEncrypt {
 			return "'"+s.Sval+"'" == markEncrypt
 		}
-		return "'"+s.Sval+"'" == markIndex
+		if idxCol == "" {
+			return strings.HasPrefix("'"+s.Sval, markIndex+":")
+		}
+		return "'"+s.Sval+"'" == indexMark(idxCol)
 	case *pg.Node_SetToDefault:
 		return true
 	case *pg.Node_AArrayExpr:
 		for _, e := range x.AArrayExpr.Elements {
-			if !v.valueOK(e, action, false) {
+			if !v.valueOK(e, action, false, idxCol) {
 				return false
 			}
 		}
 		return true
 	}
 	return false
+}
+
+// lastName is the column name of a column reference.
+func lastName(cr *pg.ColumnRef) string {
+	if len(cr.Fields) == 0 {
+		return ""
+	}
+	if s := cr.Fields[len(cr.Fields)-1].GetString_(); s != nil {
+		return s.Sval
+	}
+	return ""
 }
 
 // fromTables returns the policy tables named directly in a FROM list.
@@ -280,6 +320,7 @@ func (v *checker) aExpr(e *pg.A_Expr) {
 		}
 	}
 	hasIdx := false
+	idxCol := ""
 	for _, o := range operands {
 		if cr := stripCasts(o).GetColumnRef(); cr != nil {
 			phi, idx := v.classify(cr)
@@ -287,7 +328,15 @@ func (v *checker) aExpr(e *pg.A_Expr) {
 				v.fail("PHI column %s is compared in the rewritten SQL", phi.QualifiedName())
 			}
 			if idx != nil {
-				hasIdx = true
+				if hasIdx && idxCol != lastName(cr) {
+					if _, a := idx.Table.Index(idxCol); a != nil {
+						_, b := idx.Table.Index(lastName(cr))
+						if b != nil && (a.Exact() != b.Exact() || strings.Join(a.Normalize, ",") != strings.Join(b.Normalize, ",")) {
+							v.fail("blind-index columns %s and %s of different normalizations are compared", idxCol, lastName(cr))
+						}
+					}
+				}
+				hasIdx, idxCol = true, lastName(cr)
 			}
 		}
 	}
@@ -300,7 +349,7 @@ func (v *checker) aExpr(e *pg.A_Expr) {
 			continue
 		}
 		isArr := array && stripCasts(o).GetAArrayExpr() == nil
-		if !v.valueOK(o, ActionIndex, isArr) {
+		if !v.valueOK(o, ActionIndex, isArr, idxCol) {
 			v.fail("a blind-index column is compared with a value the plan does not index")
 		}
 	}
@@ -339,7 +388,7 @@ func (v *checker) insert(s *pg.InsertStmt) {
 			return
 		}
 		for _, r := range rows {
-			if i < len(r) && !v.valueOK(r[i], action, false) {
+			if i < len(r) && !v.valueOK(r[i], action, false, name) {
 				v.fail("INSERT writes a value the plan does not %s into %s.%s", actionNames[action], t.QualifiedName(), name)
 			}
 		}
@@ -368,7 +417,11 @@ func (v *checker) set(list []*pg.Node) {
 					continue
 				}
 			}
-			if !v.valueOK(rt.Val, action, false) {
+			idxCol := ""
+			if action == ActionIndex {
+				idxCol = rt.Name
+			}
+			if !v.valueOK(rt.Val, action, false, idxCol) {
 				v.fail("SET writes a value the plan does not %s into %s", actionNames[action], rt.Name)
 			}
 		}

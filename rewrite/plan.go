@@ -18,6 +18,31 @@ type Catalog interface {
 	Columns(schema, table string) ([]string, bool)
 }
 
+// Collations is implemented by a Catalog that also knows the collations
+// PostgreSQL applies to the policy's columns (the proxy's catalog does).
+// Without it, SQL whose meaning depends on the collation (lower(), upper()
+// and the class \D on a PHI column) is refused, and = is assumed to
+// compare bytes, as under every deterministic collation.
+type Collations interface {
+	// Collation describes the collation of a PHI column (the stored
+	// column's, which stands for the plaintext column's), or with column
+	// "" the database's default collation, which parameters and literals
+	// take; false when it is not known.
+	Collation(schema, table, column string) (Collation, bool)
+}
+
+// Collation is what the rewriter needs to know of a collation.
+type Collation struct {
+	// CTypeC: the ctype is C or POSIX (libc), so lower() and upper()
+	// change the ASCII letters A-Z and a-z only, and \d is [0-9]: exactly
+	// what the ascii_lower and digits normalizers compute.
+	CTypeC bool
+	// Nondeterministic: strings that differ in bytes may compare equal
+	// (an ICU collation with deterministic = false), so no blind index
+	// can answer = on the column.
+	Nondeterministic bool
+}
+
 // Action says what the proxy does to one value before it goes upstream.
 type Action uint8
 
@@ -26,8 +51,15 @@ const (
 	ActionNone Action = iota
 	// ActionEncrypt replaces the value by its ciphertext for Column.
 	ActionEncrypt
-	// ActionIndex replaces the value by Column's blind index.
+	// ActionIndex replaces the value by its blind index in Index (nil:
+	// Column's exact index): the index's normalizers are applied to the
+	// value, then its HMAC is taken.
 	ActionIndex
+	// ActionIndexNormalized replaces the value by its blind index in Index
+	// taken as the normalized form itself, with no normalizer applied
+	// (lower(email) = $1 compares the lower-cased column with $1 as it
+	// is): crypto's AppendNormalizedText.
+	ActionIndexNormalized
 )
 
 // Param is one parameter ($n) of the rewritten SQL. Plan.Params[i] is $i+1.
@@ -40,6 +72,10 @@ type Param struct {
 	// Column is the PHI column the value is encrypted or indexed for; nil
 	// for ActionNone.
 	Column *policy.Column
+	// Index is which of Column's blind indexes ActionIndex and
+	// ActionIndexNormalized compute; nil means Column.BlindIndex (the
+	// exact index).
+	Index *policy.BlindIndex
 	// Array is true for `col = ANY($n)`: the value is an array and the action
 	// applies to each element.
 	Array bool
@@ -75,8 +111,9 @@ type Literal struct {
 	// Value is the literal's value with SQL quoting removed ('O''Brien' ->
 	// O'Brien); numbers keep their text.
 	Value  string
-	Action Action // ActionEncrypt or ActionIndex
+	Action Action // ActionEncrypt, ActionIndex or ActionIndexNormalized
 	Column *policy.Column
+	Index  *policy.BlindIndex // as Param.Index
 	// Type is the type the literal has before it meets the column: ""
 	// for a plain string ('...', type unknown), LiteralNumber,
 	// LiteralBool, the type name of one cast on a string ('...'::date,

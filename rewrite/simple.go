@@ -261,7 +261,7 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		}
 		start := b.Len()
 		b.WriteString(slotPlaceholder)
-		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column, Type: prm.Type, Assign: prm.Assign})
+		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index, Type: prm.Type, Assign: prm.Assign})
 	}
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()

@@ -30,7 +30,7 @@ func TestAnalyzeSimpleWith(t *testing.T) {
 		want string // rendered plan, or "error CODE"
 	}{
 		{"off: escapes in a value", `INSERT INTO patients (id, email) VALUES (1, 'a\'b\\c')`, off,
-			`sql: INSERT INTO patients (id, email, email_bidx) VALUES (1, «encrypt email "a'b\\c"», «index email "a'b\\c"»)` + "\nstatement: insert tables=public.patients"},
+			`sql: INSERT INTO patients (id, email, email_bidx, email_bidx_ci) VALUES (1, «encrypt email "a'b\\c"», «index email "a'b\\c"», «index email.ci "a'b\\c"»)` + "\nstatement: insert tables=public.patients"},
 		{"off: a plain value keeps its text", `UPDATE patients SET city = 'x', state = 'I\'L' WHERE id = '7\\'`, off,
 			`sql: UPDATE patients SET city = «encrypt city "x"», state = «encrypt state "I'L"» WHERE id = '7\\'` + "\nstatement: update tables=public.patients"},
 		{"off: a backslash kept in the key", `SELECT id FROM patients WHERE last_name = 'x' AND id::text LIKE '1\%'`, off, "error 0A000"},

@@ -152,7 +152,7 @@ func (a *analyzer) bind(v val, r role) {
 			// indexed whole. Refused in value() before it gets here.
 			return
 		}
-		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Type: r.typ, Assign: r.assign}})
+		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Index: r.index, Type: r.typ, Assign: r.assign}})
 	case vNull:
 		if v.cast {
 			a.addEdit(v.start, v.end, text("NULL"))
@@ -160,10 +160,15 @@ func (a *analyzer) bind(v val, r role) {
 	}
 }
 
-// noteUse records in the statement that it writes or compares col.
+// noteUse records in the statement that it writes or compares col. A
+// comparison through a normalized index is a search like any other
+// (ActionIndex), whether the value is normalized by the proxy or not.
 func (a *analyzer) noteUse(col *policy.Column, action Action) {
 	if col == nil || action == ActionNone {
 		return
+	}
+	if action == ActionIndexNormalized {
+		action = ActionIndex
 	}
 	u := ColumnUse{Column: col, Action: action}
 	for _, x := range a.stmt.Uses {
@@ -174,14 +179,15 @@ func (a *analyzer) noteUse(col *policy.Column, action Action) {
 	a.stmt.Uses = append(a.stmt.Uses, u)
 }
 
-// added returns the piece that carries v's blind index in an added column.
-func (a *analyzer) added(v val, col *policy.Column) piece {
-	r := role{action: ActionIndex, col: col, typ: v.typ, assign: true}
+// added returns the piece that carries v's blind index ix in an added
+// column.
+func (a *analyzer) added(v val, col *policy.Column, ix *policy.BlindIndex) piece {
+	r := role{action: ActionIndex, col: col, index: ix, typ: v.typ, assign: true}
 	switch v.kind {
 	case vParam:
 		return piece{param: &addedParam{source: int(v.param.Number) - 1, role: r}}
 	case vLiteral:
-		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Type: v.typ, Assign: true}}
+		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Index: ix, Type: v.typ, Assign: true}}
 	case vDefault:
 		return text("DEFAULT")
 	}

@@ -28,8 +28,8 @@ func TestValueTypes(t *testing.T) {
 		simple bool
 		want   []use
 	}{
-		{"INSERT INTO patients (email) VALUES ($1)", false,
-			[]use{{ActionEncrypt, "", true}, {ActionIndex, "", true}}},
+		{"INSERT INTO patients (email) VALUES ($1)", false, // the exact index, then email_bidx_ci
+			[]use{{ActionEncrypt, "", true}, {ActionIndex, "", true}, {ActionIndex, "", true}}},
 		{"INSERT INTO patients (date_of_birth) VALUES ($1::timestamp)", false,
 			[]use{{ActionEncrypt, "timestamp", true}}},
 		{"SELECT 1 FROM patients WHERE email = $1::pg_catalog.varchar", false,
@@ -41,10 +41,10 @@ func TestValueTypes(t *testing.T) {
 		{"SELECT 1 FROM patients WHERE email = $1::text::varchar", false,
 			[]use{{ActionIndex, TypeUnknown, false}}},
 		{"UPDATE patients SET email = $1 WHERE email = $1", false,
-			[]use{{ActionEncrypt, "", true}, {ActionIndex, "", false}, {ActionIndex, "", true}}},
+			[]use{{ActionEncrypt, "", true}, {ActionIndex, "", false}, {ActionIndex, "", true}, {ActionIndex, "", true}}},
 		// Literals.
 		{"INSERT INTO patients (email, date_of_birth) VALUES ('a', date '2020-01-02')", true,
-			[]use{{ActionEncrypt, "", true}, {ActionIndex, "", true}, {ActionEncrypt, "date", true}}},
+			[]use{{ActionEncrypt, "", true}, {ActionIndex, "", true}, {ActionIndex, "", true}, {ActionEncrypt, "date", true}}},
 		{"SELECT 1 FROM patients WHERE email = 42 OR email = TRUE OR email = 4::text", false,
 			[]use{{ActionIndex, LiteralNumber, false}, {ActionIndex, LiteralBool, false}, {ActionIndex, TypeUnknown, false}}},
 		{"SELECT 1 FROM patients WHERE email = 'x'::timestamptz", true,

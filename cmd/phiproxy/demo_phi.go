@@ -233,7 +233,7 @@ func demoShowRow(ctx context.Context, env *demoEnv) error {
 	for i, name := range names {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", name, v.app[i], truncate(v.stored[i], 40))
 	}
-	fmt.Fprintf(tw, "  email_bidx\t(hidden)\t%s  (blind index: HMAC of the normalized email)\n", v.stored[4])
+	fmt.Fprintf(tw, "  email_bidx\t(hidden)\t%s  (blind index: HMAC of the email)\n", v.stored[4])
 	return tw.Flush()
 }
 

@@ -24,7 +24,7 @@ type migrator struct {
 	opts     migrateOptions
 	pk       []string
 	cols     []*migrateColumn
-	indexed  []bool // per column: a blind index is read
+	indexed  []int // per column: how many blind indexes are read
 	sql      migrateSQL
 	coder    *valueCoder
 	estimate int64
@@ -54,7 +54,7 @@ func newMigrator(ctx context.Context, conn *pgx.Conn, kr *crypto.Keyring, pol *p
 		if slices.Contains(m.pk, c.Name) {
 			return nil, fmt.Errorf("PHI column %s is part of the primary key: encrypting it would change the key", c.Name)
 		}
-		if o.mode == modeReindex && c.BlindIndex == nil {
+		if o.mode == modeReindex && len(c.Indexes()) == 0 {
 			continue
 		}
 		lc := lt.Column(c.Name)
@@ -70,14 +70,26 @@ func newMigrator(ctx context.Context, conn *pgx.Conn, kr *crypto.Keyring, pol *p
 		if mc.cipher, err = kr.Cipher(c.AssociatedData); err != nil {
 			return nil, err
 		}
-		if bi := c.BlindIndex; bi != nil {
+		ready := true
+		for _, bi := range c.Indexes() { // the exact index, then the normalized ones
 			if bc := lt.Column(bi.Column); bc == nil || bc.Type != "text" {
 				notReady = append(notReady, fmt.Sprintf("blind-index column %s is missing or not text", bi.Column))
+				ready = false
 				continue
 			}
-			if mc.index, err = kr.Indexer(bi.Group, bi.Normalize, bi.Bits); err != nil {
+			var ix *crypto.Indexer
+			if bi.GroupKeyed() {
+				ix, err = kr.Indexer(bi.Group, bi.Normalize, bi.Bits)
+			} else {
+				ix, err = kr.NormalizedIndexer(bi.Group, bi.Normalize, bi.Bits)
+			}
+			if err != nil {
 				return nil, err
 			}
+			mc.indexes = append(mc.indexes, ix)
+		}
+		if !ready {
+			continue
 		}
 		if o.mode == modeDecrypt {
 			if ck := lt.Check(c.CheckName()); ck != nil {
@@ -86,7 +98,7 @@ func newMigrator(ctx context.Context, conn *pgx.Conn, kr *crypto.Keyring, pol *p
 			}
 		}
 		m.cols = append(m.cols, mc)
-		m.indexed = append(m.indexed, mc.index != nil)
+		m.indexed = append(m.indexed, len(mc.indexes))
 	}
 	if len(notReady) > 0 {
 		return nil, fmt.Errorf("the table is not ready: %s (phiproxy schema prints the DDL)", strings.Join(notReady, "; "))

@@ -23,13 +23,14 @@ import (
 type migrateRow struct {
 	key  []string
 	vals [][]byte
-	bidx [][]byte
+	bidx [][][]byte // per column, its blind indexes
 }
 
 // change is what one column of one row becomes.
 type change struct {
 	setValue, setIndex bool
-	value, index       []byte // nil writes NULL
+	value              []byte   // nil writes NULL
+	index              [][]byte // one per blind index; nil (or a nil entry) writes NULL
 }
 
 // migrateSQL holds a migration's statements, built once from the catalog.
@@ -58,8 +59,8 @@ func buildMigrateSQL(t *policy.Table, live *policy.LiveTable, pk []string, cols 
 	}
 	for _, c := range cols {
 		sel = append(sel, "phi_t."+policy.QuoteIdent(c.col.Name))
-		if c.index != nil {
-			sel = append(sel, "phi_t."+policy.QuoteIdent(c.col.BlindIndex.Column))
+		for k := range c.indexes {
+			sel = append(sel, "phi_t."+policy.QuoteIdent(c.col.Indexes()[k].Column))
 		}
 	}
 	keyList := strings.Join(keys, ", ")
@@ -102,13 +103,18 @@ func buildMigrateSQL(t *policy.Table, live *policy.LiveTable, pk []string, cols 
 		}
 		j := i + 1
 		unnestArgs = append(unnestArgs, fmt.Sprintf("$%d::bool[]", n+1), fmt.Sprintf("$%d::bool[]", n+2),
-			fmt.Sprintf("$%d::%s", n+3, arr), fmt.Sprintf("$%d::%s", n+4, arr), fmt.Sprintf("$%d::text[]", n+5))
-		n += 5
-		unnestCols = append(unnestCols, fmt.Sprintf("sv%d", j), fmt.Sprintf("sb%d", j), fmt.Sprintf("o%d", j), fmt.Sprintf("n%d", j), fmt.Sprintf("b%d", j))
+			fmt.Sprintf("$%d::%s", n+3, arr), fmt.Sprintf("$%d::%s", n+4, arr))
+		n += 4
+		unnestCols = append(unnestCols, fmt.Sprintf("sv%d", j), fmt.Sprintf("sb%d", j), fmt.Sprintf("o%d", j), fmt.Sprintf("n%d", j))
+		for _, b := range indexParams(j, len(c.indexes)) {
+			unnestArgs = append(unnestArgs, fmt.Sprintf("$%d::text[]", n+1))
+			n++
+			unnestCols = append(unnestCols, b)
+		}
 		sets = append(sets, fmt.Sprintf("%s = CASE WHEN phi_v.sv%d THEN phi_v.n%d ELSE phi_t.%s END", name, j, j, name))
-		if c.index != nil {
-			bi := policy.QuoteIdent(c.col.BlindIndex.Column)
-			sets = append(sets, fmt.Sprintf("%s = CASE WHEN phi_v.sb%d THEN phi_v.b%d ELSE phi_t.%s END", bi, j, j, bi))
+		for k, b := range indexParams(j, len(c.indexes))[:len(c.indexes)] {
+			bi := policy.QuoteIdent(c.col.Indexes()[k].Column)
+			sets = append(sets, fmt.Sprintf("%s = CASE WHEN phi_v.sb%d THEN phi_v.%s ELSE phi_t.%s END", bi, j, b, bi))
 		}
 		conds = append(conds, fmt.Sprintf("(NOT (phi_v.sv%d OR phi_v.sb%d) OR phi_t.%s IS NOT DISTINCT FROM phi_v.o%d)", j, j, name, j))
 	}
@@ -117,8 +123,20 @@ func buildMigrateSQL(t *policy.Table, live *policy.LiveTable, pk []string, cols 
 	return s
 }
 
-// readRows runs a SELECT of migrateSQL and copies the rows out.
-func readRows(ctx context.Context, q pgxQuerier, sql string, ncols []bool, nkey int, args ...any) ([]migrateRow, error) {
+// indexParams names the unnest columns of the blind indexes of column j:
+// b<j> for the first (also when the column has none, so that every column
+// has one), b<j>_2, b<j>_3 … for the others.
+func indexParams(j, n int) []string {
+	out := []string{fmt.Sprintf("b%d", j)}
+	for k := 2; k <= n; k++ {
+		out = append(out, fmt.Sprintf("b%d_%d", j, k))
+	}
+	return out
+}
+
+// readRows runs a SELECT of migrateSQL and copies the rows out; ncols
+// holds, per column, how many blind indexes follow it.
+func readRows(ctx context.Context, q pgxQuerier, sql string, ncols []int, nkey int, args ...any) ([]migrateRow, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
@@ -127,16 +145,16 @@ func readRows(ctx context.Context, q pgxQuerier, sql string, ncols []bool, nkey 
 	var out []migrateRow
 	for rows.Next() {
 		raw := rows.RawValues()
-		r := migrateRow{key: make([]string, nkey), vals: make([][]byte, len(ncols)), bidx: make([][]byte, len(ncols))}
+		r := migrateRow{key: make([]string, nkey), vals: make([][]byte, len(ncols)), bidx: make([][][]byte, len(ncols))}
 		for i := range nkey {
 			r.key[i] = string(raw[i])
 		}
 		j := nkey
-		for i, indexed := range ncols {
+		for i, nidx := range ncols {
 			r.vals[i] = bytes.Clone(raw[j])
 			j++
-			if indexed {
-				r.bidx[i] = bytes.Clone(raw[j])
+			for range nidx {
+				r.bidx[i] = append(r.bidx[i], bytes.Clone(raw[j]))
 				j++
 			}
 		}
@@ -162,17 +180,28 @@ func updateArgs(rows []migrateRow, changes [][]change, cols []*migrateColumn, nk
 		args = append(args, keys)
 	}
 	for j, c := range cols {
+		nidx := len(indexParams(j+1, len(c.indexes)))
 		sv, sb := make([]bool, len(rows)), make([]bool, len(rows))
-		old, nv, nb := make([][]byte, len(rows)), make([][]byte, len(rows)), make([][]byte, len(rows))
+		old, nv := make([][]byte, len(rows)), make([][]byte, len(rows))
+		nb := make([][][]byte, nidx)
+		for k := range nb {
+			nb[k] = make([][]byte, len(rows))
+		}
 		for i, r := range rows {
 			ch := changes[i][j]
 			sv[i], sb[i] = ch.setValue, ch.setIndex
-			old[i], nv[i], nb[i] = r.vals[j], ch.value, ch.index
+			old[i], nv[i] = r.vals[j], ch.value
+			for k := range ch.index {
+				nb[k][i] = ch.index[k]
+			}
 		}
 		if c.bytea {
-			args = append(args, sv, sb, old, nv, textArray(nb))
+			args = append(args, sv, sb, old, nv)
 		} else {
-			args = append(args, sv, sb, textArray(old), textArray(nv), textArray(nb))
+			args = append(args, sv, sb, textArray(old), textArray(nv))
+		}
+		for _, b := range nb {
+			args = append(args, textArray(b))
 		}
 	}
 	return args

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/policy"
 )
 
@@ -22,7 +24,7 @@ func TestMigrateSQL(t *testing.T) {
 		{Name: "region", Type: "text"}, {Name: "n", Type: "integer"}, {Name: "note", Type: "text"},
 		{Name: "ssn", Type: "text"}, {Name: "ssn_bidx", Type: "text"}, {Name: "scan", Type: "bytea"},
 	}}
-	cols := []*migrateColumn{{col: tbl.Column("note")}, {col: tbl.Column("ssn"), index: nil}, {col: tbl.Column("scan"), bytea: true}}
+	cols := []*migrateColumn{{col: tbl.Column("note")}, {col: tbl.Column("ssn"), indexes: nil}, {col: tbl.Column("scan"), bytea: true}}
 	s := buildMigrateSQL(tbl, live, []string{"region", "n"}, cols)
 	want := migrateSQL{
 		nkey:  2,
@@ -40,5 +42,40 @@ func TestMigrateSQL(t *testing.T) {
 	}
 	if d := cmp.Diff(want, s, cmp.AllowUnexported(migrateSQL{})); d != "" {
 		t.Errorf("statements (-want +got):\n%s", d)
+	}
+}
+
+// TestMigrateSQLIndexes: a column with an exact and a normalized index
+// reads and writes both, each under its own parameter.
+func TestMigrateSQLIndexes(t *testing.T) {
+	pol, err := policy.Parse([]byte("tables:\n  - name: p\n    columns:\n      email: { type: text, blind_index: {}, search: { ci: { normalize: [ascii_lower] } } }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := pol.Table("public", "p")
+	live := &policy.LiveTable{Schema: "public", Name: "p", Columns: []policy.LiveColumn{
+		{Name: "id", Type: "integer"}, {Name: "email", Type: "text"}, {Name: "email_bidx", Type: "text"}, {Name: "email_bidx_ci", Type: "text"},
+	}}
+	cols := []*migrateColumn{{col: tbl.Column("email"), indexes: make([]*crypto.Indexer, 2)}}
+	s := buildMigrateSQL(tbl, live, []string{"id"}, cols)
+	for _, want := range []string{
+		"phi_t.email, phi_t.email_bidx, phi_t.email_bidx_ci FROM public.p",
+		"email_bidx = CASE WHEN phi_v.sb1 THEN phi_v.b1 ELSE phi_t.email_bidx END, email_bidx_ci = CASE WHEN phi_v.sb1 THEN phi_v.b1_2 ELSE phi_t.email_bidx_ci END",
+		"unnest($1::text[], $2::bool[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS phi_v(k1, sv1, sb1, o1, n1, b1, b1_2, ord)",
+	} {
+		if !strings.Contains(s.first+s.update, want) {
+			t.Errorf("statements lack %s:\n%s\n%s", want, s.first, s.update)
+		}
+	}
+	rows := []migrateRow{{key: []string{"1"}, vals: [][]byte{[]byte("old")}}}
+	args := updateArgs(rows, [][]change{{{setIndex: true, index: [][]byte{[]byte("x"), []byte("y")}}}}, cols, 1)
+	if len(args) != 7 {
+		t.Fatalf("%d update arguments, want 7", len(args))
+	}
+	if b := args[5].([]*string); *b[0] != "x" {
+		t.Errorf("b1 = %v", b)
+	}
+	if b := args[6].([]*string); *b[0] != "y" {
+		t.Errorf("b1_2 = %v", b)
 	}
 }

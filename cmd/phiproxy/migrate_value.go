@@ -22,8 +22,12 @@ const (
 type migrateColumn struct {
 	col    *policy.Column
 	cipher *crypto.ColumnCipher
-	index  *crypto.Indexer // nil without a blind index
-	bytea  bool            // bytea storage: raw envelopes
+	// indexes are the indexers of col.Indexes(), in that order (the exact
+	// index, then the normalized ones): every blind index is written
+	// with the value, as the proxy writes them. Empty without a blind
+	// index.
+	indexes []*crypto.Indexer
+	bytea   bool // bytea storage: raw envelopes
 }
 
 // outcome classifies one value of one row.
@@ -64,11 +68,11 @@ type valueCoder struct {
 	buf    []byte
 }
 
-// decide returns what the column's value val (with blind index bidx) of
-// one row becomes.
-func (vc *valueCoder) decide(c *migrateColumn, val, bidx []byte) (change, outcome) {
+// decide returns what the column's value val (with its blind indexes
+// bidx, one per c.indexes) of one row becomes.
+func (vc *valueCoder) decide(c *migrateColumn, val []byte, bidx [][]byte) (change, outcome) {
 	if val == nil {
-		if c.index != nil && bidx != nil && vc.mode != modeReencrypt {
+		if anyIndex(bidx) && vc.mode != modeReencrypt {
 			return change{setIndex: true}, outIndexed
 		}
 		return change{}, outNull
@@ -99,12 +103,12 @@ func (vc *valueCoder) decide(c *migrateColumn, val, bidx []byte) (change, outcom
 		return vc.seal(c, plain, true), outChanged
 	case modeDecrypt:
 		if !isCT {
-			if c.index != nil && bidx != nil {
+			if anyIndex(bidx) {
 				return change{setIndex: true}, outIndexed
 			}
 			return change{}, outDone
 		}
-		return change{setValue: true, value: storedPlain(c, plain), setIndex: c.index != nil}, outChanged
+		return change{setValue: true, value: storedPlain(c, plain), setIndex: len(c.indexes) > 0}, outChanged
 	case modeReencrypt:
 		if !isCT {
 			return change{}, outPlaintext
@@ -119,23 +123,55 @@ func (vc *valueCoder) decide(c *migrateColumn, val, bidx []byte) (change, outcom
 	}
 }
 
-// index checks the blind index of a ciphertext value against its
-// plaintext and writes it when it is missing (or, with stale, differs).
-func (vc *valueCoder) index(c *migrateColumn, plain, bidx []byte, stale bool) (change, outcome) {
-	if c.index == nil {
+// index checks the blind indexes of a ciphertext value against its
+// plaintext and writes them all when one is missing (or, with stale,
+// differs).
+func (vc *valueCoder) index(c *migrateColumn, plain []byte, bidx [][]byte, stale bool) (change, outcome) {
+	if len(c.indexes) == 0 {
 		return change{}, outDone
 	}
-	want := c.index.AppendText(nil, plain)
+	want := vc.indexValues(c, plain)
+	same, missing := true, false
+	for k, w := range want {
+		var have []byte
+		if k < len(bidx) {
+			have = bidx[k]
+		}
+		same = same && bytes.Equal(w, have)
+		missing = missing || have == nil
+	}
 	switch {
-	case bytes.Equal(want, bidx):
+	case same:
 		return change{}, outDone
-	case bidx == nil || stale:
+	case missing || stale:
 		if stale {
 			return change{setIndex: true, index: want}, outChanged
 		}
 		return change{setIndex: true, index: want}, outIndexed
 	}
 	return change{}, outDone // an index that differs is reindex's business
+}
+
+// indexValues computes every blind index of a canonical plaintext, from
+// its equality key as the proxy does (numeric and jsonb values equal
+// under = share one).
+func (vc *valueCoder) indexValues(c *migrateColumn, plain []byte) [][]byte {
+	key := vc.canon.EqualityKey(nil, c.col.Type, plain)
+	out := make([][]byte, len(c.indexes))
+	for k, ix := range c.indexes {
+		out[k] = ix.AppendText(nil, key)
+	}
+	return out
+}
+
+// anyIndex reports whether a row holds some blind index value.
+func anyIndex(bidx [][]byte) bool {
+	for _, b := range bidx {
+		if b != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // seal encrypts a canonical plaintext under the active key, with its
@@ -152,8 +188,8 @@ func (vc *valueCoder) seal(c *migrateColumn, plain []byte, withIndex bool) chang
 		panic(fmt.Sprintf("seal %s: %v", c.col.QualifiedName(), err))
 	}
 	ch := change{setValue: true, value: env}
-	if withIndex && c.index != nil {
-		ch.setIndex, ch.index = true, c.index.AppendText(nil, plain)
+	if withIndex && len(c.indexes) > 0 {
+		ch.setIndex, ch.index = true, vc.indexValues(c, plain)
 	}
 	return ch
 }

@@ -24,18 +24,34 @@ for e in v["envelope_v1"]:
     env = hdr + n + AESGCM(sub).encrypt(n, bytes.fromhex(e["plaintext"]), hdr + col)
     assert env.hex() == e["envelope"], e
     assert "phi1:" + base64.b64encode(env).decode().rstrip("=") == e["text"]
-for x in v["blind_index_v1"]:
-    k = hkdf(bytes.fromhex(x["root_key"]), b"phiproxy/v1/blind-index\x00" + x["group"].encode())
+NORMALIZERS = {
+    "trim": str.strip, "lower": str.lower,
+    "digits": lambda t: "".join(c for c in t if c in "0123456789"),
+    "nfc": lambda t: unicodedata.normalize("NFC", t),
+    "btrim": lambda t: t.strip(" "),
+    "ascii_lower": lambda t: "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in t),
+}
+
+
+def check_index(x, info):
+    k = hkdf(bytes.fromhex(x["root_key"]), info)
     assert k.hex() == x["index_key"]
     s = x["value"]
     for n in x["normalize"]:
-        s = {"trim": str.strip, "lower": str.lower,
-             "digits": lambda t: "".join(c for c in t if c in "0123456789"),
-             "nfc": lambda t: unicodedata.normalize("NFC", t)}[n](s)
+        s = NORMALIZERS[n](s)
     assert s == x["normalized"], (s, x)
     mac = hmac.new(k, s.encode(), hashlib.sha256).digest()[: x["bits"] // 8]
     assert mac.hex() == x["index"]
     assert base64.b64encode(mac).decode().rstrip("=") == x["text"]
+    if "as_is" in x:
+        raw = hmac.new(k, x["value"].encode(), hashlib.sha256).digest()[: x["bits"] // 8]
+        assert raw.hex() == x["as_is"]
+
+
+for x in v["blind_index_v1"]:
+    check_index(x, b"phiproxy/v1/blind-index\x00" + x["group"].encode())
+for x in v["normalized_index_v1"]:
+    check_index(x, b"phiproxy/v1/normalized-index\x00" + x["group"].encode() + b"\x00" + ",".join(x["normalize"]).encode())
 for l in v["local_wrap_v1"]:
     m = bytes.fromhex(l["master_key"])
     assert "local:" + hkdf(m, b"phiproxy/v1/local-key-id", 8).hex() == l["master_key_id"]

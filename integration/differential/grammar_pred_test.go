@@ -23,6 +23,7 @@ var atomProductions = []production{
 	{name: "pred.not_distinct", weight: 4, atom: atomCmp("IS NOT DISTINCT FROM")},
 	{name: "pred.range", weight: 3, atom: atomRange},
 	{name: "pred.like", weight: 2, atom: atomLike},
+	{name: "pred.norm", weight: 6, atom: atomNorm},
 }
 
 // tagCmpNorm marks a statement that compares a column that has a

@@ -100,7 +100,7 @@ const (
 	classNonPHI class = "nonphi" // not in the policy: PostgreSQL sees it as is
 	classPlain  class = "plain"  // PHI without a blind index: not searchable
 	classExact  class = "exact"  // PHI with a blind index of the exact value
-	classNorm   class = "norm"   // PHI with a normalizing blind index (trim, lower, digits)
+	classNorm   class = "norm"   // PHI with normalized indexes too (search:, or a v1-form blind_index): values equal only after normalization abound
 )
 
 // column is one column of the logical schema, as the application sees it.
@@ -194,9 +194,9 @@ func newSchema(pol *policy.Policy) *schema {
 			cl := classPlain
 			if c.Indexed() {
 				cl = classExact
-				if len(c.BlindIndex.Normalize) > 0 {
-					cl = classNorm
-				}
+			}
+			if len(c.Search) > 0 {
+				cl = classNorm
 			}
 			add(c.Name, string(c.Type), cl)
 		}

@@ -39,8 +39,9 @@ var tableColumns = map[string][2][]string{
 // them (policy.CreateTableSQL, with the seed's own columns): each PHI
 // column in its storage type with a CHECK constraint that only accepts
 // ciphertext (the database itself refuses a plaintext write that bypasses
-// the proxy), and beside each searchable column a text blind-index column
-// with a btree index. IF NOT EXISTS makes it idempotent.
+// the proxy), and after each searchable column a text blind-index column
+// with a btree index per blind index, exact first (policy.Column.Indexes).
+// IF NOT EXISTS makes it idempotent.
 //
 // checks adds the CHECK constraints; the benchmark leaves them out, as its
 // plaintext twin has none (they cost about 1 µs per PHI column per write).

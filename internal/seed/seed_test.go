@@ -64,6 +64,10 @@ func TestSchemaSQL(t *testing.T) {
 		`CREATE TABLE IF NOT EXISTS public.patients (`,
 		`email_bidx text`,
 		`CREATE INDEX IF NOT EXISTS patients_email_bidx_idx ON public.patients (email_bidx);`,
+		`email_bidx_ci text`,
+		`CREATE INDEX IF NOT EXISTS patients_email_bidx_ci_idx ON public.patients (email_bidx_ci);`,
+		`phone_bidx_digits text`,
+		`ssn_bidx_digits text`,
 		`first_name text CONSTRAINT patients_first_name_ciphertext CHECK (first_name IS NULL OR (starts_with(first_name, 'phi1:') AND length(first_name) >= 49`,
 		`patient_id bigint NOT NULL REFERENCES public.patients (id)`,
 	} {

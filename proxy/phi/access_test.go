@@ -19,7 +19,7 @@ tables:
       masked: [billing]
       search: [intake]
     columns:
-      email:         { type: text, blind_index: { normalize: [trim, lower] }, access: { mask: { last: 4 } } }
+      email:         { type: text, blind_index: {}, access: { mask: { last: 4 } } }
       date_of_birth: { type: date, access: { mask: year } }
       photo:         { type: bytea, storage: bytea }
       visits:        { type: int4, access: { mask: { replace: "0" } } }

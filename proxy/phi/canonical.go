@@ -19,3 +19,12 @@ func NewCanonicalizer() *Canonicalizer { return &Canonicalizer{c: newValueCodec(
 func (c *Canonicalizer) Text(dst []byte, t policy.LogicalType, src []byte) ([]byte, error) {
 	return c.c.canonical(dst, t, formatText, src)
 }
+
+// EqualityKey appends to dst what a blind index of a canonical plaintext
+// of type t is computed from, as the proxy computes it: the plaintext
+// itself, except for numeric and jsonb, whose values equal under = share
+// one key (1.0 and 1.00). Every blind index of a column (exact and
+// normalized) is computed from it.
+func (c *Canonicalizer) EqualityKey(dst []byte, t policy.LogicalType, plain []byte) []byte {
+	return equalityKey(dst, t, plain)
+}

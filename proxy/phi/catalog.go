@@ -21,9 +21,18 @@ import (
 type catalog struct {
 	tables map[string]*catalogTable // by "schema.table", policy tables found in the database
 	attrs  map[attrKey]attr         // PHI and blind-index columns by table OID and attnum
+	// colls are the collations of the PHI columns by "schema.table.column",
+	// and defColl the database's default collation (collation.go); known
+	// is false when the rows carried no collation columns.
+	colls      map[string]rewrite.Collation
+	defColl    rewrite.Collation
+	collsKnown bool
 }
 
-var _ rewrite.Catalog = (*catalog)(nil)
+var (
+	_ rewrite.Catalog    = (*catalog)(nil)
+	_ rewrite.Collations = (*catalog)(nil)
+)
 
 // attrKey names a column as RowDescription does.
 type attrKey struct {
@@ -47,14 +56,17 @@ type catalogTable struct {
 	problem string
 }
 
-// catalogQuery returns the query that reads the policy tables' columns.
-// It names only tables and columns, never values, so it may be logged.
+// catalogQuery returns the query that reads the policy tables' columns,
+// with what the rewriter needs to know of their collations
+// (collationColumns). It names only tables and columns, never values, so
+// it may be logged.
 func catalogQuery(pol *policy.Policy) string {
 	var b strings.Builder
-	b.WriteString(`SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.atttypid` +
+	b.WriteString(`SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.atttypid, ` + collationColumns +
 		` FROM pg_catalog.pg_class c` +
 		` JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
 		` JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid` +
+		collationJoins +
 		` WHERE a.attnum > 0 AND NOT a.attisdropped AND (n.nspname, c.relname) IN (`)
 	for i, t := range pol.Tables() {
 		if i > 0 {
@@ -75,11 +87,14 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		attnum int16
 		typ    uint32
 	}
-	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}}
+	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, colls: map[string]rewrite.Collation{}}
 	cols := map[*catalogTable]map[string]column{}
 	for _, r := range rows {
-		if len(r) != 6 {
-			return nil, fmt.Errorf("catalog row has %d columns, want 6", len(r))
+		if len(r) != 6 && len(r) != 6+collationWidth {
+			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
+		}
+		if len(r) > 6 {
+			cat.addCollation(string(r[1])+"."+string(r[2])+"."+string(r[4]), r[6:])
 		}
 		oid, err1 := strconv.ParseUint(string(r[0]), 10, 32)
 		attnum, err2 := strconv.ParseInt(string(r[3]), 10, 16)
@@ -116,19 +131,20 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 				continue
 			}
 			cat.attrs[attrKey{t.oid, c.attnum}] = attr{column: pc}
-			if pc.BlindIndex == nil {
-				continue
-			}
-			ic, ok := cols[t][pc.BlindIndex.Column]
-			switch {
-			case !ok:
-				problems = append(problems, fmt.Sprintf("blind-index column %s.%s is missing: ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);",
-					pt.QualifiedName(), pc.BlindIndex.Column, pt.QualifiedName(), pc.BlindIndex.Column, pt.QualifiedName(), pc.BlindIndex.Column))
-			case ic.typ != pgtype.TextOID:
-				problems = append(problems, fmt.Sprintf("blind-index column %s.%s must have type text: ALTER TABLE %s ALTER COLUMN %s TYPE text;",
-					pt.QualifiedName(), pc.BlindIndex.Column, pt.QualifiedName(), pc.BlindIndex.Column))
-			default:
-				cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
+			// Every blind index of the column (exact and normalized) is
+			// written with each value and hidden from results.
+			for _, bi := range pc.Indexes() {
+				ic, ok := cols[t][bi.Column]
+				switch {
+				case !ok:
+					problems = append(problems, fmt.Sprintf("blind-index column %s.%s is missing: ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);",
+						pt.QualifiedName(), bi.Column, pt.QualifiedName(), bi.Column, pt.QualifiedName(), bi.Column))
+				case ic.typ != pgtype.TextOID:
+					problems = append(problems, fmt.Sprintf("blind-index column %s.%s must have type text: ALTER TABLE %s ALTER COLUMN %s TYPE text;",
+						pt.QualifiedName(), bi.Column, pt.QualifiedName(), bi.Column))
+				default:
+					cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
+				}
 			}
 		}
 		t.problem = strings.Join(problems, " ")

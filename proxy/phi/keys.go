@@ -31,13 +31,22 @@ type ColumnCipher interface {
 // BlindIndexer computes the blind index of a value, in the text form
 // stored in the sibling column.
 type BlindIndexer interface {
+	// AppendText applies the index's normalizers to value, then indexes.
 	AppendText(dst, value []byte) []byte
+	// AppendNormalizedText indexes value as the normalized form itself,
+	// without applying the normalizers (lower(email) = $1).
+	AppendNormalizedText(dst, normalized []byte) []byte
 }
 
 // Keys gives the proxy the ciphers and indexers of the policy's columns.
 type Keys interface {
 	ColumnCipher(associatedData string) (ColumnCipher, error)
+	// BlindIndexer is the indexer keyed by the group alone: exact indexes,
+	// and normalized indexes of the v1 form.
 	BlindIndexer(group string, normalize []string, bits int) (BlindIndexer, error)
+	// NormalizedIndexer is the indexer of a normalized index declared under
+	// search:, keyed by the group and the normalizers.
+	NormalizedIndexer(group string, normalize []string, bits int) (BlindIndexer, error)
 }
 
 // KeyringKeys adapts a crypto.Keyring to Keys.
@@ -49,12 +58,18 @@ func (kk keyringKeys) ColumnCipher(ad string) (ColumnCipher, error) { return kk.
 func (kk keyringKeys) BlindIndexer(group string, normalize []string, bits int) (BlindIndexer, error) {
 	return kk.k.Indexer(group, normalize, bits)
 }
+func (kk keyringKeys) NormalizedIndexer(group string, normalize []string, bits int) (BlindIndexer, error) {
+	return kk.k.NormalizedIndexer(group, normalize, bits)
+}
 
 // keyedColumn is one PHI column with its keys.
 type keyedColumn struct {
 	col    *policy.Column
 	cipher ColumnCipher
-	index  BlindIndexer // nil when the column has no blind index
+	// indexes holds an indexer per blind index of the column (exact and
+	// normalized); index is the exact one, nil when there is none.
+	indexes map[*policy.BlindIndex]BlindIndexer
+	index   BlindIndexer
 	// counters are set by newMetrics.
 	counters columnCounters
 }
@@ -74,9 +89,22 @@ func newKeyedColumns(pol *policy.Policy, keys Keys) (keyedColumns, error) {
 			if pc.cipher, err = keys.ColumnCipher(c.AssociatedData); err != nil {
 				return nil, fmt.Errorf("cipher for %s: %w", c.QualifiedName(), err)
 			}
-			if bi := c.BlindIndex; bi != nil {
-				if pc.index, err = keys.BlindIndexer(bi.Group, bi.Normalize, bi.Bits); err != nil {
-					return nil, fmt.Errorf("blind index for %s: %w", c.QualifiedName(), err)
+			for _, bi := range c.Indexes() {
+				var ix BlindIndexer
+				if bi.GroupKeyed() {
+					ix, err = keys.BlindIndexer(bi.Group, bi.Normalize, bi.Bits)
+				} else {
+					ix, err = keys.NormalizedIndexer(bi.Group, bi.Normalize, bi.Bits)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("blind index %s for %s: %w", bi.Column, c.QualifiedName(), err)
+				}
+				if pc.indexes == nil {
+					pc.indexes = map[*policy.BlindIndex]BlindIndexer{}
+				}
+				pc.indexes[bi] = ix
+				if bi == c.BlindIndex {
+					pc.index = ix
 				}
 			}
 			cols[c] = pc
@@ -88,8 +116,8 @@ func newKeyedColumns(pol *policy.Policy, keys Keys) (keyedColumns, error) {
 // transform appends to dst what goes upstream for one PHI value: plain is
 // the canonical plaintext. Encrypting yields the envelope in the column's
 // storage form (raw for bytea, printable for text); indexing yields the
-// index text.
-func (pc *keyedColumn) transform(dst []byte, a rewrite.Action, plain []byte) ([]byte, error) {
+// index text of ix, one of the column's blind indexes (nil: the exact one).
+func (pc *keyedColumn) transform(dst []byte, a rewrite.Action, ix *policy.BlindIndex, plain []byte) ([]byte, error) {
 	switch a {
 	case rewrite.ActionEncrypt:
 		pc.counters.encrypted.Inc()
@@ -97,12 +125,19 @@ func (pc *keyedColumn) transform(dst []byte, a rewrite.Action, plain []byte) ([]
 			return pc.cipher.Seal(dst, plain)
 		}
 		return pc.cipher.SealText(dst, plain)
-	case rewrite.ActionIndex:
-		if pc.index == nil {
+	case rewrite.ActionIndex, rewrite.ActionIndexNormalized:
+		indexer := pc.index
+		if ix != nil {
+			indexer = pc.indexes[ix]
+		}
+		if indexer == nil {
 			return dst, errNoIndex
 		}
 		pc.counters.indexed.Inc()
-		return pc.index.AppendText(dst, plain), nil
+		if a == rewrite.ActionIndexNormalized {
+			return indexer.AppendNormalizedText(dst, plain), nil
+		}
+		return indexer.AppendText(dst, plain), nil
 	}
 	return dst, fmt.Errorf("unexpected action %d", a)
 }

@@ -45,22 +45,32 @@ func (c fakeCipher) Open(dst, env []byte) ([]byte, error) {
 	return dst, errors.New("decryption failed")
 }
 
-type fakeIndexer struct{ group string }
+// fakeIndexer marks the index text with its group and kind: IDX-<group>-
+// for an index keyed by the group alone, NIDX-<group>- for a normalized
+// index; the normalizers are a lower-casing trim whatever the policy says.
+type fakeIndexer struct{ prefix string }
 
 func (x fakeIndexer) AppendText(dst, v []byte) []byte {
-	return append(append(dst, "IDX-"+x.group+"-"...), bytes.ToLower(bytes.TrimSpace(v))...)
+	return append(append(dst, x.prefix...), bytes.ToLower(bytes.TrimSpace(v))...)
+}
+
+func (x fakeIndexer) AppendNormalizedText(dst, v []byte) []byte {
+	return append(append(dst, x.prefix+"as-is-"...), v...)
 }
 
 func (fakeKeys) ColumnCipher(ad string) (ColumnCipher, error) { return fakeCipher{ad}, nil }
 func (fakeKeys) BlindIndexer(group string, _ []string, _ int) (BlindIndexer, error) {
-	return fakeIndexer{group}, nil
+	return fakeIndexer{"IDX-" + group + "-"}, nil
+}
+func (fakeKeys) NormalizedIndexer(group string, _ []string, _ int) (BlindIndexer, error) {
+	return fakeIndexer{"NIDX-" + group + "-"}, nil
 }
 
 const testPolicy = `
 tables:
   - name: public.patients
     columns:
-      email:         { type: text, blind_index: { normalize: [trim, lower] } }
+      email:         { type: text, blind_index: {} }
       date_of_birth: { type: date }
       photo:         { type: bytea, storage: bytea }
       visits:        { type: int4 }
@@ -410,9 +420,9 @@ phiproxy_plan_cache_misses_total 1
 
 	// Values are counted per column and operation.
 	email := eng.cols[pol.Table("public", "patients").Column("email")]
-	email.transform(nil, rewrite.ActionEncrypt, []byte("a"))
-	email.transform(nil, rewrite.ActionIndex, []byte("a"))
-	email.transform(nil, rewrite.ActionIndex, []byte("b"))
+	email.transform(nil, rewrite.ActionEncrypt, nil, []byte("a"))
+	email.transform(nil, rewrite.ActionIndex, nil, []byte("a"))
+	email.transform(nil, rewrite.ActionIndex, nil, []byte("b"))
 	for op, want := range map[string]float64{"encrypt": 1, "index": 2, "decrypt": 0} {
 		if got := testutil.ToFloat64(eng.metrics.values.WithLabelValues("public.patients", "email", op)); got != want {
 			t.Errorf("%s count = %v, want %v", op, got, want)

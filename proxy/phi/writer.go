@@ -32,8 +32,9 @@ func newWriter(cols keyedColumns, nonUTF8 *atomic.Bool) *writer {
 
 // value appends to dst the upstream form of one client value of a PHI
 // column: src, of type oid (0: the column's logical type) in the given
-// format, stored (assign) or compared.
-func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, oid uint32, assign bool, format int16, src []byte) ([]byte, error) {
+// format, stored (assign) or compared; encrypted, or indexed for ix (one of
+// col's blind indexes; nil: the exact one).
+func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *policy.BlindIndex, oid uint32, assign bool, format int16, src []byte) ([]byte, error) {
 	pc := w.cols[col]
 	if pc == nil {
 		return dst, fmt.Errorf("column %s: no keys", col.QualifiedName())
@@ -43,18 +44,19 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, oid uin
 	if w.plain, match, err = w.codec.convert(w.plain[:0], col, oid, assign, format, src); err != nil {
 		return dst, err
 	}
+	index := a == rewrite.ActionIndex || a == rewrite.ActionIndexNormalized
 	if !match {
-		if a != rewrite.ActionIndex {
+		if !index {
 			return dst, fmt.Errorf("column %s: a stored value converted to no value", col.QualifiedName())
 		}
 		// A comparison no stored value satisfies (as on the server).
 		return append(dst, noMatchIndex...), nil
 	}
-	if a == rewrite.ActionIndex {
+	if index {
 		w.key = equalityKey(w.key[:0], col.Type, w.plain)
-		return pc.transform(dst, a, w.key)
+		return pc.transform(dst, a, ix, w.key)
 	}
-	return pc.transform(dst, a, w.plain)
+	return pc.transform(dst, a, ix, w.plain)
 }
 
 // renderQuery appends to dst the SQL text of a plan with every literal slot
@@ -71,7 +73,7 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 			}
 		}
 		if err == nil {
-			w.out, err = w.value(w.out[:0], l.Action, l.Column, oid, l.Assign, formatText, []byte(l.Value))
+			w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, []byte(l.Value))
 		}
 		if err != nil {
 			return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
@@ -136,7 +138,7 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 			if p.Array {
 				w.arena, err = w.arrayValue(w.arena, p, oid, format, src)
 			} else {
-				w.arena, err = w.value(w.arena, p.Action, p.Column, oid, p.Assign, format, src)
+				w.arena, err = w.value(w.arena, p.Action, p.Column, p.Index, oid, p.Assign, format, src)
 			}
 		}
 		if err != nil {
@@ -180,7 +182,7 @@ func (w *writer) arrayValue(dst []byte, p *rewrite.Param, oid uint32, format int
 			out = append(out, "NULL"...)
 			continue
 		}
-		if w.out, err = w.value(w.out[:0], p.Action, p.Column, elemOID, false, format, e); err != nil {
+		if w.out, err = w.value(w.out[:0], p.Action, p.Column, p.Index, elemOID, false, format, e); err != nil {
 			return nil, err
 		}
 		out = append(out, '"')

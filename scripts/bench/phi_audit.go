@@ -120,6 +120,18 @@ func maskedPolicy(pol *policy.Policy, role string) (*policy.Policy, error) {
 				fmt.Fprintf(&b, ", blind_index: { column: %s, normalize: [%s], bits: %d, index_group: %q }",
 					bi.Column, strings.Join(bi.Normalize, ", "), bi.Bits, bi.Group)
 			}
+			var search []string
+			for _, si := range c.Search {
+				if si.V1 { // the v1 form: blind_index with normalize
+					fmt.Fprintf(&b, ", blind_index: { column: %s, normalize: [%s], bits: %d, index_group: %q }",
+						si.Column, strings.Join(si.Normalize, ", "), si.Bits, si.Group)
+					continue
+				}
+				search = append(search, fmt.Sprintf("%s: { column: %s, normalize: [%s], bits: %d }", si.Name, si.Column, strings.Join(si.Normalize, ", "), si.Bits))
+			}
+			if len(search) > 0 {
+				fmt.Fprintf(&b, ", search: { %s }", strings.Join(search, ", "))
+			}
 			switch c.Type {
 			case policy.TypeText, policy.TypeVarchar:
 				b.WriteString(", access: { mask: { last: 4 } }")
