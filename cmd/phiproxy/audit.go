@@ -22,7 +22,7 @@ chain is intact, 1 at the first broken line (printed as FILE:LINE: why).
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, auditUsage)
-		return fmt.Errorf("%w: phiproxy audit verify FILE...", errUsage)
+		return fmt.Errorf("%w: phiproxy audit verify FILE [FILE]", errUsage)
 	}
 	switch args[0] {
 	case "verify":
@@ -47,7 +47,7 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return fmt.Errorf("%w: phiproxy audit verify FILE...", errUsage)
+		return fmt.Errorf("%w: phiproxy audit verify FILE [FILE]", errUsage)
 	}
 	sums, err := auditlog.VerifyFiles(fs.Args()...)
 	for _, s := range sums {

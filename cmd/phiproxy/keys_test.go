@@ -59,7 +59,7 @@ func TestKeysCommandLocal(t *testing.T) {
 	if _, err := keysCmd(t, "retire", "--keyring", keyring, "1"); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("retire without a configuration: %v", err)
 	}
-	if out, err = keysCmd(t, "retire", "1", "--keyring", keyring, "--force"); err != nil {
+	if _, err = keysCmd(t, "retire", "1", "--keyring", keyring, "--force"); err != nil {
 		t.Fatalf("retire 1 --force: %v", err)
 	}
 	out, err = keysCmd(t, "list", "--keyring", keyring)

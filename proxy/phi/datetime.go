@@ -527,7 +527,6 @@ func decodeDateTime(fields []string, ftypes []int, env *dtEnv) (decoded, int, er
 				d.tz, d.tzSet = tz, true
 				tmask = dtkDateM | dtkTimeM | dtkM(tkTz)
 				ptype = 0
-				break
 			} else if ptype != 0 || fmask&(dtkM(tkMonth)|dtkM(tkDay)) == dtkM(tkMonth)|dtkM(tkDay) {
 				if isDigit(f[0]) || ptype != 0 {
 					if ptype != 0 {

@@ -56,8 +56,6 @@ type pgNumeric struct {
 	dscale int
 }
 
-func (n *pgNumeric) isZero() bool { return n.kind == numFinite && len(n.digits) == 0 }
-
 // errNumericOverflow is numeric.c's "value overflows numeric format".
 func errNumericOverflow(t policy.LogicalType) error {
 	return &ValueError{Type: t, Code: pgerrcode.NumericValueOutOfRange, Msg: "value overflows numeric format"}
