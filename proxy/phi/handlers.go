@@ -45,12 +45,7 @@ func (s *session) handleQuery(msg []byte) error {
 			return err
 		}
 	}
-	var r proxy.Responder = &result{s: s, db: s.db}
-	if !guarded && s.guarded {
-		s.queryDone = make(chan struct{})
-		r = queryAnswer{Responder: r, done: s.queryDone}
-	}
-	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: r}, out); err != nil {
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: &result{s: s, db: s.db}}, out); err != nil {
 		return err
 	}
 	if guarded || !s.guarded {
