@@ -1667,17 +1667,7 @@ func appendDateTime(dst []byte, tm *pgTm, fsec int32, printTz bool, tz int, tzn 
 	}
 	switch ds.style {
 	case styleISO:
-		dst = appendYear(dst, tm.year)
-		dst = append(dst, '-')
-		dst = appendZeroPad(dst, tm.mon, 2)
-		dst = append(dst, '-')
-		dst = appendZeroPad(dst, tm.mday, 2)
-		dst = append(dst, ' ')
-		dst = appendZeroPad(dst, tm.hour, 2)
-		dst = append(dst, ':')
-		dst = appendZeroPad(dst, tm.min, 2)
-		dst = append(dst, ':')
-		dst = appendSeconds(dst, tm.sec, fsec)
+		dst = appendISODateTime(dst, tm, fsec)
 		if printTz {
 			dst = appendTimezone(dst, tz)
 		}
@@ -1747,5 +1737,23 @@ func appendDateTime(dst []byte, tm *pgTm, fsec int32, printTz bool, tz int, tzn 
 	if tm.year <= 0 {
 		dst = append(dst, " BC"...)
 	}
+	return dst
+}
+
+// appendISODateTime appends tm as ISO "YYYY-MM-DD hh:mm:ss[.ffffff]", the
+// part PostgreSQL's ISO timestamp output and the stored canonical form
+// share (the zone follows, as each needs).
+func appendISODateTime(dst []byte, tm *pgTm, fsec int32) []byte {
+	dst = appendYear(dst, tm.year)
+	dst = append(dst, '-')
+	dst = appendZeroPad(dst, tm.mon, 2)
+	dst = append(dst, '-')
+	dst = appendZeroPad(dst, tm.mday, 2)
+	dst = append(dst, ' ')
+	dst = appendZeroPad(dst, tm.hour, 2)
+	dst = append(dst, ':')
+	dst = appendZeroPad(dst, tm.min, 2)
+	dst = append(dst, ':')
+	dst = appendSeconds(dst, tm.sec, fsec)
 	return dst
 }

@@ -391,17 +391,7 @@ func appendCanonicalTimestamptz(dst []byte, ts int64) []byte {
 		return append(dst, "infinity"...)
 	}
 	tm, fsec, _, _, _ := timestamp2tm(ts, nil)
-	dst = appendYear(dst, tm.year)
-	dst = append(dst, '-')
-	dst = appendZeroPad(dst, tm.mon, 2)
-	dst = append(dst, '-')
-	dst = appendZeroPad(dst, tm.mday, 2)
-	dst = append(dst, ' ')
-	dst = appendZeroPad(dst, tm.hour, 2)
-	dst = append(dst, ':')
-	dst = appendZeroPad(dst, tm.min, 2)
-	dst = append(dst, ':')
-	dst = appendSeconds(dst, tm.sec, fsec)
+	dst = appendISODateTime(dst, &tm, fsec)
 	dst = append(dst, 'Z')
 	if tm.year <= 0 {
 		dst = append(dst, " BC"...)
