@@ -36,8 +36,10 @@ const phiDatabase = "phi"
 
 // phiPolicy is the seed schema of issue 5 plus a table with one column of
 // every logical type, and an insurance table whose subscriber SSN shares
-// the patients' SSN index group (for joins).
+// the patients' SSN index group (for joins). It governs phiDatabase only:
+// sessions through a PHI proxy on other databases are relayed untouched.
 const phiPolicy = `
+databases: [phi]
 tables:
   - name: public.patients
     columns:

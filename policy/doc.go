@@ -34,6 +34,16 @@
 //
 // # What it refuses
 //
+// # Databases
+//
+// policy.databases lists the databases the policy governs, by the name a
+// client gives in its startup message. Sessions on other databases are not
+// touched at all. A policy without the list governs every database: that
+// costs a catalog read per session everywhere, and in a database that lacks
+// a policy table, statements naming it are refused, but a forgotten list
+// can never let PHI through in plaintext. An empty list is refused, as it
+// would govern nothing.
+//
 // The package does no I/O and imports nothing of phiproxy. It refuses
 // policies that would make the proxy ambiguous or unsafe: unknown fields,
 // duplicate tables or columns, a blind-index column that collides with a PHI

@@ -121,9 +121,14 @@ func (l *loader) policy(node *yaml.Node) *Policy {
 	if node == nil || node.Kind == 0 || (node.Kind == yaml.ScalarNode && node.Tag == "!!null") {
 		return p
 	}
-	f := l.fields(node, "policy", "tables", "databases")
+	f := l.fields(node, "policy", "databases", "tables")
 	if dbs, ok := f["databases"]; ok {
 		p.databases = l.databases(dbs[1])
+		defer func() {
+			if len(p.tables) == 0 && len(p.databases) > 0 {
+				l.errorf(dbs[0], "policy.databases lists databases but policy.tables names no table to protect in them")
+			}
+		}()
 	}
 	tables, ok := f["tables"]
 	if !ok {
@@ -156,30 +161,42 @@ func (l *loader) policy(node *yaml.Node) *Policy {
 	return p
 }
 
-// databases reads policy.databases: the names of the databases the policy
-// governs, unique and non-empty.
+// databases reads policy.databases: a non-empty list of distinct database
+// names. An empty list is refused rather than read as "none": a policy
+// that governs no database would let every session through untouched.
 func (l *loader) databases(n *yaml.Node) []string {
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return nil
-	}
 	if n.Kind != yaml.SequenceNode {
 		l.errorf(n, "policy.databases must be a list of database names")
 		return nil
 	}
-	var out []string
+	if len(n.Content) == 0 {
+		l.errorf(n, "policy.databases must name at least one database (leave it out to govern every database)")
+		return nil
+	}
+	dbs := make([]string, 0, len(n.Content))
 	for _, e := range n.Content {
+		e = resolveAlias(e)
 		s, ok := l.scalar(e, "database name")
+		if !ok {
+			continue
+		}
 		switch {
-		case !ok:
 		case s == "":
 			l.errorf(e, "policy.databases: empty database name")
-		case slices.Contains(out, s):
+		case len(s) > 63:
+			l.errorf(e, "policy.databases: database name %q is longer than 63 bytes", s)
+		case strings.ContainsRune(s, 0):
+			l.errorf(e, "policy.databases: database name %q holds a NUL byte", s)
+		case slices.Contains(dbs, s):
 			l.errorf(e, "policy.databases: duplicate database %q", s)
 		default:
-			out = append(out, s)
+			dbs = append(dbs, s)
 		}
 	}
-	return out
+	if len(dbs) == 0 {
+		return []string{} // errors reported; never nil, which would govern all
+	}
+	return dbs
 }
 
 func (l *loader) table(n *yaml.Node) *Table {

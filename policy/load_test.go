@@ -180,6 +180,14 @@ func TestValidation(t *testing.T) {
 		{"v1 and exact share a group key", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [digits], index_group: g } }\n  - name: u\n    columns:\n      b: { type: text, blind_index: { index_group: g } }\n", []string{`line 7: index group "g": public.t.a and public.u.b must use the same normalize and bits`}},
 		{"group with control character", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { index_group: \"a\\0b\" } }\n", []string{`index_group must not be empty or hold control characters`}},
 		{"group disagrees", "tables:\n  - name: t\n    columns:\n      a: { type: text, blind_index: { normalize: [trim], index_group: g } }\n  - name: u\n    columns:\n      b: { type: text, blind_index: { normalize: [lower], index_group: g } }\n", []string{`line 7: index group "g": public.t.a and public.u.b must use the same normalize and bits`}},
+		{"databases not a list", "databases: clinic\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{"line 1: policy.databases must be a list of database names"}},
+		{"databases empty", "databases: []\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{"line 1: policy.databases must name at least one database (leave it out to govern every database)"}},
+		{"database empty name", "databases: [\"\"]\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{"line 1: policy.databases: empty database name"}},
+		{"database duplicate", "databases:\n  - clinic\n  - clinic\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{`line 3: policy.databases: duplicate database "clinic"`}},
+		{"database too long", "databases: [" + strings.Repeat("d", 64) + "]\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{"is longer than 63 bytes"}},
+		{"database not scalar", "databases: [[a]]\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{"line 1: database name must be a scalar"}},
+		{"databases without tables", "databases: [clinic]\n", []string{"line 1: policy.databases lists databases but policy.tables names no table"}},
+		{"databases with empty tables", "databases: [clinic]\ntables: []\n", []string{"line 1: policy.databases lists databases but policy.tables names no table"}},
 		{"several errors at once", "tables:\n  - name: t\n    columns:\n      a: { type: nope }\n      b: { type: text, blind_index: { bits: 7 } }\n", []string{"line 4:", "line 5:"}},
 	}
 	for _, tt := range tests {
@@ -234,5 +242,41 @@ func TestGroupShared(t *testing.T) {
 	}
 	if g := a.SearchIndex("d").Group; g != "ssn" {
 		t.Errorf("normalized index group = %q, want the column's group", g)
+	}
+}
+
+func TestGoverns(t *testing.T) {
+	tables := "tables:\n  - name: t\n    columns: { a: { type: text } }\n"
+	tests := []struct {
+		name, doc string
+		dbs       []string
+		governs   map[string]bool
+	}{
+		{"listed", "databases: [clinic, Clinic2]\n" + tables, []string{"clinic", "Clinic2"},
+			map[string]bool{"clinic": true, "Clinic2": true, "clinic2": false, "postgres": false, "": false}},
+		{"every database when unlisted", tables, nil,
+			map[string]bool{"clinic": true, "postgres": true, "": true}},
+		{"nothing without tables", "", nil,
+			map[string]bool{"clinic": false, "postgres": false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse([]byte(tt.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.dbs, p.Databases()); d != "" {
+				t.Errorf("Databases (-want +got):\n%s", d)
+			}
+			for db, want := range tt.governs {
+				if got := p.Governs(db); got != want {
+					t.Errorf("Governs(%q) = %v, want %v", db, got, want)
+				}
+			}
+		})
+	}
+	var nilp *Policy
+	if nilp.Governs("x") || nilp.Databases() != nil {
+		t.Error("nil policy governs")
 	}
 }

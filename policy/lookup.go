@@ -1,5 +1,7 @@
 package policy
 
+import "slices"
+
 // Lookups used by rewrite and proxy. A loaded Policy is never modified, so
 // these are safe for concurrent use; callers must not modify the slices
 // they return.
@@ -79,4 +81,30 @@ func (c *Column) SearchIndex(name string) *BlindIndex {
 // their exact index columns can be compared (joins).
 func (c *Column) SameIndex(o *Column) bool {
 	return c.Indexed() && o.Indexed() && c.BlindIndex.Group == o.BlindIndex.Group
+}
+
+// Databases returns the databases the policy names in policy.databases, in
+// policy order; nil when it names none, and then it governs every database
+// (Governs).
+func (p *Policy) Databases() []string {
+	if p == nil {
+		return nil
+	}
+	return p.databases
+}
+
+// Governs reports whether the policy applies to sessions on database db
+// (the name a client gives in its startup message). A policy that lists
+// databases governs exactly those; one that lists none governs every
+// database, so that forgetting the list can only refuse statements (a
+// policy table missing in some database), never let PHI through in
+// plaintext. An empty policy governs nothing.
+func (p *Policy) Governs(db string) bool {
+	if p.Empty() {
+		return false
+	}
+	if p.databases == nil {
+		return true
+	}
+	return slices.Contains(p.databases, db)
 }

@@ -34,11 +34,11 @@ const (
 // Policy is the validated, immutable PHI policy. The zero value protects
 // nothing. Safe for concurrent use.
 type Policy struct {
-	// databases are the databases the policy governs (policy.databases),
-	// in order; nil when the policy does not say.
+	tables []*Table
+	byName map[string]*Table // "schema.table" -> table
+	// databases are the databases the policy governs, as clients name them
+	// in their startup message; nil governs every database (see Governs).
 	databases []string
-	tables    []*Table
-	byName    map[string]*Table // "schema.table" -> table
 }
 
 // Table is one table with PHI columns.
@@ -131,17 +131,6 @@ func (p *Policy) Tables() []*Table {
 		return nil
 	}
 	return p.tables
-}
-
-// Databases returns the databases the policy governs (policy.databases),
-// or nil when it does not name them: then the commands that read the
-// catalog (check, schema, keys usage) use the database of their connection
-// settings.
-func (p *Policy) Databases() []string {
-	if p == nil {
-		return nil
-	}
-	return p.databases
 }
 
 // Table returns the policy table schema.name, or nil.

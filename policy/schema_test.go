@@ -128,7 +128,7 @@ func TestCheckNameTruncated(t *testing.T) {
 }
 
 func TestDatabases(t *testing.T) {
-	p, err := Parse([]byte("databases: [app, billing]\ntables: []\n"))
+	p, err := Parse([]byte("databases: [app, billing]\ntables:\n  - name: public.t\n    columns: { c: { type: text } }\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestDatabases(t *testing.T) {
 		"databases: [a, a]\n":      `line 1: policy.databases: duplicate database "a"`,
 		"databases: ['']\n":        "line 1: policy.databases: empty database name",
 		"databases: [[a]]\n":       "line 1: database name must be a scalar",
-		"databases:\ntables: []\n": "",
+		"databases:\ntables: []\n": "line 1: policy.databases must be a list",
 	} {
 		_, err := Parse([]byte(doc))
 		if want == "" {

@@ -392,19 +392,27 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 		return serverProtocolErrorf("invalid ReadyForQuery")
 	}
 	s.q.mu.Lock()
+	// owed: a client's Query or FunctionCall was skipped; the client waits
+	// for a ReadyForQuery, which this one must be even if the Sync that
+	// gets it is the proxy's own.
+	owed := false
 	for {
 		e := s.q.peek()
 		if e == nil {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
-		if e.Kind.endsCycle() {
+		// After an extended-protocol error the server skips every message
+		// up to Sync, a Query or FunctionCall among them (it reads them,
+		// answers nothing): only a Sync ends that cycle.
+		if e.Kind == KindSync || e.Kind.endsCycle() && !s.q.failed {
 			break
 		}
 		if !s.q.failed {
 			s.q.mu.Unlock()
 			return desync('Z', e)
 		}
+		owed = owed || e.Kind.endsCycle() && e.audience() == toClient
 		e.answered(0) // skipped by the server after an error
 		s.q.pop()
 	}
@@ -414,6 +422,16 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 	s.q.mu.Unlock()
 	if s.state == s2cMuted {
 		s.state = s2cBetween
+	}
+	if owed {
+		r, _, err := s.pop('Z', kindsAny)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			r.Answered('Z')
+		}
+		return s.send(toClient, msg)
 	}
 	return s.complete('Z', msg, kindsAny)
 }

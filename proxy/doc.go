@@ -31,7 +31,11 @@
 // CommandCompleter each command tag). A non-fatal error from RowDescription
 // or a RowTransformer refuses that result. Hidden expectations stand for
 // messages the proxy sent itself; their answers are not forwarded, except
-// errors. Conn tells the interceptor who the client is (User, Database,
+// errors, and the ReadyForQuery that answers a client's Query the server
+// skipped after such an error. NewSession may return no SessionInterceptor
+// for a session it leaves alone. An Interceptor that is a
+// ReadinessChecker is asked by /readyz.
+// Conn tells the interceptor who the client is (User, Database,
 // RemoteAddr, ClientCertSubject), for its own records.
 //
 // serverToClient's position in the answers is a named state (s2cState):

@@ -53,3 +53,12 @@ func (srv *Server) upstreamReachable(ctx context.Context) error {
 	h.reachable()
 	return nil
 }
+
+// interceptorReady asks the Interceptor, when it is a ReadinessChecker,
+// whether it can serve.
+func (srv *Server) interceptorReady() error {
+	if rc, ok := srv.interceptor().(ReadinessChecker); ok {
+		return rc.Ready()
+	}
+	return nil
+}

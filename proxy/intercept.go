@@ -22,7 +22,19 @@ type Interceptor interface {
 	// the login and before the client gets its first ReadyForQuery: the
 	// client cannot send anything, nor cancel, until it returns. c may
 	// run queries (Conn.Query) then. An error ends the session with it.
+	// A nil SessionInterceptor (and nil error) leaves the session alone:
+	// its traffic is relayed as if the server had no Interceptor.
 	NewSession(ctx context.Context, c *Conn) (SessionInterceptor, error)
+}
+
+// ReadinessChecker is implemented by an Interceptor that can tell that it
+// cannot serve correctly (for proxy/phi: a governed database whose tables
+// do not match the policy). /readyz reports not ready while Ready returns
+// an error, whose text is the body of the answer: it must be client-safe
+// (names, never values). Ready is called on the HTTP server's goroutines
+// and must be cheap and safe for concurrent use.
+type ReadinessChecker interface {
+	Ready() error
 }
 
 // SessionInterceptor sees one session's client messages and the settings

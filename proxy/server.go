@@ -291,7 +291,8 @@ func (srv *Server) closeHTTP() {
 }
 
 // Handler serves /metrics, /healthz (the process is up) and /readyz (the
-// upstream was reachable recently and the server is not draining).
+// upstream was reachable recently, the server is not draining, and the
+// Interceptor, if it is a ReadinessChecker, is ready).
 func (srv *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if srv.gatherer != nil {
@@ -307,6 +308,10 @@ func (srv *Server) Handler() http.Handler {
 		}
 		if err := srv.upstreamReachable(r.Context()); err != nil {
 			http.Error(w, "upstream unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		if err := srv.interceptorReady(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

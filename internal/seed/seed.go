@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/novamind/phiproxy/policy"
 )
@@ -85,4 +86,24 @@ func PlainSchemaSQL(pol *policy.Policy) string {
 		}
 	}
 	return b.String()
+}
+
+// PolicyFor is the seed policy governing the given databases instead of
+// the example's (the benchmark's encrypted database, a test's).
+func PolicyFor(databases ...string) (*policy.Policy, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(PolicyYAML, &doc); err != nil {
+		return nil, err
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "databases" {
+			seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+			for _, db := range databases {
+				seq.Content = append(seq.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: db})
+			}
+			root.Content[i+1] = seq
+		}
+	}
+	return policy.Load(root)
 }

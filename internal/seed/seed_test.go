@@ -126,3 +126,23 @@ func TestPlainSchemaSQL(t *testing.T) {
 		}
 	}
 }
+
+func TestPolicyFor(t *testing.T) {
+	pol, err := Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"app"}, pol.Databases()); d != "" {
+		t.Errorf("example databases (-want +got):\n%s", d)
+	}
+	other, err := PolicyFor("phi_encrypted", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"phi_encrypted", "x"}, other.Databases()); d != "" {
+		t.Errorf("PolicyFor databases (-want +got):\n%s", d)
+	}
+	if len(other.Tables()) != len(pol.Tables()) || !other.Governs("x") || other.Governs("app") {
+		t.Error("PolicyFor changed more than the databases")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,24 +16,28 @@ import (
 
 // catalog is what the proxy knows of one database's policy tables: their
 // OIDs, attribute numbers and column types, read from the database's own
-// catalog. RowDescription names result columns by (table OID, attribute
-// number), so that is how results are matched to the policy, whatever the
-// query's aliases. A catalog is immutable once built.
+// catalog, with what makes a table unfit for service (problems). Result
+// columns are named by (table OID, attribute number) in RowDescription, so
+// that is how results are matched to the policy, whatever the query's
+// aliases. A catalog is immutable once built.
 type catalog struct {
 	tables map[string]*catalogTable // by "schema.table", policy tables found in the database
 	attrs  map[attrKey]attr         // PHI and blind-index columns by table OID and attnum
-	// colls are the collations of the PHI columns by "schema.table.column",
-	// and defColl the database's default collation (collation.go); known
-	// is false when the rows carried no collation columns.
-	colls      map[string]rewrite.Collation
-	defColl    rewrite.Collation
-	collsKnown bool
+	// problems are, by "schema.table", why statements on a policy table
+	// must be refused: the table is missing, a column is missing or of the
+	// wrong type, or a second name for it exists (an alias).
+	problems map[string][]Problem
+	// aliasNames are the bare names (lower case) by which statements reach
+	// a second name for a policy table (a view, a child table, a foreign
+	// table, a function...), with the problem it is.
+	aliasNames map[string]Problem
+	// fingerprint is the server's fingerprint of the policy tables'
+	// columns (fingerprintSQL) in the snapshot the rows were read in: the
+	// guard (guard.go) compares it with the server's current one.
+	fingerprint string
 }
 
-var (
-	_ rewrite.Catalog    = (*catalog)(nil)
-	_ rewrite.Collations = (*catalog)(nil)
-)
+var _ rewrite.Catalog = (*catalog)(nil)
 
 // attrKey names a column as RowDescription does.
 type attrKey struct {
@@ -50,24 +55,21 @@ type attr struct {
 type catalogTable struct {
 	oid     uint32
 	columns []string // live columns in attnum order
-	// problem, when not empty, says why statements on this table must be
-	// refused (a PHI column of the wrong type, a missing blind-index
-	// column) and which DDL fixes it.
-	problem string
 }
 
-// catalogQuery returns the query that reads the policy tables' columns,
-// with what the rewriter needs to know of their collations
-// (collationColumns). It names only tables and columns, never values, so
-// it may be logged.
-func catalogQuery(pol *policy.Policy) string {
+// The catalog query returns rows of six text columns. The first says what
+// a row is: a column of a policy table (its OID, then schema, table,
+// attnum, name, type OID), or one of these markers.
+const (
+	rowFingerprint = "fingerprint" // fingerprint, "", "", "", ""
+	rowRelkind     = "relkind"     // table OID, schema, table, relkind, ""
+	rowAlias       = "alias"       // table OID, alias kind, identity, extra, bare name
+)
+
+// policyTablesIn is the SQL list of the policy tables' (schema, name).
+func policyTablesIn(pol *policy.Policy) string {
 	var b strings.Builder
-	b.WriteString(`SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.atttypid, ` + collationColumns +
-		` FROM pg_catalog.pg_class c` +
-		` JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
-		` JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid` +
-		collationJoins +
-		` WHERE a.attnum > 0 AND NOT a.attisdropped AND (n.nspname, c.relname) IN (`)
+	b.WriteString("(")
 	for i, t := range pol.Tables() {
 		if i > 0 {
 			b.WriteString(", ")
@@ -77,24 +79,159 @@ func catalogQuery(pol *policy.Policy) string {
 	if len(pol.Tables()) == 0 {
 		b.WriteString("(NULL, NULL)")
 	}
-	b.WriteString(") ORDER BY c.oid, a.attnum")
+	b.WriteString(")")
 	return b.String()
 }
 
-// buildCatalog builds a catalog from the text-format rows of catalogQuery.
+// fingerprintSQL is a scalar subquery: the fingerprint of the live columns
+// of the policy tables (each one's table OID, attnum, type and name), as
+// text. Any DDL that changes what the proxy relies on (a table created,
+// dropped or renamed into or out of a policy name, a column added,
+// dropped, renamed or retyped) changes it. It is a sum of 64-bit hashes,
+// one per column, so it is cheap and independent of row order; a change
+// goes unnoticed with probability about 2^-64.
+//
+// It reads pg_class and pg_attribute as any query does, in the statement's
+// snapshot: in a REPEATABLE READ or SERIALIZABLE transaction it sees the
+// catalog as of the transaction's snapshot.
+func fingerprintSQL(pol *policy.Policy) string {
+	return `(SELECT COALESCE(pg_catalog.sum(pg_catalog.hashtextextended(` +
+		`c.oid::pg_catalog.text || ' ' || a.attnum::pg_catalog.text || ' ' || a.atttypid::pg_catalog.text || ' ' || a.attname::pg_catalog.text, 0))::pg_catalog.text, '')` +
+		` FROM pg_catalog.pg_class c` +
+		` JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
+		` JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid` +
+		` WHERE a.attnum > 0 AND NOT a.attisdropped AND (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)`
+}
+
+// catalogQuery returns the query that reads the policy tables' columns,
+// the fingerprint of them, policy relations that are not tables, and, with
+// aliases, the relations and objects that give a policy table a second
+// name. It names only tables and columns, never values, so it may be
+// logged.
+func catalogQuery(pol *policy.Policy, aliases bool) string {
+	const txt = `::pg_catalog.text`
+	var b strings.Builder
+	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
+		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
+		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)` +
+		` SELECT a0, a1, a2, a3, a4, a5 FROM (`)
+	// Columns.
+	b.WriteString(`SELECT 0 AS k, t.oid::pg_catalog.int8 AS k1, a.attnum::pg_catalog.int8 AS k2,` +
+		` t.oid` + txt + ` AS a0, t.nspname` + txt + ` AS a1, t.relname` + txt + ` AS a2, a.attnum` + txt + ` AS a3, a.attname` + txt + ` AS a4, a.atttypid` + txt + ` AS a5` +
+		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid WHERE a.attnum > 0 AND NOT a.attisdropped`)
+	// Policy relations that are not tables.
+	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, ''` +
+		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
+	// The fingerprint, in the same snapshot as the columns.
+	b.WriteString(` UNION ALL SELECT 2, 0, 0, '` + rowFingerprint + `', ` + fingerprintSQL(pol) + `, '', '', '', ''`)
+	if aliases {
+		b.WriteString(aliasSQL)
+	}
+	b.WriteString(`) u ORDER BY k, k1, k2, a0, a1, a2, a3, a4`)
+	return b.String()
+}
+
+// aliasSQL are the branches of the catalog query that find second names
+// for a policy table: one SELECT per kind, each row naming the policy
+// table, the kind, the alias's identity (schema-qualified and quoted by
+// pg_identify_object), one more name for some kinds (a column), and the
+// bare name by which statements reach the alias (none for a trigger or a
+// subscription, which statements do not name).
+var aliasSQL = func() string {
+	const (
+		cls = `'pg_catalog.pg_class'::pg_catalog.regclass`
+		prc = `'pg_catalog.pg_proc'::pg_catalog.regclass`
+		typ = `'pg_catalog.pg_type'::pg_catalog.regclass`
+		txt = `::pg_catalog.text`
+	)
+	id := func(classid, objid string) string {
+		return `(pg_catalog.pg_identify_object(` + classid + `, ` + objid + `, 0)).identity`
+	}
+	relname := func(oid string) string {
+		return `(SELECT x.relname` + txt + ` FROM pg_catalog.pg_class x WHERE x.oid = ` + oid + `)`
+	}
+	var b strings.Builder
+	alias := func(kind, identity, extra, name, from string) {
+		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + ` FROM t ` + from)
+	}
+	// Views, materialized views and rules that read or write it (a view's
+	// _RETURN rule depends on the tables it reads), and rules on it.
+	alias(`CASE WHEN r.rulename = '_RETURN' AND rc.relkind = 'v' THEN 'view' WHEN r.rulename = '_RETURN' AND rc.relkind = 'm' THEN 'matview' ELSE 'rule' END`,
+		`CASE WHEN r.rulename = '_RETURN' THEN `+id(cls, "rc.oid")+` ELSE `+id(`'pg_catalog.pg_rewrite'::pg_catalog.regclass`, "r.oid")+` END`, `''`,
+		`CASE WHEN rc.oid = t.oid THEN '' ELSE rc.relname`+txt+` END`,
+		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass`+
+			` JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class`)
+	// Inheritance children and partitions.
+	alias(`CASE WHEN ic.relispartition THEN 'partition' ELSE 'child' END`, id(cls, "i.inhrelid"), `''`, `ic.relname`+txt,
+		`JOIN pg_catalog.pg_inherits i ON i.inhparent = t.oid JOIN pg_catalog.pg_class ic ON ic.oid = i.inhrelid`)
+	// Inheritance parents, and the partitioned table it is a partition of.
+	alias(`CASE WHEN t.relispartition THEN 'partitionof' ELSE 'parent' END`, id(cls, "i.inhparent"), `''`, relname("i.inhparent"),
+		`JOIN pg_catalog.pg_inherits i ON i.inhrelid = t.oid`)
+	// Foreign tables whose remote table is it: table_name and schema_name
+	// options, defaulting to the foreign table's own names (postgres_fdw).
+	alias(`'foreign'`, id(cls, "ft.ftrelid"), `''`, `fc.relname`+txt,
+		`JOIN (pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid = ft.ftrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace)`+
+			` ON COALESCE((SELECT pg_catalog.substr(o, 12) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 11) = 'table_name=' LIMIT 1), fc.relname`+txt+`) = t.relname`+txt+
+			` AND COALESCE((SELECT pg_catalog.substr(o, 13) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 12) = 'schema_name=' LIMIT 1), fn.nspname`+txt+`) = t.nspname`+txt+
+			` AND ft.ftrelid <> t.oid`)
+	// Triggers on it with transition tables.
+	alias(`'trigger'`, id(`'pg_catalog.pg_trigger'::pg_catalog.regclass`, "tg.oid"), `''`, `''`,
+		`JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = t.oid WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL`)
+	// (Functions whose SQL-standard body reads or writes it are not second
+	// names: one created through phiproxy had its body checked, and
+	// PL/pgSQL bodies are not in pg_depend at all.)
+	// Objects built on its row type (or its array type): functions taking
+	// or returning its rows, columns holding them, domains and types.
+	alias(`CASE WHEN d.classid = `+prc+` THEN 'rowfunction'`+
+		` WHEN d.classid = `+cls+` AND d.objsubid > 0 THEN 'column'`+
+		` WHEN d.classid = `+typ+` THEN CASE WHEN (SELECT dt.typtype FROM pg_catalog.pg_type dt WHERE dt.oid = d.objid) = 'd' THEN 'domain' ELSE 'type' END`+
+		` ELSE 'other' END`,
+		`CASE WHEN d.classid IN (`+cls+`, `+prc+`, `+typ+`) THEN `+id("d.classid", "d.objid")+
+			` ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END`,
+		`COALESCE((SELECT pg_catalog.quote_ident(pa.attname) FROM pg_catalog.pg_attribute pa WHERE d.classid = `+cls+` AND pa.attrelid = d.objid AND pa.attnum = d.objsubid), '')`,
+		`COALESCE(CASE WHEN d.classid = `+prc+` THEN (SELECT p.proname`+txt+` FROM pg_catalog.pg_proc p WHERE p.oid = d.objid)`+
+			` WHEN d.classid = `+cls+` THEN `+relname("d.objid")+
+			` WHEN d.classid = `+typ+` THEN (SELECT dt.typname`+txt+` FROM pg_catalog.pg_type dt WHERE dt.oid = d.objid) END, '')`,
+		`JOIN pg_catalog.pg_type ty ON ty.oid = t.reltype`+
+			` JOIN pg_catalog.pg_depend d ON d.refclassid = `+typ+` AND d.refobjid IN (ty.oid, ty.typarray)`+
+			` WHERE NOT (d.classid = `+typ+` AND d.objid = ty.typarray)`)
+	// Logical replication subscriptions that write into it.
+	alias(`'subscription'`, `pg_catalog.quote_ident(s.subname)`, `''`, `''`,
+		`JOIN pg_catalog.pg_subscription_rel sr ON sr.srrelid = t.oid JOIN pg_catalog.pg_subscription s ON s.oid = sr.srsubid`)
+	return b.String()
+}()
+
+// buildCatalog builds a catalog from the text-format rows of catalogQuery
+// (a row of six columns whose first is a number is a column row: the form
+// tests write).
 func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 	type column struct {
 		attnum int16
 		typ    uint32
 	}
-	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, colls: map[string]rewrite.Collation{}}
+	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}}
 	cols := map[*catalogTable]map[string]column{}
+	byOID := map[uint32]*policy.Table{}
+	type ordered struct {
+		attnum int16
+		name   string
+	}
+	order := map[*catalogTable][]ordered{}
+	var aliases, relkinds [][][]byte
 	for _, r := range rows {
-		if len(r) != 6 && len(r) != 6+collationWidth {
-			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
+		if len(r) != 6 {
+			return nil, fmt.Errorf("catalog row has %d columns, want 6", len(r))
 		}
-		if len(r) > 6 {
-			cat.addCollation(string(r[1])+"."+string(r[2])+"."+string(r[4]), r[6:])
+		switch string(r[0]) {
+		case rowFingerprint:
+			cat.fingerprint = string(r[1])
+			continue
+		case rowAlias:
+			aliases = append(aliases, r)
+			continue
+		case rowRelkind:
+			relkinds = append(relkinds, r)
+			continue
 		}
 		oid, err1 := strconv.ParseUint(string(r[0]), 10, 32)
 		attnum, err2 := strconv.ParseInt(string(r[3]), 10, 16)
@@ -108,48 +245,118 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			t = &catalogTable{oid: uint32(oid)}
 			cat.tables[name] = t
 			cols[t] = map[string]column{}
+			if pt := pol.Table(string(r[1]), string(r[2])); pt != nil {
+				byOID[t.oid] = pt
+			}
 		}
-		t.columns = append(t.columns, string(r[4]))
+		order[t] = append(order[t], ordered{int16(attnum), string(r[4])})
 		cols[t][string(r[4])] = column{attnum: int16(attnum), typ: uint32(typ)}
+	}
+	for t, o := range order {
+		slices.SortFunc(o, func(a, b ordered) int { return int(a.attnum) - int(b.attnum) })
+		for _, c := range o {
+			t.columns = append(t.columns, c.name)
+		}
 	}
 	for _, pt := range pol.Tables() {
 		t := cat.tables[pt.QualifiedName()]
 		if t == nil {
-			continue // the server reports the missing table itself
+			cat.problems[pt.QualifiedName()] = []Problem{missingTable(pt)}
+			continue
 		}
-		var problems []string
+		var problems []Problem
 		for _, pc := range pt.Columns {
 			c, ok := cols[t][pc.Name]
 			if !ok {
-				problems = append(problems, fmt.Sprintf("column %s is missing: ALTER TABLE %s ADD COLUMN %s %s;",
-					pc.QualifiedName(), pt.QualifiedName(), pc.Name, pc.Storage))
+				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
+					Message: fmt.Sprintf("column %s is missing", pc.QualifiedName()),
+					DDL:     fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s;", qualified(pt), rewrite.QuoteIdent(pc.Name), pc.Storage)})
 				continue
 			}
 			if c.typ != storageOID(pc.Storage) {
-				problems = append(problems, fmt.Sprintf("column %s must have type %s to hold ciphertext: ALTER TABLE %s ALTER COLUMN %s TYPE %s; (then phiproxy migrate encrypt)",
-					pc.QualifiedName(), pc.Storage, pt.QualifiedName(), pc.Name, pc.Storage))
+				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
+					Message: fmt.Sprintf("column %s must have type %s to hold ciphertext (then phiproxy migrate encrypt encrypts what it holds)", pc.QualifiedName(), pc.Storage),
+					DDL:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;", qualified(pt), rewrite.QuoteIdent(pc.Name), pc.Storage)})
 				continue
 			}
 			cat.attrs[attrKey{t.oid, c.attnum}] = attr{column: pc}
-			// Every blind index of the column (exact and normalized) is
-			// written with each value and hidden from results.
-			for _, bi := range pc.Indexes() {
-				ic, ok := cols[t][bi.Column]
-				switch {
-				case !ok:
-					problems = append(problems, fmt.Sprintf("blind-index column %s.%s is missing: ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);",
-						pt.QualifiedName(), bi.Column, pt.QualifiedName(), bi.Column, pt.QualifiedName(), bi.Column))
-				case ic.typ != pgtype.TextOID:
-					problems = append(problems, fmt.Sprintf("blind-index column %s.%s must have type text: ALTER TABLE %s ALTER COLUMN %s TYPE text;",
-						pt.QualifiedName(), bi.Column, pt.QualifiedName(), bi.Column))
-				default:
-					cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
-				}
+			if pc.BlindIndex == nil {
+				continue
+			}
+			ic, ok := cols[t][pc.BlindIndex.Column]
+			bidx := rewrite.QuoteIdent(pc.BlindIndex.Column)
+			switch {
+			case !ok:
+				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
+					Message: fmt.Sprintf("blind-index column %s.%s is missing", pt.QualifiedName(), pc.BlindIndex.Column),
+					DDL:     fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);", qualified(pt), bidx, qualified(pt), bidx)})
+			case ic.typ != pgtype.TextOID:
+				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
+					Message: fmt.Sprintf("blind-index column %s.%s must have type text", pt.QualifiedName(), pc.BlindIndex.Column),
+					DDL:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text;", qualified(pt), bidx)})
+			default:
+				cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
 			}
 		}
-		t.problem = strings.Join(problems, " ")
+		if len(problems) > 0 {
+			cat.problems[pt.QualifiedName()] = problems
+		}
+	}
+	for _, r := range relkinds {
+		pt := pol.Table(string(r[2]), string(r[3]))
+		if pt == nil {
+			continue
+		}
+		cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], Problem{Table: pt.QualifiedName(), Kind: ProblemRelkind,
+			Message: fmt.Sprintf("%s is a %s, not a table: the policy must name the table that stores the values", pt.QualifiedName(), relkindName(string(r[4])))})
+	}
+	for _, r := range aliases {
+		oid, err := strconv.ParseUint(string(r[1]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("catalog row: malformed number")
+		}
+		pt := byOID[uint32(oid)]
+		if pt == nil {
+			continue
+		}
+		p := aliasProblem(pt, string(r[2]), string(r[3]), string(r[4]))
+		if !slices.Contains(cat.problems[pt.QualifiedName()], p) {
+			cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], p)
+		}
+		if name := strings.ToLower(string(r[5])); name != "" && len(pol.TablesNamed(string(r[5]))) == 0 {
+			if cat.aliasNames == nil {
+				cat.aliasNames = map[string]Problem{}
+			}
+			if _, dup := cat.aliasNames[name]; !dup {
+				cat.aliasNames[name] = p
+			}
+		}
 	}
 	return cat, nil
+}
+
+// qualified is a policy table's name for DDL.
+func qualified(t *policy.Table) string {
+	return rewrite.QuoteIdent(t.Schema) + "." + rewrite.QuoteIdent(t.Name)
+}
+
+// relkindName names a pg_class.relkind.
+func relkindName(k string) string {
+	switch k {
+	case "v":
+		return "view"
+	case "m":
+		return "materialized view"
+	case "f":
+		return "foreign table"
+	case "S":
+		return "sequence"
+	case "i", "I":
+		return "index"
+	case "c":
+		return "composite type"
+	}
+	return "relation of kind " + k
 }
 
 // Columns implements rewrite.Catalog.
@@ -178,10 +385,47 @@ func (c *catalog) problem(t *policy.Table) string {
 	if c == nil {
 		return ""
 	}
-	if ct := c.tables[t.QualifiedName()]; ct != nil {
-		return ct.problem
+	ps := c.problems[t.QualifiedName()]
+	if len(ps) == 0 {
+		return ""
 	}
-	return ""
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, " ")
+}
+
+// sameTables reports whether o describes the tables ts exactly as c does:
+// a plan made against c for statements on ts is then valid against o.
+func (c *catalog) sameTables(o *catalog, ts []*policy.Table) bool {
+	if c == o {
+		return true
+	}
+	for _, t := range ts {
+		q := t.QualifiedName()
+		ct, ot := c.tables[q], o.tables[q]
+		if (ct == nil) != (ot == nil) || !slices.Equal(c.problems[q], o.problems[q]) {
+			return false
+		}
+		if ct == nil {
+			continue
+		}
+		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) {
+			return false
+		}
+		for k, a := range c.attrs {
+			if k.table == ct.oid && o.attrs[k] != a {
+				return false
+			}
+		}
+		for k := range o.attrs {
+			if _, ok := c.attrs[k]; k.table == ot.oid && !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // describesPHI reports whether a RowDescription message names a PHI or

@@ -1,10 +1,19 @@
 // Package phi is phiproxy's PHI layer: a proxy.Interceptor (Engine) that
 // keeps the columns a policy marks as PHI encrypted inside PostgreSQL.
 //
-// Each session first reads the catalog of the policy's tables (catalog.go:
-// OIDs, attribute numbers, storage types) on its own connection, before the
-// client can send anything, and reads it again after DDL at the next idle
-// moment (reload.go). Then, on clientToServer (handlers.go):
+// Only sessions on the databases the policy governs (policy.databases; all
+// of them when it names none) are intercepted; the others are relayed
+// untouched. A governed session first reads the catalog of the policy's
+// tables (catalog.go: OIDs, attribute numbers, storage types, and the
+// problems that make a table unfit for service: missing, not a table, not
+// ready, or reachable under a second name, problem.go) on its own
+// connection, before the client can send anything, and reads it again
+// after DDL, a refusal, or a change another connection made (reload.go).
+// In front of every batch that relies on the catalog goes the catalog
+// guard (guard.go), a statement PostgreSQL fails when the catalog changed,
+// so nothing runs on a stale one. The engine reports the problems to
+// /readyz (Ready) and exports them for `phiproxy check` (inspect.go). Then,
+// on clientToServer (handlers.go):
 //
 //   - Query and Parse texts go through the rewriter's plan cache
 //     (rewrite.Cache, one per distinct catalog). Texts that name no policy
@@ -51,6 +60,11 @@
 //
 //   - No PHI plaintext is sent upstream: a value bound for a policy column
 //     is encrypted or indexed, or the statement is refused.
+//   - No statement that relies on the catalog runs, and no result is
+//     decrypted, unless the server's catalog is the session's (the guard),
+//     up to the documented window of the simple protocol (guard.go).
+//   - A policy table with a problem is refused (55000, with its fix), and
+//     so is every statement naming a second name for it.
 //   - Errors, logs and audit records name tables, columns, types and
 //     SQLSTATEs, never values or SQL text (errors.go, audit.go).
 //   - A value is exact or refused: the proxy never stores or shows a value

@@ -16,14 +16,11 @@ import (
 
 // handleQuery handles a simple Query.
 func (s *session) handleQuery(msg []byte) error {
-	if err := s.refreshCatalog(); err != nil {
-		return err
-	}
 	start := time.Now()
 	sql := string(msg[5 : len(msg)-1])
 	s.cur = curStatement{text: sql}
 	s.noteSettings(movesSettings(sql))
-	plan, err := s.plan(sql, true)
+	plan, err := s.planFresh(sql, true)
 	if err == nil {
 		err = s.checkPlan(plan)
 	}
@@ -53,7 +50,24 @@ func (s *session) handleQuery(msg []byte) error {
 	s.buf = text
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, out)
+	guarded := s.guarded
+	if reliesOnCatalog(plan) {
+		if err := s.guard(); err != nil {
+			return err
+		}
+	}
+	r := s.queryResult(plan)
+	if !guarded && s.guarded {
+		s.queryDone = make(chan struct{})
+		r = queryAnswer{Responder: r, done: s.queryDone}
+	}
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: r}, out); err != nil {
+		return err
+	}
+	if guarded || !s.guarded {
+		return nil
+	}
+	return s.guardSync() // ends the pipeline the guard opened
 }
 
 // handleParse handles Parse.
@@ -66,11 +80,8 @@ func (s *session) handleParse(msg []byte) error {
 	if p.Name == raiseStatement {
 		return s.raiseExtended(errReservedName)
 	}
-	if err := s.refreshCatalog(); err != nil {
-		return err
-	}
 	s.cur = curStatement{text: p.Query}
-	plan, err := s.plan(p.Query, false)
+	plan, err := s.planFresh(p.Query, false)
 	if err == nil {
 		err = s.checkPlan(plan)
 		if err == nil {
@@ -166,6 +177,14 @@ func (s *session) handleBind(msg []byte) error {
 	if s.ambiguous(st, stmtName != "") {
 		return s.raiseExtended(ErrAmbiguousStatement)
 	}
+	if reliesOnCatalog(st.plan) {
+		if _, err := s.recheck(); err != nil {
+			return err
+		}
+		if s.stalePlan(st) {
+			return s.raiseExtended(ErrStalePlan)
+		}
+	}
 	if err := s.checkBind(st); err != nil {
 		return s.raiseExtended(err)
 	}
@@ -214,6 +233,14 @@ func (s *session) handleDescribe(msg []byte) error {
 		if st == nil {
 			return s.c.Pass('D', msg)
 		}
+		if reliesOnCatalog(st.plan) {
+			if s.stalePlan(st) {
+				return s.raiseExtended(ErrStalePlan)
+			}
+			if err := s.guard(); err != nil {
+				return err
+			}
+		}
 		r := &result{s: s, db: st.db, stmt: st, statement: true}
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribeStatement, Responder: r}, msg)
 	}
@@ -222,6 +249,11 @@ func (s *session) handleDescribe(msg []byte) error {
 		return s.c.Pass('D', msg)
 	}
 	p.described = true
+	if reliesOnCatalog(p.stmt.plan) {
+		if err := s.guard(); err != nil {
+			return err
+		}
+	}
 	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: p.responder()}, msg)
 }
 
@@ -243,6 +275,11 @@ func (s *session) handleExecute(msg []byte) error {
 	s.noteSettings(p.stmt.movesSettings)
 	if s.settingsMoved {
 		p.result.unsure.Store(true)
+	}
+	if reliesOnCatalog(p.stmt.plan) {
+		if err := s.guard(); err != nil {
+			return err
+		}
 	}
 	// Known from answers that arrived, or from the client's Describe of this
 	// portal (a Describe skipped after an error skips this Execute too).

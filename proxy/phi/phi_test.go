@@ -323,7 +323,7 @@ func TestCatalogProblems(t *testing.T) {
 			t.Errorf("problem %q lacks %q", p, want)
 		}
 	}
-	if q := catalogQuery(pol); !strings.Contains(q, "(E'public', E'patients')") {
+	if q := catalogQuery(pol, true); !strings.Contains(q, "(E'public', E'patients')") {
 		t.Errorf("catalog query: %s", q)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,11 +140,16 @@ func (f *fakeServer) send(msgs ...pgproto3.BackendMessage) {
 	}
 }
 
-// catalog answers the catalog query with rows.
+// catalog answers the catalog query with rows (column rows, then the
+// marker rows of catalog.go). Without a fingerprint row it adds one: the
+// fingerprint of a catalog in these tests is its number of rows.
 func (f *fakeServer) catalog(rows [][]string) {
 	f.t.Helper()
-	f.expect("Query SELECT c.oid, n.nspname…")
+	f.expect("Query WITH t AS (SELECT c.oid, n.nspname…")
 	f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("oid", 0, 26)}})
+	if !slices.ContainsFunc(rows, func(r []string) bool { return r[0] == rowFingerprint }) {
+		rows = append(slices.Clip(rows), []string{rowFingerprint, fmt.Sprint(len(rows)), "", "", "", ""})
+	}
 	for _, r := range rows {
 		vals := make([][]byte, len(r))
 		for i, v := range r {
@@ -216,26 +222,45 @@ func (c *testClient) expect(want ...string) {
 // sides are done.
 func scripted(t *testing.T, script func(f *fakeServer), hooks ...func(*session)) (*testClient, *Engine) {
 	t.Helper()
-	o := scriptOptions{}
-	if len(hooks) > 0 {
-		o.hook = hooks[0]
-	}
-	return scriptedWith(t, o, script)
+	return scriptedWith(t, scriptOptions{}, script, hooks...)
 }
 
-// scriptOptions vary scripted: the policy (testPolicy when empty), the
-// Engine's Config, the roles the fake server reports for the login when
-// the policy has access rules, and a hook that sees each session.
+// scriptOptions change what scripted sets up.
 type scriptOptions struct {
+	// policy replaces testPolicy; cfg is the Engine's Config; roles are
+	// the roles the fake server reports for the login when the policy
+	// has access rules; hook sees each session.
 	policy string
 	cfg    Config
 	roles  []string
 	hook   func(*session)
+	// guard keeps the catalog guard (guard.go) in front of statements on
+	// policy tables, which the script must then expect and answer; other
+	// scripts run without it, and without rechecks.
+	guard bool
+	// catalog answers the first catalog query instead of testCatalog.
+	catalog [][]string
+	// database is the database the client names ("db" by default).
+	database string
+	// noCatalog: the session is not governed and runs no catalog query.
+	noCatalog bool
+	// recheck is Engine.recheck (an hour by default: no rechecks, and no
+	// check before a refusal unless guard is set).
+	recheck time.Duration
 }
 
 // scriptedWith is scripted with options.
-func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*testClient, *Engine) {
+func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer), hooks ...func(*session)) (*testClient, *Engine) {
 	t.Helper()
+	if len(hooks) > 0 {
+		o.hook = hooks[0]
+	}
+	if o.catalog == nil {
+		o.catalog = testCatalog
+	}
+	if o.database == "" {
+		o.database = "db"
+	}
 	if o.policy == "" {
 		o.policy = testPolicy
 	}
@@ -268,14 +293,16 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*t
 		f.be.Send(&pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"})
 		f.be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
 		f.ready()
-		f.catalog(testCatalog)
-		if pol.HasAccessRules() {
-			f.expect("Query WITH RECURSIVE m(oid) AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user…")
-			f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("rolname", 0, 19)}})
-			for _, r := range o.roles {
-				f.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(r)}})
+		if !o.noCatalog {
+			f.catalog(o.catalog)
+			if pol.HasAccessRules() {
+				f.expect("Query WITH RECURSIVE m(oid) AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user…")
+				f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("rolname", 0, 19)}})
+				for _, r := range o.roles {
+					f.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(r)}})
+				}
+				f.send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SELECT %d", len(o.roles)))}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 			}
-			f.send(&pgproto3.CommandComplete{CommandTag: []byte(fmt.Sprintf("SELECT %d", len(o.roles)))}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 		}
 		script(f)
 		for { // until Terminate, then EOF
@@ -293,6 +320,10 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*t
 	eng, err := New(pol, fakeKeys{}, reg, o.cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	eng.noGuard, eng.recheck = !o.guard, o.recheck
+	if o.recheck == 0 {
+		eng.recheck, eng.noRecheck = time.Hour, !o.guard
 	}
 	eng.onSession = o.hook
 	cfg := proxy.Config{
@@ -316,7 +347,7 @@ func scriptedWith(t *testing.T, o scriptOptions, script func(f *fakeServer)) (*t
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	c := &testClient{t: t, fe: pgproto3.NewFrontend(conn, conn)}
 	c.send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
-		Parameters: map[string]string{"user": "alice", "database": "db"}})
+		Parameters: map[string]string{"user": "alice", "database": o.database}})
 	c.expect("AuthenticationOk", "ParameterStatus", "ParameterStatus", "ParameterStatus", "BackendKeyData", "ReadyForQuery I")
 	t.Cleanup(func() { c.send(&pgproto3.Terminate{}) })
 	return c, eng

@@ -2,6 +2,7 @@ package phi
 
 import (
 	"encoding/binary"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
@@ -31,16 +32,26 @@ type session struct {
 	// skipping: a raise (raise.go) failed this batch; the rest of it, up
 	// to Sync, is dropped as the server would skip it.
 	skipping bool
-	// stale: DDL went through since the catalog was read; it is read again
-	// at the next moment nothing is pending (refreshCatalog).
-	stale      bool
-	w          *writer
-	statements map[string]*statement // prepared statements by name
-	swept      int                   // len(statements) that triggers the next sweep
-	portals    map[string]*portal    // portals of rewritten statements by name
-	buf        []byte                // scratch for encoded messages
-	toks       []rewrite.Token       // scratch for checkSent
-	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+	// stale: DDL went through since the catalog was read, or a statement
+	// was refused for a catalog problem; it is read again at the next
+	// moment nothing is pending (refreshCatalog).
+	stale bool
+	// guarded: the catalog guard went out in this batch (guard.go).
+	guarded bool
+	// guardFor is the catalog whose guard is prepared on the server, as far
+	// as the proxy knows; nil for none.
+	guardFor *dbState
+	guardBuf []byte // scratch for the guard's messages
+	// queryDone and syncDone are closed when the last guarded simple
+	// Query, and the guard's Sync after it, are answered.
+	queryDone, syncDone chan struct{}
+	w                   *writer
+	statements          map[string]*statement // prepared statements by name
+	swept               int                   // len(statements) that triggers the next sweep
+	portals             map[string]*portal    // portals of rewritten statements by name
+	buf                 []byte                // scratch for encoded messages
+	toks                []rewrite.Token       // scratch for checkSent
+	cur                 curStatement          // the statement at hand, for refusal records (audit.go)
 
 	// Set by NewSession, then read-only. access: what the session's roles
 	// get of each column with an access rule (access.go), nil when the
@@ -66,6 +77,14 @@ type session struct {
 	// settings are DateStyle and TimeZone as the server last reported
 	// them. Written by serverToClient (or newSession), read by both.
 	settings atomic.Pointer[sessionSettings]
+
+	// Written by serverToClient (the guard's answers) and NewSession, read
+	// by clientToServer. drifted: a guard found the catalog changed; it is
+	// read again before the next statement. guardLost: the server lost the
+	// guard's statement; it is prepared again. verifiedAt: when the
+	// catalog was last proven current (unix nanoseconds).
+	drifted, guardLost atomic.Bool
+	verifiedAt         atomic.Int64
 }
 
 var _ proxy.SessionInterceptor = (*session)(nil)
@@ -111,6 +130,9 @@ func (s *session) noteSettings(moves bool) {
 func (s *session) Frontend(typ byte, msg []byte) error {
 	if !s.openBatch {
 		s.sweep()
+		if err := s.refreshCatalog(); err != nil {
+			return err
+		}
 	}
 	if s.skipping {
 		// The server fails the raise and skips the rest of the batch; the
@@ -128,7 +150,9 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 	switch typ {
 	case 'Q':
 		s.batch++ // a Query ends an extended batch as Sync does
-		return s.handleQuery(msg)
+		err = s.handleQuery(msg)
+		s.guarded = false
+		return err
 	case 'P':
 		err = s.handleParse(msg)
 	case 'B':
@@ -182,6 +206,7 @@ func (s *session) Sync() {
 	s.batch++
 	s.openBatch = false
 	s.skipping = false
+	s.guarded = false
 }
 
 // ParameterStatus implements proxy.SessionInterceptor.
@@ -199,8 +224,22 @@ func (s *session) ParameterStatus(name, value string) {
 // plan analyzes a Query's or Parse's text and notes DDL, after which the
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	o := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}
-	p, err := s.db.plan(sql, simple, o)
+	if s.guardFor != nil && dropsStatements(sql) {
+		s.guardFor = nil // prepare the guard again before it is next used
+	}
+	named, err := s.db.cat.aliasNamed(sql)
+	if named {
+		s.stale = true // after DDL on an alias, or a refusal: read the catalog again
+	}
+	var p *rewrite.Plan
+	if err == nil {
+		o := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}
+		p, err = s.db.plan(sql, simple, o)
+	}
+	var ce *CatalogError
+	if errors.As(err, &ce) {
+		s.stale = true // read the catalog again: the table may be fixed by now
+	}
 	if err != nil || !p.Passthrough || len(p.Statements) > 0 {
 		// The text names a policy table (only those are parsed): it must
 		// read for certain as it was read. If the settings explain why it

@@ -186,7 +186,8 @@ func TestScriptStatementTracking(t *testing.T) {
 
 // TestScriptCatalogReload: DDL marks the catalog stale; it is read again,
 // unseen, before the next statement, and the new blind-index column is
-// used at once. Until then a table that is not ready is refused (55000).
+// used at once. Until then a table that is not ready is refused (55000),
+// and each refusal has the catalog read again before the next statement.
 func TestScriptCatalogReload(t *testing.T) {
 	noBidx := [][]string{testCatalog[0], testCatalog[2], testCatalog[3], testCatalog[4], testCatalog[5]}
 	c, _ := scripted(t, func(f *fakeServer) {
@@ -197,6 +198,7 @@ func TestScriptCatalogReload(t *testing.T) {
 		f.expect("Query DO $phiproxy$BEGIN RAISE EXCEPTION USING ERRCODE = '55000'…")
 		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "55000", Message: "phiproxy: table public.patients is not ready…"})
 		f.ready()
+		f.catalog(noBidx) // after a refusal: read again, in case it was fixed
 		f.expect("Query ALTER TABLE patients ADD COLUMN email_bidx text")
 		f.send(&pgproto3.CommandComplete{CommandTag: []byte("ALTER TABLE")})
 		f.ready()

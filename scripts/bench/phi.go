@@ -246,11 +246,15 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int, aud
 		}
 	}
 
+	governed, err := seed.PolicyFor(phiEncryptedDB)
+	if err != nil {
+		return nil, err
+	}
 	kr, err := newKeyring(ctx, b.dir)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := phi.New(pol, phi.KeyringKeys(kr), b.reg, phi.Config{})
+	eng, err := phi.New(governed, phi.KeyringKeys(kr), b.reg, phi.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -303,9 +307,13 @@ func setupPHI(ctx context.Context, cluster *pgcluster.Cluster, patients int, aud
 }
 
 // newPHIEngine is the PHI layer for the seed policy with a new local
-// keyring in dir, its metrics in reg.
-func newPHIEngine(ctx context.Context, dir string, reg prometheus.Registerer) (*phi.Engine, error) {
+// keyring in dir, its metrics in reg, governing databases (the seed's own,
+// app, when none are given).
+func newPHIEngine(ctx context.Context, dir string, reg prometheus.Registerer, databases ...string) (*phi.Engine, error) {
 	pol, err := seed.Policy()
+	if len(databases) > 0 {
+		pol, err = seed.PolicyFor(databases...)
+	}
 	if err != nil {
 		return nil, err
 	}

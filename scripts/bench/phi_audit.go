@@ -47,7 +47,7 @@ func (v *phiVariant) close() {
 // audit log, and a policy that masks every column for role (searching
 // allowed) with an audit log. Audit files go to dir.
 func startAuditVariants(ctx context.Context, cluster *pgcluster.Cluster, kr *crypto.Keyring, dir, role string) ([]*phiVariant, error) {
-	plain, err := seed.Policy()
+	plain, err := seed.PolicyFor(phiEncryptedDB)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,113 @@
+package phi
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// aliasNamed refuses a text that names a second name for a policy table
+// (a view, child or parent table, foreign table, function... found by the
+// catalog query): the rewriter knows policy tables by their names only, so
+// a value written through the second name would reach PostgreSQL in
+// plaintext, and a value read through it undecrypted. Names are matched as
+// whole words, case-insensitively, anywhere in the text (a mention in a
+// string or comment is refused too: a false alarm, never a leak). One
+// statement of DDL that starts with DROP or ALTER passes: it is how the
+// alias goes away; named then tells the session to read the catalog
+// again. Costs nothing while the database has no alias.
+func (c *catalog) aliasNamed(sql string) (named bool, err error) {
+	if c == nil || len(c.aliasNames) == 0 {
+		return false, nil
+	}
+	lower := strings.ToLower(sql)
+	names := make([]string, 0, len(c.aliasNames))
+	for n := range c.aliasNames {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if !containsWord(lower, n) {
+			continue
+		}
+		if removesAlias(sql) {
+			return true, nil
+		}
+		p := c.aliasNames[n]
+		return true, &CatalogError{Msg: fmt.Sprintf("the statement names %s, a second name for table %s that phiproxy does not govern: %s", p.Alias, p.Table, p)}
+	}
+	return false, nil
+}
+
+// containsWord reports whether word occurs in s with no identifier
+// character on either side.
+func containsWord(s, word string) bool {
+	for i := 0; ; {
+		j := strings.Index(s[i:], word)
+		if j < 0 {
+			return false
+		}
+		at, end := i+j, i+j+len(word)
+		if (at == 0 || !identByte(s[at-1])) && (end == len(s) || !identByte(s[end])) {
+			return true
+		}
+		i = at + 1
+	}
+}
+
+// identByte reports whether b may continue an unquoted identifier.
+func identByte(b byte) bool {
+	return b == '_' || b == '$' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b >= 0x80
+}
+
+// removesAlias reports whether sql is one statement starting with DROP or
+// ALTER. Any semicolon but trailing ones makes it more than one statement
+// (or one with a semicolon in a literal, refused all the same).
+func removesAlias(sql string) bool {
+	if strings.Contains(strings.TrimRight(sql, " \t\r\n\f;"), ";") {
+		return false
+	}
+	w := firstWord(sql)
+	return w == "drop" || w == "alter"
+}
+
+// firstWord returns the first word of sql in lower case, after blanks and
+// comments (nested ones as PostgreSQL reads them).
+func firstWord(sql string) string {
+	for {
+		sql = strings.TrimLeft(sql, " \t\r\n\f")
+		switch {
+		case strings.HasPrefix(sql, "--"):
+			i := strings.IndexByte(sql, '\n')
+			if i < 0 {
+				return ""
+			}
+			sql = sql[i+1:]
+		case strings.HasPrefix(sql, "/*"):
+			depth, i := 0, 0
+			for ; i+1 < len(sql); i++ {
+				switch sql[i : i+2] {
+				case "/*":
+					depth++
+					i++
+				case "*/":
+					depth--
+					i++
+				}
+				if depth == 0 {
+					break
+				}
+			}
+			if depth != 0 {
+				return ""
+			}
+			sql = sql[i+1:]
+		default:
+			i := 0
+			for i < len(sql) && identByte(sql[i]) {
+				i++
+			}
+			return strings.ToLower(sql[:i])
+		}
+	}
+}
