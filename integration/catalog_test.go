@@ -542,3 +542,89 @@ func deref(s *string) string {
 	}
 	return strconv.Quote(*s)
 }
+
+// TestCatalogGuardTransactions: the catalog guard joins the client's
+// transaction without changing what it does: simple-protocol texts with
+// BEGIN and COMMIT inside, explicit blocks rolled back, savepoints after
+// an error, and pipelined batches.
+func TestCatalogGuardTransactions(t *testing.T) {
+	ctx := context.Background()
+	env := startCatalogEnv(t, "catalog_tx", `
+databases: [catalog_tx]
+tables:
+  - name: public.visits
+    columns:
+      note: { type: text }
+`, "CREATE TABLE visits (id int PRIMARY KEY, note text)")
+	direct := env.direct(t)
+	count := func() int {
+		var n int
+		if err := direct.QueryRow(ctx, "SELECT count(*) FROM visits").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	simple := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol })
+	// BEGIN and COMMIT inside one simple Query.
+	if _, err := simple.Exec(ctx, fmt.Sprintf("BEGIN; INSERT INTO visits VALUES (1, '%s'); INSERT INTO visits VALUES (2, '%s'); COMMIT", secret("note"), secret("note"))); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("rows after a committed text: %d", n)
+	}
+	// An explicit block rolled back, the guard's work with it.
+	for _, sql := range []string{"BEGIN", fmt.Sprintf("INSERT INTO visits VALUES (3, '%s')", secret("note")), "ROLLBACK"} {
+		if _, err := simple.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("rows after ROLLBACK: %d", n)
+	}
+	// A savepoint after an error: the guarded statements run after
+	// ROLLBACK TO, and COMMIT keeps them.
+	for _, step := range []struct {
+		sql     string
+		failing bool
+	}{
+		{"BEGIN", false},
+		{"SAVEPOINT s", false},
+		{fmt.Sprintf("INSERT INTO visits VALUES (1, '%s')", secret("note")), true}, // duplicate key
+		{"SELECT note FROM visits WHERE id = 1", true},                              // transaction aborted
+		{"ROLLBACK TO SAVEPOINT s", false},
+		{fmt.Sprintf("INSERT INTO visits VALUES (4, '%s')", secret("note")), false},
+		{"COMMIT", false},
+	} {
+		_, err := simple.Exec(ctx, step.sql)
+		if (err != nil) != step.failing {
+			t.Fatalf("%.30s: %v", step.sql, err)
+		}
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("rows after the savepoint: %d", n)
+	}
+	// A pipeline of extended batches, several guarded.
+	ext := env.conn(t)
+	batch := &pgx.Batch{}
+	note := secret("note")
+	batch.Queue("INSERT INTO visits VALUES ($1, $2)", 5, note)
+	batch.Queue("SELECT note FROM visits WHERE id = $1", 5)
+	batch.Queue("UPDATE visits SET note = $1 WHERE id = $2", note, 4)
+	results := ext.SendBatch(ctx, batch)
+	if _, err := results.Exec(); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := results.QueryRow().Scan(&got); err != nil || got != note {
+		t.Fatalf("read in the batch: %q, %v", got, err)
+	}
+	if _, err := results.Exec(); err != nil {
+		t.Fatal(err)
+	}
+	if err := results.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 4 {
+		t.Fatalf("rows after the batch: %d", n)
+	}
+}
