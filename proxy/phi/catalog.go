@@ -31,10 +31,6 @@ type catalog struct {
 	// a second name for a policy table (a view, a child table, a foreign
 	// table, a function...), with the problem it is.
 	aliasNames map[string]Problem
-	// fingerprint is the server's fingerprint of the policy tables'
-	// columns (fingerprintSQL) in the snapshot the rows were read in: the
-	// guard (guard.go) compares it with the server's current one.
-	fingerprint string
 }
 
 var _ rewrite.Catalog = (*catalog)(nil)
@@ -61,9 +57,8 @@ type catalogTable struct {
 // a row is: a column of a policy table (its OID, then schema, table,
 // attnum, name, type OID), or one of these markers.
 const (
-	rowFingerprint = "fingerprint" // fingerprint, "", "", "", ""
-	rowRelkind     = "relkind"     // table OID, schema, table, relkind, ""
-	rowAlias       = "alias"       // table OID, alias kind, identity, extra, bare name
+	rowRelkind = "relkind" // table OID, schema, table, relkind, ""
+	rowAlias   = "alias"   // table OID, alias kind, identity, extra, bare name
 )
 
 // policyTablesIn is the SQL list of the policy tables' (schema, name).
@@ -83,28 +78,8 @@ func policyTablesIn(pol *policy.Policy) string {
 	return b.String()
 }
 
-// fingerprintSQL is a scalar subquery: the fingerprint of the live columns
-// of the policy tables (each one's table OID, attnum, type and name), as
-// text. Any DDL that changes what the proxy relies on (a table created,
-// dropped or renamed into or out of a policy name, a column added,
-// dropped, renamed or retyped) changes it. It is a sum of 64-bit hashes,
-// one per column, so it is cheap and independent of row order; a change
-// goes unnoticed with probability about 2^-64.
-//
-// It reads pg_class and pg_attribute as any query does, in the statement's
-// snapshot: in a REPEATABLE READ or SERIALIZABLE transaction it sees the
-// catalog as of the transaction's snapshot.
-func fingerprintSQL(pol *policy.Policy) string {
-	return `(SELECT COALESCE(pg_catalog.sum(pg_catalog.hashtextextended(` +
-		`c.oid::pg_catalog.text || ' ' || a.attnum::pg_catalog.text || ' ' || a.atttypid::pg_catalog.text || ' ' || a.attname::pg_catalog.text, 0))::pg_catalog.text, '')` +
-		` FROM pg_catalog.pg_class c` +
-		` JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
-		` JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid` +
-		` WHERE a.attnum > 0 AND NOT a.attisdropped AND (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)`
-}
-
 // catalogQuery returns the query that reads the policy tables' columns,
-// the fingerprint of them, policy relations that are not tables, and, with
+// policy relations that are not tables, and, with
 // aliases, the relations and objects that give a policy table a second
 // name. It names only tables and columns, never values, so it may be
 // logged.
@@ -122,8 +97,6 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	// Policy relations that are not tables.
 	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
-	// The fingerprint, in the same snapshot as the columns.
-	b.WriteString(` UNION ALL SELECT 2, 0, 0, '` + rowFingerprint + `', ` + fingerprintSQL(pol) + `, '', '', '', ''`)
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
@@ -223,9 +196,6 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			return nil, fmt.Errorf("catalog row has %d columns, want 6", len(r))
 		}
 		switch string(r[0]) {
-		case rowFingerprint:
-			cat.fingerprint = string(r[1])
-			continue
 		case rowAlias:
 			aliases = append(aliases, r)
 			continue

@@ -36,13 +36,11 @@ type Engine struct {
 	// catalogSQL reads the catalog, aliases included; columnsSQL reads it
 	// without looking for aliases (catalogQuery).
 	catalogSQL, columnsSQL string
-	// fingerprintSQL reads the server's fingerprint of the policy tables.
-	fingerprintSQL string
-	cacheSize      int
-	metrics        *metrics
-	drift          *driftMetrics
+	cacheSize              int
+	metrics                *metrics
+	drift                  *driftMetrics
 	// recheck is how long a session trusts a catalog it verified before,
-	// when idle, it checks the fingerprint again with a query of its own
+	// when idle, it reads the columns again with a query of its own
 	// before planning (reload.go); the guard makes that safe, recheck
 	// makes a change made long before usually cost no refusal.
 	recheck time.Duration
@@ -109,18 +107,17 @@ func newEngine(pol *policy.Policy, keys Keys, cfg Config) (*Engine, error) {
 		cfg.PlanCacheSize = proxy.DefaultPlanCacheSize
 	}
 	e := &Engine{
-		policy:         pol,
-		cols:           cols,
-		catalogSQL:     catalogQuery(pol, true),
-		columnsSQL:     catalogQuery(pol, false),
-		fingerprintSQL: "SELECT " + fingerprintSQL(pol),
-		cacheSize:      cfg.PlanCacheSize,
-		recheck:        defaultRecheck,
-		dbs:            map[[32]byte]*dbState{},
-		ready:          map[string]*dbState{},
-		aliases:        map[string]aliasScan{},
-		audit:          cfg.Audit,
-		names:          newAuditNames(pol),
+		policy:     pol,
+		cols:       cols,
+		catalogSQL: catalogQuery(pol, true),
+		columnsSQL: catalogQuery(pol, false),
+		cacheSize:  cfg.PlanCacheSize,
+		recheck:    defaultRecheck,
+		dbs:        map[[32]byte]*dbState{},
+		ready:      map[string]*dbState{},
+		aliases:    map[string]aliasScan{},
+		audit:      cfg.Audit,
+		names:      newAuditNames(pol),
 	}
 	if e.access, err = newAccessRules(pol); err != nil {
 		return nil, err

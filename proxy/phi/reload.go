@@ -18,10 +18,11 @@ import (
 //   - after the guard found that another connection changed the policy
 //     tables (drifted, guard.go);
 //   - when idle, before a statement that relies on the catalog, if the
-//     catalog was last proven current longer ago than Engine.recheck: a
-//     fingerprint query of the session's own, and the catalog if it
-//     changed (recheck). That spares the client a refusal from the guard
-//     when the DDL happened while the session was idle;
+//     catalog was last proven current longer ago than Engine.recheck: the
+//     columns part of the catalog query (recheck; the aliases come from
+//     the database's last full read unless it is older than aliasTTL).
+//     That spares the client a refusal from the guard when the DDL
+//     happened while the session was idle;
 //   - the same check, when idle, before refusing a statement that could
 //     not be planned (recheckNow): the refusal may rest on a catalog that
 //     another connection just changed (a table created, a column added).
@@ -42,7 +43,7 @@ func (s *session) refreshCatalog() error {
 	if !idle || !ok {
 		return nil
 	}
-	_, err := s.reload(status)
+	_, err := s.reload(status, true)
 	return err
 }
 
@@ -70,12 +71,13 @@ func (s *session) canQuery() (idle bool, status byte, ok bool) {
 	return idle, status, status != 'E' && !s.openBatch
 }
 
-// reload reads the catalog and makes it the session's. It reports whether
-// the catalog differs from the one the session had. A failed query (the
-// server refused it) keeps the catalog the session had.
-func (s *session) reload(status byte) (bool, error) {
+// reload reads the catalog (full: aliases included, else only if the
+// database's alias rows are old) and makes it the session's. It reports
+// whether the catalog differs from the one the session had. A failed query
+// (the server refused it) keeps the catalog the session had.
+func (s *session) reload(status byte, full bool) (bool, error) {
 	drifted := s.drifted.Swap(false)
-	rows, err := s.eng.readCatalog(s.c, true)
+	rows, err := s.eng.readCatalog(s.c, full)
 	if errors.Is(err, proxy.ErrQueryFailed) {
 		if drifted {
 			s.drifted.Store(true)
@@ -124,19 +126,7 @@ func (s *session) recheckNow() (bool, error) {
 	if !idle || !ok {
 		return false, nil // the guard still stands in front of the statement
 	}
-	rows, err := s.c.Query(s.eng.fingerprintSQL)
-	if errors.Is(err, proxy.ErrQueryFailed) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	s.eng.drift.reloads.Inc()
-	if len(rows) == 1 && len(rows[0]) == 1 && string(rows[0][0]) == s.db.cat.fingerprint {
-		s.verified()
-		return false, nil
-	}
-	return s.reload(status)
+	return s.reload(status, false)
 }
 
 // planTables are the policy tables a plan's statements touch.
