@@ -76,7 +76,7 @@ func TestScriptGuardExtended(t *testing.T) {
 		f.send(&pgproto3.CloseComplete{}, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{},
 			&pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: "phiproxy: the PHI tables this prepared statement uses changed…"})
 		f.ready()
-		// Prepared again, with the new catalog's fingerprint.
+		// Prepared again, the guard too, for the new catalog.
 		f.expect(append(append(append([]string{`Parse "s2" SELECT * FROM patients WHERE email_bidx = $1 [25]`, `Bind "" "s2" [0] ["IDX-public.patients.email-a@x.org"] []`},
 			guardParse...), guardRun...), `Describe P ""`, `Execute ""`, "Sync")...)
 		f.send(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.CloseComplete{}, &pgproto3.ParseComplete{})
