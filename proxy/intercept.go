@@ -233,6 +233,15 @@ func (c *Conn) Idle() (idle bool, txStatus byte) {
 	return q.len() == 0 && !q.failed, q.txStatus
 }
 
+// Pending is the number of messages sent upstream (the client's and the
+// interceptor's own) that await an answer.
+func (c *Conn) Pending() int {
+	q := &c.s.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.len()
+}
+
 // ErrQueryFailed is returned by Conn.Query when the server answered the
 // query with an error (which the client does not see).
 var ErrQueryFailed = errors.New("the proxy's query failed")

@@ -162,7 +162,8 @@ func (s *session) sendHidden(kind proxy.Kind, m pgproto3.FrontendMessage, r prox
 // guardSync ends the proxy's pipeline after a simple Query it guarded.
 // Its ReadyForQuery follows the Query's, which the client may answer
 // before the proxy has read it: syncDone lets the next statement wait for
-// it rather than find the session busy (canQuery).
+// it rather than find the session busy (canQuery). (The Query's own
+// Responder is not wrapped: the relay looks for optional interfaces on it.)
 func (s *session) guardSync() error {
 	done := make(chan struct{})
 	s.syncDone = done
@@ -177,19 +178,6 @@ type syncAnswer struct {
 
 // Answered implements proxy.Responder.
 func (a syncAnswer) Answered(byte) { close(a.done) }
-
-// queryAnswer is a guarded Query's Responder, which also closes done once
-// the Query is answered: only then is the guard's Sync worth waiting for.
-type queryAnswer struct {
-	proxy.Responder
-	done chan struct{}
-}
-
-// Answered implements proxy.Responder.
-func (a queryAnswer) Answered(typ byte) {
-	a.Responder.Answered(typ)
-	close(a.done)
-}
 
 // syncWait bounds the wait for the guard's Sync: its ReadyForQuery is
 // normally already on its way when the client's next message arrives.

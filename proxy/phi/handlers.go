@@ -56,12 +56,7 @@ func (s *session) handleQuery(msg []byte) error {
 			return err
 		}
 	}
-	r := s.queryResult(plan)
-	if !guarded && s.guarded {
-		s.queryDone = make(chan struct{})
-		r = queryAnswer{Responder: r, done: s.queryDone}
-	}
-	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: r}, out); err != nil {
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, out); err != nil {
 		return err
 	}
 	if guarded || !s.guarded {

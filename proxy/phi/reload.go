@@ -54,9 +54,9 @@ func (s *session) refreshCatalog() error {
 // transaction (which the query would commit).
 func (s *session) canQuery() (idle bool, status byte, ok bool) {
 	idle, status = s.c.Idle()
-	if !idle && s.syncDone != nil && !s.openBatch && closed(s.queryDone) {
-		// The client has the answer to its guarded Query; the guard's
-		// Sync, answered right after it, may be all that is pending.
+	if !idle && s.syncDone != nil && !s.openBatch && !closed(s.syncDone) && s.c.Pending() == 1 {
+		// All that is pending is the guard's Sync, sent last: the client
+		// has the answer to its guarded Query, and the Sync's follows.
 		t := time.NewTimer(syncWait)
 		select {
 		case <-s.syncDone:
@@ -66,7 +66,7 @@ func (s *session) canQuery() (idle bool, status byte, ok bool) {
 		idle, status = s.c.Idle()
 	}
 	if idle {
-		s.queryDone, s.syncDone = nil, nil
+		s.syncDone = nil
 	}
 	return idle, status, status != 'E' && !s.openBatch
 }

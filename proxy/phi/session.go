@@ -42,16 +42,16 @@ type session struct {
 	// as the proxy knows; nil for none.
 	guardFor *dbState
 	guardBuf []byte // scratch for the guard's messages
-	// queryDone and syncDone are closed when the last guarded simple
-	// Query, and the guard's Sync after it, are answered.
-	queryDone, syncDone chan struct{}
-	w                   *writer
-	statements          map[string]*statement // prepared statements by name
-	swept               int                   // len(statements) that triggers the next sweep
-	portals             map[string]*portal    // portals of rewritten statements by name
-	buf                 []byte                // scratch for encoded messages
-	toks                []rewrite.Token       // scratch for checkSent
-	cur                 curStatement          // the statement at hand, for refusal records (audit.go)
+	// syncDone is closed when the guard's Sync after the last guarded
+	// simple Query is answered.
+	syncDone   chan struct{}
+	w          *writer
+	statements map[string]*statement // prepared statements by name
+	swept      int                   // len(statements) that triggers the next sweep
+	portals    map[string]*portal    // portals of rewritten statements by name
+	buf        []byte                // scratch for encoded messages
+	toks       []rewrite.Token       // scratch for checkSent
+	cur        curStatement          // the statement at hand, for refusal records (audit.go)
 
 	// Set by NewSession, then read-only. access: what the session's roles
 	// get of each column with an access rule (access.go), nil when the
