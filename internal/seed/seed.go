@@ -88,22 +88,24 @@ func PlainSchemaSQL(pol *policy.Policy) string {
 	return b.String()
 }
 
-// PolicyFor is the seed policy governing the given databases instead of
-// the example's (the benchmark's encrypted database, a test's).
+// PolicyFor is the seed policy governing only the given databases (the
+// example's governs every one: see config.example.yaml).
 func PolicyFor(databases ...string) (*policy.Policy, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(PolicyYAML, &doc); err != nil {
 		return nil, err
 	}
 	root := doc.Content[0]
+	seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+	for _, db := range databases {
+		seq.Content = append(seq.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: db})
+	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		if root.Content[i].Value == "databases" {
-			seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
-			for _, db := range databases {
-				seq.Content = append(seq.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: db})
-			}
-			root.Content[i+1] = seq
+			root.Content = append(root.Content[:i], root.Content[i+2:]...)
+			break
 		}
 	}
+	root.Content = append([]*yaml.Node{{Kind: yaml.ScalarNode, Tag: "!!str", Value: "databases"}, seq}, root.Content...)
 	return policy.Load(root)
 }
