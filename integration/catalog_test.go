@@ -590,7 +590,7 @@ tables:
 		{"BEGIN", false},
 		{"SAVEPOINT s", false},
 		{fmt.Sprintf("INSERT INTO visits VALUES (1, '%s')", secret("note")), true}, // duplicate key
-		{"SELECT note FROM visits WHERE id = 1", true},                              // transaction aborted
+		{"SELECT note FROM visits WHERE id = 1", true},                             // transaction aborted
 		{"ROLLBACK TO SAVEPOINT s", false},
 		{fmt.Sprintf("INSERT INTO visits VALUES (4, '%s')", secret("note")), false},
 		{"COMMIT", false},
