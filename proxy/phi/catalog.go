@@ -31,9 +31,18 @@ type catalog struct {
 	// a second name for a policy table (a view, a child table, a foreign
 	// table, a function...), with the problem it is.
 	aliasNames map[string]Problem
+	// colls are the collations of the PHI columns by "schema.table.column",
+	// and defColl the database's default collation (collation.go); known
+	// is false when the rows carried no collation columns.
+	colls      map[string]rewrite.Collation
+	defColl    rewrite.Collation
+	collsKnown bool
 }
 
-var _ rewrite.Catalog = (*catalog)(nil)
+var (
+	_ rewrite.Catalog    = (*catalog)(nil)
+	_ rewrite.Collations = (*catalog)(nil)
+)
 
 // attrKey names a column as RowDescription does.
 type attrKey struct {
@@ -53,9 +62,11 @@ type catalogTable struct {
 	columns []string // live columns in attnum order
 }
 
-// The catalog query returns rows of six text columns. The first says what
-// a row is: a column of a policy table (its OID, then schema, table,
-// attnum, name, type OID), or one of these markers.
+// The catalog query returns rows of six text columns, then the
+// collationWidth columns of collationColumns. The first says what a row
+// is: a column of a policy table (its OID, then schema, table, attnum,
+// name, type OID, collation), or one of these markers (collation columns
+// empty).
 const (
 	rowRelkind = "relkind" // table OID, schema, table, relkind, ""
 	rowAlias   = "alias"   // table OID, alias kind, identity, extra, bare name
@@ -89,13 +100,13 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
 		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
 		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)` +
-		` SELECT a0, a1, a2, a3, a4, a5 FROM (`)
+		` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8 FROM (`)
 	// Columns.
 	b.WriteString(`SELECT 0 AS k, t.oid::pg_catalog.int8 AS k1, a.attnum::pg_catalog.int8 AS k2,` +
-		` t.oid` + txt + ` AS a0, t.nspname` + txt + ` AS a1, t.relname` + txt + ` AS a2, a.attnum` + txt + ` AS a3, a.attname` + txt + ` AS a4, a.atttypid` + txt + ` AS a5` +
-		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid WHERE a.attnum > 0 AND NOT a.attisdropped`)
+		` t.oid` + txt + ` AS a0, t.nspname` + txt + ` AS a1, t.relname` + txt + ` AS a2, a.attnum` + txt + ` AS a3, a.attname` + txt + ` AS a4, a.atttypid` + txt + ` AS a5, ` + collationColumns +
+		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid` + collationJoins + ` WHERE a.attnum > 0 AND NOT a.attisdropped`)
 	// Policy relations that are not tables.
-	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, ''` +
+	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
 	if aliases {
 		b.WriteString(aliasSQL)
@@ -125,7 +136,7 @@ var aliasSQL = func() string {
 	}
 	var b strings.Builder
 	alias := func(kind, identity, extra, name, from string) {
-		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + ` FROM t ` + from)
+		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + `, '', '', '' FROM t ` + from)
 	}
 	// Views, materialized views and rules that read or write it (a view's
 	// _RETURN rule depends on the tables it reads), and rules on it.
@@ -182,7 +193,7 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		attnum int16
 		typ    uint32
 	}
-	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}}
+	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}, colls: map[string]rewrite.Collation{}}
 	cols := map[*catalogTable]map[string]column{}
 	byOID := map[uint32]*policy.Table{}
 	type ordered struct {
@@ -192,8 +203,8 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 	order := map[*catalogTable][]ordered{}
 	var aliases, relkinds [][][]byte
 	for _, r := range rows {
-		if len(r) != 6 {
-			return nil, fmt.Errorf("catalog row has %d columns, want 6", len(r))
+		if len(r) != 6 && len(r) != 6+collationWidth {
+			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
 		}
 		switch string(r[0]) {
 		case rowAlias:
@@ -210,6 +221,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			return nil, fmt.Errorf("catalog row: malformed number")
 		}
 		name := string(r[1]) + "." + string(r[2])
+		if len(r) > 6 {
+			cat.addCollation(name+"."+string(r[4]), r[6:])
+		}
 		t := cat.tables[name]
 		if t == nil {
 			t = &catalogTable{oid: uint32(oid)}
@@ -250,22 +264,23 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 				continue
 			}
 			cat.attrs[attrKey{t.oid, c.attnum}] = attr{column: pc}
-			if pc.BlindIndex == nil {
-				continue
-			}
-			ic, ok := cols[t][pc.BlindIndex.Column]
-			bidx := rewrite.QuoteIdent(pc.BlindIndex.Column)
-			switch {
-			case !ok:
-				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
-					Message: fmt.Sprintf("blind-index column %s.%s is missing", pt.QualifiedName(), pc.BlindIndex.Column),
-					DDL:     fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);", qualified(pt), bidx, qualified(pt), bidx)})
-			case ic.typ != pgtype.TextOID:
-				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
-					Message: fmt.Sprintf("blind-index column %s.%s must have type text", pt.QualifiedName(), pc.BlindIndex.Column),
-					DDL:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text;", qualified(pt), bidx)})
-			default:
-				cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
+			// Every blind index of the column (exact and normalized) is
+			// written with each value and hidden from results.
+			for _, bi := range pc.Indexes() {
+				ic, ok := cols[t][bi.Column]
+				bidx := rewrite.QuoteIdent(bi.Column)
+				switch {
+				case !ok:
+					problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
+						Message: fmt.Sprintf("blind-index column %s.%s is missing", pt.QualifiedName(), bi.Column),
+						DDL:     fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);", qualified(pt), bidx, qualified(pt), bidx)})
+				case ic.typ != pgtype.TextOID:
+					problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
+						Message: fmt.Sprintf("blind-index column %s.%s must have type text", pt.QualifiedName(), bi.Column),
+						DDL:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text;", qualified(pt), bidx)})
+				default:
+					cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
+				}
 			}
 		}
 		if len(problems) > 0 {
@@ -381,8 +396,13 @@ func (c *catalog) sameTables(o *catalog, ts []*policy.Table) bool {
 		if ct == nil {
 			continue
 		}
-		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) {
+		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) || c.defColl != o.defColl {
 			return false
+		}
+		for _, col := range ct.columns {
+			if c.colls[q+"."+col] != o.colls[q+"."+col] {
+				return false
+			}
 		}
 		for k, a := range c.attrs {
 			if k.table == ct.oid && o.attrs[k] != a {

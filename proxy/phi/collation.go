@@ -18,22 +18,23 @@ import "github.com/novamind/phiproxy/rewrite"
 // collisdeterministic before 12). An ICU or builtin default collation
 // counts as not C, even where lower() would happen to stay ASCII: the
 // rewriter then refuses rather than guesses.
-const collationColumns = `CASE WHEN a.attcollation = 100 THEN dbc.c` +
-	` ELSE coalesce(co.collprovider = 'c' AND co.collctype IN ('C', 'POSIX'), false) END,` +
-	` coalesce(NOT (to_jsonb(co) ->> 'collisdeterministic')::bool, false),` +
-	` dbc.c`
+const collationColumns = `(CASE WHEN a.attcollation = 100 THEN dbc.c` +
+	` ELSE coalesce(co.collprovider = 'c' AND co.collctype IN ('C', 'POSIX'), false) END)::pg_catalog.text,` +
+	` coalesce(NOT (to_jsonb(co) ->> 'collisdeterministic')::bool, false)::pg_catalog.text,` +
+	` dbc.c::pg_catalog.text`
 
 // collationJoins are the joins collationColumns read.
 const collationJoins = ` LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation` +
 	` CROSS JOIN (SELECT db.datctype IN ('C', 'POSIX') AND coalesce(to_jsonb(db) ->> 'datlocprovider', 'c') = 'c' AS c` +
 	` FROM pg_catalog.pg_database db WHERE db.datname = pg_catalog.current_database()) dbc`
 
-// collationWidth is how many columns collationColumns adds.
+// collationWidth is how many columns collationColumns adds (as text; the
+// catalog query's other rows leave them empty).
 const collationWidth = 3
 
 // addCollation records the collation columns of one attribute.
 func (c *catalog) addCollation(column string, r [][]byte) {
-	isTrue := func(b []byte) bool { return string(b) == "t" }
+	isTrue := func(b []byte) bool { return string(b) == "t" || string(b) == "true" }
 	c.colls[column] = rewrite.Collation{CTypeC: isTrue(r[0]), Nondeterministic: isTrue(r[1])}
 	c.defColl = rewrite.Collation{CTypeC: isTrue(r[2])}
 	c.collsKnown = true
