@@ -19,9 +19,9 @@ import "github.com/novamind/phiproxy/rewrite"
 // counts as not C, even where lower() would happen to stay ASCII: the
 // rewriter then refuses rather than guesses.
 const collationColumns = `(CASE WHEN a.attcollation = 100 THEN dbc.c` +
-	` ELSE coalesce(co.collprovider = 'c' AND co.collctype IN ('C', 'POSIX'), false) END)::pg_catalog.text,` +
-	` coalesce(NOT (to_jsonb(co) ->> 'collisdeterministic')::bool, false)::pg_catalog.text,` +
-	` dbc.c::pg_catalog.text`
+	` ELSE coalesce(co.collprovider = 'c' AND co.collctype IN ('C', 'POSIX'), false) END)::pg_catalog.text AS a6,` +
+	` coalesce(NOT (to_jsonb(co) ->> 'collisdeterministic')::bool, false)::pg_catalog.text AS a7,` +
+	` dbc.c::pg_catalog.text AS a8`
 
 // collationJoins are the joins collationColumns read.
 const collationJoins = ` LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation` +
