@@ -13,7 +13,7 @@ import (
 func (srv *Server) registerGauges(reg prometheus.Registerer) error {
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "phiproxy_upstream_up",
-		Help: "1 when the upstream accepted a TCP connection within the last seconds (probed at scrape time when needed), else 0.",
+		Help: "1 when the upstream accepts TCP connections, else 0: probed at scrape time unless a connection or probe answered within the last second (as /readyz).",
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 		defer cancel()

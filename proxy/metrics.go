@@ -89,8 +89,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "phiproxy_build_info",
-			Help: "Build information, value 1.",
-		}, []string{"version", "revision", "goversion"}),
+			Help: "Build information, value 1: the version and commit the binary was built from (as phiproxy version prints them) and the Go version.",
+		}, []string{"version", "commit", "goversion"}),
 	}
 	for _, o := range allOutcomes {
 		m.Connections.WithLabelValues(o)
@@ -104,9 +104,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.querySimple = m.Queries.WithLabelValues("simple")
 	m.queryExt = m.Queries.WithLabelValues("extended")
 	m.queryFunc = m.Queries.WithLabelValues("function_call")
-	version, revision := BuildVersion()
-	m.BuildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
-
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.ActiveConnections, m.Connections, m.TLSHandshakeFailure,
 			m.Bytes, m.Messages, m.Queries, m.UpstreamConnect, m.SessionPanics, m.BuildInfo} {
@@ -116,6 +113,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// BuildInfo identifies the binary in phiproxy_build_info.
+type BuildInfo struct {
+	Version, Commit string
+}
+
+// WithBuildInfo sets the version and commit that phiproxy_build_info
+// reports (cmd passes what the Makefile stamped); without it they come
+// from the binary's build information (BuildVersion).
+func WithBuildInfo(b BuildInfo) Option {
+	return func(srv *Server) error {
+		srv.build = b
+		return nil
+	}
+}
+
+// setBuildInfo sets phiproxy_build_info's one series.
+func (m *Metrics) setBuildInfo(b BuildInfo) {
+	if b == (BuildInfo{}) {
+		b.Version, b.Commit = BuildVersion()
+	}
+	m.BuildInfo.WithLabelValues(b.Version, b.Commit, runtime.Version()).Set(1)
 }
 
 // BuildVersion returns the main module's version and VCS revision (with a

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -59,5 +60,25 @@ func TestHealthEndpoints(t *testing.T) {
 	down.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with the upstream down: %d", rec.Code)
+	}
+}
+
+// TestBuildInfo: phiproxy_build_info carries what WithBuildInfo gives,
+// and the binary's build information without it.
+func TestBuildInfo(t *testing.T) {
+	up := startFakeUpstream(t, func(t *testing.T, _ *pgproto3.Backend, _ net.Conn) {})
+	srv := startServer(t, testConfig(up.addr), WithBuildInfo(BuildInfo{Version: "v1.2.3", Commit: "abc123"}))
+	want := `
+# HELP phiproxy_build_info Build information, value 1: the version and commit the binary was built from (as phiproxy version prints them) and the Go version.
+# TYPE phiproxy_build_info gauge
+phiproxy_build_info{commit="abc123",goversion="` + runtime.Version() + `",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(srv.gatherer, strings.NewReader(want), "phiproxy_build_info"); err != nil {
+		t.Error(err)
+	}
+	v, rev := BuildVersion()
+	plain := startServer(t, testConfig(up.addr))
+	if got := testutil.ToFloat64(plain.metrics.BuildInfo.WithLabelValues(v, rev, runtime.Version())); got != 1 {
+		t.Errorf("without WithBuildInfo: build info %s %s = %v, want 1", v, rev, got)
 	}
 }

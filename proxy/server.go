@@ -25,6 +25,7 @@ type Server struct {
 	clientTLS *tls.Config         // nil: plaintext only; a shell over tls (reload.go)
 	auth      *authState          // logins: key cache, SCRAM secrets, certificate identities (auth.go)
 	health    health
+	build     BuildInfo // phiproxy_build_info's labels (WithBuildInfo)
 	// tls holds the TLS configurations in force (reload.go).
 	tls atomic.Pointer[tlsConfigs]
 	// icpt transforms new sessions' traffic; nil: a transparent proxy.
@@ -97,6 +98,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Opt
 			return nil, err
 		}
 	}
+	metrics.setBuildInfo(srv.build)
 	if srv.auth, err = newAuthState(cfg, logger, cfgs, reg); err != nil {
 		return nil, err
 	}

@@ -186,6 +186,7 @@ func startDemo(ctx context.Context, o demoOptions) (_ *demo, err error) {
 		proxyCA: certs.ca,
 		stdout:  o.stdout,
 		reg:     prometheus.NewRegistry(),
+		opts:    []proxy.Option{proxy.WithBuildInfo(buildInfo())},
 		logger:  o.logger,
 		cfg: proxy.Config{
 			Listen: proxy.ListenConfig{

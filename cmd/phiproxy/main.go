@@ -73,13 +73,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "phiproxy: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	var help *helpError
+	var (
+		help   *helpError
+		logged *loggedError
+	)
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &help):
 		fmt.Fprint(stdout, help.text)
 		return 0
+	case errors.As(err, &logged) && ctx.Err() != nil:
+		return interruptedCode(ctx)
+	case errors.As(err, &logged):
+		return 1
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(stderr, "phiproxy:", err)
 		return 2

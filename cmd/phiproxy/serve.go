@@ -58,12 +58,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer stopHangup()
 	cfg, err := loadConfig(*path)
 	if err != nil {
-		return err
+		return logFatal(startupLogger(*path, stderr), err)
 	}
 	logger, level, err := newLogger(cfg.file.Log, stderr)
 	if err != nil {
-		return err
+		return logFatal(startupLogger(*path, stderr), err)
 	}
+	return serve(ctx, cfg, logger, level, hup)
+}
+
+// serve runs the proxy of a loaded configuration. Every error it returns
+// has been logged (a *loggedError): a fatal startup error (keyring,
+// audit log, certificates, the listening port), a failed shutdown, or the
+// signal that stopped it.
+func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal) error {
 	if n := cfg.file.Proxy.Limits.MaxProcs; n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
@@ -71,7 +79,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var (
-		opts     []proxy.Option
+		opts     = []proxy.Option{proxy.WithBuildInfo(buildInfo())}
 		eng      *phi.Engine
 		auditLog phi.AuditLog
 	)
@@ -80,7 +88,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// stop traffic, and nothing on the per-value path calls it.
 		kr, err := openKeyring(ctx, cfg.file.Keys)
 		if err != nil {
-			return fmt.Errorf("keyring: %w", err)
+			return logFatal(logger, fmt.Errorf("keyring: %w", err))
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
@@ -88,7 +96,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cfg.file.Audit.Enabled() {
 			audit, closeAudit, err := openAudit(cfg.file.Audit, logger, reg)
 			if err != nil {
-				return err
+				return logFatal(logger, err)
 			}
 			// Closed when serve returns, after the drain: the last
 			// sessions' records are written.
@@ -98,7 +106,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		eng, err = phi.New(cfg.policy, phi.KeyringKeys(kr), reg, phiCfg)
 		auditLog = phiCfg.Audit
 		if err != nil {
-			return err
+			return logFatal(logger, err)
 		}
 		opts = append(opts, proxy.WithInterceptor(eng))
 	} else if cfg.file.Audit.Enabled() {
@@ -106,19 +114,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	srv, err := proxy.New(cfg.file.Proxy, logger, reg, opts...)
 	if err != nil {
-		return err
+		return logFatal(logger, err)
 	}
 	logger.Info("configuration loaded", "config", cfg.path, "policy_tables", len(cfg.policy.Tables()))
 
 	if err := srv.Start(ctx); err != nil {
-		return err
+		return logFatal(logger, err)
 	}
 	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng, audit: auditLog}
 	go rl.run(ctx, hup)
 	<-ctx.Done()
 
 	drain := srv.Config().Limits.DrainTimeout
-	logger.Info("shutting down", "cause", context.Cause(ctx).Error(), "drain_timeout", drain)
+	logger.Info("shutting down", "cause", context.Cause(ctx).Error(), "drain_timeout", drain.Seconds())
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	// A second signal cuts the drain short.
@@ -134,9 +142,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		logger.Error("shutdown failed", "error", err.Error())
+		return &loggedError{fmt.Errorf("shutdown: %w", err)}
 	}
-	return fmt.Errorf("stopped: %w", context.Cause(ctx))
+	logger.Info("stopped", "cause", context.Cause(ctx).Error())
+	return &loggedError{fmt.Errorf("stopped: %w", context.Cause(ctx))}
 }
 
 // openAudit opens the audit log and reopens it on each SIGHUP (log

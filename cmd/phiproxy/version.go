@@ -38,6 +38,14 @@ func runVersion(args []string, stdout io.Writer) error {
 
 // version describes the binary: version, commit, Go version.
 func version() string {
+	b := buildInfo()
+	return b.Version + " (commit " + b.Commit + ", " + runtime.Version() + ")"
+}
+
+// buildInfo is the version and commit stamped by the Makefile, each
+// falling back to the binary's build information. The proxy's
+// phiproxy_build_info gauge reports the same (proxy.WithBuildInfo).
+func buildInfo() proxy.BuildInfo {
 	v, rev := proxy.BuildVersion()
 	if buildVersion != "" {
 		v = buildVersion
@@ -45,5 +53,5 @@ func version() string {
 	if buildCommit != "" {
 		rev = buildCommit
 	}
-	return v + " (commit " + rev + ", " + runtime.Version() + ")"
+	return proxy.BuildInfo{Version: v, Commit: rev}
 }

@@ -253,6 +253,20 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
+// StopServer stops the server (fast mode) and keeps its data directory:
+// StartServer starts it again on the same port. For tests of what a
+// client sees while its database is down.
+func (c *Cluster) StopServer(ctx context.Context) error {
+	return c.run(ctx, "pg_ctl", "-D", c.dataDir, "-m", "fast", "-w", "-t", "60", "stop")
+}
+
+// StartServer starts a server that StopServer stopped, on its port, and
+// waits until it accepts connections.
+func (c *Cluster) StartServer(ctx context.Context) error {
+	return c.run(ctx, "pg_ctl", "-D", c.dataDir, "-l", c.logFile, "-w", "-t", "60",
+		"-o", fmt.Sprintf("-p %d", c.port), "start")
+}
+
 // killPostmaster is the last resort when pg_ctl stop failed.
 func (c *Cluster) killPostmaster() {
 	b, err := os.ReadFile(filepath.Join(c.dataDir, "postmaster.pid"))
