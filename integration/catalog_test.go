@@ -187,7 +187,7 @@ tables:
 	conn := env.conn(t)
 	_, err := conn.Exec(ctx, "INSERT INTO encounter (diagnosis, medication) VALUES ($1, $2)", secret("dx"), secret("med"))
 	refusedWith(t, err, "55000", "table public.encounter is not ready for encryption: it does not exist",
-		"CREATE TABLE public.encounter (diagnosis text, medication text, medication_bidx text); CREATE INDEX ON public.encounter (medication_bidx);")
+		strings.Join(policy.CreateTableSQL(env.pol.Table("public", "encounter"), policy.CreateOptions{}), " "))
 	if code, body := env.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "database catalog_gov: table public.encounter: it does not exist") {
 		t.Errorf("/readyz = %d %q, want 503 naming public.encounter", code, body)
 	}
@@ -331,7 +331,7 @@ func TestCatalogDrift(t *testing.T) {
 				a := env.conn(t, opt)
 				ssn := secret("ssn")
 				_, err := a.Exec(ctx, "INSERT INTO visits VALUES ($1, $2, $3, $4)", 1, "l1", ssn, secret("note"))
-				refusedWith(t, err, "55000", "ALTER TABLE public.visits ADD COLUMN ssn_bidx text; CREATE INDEX ON public.visits (ssn_bidx);")
+				refusedWith(t, err, "55000", "ALTER TABLE public.visits ADD COLUMN ssn_bidx text; CREATE INDEX CONCURRENTLY visits_ssn_bidx_idx ON public.visits (ssn_bidx);")
 				ddl(t, "ALTER TABLE visits ADD COLUMN ssn_bidx text", "CREATE INDEX ON visits (ssn_bidx)")
 				note := secret("note")
 				once(t, "positional insert", func() error {

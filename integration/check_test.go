@@ -76,7 +76,7 @@ func TestCheckFindsBrokenSetups(t *testing.T) {
 			e.writeConfig(t)
 		}
 	})
-	broken("policy table missing", []string{"database ops_check: public.visits: table is missing", "CREATE TABLE public.visits ("}, func() func() {
+	broken("policy table missing", []string{"database ops_check: public.visits: it does not exist (or the policy misspells its name)", "CREATE TABLE public.visits ("}, func() func() {
 		orig := e.policyYAML
 		e.policyYAML += strings.TrimPrefix(visitsPolicy, "  tables:\n")
 		e.writeConfig(t)

@@ -38,6 +38,14 @@ type Problem struct {
 	// ending in ";". Empty when only the operator can decide the fix (Msg
 	// says what to do).
 	DDL []string
+	// Blocks says that phiproxy refuses statements on the table while the
+	// problem remains (55000, with this Msg and DDL; /readyz fails): the
+	// table, a PHI column or a blind-index column is missing, or a column
+	// cannot hold what phiproxy stores (a storage type other than the
+	// policy's, a generated PHI column). The other problems leave the
+	// table served: slower lookups, plaintext PostgreSQL would accept
+	// around the proxy, or defaults and constraints that fail writes.
+	Blocks bool
 }
 
 // logicalPGType is the name format_type gives each logical type, the form
@@ -59,33 +67,45 @@ var logicalPGType = map[LogicalType]string{
 // Diff compares the policy with a database's catalog and returns what must
 // change, in policy order: table by table, column by column, StepPrepare
 // problems of a table before its StepProtect ones. It is pure: no I/O.
+// `phiproxy schema`, `check`, `migrate` and the demo print it; the proxy
+// refuses statements on a table with the Blocks problems of DiffTable,
+// so that all of them give the same message and DDL.
 func Diff(p *Policy, live LiveCatalog) []Problem {
 	var out []Problem
 	for _, t := range p.Tables() {
-		lt := live[t.QualifiedName()]
-		if lt == nil {
-			out = append(out, Problem{
-				Table: t.QualifiedName(), Step: StepPrepare,
-				Msg: "table is missing: create it with its own columns and primary key",
-				DDL: CreateTableSQL(t, CreateOptions{}),
-			})
-			continue
-		}
-		if lt.Kind != "r" {
-			out = append(out, Problem{
-				Table: t.QualifiedName(), Step: StepPrepare,
-				Msg: fmt.Sprintf("is a %s, not a plain table: phiproxy protects plain tables only (not views, partitioned or foreign tables)", relkindName(lt.Kind)),
-			})
-			continue
-		}
-		var protect []Problem
-		for _, c := range t.Columns {
-			out = append(out, diffColumn(c, lt)...)
-			protect = append(protect, diffCheck(c, lt)...)
-		}
-		out = append(out, protect...)
+		out = append(out, DiffTable(t, live[t.QualifiedName()])...)
 	}
 	return out
+}
+
+// MissingTableMsg is the Msg of the problem of a policy table that the
+// database lacks.
+const MissingTableMsg = "it does not exist (or the policy misspells its name): create it with its own columns and primary key, or correct policy.tables"
+
+// DiffTable is Diff for one policy table, as the database holds it (lt;
+// nil when it has no table of that name). A caller that read only the
+// table's columns (names, attnums, types, generation) gets every Blocks
+// problem right; the others also need its indexes and constraints.
+func DiffTable(t *Table, lt *LiveTable) []Problem {
+	if lt == nil {
+		return []Problem{{
+			Table: t.QualifiedName(), Step: StepPrepare, Blocks: true,
+			Msg: MissingTableMsg,
+			DDL: CreateTableSQL(t, CreateOptions{}),
+		}}
+	}
+	if lt.Kind != "r" {
+		return []Problem{{
+			Table: t.QualifiedName(), Step: StepPrepare,
+			Msg: fmt.Sprintf("is a %s, not a plain table: phiproxy protects plain tables only (not views, partitioned or foreign tables)", relkindName(lt.Kind)),
+		}}
+	}
+	var out, protect []Problem
+	for _, c := range t.Columns {
+		out = append(out, diffColumn(c, lt)...)
+		protect = append(protect, diffCheck(c, lt)...)
+	}
+	return append(out, protect...)
 }
 
 // diffColumn returns the StepPrepare problems of one PHI column.
@@ -96,16 +116,21 @@ func diffColumn(c *Column, lt *LiveTable) []Problem {
 	add := func(msg string, ddl ...string) {
 		out = append(out, Problem{Table: lt.QualifiedName(), Column: c.Name, Step: StepPrepare, Msg: msg, DDL: ddl})
 	}
+	block := func(msg string, ddl ...string) {
+		add(msg, ddl...)
+		out[len(out)-1].Blocks = true
+	}
 	lc := lt.Column(c.Name)
 	switch {
 	case lc == nil:
-		add(fmt.Sprintf("PHI column %s is missing", c.Name),
+		block(fmt.Sprintf("PHI column %s is missing", c.Name),
 			fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s;", table, col, c.Storage))
 	case lc.Generated:
-		add(fmt.Sprintf("PHI column %s is generated: PostgreSQL would compute it from plaintext", c.Name),
+		block(fmt.Sprintf("PHI column %s is generated: PostgreSQL would compute it from plaintext", c.Name),
 			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP EXPRESSION;", table, col))
 	}
-	if lc != nil && lc.HasDefault {
+	// A generation expression counts as a default: DROP EXPRESSION drops it.
+	if lc != nil && lc.HasDefault && !lc.Generated {
 		add(fmt.Sprintf("PHI column %s has a default: PostgreSQL would write it as plaintext", c.Name),
 			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP DEFAULT;", table, col))
 	}
@@ -131,18 +156,22 @@ func diffColumn(c *Column, lt *LiveTable) []Problem {
 		}
 	}
 	if lc != nil && !lc.Generated && lc.Type != string(c.Storage) {
-		add(fmt.Sprintf("PHI column %s has type %s; phiproxy stores %s ciphertext; the cast keeps its text form for `phiproxy migrate encrypt`", c.Name, lc.Type, c.Storage),
+		block(fmt.Sprintf("PHI column %s has type %s; phiproxy stores %s ciphertext; the cast keeps its text form for `phiproxy migrate encrypt`", c.Name, lc.Type, c.Storage),
 			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s;", table, col, c.Storage, usingExpr(col, lc.Type, c)))
 	}
 	// Every blind index: the exact one and the normalized ones.
 	for _, ix := range c.Indexes() {
 		bi := QuoteIdent(ix.Column)
+		createIndex := fmt.Sprintf("CREATE INDEX CONCURRENTLY %s ON %s (%s);", QuoteIdent(c.IndexNameOf(ix)), table, bi)
 		switch bc := lt.Column(ix.Column); {
 		case bc == nil:
-			add(fmt.Sprintf("blind-index column %s of %s is missing", ix.Column, c.Name),
-				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text;", table, bi))
+			// With its btree index: a problem of its own when the
+			// column exists.
+			block(fmt.Sprintf("blind-index column %s of %s is missing", ix.Column, c.Name),
+				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text;", table, bi), createIndex)
+			continue
 		case bc.Type != "text":
-			add(fmt.Sprintf("blind-index column %s of %s has type %s, not text (run `phiproxy migrate reindex` after the change)", ix.Column, c.Name, bc.Type),
+			block(fmt.Sprintf("blind-index column %s of %s has type %s, not text (run `phiproxy migrate reindex` after the change)", ix.Column, c.Name, bc.Type),
 				fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text USING %s::text;", table, bi, bi))
 		}
 		if !hasIndexOn(lt, ix.Column) {
@@ -152,7 +181,7 @@ func diffColumn(c *Column, lt *LiveTable) []Problem {
 					ddl = append(ddl, fmt.Sprintf("DROP INDEX CONCURRENTLY IF EXISTS %s;", QuoteQualified(lt.Schema, li.Name)))
 				}
 			}
-			ddl = append(ddl, fmt.Sprintf("CREATE INDEX CONCURRENTLY %s ON %s (%s);", QuoteIdent(c.IndexNameOf(ix)), table, bi))
+			ddl = append(ddl, createIndex)
 			add(fmt.Sprintf("blind-index column %s of %s has no valid btree index: equality lookups would scan the table", ix.Column, c.Name), ddl...)
 		}
 	}

@@ -154,3 +154,70 @@ func TestDatabases(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffBlocks: the problems that make the proxy refuse a table (Blocks)
+// are a missing table, PHI or blind-index column, a generated PHI column
+// and a storage type that cannot hold ciphertext; the others leave it
+// served.
+func TestDiffBlocks(t *testing.T) {
+	p, err := Parse([]byte("tables:\n  - name: public.t\n    columns:\n      a: { type: text, blind_index: {} }\n      b: { type: date }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := p.Tables()[0]
+	ready := func() *LiveTable {
+		return &LiveTable{Schema: "public", Name: "t", Kind: "r", Columns: []LiveColumn{
+			{Name: "id", Type: "integer"}, {Name: "a", Type: "text"}, {Name: "a_bidx", Type: "text"}, {Name: "b", Type: "text"},
+		}, Indexes: []LiveIndex{{Name: "t_a_bidx_idx", Method: "btree", Keys: []string{"a_bidx"}, Uses: []string{"a_bidx"}, Valid: true}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(*LiveTable) *LiveTable
+		block []string // Msg prefixes of the Blocks problems
+	}{
+		{"ready", func(lt *LiveTable) *LiveTable { return lt }, nil},
+		{"missing", func(*LiveTable) *LiveTable { return nil }, []string{"it does not exist"}},
+		{"no checks, no index, a default", func(lt *LiveTable) *LiveTable {
+			lt.Indexes, lt.Columns[3].HasDefault = nil, true
+			return lt
+		}, nil},
+		{"PHI column missing", func(lt *LiveTable) *LiveTable { lt.Columns = lt.Columns[:3]; return lt }, []string{"PHI column b is missing"}},
+		{"storage type", func(lt *LiveTable) *LiveTable { lt.Columns[3].Type = "date"; return lt }, []string{"PHI column b has type date"}},
+		{"generated", func(lt *LiveTable) *LiveTable {
+			lt.Columns[3].Generated, lt.Columns[3].HasDefault = true, true
+			return lt
+		}, []string{"PHI column b is generated"}},
+		{"blind index missing", func(lt *LiveTable) *LiveTable {
+			lt.Columns, lt.Indexes = append(lt.Columns[:2], lt.Columns[3]), nil
+			return lt
+		}, []string{"blind-index column a_bidx of a is missing"}},
+		{"blind index type", func(lt *LiveTable) *LiveTable { lt.Columns[2].Type = "bytea"; return lt }, []string{"blind-index column a_bidx of a has type bytea"}},
+	} {
+		var got []string
+		problems := DiffTable(tab, tc.edit(ready()))
+		for _, pr := range problems {
+			if pr.Blocks {
+				got = append(got, pr.Msg)
+			}
+			if pr.Step == StepProtect && pr.Blocks {
+				t.Errorf("%s: a StepProtect problem blocks: %s", tc.name, pr.Msg)
+			}
+		}
+		if len(got) != len(tc.block) {
+			t.Errorf("%s: blocks %q, want %q", tc.name, got, tc.block)
+			continue
+		}
+		for i := range got {
+			if !strings.HasPrefix(got[i], tc.block[i]) {
+				t.Errorf("%s: blocks %q, want %q", tc.name, got, tc.block)
+			}
+		}
+		if tc.name == "generated" {
+			for _, pr := range problems {
+				if strings.Contains(pr.Msg, "has a default") {
+					t.Errorf("generated: a DROP DEFAULT beside DROP EXPRESSION: %s", pr.Msg)
+				}
+			}
+		}
+	}
+}

@@ -63,14 +63,28 @@ type catalogTable struct {
 }
 
 // The catalog query returns rows of six text columns, then the
-// collationWidth columns of collationColumns. The first says what a row
-// is: a column of a policy table (its OID, then schema, table, attnum,
-// name, type OID, collation), or one of these markers (collation columns
+// collationWidth columns of collationColumns, then the typeWidth columns
+// of typeColumns. The first says what a row is: a column of a policy
+// table (its OID, then schema, table, attnum, name, type OID, collation,
+// type name, generated), or one of these markers (the other columns
 // empty).
 const (
 	rowRelkind = "relkind" // table OID, schema, table, relkind, ""
 	rowAlias   = "alias"   // table OID, alias kind, identity, extra, bare name
 )
+
+// typeColumns are the catalog query's last output columns, per attribute:
+// its type as format_type names it and whether it is generated (read
+// through to_jsonb: attgenerated is new in PostgreSQL 12). They are what
+// policy.DiffTable compares (buildCatalog).
+const typeColumns = `pg_catalog.format_type(a.atttypid, a.atttypmod)::pg_catalog.text AS a9,` +
+	` (coalesce(pg_catalog.to_jsonb(a) ->> 'attgenerated', '') <> '')::pg_catalog.text AS a10`
+
+// typeWidth is how many columns typeColumns adds.
+const typeWidth = 2
+
+// catalogWidth is the width of the catalog query's rows.
+const catalogWidth = 6 + collationWidth + typeWidth
 
 // policyTablesIn is the SQL list of the policy tables' (schema, name).
 func policyTablesIn(pol *policy.Policy) string {
@@ -100,13 +114,13 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
 		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
 		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)` +
-		` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8 FROM (`)
+		` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10 FROM (`)
 	// Columns.
 	b.WriteString(`SELECT 0 AS k, t.oid::pg_catalog.int8 AS k1, a.attnum::pg_catalog.int8 AS k2,` +
-		` t.oid` + txt + ` AS a0, t.nspname` + txt + ` AS a1, t.relname` + txt + ` AS a2, a.attnum` + txt + ` AS a3, a.attname` + txt + ` AS a4, a.atttypid` + txt + ` AS a5, ` + collationColumns +
+		` t.oid` + txt + ` AS a0, t.nspname` + txt + ` AS a1, t.relname` + txt + ` AS a2, a.attnum` + txt + ` AS a3, a.attname` + txt + ` AS a4, a.atttypid` + txt + ` AS a5, ` + collationColumns + `, ` + typeColumns +
 		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid` + collationJoins + ` WHERE a.attnum > 0 AND NOT a.attisdropped`)
 	// Policy relations that are not tables.
-	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', ''` +
+	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', '', '', ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
 	if aliases {
 		b.WriteString(aliasSQL)
@@ -136,7 +150,7 @@ var aliasSQL = func() string {
 	}
 	var b strings.Builder
 	alias := func(kind, identity, extra, name, from string) {
-		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + `, '', '', '' FROM t ` + from)
+		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + `, '', '', '', '', '' FROM t ` + from)
 	}
 	// Views, materialized views and rules that read or write it (a view's
 	// _RETURN rule depends on the tables it reads), and rules on it.
@@ -186,25 +200,20 @@ var aliasSQL = func() string {
 }()
 
 // buildCatalog builds a catalog from the text-format rows of catalogQuery
-// (a row of six columns whose first is a number is a column row: the form
-// tests write).
+// (a row of six or 6+collationWidth columns whose first is a number is a
+// column row without type names: the form tests write). A policy table's
+// problems are policy.DiffTable's Blocks problems, on what the rows say
+// of its columns, so that the 55000 refusal, /readyz and `phiproxy
+// check` give the message and DDL that `phiproxy schema` prints; then
+// relations that are not tables, and second names.
 func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
-	type column struct {
-		attnum int16
-		typ    uint32
-	}
 	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}, colls: map[string]rewrite.Collation{}}
-	cols := map[*catalogTable]map[string]column{}
+	live := map[*catalogTable]*policy.LiveTable{}
 	byOID := map[uint32]*policy.Table{}
-	type ordered struct {
-		attnum int16
-		name   string
-	}
-	order := map[*catalogTable][]ordered{}
 	var aliases, relkinds [][][]byte
 	for _, r := range rows {
-		if len(r) != 6 && len(r) != 6+collationWidth {
-			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
+		if len(r) != 6 && len(r) != 6+collationWidth && len(r) != catalogWidth {
+			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), catalogWidth)
 		}
 		switch string(r[0]) {
 		case rowAlias:
@@ -222,69 +231,57 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		}
 		name := string(r[1]) + "." + string(r[2])
 		if len(r) > 6 {
-			cat.addCollation(name+"."+string(r[4]), r[6:])
+			cat.addCollation(name+"."+string(r[4]), r[6:6+collationWidth])
 		}
 		t := cat.tables[name]
 		if t == nil {
 			t = &catalogTable{oid: uint32(oid)}
 			cat.tables[name] = t
-			cols[t] = map[string]column{}
+			// Kind "r": relations that are not tables are relkind rows.
+			live[t] = &policy.LiveTable{Schema: string(r[1]), Name: string(r[2]), OID: t.oid, Kind: "r"}
 			if pt := pol.Table(string(r[1]), string(r[2])); pt != nil {
 				byOID[t.oid] = pt
 			}
 		}
-		order[t] = append(order[t], ordered{int16(attnum), string(r[4])})
-		cols[t][string(r[4])] = column{attnum: int16(attnum), typ: uint32(typ)}
+		lc := policy.LiveColumn{Name: string(r[4]), Attnum: int16(attnum), TypeOID: uint32(typ), Type: typeNameOf(uint32(typ))}
+		if len(r) == catalogWidth {
+			lc.Type, lc.Generated = string(r[6+collationWidth]), string(r[7+collationWidth]) == "true"
+		}
+		live[t].Columns = append(live[t].Columns, lc)
 	}
-	for t, o := range order {
-		slices.SortFunc(o, func(a, b ordered) int { return int(a.attnum) - int(b.attnum) })
-		for _, c := range o {
-			t.columns = append(t.columns, c.name)
+	for t, lt := range live {
+		slices.SortFunc(lt.Columns, func(a, b policy.LiveColumn) int { return int(a.Attnum) - int(b.Attnum) })
+		for _, c := range lt.Columns {
+			t.columns = append(t.columns, c.Name)
 		}
 	}
 	for _, pt := range pol.Tables() {
 		t := cat.tables[pt.QualifiedName()]
+		var lt *policy.LiveTable
+		if t != nil {
+			lt = live[t]
+		}
+		for _, p := range policy.DiffTable(pt, lt) {
+			if p.Blocks {
+				cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], policyProblem(p))
+			}
+		}
 		if t == nil {
-			cat.problems[pt.QualifiedName()] = []Problem{missingTable(pt)}
 			continue
 		}
-		var problems []Problem
 		for _, pc := range pt.Columns {
-			c, ok := cols[t][pc.Name]
-			if !ok {
-				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
-					Message: fmt.Sprintf("column %s is missing", pc.QualifiedName()),
-					DDL:     fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s;", qualified(pt), rewrite.QuoteIdent(pc.Name), pc.Storage)})
-				continue
+			c := lt.Column(pc.Name)
+			if c == nil || c.Generated || c.TypeOID != storageOID(pc.Storage) {
+				continue // a Blocks problem
 			}
-			if c.typ != storageOID(pc.Storage) {
-				problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
-					Message: fmt.Sprintf("column %s must have type %s to hold ciphertext (then phiproxy migrate encrypt encrypts what it holds)", pc.QualifiedName(), pc.Storage),
-					DDL:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;", qualified(pt), rewrite.QuoteIdent(pc.Name), pc.Storage)})
-				continue
-			}
-			cat.attrs[attrKey{t.oid, c.attnum}] = attr{column: pc}
+			cat.attrs[attrKey{t.oid, c.Attnum}] = attr{column: pc}
 			// Every blind index of the column (exact and normalized) is
 			// written with each value and hidden from results.
 			for _, bi := range pc.Indexes() {
-				ic, ok := cols[t][bi.Column]
-				bidx := rewrite.QuoteIdent(bi.Column)
-				switch {
-				case !ok:
-					problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
-						Message: fmt.Sprintf("blind-index column %s.%s is missing", pt.QualifiedName(), bi.Column),
-						DDL:     fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text; CREATE INDEX ON %s (%s);", qualified(pt), bidx, qualified(pt), bidx)})
-				case ic.typ != pgtype.TextOID:
-					problems = append(problems, Problem{Table: pt.QualifiedName(), Kind: ProblemColumn,
-						Message: fmt.Sprintf("blind-index column %s.%s must have type text", pt.QualifiedName(), bi.Column),
-						DDL:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE text;", qualified(pt), bidx)})
-				default:
-					cat.attrs[attrKey{t.oid, ic.attnum}] = attr{column: pc, index: true}
+				if ic := lt.Column(bi.Column); ic != nil && ic.TypeOID == pgtype.TextOID {
+					cat.attrs[attrKey{t.oid, ic.Attnum}] = attr{column: pc, index: true}
 				}
 			}
-		}
-		if len(problems) > 0 {
-			cat.problems[pt.QualifiedName()] = problems
 		}
 	}
 	for _, r := range relkinds {
@@ -318,6 +315,21 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		}
 	}
 	return cat, nil
+}
+
+// typeNameOf names a type OID as format_type does, for catalog rows that
+// carry no type name (tests' rows): the storage types, and the OID of
+// others.
+func typeNameOf(oid uint32) string {
+	switch oid {
+	case pgtype.TextOID:
+		return "text"
+	case pgtype.ByteaOID:
+		return "bytea"
+	case pgtype.Int4OID:
+		return "integer"
+	}
+	return "type " + strconv.FormatUint(uint64(oid), 10)
 }
 
 // qualified is a policy table's name for DDL.

@@ -407,10 +407,19 @@ func (st *dbState) plan(sql string, simple bool, o rewrite.LexOptions) (*rewrite
 // refusal is the error for statements on t, nil when t can be served.
 func (st *dbState) refusal(t *policy.Table) error {
 	if msg := st.cat.problem(t); msg != "" {
-		return &CatalogError{Msg: fmt.Sprintf("table %s is not ready for encryption: %s", t.QualifiedName(), msg)}
+		e := &CatalogError{Msg: fmt.Sprintf("table %s is not ready for encryption: %s", t.QualifiedName(), msg)}
+		for _, p := range st.cat.problems[t.QualifiedName()] {
+			if p.Kind == ProblemMissing || p.Kind == ProblemColumn {
+				e.Hnt = schemaHint
+			}
+		}
+		return e
 	}
 	return nil
 }
+
+// schemaHint goes with a refusal whose DDL comes from policy.DiffTable.
+const schemaHint = "phiproxy schema --config FILE prints these changes as one script, with the session settings its casts read, and what else the table needs"
 
 // problemNamed returns the refusal for the first table with problems that
 // sql names (as a word, in any case), or nil.

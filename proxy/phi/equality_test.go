@@ -108,7 +108,7 @@ func TestCatalogIndexColumns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cat.problem(tab); !strings.Contains(p, "ALTER TABLE public.people ADD COLUMN email_bidx_ci text; CREATE INDEX ON public.people (email_bidx_ci);") {
+	if p := cat.problem(tab); !strings.Contains(p, "ALTER TABLE public.people ADD COLUMN email_bidx_ci text; CREATE INDEX CONCURRENTLY people_email_bidx_ci_idx ON public.people (email_bidx_ci);") {
 		t.Errorf("problem %q does not ask for email_bidx_ci", p)
 	}
 	if _, ok := cat.Collation("public", "people", "email"); ok {

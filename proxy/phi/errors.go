@@ -101,12 +101,13 @@ func locate(err error, format string, args ...any) error {
 // CatalogError refuses statements on a policy table that the database does
 // not hold the way phiproxy needs (a missing blind-index column, a PHI
 // column of a non-storage type). Msg says which DDL fixes it.
-type CatalogError struct{ Msg string }
+type CatalogError struct{ Msg, Hnt string }
 
 func (e *CatalogError) Error() string         { return e.Msg }
 func (e *CatalogError) SQLState() string      { return pgerrcode.ObjectNotInPrerequisiteState }
 func (e *CatalogError) Reason() string        { return "catalog" }
 func (e *CatalogError) ClientMessage() string { return e.Msg }
+func (e *CatalogError) Hint() string          { return e.Hnt }
 
 // ParamCountError reports a Bind whose parameter count does not match the
 // statement the client prepared.

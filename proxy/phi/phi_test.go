@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
@@ -302,26 +303,51 @@ func TestResultTransform(t *testing.T) {
 	}
 }
 
+// TestCatalogProblems: the problems that refuse statements on a table are
+// policy.DiffTable's Blocks problems, with the message and DDL `phiproxy
+// schema` prints, read from full catalog rows (type names, generation).
 func TestCatalogProblems(t *testing.T) {
 	pol, _ := testColumns(t)
+	row := func(attnum, name, typ, typeName, generated string) [][]byte {
+		r := [][]byte{[]byte("7"), []byte("public"), []byte("patients"), []byte(attnum), []byte(name), []byte(typ)}
+		return append(r, []byte("f"), []byte("f"), []byte("f"), []byte(typeName), []byte(generated))
+	}
 	rows := [][][]byte{
-		{[]byte("7"), []byte("public"), []byte("patients"), []byte("1"), []byte("email"), []byte("25")},
-		{[]byte("7"), []byte("public"), []byte("patients"), []byte("2"), []byte("date_of_birth"), []byte("1082")},
-		{[]byte("7"), []byte("public"), []byte("patients"), []byte("3"), []byte("photo"), []byte("17")},
+		row("1", "email", "25", "text", "false"),
+		row("2", "date_of_birth", "1082", "date", "false"),
+		row("3", "photo", "17", "bytea", "true"),
 	}
 	cat, err := buildCatalog(pol, rows)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := cat.problem(pol.Table("public", "patients"))
-	for _, want := range []string{
-		"ALTER TABLE public.patients ADD COLUMN email_bidx text; CREATE INDEX ON public.patients (email_bidx);",
-		"ALTER TABLE public.patients ALTER COLUMN date_of_birth TYPE text",
-		"ALTER TABLE public.patients ADD COLUMN visits text",
-	} {
-		if !strings.Contains(p, want) {
-			t.Errorf("problem %q lacks %q", p, want)
+	want := []string{
+		"blind-index column email_bidx of email is missing: ALTER TABLE public.patients ADD COLUMN email_bidx text; CREATE INDEX CONCURRENTLY patients_email_bidx_idx ON public.patients (email_bidx);",
+		"PHI column date_of_birth has type date; phiproxy stores text ciphertext; the cast keeps its text form for `phiproxy migrate encrypt`: ALTER TABLE public.patients ALTER COLUMN date_of_birth TYPE text USING date_of_birth::text;",
+		"PHI column photo is generated: PostgreSQL would compute it from plaintext: ALTER TABLE public.patients ALTER COLUMN photo DROP EXPRESSION;",
+		"PHI column visits is missing: ALTER TABLE public.patients ADD COLUMN visits text;",
+	}
+	if d := cmp.Diff(strings.Join(want, " "), p); d != "" {
+		t.Errorf("problems (-want +got):\n%s", d)
+	}
+	// The same as DiffTable's, which `phiproxy schema` prints.
+	live := &policy.LiveTable{Schema: "public", Name: "patients", Kind: "r", Columns: []policy.LiveColumn{
+		{Name: "email", Attnum: 1, Type: "text", TypeOID: 25},
+		{Name: "date_of_birth", Attnum: 2, Type: "date", TypeOID: 1082},
+		{Name: "photo", Attnum: 3, Type: "bytea", TypeOID: 17, Generated: true},
+	}}
+	var fromDiff []string
+	for _, dp := range policy.DiffTable(pol.Table("public", "patients"), live) {
+		if dp.Blocks {
+			fromDiff = append(fromDiff, dp.Msg+": "+strings.Join(dp.DDL, " "))
 		}
+	}
+	if d := cmp.Diff(want, fromDiff); d != "" {
+		t.Errorf("DiffTable's Blocks problems (-want +got):\n%s", d)
+	}
+	if a, ok := cat.lookup(7, 3); ok {
+		t.Errorf("a generated PHI column is decrypted in results: %+v", a)
 	}
 	if q := catalogQuery(pol, true); !strings.Contains(q, "(E'public', E'patients')") {
 		t.Errorf("catalog query: %s", q)

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
-	"github.com/novamind/phiproxy/rewrite"
 )
 
 // Problem is one reason a governed database cannot serve a policy table:
@@ -18,7 +17,9 @@ type Problem struct {
 	Kind  ProblemKind
 	// Message says what is wrong.
 	Message string
-	// DDL is the SQL that fixes it ("" when none can be given).
+	// DDL is the SQL that fixes it ("" when none can be given): for the
+	// kinds missing and column, policy.DiffTable's statements, as
+	// `phiproxy schema` prints them, separated by spaces.
 	DDL string
 	// Alias is the second name (ProblemAlias), as pg_identify_object
 	// spells it: schema-qualified and quoted.
@@ -32,8 +33,8 @@ type ProblemKind string
 const (
 	// ProblemMissing: the database has no table of that name.
 	ProblemMissing ProblemKind = "missing"
-	// ProblemColumn: a PHI or blind-index column is missing or has a type
-	// that cannot hold what phiproxy stores in it.
+	// ProblemColumn: a PHI or blind-index column is missing, generated or
+	// of a type that cannot hold what phiproxy stores in it.
 	ProblemColumn ProblemKind = "column"
 	// ProblemRelkind: the name is a view, foreign table or other relation
 	// that does not store the values itself.
@@ -54,22 +55,14 @@ func (p Problem) String() string {
 	return p.Message + ": " + p.DDL
 }
 
-// missingTable is the problem of a policy table the database lacks: the
-// DDL creates it with the columns phiproxy needs, which the operator
-// completes with the table's other columns.
-func missingTable(t *policy.Table) Problem {
-	var cols, indexes []string
-	for _, c := range t.Columns {
-		cols = append(cols, rewrite.QuoteIdent(c.Name)+" "+string(c.Storage))
-		if c.BlindIndex != nil {
-			bidx := rewrite.QuoteIdent(c.BlindIndex.Column)
-			cols = append(cols, bidx+" text")
-			indexes = append(indexes, fmt.Sprintf(" CREATE INDEX ON %s (%s);", qualified(t), bidx))
-		}
+// policyProblem is a problem of policy.DiffTable (one that Blocks) as
+// the proxy reports it: the same message and DDL as `phiproxy schema`.
+func policyProblem(p policy.Problem) Problem {
+	kind := ProblemColumn
+	if p.Column == "" { // the one Blocks problem of a table as a whole
+		kind = ProblemMissing
 	}
-	return Problem{Table: t.QualifiedName(), Kind: ProblemMissing,
-		Message: "it does not exist (or the policy misspells its name): create it with its other columns and these, or correct policy.tables",
-		DDL:     fmt.Sprintf("CREATE TABLE %s (%s);%s", qualified(t), strings.Join(cols, ", "), strings.Join(indexes, ""))}
+	return Problem{Table: p.Table, Kind: kind, Message: p.Msg, DDL: strings.Join(p.DDL, " ")}
 }
 
 // aliasProblem is the problem of a second name for t found by the catalog
