@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,10 +12,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.yaml.in/yaml/v3"
+
 	"github.com/novamind/phiproxy/internal/pgcluster"
+	"github.com/novamind/phiproxy/policy"
 )
 
 // runbookBlocks returns the shell blocks of README.md marked
@@ -96,18 +102,33 @@ func TestRunbook(t *testing.T) {
 	createLoadTable(t, e, rows)
 
 	e.runbook(t, blocks, "adopt-prepare")
+	e.runbook(t, blocks, "adopt-flag")
+	if e.policy = e.configPolicy(t); !e.policy.Table("public", "patients").Migrating {
+		t.Fatal("runbook:adopt-flag did not mark public.patients migrating")
+	}
 	p := e.startProxy(t)
 	lw := startWriters(t, p, e.db, rows, 2)
+	rd := startPKReaders(t, p, e.db, rows)
 	out := e.runbook(t, blocks, "adopt-migrate")
 	if !strings.Contains(out, fmt.Sprintf("would update %d rows", rows)) && !strings.Contains(out, "would update") {
 		t.Errorf("dry run: %s", out)
 	}
+	if !strings.Contains(out, "remove migrating: true") {
+		t.Errorf("migrate encrypt does not say to remove the flag: %s", out)
+	}
+	rd.stop(t)
 	lw.stop()
 	checkAllEncrypted(t, e)
-	checkReadBack(t, e, p, lw)
-	if out := e.runbook(t, blocks, "adopt-protect"); !strings.Contains(out, "nothing missing") {
+	out = e.runbook(t, blocks, "adopt-protect")
+	if !strings.Contains(out, "nothing missing") || !strings.Contains(out, "configuration OK") {
 		t.Errorf("adopt-protect: %s", out)
 	}
+	// The reload: proxies without the flag serve equality again.
+	if e.policy = e.configPolicy(t); e.policy.Table("public", "patients").Migrating {
+		t.Fatal("runbook:adopt-protect left public.patients migrating")
+	}
+	p = e.startProxy(t)
+	checkReadBack(t, e, p, lw)
 
 	// The residue: after VACUUM FULL and a checkpoint the table's files
 	// hold no seed plaintext.
@@ -137,6 +158,10 @@ func TestRunbook(t *testing.T) {
 	if !strings.Contains(out, "database restored: every policy table is ready") || !strings.Contains(out, "configuration OK") {
 		t.Errorf("restore: %s", out)
 	}
+	// A database restored under another name is governed once
+	// policy.databases lists it.
+	e.policy = e.configPolicy(t, "restored")
+	p = e.startProxy(t)
 	restored := connect(t, p.dsn(pgcluster.ScramUser, "restored"))
 	email := seedPatient(3)[3]
 	if w := lw.want[3]; w != nil {
@@ -149,6 +174,83 @@ func TestRunbook(t *testing.T) {
 	su := connect(t, cluster.SuperuserDSN("postgres"))
 	if _, err := su.Exec(context.Background(), "DROP DATABASE restored WITH (FORCE)"); err != nil {
 		t.Log(err)
+	}
+}
+
+// configPolicy reads the policy of e's configuration file as it is now,
+// governing the databases more too.
+func (e *opsEnv) configPolicy(t *testing.T, more ...string) *policy.Policy {
+	t.Helper()
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range more {
+		data = bytes.Replace(data, []byte("databases: ["+e.db+"]"), []byte("databases: ["+e.db+", "+db+"]"), 1)
+	}
+	var doc struct {
+		Policy yaml.Node `yaml:"policy"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Load(&doc.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+// pkReaders read patients by primary key through a proxy while a table
+// is migrated: with migrating: true no read fails, plaintext or not, and
+// equality on a blind-indexed column is refused.
+type pkReaders struct {
+	stopping atomic.Bool
+	done     chan struct{}
+	reads    int
+	err      error
+}
+
+func startPKReaders(t *testing.T, p *testProxy, db string, n int) *pkReaders {
+	conn := connect(t, p.dsn(pgcluster.ScramUser, db))
+	rd := &pkReaders{done: make(chan struct{})}
+	go func() {
+		defer close(rd.done)
+		ctx := context.Background()
+		for id := 1; !rd.stopping.Load(); id = id*7919%n + 1 {
+			rows, err := conn.Query(ctx, "SELECT id, "+strings.Join(loadColumns, ", ")+" FROM patients WHERE id = $1", id)
+			if err == nil {
+				for rows.Next() {
+				}
+				rows.Close()
+				err = rows.Err()
+			}
+			if err != nil {
+				rd.err = fmt.Errorf("read patient %d during the migration: %w", id, err)
+				return
+			}
+			rd.reads++
+			time.Sleep(2 * time.Millisecond)
+		}
+		_, err := conn.Exec(ctx, "SELECT id FROM patients WHERE email = $1", "x@example.org")
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "0A000" {
+			rd.err = fmt.Errorf("equality during the migration: %v, want 0A000", err)
+		}
+	}()
+	return rd
+}
+
+func (rd *pkReaders) stop(t *testing.T) {
+	t.Helper()
+	rd.stopping.Store(true)
+	<-rd.done
+	t.Logf("%d reads by primary key during the migration", rd.reads)
+	if rd.err != nil {
+		t.Error(rd.err)
+	}
+	if rd.reads == 0 {
+		t.Error("no read during the migration")
 	}
 }
 

@@ -100,6 +100,16 @@ func (l *loader) fields(n *yaml.Node, what string, allowed ...string) map[string
 	return m
 }
 
+// boolean reads a YAML boolean (true or false).
+func (l *loader) boolean(n *yaml.Node, what string) bool {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&b) != nil {
+		l.errorf(n, "%s must be true or false", what)
+		return false
+	}
+	return b
+}
+
 func resolveAlias(n *yaml.Node) *yaml.Node {
 	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
@@ -200,7 +210,7 @@ func (l *loader) databases(n *yaml.Node) []string {
 }
 
 func (l *loader) table(n *yaml.Node) *Table {
-	f := l.fields(n, "table", "name", "columns", "access")
+	f := l.fields(n, "table", "name", "columns", "access", "migrating")
 	if f == nil {
 		return nil
 	}
@@ -229,6 +239,9 @@ func (l *loader) table(n *yaml.Node) *Table {
 			l.errorf(name[1], "table name %q: %s", full, err)
 			return nil
 		}
+	}
+	if m, ok := f["migrating"]; ok {
+		t.Migrating = l.boolean(m[1], "migrating")
 	}
 	cols, ok := f["columns"]
 	if !ok || cols[1].Kind != yaml.MappingNode || len(cols[1].Content) == 0 {

@@ -188,6 +188,8 @@ func TestValidation(t *testing.T) {
 		{"database not scalar", "databases: [[a]]\ntables:\n  - name: t\n    columns: { a: { type: text } }\n", []string{"line 1: database name must be a scalar"}},
 		{"databases without tables", "databases: [clinic]\n", []string{"line 1: policy.databases lists databases but policy.tables names no table"}},
 		{"databases with empty tables", "databases: [clinic]\ntables: []\n", []string{"line 1: policy.databases lists databases but policy.tables names no table"}},
+		{"migrating not a boolean", "tables:\n  - name: t\n    migrating: yes\n    columns: { a: { type: text } }\n", []string{"line 3: migrating must be true or false"}},
+		{"migrating a list", "tables:\n  - name: t\n    migrating: [true]\n    columns: { a: { type: text } }\n", []string{"line 3: migrating must be true or false"}},
 		{"several errors at once", "tables:\n  - name: t\n    columns:\n      a: { type: nope }\n      b: { type: text, blind_index: { bits: 7 } }\n", []string{"line 4:", "line 5:"}},
 	}
 	for _, tt := range tests {

@@ -50,6 +50,17 @@ type Table struct {
 	// Access is the table's `access:` default as written (access.go); nil
 	// when it has none. Columns carry their resolved rule.
 	Access *Access
+	// Migrating (`migrating: true`) marks a table that `phiproxy migrate
+	// encrypt` is adopting online: rows it has not reached yet still hold
+	// plaintext. The proxy then returns a stored PHI value that is not an
+	// envelope as the value it is (validated against the logical type,
+	// canonicalized as migrate encrypt will encrypt it, counted, never
+	// logged) instead of failing, refuses every comparison through the
+	// table's blind indexes (those rows have none, so a lookup would miss
+	// them: 0A000), and writes as always (encrypted, indexed). Remove it,
+	// and reload, once migrate encrypt has finished and the ciphertext
+	// CHECK constraints are validated.
+	Migrating bool
 }
 
 // Column is one PHI column.

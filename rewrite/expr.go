@@ -334,6 +334,9 @@ func (a *analyzer) indexable(r ref, loc int32, what string) (*policy.BlindIndex,
 // value if and only if PostgreSQL's = says they are equal; else a
 // refusal that says why.
 func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*policy.BlindIndex, error) {
+	if err := a.migrating(col, loc, what); err != nil {
+		return nil, err
+	}
 	ix := col.BlindIndex
 	if ix == nil {
 		for _, v1 := range col.Search {
@@ -353,6 +356,19 @@ func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*poli
 		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its collation is nondeterministic, so PostgreSQL finds values with different bytes equal, which a blind index cannot", what, col.QualifiedName())
 	}
 	return ix, nil
+}
+
+// migrating refuses a comparison (what) through a blind index of col
+// while its table is in migration (policy migrating: true): the rows
+// `phiproxy migrate encrypt` has not reached yet hold plaintext and no
+// blind index, so the comparison would silently miss them. Every
+// comparison through a blind index (exactIndex, searchIndex) asks it.
+func (a *analyzer) migrating(col *policy.Column, loc int32, what string) error {
+	if col == nil || !col.Table.Migrating {
+		return nil
+	}
+	return a.errorf(col, loc, "%s on PHI column %s is refused while table %s is being migrated (policy migrating: true): rows not yet encrypted have no blind index, so the comparison would miss them; it is served again once phiproxy migrate encrypt has finished and the flag is removed",
+		what, col.QualifiedName(), col.Table.QualifiedName())
 }
 
 // collation returns what the catalog knows of col's collation (col nil:

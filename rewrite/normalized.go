@@ -320,6 +320,9 @@ func collationState(known bool) string {
 // set (the value is compared as it is), and a trustworthy length.
 func (a *analyzer) searchIndex(s normSide, exact bool, loc int32) (*policy.BlindIndex, error) {
 	col := s.ref.col
+	if err := a.migrating(col, loc, s.f.String()+" = a value"); err != nil {
+		return nil, err
+	}
 	var found *policy.BlindIndex
 	foundSame := false
 	for _, ix := range col.Search {

@@ -109,6 +109,12 @@ func checkConfig(ctx context.Context, path string, opts checkOptions, out io.Wri
 		checkCertificates(r, cfg)
 	}
 	checkKeys(ctx, r, cfg, opts)
+	for _, t := range cfg.policy.Tables() {
+		if t.Migrating {
+			r.warn(fmt.Sprintf("policy table %s is in migration (migrating: true): plaintext values read as they are, comparisons through its blind indexes refused", t.QualifiedName()),
+				fmt.Sprintf("once phiproxy migrate encrypt --table %s has encrypted every value and step 2 of phiproxy schema is done, remove migrating: true and reload the proxies", t.QualifiedName()))
+		}
+	}
 	if opts.offline {
 		r.warn("upstream, databases and KMS not contacted (--offline)", "")
 	} else {

@@ -262,6 +262,9 @@ func (m *migrator) nextSteps(ctx context.Context, w io.Writer) {
 	if len(rest) > 0 {
 		fmt.Fprintf(w, "\nEvery value is ciphertext. Now make PostgreSQL refuse plaintext (from phiproxy schema):\n\n%s", policy.Script(rest))
 	}
+	if m.table.Migrating {
+		fmt.Fprintf(w, "\nThen remove migrating: true from %s in policy.tables and reload the proxies (kill -HUP): equality on its blind indexes is refused until then.\n", m.table.QualifiedName())
+	}
 }
 
 func (m *migrator) keyList() string {

@@ -195,20 +195,10 @@ func (vc *valueCoder) seal(c *migrateColumn, plain []byte, withIndex bool) chang
 }
 
 // canonical returns the plaintext the proxy would encrypt for a stored
-// plaintext value: the proxy's canonical form of the column's text form
-// (a bytea storage column holds that text as UTF-8, or for a bytea
-// logical type the bytes themselves).
+// plaintext value (phi.Canonicalizer.Stored: the proxy reads such a value
+// the same way while the table is migrating).
 func (vc *valueCoder) canonical(c *migrateColumn, val []byte) ([]byte, error) {
-	if c.bytea && c.col.Type == policy.TypeBytea {
-		return val, nil
-	}
-	if c.col.Type == policy.TypeDate && bytes.HasSuffix(val, []byte(" BC")) {
-		// The proxy's date input drops the era of "0044-03-15 BC" (its
-		// dateOfTimestamp keeps the first 10 bytes): refuse rather than
-		// move the date by two millennia.
-		return nil, &phi.ValueError{Type: c.col.Type}
-	}
-	return vc.canon.Text(nil, c.col.Type, val)
+	return vc.canon.Stored(nil, c.col, val)
 }
 
 // storedPlain is how a decrypted canonical plaintext is stored in the

@@ -266,19 +266,9 @@ func (r *reader) masked(c *resultCol, i int, v []byte, row *pgproto3.DataRow) er
 	case policy.MaskReplace:
 		plain = m.replace
 	default:
-		env := v
-		if c.pc.col.Storage == policy.StorageBytea && c.format == formatText {
-			var err error
-			if r.envelope, err = decodeByteaText(r.envelope[:0], v); err != nil {
-				return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
-			}
-			env = r.envelope
+		if _, err := r.open(c, v); err != nil {
+			return err
 		}
-		var err error
-		if r.plain, err = c.pc.cipher.Open(r.plain[:0], env); err != nil {
-			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
-		}
-		c.pc.counters.decrypted.Inc()
 		// r.envelope is free again: it holds the masked form.
 		if m.kind == policy.MaskLast {
 			r.envelope = maskLast(r.envelope[:0], r.plain, m.last, m.pad)

@@ -1,6 +1,10 @@
 package phi
 
-import "github.com/novamind/phiproxy/policy"
+import (
+	"bytes"
+
+	"github.com/novamind/phiproxy/policy"
+)
 
 // Canonicalizer converts a PHI value in PostgreSQL's text format into the
 // canonical plaintext the proxy encrypts and indexes, exactly as the proxy
@@ -27,4 +31,26 @@ func (c *Canonicalizer) Text(dst []byte, t policy.LogicalType, src []byte) ([]by
 // normalized) is computed from it.
 func (c *Canonicalizer) EqualityKey(dst []byte, t policy.LogicalType, plain []byte) []byte {
 	return equalityKey(dst, t, plain)
+}
+
+// Stored appends to dst the canonical plaintext of a plaintext value
+// stored in PHI column col before phiproxy encrypted it: the column's
+// text form (in a bytea storage column, that text as UTF-8; for a bytea
+// logical type in bytea storage, the bytes themselves), as `phiproxy
+// schema`'s USING casts leave it under policy.SessionSettings. It is what
+// `phiproxy migrate encrypt` encrypts, and what the proxy returns for
+// such a value in a table in migration (policy.Table.Migrating), so that
+// a row reads the same before and after it is migrated. A value that is
+// no valid value of the logical type is a *ValueError.
+func (c *Canonicalizer) Stored(dst []byte, col *policy.Column, stored []byte) ([]byte, error) {
+	if col.Storage == policy.StorageBytea && col.Type == policy.TypeBytea {
+		return append(dst, stored...), nil
+	}
+	if col.Type == policy.TypeDate && bytes.HasSuffix(stored, []byte(" BC")) {
+		// The proxy's date input drops the era of "0044-03-15 BC" (its
+		// dateOfTimestamp keeps the first 10 bytes): refuse rather than
+		// move the date by two millennia.
+		return nil, &ValueError{Type: col.Type}
+	}
+	return c.c.canonical(dst, col.Type, formatText, stored)
 }

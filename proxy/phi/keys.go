@@ -84,7 +84,7 @@ func newKeyedColumns(pol *policy.Policy, keys Keys) (keyedColumns, error) {
 	unregistered := prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"})
 	for _, t := range pol.Tables() {
 		for _, c := range t.Columns {
-			pc := &keyedColumn{col: c, counters: columnCounters{unregistered, unregistered, unregistered}}
+			pc := &keyedColumn{col: c, counters: columnCounters{unregistered, unregistered, unregistered, unregistered}}
 			var err error
 			if pc.cipher, err = keys.ColumnCipher(c.AssociatedData); err != nil {
 				return nil, fmt.Errorf("cipher for %s: %w", c.QualifiedName(), err)

@@ -17,6 +17,7 @@ type metrics struct {
 	rewritten      prometheus.Counter
 	values         *prometheus.CounterVec // table, column, operation
 	decryptFailure *prometheus.CounterVec // reason: DecryptError.Class
+	plaintext      *prometheus.CounterVec // table, column
 	added          prometheus.Histogram
 
 	// engine is the Engine whose plan caches the cache counters read: the
@@ -48,6 +49,7 @@ func (m *metrics) adopt(e *Engine) {
 				encrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "encrypt"),
 				indexed:   m.values.WithLabelValues(t.QualifiedName(), c.Name, "index"),
 				decrypted: m.values.WithLabelValues(t.QualifiedName(), c.Name, "decrypt"),
+				plaintext: m.plaintext.WithLabelValues(t.QualifiedName(), c.Name),
 			}
 		}
 	}
@@ -61,6 +63,8 @@ func (m *metrics) adopt(e *Engine) {
 // columnCounters are one column's value counters.
 type columnCounters struct {
 	encrypted, indexed, decrypted prometheus.Counter
+	// plaintext counts values read as plaintext in a table in migration.
+	plaintext prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, e *Engine) (*metrics, error) {
@@ -77,6 +81,10 @@ func newMetrics(reg prometheus.Registerer, e *Engine) (*metrics, error) {
 			Name: "phiproxy_decryption_failures_total",
 			Help: "Stored values that failed to decrypt, by reason: unknown_key, tampered or not_ciphertext.",
 		}, []string{"reason"}),
+		plaintext: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phiproxy_plaintext_reads_total",
+			Help: "Stored PHI values returned as plaintext because their table is in migration (policy migrating: true) and phiproxy migrate encrypt has not reached their row yet, by policy table and column. It stays at 0 once the migration is done: then remove the flag.",
+		}, []string{"table", "column"}),
 		added: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "phiproxy_statement_added_seconds",
 			Help:    "Time the proxy itself spends on a statement's messages (analysis, encryption, rewriting), client to server.",
@@ -90,7 +98,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) (*metrics, error) {
 			func() float64 { return float64(get(m.cacheStats())) })
 	}
 	m.adopt(e)
-	for _, c := range []prometheus.Collector{m.statements, m.values, m.decryptFailure, m.added,
+	for _, c := range []prometheus.Collector{m.statements, m.values, m.decryptFailure, m.plaintext, m.added,
 		cache("phiproxy_plan_cache_hits_total", "Statements whose plan was found in the plan cache.",
 			func(s rewrite.CacheStats) uint64 { return s.Hits }),
 		cache("phiproxy_plan_cache_misses_total", "Statements parsed and analyzed because their plan was not cached.",

@@ -300,8 +300,11 @@ type reader struct {
 	unsure   bool
 	envelope []byte // scratch: the envelope of a bytea value sent as text
 	plain    []byte // scratch: decrypted canonical plaintext
-	buf      []byte // scratch: the transformed values, back to back
-	spans    []span // their places in buf
+	// stored reads the plaintext values of tables in migration (open);
+	// made on first use.
+	stored *Canonicalizer
+	buf    []byte // scratch: the transformed values, back to back
+	spans  []span // their places in buf
 }
 
 func newReader(nonUTF8 *atomic.Bool, settings *atomic.Pointer[sessionSettings]) *reader {
@@ -322,6 +325,43 @@ func (r *reader) currentSettings() (*sessionSettings, error) {
 	return r.settings.Load(), nil
 }
 
+// open returns the canonical plaintext of the stored value v of result
+// column c (in r.plain): its envelope decrypted, or, in a table in
+// migration (policy migrating: true), a value that is no envelope read
+// as the plaintext `phiproxy migrate encrypt` will encrypt
+// (Canonicalizer.Stored) and counted. Anything else that does not
+// decrypt is a *DecryptError: tampered, an unknown key, or plaintext
+// outside a migration or not valid for the logical type.
+func (r *reader) open(c *resultCol, v []byte) ([]byte, error) {
+	env := v
+	if c.pc.col.Storage == policy.StorageBytea && c.format == formatText {
+		var err error
+		if r.envelope, err = decodeByteaText(r.envelope[:0], v); err != nil {
+			return nil, &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+		}
+		env = r.envelope
+	}
+	plain, err := c.pc.cipher.Open(r.plain[:0], env)
+	if err == nil {
+		r.plain = plain
+		c.pc.counters.decrypted.Inc()
+		return plain, nil
+	}
+	if c.pc.col.Table.Migrating && !crypto.IsCiphertext(env) {
+		if r.stored == nil {
+			r.stored = NewCanonicalizer()
+		}
+		if plain, perr := r.stored.Stored(r.plain[:0], c.pc.col, env); perr == nil {
+			r.plain = plain
+			c.pc.counters.plaintext.Inc()
+			return plain, nil
+		}
+	}
+	de := &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+	de.KeyID, _ = crypto.EnvelopeKeyID(env)
+	return nil, de
+}
+
 // dataRow decrypts the PHI values of row in place: the row's value slices
 // point into the reader's scratch buffer until the next call.
 func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
@@ -340,22 +380,12 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 			}
 			continue
 		}
-		env := v
-		if c.pc.col.Storage == policy.StorageBytea && c.format == formatText {
-			var err error
-			if r.envelope, err = decodeByteaText(r.envelope[:0], v); err != nil {
-				return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
-			}
-			env = r.envelope
-		}
-		var err error
-		if r.plain, err = c.pc.cipher.Open(r.plain[:0], env); err != nil {
-			de := &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
-			de.KeyID, _ = crypto.EnvelopeKeyID(env)
-			return de
+		plain, err := r.open(c, v)
+		if err != nil {
+			return err
 		}
 		start := len(r.buf)
-		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, r.plain); err != nil {
+		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, plain); err != nil {
 			var ve *ValueError
 			if errors.Is(err, errNonUTF8) || (errors.As(err, &ve) && ve != errCanonical) {
 				return locate(err, "column %s", c.pc.col.QualifiedName())
@@ -363,7 +393,6 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
 		}
 		r.spans = append(r.spans, span{i, start, len(r.buf)})
-		c.pc.counters.decrypted.Inc()
 	}
 	// Point the values at the buffer only now: appends above may move it.
 	for _, s := range r.spans {
