@@ -178,8 +178,9 @@ func startServe(t *testing.T, e *opsEnv, path string) (*exec.Cmd, func() string,
 // TestBuildInfoMatchesVersion (issue 11, item 7): the running binary's
 // phiproxy_build_info gauge carries the version and commit the build
 // stamped (as the Makefile does) and the Go version, exactly as
-// `phiproxy version` prints them. SIGTERM then stops it with exit 143
-// and a last JSON line.
+// `phiproxy version` prints them; phiproxy_active_key_id follows `keys
+// rotate` and a SIGHUP. SIGTERM then stops it with exit 143 and a last
+// JSON line.
 func TestBuildInfoMatchesVersion(t *testing.T) {
 	e := newOpsEnv(t, "ops_serve_build", rotationPolicy)
 	ver := e.mustRun(t, "version")
@@ -196,6 +197,20 @@ func TestBuildInfoMatchesVersion(t *testing.T) {
 	want := fmt.Sprintf(`phiproxy_build_info{commit="%s",goversion="%s",version="%s"} 1`, m[2], m[3], m[1])
 	if !strings.Contains(body, want+"\n") {
 		t.Errorf("/metrics lacks %s:\n%s", want, grepLines(body, "phiproxy_build_info"))
+	}
+
+	// phiproxy_active_key_id follows a rotation and a reload.
+	if !strings.Contains(body, "\nphiproxy_active_key_id 1\n") {
+		t.Errorf("/metrics: %s, want phiproxy_active_key_id 1", grepLines(body, "phiproxy_active_key_id"))
+	}
+	e.mustRun(t, "keys", "rotate", "--config", path)
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(httpGet(t, "http://"+metrics+"/metrics"), "\nphiproxy_active_key_id 2\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("phiproxy_active_key_id not 2 after keys rotate and SIGHUP:\n%s", logs())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/novamind/phiproxy/proxy"
@@ -29,6 +30,8 @@ type reloader struct {
 	srv    *proxy.Server
 	eng    *phi.Engine  // nil without a policy
 	audit  phi.AuditLog // the audit log new engines write to (it reopens on SIGHUP itself)
+	// activeKey is what phiproxy_active_key_id shows.
+	activeKey *atomic.Uint32
 }
 
 // notifyHangup starts catching SIGHUP, whose default is to end the
@@ -64,7 +67,10 @@ func (r *reloader) reload(ctx context.Context) error {
 		return err
 	}
 	level, _ := parseLevel(cfg.file.Log.Level)
-	var next *phi.Engine
+	var (
+		next   *phi.Engine
+		active uint32
+	)
 	switch {
 	case r.eng == nil && !cfg.policy.Empty():
 		return errors.New("adding a policy takes effect only at a restart")
@@ -81,6 +87,7 @@ func (r *reloader) reload(ctx context.Context) error {
 			return err
 		}
 		defer r.logger.Info("keyring reloaded", "keyring", kr, "active_key", kr.ActiveKeyID())
+		active = kr.ActiveKeyID()
 	}
 	var icpt proxy.Interceptor
 	if next != nil {
@@ -91,6 +98,9 @@ func (r *reloader) reload(ctx context.Context) error {
 	}
 	if next != nil {
 		r.eng = next
+		if r.activeKey != nil {
+			r.activeKey.Store(active)
+		}
 	}
 	r.level.Set(level)
 	r.logger.Info("configuration reloaded", "config", r.path, "policy_tables", len(cfg.policy.Tables()))

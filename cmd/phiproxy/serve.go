@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,13 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The data key new values are sealed with; 0 without a policy. It
+	// follows reloads (a `keys rotate` then a SIGHUP).
+	activeKey := new(atomic.Uint32)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "phiproxy_active_key_id",
+		Help: "The id of the data key the proxy encrypts new values with (0 without a policy); it follows reloads.",
+	}, func() float64 { return float64(activeKey.Load()) }))
 	var (
 		opts     = []proxy.Option{proxy.WithBuildInfo(buildInfo())}
 		eng      *phi.Engine
@@ -92,6 +100,7 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 		}
 		defer kr.Close()
 		logger.Info("keyring loaded", "keyring", kr, "active_key", kr.ActiveKeyID())
+		activeKey.Store(kr.ActiveKeyID())
 		phiCfg := phi.Config{PlanCacheSize: cfg.file.Proxy.Limits.PlanCacheSize}
 		if cfg.file.Audit.Enabled() {
 			audit, closeAudit, err := openAudit(cfg.file.Audit, logger, reg)
@@ -121,7 +130,7 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 	if err := srv.Start(ctx); err != nil {
 		return logFatal(logger, err)
 	}
-	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng, audit: auditLog}
+	rl := &reloader{path: cfg.path, logger: logger, level: level, srv: srv, eng: eng, audit: auditLog, activeKey: activeKey}
 	go rl.run(ctx, hup)
 	<-ctx.Done()
 
