@@ -16,8 +16,8 @@ import (
 // ... USING, a domain's default, a copied LIKE definition, a table created
 // from a query) is refused, and so is every name under which a policy
 // table's rows can be read or written that the policy does not list
-// (foreign tables, imported schemas, subscriptions, renames; those rules
-// are in ddl_names.go).
+// (foreign tables, imported schemas, subscriptions, renames: the rules on
+// names are in ddl_names.go, subscriptions in stmt.go).
 //
 // Harmless, and passed through (they carry no value into a PHI column):
 //   - CREATE TABLE x (LIKE patients ...) of a non-policy table: it copies
