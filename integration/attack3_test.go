@@ -51,6 +51,32 @@ func storedRows(t *testing.T, env *catalogEnv) int {
 	return n
 }
 
+// Finding 1 (leak). A statement that names a second name of a policy
+// table is refused by a whole-word search for the alias's name in the
+// text; a Unicode-escaped identifier (U&"visits\005fv") spells the same
+// name without its letters, so an INSERT through a view created outside
+// phiproxy stores the plaintext in the policy table.
+func TestAttack3AliasUnicodeName(t *testing.T) {
+	env := attackAliasEnv(t, "attack3_uescape", "CREATE VIEW visits_v AS SELECT * FROM visits")
+	ctx := context.Background()
+	for _, mode := range reviewModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = mode })
+			for _, sql := range []string{
+				`INSERT INTO U&"visits\005fv" (id, ssn) VALUES (1, $1)`,
+				`INSERT INTO U&"visits!005fv" UESCAPE '!' (id, ssn) VALUES (2, $1)`,
+				`INSERT INTO public.U&"\0076isits_v" (id, ssn) VALUES (3, $1)`,
+			} {
+				_, err := conn.Exec(ctx, sql, secret("uescape-alias"))
+				refusedWith(t, err, "55000", "a Unicode-escaped identifier")
+			}
+		})
+	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+}
+
 // Finding 2 (leak). The catalog query finds the relations that read a
 // policy table directly (a view's rule depends on its table); a view over
 // such a view reads the policy table too, under a name the catalog never
