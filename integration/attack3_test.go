@@ -124,6 +124,49 @@ func TestAttack3NestedView(t *testing.T) {
 	}
 }
 
+// Finding 3 (leak). A session learns the second names of its database
+// when it reads the catalog; one created by another connection afterwards
+// is never seen by that session (statements on the alias name no policy
+// table, so nothing makes the session check its catalog), nor for 10 s by
+// new sessions, and INSERT through it stores plaintext.
+//
+// Not fixed: closing it needs the catalog guard (or a check like it) in
+// front of every batch in a governed database, including the texts that
+// name no policy table and are relayed unparsed, with the second-name
+// search in the guard. That costs every statement of every application
+// and makes statements PostgreSQL refuses in a pipeline (VACUUM, CREATE
+// DATABASE, CREATE INDEX CONCURRENTLY on other tables) fail, so it is a
+// design decision (an event trigger installed by `phiproxy schema` that
+// refuses creating second names is the other way).
+func TestAttack3AliasCreatedLater(t *testing.T) {
+	t.Skip("finding 3: a second name created by another connection after the session read its catalog is not seen (needs a guard in front of every batch; see the comment)")
+	env := attackAliasEnv(t, "attack3_later")
+	ctx := context.Background()
+	for i, mode := range reviewModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = mode })
+			if _, err := conn.Exec(ctx, "SELECT id FROM visits WHERE ssn = $1", secret("later")); err != nil {
+				t.Fatal(err)
+			}
+			view := sprintf("visits_later%d", i)
+			if _, err := env.direct(t).Exec(ctx, "CREATE VIEW "+view+" AS SELECT * FROM visits"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := conn.Exec(ctx, "INSERT INTO "+view+" (id, ssn) VALUES ($1, $2)", 10+i, secret("later-alias"))
+			refusedWith(t, err, "55000")
+			fresh := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = mode })
+			_, err = fresh.Exec(ctx, "INSERT INTO "+view+" (id, ssn) VALUES ($1, $2)", 20+i, secret("later-alias"))
+			refusedWith(t, err, "55000")
+			if _, err := env.direct(t).Exec(ctx, "DROP VIEW "+view); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through a view created after the catalog read", n)
+	}
+}
+
 // Finding 4 (wrong answer). Statements that PostgreSQL refuses inside a
 // pipeline or transaction block (VACUUM, CREATE INDEX CONCURRENTLY) fail
 // through phiproxy on a policy table when the catalog guard runs in front
