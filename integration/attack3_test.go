@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/novamind/phiproxy/crypto"
+	"github.com/novamind/phiproxy/internal/pgcluster"
 )
 
 // The third independent attack on issue 9 (branch attack3): one test per
@@ -193,3 +196,37 @@ func TestAttack3GuardPipelineOnly(t *testing.T) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// Finding 5 (leak). PostgreSQL truncates the database name of a startup
+// message to 63 bytes (NAMEDATALEN - 1) before looking it up; phiproxy
+// compared the name as sent with policy.databases, so a governed database
+// whose name is 63 bytes long, asked for with more bytes after them, was
+// served untouched: plaintext stored in its PHI columns.
+func TestAttack3LongDatabaseName(t *testing.T) {
+	db := "attack3_" + strings.Repeat("x", 63-len("attack3_"))
+	env := attackAliasEnv(t, db)
+	ctx := context.Background()
+	for i, suffix := range []string{"", "_and_more", "\u00e9"} {
+		conn := connect(t, env.p.dsn(pgcluster.ScramUser, db+suffix))
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&got); err != nil || got != db {
+			t.Fatalf("connected to %q (%v)", got, err)
+		}
+		if _, err := conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES ($1, $2)", i, secret("long-db")); err != nil {
+			t.Fatalf("insert through %q: %v", db+suffix, err)
+		}
+	}
+	rows, err := env.direct(t).Query(ctx, "SELECT ssn FROM visits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(stored) != 3 {
+		t.Fatalf("%d rows (%v)", len(stored), err)
+	}
+	for _, v := range stored {
+		if !crypto.IsCiphertext([]byte(v)) {
+			t.Errorf("visits.ssn holds plaintext %q", v)
+		}
+	}
+}
