@@ -230,3 +230,23 @@ func TestAttack3LongDatabaseName(t *testing.T) {
 		}
 	}
 }
+
+// Finding 6 (leak). A statement naming a second name is found by a
+// whole-word search for the name; PostgreSQL cuts identifiers to 63
+// bytes, so a view with a 63-byte name was reached by that name with more
+// characters appended, and INSERT through it stored plaintext.
+func TestAttack3AliasLongName(t *testing.T) {
+	view := "visits_" + strings.Repeat("v", 63-len("visits_"))
+	env := attackAliasEnv(t, "attack3_longalias", "CREATE VIEW "+view+" AS SELECT * FROM visits")
+	ctx := context.Background()
+	for _, mode := range reviewModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = mode })
+			_, err := conn.Exec(ctx, "INSERT INTO "+view+"_more (id, ssn) VALUES (1, $1)", secret("long-alias"))
+			refusedWith(t, err, "55000", "a second name for table public.visits")
+		})
+	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+}

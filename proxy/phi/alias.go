@@ -45,7 +45,8 @@ func (c *catalog) aliasNamed(sql string) (named bool, err error) {
 }
 
 // containsWord reports whether word occurs in s with no identifier
-// character on either side.
+// character on either side (after it, for a word PostgreSQL may have cut
+// a longer identifier to, any).
 func containsWord(s, word string) bool {
 	for i := 0; ; {
 		j := strings.Index(s[i:], word)
@@ -53,12 +54,18 @@ func containsWord(s, word string) bool {
 			return false
 		}
 		at, end := i+j, i+j+len(word)
-		if (at == 0 || !identByte(s[at-1])) && (end == len(s) || !identByte(s[end])) {
+		if (at == 0 || !identByte(s[at-1])) && (end == len(s) || !identByte(s[end]) || len(word) >= minCutName) {
 			return true
 		}
 		i = at + 1
 	}
 }
+
+// minCutName is the shortest name a longer identifier may be cut to:
+// PostgreSQL cuts identifiers to 63 bytes at a character boundary (up to
+// three bytes less), so a name this long followed by more identifier
+// characters may be the same name.
+const minCutName = 60
 
 // identByte reports whether b may continue an unquoted identifier.
 func identByte(b byte) bool {

@@ -519,3 +519,23 @@ func TestScriptRefusalRechecks(t *testing.T) {
 	c.send(&pgproto3.Query{String: "SELECT id FROM patients WHERE email LIKE '%x%'"})
 	c.expect("ErrorResponse ERROR 0A000 phiproxy: …", "ReadyForQuery I")
 }
+
+// TestContainsWordCut: PostgreSQL cuts identifiers to 63 bytes, so a name
+// that long is found followed by more identifier characters.
+func TestContainsWordCut(t *testing.T) {
+	long := strings.Repeat("v", 63)
+	for _, tc := range []struct {
+		s, word string
+		want    bool
+	}{
+		{"select * from pv", "pv", true},
+		{"select * from pvx", "pv", false},
+		{"select * from " + long + "xyz", long, true},
+		{`insert into "` + long + `é"`, long, true},
+		{"select * from x" + long, long, false},
+	} {
+		if got := containsWord(tc.s, tc.word); got != tc.want {
+			t.Errorf("containsWord(%q, %q) = %v", tc.s, tc.word, got)
+		}
+	}
+}
