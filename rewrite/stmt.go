@@ -236,6 +236,12 @@ func isDDL(n *pg.Node) bool {
 	switch name {
 	case "index_stmt", "rename_stmt", "comment_stmt", "grant_stmt", "grant_role_stmt", "define_stmt", "composite_type_stmt":
 		return true
+	case "vacuum_stmt", "reindex_stmt", "cluster_stmt":
+		// Maintenance that rewrites or scans storage: no values, no rows
+		// to decrypt, so no catalog guard in front of it, which would
+		// make VACUUM and REINDEX CONCURRENTLY fail ("cannot be executed
+		// within a pipeline").
+		return true
 	}
 	return strings.HasPrefix(name, "create_") || strings.HasPrefix(name, "alter_") || strings.HasPrefix(name, "drop_")
 }
