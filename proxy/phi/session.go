@@ -55,9 +55,9 @@ type session struct {
 	// cursor statements and what it holds (a FETCH repeats its text).
 	lastCursorSQL   string
 	lastCursorStmts []cursorStmt
-	buf        []byte                // scratch for encoded messages
-	toks       []rewrite.Token       // scratch for checkSent
-	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+	buf             []byte          // scratch for encoded messages
+	toks            []rewrite.Token // scratch for checkSent
+	cur             curStatement    // the statement at hand, for refusal records (audit.go)
 
 	// Set by NewSession, then read-only. access: what the session's roles
 	// get of each column with an access rule (access.go), nil when the
