@@ -51,13 +51,15 @@ type session struct {
 	portals    map[string]*portal    // portals of rewritten statements by name
 	cursors    map[string]*cursor    // SQL cursors declared over policy tables (cursor.go)
 	cursorSeq  uint64                // declarations counted, for evictCursors
+	buf        []byte                // scratch for encoded messages
+	toks       []rewrite.Token       // scratch for checkSent
+	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+
 	// lastCursorSQL and lastCursorStmts are the last text parsed for its
 	// cursor statements and what it holds (a FETCH repeats its text).
+	// clientToServer.
 	lastCursorSQL   string
 	lastCursorStmts []cursorStmt
-	buf             []byte          // scratch for encoded messages
-	toks            []rewrite.Token // scratch for checkSent
-	cur             curStatement    // the statement at hand, for refusal records (audit.go)
 
 	// Set by NewSession, then read-only. access: what the session's roles
 	// get of each column with an access rule (access.go), nil when the
