@@ -1,6 +1,8 @@
 package phi
 
 import (
+	"sync/atomic"
+
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -52,6 +54,10 @@ type cursor struct {
 	hold   bool            // WITH HOLD: it survives COMMIT
 	moves  bool            // its query may change settings as FETCH runs it
 	seq    uint64          // order of declaration, for eviction
+	// rd is the server's description of its rows, once one went by (a
+	// Describe of its portal or of a FETCH statement). Written by
+	// serverToClient, read by clientToServer.
+	rd atomic.Pointer[pgproto3.RowDescription]
 }
 
 // maxCursors bounds the cursors a session remembers.
@@ -188,8 +194,9 @@ func (s *session) sweepCursors() {
 // cursorResponder is the Responder of a Describe or Execute of a portal
 // the proxy did not bind: a cursor declared in SQL, or one a function
 // opened. Its description and rows are rewritten as a SELECT's.
-func (s *session) cursorResponder() (proxy.Responder, *result) {
+func (s *session) cursorResponder(name string) (proxy.Responder, *result) {
 	r := s.newResult(s.db, nil)
+	r.cursor = s.cursors[name]
 	if s.who == nil {
 		return r, r
 	}
@@ -201,7 +208,7 @@ func (s *session) describeCursor(name string, msg []byte) error {
 	if err := s.checkCursor(name, false); err != nil {
 		return s.raiseExtended(err)
 	}
-	resp, _ := s.cursorResponder()
+	resp, _ := s.cursorResponder(name)
 	return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribePortal, Responder: resp}, msg)
 }
 
@@ -215,7 +222,7 @@ func (s *session) executeCursor(name string, msg []byte) error {
 	if err := s.checkCursor(name, true); err != nil {
 		return s.raiseExtended(err)
 	}
-	resp, r := s.cursorResponder()
+	resp, r := s.cursorResponder(name)
 	r.unsure.Store(s.settingsMoved)
 	out, err := (&pgproto3.Describe{ObjectType: 'P', Name: name}).Encode(s.buf[:0])
 	if err != nil {
@@ -271,11 +278,19 @@ func hasWordFold(s, word string) bool {
 // policy table, which pgx binds with a format per column. It returns the
 // message to send and the server-side formats.
 func (s *session) mapResultFormats(msg []byte, st *statement, formats []int16) ([]byte, []int16, error) {
-	rd := st.rd.Load()
-	if rd == nil || len(formats) <= 1 {
+	if len(formats) <= 1 {
 		return msg, formats, nil
 	}
-	t := newResultTransform(st.db.cat, s.eng.cols, rd, nil)
+	// A FETCH's rows have its cursor's shape, as last described (pgx's
+	// describe-once mode binds a new unnamed statement each time).
+	rd, db := st.rd.Load(), st.db
+	if k := s.fetchCursor(st); k != nil && k.rd.Load() != nil {
+		rd, db = k.rd.Load(), k.db
+	}
+	if rd == nil {
+		return msg, formats, nil
+	}
+	t := newResultTransform(db.cat, s.eng.cols, rd, nil)
 	if t == nil || t.drops == 0 || len(formats) != len(rd.Fields)-t.drops {
 		return msg, formats, nil
 	}
@@ -290,4 +305,17 @@ func (s *session) mapResultFormats(msg []byte, st *statement, formats []int16) (
 	}
 	s.buf = out
 	return out, b.ResultFormatCodes, nil
+}
+
+// fetchCursor is the known cursor a FETCH statement reads, nil for none.
+func (s *session) fetchCursor(st *statement) *cursor {
+	if !st.fetch {
+		return nil
+	}
+	for _, c := range st.cursor {
+		if c.Op == rewrite.CursorFetch {
+			return s.cursors[c.Name]
+		}
+	}
+	return nil
 }

@@ -203,7 +203,7 @@ func (s *session) handleBind(msg []byte) error {
 		if msg, formats, err = s.mapResultFormats(msg, st, formats); err != nil {
 			return err
 		}
-		r := &result{s: s, db: st.db, stmt: st, formats: formats}
+		r := &result{s: s, db: st.db, stmt: st, formats: formats, cursor: s.fetchCursor(st)}
 		s.portals[portalName] = s.newPortal(st, r)
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, msg)
 	}
@@ -249,7 +249,7 @@ func (s *session) handleDescribe(msg []byte) error {
 				return err
 			}
 		}
-		r := &result{s: s, db: st.db, stmt: st, statement: true}
+		r := &result{s: s, db: st.db, stmt: st, statement: true, cursor: s.fetchCursor(st)}
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribeStatement, Responder: r}, msg)
 	}
 	p := s.portals[name]
