@@ -73,7 +73,10 @@ func removesAlias(sql string) bool {
 
 // firstWord returns the first word of sql in lower case, after blanks and
 // comments (nested ones as PostgreSQL reads them).
-func firstWord(sql string) string {
+func firstWord(sql string) string { return strings.ToLower(leadingWord(sql)) }
+
+// leadingWord is firstWord as written, without allocating.
+func leadingWord(sql string) string {
 	for {
 		sql = strings.TrimLeft(sql, " \t\r\n\f")
 		switch {
@@ -107,7 +110,7 @@ func firstWord(sql string) string {
 			for i < len(sql) && identByte(sql[i]) {
 				i++
 			}
-			return strings.ToLower(sql[:i])
+			return sql[:i]
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgerrcode"
@@ -242,16 +243,38 @@ func queryMovesSettings(sql string) bool {
 }
 
 // cursorWords reports whether sql may hold a statement on a cursor: it has
-// one of the words that start one (as its first word, when first).
+// one of the words that start one (as its first word, when first). It
+// reads words, not SQL: a word in a literal costs a parse, nothing more.
 func cursorWords(sql string, first bool) bool {
-	var w0 string
 	if first {
-		w0 = firstWord(sql)
+		return isCursorWord(leadingWord(sql))
 	}
-	for _, w := range [...]string{"fetch", "move", "close", "discard", "declare"} {
-		if first && w0 == w || !first && hasWordFold(sql, w) {
+	for i := 0; i < len(sql); {
+		if !identByte(sql[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(sql) && identByte(sql[j]) {
+			j++
+		}
+		if isCursorWord(sql[i:j]) {
 			return true
 		}
+		i = j
+	}
+	return false
+}
+
+// isCursorWord reports whether w starts a statement on cursors.
+func isCursorWord(w string) bool {
+	switch len(w) {
+	case 4:
+		return strings.EqualFold(w, "move")
+	case 5:
+		return strings.EqualFold(w, "fetch") || strings.EqualFold(w, "close")
+	case 7:
+		return strings.EqualFold(w, "discard") || strings.EqualFold(w, "declare")
 	}
 	return false
 }

@@ -175,3 +175,35 @@ func TestScriptCursorLifetime(t *testing.T) {
 		t.Fatalf("after CLOSE ALL: %d cursors", len(sess.cursors))
 	}
 }
+
+// TestCursorWords: which texts are parsed for their cursor statements.
+func TestCursorWords(t *testing.T) {
+	for _, tc := range []struct {
+		sql         string
+		first, some bool
+	}{
+		{`FETCH FORWARD 5 FROM "c"`, true, true},
+		{"  /* a /* nested */ comment */ -- and a line\n move c", true, true},
+		{"Close ALL", true, true},
+		{"DISCARD ALL", true, true},
+		{"declare c cursor for select 1", true, true},
+		{"BEGIN; FETCH 1 FROM c", false, true},
+		{"SELECT 'close' FROM t", false, true}, // a word in a literal: a parse for nothing
+		{"SELECT fetched, closed_at, move_id FROM t", false, false},
+		{"SELECT 1", false, false},
+		{"", false, false},
+	} {
+		if got := cursorWords(tc.sql, true); got != tc.first {
+			t.Errorf("cursorWords(%q, first) = %v, want %v", tc.sql, got, tc.first)
+		}
+		if got := cursorWords(tc.sql, false); got != tc.some {
+			t.Errorf("cursorWords(%q) = %v, want %v", tc.sql, got, tc.some)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		cursorWords("SELECT id, email FROM patients WHERE email_bidx = $1", true)
+		cursorWords("SELECT id, email FROM patients WHERE email_bidx = $1", false)
+	}); n != 0 {
+		t.Errorf("cursorWords allocates %v times per text", n)
+	}
+}
