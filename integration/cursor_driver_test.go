@@ -160,3 +160,30 @@ func TestCursorLibPQ(t *testing.T) {
 		})
 	}
 }
+
+// TestCursorPsql: psql's FETCH_COUNT reads a SELECT through a cursor of
+// its own (BEGIN; DECLARE _psql_cursor NO SCROLL CURSOR FOR ...; FETCH
+// FORWARD n; CLOSE; COMMIT), and a script declares, fetches, moves and
+// closes one; the output is psql's on the plaintext twins.
+func TestCursorPsql(t *testing.T) {
+	p := startPHIProxy(t)
+	env := setupCursors(t, p)
+	ids, tids := idList(env.ids), idList(env.types)
+	for _, args := range [][]string{
+		{"-v", "FETCH_COUNT=2", "-c", "SELECT * FROM {patients} WHERE id IN " + ids + " ORDER BY id"},
+		{"-v", "FETCH_COUNT=1", "-c", "SELECT * FROM {types} WHERE id IN " + tids + " ORDER BY id"},
+		{"-c", "BEGIN", "-c", "DECLARE c SCROLL CURSOR FOR SELECT first_name, email, date_of_birth FROM {patients} WHERE id IN " + ids + " ORDER BY id",
+			"-c", "FETCH 2 FROM c", "-c", "MOVE LAST IN c", "-c", "FETCH BACKWARD 3 FROM c", "-c", "CLOSE c", "-c", "COMMIT"},
+	} {
+		plain, enc := make([]string, len(args)), make([]string, len(args))
+		for i, a := range args {
+			plain[i] = strings.NewReplacer("{patients}", "cursor_patients_plain", "{types}", "cursor_types_plain").Replace(a)
+			enc[i] = strings.NewReplacer("{patients}", "patients", "{types}", "phi_types").Replace(a)
+		}
+		want := runPsql(t, directDSN(pgcluster.ScramUser, phiDatabase), plain...)
+		got := runPsql(t, p.dsn(pgcluster.ScramUser, phiDatabase), enc...)
+		if want.Exit != 0 || got != want {
+			t.Fatalf("psql %q differs\nplaintext: %+v\nproxy:     %+v", args, want, got)
+		}
+	}
+}

@@ -116,8 +116,8 @@ func (s *session) cursorStmts(sql string, plan *rewrite.Plan, simple bool) []cur
 // the session's catalog now describes otherwise, and notes the settings a
 // FETCH may change.
 func (s *session) checkCursors(cs []cursorStmt) error {
-	for _, c := range cs {
-		if c.Op != rewrite.CursorFetch && c.Op != rewrite.CursorMove {
+	for i, c := range cs {
+		if c.Op != rewrite.CursorFetch && c.Op != rewrite.CursorMove || declaredBefore(cs[:i], c.Name) {
 			continue
 		}
 		if err := s.checkCursor(c.Name, true); err != nil {
@@ -125,6 +125,19 @@ func (s *session) checkCursors(cs []cursorStmt) error {
 		}
 	}
 	return nil
+}
+
+// declaredBefore reports whether cs declares or closes the cursor name
+// (statements of the same text, before the one that reads it).
+func declaredBefore(cs []cursorStmt, name string) bool {
+	for _, c := range cs {
+		if c.Name == name || c.Op == rewrite.CursorCloseAll {
+			if c.Op != rewrite.CursorFetch && c.Op != rewrite.CursorMove {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkCursor is checkCursors for the cursor name; run: the statement
