@@ -263,21 +263,33 @@ func cursorWords(sql string, first bool) bool {
 		return isCursorWord(leadingWord(sql))
 	}
 	for i := 0; i < len(sql); {
-		if !identByte(sql[i]) {
+		if !identBytes[sql[i]] {
 			i++
 			continue
 		}
-		j := i
-		for j < len(sql) && identByte(sql[j]) {
+		j := i + 1
+		for j < len(sql) && identBytes[sql[j]] {
 			j++
 		}
-		if isCursorWord(sql[i:j]) {
+		if cursorInitial[sql[i]] && isCursorWord(sql[i:j]) {
 			return true
 		}
 		i = j
 	}
 	return false
 }
+
+// identBytes is identByte as a table; cursorInitial marks the letters
+// that start a cursor word.
+var identBytes, cursorInitial = func() (id, initial [256]bool) {
+	for c := range 256 {
+		id[c] = identByte(byte(c))
+	}
+	for _, c := range "fmcdFMCD" {
+		initial[c] = true
+	}
+	return id, initial
+}()
 
 // isCursorWord reports whether w starts a statement on cursors.
 func isCursorWord(w string) bool {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/novamind/phiproxy/rewrite"
 )
 
 // cursorFields is how the fake server describes a cursor over the test
@@ -205,5 +207,24 @@ func TestCursorWords(t *testing.T) {
 		cursorWords("SELECT id, email FROM patients WHERE email_bidx = $1", false)
 	}); n != 0 {
 		t.Errorf("cursorWords allocates %v times per text", n)
+	}
+}
+
+// BenchmarkCursorStmts is the cost cursors add to a statement that is not
+// one: a Parse's first word, and a simple Query's words while the session
+// holds portals or cursors.
+func BenchmarkCursorStmts(b *testing.B) {
+	s := &session{portals: map[string]*portal{"": {}}, cursors: map[string]*cursor{}}
+	plan := &rewrite.Plan{Passthrough: true}
+	const sql = "SELECT o.id, o.total, o.status, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = $1 AND o.status <> 'shipped'"
+	for _, simple := range []bool{false, true} {
+		b.Run(fmt.Sprintf("simple=%v", simple), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.cursorStmts(sql, plan, simple) != nil {
+					b.Fatal("cursor statements found")
+				}
+			}
+		})
 	}
 }
