@@ -54,9 +54,13 @@ func (a *analyzer) statement(n *pg.Node) error {
 		a.stmt.Kind = KindOther
 		return err
 	case *pg.Node_DeclareCursorStmt:
+		// Rewritten and refused as the SELECT it declares (cursor.go).
 		err := a.statement(x.DeclareCursorStmt.Query)
 		a.stmt.Kind = KindSelect
+		a.stmt.Cursor = cursorUse(n)
 		return err
+	case *pg.Node_FetchStmt, *pg.Node_ClosePortalStmt, *pg.Node_DiscardStmt:
+		a.stmt.Cursor = cursorUse(n)
 	case *pg.Node_ViewStmt:
 		// A view over a PHI table is auto-updatable: writes through its
 		// name would bypass the policy (and its columns read back as

@@ -104,7 +104,10 @@ func holdsValue(sql string) bool {
 
 // firstWord returns the first word of sql in lower case, after blanks and
 // comments (nested ones as PostgreSQL reads them).
-func firstWord(sql string) string {
+func firstWord(sql string) string { return strings.ToLower(leadingWord(sql)) }
+
+// leadingWord is firstWord as written, without allocating.
+func leadingWord(sql string) string {
 	for {
 		sql = strings.TrimLeft(sql, " \t\r\n\f")
 		switch {
@@ -138,7 +141,7 @@ func firstWord(sql string) string {
 			for i < len(sql) && identByte(sql[i]) {
 				i++
 			}
-			return strings.ToLower(sql[:i])
+			return sql[:i]
 		}
 	}
 }
