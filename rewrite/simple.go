@@ -74,7 +74,7 @@ func (c *Cache) AnalyzeSimpleWith(sql string, o LexOptions) (*Plan, error) {
 	shape, err := c.Analyze(sh.key)
 	switch {
 	case err != nil && !sh.textPortable:
-		return nil, err // the text cannot be analyzed for its own error
+		return nil, keyError(err) // the text cannot be analyzed for its own error
 	case shape != nil && shape.Passthrough && !sh.textPortable:
 		// The policy table's name was inside a literal; the literals
 		// are values, so the text touches no policy table either.
@@ -118,17 +118,32 @@ func lexRejection(sql string, err error, o LexOptions) *Error {
 	return &Error{Code: le.Code, Message: le.Message, Position: charPosition(sql, le.Pos, o.Encoding)}
 }
 
+// keyError is err, found in a shape key, without what refers to the key's
+// text rather than the client's: the position, and the parser's exact
+// message (it may quote a $n that stands for a literal).
+func keyError(err error) error {
+	e, ok := err.(*Error)
+	if !ok || (e.Position == 0 && e.Exact == "") {
+		return err
+	}
+	out := *e
+	out.Position, out.Exact = 0, ""
+	return &out
+}
+
 // settingsRejection refuses a text on a policy table that pg_query cannot
 // read as the server will under the session's settings.
 func settingsRejection(o LexOptions) *Error {
-	msg := "statements on PHI tables must read the same as with standard_conforming_strings on and client_encoding UTF8:"
+	var hint []string
 	if o.StandardStringsOff {
-		msg += " with standard_conforming_strings off, a '...' string holding a backslash is supported only as a value (col = '...', VALUES ('...')); write E'...' elsewhere;"
+		hint = append(hint, "With standard_conforming_strings off, a '...' string holding a backslash is supported only as a value (col = '...', VALUES ('...')); write E'...' elsewhere.")
 	}
 	if o.Encoding.class() != classUTF8 {
-		msg += " with client_encoding " + o.Encoding.String() + ", non-ASCII characters are supported only in string values (col = '...', VALUES ('...'));"
+		hint = append(hint, "With client_encoding "+o.Encoding.String()+", non-ASCII characters are supported only in string values (col = '...', VALUES ('...')).")
 	}
-	return &Error{Code: CodeFeatureNotSupported, Message: strings.TrimSuffix(msg, ";") + " (or SET standard_conforming_strings = on, client_encoding = 'UTF8')"}
+	hint = append(hint, "Or SET standard_conforming_strings = on, client_encoding = 'UTF8'.")
+	return (&Error{Code: CodeFeatureNotSupported,
+		Message: "statements on PHI tables must read the same as with standard_conforming_strings on and client_encoding UTF8"}).hint(hint...)
 }
 
 // charPosition converts byte offset pos of sql to the 1-based character
