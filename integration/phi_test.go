@@ -582,7 +582,7 @@ func TestPHIUndescribedExecute(t *testing.T) {
 	}
 	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
 	got := exchange(t, hc,
-		&pgproto3.Parse{Query: "SELECT first_name, email_bidx IS NOT NULL FROM patients WHERE email = $1"},
+		&pgproto3.Parse{Query: "SELECT first_name, email IS NOT NULL FROM patients WHERE email = $1"},
 		&pgproto3.Bind{Parameters: [][]byte{[]byte(pt.Email)}, ResultFormatCodes: []int16{0}},
 		&pgproto3.Execute{},
 		&pgproto3.Sync{})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/jackc/pgerrcode"
@@ -116,6 +117,19 @@ func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
 // the rewriter's) that reach a client as a non-fatal ErrorResponse.
 // ClientMessage and Hint are client-safe: they name tables, columns and
 // constructs, never values, SQL text or secrets.
+//
+// Optional methods, found by Classify:
+//   - Hint() string: the HINT field (client-safe), where a refusal lists
+//     the forms that are supported;
+//   - Reason() string: the metrics label;
+//   - ExactMessage() string: PostgreSQL's own words for the error, sent in
+//     place of "phiproxy: " + ClientMessage (a syntax error's `syntax
+//     error at or near "FORM"`). It may quote the client's SQL text, which
+//     may hold a value: it goes to that client only, never into a log, a
+//     metric, an audit record or a statement sent upstream;
+//   - ErrorPosition() int: the ErrorResponse's Position (P): the 1-based
+//     character position of the error in the client's query text, 0 for
+//     none.
 type ClientError interface {
 	error
 	SQLState() string
@@ -130,6 +144,13 @@ type ErrorInfo struct {
 	Message string // client-safe
 	Detail  string // client-safe, optional
 	Hint    string // client-safe, optional
+	// Exact, when set, is sent to the client in place of Message
+	// (ClientError's ExactMessage). It may quote the client's own SQL
+	// text: never log it, count it or send it upstream.
+	Exact string
+	// Position is the ErrorResponse's P field: the 1-based character
+	// position in the client's query text, 0 for none.
+	Position int32
 	// Fatal: the session ends with this error. A non-fatal error answers
 	// one statement and the session goes on.
 	Fatal bool
@@ -205,9 +226,26 @@ func Classify(err error) ErrorInfo {
 		if r, ok := ce.(interface{ Reason() string }); ok {
 			info.Reason = r.Reason()
 		}
+		if x, ok := ce.(interface{ ExactMessage() string }); ok {
+			info.Exact = x.ExactMessage()
+		}
+		if p, ok := ce.(interface{ ErrorPosition() int }); ok {
+			if pos := p.ErrorPosition(); pos > 0 && pos <= math.MaxInt32 {
+				info.Position = int32(pos)
+			}
+		}
 		return info
 	}
 	return fatal(outcomeInternal, pgerrcode.InternalError, "phiproxy: internal error")
+}
+
+// ClientText is the message the client is sent: Exact if set, else
+// Message.
+func (info ErrorInfo) ClientText() string {
+	if info.Exact != "" {
+		return info.Exact
+	}
+	return info.Message
 }
 
 // appendErrorResponse appends the ErrorResponse for info.
@@ -217,7 +255,7 @@ func appendErrorResponse(dst []byte, info ErrorInfo) []byte {
 		severity = "FATAL"
 	}
 	resp := pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity,
-		Code: info.Code, Message: info.Message, Detail: info.Detail, Hint: info.Hint}
+		Code: info.Code, Message: info.ClientText(), Detail: info.Detail, Hint: info.Hint, Position: info.Position}
 	out, err := resp.Encode(dst)
 	if err != nil {
 		// Encode fails only on a message larger than the protocol allows,

@@ -151,12 +151,24 @@ func (a *analyzer) errorf(col *policy.Column, loc int32, format string, args ...
 	return e
 }
 
-// supported lists the forms every rejection offers instead.
-const supported = "supported: col = / <> value, col IN (values), col = ANY($n), col IS [NOT] NULL on columns with a blind index, " +
-	"joins of two columns in one index_group, count(col), and plain column references in SELECT and RETURNING lists"
+// supported lists the forms every rejection of a use of a PHI column
+// offers instead: the HINT of the ErrorResponse, so that the message
+// stays a short reason.
+const supported = "Supported on PHI columns: col = / <> value, col IN (values), col = ANY($n), col IS [NOT] NULL on columns with a blind index, " +
+	"joins of two columns in one index_group, count(col), and plain column references in SELECT and RETURNING lists."
 
 func (a *analyzer) reject(col *policy.Column, loc int32, what string) *Error {
-	return a.errorf(col, loc, "%s on PHI column %s is not supported: the database holds only its ciphertext (%s)", what, col.QualifiedName(), supported)
+	return a.errorf(col, loc, "%s on PHI column %s is not supported: the database holds only its ciphertext", what, col.QualifiedName()).hint(supported)
+}
+
+// funcOfValueHint is the way out of comparing a PHI column with a
+// function of a value.
+const funcOfValueHint = "Compare it with the value itself, or apply the same function to both sides when a normalized index answers it."
+
+// hint sets e's HINT to the sentences of parts, and returns e.
+func (e *Error) hint(parts ...string) *Error {
+	e.HintText = strings.Join(parts, " ")
+	return e
 }
 
 func (a *analyzer) tokens() (tokens, error) {
@@ -276,7 +288,8 @@ func (a *analyzer) finish(plan *Plan) error {
 			if col == nil {
 				col = u.role.col
 			}
-			return a.errorf(col, int32(u.start), "parameter $%d is used both for PHI column %s and as a plain value, which would send it unencrypted; bind the value twice (supported: a parameter used only for PHI columns)", u.num, col.QualifiedName())
+			return a.errorf(col, int32(u.start), "parameter $%d is used both for PHI column %s and as a plain value, which would send it unencrypted", u.num, col.QualifiedName()).
+				hint("Bind the value twice: a parameter is supported only where every use of it is a PHI column.")
 		}
 	}
 	params := make([]Param, a.maxParam)

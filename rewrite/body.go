@@ -73,7 +73,7 @@ func (a *analyzer) bodyError(ctx *bodyCtx, err error) error {
 	if !ok {
 		return err
 	}
-	out := &Error{Code: CodeFeatureNotSupported, Message: ctx.where + ": " + e.Message, Table: e.Table, Column: e.Column}
+	out := &Error{Code: CodeFeatureNotSupported, Message: ctx.where + ": " + e.Message, HintText: e.HintText, Table: e.Table, Column: e.Column}
 	if a.depth == 0 {
 		out.Position = a.errorf(nil, int32(a.stmtStart), "").Position
 	}

@@ -246,7 +246,8 @@ func (a *analyzer) alterTable(s *pg.AlterTableStmt) error {
 				return a.ddlError(pc, loc, "%s ALTER COLUMN %s TYPE: %s must keep its storage type %s", what, cmd.Name, pc, pc.storage)
 			}
 			if cd.RawDefault != nil && !isNull(cd.RawDefault) && !columnItself(cd.RawDefault, cmd.Name) {
-				return a.ddlError(pc, loc, "%s ALTER COLUMN %s TYPE ... USING an expression is not supported for %s: the server would compute and store its result in plaintext (supported: no USING, or USING the column itself)", what, cmd.Name, pc)
+				return a.ddlError(pc, loc, "%s ALTER COLUMN %s TYPE ... USING an expression is not supported for %s: the server would compute and store its result in plaintext", what, cmd.Name, pc).
+					hint("Supported: no USING, or USING the column itself.")
 			}
 			// Checked: the column itself, or NULL. The generic walk would
 			// refuse the cast in USING col::text as computing on the column.

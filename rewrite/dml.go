@@ -46,7 +46,7 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 			return nil, err
 		}
 		if idx := t.IndexColumn(rt.GetName()); idx != nil {
-			return nil, a.indexRef(idx, rt.Location)
+			return nil, a.indexRef(idx, rt.GetName(), rt.Location)
 		}
 		if col := t.Column(rt.GetName()); col != nil && len(rt.Indirection) > 0 {
 			return nil, a.reject(col, rt.Location, "assigning to an element or field")
@@ -269,7 +269,7 @@ func (a *analyzer) onConflict(oc *pg.OnConflictClause, target *rangeEntry, sc *s
 				continue
 			}
 			if idx := t.IndexColumn(ie.Name); idx != nil {
-				return a.indexRef(idx, inf.Location)
+				return a.indexRef(idx, ie.Name, inf.Location)
 			}
 			col := t.Column(ie.Name)
 			if col == nil {

@@ -65,7 +65,7 @@ func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
 				return err
 			}
 			if idx := t.IndexColumn(rt.Name); idx != nil {
-				return a.indexRef(idx, rt.Location)
+				return a.indexRef(idx, rt.Name, rt.Location)
 			}
 		}
 		col := t.Column(rt.Name)
@@ -120,7 +120,7 @@ func (a *analyzer) copyColumn(cr *pg.ColumnRef, col *policy.Column, sc *scope) e
 		return err
 	}
 	if r.idx != nil {
-		return a.indexRef(r.idx, cr.Location)
+		return a.indexRef(r.idx, refName(cr), cr.Location)
 	}
 	if r.col == nil || r.derived || r.col.AssociatedData != col.AssociatedData || !sameIndexes(col, r.col) {
 		return a.errorf(col, cr.Location, "assigning another column's value to PHI column %s is not supported: only a parameter, a literal, NULL, DEFAULT or the same column (EXCLUDED.%s) can be assigned", col.QualifiedName(), col.Name)

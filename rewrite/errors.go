@@ -14,23 +14,33 @@ const (
 )
 
 // ErrUnsupported is matched (errors.Is) by every 0A000 *Error, and
-// ErrSyntax by every 42601 *Error.
+// ErrSyntax by every 42601 *Error and every error of the parser.
 var (
 	ErrUnsupported = errors.New("rewrite: unsupported use of a PHI column")
 	ErrSyntax      = errors.New("rewrite: syntax error")
 )
 
 // Error is a rejection: the proxy answers the client with an ErrorResponse
-// built from it and never forwards the statement. Message is client-safe: it
-// names tables, columns and constructs, never SQL literal values.
+// built from it and never forwards the statement. Message and HintText
+// are client-safe: they name tables, columns and constructs, never SQL
+// literal values. A refusal's Message says why in short; the forms that
+// are supported instead go to HintText.
 type Error struct {
-	Code    string // SQLSTATE
-	Message string
-	Table   string // "schema.table" of the PHI column concerned, if any
-	Column  string // the column name, if any
+	Code     string // SQLSTATE
+	Message  string
+	HintText string // the ErrorResponse's HINT, "" for none
+	Table    string // "schema.table" of the PHI column concerned, if any
+	Column   string // the column name, if any
 	// Position is the 1-based character offset in the input of the
 	// construct (as in ErrorResponse 'P'), 0 when unknown.
 	Position int
+	// Exact is PostgreSQL's own message for a text its parser refuses,
+	// word for word (syntax.go): the client is sent it instead of
+	// Message. It may quote the input near the error, so it is for the
+	// client who sent the input alone: never logged nor sent upstream.
+	Exact string
+
+	parser bool // the parser refused the text
 }
 
 func (e *Error) Error() string {
@@ -39,6 +49,9 @@ func (e *Error) Error() string {
 
 // Unwrap lets callers test the class with errors.Is.
 func (e *Error) Unwrap() error {
+	if e.parser {
+		return ErrSyntax
+	}
 	switch e.Code {
 	case CodeFeatureNotSupported:
 		return ErrUnsupported
@@ -55,9 +68,19 @@ func (e *Error) SQLState() string { return e.Code }
 // constructs, never values.
 func (e *Error) ClientMessage() string { return e.Message }
 
+// Hint is the ErrorResponse's HINT (proxy.ClientError).
+func (e *Error) Hint() string { return e.HintText }
+
+// ExactMessage is PostgreSQL's own message, for the client alone
+// (proxy.ClientError).
+func (e *Error) ExactMessage() string { return e.Exact }
+
+// ErrorPosition is the ErrorResponse's Position (proxy.ClientError).
+func (e *Error) ErrorPosition() int { return e.Position }
+
 // Reason labels the refusal in metrics: syntax or unsupported.
 func (e *Error) Reason() string {
-	if e.Code == CodeSyntaxError {
+	if e.Code == CodeSyntaxError || e.parser {
 		return "syntax"
 	}
 	return "unsupported"

@@ -25,7 +25,7 @@ func (a *analyzer) expr(n *pg.Node, sc *scope, what string) error {
 			return a.starInExpr(x.ColumnRef, sc)
 		}
 		if r.idx != nil && what != "" {
-			return a.indexRef(r.idx, x.ColumnRef.Location)
+			return a.indexRef(r.idx, refName(x.ColumnRef), x.ColumnRef.Location)
 		}
 		if r.phi() && what != "" {
 			return a.reject(r.col, x.ColumnRef.Location, what)
@@ -52,7 +52,12 @@ func (a *analyzer) expr(n *pg.Node, sc *scope, what string) error {
 			if err != nil {
 				return err
 			}
-			if r.phi() || r.idx != nil {
+			if r.idx != nil {
+				// The client names no internal column, even where it
+				// would reveal nothing: col IS NULL says the same.
+				return a.indexRef(r.idx, refName(cr), cr.Location)
+			}
+			if r.phi() {
 				return nil // NULL stays NULL: ciphertext of a NULL is NULL
 			}
 		}
@@ -101,17 +106,32 @@ func (a *analyzer) starInExpr(cr *pg.ColumnRef, sc *scope) error {
 	return nil
 }
 
-func (a *analyzer) indexRef(idx *policy.Column, loc int32) error {
-	var names []string
-	for _, ix := range idx.Indexes() {
-		names = append(names, ix.Column)
+// indexRef refuses a client's use of name, a blind-index column of PHI
+// column idx, anywhere (a select list, RETURNING, WHERE, SET, an INSERT
+// column list): its values are phiproxy's, computed from the PHI value,
+// so a client may neither read them (they are hidden from SELECT *) nor
+// write or compare them (a forged index value would match rows the
+// client never named). 0A000 like every use of a PHI column the proxy
+// does not support: no privilege would make it allowed.
+func (a *analyzer) indexRef(idx *policy.Column, name string, loc int32) error {
+	if name == "" {
+		name = idx.Indexes()[0].Column
 	}
-	if len(names) > 1 {
-		return a.errorf(idx, loc, "blind-index columns %s of %s are maintained by phiproxy: compare, write or compute on %s itself (%s)",
-			strings.Join(names, ", "), idx.QualifiedName(), idx.Name, supported)
+	e := a.errorf(idx, loc, "column %s is internal to phiproxy: it holds a blind index of PHI column %s",
+		quoteIdent(name), idx.QualifiedName())
+	e.HintText = "Select, compare and write " + quoteIdent(idx.Name) + " itself: phiproxy computes its blind indexes."
+	return e
+}
+
+// refName is the column name a reference ends with ("" for a star).
+func refName(cr *pg.ColumnRef) string {
+	if len(cr.Fields) == 0 {
+		return ""
 	}
-	return a.errorf(idx, loc, "blind-index column %s of %s is maintained by phiproxy: compare, write or compute on %s itself (%s)",
-		strings.Join(names, ", "), idx.QualifiedName(), idx.Name, supported)
+	if s := cr.Fields[len(cr.Fields)-1].GetString_(); s != nil {
+		return s.Sval
+	}
+	return ""
 }
 
 // children walks every node below n that expr has no rule for, so a new or
@@ -211,7 +231,10 @@ func (a *analyzer) funcCall(f *pg.FuncCall, sc *scope) error {
 			if err != nil {
 				return err
 			}
-			if r.phi() || r.idx != nil {
+			if r.idx != nil {
+				return a.indexRef(r.idx, refName(cr), cr.Location)
+			}
+			if r.phi() {
 				// count(col) counts non-NULL values: the same on ciphertext.
 				return a.expr(f.AggFilter, sc, "")
 			}
@@ -295,10 +318,10 @@ func (a *analyzer) subLink(s *pg.SubLink, sc *scope, what string) error {
 			return a.expr(s.Testexpr, sc, "IN (SELECT ...)")
 		}
 		if !l.phi() {
-			return a.errorf(rcol, s.Location, "comparing PHI column %s with a non-PHI value is not supported (%s)", rcol.QualifiedName(), supported)
+			return a.errorf(rcol, s.Location, "comparing PHI column %s with a non-PHI value is not supported", rcol.QualifiedName()).hint(supported)
 		}
 		if rcol == nil {
-			return a.errorf(l.col, s.Location, "comparing PHI column %s with a non-PHI subquery output is not supported (%s)", l.col.QualifiedName(), supported)
+			return a.errorf(l.col, s.Location, "comparing PHI column %s with a non-PHI subquery output is not supported", l.col.QualifiedName()).hint(supported)
 		}
 		if op != "=" && op != "<>" && op != "!=" {
 			return a.reject(l.col, s.Location, "operator "+op+" with a subquery")

@@ -122,7 +122,7 @@ func (a *analyzer) phiOperand(n *pg.Node, sc *scope) (ref, error) {
 		return ref{}, err
 	}
 	if r.idx != nil {
-		return ref{}, a.indexRef(r.idx, cr.Location)
+		return ref{}, a.indexRef(r.idx, refName(cr), cr.Location)
 	}
 	return r, nil
 }
@@ -135,7 +135,8 @@ func (a *analyzer) indexable(r ref, loc int32, what string) (*policy.BlindIndex,
 		return nil, err
 	}
 	if r.derived {
-		return nil, a.errorf(r.col, loc, "comparing PHI column %s through a subquery or CTE output is not supported: compare it in the query that reads the table (%s)", r.col.QualifiedName(), supported)
+		return nil, a.errorf(r.col, loc, "comparing PHI column %s through a subquery or CTE output is not supported", r.col.QualifiedName()).
+			hint("Compare it in the query that reads the table.", supported)
 	}
 	return ix, nil
 }
@@ -156,7 +157,8 @@ func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*poli
 					what, col.QualifiedName(), v1.Column, strings.Join(v1.Normalize, ", "))
 			}
 		}
-		return nil, a.errorf(col, loc, "column %s has no blind index: equality on it cannot be evaluated (add blind_index to its policy; %s)", col.QualifiedName(), supported)
+		return nil, a.errorf(col, loc, "column %s has no blind index: equality on it cannot be evaluated", col.QualifiedName()).
+			hint("Add blind_index to its policy.", supported)
 	}
 	if ix.Bits < policy.MinExactBits {
 		return nil, a.errorf(col, loc, "%s on PHI column %s is refused: its blind index keeps %d bits, so distinct values may share an index value and match rows PostgreSQL would not; use bits of %d or more", what, col.QualifiedName(), ix.Bits, policy.MinExactBits)
@@ -237,10 +239,11 @@ func (a *analyzer) equality(l, r *pg.Node, sc *scope, loc int32) error {
 				return err
 			}
 			if _, isRef := r.Node.(*pg.Node_ColumnRef); isRef {
-				return a.errorf(lr.col, loc, "comparing PHI column %s with a non-PHI column is not supported (%s)", lr.col.QualifiedName(), supported)
+				return a.errorf(lr.col, loc, "comparing PHI column %s with a non-PHI column is not supported", lr.col.QualifiedName()).hint(supported)
 			}
 			if _, isCall := r.Node.(*pg.Node_FuncCall); isCall {
-				return a.errorf(lr.col, loc, "comparing PHI column %s with a function of a value is not supported: compare it with the value itself, or apply the same function to both sides when a normalized index answers it (%s)", lr.col.QualifiedName(), supported)
+				return a.errorf(lr.col, loc, "comparing PHI column %s with a function of a value is not supported", lr.col.QualifiedName()).
+					hint(funcOfValueHint, supported)
 			}
 			return err
 		}

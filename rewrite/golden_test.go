@@ -235,6 +235,13 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 				return "unexpected error: " + err.Error()
 			}
 			s := fmt.Sprintf("error %s: %s", e.Code, e.Message)
+			if e.HintText != "" {
+				s += "\nhint: " + e.HintText
+			}
+			if e.Exact != "" {
+				// A parser error: PostgreSQL's words and position.
+				s += fmt.Sprintf("\nexact: %s\nposition: %d", e.Exact, e.Position)
+			}
 			if e.Column != "" {
 				s += fmt.Sprintf("\ncolumn: %s.%s", e.Table, e.Column)
 			}

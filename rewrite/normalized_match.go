@@ -38,7 +38,8 @@ func (a *analyzer) normalizedEquality(l, r *pg.Node, sc *scope, loc int32) (bool
 	}
 	v, ok := valueChain(r)
 	if !ok {
-		return true, a.errorf(ls.ref.col, loc, "comparing %s on PHI column %s with an expression is not supported: compare it with a parameter or literal, under the same functions (%s)", ls.f, ls.ref.col.QualifiedName(), supported)
+		return true, a.errorf(ls.ref.col, loc, "comparing %s on PHI column %s with an expression is not supported", ls.f, ls.ref.col.QualifiedName()).
+			hint("Compare it with a parameter or literal, under the same functions.", supported)
 	}
 	if ls.f.steps == 0 {
 		// Only casts to text: the value itself, on the exact index.
@@ -47,7 +48,8 @@ func (a *analyzer) normalizedEquality(l, r *pg.Node, sc *scope, loc int32) (bool
 			return true, err
 		}
 		if v.g.steps > 0 {
-			return true, a.errorf(ls.ref.col, loc, "comparing PHI column %s with a function of a value is not supported: compare it with the value itself, or apply the same function to both sides when a normalized index answers it (%s)", ls.ref.col.QualifiedName(), supported)
+			return true, a.errorf(ls.ref.col, loc, "comparing PHI column %s with a function of a value is not supported", ls.ref.col.QualifiedName()).
+				hint(funcOfValueHint, supported)
 		}
 		if err := a.bindNorm(v, role{action: ActionIndex, col: ls.ref.col, index: ix}); err != nil {
 			return true, err

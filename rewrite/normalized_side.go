@@ -70,7 +70,8 @@ func valueChain(n *pg.Node) (normValue, bool) {
 func (a *analyzer) checkSide(s normSide, loc int32) error {
 	col := s.ref.col
 	if s.ref.derived {
-		return a.errorf(col, loc, "comparing PHI column %s through a subquery or CTE output is not supported: compare it in the query that reads the table (%s)", col.QualifiedName(), supported)
+		return a.errorf(col, loc, "comparing PHI column %s through a subquery or CTE output is not supported", col.QualifiedName()).
+			hint("Compare it in the query that reads the table.", supported)
 	}
 	if col.Type != policy.TypeText && col.Type != policy.TypeVarchar {
 		return a.reject(col, loc, "a function or cast")

@@ -1,12 +1,9 @@
 package rewrite
 
 import (
-	"errors"
 	"sort"
-	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
-	"github.com/pganalyze/pg_query_go/v6/parser"
 )
 
 // This file is the seam to pg_query: parsing, scanning and fingerprinting.
@@ -14,34 +11,15 @@ import (
 // whole PostgreSQL grammar into a private AST would double the code without
 // making the walk safer); everything that calls into the C library is here.
 
-// parse returns the raw parse tree, or a 42601 *Error whose message never
-// echoes the text near the error (it may be a PHI literal).
+// parse returns the raw parse tree, or the *Error of syntaxError: its
+// Message never echoes the text near the error (it may be a PHI literal),
+// its Exact does, for the client alone.
 func parse(sql string) (*pg.ParseResult, error) {
 	tree, err := pg.Parse(sql)
 	if err != nil {
 		return nil, syntaxError(err)
 	}
 	return tree, nil
-}
-
-func syntaxError(err error) *Error {
-	e := &Error{Code: CodeSyntaxError, Message: "syntax error"}
-	var perr *parser.Error
-	if errors.As(err, &perr) {
-		msg := perr.Message
-		// "syntax error at or near "'secret'"": the quoted token may be a
-		// literal value; keep the message, drop the token.
-		if i := strings.Index(msg, " at or near "); i >= 0 {
-			msg = msg[:i]
-		} else if i := strings.Index(msg, " at end of input"); i >= 0 {
-			msg = msg[:i+len(" at end of input")]
-		}
-		if msg != "" && !strings.ContainsAny(msg, `"'$`) {
-			e.Message = msg
-		}
-		e.Position = perr.Cursorpos
-	}
-	return e
 }
 
 // Fingerprint returns pg_query's fingerprint of sql, "" when it cannot be

@@ -278,7 +278,8 @@ func (a *analyzer) wholeRow(e *rangeEntry, loc int32) error {
 	if t != nil {
 		what = "PHI table " + t.QualifiedName()
 	}
-	err := a.errorf(nil, loc, "a whole-row reference to %s (%s) is not supported: the row holds ciphertext, so comparing, casting or passing it to a function computes on ciphertext, and returning it would return ciphertext inside a record; name the columns instead (supported: SELECT %s.* or * at the top level of a SELECT or RETURNING list)", quoteIdent(name), what, quoteIdent(name))
+	err := a.errorf(nil, loc, "a whole-row reference to %s (%s) is not supported: the row holds ciphertext", quoteIdent(name), what).
+		hint("Name the columns instead: comparing, casting or passing the row to a function would compute on ciphertext, and returning it would return ciphertext inside a record. Supported: SELECT " + quoteIdent(name) + ".* or * at the top level of a SELECT or RETURNING list.")
 	if t != nil {
 		err.Table = t.QualifiedName()
 	}

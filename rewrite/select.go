@@ -141,7 +141,19 @@ func (a *analyzer) sortKey(n *pg.Node, sc *scope, what string) error {
 		return nil
 	}
 	if c := n.GetAConst(); c != nil && c.GetIval() != nil {
-		if i := int(c.GetIval().Ival) - 1; i >= 0 && i < len(sc.outputs) && sc.outputs[i].col != nil {
+		i := int(c.GetIval().Ival) - 1
+		if i < 0 || i >= len(sc.outputs) {
+			return nil
+		}
+		for _, o := range sc.outputs[:i+1] {
+			if o.idx != nil {
+				// The client does not see this column, so it numbers
+				// the columns after it differently from the server.
+				return a.errorf(o.idx, c.Location, "%s %d names a column by its position after blind-index column %s of %s, which phiproxy hides from `*`: the server counts it, the client does not",
+					what, i+1, quoteIdent(o.name), o.idx.Table.QualifiedName()).hint("Name the column instead of its position.")
+			}
+		}
+		if sc.outputs[i].col != nil {
 			return a.reject(sc.outputs[i].col, c.Location, what)
 		}
 		return nil
@@ -159,6 +171,9 @@ func (a *analyzer) sortKey(n *pg.Node, sc *scope, what string) error {
 		r, err := a.resolve(cr, sc)
 		if err != nil {
 			return err
+		}
+		if r.idx != nil {
+			return a.indexRef(r.idx, refName(cr), cr.Location)
 		}
 		if r.phi() {
 			return a.reject(r.col, cr.Location, what)
@@ -186,6 +201,9 @@ func (a *analyzer) targets(list []*pg.Node, sc *scope, what string) (*derived, e
 			if r.star {
 				a.star(cr, sc, out)
 				continue
+			}
+			if r.idx != nil {
+				return nil, a.indexRef(r.idx, refName(cr), cr.Location)
 			}
 			name := rt.Name
 			if name == "" {

@@ -11,6 +11,7 @@ import (
 type literal struct {
 	raw   string // as written, quotes included
 	value string // its value, in the client's encoding
+	start int    // byte offset of raw in the text
 }
 
 // simpleShape is a simple-protocol text read under the session's settings.
@@ -87,7 +88,7 @@ func shapeWith(sql string, o LexOptions) (simpleShape, error) {
 			sh.keyPortable = sh.keyPortable && portable
 			continue
 		}
-		sh.values = append(sh.values, literal{raw: sql[t.Start:t.End], value: v})
+		sh.values = append(sh.values, literal{raw: sql[t.Start:t.End], value: v, start: t.Start})
 		b.WriteString(sql[at:t.Start])
 		b.WriteByte('$')
 		b.WriteString(strconv.Itoa(len(sh.values)))

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -74,7 +75,7 @@ func (c *Cache) AnalyzeSimpleWith(sql string, o LexOptions) (*Plan, error) {
 	shape, err := c.Analyze(sh.key)
 	switch {
 	case err != nil && !sh.textPortable:
-		return nil, err // the text cannot be analyzed for its own error
+		return nil, keyError(err, sql, sh, o) // the text cannot be analyzed for its own error
 	case shape != nil && shape.Passthrough && !sh.textPortable:
 		// The policy table's name was inside a literal; the literals
 		// are values, so the text touches no policy table either.
@@ -118,17 +119,69 @@ func lexRejection(sql string, err error, o LexOptions) *Error {
 	return &Error{Code: le.Code, Message: le.Message, Position: charPosition(sql, le.Pos, o.Encoding)}
 }
 
+// keyError is err, found in sh's key, told in terms of the client's text
+// sql read under o: its position moved across the literals the key
+// replaced by $n, and the parser's exact message quoting the literal
+// where it quotes its $n (as the server, reading the text, would).
+func keyError(err error, sql string, sh simpleShape, o LexOptions) error {
+	e, ok := err.(*Error)
+	if !ok || (e.Position == 0 && !strings.Contains(e.Exact, `"$`)) {
+		return err
+	}
+	out := *e
+	out.Position, out.Exact = 0, ""
+	if e.Position == 0 {
+		return &out
+	}
+	kb := 0 // the byte offset in the key of character e.Position
+	for n := 1; n < e.Position && kb < len(sh.key); n++ {
+		_, size := utf8.DecodeRuneInString(sh.key[kb:])
+		kb += size
+	}
+	shift, slot := 0, -1 // bytes the literals before kb add; the literal at kb
+	for i, l := range sh.values {
+		at := l.start - shift // where its $n is in the key
+		if kb < at {
+			break
+		}
+		placeholder := len(strconv.Itoa(i+1)) + 1
+		if kb < at+placeholder {
+			slot = i
+			break
+		}
+		shift += len(l.raw) - placeholder
+	}
+	tb := kb + shift
+	if slot >= 0 {
+		tb = sh.values[slot].start
+	}
+	if tb > len(sql) {
+		return &out
+	}
+	out.Position = charPosition(sql, tb, o.Encoding)
+	switch near := ` at or near "$`; {
+	case e.Exact == "":
+	case slot >= 0 && strings.HasSuffix(e.Exact, near+strconv.Itoa(slot+1)+`"`):
+		out.Exact = strings.TrimSuffix(e.Exact, `$`+strconv.Itoa(slot+1)+`"`) + sh.values[slot].raw + `"`
+	case slot < 0 && !strings.Contains(e.Exact, `"$`):
+		out.Exact = e.Exact
+	}
+	return &out
+}
+
 // settingsRejection refuses a text on a policy table that pg_query cannot
 // read as the server will under the session's settings.
 func settingsRejection(o LexOptions) *Error {
-	msg := "statements on PHI tables must read the same as with standard_conforming_strings on and client_encoding UTF8:"
+	var hint []string
 	if o.StandardStringsOff {
-		msg += " with standard_conforming_strings off, a '...' string holding a backslash is supported only as a value (col = '...', VALUES ('...')); write E'...' elsewhere;"
+		hint = append(hint, "With standard_conforming_strings off, a '...' string holding a backslash is supported only as a value (col = '...', VALUES ('...')); write E'...' elsewhere.")
 	}
 	if o.Encoding.class() != classUTF8 {
-		msg += " with client_encoding " + o.Encoding.String() + ", non-ASCII characters are supported only in string values (col = '...', VALUES ('...'));"
+		hint = append(hint, "With client_encoding "+o.Encoding.String()+", non-ASCII characters are supported only in string values (col = '...', VALUES ('...')).")
 	}
-	return &Error{Code: CodeFeatureNotSupported, Message: strings.TrimSuffix(msg, ";") + " (or SET standard_conforming_strings = on, client_encoding = 'UTF8')"}
+	hint = append(hint, "Or SET standard_conforming_strings = on, client_encoding = 'UTF8'.")
+	return (&Error{Code: CodeFeatureNotSupported,
+		Message: "statements on PHI tables must read the same as with standard_conforming_strings on and client_encoding UTF8"}).hint(hint...)
 }
 
 // charPosition converts byte offset pos of sql to the 1-based character

@@ -117,3 +117,46 @@ func TestAnalyzeSimpleWithMatchesAnalyze(t *testing.T) {
 		t.Errorf("only %d comparisons", compared)
 	}
 }
+
+// TestAnalyzeSimpleWithKeyError: a text analysed through its shape key
+// (the text itself does not read the same to pg_query under the
+// session's settings) is refused with the position and message
+// PostgreSQL gives the text: the key's $n are the text's literals.
+func TestAnalyzeSimpleWithKeyError(t *testing.T) {
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	latin1 := LexOptions{Encoding: EncodingLATIN1}
+	off := LexOptions{StandardStringsOff: true}
+	for _, tc := range []struct {
+		name     string
+		sql      string
+		o        LexOptions
+		code     string
+		exact    string
+		position int
+	}{
+		{"after a replaced literal", "SELECT id FROM patients WHERE city = 'M\xfcnster' AND AND", latin1,
+			"42601", `syntax error at or near "AND"`, 52},
+		{"before it", "SELECT id FROM FROM patients WHERE city = 'M\xfcnster'", latin1,
+			"42601", `syntax error at or near "FROM"`, 16},
+		{"at it", "CREATE TABLE patients ('M\xfcnster' text)", latin1,
+			"42601", "syntax error at or near \"'M\xfcnster'\"", 24},
+		{"two literals, é counted once", "SELECT id FROM patients WHERE city = 'a\\'b' AND state = 'é' AND AND", off,
+			"42601", `syntax error at or near "AND"`, 65},
+		{"a refusal", "SELECT id FROM patients WHERE email = 'M\xfcnster' AND city LIKE 'x'", latin1,
+			"0A000", "", 53},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewCache(16, pol, seedCatalog).AnalyzeSimpleWith(tc.sql, tc.o)
+			e, ok := err.(*Error)
+			if !ok {
+				t.Fatalf("got %v, want an *Error", err)
+			}
+			if e.Code != tc.code || e.Exact != tc.exact || e.Position != tc.position {
+				t.Fatalf("got %s %q position %d, want %s %q position %d", e.Code, e.Exact, e.Position, tc.code, tc.exact, tc.position)
+			}
+		})
+	}
+}

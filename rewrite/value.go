@@ -34,7 +34,7 @@ type val struct {
 func (a *analyzer) valueOf(n *pg.Node, col *policy.Column, what string) (val, error) {
 	loc := nodeLocation(n)
 	bad := func() (val, error) {
-		return val{}, a.errorf(col, loc, "%s: only a parameter, a literal, NULL or DEFAULT can be used with PHI column %s (%s)", what, col.QualifiedName(), supported)
+		return val{}, a.errorf(col, loc, "%s: only a parameter, a literal, NULL or DEFAULT can be used with PHI column %s", what, col.QualifiedName()).hint(supported)
 	}
 	ts, err := a.tokens()
 	if err != nil {

@@ -49,7 +49,8 @@ func (s *session) handleQuery(msg []byte) error {
 	if err != nil {
 		return s.raiseQuery(err)
 	}
-	out, err := (&pgproto3.Query{String: string(text)}).Encode(text[len(text):])
+	sent := string(text)
+	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
 	if err != nil {
 		return err
 	}
@@ -63,7 +64,7 @@ func (s *session) handleQuery(msg []byte) error {
 		}
 	}
 	s.applyCursors(cursors, s.db)
-	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, out); err != nil {
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: positioned(s.queryResult(plan), sql, sent)}, out); err != nil {
 		return err
 	}
 	if guarded || !s.guarded {
@@ -119,7 +120,9 @@ func (s *session) handleParse(msg []byte) error {
 		return s.c.Send(e, msg)
 	}
 	s.buf = text
+	client := p.Query
 	p.Query = string(text)
+	e.Responder = parseAnswer{st: st, pos: sentPosition{client: client, sent: p.Query}}
 	if len(plan.Params) > 0 {
 		p.ParameterOIDs = upstreamParamOIDs(plan, st.paramOIDs)
 	}

@@ -19,6 +19,9 @@ import (
 // server's ErrorResponse (with the proxy's SQLSTATE and message) and
 // ReadyForQuery flow back through the ordinary path. The messages name
 // tables, columns and SQLSTATEs, never values: they reach the server log.
+// What only the client may see (PostgreSQL's own message for a syntax
+// error, which quotes the client's text) and the error's position are put
+// into the server's ErrorResponse on its way back (raiseAnswer).
 
 // raiseStatement is the name of the prepared statement the extended
 // protocol uses to raise an error. Clients never see it.
@@ -60,12 +63,13 @@ func (s *session) refuse(err error) raised {
 
 // raiseQuery makes the server fail a simple Query with err.
 func (s *session) raiseQuery(err error) error {
-	out, encErr := (&pgproto3.Query{String: raiseSQL(s.refuse(err))}).Encode(s.buf[:0])
+	r := s.refuse(err)
+	out, encErr := (&pgproto3.Query{String: raiseSQL(r)}).Encode(s.buf[:0])
 	if encErr != nil {
 		return encErr
 	}
 	s.buf = out
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: raiseAnswer{}}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: r.answer()}, out)
 }
 
 // raiseExtended makes the server fail the current extended-protocol
@@ -81,7 +85,7 @@ func (s *session) raiseExtended(err error) error {
 			return err
 		}
 		s.buf = out
-		if err := s.c.Send(proxy.Expectation{Kind: m.kind, Hidden: m.kind != proxy.KindExecute, Responder: raiseAnswer{}}, out); err != nil {
+		if err := s.c.Send(proxy.Expectation{Kind: m.kind, Hidden: m.kind != proxy.KindExecute, Responder: r.answer()}, out); err != nil {
 			return err
 		}
 	}
@@ -89,16 +93,48 @@ func (s *session) raiseExtended(err error) error {
 }
 
 // raiseAnswer removes from the ErrorResponse of a raise the fields that
-// describe the DO block rather than the refused statement.
-type raiseAnswer struct{ proxy.PassResponder }
+// describe the DO block rather than the refused statement, and adds what
+// only the client may see: the exact message, if any (it may quote the
+// client's text, so it never went upstream), and the position in the
+// client's text.
+type raiseAnswer struct {
+	proxy.PassResponder
+	info proxy.ErrorInfo
+}
+
+// answer is the Responder of r's raise.
+func (r raised) answer() raiseAnswer { return raiseAnswer{info: r.ErrorInfo} }
 
 // ErrorResponse implements proxy.Responder.
-func (raiseAnswer) ErrorResponse(dst, msg []byte) []byte {
+func (a raiseAnswer) ErrorResponse(dst, msg []byte) []byte {
 	var er pgproto3.ErrorResponse
 	if err := er.Decode(msg[5:]); err != nil {
 		return append(dst, msg...)
 	}
 	er.Where, er.File, er.Line, er.Routine = "", "", 0, ""
+	switch {
+	case er.Code == a.info.Code:
+		// The raise's own error.
+	case a.info.Exact != "" && er.Code == pgerrcode.InFailedSQLTransaction:
+		// A text the parser refuses: PostgreSQL parses before it checks
+		// for an aborted transaction, so it reports the syntax error
+		// (and the transaction stays aborted, as it does here).
+		er = pgproto3.ErrorResponse{Severity: er.Severity, SeverityUnlocalized: er.SeverityUnlocalized,
+			Code: a.info.Code, Hint: a.info.Hint}
+	default:
+		// Another error of the server's (a cancel): it stands as is.
+		return a.encode(dst, msg, &er)
+	}
+	if a.info.Exact != "" {
+		er.Message = a.info.Exact
+	}
+	if a.info.Position > 0 {
+		er.Position = a.info.Position
+	}
+	return a.encode(dst, msg, &er)
+}
+
+func (raiseAnswer) encode(dst, msg []byte, er *pgproto3.ErrorResponse) []byte {
 	out, err := er.Encode(dst)
 	if err != nil {
 		return append(dst, msg...)

@@ -53,6 +53,13 @@ func (s *session) refreshCatalog() error {
 // skipping to Sync (and would ignore the query) or running an implicit
 // transaction (which the query would commit).
 func (s *session) canQuery() (idle bool, status byte, ok bool) {
+	idle, status = s.idle()
+	return idle, status, status != 'E' && !s.openBatch
+}
+
+// idle reports whether nothing awaits an answer (proxy.Conn.Idle), once
+// the guard's Sync, if it is all that does, has been answered.
+func (s *session) idle() (idle bool, status byte) {
 	idle, status = s.c.Idle()
 	if !idle && s.syncDone != nil && !s.openBatch && !closed(s.syncDone) && s.c.Pending() == 1 {
 		// All that is pending is the guard's Sync, sent last: the client
@@ -68,7 +75,7 @@ func (s *session) canQuery() (idle bool, status byte, ok bool) {
 	if idle {
 		s.syncDone = nil
 	}
-	return idle, status, status != 'E' && !s.openBatch
+	return idle, status
 }
 
 // reload reads the catalog (full: aliases included, else only if the

@@ -43,6 +43,11 @@ type result struct {
 	// serverToClient.
 	t     *resultTransform
 	ready bool
+
+	// pos maps the positions of errors in a rewritten simple Query back
+	// to the client's text (position.go); zero when it was not
+	// rewritten. Set by clientToServer before the Query goes.
+	pos sentPosition
 }
 
 var _ proxy.Responder = (*result)(nil)

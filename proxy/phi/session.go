@@ -301,7 +301,10 @@ func (s *session) checkSettings(sql string, simple bool) error {
 	if !backslash && !nonASCII {
 		return nil
 	}
-	if idle, _ := s.c.Idle(); !idle {
+	// The guard's Sync (guard.go), sent after the client's guarded
+	// Query, is answered after the client has its ReadyForQuery: a
+	// script's next statement may come before it. It changes no setting.
+	if idle, _ := s.idle(); !idle {
 		return errSettingsInFlight
 	}
 	switch {

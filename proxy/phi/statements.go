@@ -96,7 +96,8 @@ func (s *session) ambiguous(st *statement, named bool) bool {
 // parseAnswer records in a statement how the server answered its Parse.
 type parseAnswer struct {
 	proxy.PassResponder
-	st *statement
+	st  *statement
+	pos sentPosition // for a rewritten statement (position.go), else zero
 }
 
 // Answered implements proxy.Responder.

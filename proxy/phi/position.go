@@ -1,0 +1,101 @@
+package phi
+
+import (
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/novamind/phiproxy/proxy"
+)
+
+// The server reports where in a statement an error lies (ErrorResponse
+// Position: a 1-based character position, from which psql draws its
+// "LINE 1: ... ^"). For a statement the proxy rewrote, that is a position
+// in the text the proxy sent, not in the client's. The two texts differ
+// only between the first and the last place the proxy rewrote: before and
+// after, a position means the same character in both. Inside, where a
+// value became ciphertext or a column its blind index, the proxy cannot
+// say which character of the client's text is meant, so it sends no
+// position rather than a wrong one.
+
+// sentPosition maps positions in a rewritten text back to the client's:
+// both texts, kept by reference (no copy) until the answer has come, and
+// compared only when an error carries a position. Made by clientToServer,
+// used by serverToClient; immutable.
+type sentPosition struct {
+	client, sent string
+}
+
+// position returns the client's position for pos, a position in the sent
+// text; 0 when pos lies in what the proxy rewrote.
+func (m sentPosition) position(pos int32) int32 {
+	client, sent := m.client, m.sent
+	n := min(len(client), len(sent))
+	p := 0 // bytes shared at the start, whole characters only
+	for p < n && client[p] == sent[p] {
+		p++
+	}
+	for p > 0 && p < len(client) && !utf8.RuneStart(client[p]) {
+		p--
+	}
+	s := 0 // bytes shared at the end, not overlapping p
+	for s < n-p && client[len(client)-1-s] == sent[len(sent)-1-s] {
+		s++
+	}
+	for s > 0 && !utf8.RuneStart(client[len(client)-s]) {
+		s--
+	}
+	i := int(pos) - 1 // 0-based character index in the sent text
+	if i < 0 {
+		return 0
+	}
+	if i < utf8.RuneCountInString(client[:p]) {
+		return pos
+	}
+	sentChars := utf8.RuneCountInString(sent)
+	if suffixChars := utf8.RuneCountInString(client[len(client)-s:]); i >= sentChars-suffixChars && i <= sentChars {
+		return int32(utf8.RuneCountInString(client) - (sentChars - i) + 1)
+	}
+	return 0
+}
+
+// errorResponse rewrites the Position of a server error msg answering the
+// rewritten text; other errors, and all errors when m is the zero value
+// (nothing was rewritten), pass unchanged.
+func (m sentPosition) errorResponse(dst, msg []byte) []byte {
+	if m.sent == "" {
+		return append(dst, msg...)
+	}
+	var er pgproto3.ErrorResponse
+	if err := er.Decode(msg[5:]); err != nil || er.Position == 0 {
+		return append(dst, msg...)
+	}
+	er.Position = m.position(er.Position)
+	out, err := er.Encode(dst)
+	if err != nil {
+		return append(dst, msg...)
+	}
+	return out
+}
+
+// ErrorResponse implements proxy.Responder: a simple Query's error is told
+// in the client's text.
+func (r *result) ErrorResponse(dst, msg []byte) []byte { return r.pos.errorResponse(dst, msg) }
+
+// ErrorResponse implements proxy.Responder: a Parse's error is told in
+// the client's text.
+func (a parseAnswer) ErrorResponse(dst, msg []byte) []byte { return a.pos.errorResponse(dst, msg) }
+
+// positioned has resp, a simple Query's result, tell its errors in the
+// client's text client, of which sent was sent. clientToServer, before
+// the Query goes.
+func positioned(resp proxy.Responder, client, sent string) proxy.Responder {
+	m := sentPosition{client: client, sent: sent}
+	switch r := resp.(type) {
+	case *result:
+		r.pos = m
+	case *audited:
+		r.result.pos = m
+	}
+	return resp
+}
