@@ -335,6 +335,9 @@ func (a *analyzer) indexable(r ref, loc int32, what string) (*policy.BlindIndex,
 // refusal that says why.
 func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*policy.BlindIndex, error) {
 	ix := col.BlindIndex
+	if col.Base != nil {
+		return nil, a.viewColumnError(col, loc, what)
+	}
 	if ix == nil {
 		for _, v1 := range col.Search {
 			if v1.V1 {
