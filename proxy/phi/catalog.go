@@ -37,6 +37,11 @@ type catalog struct {
 	colls      map[string]rewrite.Collation
 	defColl    rewrite.Collation
 	collsKnown bool
+	// views are the decrypting views over policy tables by
+	// "schema.view" (views.go), and pol the policy plans are made with:
+	// the engine's, plus those views as read-only tables.
+	views map[string]*catalogView
+	pol   *policy.Policy
 }
 
 var (
@@ -99,7 +104,7 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	var b strings.Builder
 	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
 		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
-		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)` +
+		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)` + viewsCTE +
 		` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8 FROM (`)
 	// Columns.
 	b.WriteString(`SELECT 0 AS k, t.oid::pg_catalog.int8 AS k1, a.attnum::pg_catalog.int8 AS k2,` +
@@ -108,6 +113,8 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	// Policy relations that are not tables.
 	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
+	// Views over them, their columns and what they read (views.go).
+	b.WriteString(viewsSQL)
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
@@ -116,8 +123,9 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 }
 
 // aliasSQL are the branches of the catalog query that find second names
-// for a policy table: one SELECT per kind, each row naming the policy
-// table, the kind, the alias's identity (schema-qualified and quoted by
+// for a policy table, or for a view over one (views.go: ta holds both,
+// with the policy table each reaches as root): one SELECT per kind, each
+// row naming the policy table, the kind, the alias's identity (schema-qualified and quoted by
 // pg_identify_object), one more name for some kinds (a column), and the
 // bare name by which statements reach the alias (none for a trigger or a
 // subscription, which statements do not name).
@@ -136,15 +144,18 @@ var aliasSQL = func() string {
 	}
 	var b strings.Builder
 	alias := func(kind, identity, extra, name, from string) {
-		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.oid::pg_catalog.int8, 0, '` + rowAlias + `', t.oid` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + `, '', '', '' FROM t ` + from)
+		b.WriteString(` UNION ALL SELECT DISTINCT 3, t.root::pg_catalog.int8, 0, '` + rowAlias + `', t.root` + txt + `, ` + kind + `, ` + identity + `, ` + extra + `, ` + name + `, '', '', '' FROM ta t ` + from)
 	}
-	// Views, materialized views and rules that read or write it (a view's
-	// _RETURN rule depends on the tables it reads), and rules on it.
-	alias(`CASE WHEN r.rulename = '_RETURN' AND rc.relkind = 'v' THEN 'view' WHEN r.rulename = '_RETURN' AND rc.relkind = 'm' THEN 'matview' ELSE 'rule' END`,
+	// Materialized views and rules that read or write it (a view's
+	// _RETURN rule depends on the tables it reads), and rules on it. Views
+	// are read with the columns (views.go), so that every catalog read
+	// sees them as they are.
+	alias(`CASE WHEN r.rulename = '_RETURN' AND rc.relkind = 'm' THEN 'matview' ELSE 'rule' END`,
 		`CASE WHEN r.rulename = '_RETURN' THEN `+id(cls, "rc.oid")+` ELSE `+id(`'pg_catalog.pg_rewrite'::pg_catalog.regclass`, "r.oid")+` END`, `''`,
 		`CASE WHEN rc.oid = t.oid THEN '' ELSE rc.relname`+txt+` END`,
 		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass`+
-			` JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class`)
+			` JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class`+
+			` WHERE NOT (r.rulename = '_RETURN' AND rc.relkind = 'v')`)
 	// Inheritance children and partitions.
 	alias(`CASE WHEN ic.relispartition THEN 'partition' ELSE 'child' END`, id(cls, "i.inhrelid"), `''`, `ic.relname`+txt,
 		`JOIN pg_catalog.pg_inherits i ON i.inhparent = t.oid JOIN pg_catalog.pg_class ic ON ic.oid = i.inhrelid`)
@@ -202,11 +213,17 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 	}
 	order := map[*catalogTable][]ordered{}
 	var aliases, relkinds [][][]byte
+	views := map[uint32]*catalogView{}
 	for _, r := range rows {
 		if len(r) != 6 && len(r) != 6+collationWidth {
 			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
 		}
 		switch string(r[0]) {
+		case rowView, rowViewCol, rowViewDep:
+			if err := readViewRow(views, r); err != nil {
+				return nil, err
+			}
+			continue
 		case rowAlias:
 			aliases = append(aliases, r)
 			continue
@@ -295,6 +312,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], Problem{Table: pt.QualifiedName(), Kind: ProblemRelkind,
 			Message: fmt.Sprintf("%s is a %s, not a table: the policy must name the table that stores the values", pt.QualifiedName(), relkindName(string(r[4])))})
 	}
+	if err := cat.classifyViews(pol, views, byOID); err != nil {
+		return nil, err
+	}
 	for _, r := range aliases {
 		oid, err := strconv.ParseUint(string(r[1]), 10, 32)
 		if err != nil {
@@ -351,7 +371,7 @@ func (c *catalog) Columns(schema, table string) ([]string, bool) {
 	}
 	t := c.tables[schema+"."+table]
 	if t == nil {
-		return nil, false
+		return c.viewColumns(schema + "." + table)
 	}
 	return t.columns, true
 }
@@ -369,6 +389,9 @@ func (c *catalog) lookup(table uint32, attnum int16) (attr, bool) {
 func (c *catalog) problem(t *policy.Table) string {
 	if c == nil {
 		return ""
+	}
+	if t.View {
+		return c.viewRefusal(t)
 	}
 	ps := c.problems[t.QualifiedName()]
 	if len(ps) == 0 {
@@ -389,6 +412,12 @@ func (c *catalog) sameTables(o *catalog, ts []*policy.Table) bool {
 	}
 	for _, t := range ts {
 		q := t.QualifiedName()
+		if t.View {
+			if !c.sameView(o, q) {
+				return false
+			}
+			continue
+		}
 		ct, ot := c.tables[q], o.tables[q]
 		if (ct == nil) != (ot == nil) || !slices.Equal(c.problems[q], o.problems[q]) {
 			return false

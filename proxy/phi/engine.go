@@ -359,7 +359,11 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 			break
 		}
 	}
-	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat), problems: cat.allProblems(e.policy),
+	pol := cat.pol // the policy and the decrypting views (views.go)
+	if pol == nil {
+		pol = e.policy
+	}
+	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, pol, cat), problems: cat.allProblems(e.policy),
 		guardSQL: guardQuery(e.policy, cat)}
 	e.dbs[key] = st
 	return st, nil

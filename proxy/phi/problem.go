@@ -81,6 +81,10 @@ func aliasProblem(t *policy.Table, kind, identity, extra string) Problem {
 	switch kind {
 	case "view":
 		p.Message = fmt.Sprintf("view %s reads it under a second name that phiproxy does not govern", identity)
+		if extra != "" {
+			// Why it is not a view phiproxy can decrypt (views.go).
+			p.Message += " (" + extra + ")"
+		}
 		p.DDL = fmt.Sprintf("DROP VIEW %s;", identity)
 	case "matview":
 		p.Message = fmt.Sprintf("materialized view %s holds a copy of it under a second name", identity)
