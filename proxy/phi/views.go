@@ -37,9 +37,10 @@ import (
 
 // Row kinds of the views part of the catalog query.
 const (
-	rowView    = "view"    // view OID, root policy table OID, schema, name, identity, definition, definition hash
+	rowView    = "view"    // view OID, root policy table OID, schema, name, identity, definition, xmin of its _RETURN rule
 	rowViewCol = "viewcol" // view OID, attnum, name, type OID
 	rowViewDep = "viewdep" // view OID, OID of a policy table or view it reads, attnum read
+	rowRule    = "rewrite" // OID of a policy table or view over one, OID of a rewrite rule that depends on it
 )
 
 // viewsCTE adds to the catalog query the views that read a policy table,
@@ -62,19 +63,13 @@ const (
 	viewRuleWhere = ` WHERE r.rulename = '_RETURN' AND rc.relkind = 'v' AND r.ev_class <> `
 )
 
-// viewHash is the SQL of a hash of a view's stored definition (its
-// _RETURN rule's query tree, r.ev_action), as the catalog query and the
-// guard compute it: unlike pg_get_viewdef's text, it does not depend on
-// search_path.
-const viewHash = `pg_catalog.encode(pg_catalog.sha256(pg_catalog.textsend(r.ev_action::pg_catalog.text)), 'hex')`
-
 // viewsSQL are the branches of the catalog query that read the views of
 // vw: one row per view and root, its columns, and the columns of policy
 // tables and views it depends on.
 const viewsSQL = ` UNION ALL SELECT 2, c.oid::pg_catalog.int8, -1, '` + rowView + `', c.oid::pg_catalog.text, vw.root::pg_catalog.text,` +
 	` n.nspname::pg_catalog.text, c.relname::pg_catalog.text,` +
 	` (pg_catalog.pg_identify_object('pg_catalog.pg_class'::pg_catalog.regclass, c.oid, 0)).identity,` +
-	` pg_catalog.pg_get_viewdef(c.oid), ` + viewHash + `, ''` +
+	` pg_catalog.pg_get_viewdef(c.oid), r.xmin::pg_catalog.text, ''` +
 	` FROM vw JOIN pg_catalog.pg_class c ON c.oid = vw.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
 	` JOIN pg_catalog.pg_rewrite r ON r.ev_class = c.oid AND r.rulename = '_RETURN'` +
 	` UNION ALL SELECT 2, a.attrelid::pg_catalog.int8, a.attnum::pg_catalog.int8, '` + rowViewCol + `', a.attrelid::pg_catalog.text, a.attnum::pg_catalog.text,` +
@@ -84,16 +79,28 @@ const viewsSQL = ` UNION ALL SELECT 2, c.oid::pg_catalog.int8, -1, '` + rowView 
 	` d.refobjid::pg_catalog.text, d.refobjsubid::pg_catalog.text, '', '', '', '', ''` +
 	` FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid` +
 	` AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0` +
-	` WHERE r.ev_class IN (SELECT oid FROM vw) AND r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM ta)`
+	` WHERE r.ev_class IN (SELECT oid FROM vw) AND r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM ta)` +
+	` UNION ALL SELECT DISTINCT 2, d.refobjid::pg_catalog.int8, -2, '` + rowRule + `', d.refobjid::pg_catalog.text, d.objid::pg_catalog.text, '', '', '', '', '', ''` +
+	` FROM pg_catalog.pg_depend d WHERE ` + ruleDeps + ` AND d.refobjid IN (SELECT oid FROM ta)`
+
+// ruleDeps selects the pg_depend rows of rewrite rules (views,
+// materialized views, rules) on relations: a view's or materialized
+// view's _RETURN rule depends on the relations it reads, a rule on its
+// relation and on those its actions name.
+const ruleDeps = `d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass`
 
 // catalogView is a view over policy tables as the catalog shows it.
 type catalogView struct {
 	oid                    uint32
 	schema, name, identity string
-	def, hash              string
-	roots                  []uint32 // OIDs of the policy tables it reaches
-	columns                []viewColumn
-	deps                   []attrKey // columns of policy tables and views it reads
+	def                    string
+	// xmin is the transaction that wrote the version of the view's
+	// _RETURN rule whose definition def is: any other version (CREATE OR
+	// REPLACE VIEW) has another (views_guard.go).
+	xmin    string
+	roots   []uint32 // OIDs of the policy tables it reaches
+	columns []viewColumn
+	deps    []attrKey // columns of policy tables and views it reads
 
 	// Set by classification.
 	decrypting bool
@@ -131,7 +138,7 @@ func readViewRow(views map[uint32]*catalogView, r [][]byte) error {
 			return fmt.Errorf("catalog row: malformed view")
 		}
 		v.roots = append(v.roots, uint32(root))
-		v.schema, v.name, v.identity, v.def, v.hash = string(r[3]), string(r[4]), string(r[5]), string(r[6]), string(r[7])
+		v.schema, v.name, v.identity, v.def, v.xmin = string(r[3]), string(r[4]), string(r[5]), string(r[6]), string(r[7])
 	case rowViewCol:
 		attnum, ok1 := num(r[2], 16)
 		typ, ok2 := num(r[4], 32)
@@ -147,6 +154,18 @@ func readViewRow(views map[uint32]*catalogView, r [][]byte) error {
 		}
 		v.deps = append(v.deps, attrKey{uint32(rel), int16(attnum)})
 	}
+	return nil
+}
+
+// readRuleRow adds a rowRule row to rules: by relation OID, the rewrite
+// rules that depend on it.
+func readRuleRow(rules map[uint32][]uint32, r [][]byte) error {
+	rel, err1 := strconv.ParseUint(string(r[1]), 10, 32)
+	rule, err2 := strconv.ParseUint(string(r[2]), 10, 32)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("catalog row: malformed number")
+	}
+	rules[uint32(rel)] = append(rules[uint32(rel)], uint32(rule))
 	return nil
 }
 
@@ -361,7 +380,7 @@ func (c *catalog) sameView(o *catalog, q string) bool {
 	if cv == nil || ov == nil {
 		return cv == ov
 	}
-	if cv.oid != ov.oid || cv.hash != ov.hash || cv.def != ov.def || !slices.Equal(cv.columns, ov.columns) || !slices.Equal(cv.phi, ov.phi) {
+	if cv.oid != ov.oid || cv.xmin != ov.xmin || cv.def != ov.def || !slices.Equal(cv.columns, ov.columns) || !slices.Equal(cv.phi, ov.phi) {
 		return false
 	}
 	return c.sameTables(o, cv.tables)

@@ -7,15 +7,17 @@ import (
 	"github.com/novamind/phiproxy/rewrite"
 )
 
-// The catalog guard (guard.go) for decrypting views (views.go). A plan
-// made for a view, and the decryption of its columns, rest on its
-// definition as the catalog read saw it; another connection may replace it
-// (CREATE OR REPLACE VIEW turning a plain column into an expression, or a
-// plain column into a PHI one), rename it or its columns, or drop it. For
-// each decrypting view the guard holds:
+// The catalog guard (guard.go) for views over policy tables (views.go).
+// A plan made for a decrypting view, and the decryption of its columns,
+// rest on its definition as the catalog read saw it; another connection
+// may replace it (CREATE OR REPLACE VIEW turning a plain column into an
+// expression, or a column that was not PHI into a PHI one), rename it or
+// its columns, drop it, or create a new view over a policy table, which
+// the session would not know and would pass statements through to,
+// values in plaintext. For each decrypting view the guard holds:
 //
 //	'16390'::regclass::oid = 16390 AND
-//	COALESCE((SELECT <hash of ev_action> = '<hash>' AND <no newer version>
+//	COALESCE((SELECT r.xmin = '<xmin>' AND <no newer version>
 //	          FROM pg_rewrite r WHERE r.ev_class = 16390 AND r.rulename = '_RETURN'), false)
 //	... , (NULL::"public"."v").*
 //
@@ -24,9 +26,10 @@ import (
 // when a column was added, renamed or retyped ("cached plan must not
 // change result type"), or when the view was dropped or renamed (its type
 // is gone: 42704). A definition replaced with the same columns leaves the
-// row type alone: the hash of the stored query tree (which search_path
-// does not change, unlike pg_get_viewdef's text) must be the one the
-// catalog read saw, in the pg_rewrite row the statement's snapshot sees.
+// row type alone: the version of the view's _RETURN rule that the
+// statement's snapshot sees must be the one the catalog read classified,
+// which its xmin names (the transaction that wrote it; a replacement is a
+// new version, written by another transaction).
 //
 // That snapshot may be older than the definition the statement runs with:
 // in a REPEATABLE READ or SERIALIZABLE transaction the rewriter expands a
@@ -58,12 +61,11 @@ func guardViews(cat *catalog) (conds, rows []string) {
 		v := cat.views[q]
 		conds = append(conds,
 			fmt.Sprintf("'%d'::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) %d", v.oid, v.oid),
-			fmt.Sprintf("COALESCE((SELECT q.h OPERATOR(pg_catalog.=) %s AND (q.x OPERATOR(pg_catalog.=) 0"+
-				" OR COALESCE(pg_catalog.txid_status(q.nx + ((q.x - (q.nx & 4294967295) + 6442450944) %% 4294967296 - 2147483648)) OPERATOR(pg_catalog.=) 'aborted', true))"+
-				" FROM (SELECT %s AS h, r.xmax::pg_catalog.text::pg_catalog.int8 AS x, s.nx"+
-				" FROM pg_catalog.pg_rewrite r, (SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS nx) s"+
-				" WHERE r.ev_class OPERATOR(pg_catalog.=) %d::pg_catalog.oid AND r.rulename OPERATOR(pg_catalog.=) '_RETURN') q), false)",
-				quoteLiteral(v.hash), viewHash, v.oid))
+			fmt.Sprintf("COALESCE((SELECT r.xmin OPERATOR(pg_catalog.=) %s::pg_catalog.xid AND (r.xmax OPERATOR(pg_catalog.=) '0'::pg_catalog.xid"+
+				" OR COALESCE(pg_catalog.txid_status((SELECT s.nx + ((r.xmax::pg_catalog.text::pg_catalog.int8 - (s.nx & 4294967295) + 6442450944) %% 4294967296 - 2147483648)"+
+				" FROM (SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS nx) s)) OPERATOR(pg_catalog.=) 'aborted', true))"+
+				" FROM pg_catalog.pg_rewrite r WHERE r.ev_class OPERATOR(pg_catalog.=) %d::pg_catalog.oid AND r.rulename OPERATOR(pg_catalog.=) '_RETURN'), false)",
+				quoteLiteral(v.xmin), v.oid))
 		rows = append(rows, fmt.Sprintf(", (NULL::%s.%s).*", rewrite.QuoteIdent(v.schema), rewrite.QuoteIdent(v.name)))
 	}
 	return conds, rows

@@ -21,8 +21,8 @@ import (
 //	hidden (24):   id, reading email where the definition says not (misresolved)
 //	bidx (25):     email_bidx                                     a blind index
 func viewRows() [][]string {
-	view := func(oid, name, def, hash string) []string {
-		return []string{rowView, oid, "7", "public", name, "public." + name, def, hash, ""}
+	view := func(oid, name, def, xmin string) []string {
+		return []string{rowView, oid, "7", "public", name, "public." + name, def, xmin, ""}
 	}
 	col := func(oid, attnum, name, typ string) []string {
 		return []string{rowViewCol, oid, attnum, name, typ, "", "", "", ""}
@@ -31,18 +31,18 @@ func viewRows() [][]string {
 		return []string{rowViewDep, oid, rel, attnum, "", "", "", "", ""}
 	}
 	return [][]string{
-		view("20", "contacts", " SELECT patients.id,\n    patients.email,\n    patients.date_of_birth AS born\n   FROM patients\n  WHERE (patients.id > 1);", "h20"),
+		view("20", "contacts", " SELECT patients.id,\n    patients.email,\n    patients.date_of_birth AS born\n   FROM patients\n  WHERE (patients.id > 1);", "720"),
 		col("20", "1", "id", "23"), col("20", "2", "email", "25"), col("20", "3", "born", "25"),
 		dep("20", "7", "6"), dep("20", "7", "1"), dep("20", "7", "3"),
-		view("21", "mails", " SELECT contacts.email AS mail\n   FROM contacts;", "h21"),
+		view("21", "mails", " SELECT contacts.email AS mail\n   FROM contacts;", "721"),
 		col("21", "1", "mail", "25"), dep("21", "20", "2"),
-		view("22", "lowered", " SELECT lower(patients.email) AS e\n   FROM patients;", "h22"),
+		view("22", "lowered", " SELECT lower(patients.email) AS e\n   FROM patients;", "722"),
 		col("22", "1", "e", "25"), dep("22", "7", "1"),
-		view("23", "low2", " SELECT lowered.e\n   FROM lowered;", "h23"),
+		view("23", "low2", " SELECT lowered.e\n   FROM lowered;", "723"),
 		col("23", "1", "e", "25"), dep("23", "22", "1"),
-		view("24", "hidden", " SELECT patients.id\n   FROM patients;", "h24"),
+		view("24", "hidden", " SELECT patients.id\n   FROM patients;", "724"),
 		col("24", "1", "id", "23"), dep("24", "7", "6"), dep("24", "7", "1"),
-		view("25", "bidx", " SELECT patients.email_bidx\n   FROM patients;", "h25"),
+		view("25", "bidx", " SELECT patients.email_bidx\n   FROM patients;", "725"),
 		col("25", "1", "email_bidx", "25"), dep("25", "7", "2"),
 	}
 }
@@ -121,8 +121,8 @@ func TestCatalogViews(t *testing.T) {
 
 	// The guard checks each decrypting view.
 	g := guardQuery(pol, c)
-	for _, part := range []string{"'20'::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) 20", "E'h20'", "ev_class OPERATOR(pg_catalog.=) 20::pg_catalog.oid",
-		"(NULL::public.contacts).*", "'21'::pg_catalog.regclass", "E'h21'", "(NULL::public.mails).*"} {
+	for _, part := range []string{"'20'::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) 20", "r.xmin OPERATOR(pg_catalog.=) E'720'::pg_catalog.xid", "ev_class OPERATOR(pg_catalog.=) 20::pg_catalog.oid",
+		"(NULL::public.contacts).*", "'21'::pg_catalog.regclass", "E'721'", "(NULL::public.mails).*"} {
 		if !strings.Contains(g, part) {
 			t.Errorf("guard %q lacks %q", g, part)
 		}
@@ -144,7 +144,7 @@ func TestCatalogViews(t *testing.T) {
 	views := func(c *catalog) []*policy.Table { return []*policy.Table{c.pol.Table("public", "mails")} }
 	same, _ := buildCatalog(pol, rawRows(append(cat(testCatalog...), viewRows()...)))
 	replaced := viewRows()
-	replaced[7] = []string{rowView, "21", "7", "public", "mails", "public.mails", " SELECT contacts.email AS mail\n   FROM contacts\n  WHERE (contacts.id > 2);", "h21b", ""}
+	replaced[7] = []string{rowView, "21", "7", "public", "mails", "public.mails", " SELECT contacts.email AS mail\n   FROM contacts\n  WHERE (contacts.id > 2);", "821", ""}
 	other, _ := buildCatalog(pol, rawRows(append(cat(testCatalog...), replaced...)))
 	if !c.sameTables(same, views(c)) || c.sameTables(other, views(c)) {
 		t.Errorf("sameTables: same %v, replaced %v", c.sameTables(same, views(c)), c.sameTables(other, views(c)))
