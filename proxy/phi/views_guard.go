@@ -3,8 +3,6 @@ package phi
 import (
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/novamind/phiproxy/rewrite"
 )
@@ -47,21 +45,12 @@ import (
 // (wraparound protection), before it or, for one that started after the
 // snapshot, after it, so the 32-bit difference, taken as signed, is the
 // 64-bit one.
-//
-// And no rewrite rule (a view, materialized view or rule) may depend on a
-// policy table or a decrypting view but those the catalog read found
-// (guardRules). That one reads pg_depend in the statement's snapshot, so
-// a view created after a REPEATABLE READ transaction's snapshot is not
-// seen there (README).
 
 // guardViews returns the guard's conditions and row expansions for the
-// decrypting views of cat, in name order, and guardRules.
+// decrypting views of cat, in name order.
 func guardViews(cat *catalog) (conds, rows []string) {
 	if cat == nil {
 		return nil, nil
-	}
-	if c := guardRules(cat); c != "" {
-		conds = append(conds, c)
 	}
 	names := make([]string, 0, len(cat.views))
 	for q := range cat.views {
@@ -80,42 +69,4 @@ func guardViews(cat *catalog) (conds, rows []string) {
 		rows = append(rows, fmt.Sprintf(", (NULL::%s.%s).*", rewrite.QuoteIdent(v.schema), rewrite.QuoteIdent(v.name)))
 	}
 	return conds, rows
-}
-
-// guardRules is the condition that no rewrite rule depends on a policy
-// table or decrypting view of cat but those the catalog read found
-// (rowRule): a view created over a policy table by another connection is
-// otherwise unknown to the session, which would pass statements naming it
-// through unchanged, values in plaintext. (A rule that went away needs no
-// check: a decrypting view dropped fails the guard by its row type, and
-// a second name dropped only ends refusals, which a refused statement
-// checks for anyway.)
-func guardRules(cat *catalog) string {
-	var oids, known []uint32
-	for _, t := range cat.tables {
-		oids = append(oids, t.oid)
-	}
-	for _, v := range cat.views {
-		oids = append(oids, v.oid)
-	}
-	if len(oids) == 0 {
-		return ""
-	}
-	for _, oid := range oids {
-		known = append(known, cat.rules[oid]...)
-	}
-	list := func(xs []uint32) string {
-		slices.Sort(xs)
-		xs = slices.Compact(xs)
-		s := make([]string, len(xs))
-		for i, x := range xs {
-			s[i] = strconv.FormatUint(uint64(x), 10)
-		}
-		return strings.Join(s, ", ")
-	}
-	cond := "NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE " + ruleDeps + " AND d.refobjid IN (" + list(oids) + ")"
-	if len(known) > 0 {
-		cond += " AND d.objid NOT IN (" + list(known) + ")"
-	}
-	return cond + ")"
 }
