@@ -42,10 +42,6 @@ type catalog struct {
 	// the engine's, plus those views as read-only tables.
 	views map[string]*catalogView
 	pol   *policy.Policy
-	// rules are, by OID of a policy table or of a view over one, the
-	// rewrite rules that depend on it (views, materialized views, rules):
-	// the guard fails when another connection adds one (views_guard.go).
-	rules map[uint32][]uint32
 }
 
 var (
@@ -208,8 +204,7 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		attnum int16
 		typ    uint32
 	}
-	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}, colls: map[string]rewrite.Collation{},
-		rules: map[uint32][]uint32{}}
+	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}, colls: map[string]rewrite.Collation{}}
 	cols := map[*catalogTable]map[string]column{}
 	byOID := map[uint32]*policy.Table{}
 	type ordered struct {
@@ -226,11 +221,6 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		switch string(r[0]) {
 		case rowView, rowViewCol, rowViewDep:
 			if err := readViewRow(views, r); err != nil {
-				return nil, err
-			}
-			continue
-		case rowRule:
-			if err := readRuleRow(cat.rules, r); err != nil {
 				return nil, err
 			}
 			continue

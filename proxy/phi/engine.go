@@ -160,6 +160,7 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 		return nil, fmt.Errorf("load catalog: %w", err)
 	}
 	s.verified()
+	s.readAt = time.Now()
 	e.loaded(c, s.db)
 	s.startAudit()
 	if err := s.startAccess(); err != nil {

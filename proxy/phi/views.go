@@ -40,7 +40,6 @@ const (
 	rowView    = "view"    // view OID, root policy table OID, schema, name, identity, definition, xmin of its _RETURN rule
 	rowViewCol = "viewcol" // view OID, attnum, name, type OID
 	rowViewDep = "viewdep" // view OID, OID of a policy table or view it reads, attnum read
-	rowRule    = "rewrite" // OID of a policy table or view over one, OID of a rewrite rule that depends on it
 )
 
 // viewsCTE adds to the catalog query the views that read a policy table,
@@ -79,15 +78,7 @@ const viewsSQL = ` UNION ALL SELECT 2, c.oid::pg_catalog.int8, -1, '` + rowView 
 	` d.refobjid::pg_catalog.text, d.refobjsubid::pg_catalog.text, '', '', '', '', ''` +
 	` FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid` +
 	` AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0` +
-	` WHERE r.ev_class IN (SELECT oid FROM vw) AND r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM ta)` +
-	` UNION ALL SELECT DISTINCT 2, d.refobjid::pg_catalog.int8, -2, '` + rowRule + `', d.refobjid::pg_catalog.text, d.objid::pg_catalog.text, '', '', '', '', '', ''` +
-	` FROM pg_catalog.pg_depend d WHERE ` + ruleDeps + ` AND d.refobjid IN (SELECT oid FROM ta)`
-
-// ruleDeps selects the pg_depend rows of rewrite rules (views,
-// materialized views, rules) on relations: a view's or materialized
-// view's _RETURN rule depends on the relations it reads, a rule on its
-// relation and on those its actions name.
-const ruleDeps = `d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass`
+	` WHERE r.ev_class IN (SELECT oid FROM vw) AND r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM ta)`
 
 // catalogView is a view over policy tables as the catalog shows it.
 type catalogView struct {
@@ -154,18 +145,6 @@ func readViewRow(views map[uint32]*catalogView, r [][]byte) error {
 		}
 		v.deps = append(v.deps, attrKey{uint32(rel), int16(attnum)})
 	}
-	return nil
-}
-
-// readRuleRow adds a rowRule row to rules: by relation OID, the rewrite
-// rules that depend on it.
-func readRuleRow(rules map[uint32][]uint32, r [][]byte) error {
-	rel, err1 := strconv.ParseUint(string(r[1]), 10, 32)
-	rule, err2 := strconv.ParseUint(string(r[2]), 10, 32)
-	if err1 != nil || err2 != nil {
-		return fmt.Errorf("catalog row: malformed number")
-	}
-	rules[uint32(rel)] = append(rules[uint32(rel)], uint32(rule))
 	return nil
 }
 
