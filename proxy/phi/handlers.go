@@ -102,6 +102,9 @@ func (s *session) handleParse(msg []byte) error {
 	// reaches the server, which keeps the statement it had.
 	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name),
 		movesSettings: movesSettings(p.Query)}
+	if plan.Passthrough {
+		st.text = p.Query
+	}
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -183,14 +186,18 @@ func (s *session) handleBind(msg []byte) error {
 	if err := s.checkBind(st); err != nil {
 		return s.raiseExtended(err)
 	}
+	if s.stalePassthrough(st) {
+		return s.raiseExtended(ErrStalePlan)
+	}
 	if st.plan.Passthrough {
 		// Forwarded as is; its rows may still hold PHI (FETCH from a
-		// cursor), which the portal's RowDescription will tell.
+		// cursor), which the portal's RowDescription will tell, read
+		// with the session's catalog.
 		formats, err := bindResultFormats(msg)
 		if err != nil {
 			return err
 		}
-		r := &result{s: s, db: st.db, stmt: st, formats: formats}
+		r := &result{s: s, db: s.db, stmt: st, formats: formats}
 		s.portals[portalName] = s.newPortal(st, r)
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, msg)
 	}
@@ -236,7 +243,11 @@ func (s *session) handleDescribe(msg []byte) error {
 				return err
 			}
 		}
-		r := &result{s: s, db: st.db, stmt: st, statement: true}
+		db := st.db
+		if st.plan.Passthrough {
+			db = s.db // its rows are read with the session's catalog (handleBind)
+		}
+		r := &result{s: s, db: db, stmt: st, statement: true}
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribeStatement, Responder: r}, msg)
 	}
 	p := s.portals[name]

@@ -153,6 +153,20 @@ func (s *session) stalePlan(st *statement) bool {
 	return reliesOnCatalog(st.plan) && st.db != s.db && !st.db.cat.sameTables(s.db.cat, planTables(st.plan))
 }
 
+// stalePassthrough reports whether st, passed through untouched when it
+// was prepared, would not be with the session's catalog now: a view over
+// a policy table created since (views.go), which its text names, makes it
+// a statement that must be guarded and rewritten. Binding it would send
+// its values unencrypted. It is analyzed again only when the catalog
+// changed since st was prepared.
+func (s *session) stalePassthrough(st *statement) bool {
+	if !st.plan.Passthrough || st.db == s.db || st.text == "" {
+		return false
+	}
+	plan, err := s.db.plan(st.text, false, rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()})
+	return err != nil || !plan.Passthrough
+}
+
 // planFresh plans a Query's or Parse's text with a catalog proven current
 // when the session can prove it: a plan that relies on the catalog is
 // made again if the recheck found the catalog changed, and so is a text
