@@ -94,6 +94,14 @@ func policyTablesIn(pol *policy.Policy) string {
 	return b.String()
 }
 
+// policyTablesCTE starts the catalog queries with t, the policy's
+// relations.
+func policyTablesCTE(pol *policy.Policy) string {
+	return `WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
+		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
+		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)`
+}
+
 // catalogQuery returns the query that reads the policy tables' columns,
 // policy relations that are not tables, and, with
 // aliases, the relations and objects that give a policy table a second
@@ -102,10 +110,11 @@ func policyTablesIn(pol *policy.Policy) string {
 func catalogQuery(pol *policy.Policy, aliases bool) string {
 	const txt = `::pg_catalog.text`
 	var b strings.Builder
-	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
-		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
-		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)` + viewsCTE +
-		` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8 FROM (`)
+	b.WriteString(policyTablesCTE(pol))
+	if aliases {
+		b.WriteString(viewsCTE)
+	}
+	b.WriteString(` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8 FROM (`)
 	// Columns.
 	b.WriteString(`SELECT 0 AS k, t.oid::pg_catalog.int8 AS k1, a.attnum::pg_catalog.int8 AS k2,` +
 		` t.oid` + txt + ` AS a0, t.nspname` + txt + ` AS a1, t.relname` + txt + ` AS a2, a.attnum` + txt + ` AS a3, a.attname` + txt + ` AS a4, a.atttypid` + txt + ` AS a5, ` + collationColumns +
@@ -113,8 +122,8 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	// Policy relations that are not tables.
 	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
-	// Views over them, their columns and what they read (views.go).
-	b.WriteString(viewsSQL)
+	// Whether views read them: then viewsQuery reads those (views.go).
+	b.WriteString(hasViewsSQL)
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
@@ -219,6 +228,8 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
 		}
 		switch string(r[0]) {
+		case rowHasViews:
+			continue
 		case rowView, rowViewCol, rowViewDep:
 			if err := readViewRow(views, r); err != nil {
 				return nil, err

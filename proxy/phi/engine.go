@@ -208,7 +208,8 @@ type aliasScan struct {
 
 // readCatalog runs the catalog query on c's connection: the full one when
 // full is set or the database's alias rows are older than aliasTTL, else
-// the one without aliases, completed with the remembered alias rows.
+// the one without aliases, completed with the remembered alias rows; and
+// the views query when views read a policy table (views.go).
 func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 	db := c.Database()
 	var cached aliasScan
@@ -223,10 +224,13 @@ func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return append(rows, cached.rows...), nil
+		return readViews(e.policy, append(rows, cached.rows...), c.Query)
 	}
 	rows, err := c.Query(e.catalogSQL)
 	if err != nil {
+		return nil, err
+	}
+	if rows, err = readViews(e.policy, rows, c.Query); err != nil {
 		return nil, err
 	}
 	var scan aliasScan

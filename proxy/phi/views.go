@@ -37,9 +37,10 @@ import (
 
 // Row kinds of the views part of the catalog query.
 const (
-	rowView    = "view"    // view OID, root policy table OID, schema, name, identity, definition, xmin of its _RETURN rule
-	rowViewCol = "viewcol" // view OID, attnum, name, type OID
-	rowViewDep = "viewdep" // view OID, OID of a policy table or view it reads, attnum read
+	rowHasViews = "hasviews" // some view reads a policy table: read them (viewsQuery)
+	rowView     = "view"     // view OID, root policy table OID, schema, name, identity, definition, xmin of its _RETURN rule
+	rowViewCol  = "viewcol"  // view OID, attnum, name, type OID
+	rowViewDep  = "viewdep"  // view OID, OID of a policy table or view it reads, attnum read
 )
 
 // viewsCTE adds to the catalog query the views that read a policy table,
@@ -62,13 +63,41 @@ const (
 	viewRuleWhere = ` WHERE r.rulename = '_RETURN' AND rc.relkind = 'v' AND r.ev_class <> `
 )
 
-// viewsSQL are the branches of the catalog query that read the views of
-// vw: one row per view and root, its columns, and the columns of policy
-// tables and views it depends on.
-const viewsSQL = ` UNION ALL SELECT 2, c.oid::pg_catalog.int8, -1, '` + rowView + `', c.oid::pg_catalog.text, vw.root::pg_catalog.text,` +
-	` n.nspname::pg_catalog.text, c.relname::pg_catalog.text,` +
-	` (pg_catalog.pg_identify_object('pg_catalog.pg_class'::pg_catalog.regclass, c.oid, 0)).identity,` +
-	` pg_catalog.pg_get_viewdef(c.oid), r.xmin::pg_catalog.text, ''` +
+// hasViewsSQL is the branch of the catalog query that says whether a view
+// reads a policy table: only then does the session run viewsQuery, which
+// costs several times what the rest does to plan.
+const hasViewsSQL = ` UNION ALL SELECT 2, 0, -3, '` + rowHasViews + `', '', '', '', '', '', '', '', '' WHERE EXISTS (SELECT FROM t` +
+	viewRuleJoins + `t.oid` + viewRuleWhere + `t.oid)`
+
+// viewsQuery returns the query that reads the views of vw: one row per
+// view and root, its columns, and the columns of policy tables and views
+// it depends on. Its rows complete the catalog query's when that says
+// views exist (readViews).
+func viewsQuery(pol *policy.Policy) string {
+	return policyTablesCTE(pol) + viewsCTE + ` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8 FROM (` +
+		strings.TrimPrefix(viewsSQL, " UNION ALL ") + `) u ORDER BY k, k1, k2, a0, a1, a2, a3, a4`
+}
+
+// readViews completes the rows of a catalog query with those of
+// viewsQuery, run with query, when they say views read a policy table.
+func readViews(pol *policy.Policy, rows [][][]byte, query func(string) ([][][]byte, error)) ([][][]byte, error) {
+	for _, r := range rows {
+		if len(r) > 0 && string(r[0]) == rowHasViews {
+			more, err := query(viewsQuery(pol))
+			if err != nil {
+				return nil, err
+			}
+			return append(rows, more...), nil
+		}
+	}
+	return rows, nil
+}
+
+// viewsSQL are the branches of viewsQuery.
+const viewsSQL = ` UNION ALL SELECT 2 AS k, c.oid::pg_catalog.int8 AS k1, -1 AS k2, '` + rowView + `' AS a0, c.oid::pg_catalog.text AS a1, vw.root::pg_catalog.text AS a2,` +
+	` n.nspname::pg_catalog.text AS a3, c.relname::pg_catalog.text AS a4,` +
+	` (pg_catalog.pg_identify_object('pg_catalog.pg_class'::pg_catalog.regclass, c.oid, 0)).identity AS a5,` +
+	` pg_catalog.pg_get_viewdef(c.oid) AS a6, r.xmin::pg_catalog.text AS a7, ''::pg_catalog.text AS a8` +
 	` FROM vw JOIN pg_catalog.pg_class c ON c.oid = vw.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
 	` JOIN pg_catalog.pg_rewrite r ON r.ev_class = c.oid AND r.rulename = '_RETURN'` +
 	` UNION ALL SELECT 2, a.attrelid::pg_catalog.int8, a.attnum::pg_catalog.int8, '` + rowViewCol + `', a.attrelid::pg_catalog.text, a.attnum::pg_catalog.text,` +
