@@ -43,11 +43,12 @@ const (
 	rowViewDep  = "viewdep"  // view OID, OID of a policy table or view it reads, attnum read
 )
 
-// viewsCTE adds to the catalog query the views that read a policy table,
-// directly or through views (vw: view OID, and the policy table it reaches
-// as root, once per root), and ta, the relations whose second names the
-// alias branches look for: the policy tables (their own root) and those
-// views. A view's _RETURN rule depends on the columns it reads.
+// viewsCTE adds to viewsQuery and to the catalog query with aliases the
+// views that read a policy table, directly or through views (vw: view OID,
+// and the policy table it reaches as root, once per root), and ta, the
+// relations whose second names the alias branches look for: the policy
+// tables (their own root) and those views. A view's _RETURN rule depends
+// on the columns it reads.
 const viewsCTE = `, vw AS (WITH RECURSIVE w(oid, root) AS (` +
 	`SELECT r.ev_class, t.oid FROM t` + viewRuleJoins + `t.oid` + viewRuleWhere + `t.oid` +
 	` UNION SELECT r.ev_class, w.root FROM w` + viewRuleJoins + `w.oid` + viewRuleWhere + `w.oid` +
@@ -64,8 +65,9 @@ const (
 )
 
 // hasViewsSQL is the branch of the catalog query that says whether a view
-// reads a policy table: only then does the session run viewsQuery, which
-// costs several times what the rest does to plan.
+// reads a policy table: only then does the session run viewsQuery, whose
+// recursive search and views' definitions cost more than the rest of the
+// catalog query to plan and run.
 const hasViewsSQL = ` UNION ALL SELECT 2, 0, -3, '` + rowHasViews + `', '', '', '', '', '', '', '', '' WHERE EXISTS (SELECT FROM t` +
 	viewRuleJoins + `t.oid` + viewRuleWhere + `t.oid)`
 
