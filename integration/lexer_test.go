@@ -82,22 +82,18 @@ func TestLexerMatchesServer(t *testing.T) {
 				}
 				o := rewrite.LexOptions{Encoding: e, StandardStringsOff: scs == "off"}
 				texts := append([]string(nil), lexCases...)
-				for range 3000 {
+				for range 250 {
 					texts = append(texts, "SELECT "+randomLiteral(r, enc.chars)+", "+randomLiteral(r, enc.chars))
 				}
 				counts := map[string]int{}
-				budget := time.Now().Add(500 * time.Millisecond) // 4 s for the 8 settings
-				for i, sql := range texts {
-					if i >= len(lexCases) && time.Now().After(budget) {
-						break
-					}
+				for _, sql := range texts {
 					outcome, err := compareWithServer(ctx, conn, sql, o)
 					if err != nil {
 						t.Errorf("%s: %q: %v", name, sql, err)
 					}
 					counts[outcome]++
 				}
-				if counts["columns"] < 50 || counts["error"] < 50 {
+				if counts["columns"] < 30 || counts["error"] < 30 {
 					t.Errorf("too few texts of each outcome to prove anything: %v", counts)
 				}
 				t.Logf("%v", counts)

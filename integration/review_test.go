@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -414,7 +413,6 @@ func TestReviewSearchPathShadow(t *testing.T) {
 // email = ('x')::text, loses its closing parenthesis in the splice: the
 // server answers 42601 where PostgreSQL answers the query.
 func TestReviewValueCasts(t *testing.T) {
-	skipFinding(t, "finding 7: casts on PHI values are dropped instead of applied or refused; ('x')::text splices into broken SQL")
 	p := startPHIProxy(t)
 	ctx := context.Background()
 	for _, mode := range reviewModes {
@@ -461,7 +459,6 @@ func TestReviewValueCasts(t *testing.T) {
 // answer is matched to the wrong message: the session breaks. PostgreSQL
 // itself answers the sequence and goes on.
 func TestReviewSkippedQueryDesync(t *testing.T) {
-	skipFinding(t, "finding 8: a Query or FunctionCall skipped after an extended-protocol error takes the Sync's ReadyForQuery; the session desyncs")
 	p := startPHIProxy(t)
 	for _, extra := range []pgproto3.FrontendMessage{
 		&pgproto3.Query{String: "SELECT 1"},
@@ -725,13 +722,3 @@ func TestReviewHeld(t *testing.T) {
 }
 
 const raiseStatementName = "phiproxy_raise"
-
-// skipFinding skips the test of a finding that still fails, unless
-// PHIPROXY_REVIEW_FINDINGS=1 (to reproduce the findings; the leak check
-// then reports the leaked markers too).
-func skipFinding(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("PHIPROXY_REVIEW_FINDINGS") != "1" {
-		t.Skip(why)
-	}
-}

@@ -281,9 +281,19 @@ func (a *analyzer) span(ts tokens, n *pg.Node) (start, end int, ok bool) {
 			}
 			return ts[i].start, ts[j].end, true
 		}
-		s, _, ok := a.span(ts, tc.Arg)
+		s, e, ok := a.span(ts, tc.Arg)
 		if !ok || ts[i].kind != pg.Token_TYPECAST {
 			return 0, 0, false
+		}
+		// A parenthesized operand, ('x')::text: the range takes in its
+		// parentheses, the same number on each side, or the value is not
+		// located.
+		si := ts.at(s)
+		for k := i - 1; k >= 0 && ts[k].start >= e; k-- {
+			if si--; ts[k].kind != pg.Token_ASCII_41 || si < 0 || ts[si].kind != pg.Token_ASCII_40 {
+				return 0, 0, false
+			}
+			s = ts[si].start
 		}
 		j := typeNameEnd(a.sql, ts, i+1)
 		if j < 0 {

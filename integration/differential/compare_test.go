@@ -45,8 +45,9 @@ type verdict struct {
 	detail  string   // what differs, for the report
 }
 
-// compare compares the proxy side's answer a with PostgreSQL's b.
-func compare(a, b result) verdict {
+// compare compares the proxy side's answer a with PostgreSQL's b for st
+// (nil: compare exactly).
+func compare(st *statement, a, b result) verdict {
 	if isRefusal(a) {
 		return verdict{outcome: refused}
 	}
@@ -67,7 +68,7 @@ func compare(a, b result) verdict {
 		v.kinds = append(v.kinds, kindTag)
 		details = append(details, fmt.Sprintf("tag: proxy %q; postgres %q", a.tag, b.tag))
 	}
-	if d := diffRows(a.rows, b.rows); d != "" {
+	if d := diffRows(a.rows, b.rows); d != "" && !(dedups(st) && diffRows(numericValues(a), numericValues(b)) == "") {
 		v.kinds = append(v.kinds, kindRows)
 		details = append(details, d)
 	}
@@ -94,6 +95,39 @@ func fieldsString(fs []field) string {
 		}
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// dedups reports whether st makes the server keep one of several equal
+// values (a set operation, a grouping): of numerics equal in value but not
+// in scale (1.5 and 1.50), which one it keeps depends on the plan, on
+// PostgreSQL alone as well (the self-check saw it).
+func dedups(st *statement) bool {
+	if st == nil {
+		return false
+	}
+	for _, t := range st.tags {
+		if strings.HasPrefix(t, "setop") || strings.HasPrefix(t, "agg.group") || strings.HasPrefix(t, "agg.count_distinct") {
+			return true
+		}
+	}
+	return false
+}
+
+// numericValues returns r's rows with each numeric value written without
+// trailing fractional zeros, so that values equal as numerics compare
+// equal.
+func numericValues(r result) [][]string {
+	rows := make([][]string, len(r.rows))
+	for i, row := range r.rows {
+		rows[i] = slices.Clone(row)
+		for j, f := range r.fields {
+			if f.oid != 1700 || j >= len(row) || !strings.Contains(row[j], ".") || strings.ContainsAny(row[j], "eE") {
+				continue
+			}
+			rows[i][j] = strings.TrimSuffix(strings.TrimRight(row[j], "0"), ".")
+		}
+	}
+	return rows
 }
 
 // diffRows compares two row sets as sorted multisets and describes the
@@ -217,7 +251,7 @@ func (r *runner) run(ctx context.Context, st *statement) (verdict, error) {
 	r.recordPHI(st)
 	ra := r.a.exec(ctx, st)
 	rb := r.b.exec(ctx, st)
-	v := compare(ra, rb)
+	v := compare(st, ra, rb)
 	if v.outcome == matched && !ra.failed() && st.kind != kindRead {
 		v = r.readBack(ctx, st)
 	}
@@ -246,7 +280,7 @@ func (r *runner) readBack(ctx context.Context, st *statement) verdict {
 		q += " WHERE id IN (" + strings.Join(ids, ", ") + ")"
 	}
 	rs := &statement{sql: q}
-	v := compare(r.a.exec(ctx, rs), r.b.exec(ctx, rs))
+	v := compare(nil, r.a.exec(ctx, rs), r.b.exec(ctx, rs))
 	if v.outcome == matched {
 		return v
 	}

@@ -43,19 +43,14 @@ const (
 	rowViewDep  = "viewdep"  // view OID, OID of a policy table or view it reads, attnum read
 )
 
-// viewsCTE adds to viewsQuery and to the catalog query with aliases the
-// views that read a policy table, directly or through views (vw: view OID,
-// and the policy table it reaches as root, once per root), and ta, the
-// relations whose second names the alias branches look for: the policy
-// tables (their own root) and those views. A view's _RETURN rule depends
-// on the columns it reads.
+// viewsCTE adds to viewsQuery and to the catalog query with aliases vw,
+// the views that read a policy table, directly or through views: view
+// OID, and the policy table it reaches as root, once per root. A view's
+// _RETURN rule depends on the columns it reads.
 const viewsCTE = `, vw AS (WITH RECURSIVE w(oid, root) AS (` +
 	`SELECT r.ev_class, t.oid FROM t` + viewRuleJoins + `t.oid` + viewRuleWhere + `t.oid` +
 	` UNION SELECT r.ev_class, w.root FROM w` + viewRuleJoins + `w.oid` + viewRuleWhere + `w.oid` +
-	`) SELECT oid, root FROM w)` +
-	`, ta AS (SELECT t.oid, t.oid AS root, t.nspname, t.relname, t.relkind, t.reltype, t.relispartition FROM t` +
-	` UNION ALL SELECT c.oid, vw.root, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
-	` FROM vw JOIN pg_catalog.pg_class c ON c.oid = vw.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace)`
+	`) SELECT oid, root FROM w)`
 
 const (
 	viewRuleJoins = ` JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass` +
@@ -109,7 +104,7 @@ const viewsSQL = ` UNION ALL SELECT 2 AS k, c.oid::pg_catalog.int8 AS k1, -1 AS 
 	` d.refobjid::pg_catalog.text, d.refobjsubid::pg_catalog.text, '', '', '', '', ''` +
 	` FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid` +
 	` AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0` +
-	` WHERE r.ev_class IN (SELECT oid FROM vw) AND r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM ta)`
+	` WHERE r.ev_class IN (SELECT oid FROM vw) AND r.rulename = '_RETURN' AND d.refobjid IN (SELECT oid FROM t UNION ALL SELECT oid FROM vw)`
 
 // catalogView is a view over policy tables as the catalog shows it.
 type catalogView struct {
@@ -352,7 +347,8 @@ func compareKeys(a, b attrKey) int {
 // statements that name it.
 func (c *catalog) viewProblem(pol *policy.Policy, v *catalogView) {
 	for _, t := range v.tables {
-		p := aliasProblem(t, "view", v.identity, v.why)
+		p := aliasProblem(t, "view", v.identity, "")
+		p.Message += " (" + v.why + ")"
 		if !slices.Contains(c.problems[t.QualifiedName()], p) {
 			c.problems[t.QualifiedName()] = append(c.problems[t.QualifiedName()], p)
 		}
