@@ -61,6 +61,9 @@ type Table struct {
 	// and reload, once migrate encrypt has finished and the ciphertext
 	// CHECK constraints are validated.
 	Migrating bool
+	// View marks a view over policy tables added by WithViews (view.go):
+	// read-only, its columns without blind indexes.
+	View bool
 }
 
 // Column is one PHI column.
@@ -87,6 +90,9 @@ type Column struct {
 	// Access is who reads the column how (access.go); nil: no rule, every
 	// role reads plaintext.
 	Access *Access
+	// Base is, for a column of a view (Table.View), the policy table's
+	// column it copies; nil for a policy table's own columns.
+	Base *Column
 
 	indexes []*BlindIndex // BlindIndex (if any), then Search
 }

@@ -158,6 +158,9 @@ const supported = "Supported on PHI columns: col = / <> value, col IN (values), 
 	"joins of two columns in one index_group, count(col), and plain column references in SELECT and RETURNING lists."
 
 func (a *analyzer) reject(col *policy.Column, loc int32, what string) *Error {
+	if col.Base != nil {
+		return a.viewColumnError(col, loc, what)
+	}
 	return a.errorf(col, loc, "%s on PHI column %s is not supported: the database holds only its ciphertext", what, col.QualifiedName()).hint(supported)
 }
 

@@ -17,6 +17,9 @@ func (a *analyzer) targetEntry(rv *pg.RangeVar, sc *scope) (*rangeEntry, error) 
 	if err != nil {
 		return nil, err
 	}
+	if t != nil && t.View {
+		return nil, a.viewWriteError(t, rv.Location)
+	}
 	e.table = t
 	return e, nil
 }

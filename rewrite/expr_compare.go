@@ -150,6 +150,9 @@ func (a *analyzer) exactIndex(col *policy.Column, loc int32, what string) (*poli
 		return nil, err
 	}
 	ix := col.BlindIndex
+	if col.Base != nil {
+		return nil, a.viewColumnError(col, loc, what)
+	}
 	if ix == nil {
 		for _, v1 := range col.Search {
 			if v1.V1 {

@@ -211,7 +211,7 @@ func (a *analyzer) targets(list []*pg.Node, sc *scope, what string) (*derived, e
 					name = s.Sval
 				}
 			}
-			out.cols = append(out.cols, outCol{name: name, col: r.col, ref: cr})
+			out.cols = append(out.cols, outCol{name: name, col: r.col, idx: r.idx, ref: cr})
 			continue
 		}
 		if err := a.expr(rt.Val, sc, what); err != nil {

@@ -37,6 +37,11 @@ type catalog struct {
 	colls      map[string]rewrite.Collation
 	defColl    rewrite.Collation
 	collsKnown bool
+	// views are the decrypting views over policy tables by
+	// "schema.view" (views.go), and pol the policy plans are made with:
+	// the engine's, plus those views as read-only tables.
+	views map[string]*catalogView
+	pol   *policy.Policy
 }
 
 var (
@@ -103,6 +108,14 @@ func policyTablesIn(pol *policy.Policy) string {
 	return b.String()
 }
 
+// policyTablesCTE starts the catalog queries with t, the policy's
+// relations.
+func policyTablesCTE(pol *policy.Policy) string {
+	return `WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
+		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
+		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)`
+}
+
 // catalogQuery returns the query that reads the policy tables' columns,
 // policy relations that are not tables, and, with
 // aliases, the relations and objects that give a policy table a second
@@ -111,11 +124,9 @@ func policyTablesIn(pol *policy.Policy) string {
 func catalogQuery(pol *policy.Policy, aliases bool) string {
 	const txt = `::pg_catalog.text`
 	var b strings.Builder
-	b.WriteString(`WITH t AS (SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltype, c.relispartition` +
-		` FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace` +
-		` WHERE (n.nspname, c.relname) IN ` + policyTablesIn(pol) + `)`)
+	b.WriteString(policyTablesCTE(pol))
 	if aliases {
-		b.WriteString(reachSQL)
+		b.WriteString(viewsCTE + reachSQL)
 	}
 	b.WriteString(` SELECT a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10 FROM (`)
 	// Columns.
@@ -125,6 +136,8 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	// Policy relations that are not tables.
 	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', '', '', ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
+	// Whether views read them: then viewsQuery reads those (views.go).
+	b.WriteString(hasViewsSQL)
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
@@ -166,7 +179,9 @@ const reachSQL = `, ra AS (WITH RECURSIVE ra(oid, nspname, relname, reltype, rel
 // name by which statements reach the alias (none for a trigger or a
 // subscription, which statements do not name). Each branch looks at every
 // relation of ra (reachSQL), so second names of second names are found
-// too, reported for the policy table they reach.
+// too, reported for the policy table they reach. Views that read a
+// policy table through views only (vw, views.go) are read and classified
+// on their own; the second names of those are found here too.
 var aliasSQL = func() string {
 	const (
 		cls = `'pg_catalog.pg_class'::pg_catalog.regclass`
@@ -195,7 +210,7 @@ var aliasSQL = func() string {
 		`CASE WHEN rc.oid = t.oid THEN '' ELSE rc.relname`+txt+` END`,
 		`JOIN pg_catalog.pg_depend d ON d.refclassid = `+cls+` AND d.refobjid = t.oid AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass`+
 			` JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid JOIN pg_catalog.pg_class rc ON rc.oid = r.ev_class`+
-			` WHERE rc.oid <> t.oid OR t.oid = t.root`)
+			` WHERE (rc.oid <> t.oid OR t.oid = t.root) AND NOT (r.rulename = '_RETURN' AND rc.oid IN (SELECT vw.oid FROM vw))`)
 	// Inheritance children and partitions (of the table and its
 	// descendants).
 	alias(`CASE WHEN ic.relispartition THEN 'partition' ELSE 'child' END`, id(cls, "i.inhrelid"), via, `ic.relname`+txt,
@@ -252,11 +267,19 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 	live := map[*catalogTable]*policy.LiveTable{}
 	byOID := map[uint32]*policy.Table{}
 	var aliases, relkinds [][][]byte
+	views := map[uint32]*catalogView{}
 	for _, r := range rows {
 		if len(r) != 6 && len(r) != 6+collationWidth && len(r) != catalogWidth {
 			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), catalogWidth)
 		}
 		switch string(r[0]) {
+		case rowHasViews:
+			continue
+		case rowView, rowViewCol, rowViewDep:
+			if err := readViewRow(views, r); err != nil {
+				return nil, err
+			}
+			continue
 		case rowAlias:
 			aliases = append(aliases, r)
 			continue
@@ -333,6 +356,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], Problem{Table: pt.QualifiedName(), Kind: ProblemRelkind,
 			Message: fmt.Sprintf("%s is a %s, not a table: the policy must name the table that stores the values", pt.QualifiedName(), relkindName(string(r[4])))})
 	}
+	if err := cat.classifyViews(pol, views, byOID); err != nil {
+		return nil, err
+	}
 	for _, r := range aliases {
 		oid, err := strconv.ParseUint(string(r[1]), 10, 32)
 		if err != nil {
@@ -404,7 +430,7 @@ func (c *catalog) Columns(schema, table string) ([]string, bool) {
 	}
 	t := c.tables[schema+"."+table]
 	if t == nil {
-		return nil, false
+		return c.viewColumns(schema + "." + table)
 	}
 	return t.columns, true
 }
@@ -422,6 +448,9 @@ func (c *catalog) lookup(table uint32, attnum int16) (attr, bool) {
 func (c *catalog) problem(t *policy.Table) string {
 	if c == nil {
 		return ""
+	}
+	if t.View {
+		return c.viewRefusal(t)
 	}
 	ps := c.problems[t.QualifiedName()]
 	if len(ps) == 0 {
@@ -442,6 +471,12 @@ func (c *catalog) sameTables(o *catalog, ts []*policy.Table) bool {
 	}
 	for _, t := range ts {
 		q := t.QualifiedName()
+		if t.View {
+			if !c.sameView(o, q) {
+				return false
+			}
+			continue
+		}
 		ct, ot := c.tables[q], o.tables[q]
 		if (ct == nil) != (ot == nil) || !slices.Equal(c.problems[q], o.problems[q]) {
 			return false

@@ -160,6 +160,7 @@ func (e *Engine) NewSession(ctx context.Context, c *proxy.Conn) (proxy.SessionIn
 		return nil, fmt.Errorf("load catalog: %w", err)
 	}
 	s.verified()
+	s.readAt = time.Now()
 	e.loaded(c, s.db)
 	s.startAudit()
 	if err := s.startAccess(); err != nil {
@@ -207,7 +208,8 @@ type aliasScan struct {
 
 // readCatalog runs the catalog query on c's connection: the full one when
 // full is set or the database's alias rows are older than aliasTTL, else
-// the one without aliases, completed with the remembered alias rows.
+// the one without aliases, completed with the remembered alias rows; and
+// the views query when views read a policy table (views.go).
 func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 	db := c.Database()
 	var cached aliasScan
@@ -222,10 +224,13 @@ func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return append(rows, cached.rows...), nil
+		return readViews(e.policy, append(rows, cached.rows...), c.Query)
 	}
 	rows, err := c.Query(e.catalogSQL)
 	if err != nil {
+		return nil, err
+	}
+	if rows, err = readViews(e.policy, rows, c.Query); err != nil {
 		return nil, err
 	}
 	var scan aliasScan
@@ -359,7 +364,11 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 			break
 		}
 	}
-	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, e.policy, cat), problems: cat.allProblems(e.policy),
+	pol := cat.pol // the policy and the decrypting views (views.go)
+	if pol == nil {
+		pol = e.policy
+	}
+	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, pol, cat), problems: cat.allProblems(e.policy),
 		guardSQL: guardQuery(e.policy, cat)}
 	e.dbs[key] = st
 	return st, nil

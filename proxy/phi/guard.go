@@ -28,6 +28,8 @@ import (
 //	          to_regclass('"public"."missing"') IS NULL)::int4,
 //	       (NULL::"public"."patients").*
 //
+// (and for each decrypting view over them, a check of its definition:
+// guardViews, in views_guard.go).
 // PostgreSQL itself does the checking, at the cost of a statement that
 // reads no table. The regclass constants make any DDL on a policy table
 // invalidate the guard's cached plan; the server then analyzes it again,
@@ -81,6 +83,8 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 		conds = append(conds, fmt.Sprintf("%s::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) %d", name, ct.oid))
 		rows = append(rows, fmt.Sprintf(`, (NULL::"%s"."%s").*`, t.Schema, t.Name))
 	}
+	vconds, vrows := guardViews(cat)
+	conds, rows = append(conds, vconds...), append(rows, vrows...)
 	if len(conds) == 0 {
 		conds = append(conds, "true")
 	}
@@ -215,6 +219,9 @@ func (a *guardAnswer) ErrorResponse(dst, msg []byte) []byte {
 	var refused error
 	switch {
 	case er.Code == pgerrcode.DivisionByZero, er.Code == pgerrcode.FeatureNotSupported,
+		// A relation or row type it names is gone (DROP, or a rename:
+		// the server analyzes it again and cannot find the name).
+		er.Code == pgerrcode.UndefinedTable, er.Code == pgerrcode.UndefinedObject,
 		a.parse && er.Code != pgerrcode.InFailedSQLTransaction && er.Code != pgerrcode.QueryCanceled:
 		a.s.guardLost.Store(true) // prepared for the old catalog: prepare it again
 		a.s.drifted.Store(true)

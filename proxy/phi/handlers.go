@@ -113,6 +113,9 @@ func (s *session) handleParse(msg []byte) error {
 	for _, c := range st.cursor {
 		st.fetch = st.fetch || c.Op == rewrite.CursorFetch
 	}
+	if plan.Passthrough {
+		st.text = p.Query
+	}
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -195,6 +198,9 @@ func (s *session) handleBind(msg []byte) error {
 	}
 	if err := s.checkBind(st); err != nil {
 		return s.raiseExtended(err)
+	}
+	if s.stalePassthrough(st) {
+		return s.raiseExtended(ErrStalePlan)
 	}
 	if st.plan.Passthrough {
 		// Forwarded as is; its rows may still hold PHI (FETCH from a

@@ -40,8 +40,13 @@ type QueryFunc func(ctx context.Context, sql string) ([][][]byte, error)
 
 // CatalogQuery returns the query a session runs to read the catalog of
 // the policy's tables (text-format rows, as Inspect reads them). It names
-// only tables and columns, never values.
+// only tables and columns, never values. When its rows say that views
+// read the tables, ViewsQuery's rows complete them.
 func CatalogQuery(pol *policy.Policy) string { return catalogQuery(pol, true) }
+
+// ViewsQuery returns the query that reads the views over the policy's
+// tables (see CatalogQuery).
+func ViewsQuery(pol *policy.Policy) string { return viewsQuery(pol) }
 
 // Inspect returns the problems that the rows of CatalogQuery show, table by
 // table in policy order: the statements a session on that database would
@@ -63,6 +68,9 @@ func Inspect(pol *policy.Policy, rows [][][]byte) ([]Problem, error) {
 // it needs no privilege beyond reading pg_catalog.
 func CheckDatabase(ctx context.Context, pol *policy.Policy, query QueryFunc) ([]Problem, error) {
 	rows, err := query(ctx, catalogQuery(pol, true))
+	if err == nil {
+		rows, err = readViews(pol, rows, func(sql string) ([][][]byte, error) { return query(ctx, sql) })
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}

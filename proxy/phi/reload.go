@@ -26,6 +26,12 @@ import (
 //   - the same check, when idle, before refusing a statement that could
 //     not be planned (recheckNow): the refusal may rest on a catalog that
 //     another connection just changed (a table created, a column added).
+//   - at the start of a batch outside a transaction block, when the
+//     catalog was read longer than aliasTTL ago (readAt): a busy session
+//     proves its catalog current at every guard, but the guard checks the
+//     policy tables and the views it knows, not the views and other second
+//     names created since, which statements could name. This bounds how
+//     long such a view stays unknown to a session (README).
 //
 // All of them run only when nothing is pending and the transaction has not
 // failed: the proxy's query must neither interleave with the client's
@@ -36,14 +42,15 @@ import (
 // refreshCatalog reads the catalog again when the session's is stale or
 // drifted.
 func (s *session) refreshCatalog() error {
-	if !s.stale && !s.drifted.Load() {
+	due := !s.stale && !s.drifted.Load()
+	if due && (s.eng.noRecheck || time.Since(s.readAt) < aliasTTL) {
 		return nil
 	}
 	idle, status, ok := s.canQuery()
-	if !idle || !ok {
+	if !idle || !ok || (due && status != 'I') {
 		return nil
 	}
-	_, err := s.reload(status, true)
+	_, err := s.reload(status, !due)
 	return err
 }
 
@@ -101,6 +108,7 @@ func (s *session) reload(status byte, full bool) (bool, error) {
 	s.eng.drift.reloads.Inc()
 	changed := db != s.db
 	s.db = db
+	s.readAt = time.Now()
 	s.stale = status != 'I'
 	s.verified()
 	if status == 'I' {
@@ -150,6 +158,20 @@ func planTables(p *rewrite.Plan) []*policy.Table {
 // what the proxy made for the old columns.
 func (s *session) stalePlan(st *statement) bool {
 	return reliesOnCatalog(st.plan) && st.db != s.db && !st.db.cat.sameTables(s.db.cat, planTables(st.plan))
+}
+
+// stalePassthrough reports whether st, passed through untouched when it
+// was prepared, would not be with the session's catalog now: a view over
+// a policy table created since (views.go), which its text names, makes it
+// a statement that must be guarded and rewritten. Binding it would send
+// its values unencrypted. It is analyzed again only when the catalog
+// changed since st was prepared.
+func (s *session) stalePassthrough(st *statement) bool {
+	if !st.plan.Passthrough || st.db == s.db || st.text == "" {
+		return false
+	}
+	plan, err := s.db.plan(st.text, false, rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()})
+	return err != nil || !plan.Passthrough
 }
 
 // planFresh plans a Query's or Parse's text with a catalog proven current

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
@@ -38,6 +39,8 @@ type session struct {
 	stale bool
 	// guarded: the catalog guard went out in this batch (guard.go).
 	guarded bool
+	// readAt is when the catalog was last read (reload.go).
+	readAt time.Time
 	// guardFor is the catalog whose guard is prepared on the server, as far
 	// as the proxy knows; nil for none.
 	guardFor *dbState

@@ -32,6 +32,10 @@ type statement struct {
 	state atomic.Int32
 	// paramOIDs are the parameter types the client declared in Parse.
 	paramOIDs []uint32
+	// text is the SQL of a passthrough plan: planned with a catalog that
+	// did not know a view it names, it is analyzed again when bound with
+	// a newer one (stalePassthrough).
+	text string
 	// movesSettings: executing it may change DateStyle or TimeZone.
 	movesSettings bool
 	// cursor is what it does with SQL cursors (cursor.go); fetch: it is a
