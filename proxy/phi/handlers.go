@@ -48,21 +48,42 @@ func (s *session) handleQuery(msg []byte) error {
 		return err
 	}
 	s.buf = text
+	var cr *copyResult
+	if plan.Copy != nil {
+		if cr, err = s.newCopyResult(plan, true); err != nil {
+			return s.raiseQuery(err)
+		}
+	}
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	guarded := s.guarded
+	guarded, opened := s.guarded, false
 	if reliesOnCatalog(plan) {
 		if err := s.guard(); err != nil {
 			return err
 		}
 	}
-	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, out); err != nil {
+	var resp proxy.Responder
+	if cr != nil {
+		resp = cr
+		if cr.cp.Table == nil {
+			if err := s.describeQuery(cr, text); err != nil {
+				return err
+			}
+			opened = true
+		}
+	} else {
+		resp = s.queryResult(plan)
+	}
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err
 	}
-	if guarded || !s.guarded {
+	if cr != nil && cr.in != nil {
+		s.copying = cr.in
+	}
+	if !opened && (guarded || !s.guarded) {
 		return nil
 	}
-	return s.guardSync() // ends the pipeline the guard opened
+	return s.guardSync() // ends the pipeline the guard (or the COPY's description) opened
 }
 
 // handleParse handles Parse.
@@ -72,7 +93,7 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	if p.Name == raiseStatement {
+	if p.Name == raiseStatement || p.Name == copyStatement {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
@@ -162,7 +183,7 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
-	if stmtName == raiseStatement {
+	if stmtName == raiseStatement || stmtName == copyStatement {
 		return s.raiseExtended(errReservedName)
 	}
 	st := s.lookup(stmtName)
@@ -270,6 +291,9 @@ func (s *session) handleExecute(msg []byte) error {
 	s.noteSettings(p.stmt.movesSettings)
 	if s.settingsMoved {
 		p.result.unsure.Store(true)
+	}
+	if p.stmt.plan.Copy != nil {
+		return s.executeCopy(p, msg)
 	}
 	if reliesOnCatalog(p.stmt.plan) {
 		if err := s.guard(); err != nil {

@@ -52,6 +52,12 @@ type session struct {
 	buf        []byte                // scratch for encoded messages
 	toks       []rewrite.Token       // scratch for checkSent
 	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+	// copying is the COPY FROM STDIN on a policy table the client sends
+	// data for (copyin.go); copyDiscard: data that follows is dropped
+	// (after a refused statement, or once the client ended the COPY).
+	// Both last until the client's next message but COPY data.
+	copying     *copyIn
+	copyDiscard bool
 
 	// Set by NewSession, then read-only. access: what the session's roles
 	// get of each column with an access rule (access.go), nil when the
@@ -87,7 +93,10 @@ type session struct {
 	verifiedAt         atomic.Int64
 }
 
-var _ proxy.SessionInterceptor = (*session)(nil)
+var (
+	_ proxy.SessionInterceptor = (*session)(nil)
+	_ proxy.CopyInterceptor    = (*session)(nil)
+)
 
 func newSession(eng *Engine, c *proxy.Conn) *session {
 	s := &session{
@@ -128,6 +137,7 @@ func (s *session) noteSettings(moves bool) {
 
 // Frontend implements proxy.SessionInterceptor.
 func (s *session) Frontend(typ byte, msg []byte) error {
+	s.copying, s.copyDiscard = nil, false
 	if !s.openBatch {
 		s.sweep()
 		if err := s.refreshCatalog(); err != nil {
