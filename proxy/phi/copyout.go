@@ -115,7 +115,7 @@ func (c *copyOut) CopyDone(dst []byte) ([]byte, error) {
 // line rewrites one row of the server's.
 func (c *copyOut) line(dst, line []byte) ([]byte, error) {
 	r := c.srv
-	if err := r.splitText(line); err != nil {
+	if err := r.split(line); err != nil {
 		return dst, errors.New("malformed COPY row from the server")
 	}
 	if len(r.fields) != c.width {
