@@ -3,12 +3,14 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/novamind/phiproxy/internal/pgcluster"
 	"github.com/novamind/phiproxy/policy"
@@ -150,5 +152,131 @@ func TestCopySmoke(t *testing.T) {
 	var n int
 	if err := proxied.QueryRow(context.Background(), "SELECT count(*) FROM copy_pat WHERE email = $1", email).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("search by the blind index: %d, %v", n, err)
+	}
+}
+
+// copyLine is "COPY <table>, line N" of a COPY error's context, "" if none.
+func copyLine(err error) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return ""
+	}
+	for _, l := range strings.Split(pe.Where, "\n") {
+		if rest, ok := strings.CutPrefix(l, "COPY "); ok {
+			_, rest, _ = strings.Cut(rest, ", ")
+			line, _, _ := strings.Cut(rest, ",")
+			line, _, _ = strings.Cut(line, ":")
+			return line
+		}
+	}
+	return ""
+}
+
+// copyMessage is the message of err without the proxy's prefix.
+func copyMessage(err error) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return ""
+	}
+	return strings.TrimPrefix(pe.Message, "phiproxy: ")
+}
+
+// TestCopyFromMatchesPostgres loads the same data in each format and with
+// each option through the proxy and directly: same tags, same SQLSTATEs
+// (with PostgreSQL's message and line for errors in the data's format),
+// same rows.
+func TestCopyFromMatchesPostgres(t *testing.T) {
+	proxied, direct := copySetup(t)
+	const cols = " (id, first_name, email, note, date_of_birth, score, info, photo)"
+	cases := []struct {
+		name, opts, data string
+	}{
+		{"text", "", "1\tAda\ta@x.org\tn\t1985-03-14\t1\t{}\t\\\\x00ff\n2\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text escapes", "", "1\ttab\\there\\\\back\\nnl\\r\\b\\f\\v\ta\\x41\\101\\7\\08x\tn\\.\t2000-01-01\t2\t\"x\"\t\\\\x\n"},
+		{"text empty and NULL", "", "1\t\tb\t\\N\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text no final newline", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N"},
+		{"text CRLF", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\r\n2\tB\tb\tc\t\\N\t\\N\t\\N\t\\N\r\n"},
+		{"text CR", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\r2\tB\tb\tc\t\\N\t\\N\t\\N\t\\N\r"},
+		{"text mixed endings", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\r\n2\tB\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text CR after NL", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n2\tB\tb\tc\t\\N\t\\N\t\\N\t\\N\r"},
+		{"text end marker", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n\\.\n2\tgarbage\n"},
+		{"text end marker in a line", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\\.\n2\tx\n"},
+		{"text corrupt marker", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n\\.x\n"},
+		{"text marker CRLF mismatch", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\r\n\\.\n"},
+		{"text escaped newline", "", "1\ta\\\nb\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text backslash at end", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\\"},
+		{"text NUL escape", "", "1\ta\\000b\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text NUL escape in plain column", "", "1\ta\tb\tc\\0\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text invalid UTF-8 escape", "", "1\t\\xff\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text invalid UTF-8", "", "1\t\xff\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text NUL byte", "", "1\ta\x00\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text unicode", "", "1\tünïcödé 😀\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"extra data", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\textra\n"},
+		{"missing data", "", "1\tA\tb\n"},
+		{"missing data after bad plain value", "", "x\tA\tb\n"},
+		{"empty line", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n\n"},
+		{"bad date", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n2\tA\tb\tc\t1985-02-30\t\\N\t\\N\t\\N\n"},
+		{"bad date syntax", "", "1\tA\tb\tc\tnot a date\t\\N\t\\N\t\\N\n"},
+		{"bad jsonb", "", "1\tA\tb\tc\t\\N\t\\N\tn/a\t\\N\n"},
+		{"bad bytea", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\\\xzz\n"},
+		{"bad plain integer", "", "1\tA\tb\tc\t\\N\tx\t\\N\t\\N\n"},
+		{"duplicate key", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n1\tB\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"dates in other forms", "", "1\tA\tb\tc\tMay 12, 1980\t\\N\t\\N\t\\N\n2\tA\tb\tc\t12/05/1980\t\\N\t\\N\t\\N\n"},
+		{"text delimiter", "(DELIMITER '|', NULL 'NULL')", "1|a\\|b|c\t|NULL|NULL|NULL|NULL|NULL\n2|\\N|x|y|NULL|NULL|NULL|NULL\n"},
+		{"text header", "(HEADER)", "anything at all\n1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text header match", "(HEADER match)", "id\tfirst_name\temail\tnote\tdate_of_birth\tscore\tinfo\tphoto\n1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text header mismatch", "(HEADER match)", "id\tfirst\temail\tnote\tdate_of_birth\tscore\tinfo\tphoto\n"},
+		{"text header short", "(HEADER match)", "id\tfirst_name\n"},
+		{"text header null", "(HEADER match)", "id\t\\N\temail\tnote\tdate_of_birth\tscore\tinfo\tphoto\n"},
+		{"header only", "(HEADER)", "id\n"},
+		{"no data", "", ""},
+		{"csv", "(FORMAT csv)", "1,Ada,a@x.org,n,1985-03-14,1,{},\\x00ff\n2,,,,,,,\n"},
+		{"csv quotes", "(FORMAT csv)", "1,\"a,b\",\"say \"\"hi\"\"\",\"multi\nline\r\nvalue\",,,\"{\"\"k\"\": \"\"v\"\"}\",\n2,\"\",x\"y\"z,\"\"\"\",,,,\n"},
+		{"csv empty vs NULL", "(FORMAT csv)", "1,,\"\",,,,,\n"},
+		{"csv NULL string", "(FORMAT csv, NULL 'N/A')", "1,N/A,\"N/A\",,N/A,N/A,N/A,N/A\n"},
+		{"csv force not null", "(FORMAT csv, FORCE_NOT_NULL (first_name, note))", "1,,x,,,,,\n"},
+		{"csv force not null on a date", "(FORMAT csv, FORCE_NOT_NULL (date_of_birth))", "1,,x,,,,,\n"},
+		{"csv force null", "(FORMAT csv, FORCE_NULL (first_name, email, note))", "1,\"\",\"\",\"\",,,,\n"},
+		{"csv delimiter quote escape", "(FORMAT csv, DELIMITER ';', QUOTE '''', ESCAPE '\\')", "1;'a;b';'it\\'s';'back\\\\slash\\x';;;;\n"},
+		{"csv header", "(FORMAT csv, HEADER)", "\"multi\nline header\",x\n1,A,b,c,,,,\n"},
+		{"csv header match", "(FORMAT csv, HEADER match)", "id,\"first_name\",email,note,date_of_birth,score,info,photo\n1,A,b,c,,,,\n"},
+		{"csv header match null", "(FORMAT csv, HEADER match)", "id,,email,note,date_of_birth,score,info,photo\n"},
+		{"csv end marker", "(FORMAT csv)", "1,A,b,c,,,,\n\\.\n2,x\n"},
+		{"csv end marker as data", "(FORMAT csv)", "1,A,b,c,,,,\n\\.x,y\n\"\\.\",A,b,c,,,,\n"},
+		{"csv unterminated quote", "(FORMAT csv)", "1,\"A,b,c,,,,\n"},
+		{"csv unquoted CR", "(FORMAT csv)", "1,A,b,c,,,,\r\n2,a\rb,c,,,,\r\n"},
+		{"csv quoted CR lines", "(FORMAT csv)", "1,\"a\rb\",b,c,,,,\r2,B,\"x\ry\",c,,,,\r3,C,b,c,,,,bad\r"},
+		{"csv bad date after multi-line", "(FORMAT csv)", "1,\"a\nb\nc\",b,c,,,,\n2,A,b,c,1999-13-01,,,\n"},
+		{"csv extra data", "(FORMAT csv)", "1,A,b,c,,,,,\n"},
+		{"csv backslash first", "(FORMAT csv)", "\\1,A,b,c,,,,\n"},
+		{"csv CRLF marker", "(FORMAT csv)", "1,A,b,c,,,,\r\n\\.\r\n"},
+		{"csv marker wrong ending", "(FORMAT csv)", "1,A,b,c,,,,\r\n\\.\n"},
+		{"freeze outside a transaction", "(FREEZE)", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"encoding utf8", "(ENCODING 'UTF-8')", "1\tünï\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, sql := range []string{"TRUNCATE copy_pat", "TRUNCATE copy_plain"} {
+				if _, err := direct.Exec(context.Background(), sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sql := "COPY copy_pat" + cols + " FROM STDIN " + tc.opts
+			tagP, errP := copyIn(proxied, sql, tc.data)
+			tagD, errD := copyIn(direct, plainSQL(sql), tc.data)
+			if sqlState(errP) != sqlState(errD) || tagP != tagD {
+				t.Fatalf("%s:\nproxy:  %q %v\ndirect: %q %v", sql, tagP, errP, tagD, errD)
+			}
+			if errD != nil {
+				t.Logf("%v (%s)", errD, copyLine(errD))
+				if copyLine(errP) != copyLine(errD) {
+					t.Errorf("line: proxy %q (%v), direct %q", copyLine(errP), errP, copyLine(errD))
+				}
+				if sqlState(errD) == "22P04" && copyMessage(errP) != copyMessage(errD) {
+					t.Errorf("message: proxy %q, direct %q", copyMessage(errP), copyMessage(errD))
+				}
+			}
+			sameTables(t, proxied, direct)
+		})
 	}
 }

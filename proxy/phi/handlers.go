@@ -57,7 +57,12 @@ func (s *session) handleQuery(msg []byte) error {
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
 	guarded, opened := s.guarded, false
-	if reliesOnCatalog(plan) {
+	// COPY FROM STDIN goes unguarded: the guard's Sync would follow it,
+	// which the server ignores in COPY mode, or answers when the COPY
+	// failed before reading it, and the proxy cannot tell which. Its plan
+	// was made with a catalog proven current (planFresh), and an older
+	// catalog can only make it fail (its columns are named).
+	if reliesOnCatalog(plan) && (cr == nil || cr.in == nil) {
 		if err := s.guard(); err != nil {
 			return err
 		}
