@@ -180,6 +180,7 @@ func (s *Session) handleCopyData(msg []byte) error {
 func (s *Session) handleCopyDone(msg []byte) error {
 	s.q.mu.Lock()
 	s.q.copyIn = false
+	s.q.copyEnds++
 	s.q.mu.Unlock()
 	if s.copyIcpt != nil {
 		return s.copyIcpt.CopyEnd(msg[0], msg)
