@@ -49,7 +49,7 @@ func TestCopyBulk(t *testing.T) {
 	}
 	sameCopyIn(t, proxied, direct, "COPY copy_pat FROM STDIN", text.String())
 	sameCopyIn(t, proxied, direct, "COPY copy_pat FROM STDIN (FORMAT csv)", csv.String())
-	for _, sql := range []string{"COPY copy_pat TO STDOUT (FORMAT csv, HEADER)", "COPY (SELECT * FROM copy_pat WHERE id % 7 = 3) TO STDOUT"} {
+	for _, sql := range []string{"COPY copy_pat TO STDOUT (FORMAT csv, HEADER)", "COPY (SELECT * FROM copy_pat WHERE id % 7 = 3 ORDER BY id) TO STDOUT"} {
 		gotP, errP := copyOut(proxied, sql)
 		gotD, errD := copyOut(direct, plainSQL(sql))
 		if errP != nil || errD != nil || gotP != gotD {

@@ -53,6 +53,8 @@ type copyIn struct {
 	sent   int64  // rows written for the server (its line numbers)
 	delta  int64  // the client's line number minus the server's, at the last mark
 	done   bool   // failed, or the client ended the COPY
+	// forward sends a message upstream (Conn.Forward).
+	forward func([]byte) error
 
 	mu sync.Mutex
 	// marks: from server line row on, the client's line is row + delta.
@@ -68,6 +70,9 @@ type lineMark struct{ row, delta int64 }
 
 func (s *session) newCopyIn(cp *rewrite.Copy, ascii error) *copyIn {
 	c := &copyIn{s: s, cp: cp, table: cp.Table.Name, r: newCopyReader(&cp.Options), header: cp.Options.Header != rewrite.HeaderNone}
+	if s.c != nil {
+		c.forward = s.c.Forward
+	}
 	c.r.nonASCII = ascii
 	c.out = append(make([]byte, 0, 64<<10), 'd', 0, 0, 0, 0)
 	return c
@@ -104,7 +109,7 @@ func (s *session) CopyEnd(typ byte, msg []byte) error {
 		c.clientFail = &text
 		c.mu.Unlock()
 		c.done = true
-		return s.copyFail()
+		return c.copyFail()
 	}
 	if err := c.rows(true); err != nil || c.done {
 		return err
@@ -113,7 +118,7 @@ func (s *session) CopyEnd(typ byte, msg []byte) error {
 		return err
 	}
 	c.done = true
-	return s.c.Forward(msg)
+	return c.forward(msg)
 }
 
 // rows rewrites the complete lines of data fed so far (all of them at eof).
@@ -285,7 +290,7 @@ func (c *copyIn) flush() error {
 		return nil
 	}
 	binary.BigEndian.PutUint32(c.out[1:5], uint32(len(c.out)-1))
-	err := c.s.c.Forward(c.out)
+	err := c.forward(c.out)
 	c.out = c.out[:5]
 	return err
 }
@@ -302,17 +307,16 @@ func (c *copyIn) fail(err error, column string) error {
 	c.out = c.out[:5]
 	c.s.eng.metrics.statements.WithLabelValues("rejected_" + ce.reason).Inc()
 	c.s.c.Logger().Info("COPY refused", "sqlstate", ce.code, "reason", ce.reason, "table", c.cp.Table.QualifiedName(), "column", column, "line", c.r.lineno)
-	return c.s.copyFail()
+	return c.copyFail()
 }
 
 // copyFail sends the proxy's CopyFail upstream.
-func (s *session) copyFail() error {
-	out, err := (&pgproto3.CopyFail{Message: copyFailMarker}).Encode(s.buf[:0])
+func (c *copyIn) copyFail() error {
+	out, err := (&pgproto3.CopyFail{Message: copyFailMarker}).Encode(nil)
 	if err != nil {
 		return err
 	}
-	s.buf = out
-	return s.c.Forward(out)
+	return c.forward(out)
 }
 
 // clientLine maps a line number of the server's (a row the proxy sent)
