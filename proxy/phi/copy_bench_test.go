@@ -3,9 +3,9 @@ package phi
 import (
 	"context"
 	"encoding/binary"
-	"sync/atomic"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 

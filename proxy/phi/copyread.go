@@ -243,8 +243,10 @@ func (r *copyReader) scan(eof bool) (end, next int, res lineResult, err error) {
 				}
 				// CSV: \. not alone on its line is data; go on after the
 				// backslash.
-			} else if !r.csv {
-				i++ // the byte after a backslash is never special
+			} else if !r.csv && in[i] != 0 && in[i] < utf8.RuneSelf {
+				// The byte after a backslash is never special. (One beyond
+				// ASCII is not either, and is left to be checked as UTF-8.)
+				i++
 			}
 		}
 		r.first = false

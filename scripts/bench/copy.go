@@ -41,7 +41,6 @@ type copyTarget struct {
 	// raw: load what the previous round through the proxy stored, all
 	// columns, directly.
 	raw     bool
-	rawData []byte
 	in, out []time.Duration // per round
 	cpu     []time.Duration // this process's CPU (the proxy's) per round, in and out
 }
