@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/pgcluster"
+	"github.com/novamind/phiproxy/policy"
 )
 
 // COPY by the clients that use it: psql \copy, pgconn's CopyFrom and
@@ -229,5 +231,89 @@ func TestCopyExtendedProtocol(t *testing.T) {
 	viaDirect := run(directDSN(pgcluster.ScramUser, phiDatabase), "copy_plain")
 	if strings.Join(viaProxy, "\n") != strings.Join(viaDirect, "\n") {
 		t.Fatalf("through the proxy:\n%s\ndirectly:\n%s", strings.Join(viaProxy, "\n"), strings.Join(viaDirect, "\n"))
+	}
+}
+
+// copyAccessPolicy gives copy_pat access rules: clinicians read plaintext,
+// billing staff masks (email: the last 4 characters, the date of birth:
+// its year, the others NULL), anyone else nothing.
+const copyAccessPolicy = `
+  - name: public.copy_pat
+    access: { plaintext: [phi_clinician], masked: [phi_billing] }
+    columns:
+      first_name:    { type: text }
+      last_name:     { type: text }
+      date_of_birth: { type: date, access: { mask: year } }
+      ssn:           { type: text, blind_index: {}, search: { digits: { normalize: [digits] } } }
+      email:         { type: text, blind_index: {}, search: { ci: { normalize: [ascii_lower] } }, access: { mask: { last: 4 } } }
+      info:          { type: jsonb }
+      photo:         { type: bytea, storage: bytea }
+`
+
+// TestCopyAccessAndAudit: COPY TO reads each column as the role may read
+// it (plaintext, masked, or refused with 42501 when denied), and every
+// COPY is in the audit log with its writes, reads and rows.
+func TestCopyAccessAndAudit(t *testing.T) {
+	_, direct := copySetup(t)
+	ctx := context.Background()
+	if _, err := connect(t, cluster.SuperuserDSN(phiDatabase)).Exec(ctx, accessRoles+"GRANT SELECT ON copy_pat TO phi_clinician, phi_billing;"); err != nil {
+		t.Fatalf("roles: %v", err)
+	}
+	pol, err := policy.Parse([]byte(phiPolicy + copyAccessPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var auditPath string
+	p := startPHIProxyWith(t, phiOptions{policy: pol, auditPath: &auditPath})
+	owner := phiConn(t, p)
+	email := remember(secret("cpacc") + "@example.org")
+	if tag, err := copyIn(owner, "COPY copy_pat (id, email, date_of_birth, first_name) FROM STDIN (FORMAT csv)", "1,"+email+",1985-03-14,"+secret("cpaccname")+"\n"); err != nil || tag != "COPY 1" {
+		t.Fatalf("COPY FROM: %q %v", tag, err)
+	}
+	const sql = "COPY copy_pat (id, email, date_of_birth, first_name) TO STDOUT (FORMAT csv)"
+	for _, c := range []struct {
+		role pgcluster.Role
+		want string
+	}{
+		{pgcluster.MD5User, "1," + email + ",1985-03-14," + "?\n"},
+		{pgcluster.PasswordUser, "1,****.org,1985-01-01,\n"},
+	} {
+		got, err := copyOut(connect(t, p.dsn(c.role, phiDatabase)), sql)
+		if err != nil {
+			t.Fatalf("%s: %v", c.role.Name, err)
+		}
+		if want := strings.Replace(c.want, "?", got[strings.LastIndexByte(strings.TrimSuffix(got, "\n"), ',')+1:len(got)-1], 1); got != want {
+			t.Errorf("%s reads %q, want %q", c.role.Name, got, want)
+		}
+	}
+	if _, err := copyOut(owner, sql); sqlState(err) != "42501" {
+		t.Errorf("a role the policy does not name: %v, want 42501", err)
+	}
+	if _, err := copyOut(owner, "COPY (SELECT id FROM copy_pat) TO STDOUT"); err != nil {
+		t.Errorf("no PHI column: %v", err)
+	}
+	var n int
+	if err := direct.QueryRow(ctx, "SELECT count(*) FROM copy_pat WHERE email LIKE 'phi1:%'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("stored: %d, %v", n, err)
+	}
+
+	recs := readAudit(t, auditPath, 4)
+	var got []string
+	for _, r := range recs {
+		rows := "-"
+		if r.Rows != nil {
+			rows = strconv.FormatInt(*r.Rows, 10)
+		}
+		got = append(got, strings.Join([]string{r.Type, r.Statement, r.ops(), rows, r.Outcome, r.SQLState}, " | "))
+	}
+	want := []string{
+		"statement | copy | copy_pat.email:write copy_pat.date_of_birth:write copy_pat.first_name:write | 1 | ok | 00000",
+		"statement | copy | copy_pat.email:read:plaintext copy_pat.date_of_birth:read:plaintext copy_pat.first_name:read:plaintext | 1 | ok | 00000",
+		"statement | copy | copy_pat.email:read:masked copy_pat.date_of_birth:read:masked copy_pat.first_name:read:masked | 1 | ok | 00000",
+		"refusal | copy | copy_pat.email:read:denied | - | refused | 42501",
+		// No record for the COPY that reads no PHI column.
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("audit records:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
 }
