@@ -317,3 +317,53 @@ func TestCopyAccessAndAudit(t *testing.T) {
 		t.Errorf("audit records:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
 }
+
+// TestCopyInTransaction: a COPY the proxy fails aborts the transaction
+// block as a COPY the server fails does, so COMMIT commits nothing; and
+// data beyond ASCII under another client_encoding is refused.
+func TestCopyInTransaction(t *testing.T) {
+	proxied, direct := copySetup(t)
+	ctx := context.Background()
+	good := "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"
+	bad := "2\tA\tb\tc\tnot a date\t\\N\t\\N\t\\N\n"
+	const sql = "COPY copy_pat (id, first_name, email, note, date_of_birth, score, info, photo) FROM STDIN"
+	for _, c := range []*pgx.Conn{proxied, direct} {
+		table := "copy_pat"
+		if c == direct {
+			table = "copy_plain"
+		}
+		if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+		stmt := sql
+		if c == direct {
+			stmt = plainSQL(sql)
+		}
+		if _, err := copyIn(c, stmt, good); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := copyIn(c, stmt, bad); sqlState(err) != "22007" {
+			t.Fatalf("%s: bad date: %v", table, err)
+		}
+		if _, err := c.Exec(ctx, "SELECT 1"); sqlState(err) != "25P02" {
+			t.Fatalf("%s: after the failed COPY: %v, want 25P02", table, err)
+		}
+		if tag, err := c.Exec(ctx, "COMMIT"); err != nil || tag.String() != "ROLLBACK" {
+			t.Fatalf("%s: COMMIT: %v %v", table, tag, err)
+		}
+		var n int
+		if err := direct.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%s holds %d rows, %v", table, n, err)
+		}
+	}
+
+	if _, err := proxied.Exec(ctx, "SET client_encoding = 'LATIN1'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := copyIn(proxied, sql, "3\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"); err != nil {
+		t.Fatalf("ASCII under LATIN1: %v", err)
+	}
+	if _, err := copyIn(proxied, sql, "4\t\xe9t\xe9\tb\tc\t\\N\t\\N\t\\N\t\\N\n"); sqlState(err) != "0A000" {
+		t.Fatalf("LATIN1 data: %v, want 0A000", err)
+	}
+}

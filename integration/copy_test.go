@@ -253,6 +253,12 @@ func TestCopyFromMatchesPostgres(t *testing.T) {
 		{"csv marker wrong ending", "(FORMAT csv)", "1,A,b,c,,,,\r\n\\.\n"},
 		{"freeze outside a transaction", "(FREEZE)", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
 		{"encoding utf8", "(ENCODING 'UTF-8')", "1\tünï\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"text marker at EOF", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n\\."},
+		{"csv header match without data", "(FORMAT csv, HEADER match)", ""},
+		{"header then duplicate key", "(HEADER)", "h\n1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n1\tB\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
+		{"csv multi-line then duplicate key", "(FORMAT csv)", "1,\"a\nb\",b,c,,,,\n2,\"x\ny\nz\",b,c,,,,\n2,B,b,c,,,,\n"},
+		{"csv CRLF multi-line then bad plain value", "(FORMAT csv)", "1,\"a\r\nb\",b,c,,,,\r\n2,\"x\r\ny\",b,c,,x,,\r\n"},
+		{"not null violation", "", "1\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n\\N\tA\tb\tc\t\\N\t\\N\t\\N\t\\N\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
