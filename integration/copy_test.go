@@ -41,7 +41,7 @@ const copySchema = `
 DROP TABLE IF EXISTS copy_pat;
 CREATE TABLE copy_pat (id int PRIMARY KEY, first_name text, last_name text, date_of_birth text,
   ssn text, ssn_bidx text, ssn_bidx_digits text, note text, email text, email_bidx text, email_bidx_ci text,
-  score int, info text, photo bytea);
+  score int, info text, photo bytea, score2 int GENERATED ALWAYS AS (score * 2) STORED);
 CREATE INDEX ON copy_pat (ssn_bidx); CREATE INDEX ON copy_pat (email_bidx); CREATE INDEX ON copy_pat (email_bidx_ci);
 `
 
@@ -52,7 +52,7 @@ CREATE INDEX ON copy_pat (ssn_bidx); CREATE INDEX ON copy_pat (email_bidx); CREA
 // session).
 const copyPlainSchema = `
 CREATE TEMP TABLE copy_plain (id int PRIMARY KEY, first_name text, last_name text, date_of_birth date,
-  ssn text, note text, email text, score int, info jsonb, photo bytea)`
+  ssn text, note text, email text, score int, info jsonb, photo bytea, score2 int GENERATED ALWAYS AS (score * 2) STORED)`
 
 // copyColumns are copy_plain's columns (and copy_pat's, blind indexes left out).
 const copyColumns = "id, first_name, last_name, date_of_birth, ssn, note, email, score, info, photo"

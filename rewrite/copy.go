@@ -197,6 +197,8 @@ func (a *analyzer) copyColumns(c *pg.CopyStmt, t *policy.Table, cp *Copy) error 
 		var gen []string
 		if g, isGen := a.cat.(GeneratedColumns); ok && isGen {
 			gen, ok = g.Generated(t.Schema, t.Name)
+		} else {
+			ok = false
 		}
 		if !ok {
 			return a.tableError(t, -1, "COPY of PHI table %s without a column list needs the table's columns, which phiproxy does not know yet: list the columns", t.QualifiedName())

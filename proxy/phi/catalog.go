@@ -40,8 +40,9 @@ type catalog struct {
 }
 
 var (
-	_ rewrite.Catalog    = (*catalog)(nil)
-	_ rewrite.Collations = (*catalog)(nil)
+	_ rewrite.Catalog          = (*catalog)(nil)
+	_ rewrite.Collations       = (*catalog)(nil)
+	_ rewrite.GeneratedColumns = (*catalog)(nil)
 )
 
 // attrKey names a column as RowDescription does.
@@ -58,8 +59,9 @@ type attr struct {
 
 // catalogTable is one policy table as the database has it.
 type catalogTable struct {
-	oid     uint32
-	columns []string // live columns in attnum order
+	oid       uint32
+	columns   []string // live columns in attnum order
+	generated []string // the generated ones among them
 }
 
 // The catalog query returns rows of six text columns, then the
@@ -69,7 +71,9 @@ type catalogTable struct {
 // empty).
 const (
 	rowRelkind = "relkind" // table OID, schema, table, relkind, ""
-	rowAlias   = "alias"   // table OID, alias kind, identity, extra, bare name
+	// rowGenerated: table OID, schema, table, a generated column's name, ""
+	rowGenerated = "generated"
+	rowAlias     = "alias" // table OID, alias kind, identity, extra, bare name
 )
 
 // policyTablesIn is the SQL list of the policy tables' (schema, name).
@@ -108,6 +112,10 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	// Policy relations that are not tables.
 	b.WriteString(` UNION ALL SELECT 1, t.oid::pg_catalog.int8, 0, '` + rowRelkind + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, t.relkind` + txt + `, '', '', '', ''` +
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
+	// Generated columns, which COPY without a column list leaves out
+	// (attgenerated is read through to_jsonb: PostgreSQL 11 lacks it).
+	b.WriteString(` UNION ALL SELECT 2, t.oid::pg_catalog.int8, a.attnum::pg_catalog.int8, '` + rowGenerated + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, a.attname` + txt + `, '', '', '', ''` +
+		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid WHERE a.attnum > 0 AND NOT a.attisdropped AND coalesce(pg_catalog.to_jsonb(a) ->> 'attgenerated', '') <> ''`)
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
@@ -201,7 +209,7 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		name   string
 	}
 	order := map[*catalogTable][]ordered{}
-	var aliases, relkinds [][][]byte
+	var aliases, relkinds, generated [][][]byte
 	for _, r := range rows {
 		if len(r) != 6 && len(r) != 6+collationWidth {
 			return nil, fmt.Errorf("catalog row has %d columns, want %d", len(r), 6+collationWidth)
@@ -212,6 +220,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			continue
 		case rowRelkind:
 			relkinds = append(relkinds, r)
+			continue
+		case rowGenerated:
+			generated = append(generated, r)
 			continue
 		}
 		oid, err1 := strconv.ParseUint(string(r[0]), 10, 32)
@@ -287,6 +298,11 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			cat.problems[pt.QualifiedName()] = problems
 		}
 	}
+	for _, r := range generated {
+		if t := cat.tables[string(r[2])+"."+string(r[3])]; t != nil {
+			t.generated = append(t.generated, string(r[4]))
+		}
+	}
 	for _, r := range relkinds {
 		pt := pol.Table(string(r[2]), string(r[3]))
 		if pt == nil {
@@ -356,6 +372,18 @@ func (c *catalog) Columns(schema, table string) ([]string, bool) {
 	return t.columns, true
 }
 
+// Generated implements rewrite.GeneratedColumns.
+func (c *catalog) Generated(schema, table string) ([]string, bool) {
+	if c == nil {
+		return nil, false
+	}
+	t := c.tables[schema+"."+table]
+	if t == nil {
+		return nil, false
+	}
+	return t.generated, true
+}
+
 // lookup returns what the proxy does with a result column.
 func (c *catalog) lookup(table uint32, attnum int16) (attr, bool) {
 	if c == nil || table == 0 {
@@ -396,7 +424,7 @@ func (c *catalog) sameTables(o *catalog, ts []*policy.Table) bool {
 		if ct == nil {
 			continue
 		}
-		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) || c.defColl != o.defColl {
+		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) || !slices.Equal(ct.generated, ot.generated) || c.defColl != o.defColl {
 			return false
 		}
 		for _, col := range ct.columns {

@@ -300,7 +300,8 @@ func (s *session) checkSettings(sql string, simple bool) error {
 	if !backslash && !nonASCII {
 		return nil
 	}
-	if idle, _ := s.c.Idle(); !idle {
+	// Idle, or about to be: the Sync after a guarded Query (canQuery).
+	if idle, _, _ := s.canQuery(); !idle {
 		return errSettingsInFlight
 	}
 	switch {
