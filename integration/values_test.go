@@ -612,6 +612,7 @@ func TestValuesAnyArray(t *testing.T) {
 		arrays := []arrayCase{
 			{0, "{}"}, {0, "{NULL}"}, {0, `{"` + stored + `"}`}, {0, `{ "x" , "` + stored + `" }`}, {0, "{x,y"}, {0, "{{a},{b,c}}"},
 			{0, `{"a"b}`}, {0, "[1:1]={x}"}, {0, `{null, NULL ,"NULL"}`}, {0, "{a b , c}"}, {0, `{a\,b}`},
+			{0, "{{x,y},{z,w}}"}, {0, `{{"x"},{"` + stored + `"}}`}, {0, `{{{"` + stored + `", x}}}`},
 		}
 		switch col {
 		case "v_int4":

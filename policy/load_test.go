@@ -245,6 +245,10 @@ func TestGroupShared(t *testing.T) {
 	}
 }
 
+// long63 is a database name as long as PostgreSQL keeps (NAMEDATALEN -
+// 1 bytes): a startup message's longer name is cut to it.
+var long63 = strings.Repeat("d", 63)
+
 func TestGoverns(t *testing.T) {
 	tables := "tables:\n  - name: t\n    columns: { a: { type: text } }\n"
 	tests := []struct {
@@ -254,6 +258,10 @@ func TestGoverns(t *testing.T) {
 	}{
 		{"listed", "databases: [clinic, Clinic2]\n" + tables, []string{"clinic", "Clinic2"},
 			map[string]bool{"clinic": true, "Clinic2": true, "clinic2": false, "postgres": false, "": false}},
+		// PostgreSQL cuts a startup message's name to 63 bytes, and
+		// created names at a character boundary.
+		{"long names", "databases: [" + long63 + "]\n" + tables, []string{long63},
+			map[string]bool{long63: true, long63 + "x": true, long63 + "\u00e9": true, long63[:62]: false, long63[:62] + "x": false}},
 		{"every database when unlisted", tables, nil,
 			map[string]bool{"clinic": true, "postgres": true, "": true}},
 		{"nothing without tables", "", nil,

@@ -99,6 +99,10 @@ func (p *Policy) Databases() []string {
 // database, so that forgetting the list can only refuse statements (a
 // policy table missing in some database), never let PHI through in
 // plaintext. An empty policy governs nothing.
+//
+// Names are compared as PostgreSQL looks them up: it cuts the startup
+// message's name to maxNameBytes bytes (listed names are no longer), so a
+// governed name with bytes appended still names it.
 func (p *Policy) Governs(db string) bool {
 	if p.Empty() {
 		return false
@@ -106,5 +110,17 @@ func (p *Policy) Governs(db string) bool {
 	if p.databases == nil {
 		return true
 	}
-	return slices.Contains(p.databases, db)
+	return slices.Contains(p.databases, cutName(db))
+}
+
+// maxNameBytes is the longest name PostgreSQL keeps (NAMEDATALEN - 1).
+const maxNameBytes = 63
+
+// cutName is name as PostgreSQL cuts a startup message's database name:
+// to maxNameBytes bytes, whatever the characters.
+func cutName(name string) string {
+	if len(name) > maxNameBytes {
+		return name[:maxNameBytes]
+	}
+	return name
 }

@@ -254,6 +254,19 @@ func runCommand(t *testing.T, c *gcase, policies map[string]*policy.Policy) stri
 		}
 		checkPlan(t, c.line, c.input, plan, pol)
 		return renderPlan(plan)
+	case "cursors":
+		uses, err := Cursors(c.input)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		var out []string
+		for _, u := range uses {
+			out = append(out, renderCursor(u))
+		}
+		if len(out) == 0 {
+			return "none"
+		}
+		return strings.Join(out, "\n")
 	}
 	t.Fatalf("line %d: unknown command %q", c.line, fields[0])
 	return ""
@@ -384,6 +397,9 @@ func renderPlan(p *Plan) string {
 		for _, r := range st.Returning {
 			fmt.Fprintf(&b, " returning[%d]=%s", r.Index, r.Column.Name)
 		}
+		if st.Cursor != nil {
+			b.WriteString(" cursor=" + renderCursor(*st.Cursor))
+		}
 	}
 	if c := p.Copy; c != nil {
 		b.WriteString("\n" + renderCopy(c, p.SQL))
@@ -430,4 +446,24 @@ func renderCopy(c *Copy, sql string) string {
 		fmt.Fprintf(&b, "\nindexes: %s", strings.Join(ixs, " "))
 	}
 	return b.String()
+}
+
+var cursorOpNames = map[CursorOp]string{CursorDeclare: "declare", CursorFetch: "fetch", CursorMove: "move", CursorClose: "close", CursorCloseAll: "close-all"}
+
+// renderCursor is "op name options" of a cursor use.
+func renderCursor(u CursorUse) string {
+	s := cursorOpNames[u.Op]
+	if u.Name != "" {
+		s += fmt.Sprintf("(%q", u.Name)
+		for _, o := range []struct {
+			on   bool
+			name string
+		}{{u.Hold, "hold"}, {u.Binary, "binary"}, {u.Scroll, "scroll"}} {
+			if o.on {
+				s += "," + o.name
+			}
+		}
+		s += ")"
+	}
+	return s
 }

@@ -157,6 +157,9 @@ type Statement struct {
 	// Each pair once, in order of first use. The blind index the proxy
 	// adds beside a written value is part of the write, not a search.
 	Uses []ColumnUse
+	// Cursor is what the statement does with a SQL cursor (DECLARE,
+	// FETCH, MOVE, CLOSE, DISCARD ALL), nil for other statements.
+	Cursor *CursorUse
 }
 
 // ColumnUse is a PHI column and what a statement does with it.

@@ -54,9 +54,13 @@ func (a *analyzer) statement(n *pg.Node) error {
 		a.stmt.Kind = KindOther
 		return err
 	case *pg.Node_DeclareCursorStmt:
+		// Rewritten and refused as the SELECT it declares (cursor.go).
 		err := a.statement(x.DeclareCursorStmt.Query)
 		a.stmt.Kind = KindSelect
+		a.stmt.Cursor = cursorUse(n)
 		return err
+	case *pg.Node_FetchStmt, *pg.Node_ClosePortalStmt, *pg.Node_DiscardStmt:
+		a.stmt.Cursor = cursorUse(n)
 	case *pg.Node_ViewStmt:
 		// A view over a PHI table is auto-updatable: writes through its
 		// name would bypass the policy (and its columns read back as
@@ -238,6 +242,12 @@ func isDDL(n *pg.Node) bool {
 	name := oneofName(n)
 	switch name {
 	case "index_stmt", "rename_stmt", "comment_stmt", "grant_stmt", "grant_role_stmt", "define_stmt", "composite_type_stmt":
+		return true
+	case "vacuum_stmt", "reindex_stmt", "cluster_stmt":
+		// Maintenance that rewrites or scans storage: no values, no rows
+		// to decrypt, so no catalog guard in front of it, which would
+		// make VACUUM and REINDEX CONCURRENTLY fail ("cannot be executed
+		// within a pipeline").
 		return true
 	}
 	return strings.HasPrefix(name, "create_") || strings.HasPrefix(name, "alter_") || strings.HasPrefix(name, "drop_")

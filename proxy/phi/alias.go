@@ -21,6 +21,11 @@ func (c *catalog) aliasNamed(sql string) (named bool, err error) {
 		return false, nil
 	}
 	lower := strings.ToLower(sql)
+	if strings.Contains(lower, `u&"`) {
+		// A Unicode-escaped identifier (U&"visits\005fv") spells a name
+		// without its letters: the word search cannot see it.
+		return true, &CatalogError{Msg: "a Unicode-escaped identifier (U&\"...\") is not supported while the database has second names for PHI tables (phiproxy finds them by name): write the identifier plainly"}
+	}
 	names := make([]string, 0, len(c.aliasNames))
 	for n := range c.aliasNames {
 		names = append(names, n)
@@ -40,7 +45,8 @@ func (c *catalog) aliasNamed(sql string) (named bool, err error) {
 }
 
 // containsWord reports whether word occurs in s with no identifier
-// character on either side.
+// character on either side (after it, for a word PostgreSQL may have cut
+// a longer identifier to, any).
 func containsWord(s, word string) bool {
 	for i := 0; ; {
 		j := strings.Index(s[i:], word)
@@ -48,12 +54,18 @@ func containsWord(s, word string) bool {
 			return false
 		}
 		at, end := i+j, i+j+len(word)
-		if (at == 0 || !identByte(s[at-1])) && (end == len(s) || !identByte(s[end])) {
+		if (at == 0 || !identByte(s[at-1])) && (end == len(s) || !identByte(s[end]) || len(word) >= minCutName) {
 			return true
 		}
 		i = at + 1
 	}
 }
+
+// minCutName is the shortest name a longer identifier may be cut to:
+// PostgreSQL cuts identifiers to 63 bytes at a character boundary (up to
+// three bytes less), so a name this long followed by more identifier
+// characters may be the same name.
+const minCutName = 60
 
 // identByte reports whether b may continue an unquoted identifier.
 func identByte(b byte) bool {
@@ -61,19 +73,41 @@ func identByte(b byte) bool {
 }
 
 // removesAlias reports whether sql is one statement starting with DROP or
-// ALTER. Any semicolon but trailing ones makes it more than one statement
-// (or one with a semicolon in a literal, refused all the same).
+// ALTER that holds no value. Any semicolon but trailing ones makes it more
+// than one statement (or one with a semicolon in a literal, refused all
+// the same). A value would be written by the ALTER (ALTER TABLE child
+// ALTER COLUMN ssn SET DEFAULT '...' stores it in the catalog, on a
+// relation the rewriter does not know as PHI): a quote, a dollar sign or
+// a digit that is not part of a name refuses the text.
 func removesAlias(sql string) bool {
 	if strings.Contains(strings.TrimRight(sql, " \t\r\n\f;"), ";") {
 		return false
 	}
 	w := firstWord(sql)
-	return w == "drop" || w == "alter"
+	return (w == "drop" || w == "alter") && !holdsValue(sql)
+}
+
+// holdsValue reports whether sql may hold a constant: a quote (a string,
+// or a quoted identifier, refused all the same), a dollar sign, or a digit
+// that does not continue a word.
+func holdsValue(sql string) bool {
+	for i := 0; i < len(sql); i++ {
+		switch c := sql[i]; {
+		case c == '\'' || c == '$':
+			return true
+		case c >= '0' && c <= '9' && (i == 0 || !identByte(sql[i-1])):
+			return true
+		}
+	}
+	return false
 }
 
 // firstWord returns the first word of sql in lower case, after blanks and
 // comments (nested ones as PostgreSQL reads them).
-func firstWord(sql string) string {
+func firstWord(sql string) string { return strings.ToLower(leadingWord(sql)) }
+
+// leadingWord is firstWord as written, without allocating.
+func leadingWord(sql string) string {
 	for {
 		sql = strings.TrimLeft(sql, " \t\r\n\f")
 		switch {
@@ -107,7 +141,7 @@ func firstWord(sql string) string {
 			for i < len(sql) && identByte(sql[i]) {
 				i++
 			}
-			return strings.ToLower(sql[:i])
+			return sql[:i]
 		}
 	}
 }

@@ -118,18 +118,20 @@ func (p *arrayParser) array(depth int) (int, error) {
 	}
 }
 
-// level checks that every array at a depth has the same length.
+// level checks that every array at a depth has the same length. The
+// innermost arrays close first, so a depth's length is often known
+// before the lengths of the depths above it (-1 until then).
 func (p *arrayParser) level(depth, n int) error {
-	if depth < len(p.dims) {
-		if p.dims[depth] != n {
-			return &ValueError{Type: p.t, Code: pgerrcode.InvalidTextRepresentation, Msg: "malformed array literal: multidimensional arrays must have sub-arrays with matching dimensions"}
-		}
+	for len(p.dims) <= depth {
+		p.dims = append(p.dims, -1)
+	}
+	if p.dims[depth] == -1 {
+		p.dims[depth] = n
 		return nil
 	}
-	if depth != len(p.dims) {
-		return errMalformedArray(p.t)
+	if p.dims[depth] != n {
+		return &ValueError{Type: p.t, Code: pgerrcode.InvalidTextRepresentation, Msg: "malformed array literal: multidimensional arrays must have sub-arrays with matching dimensions"}
 	}
-	p.dims = append(p.dims, n)
 	return nil
 }
 

@@ -387,6 +387,9 @@ func TestCatalogAliases(t *testing.T) {
 		{"/* /* */ DROP */ SELECT * FROM pv", "public.pv"},
 		{"DROP VIEW x; SELECT * FROM pv", "public.pv"},
 		{"-- drop\nSELECT * FROM pv", "public.pv"},
+		{"ALTER VIEW pv ALTER COLUMN ssn SET DEFAULT 'x'", "public.pv"},
+		{"ALTER TABLE kid ALTER COLUMN ssn SET DEFAULT $$x$$", "public.kid"},
+		{"ALTER TABLE kid ALTER COLUMN ssn SET DEFAULT 123", "public.kid"},
 	} {
 		named, err := c.aliasNamed(tc.sql)
 		switch {
@@ -396,6 +399,12 @@ func TestCatalogAliases(t *testing.T) {
 			t.Errorf("%q refused: %v", tc.sql, err)
 		case tc.refused != "" && (err == nil || !strings.Contains(err.Error(), "the statement names "+tc.refused+", a second name for table public.patients")):
 			t.Errorf("%q: %v, want a refusal naming %s", tc.sql, err, tc.refused)
+		}
+	}
+	// A Unicode-escaped identifier spells a name without its letters.
+	for _, sql := range []string{`SELECT * FROM U&"p\0076"`, `select * from u&"!0070v" uescape '!'`, `DROP VIEW U&"p\0076"`} {
+		if named, err := c.aliasNamed(sql); !named || err == nil || !strings.Contains(err.Error(), "Unicode-escaped identifier") {
+			t.Errorf("%q: %v, %v; want a refusal", sql, named, err)
 		}
 	}
 }
@@ -509,4 +518,24 @@ func TestScriptRefusalRechecks(t *testing.T) {
 	c.expect("CommandComplete INSERT 0 1", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SELECT id FROM patients WHERE email LIKE '%x%'"})
 	c.expect("ErrorResponse ERROR 0A000 phiproxy: …", "ReadyForQuery I")
+}
+
+// TestContainsWordCut: PostgreSQL cuts identifiers to 63 bytes, so a name
+// that long is found followed by more identifier characters.
+func TestContainsWordCut(t *testing.T) {
+	long := strings.Repeat("v", 63)
+	for _, tc := range []struct {
+		s, word string
+		want    bool
+	}{
+		{"select * from pv", "pv", true},
+		{"select * from pvx", "pv", false},
+		{"select * from " + long + "xyz", long, true},
+		{`insert into "` + long + `é"`, long, true},
+		{"select * from x" + long, long, false},
+	} {
+		if got := containsWord(tc.s, tc.word); got != tc.want {
+			t.Errorf("containsWord(%q, %q) = %v", tc.s, tc.word, got)
+		}
+	}
 }

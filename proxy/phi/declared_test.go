@@ -11,6 +11,7 @@ import (
 
 	"github.com/novamind/phiproxy/policy"
 	"github.com/novamind/phiproxy/proxy"
+	"github.com/novamind/phiproxy/rewrite"
 )
 
 // TestConversionOf: the types PostgreSQL 15 accepts for a column of each
@@ -203,4 +204,101 @@ func TestScriptSettingsMoved(t *testing.T) {
 	c.expect("CommandComplete INSERT 0 1", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SET DateStyle = ISO; INSERT INTO patients (date_of_birth) VALUES ('05/12/1980')"})
 	c.expect("ErrorResponse ERROR 0A000 phiproxy: …", "ReadyForQuery I")
+}
+
+// TestValueType: a PHI parameter's type, from its declaration and its
+// cast, as PostgreSQL resolves it; what the proxy cannot take at face
+// value is refused.
+func TestValueType(t *testing.T) {
+	tests := []struct {
+		declared uint32
+		cast     string
+		want     uint32 // 0 with refused: a 0A000 refusal
+		refused  bool
+	}{
+		{0, "", 0, false},
+		{pgtype.UnknownOID, "", 0, false},
+		{pgtype.Int4OID, "", pgtype.Int4OID, false},
+		{0, "timestamp", pgtype.TimestampOID, false},
+		{pgtype.UnknownOID, "date", pgtype.DateOID, false},
+		{0, "text[]", pgtype.TextArrayOID, false},
+		{0, "timestamptz[]", pgtype.TimestamptzArrayOID, false},
+		{pgtype.TimestampOID, "timestamp", pgtype.TimestampOID, false},
+		{pgtype.VarcharOID, "jsonb", pgtype.JSONBOID, false}, // pgjdbc's setString with ?::jsonb
+		{pgtype.TextOID, "text[]", 0, true},
+		{pgtype.Int4OID, "int8", 0, true},
+		{0, "point", 0, true},
+		{0, "point[]", 0, true},
+		{0, rewrite.TypeUnknown, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := valueType(tt.declared, tt.cast)
+		if tt.refused {
+			if proxy.Classify(err).Code != "0A000" {
+				t.Errorf("valueType(%d, %q) = %d, %v; want a 0A000 refusal", tt.declared, tt.cast, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("valueType(%d, %q) = %d, %v; want %d", tt.declared, tt.cast, got, err, tt.want)
+		}
+	}
+}
+
+// TestLiteralType: a literal's type as PostgreSQL's make_const gives it
+// (checked with pg_typeof on PostgreSQL 15.18: 42 integer, 3000000000
+// and -2147483649 bigint, -2147483648 integer, 9223372036854775808, 4.5
+// and 1e3 numeric).
+func TestLiteralType(t *testing.T) {
+	tests := []struct {
+		lit  rewrite.Literal
+		want uint32
+	}{
+		{rewrite.Literal{Value: "x"}, 0},
+		{rewrite.Literal{Type: rewrite.LiteralBool, Value: "true"}, pgtype.BoolOID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "42"}, pgtype.Int4OID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "-0"}, pgtype.Int4OID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "3000000000"}, pgtype.Int8OID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "-2147483648"}, pgtype.Int4OID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "-2147483649"}, pgtype.Int8OID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "9223372036854775807"}, pgtype.Int8OID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "9223372036854775808"}, pgtype.NumericOID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "4.5"}, pgtype.NumericOID},
+		{rewrite.Literal{Type: rewrite.LiteralNumber, Value: "1e3"}, pgtype.NumericOID},
+		{rewrite.Literal{Type: "date", Value: "2020-01-02"}, pgtype.DateOID},
+	}
+	for _, tt := range tests {
+		if got, err := literalType(&tt.lit); err != nil || got != tt.want {
+			t.Errorf("literalType(%+v) = %d, %v; want %d", tt.lit, got, err, tt.want)
+		}
+	}
+	if _, err := literalType(&rewrite.Literal{Type: "point", Value: "(1,2)"}); proxy.Classify(err).Code != "0A000" {
+		t.Errorf("literalType of a point: %v, want a 0A000 refusal", err)
+	}
+}
+
+// TestCheckParamArray: = ANY($n) needs an array of a type the column
+// accepts.
+func TestCheckParamArray(t *testing.T) {
+	p := &rewrite.Param{Column: testColumn(policy.TypeText), Array: true, Action: rewrite.ActionIndex}
+	tests := []struct {
+		declared uint32
+		code     string
+	}{
+		{0, ""},
+		{pgtype.TextArrayOID, ""},
+		{pgtype.VarcharArrayOID, ""},
+		{pgtype.Int4ArrayOID, "42883"}, // text = integer does not exist
+		{pgtype.TextOID, "0A000"},      // not an array
+		{pgtype.PointArrayOID, "0A000"},
+	}
+	for _, tt := range tests {
+		code := ""
+		if err := checkParam(p, tt.declared); err != nil {
+			code = proxy.Classify(err).Code
+		}
+		if code != tt.code {
+			t.Errorf("checkParam(text = ANY($1) declared %d): SQLSTATE %q, want %q", tt.declared, code, tt.code)
+		}
+	}
 }

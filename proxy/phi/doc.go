@@ -52,6 +52,9 @@
 //     query shape, and encoded in the format the client asked for. When a
 //     client executes a portal it never described, the proxy describes it
 //     itself (a hidden expectation) to learn where its columns come from.
+//     A SQL cursor's portal, which the client never bound, is described and
+//     executed the same way; the cursors declared over policy tables are
+//     remembered by name until PostgreSQL drops them (cursor.go).
 //   - A value that fails to decrypt ends that result with XX001 naming the
 //     column; the session goes on.
 //   - COPY TO STDOUT rows (copyout.go, a proxy.CopyTransformer) are

@@ -27,10 +27,16 @@ func (s *session) handleQuery(msg []byte) error {
 	if err == nil && plan.Passthrough && len(plan.Statements) > 0 {
 		err = s.checkSent(sql)
 	}
+	var cursors []cursorStmt
+	if err == nil {
+		cursors = s.cursorStmts(sql, plan, true)
+		err = s.checkCursors(cursors)
+	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
+		s.applyCursors(cursors, s.db)
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg)
 	}
 	var text []byte
@@ -79,6 +85,7 @@ func (s *session) handleQuery(msg []byte) error {
 	} else {
 		resp = s.queryResult(plan)
 	}
+	s.applyCursors(cursors, s.db)
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err
 	}
@@ -127,7 +134,10 @@ func (s *session) handleParse(msg []byte) error {
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
 	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name),
-		movesSettings: movesSettings(p.Query)}
+		movesSettings: movesSettings(p.Query), cursor: s.cursorStmts(p.Query, plan, false)}
+	for _, c := range st.cursor {
+		st.fetch = st.fetch || c.Op == rewrite.CursorFetch
+	}
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -216,7 +226,10 @@ func (s *session) handleBind(msg []byte) error {
 		if err != nil {
 			return err
 		}
-		r := &result{s: s, db: st.db, stmt: st, formats: formats}
+		if msg, formats, err = s.mapResultFormats(msg, st, formats); err != nil {
+			return err
+		}
+		r := &result{s: s, db: st.db, stmt: st, formats: formats, cursor: s.fetchCursor(st)}
 		s.portals[portalName] = s.newPortal(st, r)
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, msg)
 	}
@@ -262,12 +275,12 @@ func (s *session) handleDescribe(msg []byte) error {
 				return err
 			}
 		}
-		r := &result{s: s, db: st.db, stmt: st, statement: true}
+		r := &result{s: s, db: st.db, stmt: st, statement: true, cursor: s.fetchCursor(st)}
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindDescribeStatement, Responder: r}, msg)
 	}
 	p := s.portals[name]
 	if p == nil {
-		return s.c.Pass('D', msg)
+		return s.describeCursor(name, msg)
 	}
 	p.described = true
 	if reliesOnCatalog(p.stmt.plan) {
@@ -289,10 +302,13 @@ func (s *session) handleExecute(msg []byte) error {
 	}
 	p := s.portals[string(name)]
 	if p == nil {
-		// Of a statement the proxy does not know: it may change anything.
-		s.noteSettings(true)
-		return s.c.Pass('E', msg)
+		// A SQL cursor, or a portal of a statement the proxy does not know.
+		return s.executeCursor(string(name), msg)
 	}
+	if err := s.checkCursors(p.stmt.cursor); err != nil {
+		return s.raiseExtended(err)
+	}
+	s.applyCursors(p.stmt.cursor, p.stmt.db)
 	s.noteSettings(p.stmt.movesSettings)
 	if s.settingsMoved {
 		p.result.unsure.Store(true)
@@ -307,7 +323,8 @@ func (s *session) handleExecute(msg []byte) error {
 	}
 	// Known from answers that arrived, or from the client's Describe of this
 	// portal (a Describe skipped after an error skips this Execute too).
-	if !p.described && p.stmt.rd.Load() == nil {
+	// A FETCH's rows have the shape of the cursor it reads now.
+	if !p.described && (p.stmt.rd.Load() == nil || p.stmt.fetch) {
 		out, err := (&pgproto3.Describe{ObjectType: 'P', Name: string(name)}).Encode(s.buf[:0])
 		if err != nil {
 			return err
@@ -327,6 +344,7 @@ func (s *session) handleClose(msg []byte) error {
 	name := string(msg[6 : len(msg)-1])
 	if msg[5] == 'P' {
 		delete(s.portals, name)
+		delete(s.cursors, name) // a SQL cursor is a portal too
 		return s.c.Pass('C', msg)
 	}
 	st := s.lookup(name)

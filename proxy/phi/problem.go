@@ -73,11 +73,17 @@ func missingTable(t *policy.Table) Problem {
 }
 
 // aliasProblem is the problem of a second name for t found by the catalog
-// query: kind and identity (and extra, a column name) as its alias rows
+// query: kind and identity (and extra, a column name, or the second name
+// through which a child or parent reaches t) as its alias rows
 // give them.
 func aliasProblem(t *policy.Table, kind, identity, extra string) Problem {
 	p := Problem{Table: t.QualifiedName(), Kind: ProblemAlias, Alias: identity}
 	table := qualified(t)
+	if extra != "" && kind != "column" {
+		// A child or parent found through another second name: the
+		// DDL detaches it from that one.
+		table = extra
+	}
 	switch kind {
 	case "view":
 		p.Message = fmt.Sprintf("view %s reads it under a second name that phiproxy does not govern", identity)

@@ -31,6 +31,9 @@ type result struct {
 	// bound: the server confirmed the portal's Bind (BindComplete), so a
 	// description of the portal is one of stmt. serverToClient.
 	bound bool
+	// cursor, when not nil, is the SQL cursor this describes (a FETCH
+	// from it, a Describe of its portal): it keeps the description.
+	cursor *cursor
 	// unsure: when the statement ran, DateStyle or TimeZone may have
 	// been changed by an earlier message of its pipeline (or by itself),
 	// so dates and timestamps cannot be presented in text format for
@@ -63,18 +66,25 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 	if err := rd.Decode(msg[5:]); err != nil {
 		return nil, nil, errors.New("invalid RowDescription from the server")
 	}
-	if r.statement || (r.bound && r.stmt != nil && r.stmt.rd.Load() == nil) {
+	keepStmt := r.statement || (r.bound && r.stmt != nil && r.stmt.rd.Load() == nil)
+	if keepStmt || r.cursor != nil {
 		// Kept for later portals of the statement (their result formats
 		// and rows), from its own description or from a portal the
 		// server confirmed bound to it: a Bind that failed leaves the
-		// portal the server had, which may be another statement's.
+		// portal the server had, which may be another statement's. And
+		// for later FETCHes of the cursor (their result formats).
 		keep := rd
 		keep.Fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
 		for i := range keep.Fields {
 			keep.Fields[i].Name = append([]byte(nil), keep.Fields[i].Name...)
 			keep.Fields[i].Format = formatText
 		}
-		r.stmt.rd.Store(&keep)
+		if keepStmt {
+			r.stmt.rd.Store(&keep)
+		}
+		if r.cursor != nil {
+			r.cursor.rd.Store(&keep)
+		}
 	}
 	var err error
 	if r.t, err = r.s.resultTransform(r.db.cat, &rd, nil, !r.statement); err != nil {

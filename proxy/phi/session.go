@@ -49,6 +49,8 @@ type session struct {
 	statements map[string]*statement // prepared statements by name
 	swept      int                   // len(statements) that triggers the next sweep
 	portals    map[string]*portal    // portals of rewritten statements by name
+	cursors    map[string]*cursor    // SQL cursors declared over policy tables (cursor.go)
+	cursorSeq  uint64                // declarations counted, for evictCursors
 	buf        []byte                // scratch for encoded messages
 	toks       []rewrite.Token       // scratch for checkSent
 	cur        curStatement          // the statement at hand, for refusal records (audit.go)
@@ -58,6 +60,12 @@ type session struct {
 	// Both last until the client's next message but COPY data.
 	copying     *copyIn
 	copyDiscard bool
+
+	// lastCursorSQL and lastCursorStmts are the last text parsed for its
+	// cursor statements and what it holds (a FETCH repeats its text).
+	// clientToServer.
+	lastCursorSQL   string
+	lastCursorStmts []cursorStmt
 
 	// Set by NewSession, then read-only. access: what the session's roles
 	// get of each column with an access rule (access.go), nil when the
@@ -104,6 +112,7 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 		c:          c,
 		statements: map[string]*statement{},
 		portals:    map[string]*portal{},
+		cursors:    map[string]*cursor{},
 		swept:      minSweep,
 	}
 	s.w, s.r = newWriter(eng.cols, &s.nonUTF8), newReader(&s.nonUTF8, &s.settings)
@@ -189,15 +198,17 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 // protocol exists (PostgreSQL drops them at transaction end), and closed
 // statements can be dropped from the map (lookup no longer needs them).
 // Statements are swept when their number has doubled since the last sweep,
-// so the cost stays proportional to the client's own use.
+// so the cost stays proportional to the client's own use. SQL cursors
+// without HOLD end with the transaction too.
 func (s *session) sweep() {
-	if len(s.portals) == 0 && len(s.statements) <= s.swept {
+	if len(s.portals) == 0 && len(s.cursors) == 0 && len(s.statements) <= s.swept {
 		return
 	}
 	if idle, status := s.c.Idle(); !idle || status != 'I' {
 		return
 	}
 	clear(s.portals)
+	s.sweepCursors()
 	if len(s.statements) > s.swept {
 		for name, st := range s.statements {
 			if s.lookup(name) == nil && st.state.Load() != stmtPending {

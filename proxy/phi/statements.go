@@ -34,6 +34,11 @@ type statement struct {
 	paramOIDs []uint32
 	// movesSettings: executing it may change DateStyle or TimeZone.
 	movesSettings bool
+	// cursor is what it does with SQL cursors (cursor.go); fetch: it is a
+	// FETCH, whose rows take the shape of whatever cursor holds the name
+	// when it runs, not of the statement's description.
+	cursor []cursorStmt
+	fetch  bool
 	// rd is the server's RowDescription of the statement, once a Describe
 	// answered it. Written by serverToClient, read by clientToServer.
 	rd atomic.Pointer[pgproto3.RowDescription]
