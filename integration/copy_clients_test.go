@@ -367,3 +367,22 @@ func TestCopyInTransaction(t *testing.T) {
 		t.Fatalf("LATIN1 data: %v, want 0A000", err)
 	}
 }
+
+// TestCopyQueryLiterals: the literals of COPY (query) TO reach the server
+// as blind indexes, never as written.
+func TestCopyQueryLiterals(t *testing.T) {
+	proxied, _ := copySetup(t)
+	email := secret("cpqlit") + "@x.org"
+	if _, err := copyIn(proxied, "COPY copy_pat (id, email) FROM STDIN (FORMAT csv)", "7,"+email+"\n8,other@x.org\n"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		"COPY (SELECT id FROM copy_pat WHERE email = '" + email + "') TO STDOUT",
+		"COPY (SELECT id FROM copy_pat WHERE lower(email) = lower('" + strings.ToUpper(email) + "')) TO STDOUT",
+	} {
+		if got, err := copyOut(proxied, sql); err != nil || got != "7\n" {
+			t.Errorf("%s: %q %v", sql, got, err)
+		}
+	}
+	noMarkerInServerLog(t, []string{email, strings.ToUpper(email)})
+}
