@@ -77,6 +77,7 @@ type options struct {
 	duration                       time.Duration
 	clients, jobs, scale, patients int
 	rounds, idle, copyRows         int
+	copySorted                     bool
 	cpuprofile                     string
 	audit                          bool
 }
@@ -91,6 +92,7 @@ func run() error {
 	flag.IntVar(&o.rounds, "rounds", 1, "how many times to run each interleaved matrix (and the idle measurement)")
 	flag.IntVar(&o.idle, "idle", 1000, "idle sessions opened through each middlebox by the idle workload")
 	flag.IntVar(&o.copyRows, "copy-rows", 1_000_000, "patients loaded by each COPY of the copy workload")
+	flag.BoolVar(&o.copySorted, "copy-sorted", false, "copy workload: ssn and email values in index order (flatters the plaintext btrees)")
 	procs := flag.Int("procs", 0, "GOMAXPROCS of this process, which is the proxy (limits.max_procs); 0 leaves Go's default")
 	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), all of these, or copy (COPY of encrypted patients)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
