@@ -40,7 +40,7 @@ fuzz:
 demo: build postgres
 	exec $(BIN) demo $(if $(PORT),--listen 127.0.0.1:$(PORT)) $(if $(METRICS_PORT),--metrics 127.0.0.1:$(METRICS_PORT))
 
-# BENCHFLAGS go to scripts/bench (-workload pgbench|idle|phi, -duration 30s, -rounds 2,
+# BENCHFLAGS go to scripts/bench (-workload pgbench|idle|phi|copy, -duration 30s, -rounds 2,
 # -idle 1000, -cpuprofile FILE, ...); scripts/bench.sh installs pgbouncer when root.
 bench: postgres
 	scripts/bench.sh $(BENCHFLAGS)

@@ -433,7 +433,7 @@ var rejected = []struct{ name, sql string }{
 	{"cast", "SELECT id FROM patients WHERE date_of_birth::date = '2000-01-01'"},
 	{"equality without index", "SELECT id FROM patients WHERE first_name = 'x'"},
 	{"insert select", "INSERT INTO clinical_notes (diagnosis) SELECT 'x' || id FROM patients"},
-	{"copy", "COPY patients (email) FROM STDIN"},
+	{"copy to a server file", "COPY patients (email) TO '/tmp/phiproxy-rejected'"},
 	{"write blind index", "UPDATE patients SET email_bidx = 'x'"},
 	{"merge", "MERGE INTO patients p USING insurance i ON p.id = i.patient_id WHEN MATCHED THEN UPDATE SET city = 'x'"},
 	{"writable cte", "WITH moved AS (UPDATE patients SET city = 'x' RETURNING id) SELECT count(*) FROM moved"},

@@ -653,8 +653,8 @@ var reviewRefused = []string{
 	"DELETE FROM patients USING (VALUES ('{M}')) v(x) WHERE patients.city = v.x",
 	"WITH x AS (INSERT INTO patients (city) VALUES ('{M}') RETURNING id) SELECT * FROM x",
 	"WITH x AS (SELECT '{M}' AS c) INSERT INTO patients (city) SELECT c FROM x",
-	"COPY patients (city) FROM STDIN /* {M} */",
-	"COPY (SELECT id FROM patients WHERE email = '{M}') TO STDOUT",
+	"COPY patients (city) FROM STDIN (FORMAT binary) /* {M} */",
+	"COPY (SELECT id FROM patients WHERE email = '{M}') TO '/tmp/rv_copy'",
 	"SELECT query_to_xml('SELECT id FROM patients WHERE email = ''' || '{M}' || '''', true, false, '')",
 	// DDL that would store or compute a value
 	"ALTER TABLE patients ALTER COLUMN city TYPE text USING city || '{M}'",

@@ -93,18 +93,19 @@ func (s *Session) handleBackend(typ byte, msg []byte) error {
 	case 'G', 'W':
 		return s.handleCopyInResponse(msg)
 	case 'H':
-		// CopyOutResponse: CopyData and CopyDone follow, then
-		// CommandComplete.
-		return s.within(typ, msg, kindsResult)
+		return s.handleCopyOutResponse(msg)
 	case 'V':
 		// FunctionCallResponse: ReadyForQuery follows and completes it.
 		return s.within(typ, msg, kindsFunction)
 	case 'S':
 		s.noteParameterStatus(msg)
 		return s.send(toClient, msg)
-	case 'd', 'c', 'A', 'N':
-		// CopyData, CopyDone, NotificationResponse, NoticeResponse: no
-		// expectation involved.
+	case 'd':
+		return s.handleServerCopyData(msg)
+	case 'c':
+		return s.handleServerCopyDone(msg)
+	case 'A', 'N':
+		// NotificationResponse, NoticeResponse: no expectation involved.
 		return s.send(toClient, msg)
 	default:
 		return serverProtocolErrorf("unexpected message type %q", typ)
@@ -340,11 +341,75 @@ func (s *Session) handleCopyInResponse(msg []byte) error {
 		s.q.mu.Unlock()
 		return desync(msg[0], e)
 	}
-	to := e.audience()
+	to, r := e.audience(), e.Responder
 	s.q.copyIn = true
 	s.q.dropSyncsAfterHead()
 	s.q.mu.Unlock()
+	if cr, ok := r.(CopyResponder); ok && msg[0] == 'G' {
+		out, err := cr.CopyInResponse(s.out[:0], msg)
+		if err != nil {
+			s.rowsTo = to
+			return s.resultFailed(err)
+		}
+		s.out, msg = out, out
+	}
 	return s.send(to, msg)
+}
+
+// handleCopyOutResponse: COPY TO STDOUT starts; CopyData and CopyDone
+// follow, then CommandComplete. Its Responder may rewrite the data.
+func (s *Session) handleCopyOutResponse(msg []byte) error {
+	r, to, _, err := s.head('H', kindsResult)
+	if err != nil {
+		return err
+	}
+	s.copyOut, s.rowsTo = nil, to
+	cr, ok := r.(CopyResponder)
+	if !ok || s.state == s2cMuted {
+		return s.send(to, msg)
+	}
+	out, t, err := cr.CopyOutResponse(s.out[:0], msg)
+	if err != nil {
+		return s.resultFailed(err)
+	}
+	s.out, s.copyOut = out, t
+	return s.send(to, out)
+}
+
+// handleServerCopyData: one CopyData of COPY TO STDOUT (or of COPY BOTH),
+// rewritten when the COPY's Responder asked to.
+func (s *Session) handleServerCopyData(msg []byte) error {
+	if s.copyOut == nil {
+		return s.send(toClient, msg)
+	}
+	if s.state == s2cMuted {
+		return nil
+	}
+	out, err := s.copyOut.CopyData(s.out[:0], msg)
+	if err != nil {
+		s.copyOut = nil
+		return s.resultFailed(err)
+	}
+	s.out = out
+	return s.send(s.rowsTo, out)
+}
+
+// handleServerCopyDone: the server's CopyDone ends COPY TO STDOUT.
+func (s *Session) handleServerCopyDone(msg []byte) error {
+	t := s.copyOut
+	if t == nil {
+		return s.send(toClient, msg)
+	}
+	s.copyOut = nil
+	if s.state == s2cMuted {
+		return nil
+	}
+	out, err := t.CopyDone(s.out[:0])
+	if err != nil {
+		return s.resultFailed(err)
+	}
+	s.out = append(out, msg...)
+	return s.send(s.rowsTo, s.out)
 }
 
 // handleErrorResponse relays a server error (through the Responder of the
@@ -372,6 +437,7 @@ func (s *Session) handleErrorResponse(msg []byte) error {
 	}
 	s.q.mu.Unlock()
 	s.setState(s2cBetween)
+	s.copyOut = nil
 	if fatal {
 		s.state = s2cServerClosing
 	}

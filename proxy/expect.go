@@ -12,6 +12,10 @@ type expectation struct {
 	// internal: a query of the proxy's own (Conn.Query): every answer,
 	// errors included, goes to its Responder and none to the client.
 	internal bool
+	// copyEnds is expectations.copyEnds when the entry was pushed: Syncs
+	// sent between a COPY and the client's end of its data share the
+	// COPY's value.
+	copyEnds uint32
 }
 
 // audience is who receives the server's answers to an expectation.
@@ -72,6 +76,9 @@ type expectations struct {
 	// txStatus is the transaction status of the last ReadyForQuery ('I',
 	// 'T' or 'E'). serverToClient writes it.
 	txStatus byte
+	// copyEnds counts the client's CopyDone and CopyFail messages.
+	// clientToServer.
+	copyEnds uint32
 }
 
 // len reports the number of pending entries.
@@ -118,14 +125,16 @@ func (q *expectations) at(i int) *expectation {
 	return &q.ring[(q.head+i)%len(q.ring)]
 }
 
-// dropSyncsAfterHead removes the Sync entries behind the head: the server
-// ignores Sync while in COPY FROM STDIN mode (protocol docs, "COPY
-// Operations"), so those Syncs will never be answered.
+// dropSyncsAfterHead removes the Sync entries behind the head that the
+// client sent before it ended the COPY's data: the server ignores Sync
+// while in COPY FROM STDIN mode (protocol docs, "COPY Operations"), so
+// those Syncs will never be answered. Syncs sent after the client's
+// CopyDone or CopyFail are read once the COPY is over, and answered.
 func (q *expectations) dropSyncsAfterHead() {
 	w := 1
 	for r := 1; r < q.n; r++ {
 		e := *q.at(r)
-		if e.Kind == KindSync {
+		if e.Kind == KindSync && e.copyEnds == q.at(0).copyEnds {
 			continue
 		}
 		*q.at(w) = e
@@ -169,6 +178,7 @@ func (s *Session) push(e expectation) error {
 		q.mu.Unlock()
 		return errSyncInCopy
 	}
+	e.copyEnds = q.copyEnds
 	q.push(e)
 	q.mu.Unlock()
 	return nil

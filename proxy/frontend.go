@@ -167,8 +167,12 @@ func (s *Session) handleFunctionCall(msg []byte) error {
 	return s.forward(msg)
 }
 
-// handleCopyData: a row of COPY FROM STDIN.
+// handleCopyData: data of COPY FROM STDIN, raw unless the interceptor
+// rewrites it.
 func (s *Session) handleCopyData(msg []byte) error {
+	if s.copyIcpt != nil {
+		return s.copyIcpt.CopyData(msg)
+	}
 	return s.forward(msg)
 }
 
@@ -176,7 +180,11 @@ func (s *Session) handleCopyData(msg []byte) error {
 func (s *Session) handleCopyDone(msg []byte) error {
 	s.q.mu.Lock()
 	s.q.copyIn = false
+	s.q.copyEnds++
 	s.q.mu.Unlock()
+	if s.copyIcpt != nil {
+		return s.copyIcpt.CopyEnd(msg[0], msg)
+	}
 	return s.forward(msg)
 }
 

@@ -54,6 +54,48 @@ type SessionInterceptor interface {
 	ParameterStatus(name, value string)
 }
 
+// CopyInterceptor is implemented by a SessionInterceptor that rewrites the
+// data of COPY FROM STDIN. It is optional: without it CopyData, CopyDone
+// and CopyFail go upstream raw, as they do for sessions without an
+// interceptor. Its methods run on clientToServer.
+type CopyInterceptor interface {
+	// CopyData handles a client CopyData (msg is the whole message,
+	// header included, valid until CopyData returns): it forwards what
+	// goes upstream, if anything, with Conn.Forward. An error ends the
+	// session with Classify's answer to it.
+	CopyData(msg []byte) error
+	// CopyEnd handles the client's CopyDone ('c') or CopyFail ('f'), as
+	// CopyData does. The relay has already noted that the client left
+	// COPY mode.
+	CopyEnd(typ byte, msg []byte) error
+}
+
+// CopyResponder is implemented by a Responder whose message may start a
+// COPY and that rewrites it (optional, as CommandCompleter). Its methods
+// run on serverToClient. An error that Classify calls non-fatal fails the
+// COPY for the client (it gets the error, then nothing more up to
+// ReadyForQuery); any other ends the session.
+type CopyResponder interface {
+	// CopyInResponse rewrites the CopyInResponse that starts COPY FROM
+	// STDIN, appending the message to send to dst.
+	CopyInResponse(dst, msg []byte) ([]byte, error)
+	// CopyOutResponse rewrites the CopyOutResponse that starts COPY TO
+	// STDOUT and returns how the CopyData that follow are rewritten: nil
+	// forwards them raw.
+	CopyOutResponse(dst, msg []byte) ([]byte, CopyTransformer, error)
+}
+
+// CopyTransformer rewrites the data of one COPY TO STDOUT. Errors are as
+// a CopyResponder's.
+type CopyTransformer interface {
+	// CopyData appends to dst the messages the client gets for one
+	// server CopyData (msg, header included): none, one or several.
+	CopyData(dst, msg []byte) ([]byte, error)
+	// CopyDone appends to dst what the client gets before the server's
+	// CopyDone, which the relay then forwards.
+	CopyDone(dst []byte) ([]byte, error)
+}
+
 // Kind is what a forwarded frontend message awaits from the server.
 type Kind uint8
 
@@ -214,6 +256,11 @@ func (c *Conn) Send(e Expectation, msg []byte) error {
 	}
 	return c.s.forward(msg)
 }
+
+// Forward buffers msg for the server without recording an expectation:
+// for the messages that await no answer of their own (CopyData, CopyDone,
+// CopyFail).
+func (c *Conn) Forward(msg []byte) error { return c.s.forward(msg) }
 
 // Pass sends a client message unchanged, its answers unchanged.
 func (c *Conn) Pass(typ byte, msg []byte) error {

@@ -48,8 +48,10 @@ type Session struct {
 	q expectations
 
 	// icpt transforms the traffic; nil when the server has no Interceptor.
+	// copyIcpt is icpt when it rewrites COPY FROM STDIN data, else nil.
 	// Set by prepare.
-	icpt SessionInterceptor
+	icpt     SessionInterceptor
+	copyIcpt CopyInterceptor
 	// params are the server's settings reported during startup, for the
 	// interceptor's NewSession. Startup and prepare only.
 	params map[string]string
@@ -70,6 +72,9 @@ type Session struct {
 	// nil forwards them raw. rowsTo is who receives them.
 	rows   RowTransformer
 	rowsTo audience
+	// copyOut rewrites the CopyData of the COPY TO STDOUT under way (nil:
+	// raw); rowsTo receives them.
+	copyOut CopyTransformer
 	// out is scratch space for rewritten messages.
 	out []byte
 
@@ -191,6 +196,7 @@ func (s *Session) prepare(ctx context.Context) error {
 			return err
 		}
 		s.icpt = si
+		s.copyIcpt, _ = si.(CopyInterceptor)
 	}
 	s.params = nil
 	s.holding = false

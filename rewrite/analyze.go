@@ -32,7 +32,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version}
+	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version, single: len(tree.Stmts) == 1}
 	plan := &Plan{}
 	for _, raw := range tree.Stmts {
 		st := Statement{}
@@ -66,6 +66,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	if err := a.finish(plan); err != nil {
 		return nil, err
 	}
+	a.finalizeCopy(plan)
 	plan.Fingerprint = fingerprint(sql)
 	return plan, nil
 }
@@ -137,6 +138,13 @@ type analyzer struct {
 	version int32
 	body    *bodyCtx
 	lastOut *derived
+
+	// single: the text is one statement. copy is the COPY being planned
+	// (copy.go), copyTail the length of what follows its query's closing
+	// parenthesis in the output.
+	single   bool
+	copy     *Copy
+	copyTail int
 }
 
 // errorf builds a 0A000 rejection about col (may be nil) at byte offset loc.

@@ -28,7 +28,8 @@
 // It fails closed. Any use of a PHI column that would make PostgreSQL
 // compute on, compare with or receive plaintext (LIKE, ranges, ORDER BY,
 // GROUP BY, DISTINCT, functions, operators and casts on the column, INSERT
-// ... SELECT into or out of it, MERGE, COPY, writable CTEs and SELECT INTO
+// ... SELECT into or out of it, MERGE, COPY other than FROM STDIN and TO
+// STDOUT in text or CSV (copy.go), writable CTEs and SELECT INTO
 // on PHI tables, SQL-level PREPARE), a column reference it cannot resolve
 // with certainty, and text pg_query cannot parse are rejected. Error
 // messages name tables, columns and constructs, never literal values.

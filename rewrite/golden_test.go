@@ -58,6 +58,18 @@ func (c testCatalog) Columns(schema, table string) ([]string, bool) {
 	return cols, ok
 }
 
+// Generated implements GeneratedColumns: public.patients's created_at is
+// taken for a generated column.
+func (c testCatalog) Generated(schema, table string) ([]string, bool) {
+	if _, ok := c[schema+"."+table]; !ok {
+		return nil, false
+	}
+	if schema+"."+table == "public.patients" {
+		return []string{"created_at"}, true
+	}
+	return nil, true
+}
+
 // collCatalog is a testCatalog that also knows collations: every column
 // and the default share coll.
 type collCatalog struct {
@@ -353,7 +365,7 @@ func indexedName(col *policy.Column, a Action, ix *policy.BlindIndex) string {
 	return col.Name + "." + ix.Name
 }
 
-var kindNames = map[Kind]string{KindOther: "other", KindSelect: "select", KindInsert: "insert", KindUpdate: "update", KindDelete: "delete", KindDDL: "ddl", KindTransaction: "transaction"}
+var kindNames = map[Kind]string{KindOther: "other", KindSelect: "select", KindInsert: "insert", KindUpdate: "update", KindDelete: "delete", KindDDL: "ddl", KindTransaction: "transaction", KindCopy: "copy"}
 
 func renderPlan(p *Plan) string {
 	var b strings.Builder
@@ -395,6 +407,50 @@ func renderPlan(p *Plan) string {
 		if st.Cursor != nil {
 			b.WriteString(" cursor=" + renderCursor(*st.Cursor))
 		}
+	}
+	if c := p.Copy; c != nil {
+		b.WriteString("\n" + renderCopy(c, p.SQL))
+	}
+	return b.String()
+}
+
+// renderCopy shows a plan's Copy: direction, options, the columns of the
+// client's rows (PHI ones marked, with their force flags) and the blind
+// indexes added, or the query's text.
+func renderCopy(c *Copy, sql string) string {
+	var b strings.Builder
+	dir := "to"
+	if c.From {
+		dir = "from"
+	}
+	fmt.Fprintf(&b, "copy %s: %s", dir, c.Options)
+	if c.Table == nil {
+		fmt.Fprintf(&b, "\nquery: %s", sql[c.QueryStart:c.QueryEnd])
+		return b.String()
+	}
+	var cols []string
+	for _, col := range c.Columns {
+		s := col.Name
+		if col.Column != nil {
+			s += "*"
+		}
+		for _, f := range []struct {
+			on   bool
+			name string
+		}{{col.ForceQuote, "q"}, {col.ForceNotNull, "nn"}, {col.ForceNull, "n"}} {
+			if f.on {
+				s += "+" + f.name
+			}
+		}
+		cols = append(cols, s)
+	}
+	fmt.Fprintf(&b, "\ncolumns: %s", strings.Join(cols, " "))
+	if len(c.Indexes) > 0 {
+		var ixs []string
+		for _, ix := range c.Indexes {
+			ixs = append(ixs, fmt.Sprintf("%s=%s", ix.Index.Column, c.Columns[ix.Of].Name))
+		}
+		fmt.Fprintf(&b, "\nindexes: %s", strings.Join(ixs, " "))
 	}
 	return b.String()
 }

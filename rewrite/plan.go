@@ -135,6 +135,10 @@ const (
 	KindDelete
 	KindDDL // may change the catalog: the proxy refreshes what it knows
 	KindTransaction
+	// KindCopy is COPY ... FROM STDIN or TO STDOUT on a policy table, or
+	// COPY (query) TO STDOUT reading one: Plan.Copy says how its rows are
+	// rewritten.
+	KindCopy
 )
 
 // Statement is what the plan knows about one statement of the text.
@@ -191,6 +195,9 @@ type Plan struct {
 	// Fingerprint is pg_query's fingerprint of the input, for logs (never
 	// the text itself, which may hold PHI literals).
 	Fingerprint string
+	// Copy is set when the text is one COPY statement of KindCopy: the
+	// proxy rewrites its rows (copy.go).
+	Copy *Copy
 }
 
 // ResultColumn is a result column that holds a PHI column's ciphertext.

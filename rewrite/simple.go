@@ -318,5 +318,14 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 	}
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()
+	if c := shape.Copy; c != nil && c.Table == nil {
+		// No slot follows the query of COPY (query) TO: its end keeps its
+		// distance from the end of the text.
+		cp := *c
+		cp.QueryEnd = len(p.SQL) - (len(shape.SQL) - c.QueryEnd)
+		p.Copy = &cp
+	} else {
+		p.Copy = shape.Copy
+	}
 	return p, true
 }

@@ -165,7 +165,10 @@ func (a *analyzer) statement(n *pg.Node) error {
 			return err
 		}
 	case *pg.Node_CopyStmt:
-		return a.refuseIfTouching(n, "COPY of a PHI table is not supported yet; use INSERT or SELECT")
+		if a.depth > 0 {
+			return a.refuseIfTouching(n, "COPY of a PHI table inside a function or DO block is not supported")
+		}
+		return a.copyStmt(n, x.CopyStmt)
 	case *pg.Node_MergeStmt:
 		return a.refuseIfTouching(n, "MERGE on a PHI table is not supported; use INSERT ... ON CONFLICT or UPDATE")
 	case *pg.Node_CreateTableAsStmt:

@@ -454,6 +454,8 @@ func kindName(k rewrite.Kind) string {
 		return "ddl"
 	case rewrite.KindTransaction:
 		return "transaction"
+	case rewrite.KindCopy:
+		return "copy"
 	}
 	return "other"
 }

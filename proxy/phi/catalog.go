@@ -45,8 +45,9 @@ type catalog struct {
 }
 
 var (
-	_ rewrite.Catalog    = (*catalog)(nil)
-	_ rewrite.Collations = (*catalog)(nil)
+	_ rewrite.Catalog          = (*catalog)(nil)
+	_ rewrite.Collations       = (*catalog)(nil)
+	_ rewrite.GeneratedColumns = (*catalog)(nil)
 )
 
 // attrKey names a column as RowDescription does.
@@ -63,8 +64,9 @@ type attr struct {
 
 // catalogTable is one policy table as the database has it.
 type catalogTable struct {
-	oid     uint32
-	columns []string // live columns in attnum order
+	oid       uint32
+	columns   []string // live columns in attnum order
+	generated []string // the generated ones among them
 }
 
 // The catalog query returns rows of six text columns, then the
@@ -75,7 +77,9 @@ type catalogTable struct {
 // empty).
 const (
 	rowRelkind = "relkind" // table OID, schema, table, relkind, ""
-	rowAlias   = "alias"   // table OID, alias kind, identity, extra, bare name
+	// rowGenerated: table OID, schema, table, a generated column's name, ""
+	rowGenerated = "generated"
+	rowAlias     = "alias" // table OID, alias kind, identity, extra, bare name
 )
 
 // typeColumns are the catalog query's last output columns, per attribute:
@@ -138,6 +142,10 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 		` FROM t WHERE t.relkind NOT IN ('r', 'p')`)
 	// Whether views read them: then viewsQuery reads those (views.go).
 	b.WriteString(hasViewsSQL)
+	// Generated columns, which COPY without a column list leaves out
+	// (attgenerated is read through to_jsonb: PostgreSQL 11 lacks it).
+	b.WriteString(` UNION ALL SELECT 2, t.oid::pg_catalog.int8, a.attnum::pg_catalog.int8, '` + rowGenerated + `', t.oid` + txt + `, t.nspname` + txt + `, t.relname` + txt + `, a.attname` + txt + `, '', '', '', '', '', ''` +
+		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid WHERE a.attnum > 0 AND NOT a.attisdropped AND coalesce(pg_catalog.to_jsonb(a) ->> 'attgenerated', '') <> ''`)
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
@@ -266,7 +274,7 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}, colls: map[string]rewrite.Collation{}}
 	live := map[*catalogTable]*policy.LiveTable{}
 	byOID := map[uint32]*policy.Table{}
-	var aliases, relkinds [][][]byte
+	var aliases, relkinds, generated [][][]byte
 	views := map[uint32]*catalogView{}
 	for _, r := range rows {
 		if len(r) != 6 && len(r) != 6+collationWidth && len(r) != catalogWidth {
@@ -285,6 +293,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			continue
 		case rowRelkind:
 			relkinds = append(relkinds, r)
+			continue
+		case rowGenerated:
+			generated = append(generated, r)
 			continue
 		}
 		oid, err1 := strconv.ParseUint(string(r[0]), 10, 32)
@@ -346,6 +357,11 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 					cat.attrs[attrKey{t.oid, ic.Attnum}] = attr{column: pc, index: true}
 				}
 			}
+		}
+	}
+	for _, r := range generated {
+		if t := cat.tables[string(r[2])+"."+string(r[3])]; t != nil {
+			t.generated = append(t.generated, string(r[4]))
 		}
 	}
 	for _, r := range relkinds {
@@ -435,6 +451,18 @@ func (c *catalog) Columns(schema, table string) ([]string, bool) {
 	return t.columns, true
 }
 
+// Generated implements rewrite.GeneratedColumns.
+func (c *catalog) Generated(schema, table string) ([]string, bool) {
+	if c == nil {
+		return nil, false
+	}
+	t := c.tables[schema+"."+table]
+	if t == nil {
+		return nil, false
+	}
+	return t.generated, true
+}
+
 // lookup returns what the proxy does with a result column.
 func (c *catalog) lookup(table uint32, attnum int16) (attr, bool) {
 	if c == nil || table == 0 {
@@ -484,7 +512,7 @@ func (c *catalog) sameTables(o *catalog, ts []*policy.Table) bool {
 		if ct == nil {
 			continue
 		}
-		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) || c.defColl != o.defColl {
+		if ct.oid != ot.oid || !slices.Equal(ct.columns, ot.columns) || !slices.Equal(ct.generated, ot.generated) || c.defColl != o.defColl {
 			return false
 		}
 		for _, col := range ct.columns {

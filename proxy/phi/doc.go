@@ -37,6 +37,11 @@
 //     be known is refused rather than guessed.
 //   - A statement the proxy refuses is made to fail on the server (raise.go),
 //     so a transaction block is aborted exactly as by a server error.
+//   - COPY FROM STDIN data (copyin.go, through proxy.CopyInterceptor) is
+//     read row by row as PostgreSQL reads it (copyread.go), its PHI values
+//     checked, encrypted and indexed, and sent on in the server's default
+//     text format; a row the proxy cannot take fails the COPY with
+//     CopyFail, so nothing of it is stored.
 //
 // And on serverToClient, through each expectation's Responder (result.go):
 //
@@ -52,6 +57,11 @@
 //     remembered by name until PostgreSQL drops them (cursor.go).
 //   - A value that fails to decrypt ends that result with XX001 naming the
 //     column; the session goes on.
+//   - COPY TO STDOUT rows (copyout.go, a proxy.CopyTransformer) are
+//     decrypted as DataRows are and written in the client's format; the
+//     COPY's Responder (copy.go) rewrites its CopyInResponse and
+//     CopyOutResponse for the client's columns, and the server's answer to
+//     a CopyFail of the proxy's into the client's error.
 //
 // Per-role access (access.go) and the audit trail (audit.go) ride on both
 // paths: the session's roles, read at its start, decide per column whether

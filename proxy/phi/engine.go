@@ -400,7 +400,7 @@ func (st *dbState) plan(sql string, simple bool, o rewrite.LexOptions) (*rewrite
 	}
 	for _, s := range p.Statements {
 		switch s.Kind {
-		case rewrite.KindSelect, rewrite.KindInsert, rewrite.KindUpdate, rewrite.KindDelete:
+		case rewrite.KindSelect, rewrite.KindInsert, rewrite.KindUpdate, rewrite.KindDelete, rewrite.KindCopy:
 		default:
 			continue // DDL must go through: it is how the table gets ready
 		}

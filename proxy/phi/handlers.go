@@ -55,22 +55,51 @@ func (s *session) handleQuery(msg []byte) error {
 		return err
 	}
 	s.buf = text
+	var cr *copyResult
+	if plan.Copy != nil {
+		if cr, err = s.newCopyResult(plan, true); err != nil {
+			return s.raiseQuery(err)
+		}
+	}
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	guarded := s.guarded
-	if reliesOnCatalog(plan) {
+	guarded, opened := s.guarded, false
+	// COPY FROM STDIN goes unguarded: the guard's Sync would follow it,
+	// which the server ignores in COPY mode, or answers when the COPY
+	// failed before reading it, and the proxy cannot tell which. Its plan
+	// was made with a catalog proven current (planFresh), and an older
+	// catalog can only make it fail (its columns are named).
+	if reliesOnCatalog(plan) && (cr == nil || cr.in == nil) {
 		if err := s.guard(); err != nil {
 			return err
 		}
 	}
+	var resp proxy.Responder
+	if cr != nil {
+		resp = cr
+		if cr.cp.Table == nil {
+			if err := s.describeQuery(cr, text); err != nil {
+				return err
+			}
+			opened = true
+		}
+	} else {
+		resp = s.queryResult(plan)
+	}
 	s.applyCursors(cursors, s.db)
-	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: positioned(s.queryResult(plan), sql, sent)}, out); err != nil {
+	if cr == nil {
+		resp = positioned(resp, sql, sent)
+	}
+	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err
 	}
-	if guarded || !s.guarded {
+	if cr != nil && cr.in != nil {
+		s.copying = cr.in
+	}
+	if !opened && (guarded || !s.guarded) {
 		return nil
 	}
-	return s.guardSync() // ends the pipeline the guard opened
+	return s.guardSync() // ends the pipeline the guard (or the COPY's description) opened
 }
 
 // handleParse handles Parse.
@@ -80,7 +109,7 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	if p.Name == raiseStatement {
+	if p.Name == raiseStatement || p.Name == copyStatement {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
@@ -178,7 +207,7 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
-	if stmtName == raiseStatement {
+	if stmtName == raiseStatement || stmtName == copyStatement {
 		return s.raiseExtended(errReservedName)
 	}
 	st := s.lookup(stmtName)
@@ -295,6 +324,9 @@ func (s *session) handleExecute(msg []byte) error {
 	s.noteSettings(p.stmt.movesSettings)
 	if s.settingsMoved {
 		p.result.unsure.Store(true)
+	}
+	if p.stmt.plan.Copy != nil {
+		return s.executeCopy(p, msg)
 	}
 	if reliesOnCatalog(p.stmt.plan) {
 		if err := s.guard(); err != nil {

@@ -63,6 +63,7 @@ func (s *session) refuse(err error) raised {
 
 // raiseQuery makes the server fail a simple Query with err.
 func (s *session) raiseQuery(err error) error {
+	s.copyDiscard = true // COPY data for the refused statement, if any, is dropped
 	r := s.refuse(err)
 	out, encErr := (&pgproto3.Query{String: raiseSQL(r)}).Encode(s.buf[:0])
 	if encErr != nil {
@@ -79,6 +80,7 @@ func (s *session) raiseExtended(err error) error {
 	r := s.refuse(err)
 	delete(s.portals, "") // the raise binds the unnamed portal
 	s.skipping = true
+	s.copyDiscard = true
 	for _, m := range raiseMessages(r) {
 		out, err := m.msg.Encode(s.buf[:0])
 		if err != nil {

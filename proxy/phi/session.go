@@ -57,6 +57,12 @@ type session struct {
 	buf        []byte                // scratch for encoded messages
 	toks       []rewrite.Token       // scratch for checkSent
 	cur        curStatement          // the statement at hand, for refusal records (audit.go)
+	// copying is the COPY FROM STDIN on a policy table the client sends
+	// data for (copyin.go); copyDiscard: data that follows is dropped
+	// (after a refused statement, or once the client ended the COPY).
+	// Both last until the client's next message but COPY data.
+	copying     *copyIn
+	copyDiscard bool
 
 	// lastCursorSQL and lastCursorStmts are the last text parsed for its
 	// cursor statements and what it holds (a FETCH repeats its text).
@@ -98,7 +104,10 @@ type session struct {
 	verifiedAt         atomic.Int64
 }
 
-var _ proxy.SessionInterceptor = (*session)(nil)
+var (
+	_ proxy.SessionInterceptor = (*session)(nil)
+	_ proxy.CopyInterceptor    = (*session)(nil)
+)
 
 func newSession(eng *Engine, c *proxy.Conn) *session {
 	s := &session{
@@ -140,6 +149,7 @@ func (s *session) noteSettings(moves bool) {
 
 // Frontend implements proxy.SessionInterceptor.
 func (s *session) Frontend(typ byte, msg []byte) error {
+	s.copying, s.copyDiscard = nil, false
 	if !s.openBatch {
 		s.sweep()
 		if err := s.refreshCatalog(); err != nil {
@@ -307,7 +317,7 @@ func (s *session) checkSettings(sql string, simple bool) error {
 	// The guard's Sync (guard.go), sent after the client's guarded
 	// Query, is answered after the client has its ReadyForQuery: a
 	// script's next statement may come before it. It changes no setting.
-	if idle, _ := s.idle(); !idle {
+	if idle, _, _ := s.canQuery(); !idle {
 		return errSettingsInFlight
 	}
 	switch {

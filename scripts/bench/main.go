@@ -4,7 +4,8 @@
 // (without and with TLS) and each middlebox's CPU per transaction; and the
 // memory an idle session costs each middlebox.
 //
-// Workloads (-workload pgbench|phi|idle|all, default all):
+// Workloads (-workload pgbench|phi|idle|all, default all; and copy, run
+// only when asked for):
 //
 //   - pgbench: select-only (-S) and the default TPC-B-like script, -M simple
 //     and -M prepared, and select-only with a new connection per
@@ -17,6 +18,10 @@
 //     plaintext copy of it used directly; one script inserts a patient with
 //     6 PHI values (2 indexed), selects a patient by email and updates a
 //     phone (see phi.go), -M prepared and -M simple.
+//   - copy: COPY FROM STDIN of -copy-rows patients (6 PHI values, 2
+//     indexed) into the encrypted table through phiproxy against the same
+//     COPY into the plaintext twin directly, then COPY TO STDOUT of them
+//     (see copy.go): rows per second and the ratio.
 //
 // Both middleboxes use TLS on both legs: pgbench connects with
 // sslmode=require, phiproxy verifies PostgreSQL's certificate (verify-full)
@@ -71,7 +76,8 @@ func main() {
 type options struct {
 	duration                       time.Duration
 	clients, jobs, scale, patients int
-	rounds, idle                   int
+	rounds, idle, copyRows         int
+	copySorted                     bool
 	cpuprofile                     string
 	audit                          bool
 }
@@ -85,15 +91,17 @@ func run() error {
 	flag.IntVar(&o.patients, "patients", 10000, "patients seeded into each database of the phi workload")
 	flag.IntVar(&o.rounds, "rounds", 1, "how many times to run each interleaved matrix (and the idle measurement)")
 	flag.IntVar(&o.idle, "idle", 1000, "idle sessions opened through each middlebox by the idle workload")
+	flag.IntVar(&o.copyRows, "copy-rows", 1_000_000, "patients loaded by each COPY of the copy workload")
+	flag.BoolVar(&o.copySorted, "copy-sorted", false, "copy workload: ssn and email values in index order (flatters the plaintext btrees)")
 	procs := flag.Int("procs", 0, "GOMAXPROCS of this process, which is the proxy (limits.max_procs); 0 leaves Go's default")
-	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), or all")
+	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), all of these, or copy (COPY of encrypted patients)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.BoolVar(&o.audit, "audit", false, "phi workload: also run phiproxy with an audit log, and with an audit log and masks for the benchmark role (issue 12), each compared with phiproxy without them")
 	flag.Parse()
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
-	var runPgbenchWL, runIdle, runPHI bool
+	var runPgbenchWL, runIdle, runPHI, runCopy bool
 	switch *which {
 	case "all":
 		runPgbenchWL, runIdle, runPHI = true, true, true
@@ -103,8 +111,10 @@ func run() error {
 		runIdle = true
 	case "phi":
 		runPHI = true
+	case "copy":
+		runCopy = true
 	default:
-		return fmt.Errorf("-workload %q: want pgbench, idle, phi or all", *which)
+		return fmt.Errorf("-workload %q: want pgbench, idle, phi, all or copy", *which)
 	}
 	if o.idle < 1 {
 		return fmt.Errorf("-idle %d: want at least 1", o.idle)
@@ -114,6 +124,18 @@ func run() error {
 	defer stop()
 
 	var tables []func() error
+	if runCopy {
+		cluster, err := startCluster(ctx)
+		if err != nil {
+			return err
+		}
+		defer cluster.Stop()
+		t, err := benchCopy(ctx, cluster, o)
+		if err != nil {
+			return err
+		}
+		tables = append(tables, t)
+	}
 	if runPgbenchWL || runPHI {
 		cluster, err := startCluster(ctx)
 		if err != nil {
