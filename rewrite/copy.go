@@ -76,6 +76,11 @@ func (a *analyzer) copyStmt(n *pg.Node, c *pg.CopyStmt) error {
 		if t, err = a.rangeVarTable(c.Relation, nil); err != nil {
 			return err
 		}
+		if t != nil && t.View {
+			// COPY FROM through a view with an INSTEAD OF trigger would
+			// write plaintext; COPY TO a view PostgreSQL refuses anyway.
+			return a.tableError(t, c.Relation.Location, "COPY of view %s is not supported: it reads PHI tables; COPY the table itself, or COPY (SELECT ... FROM %s) TO STDOUT", t.QualifiedName(), t.QualifiedName())
+		}
 	}
 	if t == nil && c.Query == nil {
 		return a.refuseIfTouching(n, "COPY ... WHERE reading a PHI table is not supported")
