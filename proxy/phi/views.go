@@ -63,7 +63,7 @@ const (
 // reads a policy table: only then does the session run viewsQuery, whose
 // recursive search and views' definitions cost more than the rest of the
 // catalog query to plan and run.
-const hasViewsSQL = ` UNION ALL SELECT 2, 0, -3, '` + rowHasViews + `', '', '', '', '', '', '', '', '' WHERE EXISTS (SELECT FROM t` +
+const hasViewsSQL = ` UNION ALL SELECT 2, 0, -3, '` + rowHasViews + `', '', '', '', '', '', '', '', '', '', '' WHERE EXISTS (SELECT FROM t` +
 	viewRuleJoins + `t.oid` + viewRuleWhere + `t.oid)`
 
 // viewsQuery returns the query that reads the views of vw: one row per
