@@ -472,7 +472,7 @@ tables:
 	conn := env.conn(t)
 	_, err := conn.Exec(ctx, "SELECT id FROM visits WHERE ssn = $1", secret("ssn"))
 	refusedWith(t, err, "55000", "table public.visits is not ready for encryption: a second name bypasses phiproxy: ",
-		"view public.visits_v reads it under a second name that phiproxy does not govern (the view returns a blind-index column of PHI column public.visits.ssn, which phiproxy maintains and never returns): DROP VIEW public.visits_v;")
+		"view public.visits_v reads it under a second name that phiproxy does not govern (column ssn_bidx is internal to phiproxy: it holds a blind index of PHI column public.visits.ssn): DROP VIEW public.visits_v;")
 	// Through the alias itself: refused, nothing stored.
 	for _, sql := range []string{
 		"INSERT INTO visits_v (id, ssn) VALUES (1, $1)",
