@@ -1,15 +1,12 @@
 package phi
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/novamind/phiproxy/crypto"
-	"github.com/novamind/phiproxy/internal/seed"
 	"github.com/novamind/phiproxy/rewrite"
 )
 
@@ -21,39 +18,7 @@ import (
 // same values as parameters, the work of a Bind of a prepared statement
 // (issue 13: simple within 1.5x of prepared).
 func BenchmarkSimpleQuery(b *testing.B) {
-	pol, err := seed.Policy()
-	if err != nil {
-		b.Fatal(err)
-	}
-	prov, _ := crypto.NewLocalProvider(make([]byte, 32))
-	kr, err := crypto.CreateKeyring(context.Background(), b.TempDir()+"/k.json", prov)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cols, err := newKeyedColumns(pol, KeyringKeys(kr))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var rows [][][]byte
-	for ti, t := range pol.Tables() {
-		n := 0
-		add := func(name string, typ uint32) {
-			n++
-			rows = append(rows, [][]byte{[]byte(fmt.Sprint(100 + ti)), []byte(t.Schema), []byte(t.Name),
-				[]byte(fmt.Sprint(n)), []byte(name), []byte(fmt.Sprint(typ))})
-		}
-		add("id", 23)
-		for _, c := range t.Columns {
-			add(c.Name, storageOID(c.Storage))
-			for _, bi := range c.Indexes() {
-				add(bi.Column, 25)
-			}
-		}
-	}
-	c, err := buildCatalog(pol, rows)
-	if err != nil {
-		b.Fatal(err)
-	}
+	pol, cols, c := seedCatalog(b)
 	st := &dbState{cat: c, plans: rewrite.NewCache(100, pol, c)}
 	w := newWriter(cols, nil)
 	for _, c := range []struct{ name, tmpl, prepared string }{
