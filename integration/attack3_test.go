@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -10,6 +11,8 @@ import (
 
 	"github.com/novamind/phiproxy/crypto"
 	"github.com/novamind/phiproxy/internal/pgcluster"
+	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/proxy/phi"
 )
 
 // The third independent attack on issue 9 (branch attack3): one test per
@@ -142,7 +145,6 @@ func TestAttack3NestedView(t *testing.T) {
 // design decision (an event trigger installed by `phiproxy schema` that
 // refuses creating second names is the other way).
 func TestAttack3AliasCreatedLater(t *testing.T) {
-	t.Skip("finding 3: a second name created by another connection after the session read its catalog is not seen (needs a guard in front of every batch; see the comment)")
 	env := attackAliasEnv(t, "attack3_later")
 	ctx := context.Background()
 	for i, mode := range reviewModes {
@@ -163,10 +165,69 @@ func TestAttack3AliasCreatedLater(t *testing.T) {
 			if _, err := env.direct(t).Exec(ctx, "DROP VIEW "+view); err != nil {
 				t.Fatal(err)
 			}
+			// Inside a transaction block, where the server takes in other
+			// sessions' catalog changes only when asked to, and under
+			// REPEATABLE READ, whose snapshot predates the view.
+			tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, "SELECT id FROM visits WHERE ssn = $1", secret("later")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := env.direct(t).Exec(ctx, "CREATE VIEW "+view+"_tx AS SELECT * FROM visits"); err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.Exec(ctx, "INSERT INTO "+view+"_tx (id, ssn) VALUES ($1, $2)", 30+i, secret("later-alias-tx"))
+			refusedWith(t, err, "55000")
+			tx.Rollback(ctx)
+			if _, err := env.direct(t).Exec(ctx, "DROP VIEW "+view+"_tx"); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 	if n := storedRows(t, env); n != 0 {
 		t.Errorf("%d rows stored through a view created after the catalog read", n)
+	}
+}
+
+// A database whose policy tables lack the catalog epoch's triggers refuses
+// what it cannot check (every statement that may name a relation), says
+// why with the DDL, and is not ready; installing them serves it again.
+func TestAttack3NoEpoch(t *testing.T) {
+	env := attackAliasEnv(t, "attack3_noepoch")
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN("attack3_noepoch"))
+	if _, err := su.Exec(ctx, "DROP EVENT TRIGGER phiproxy_catalog_drop"); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range reviewModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = mode })
+			_, err := conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES ($1, $2)", 1, secret("noepoch"))
+			refusedWith(t, err, "55000", "catalog triggers")
+			_, err = conn.Exec(ctx, "SELECT count(*) FROM pg_class WHERE relname = $1", "visits")
+			refusedWith(t, err, "55000", "catalog triggers")
+			if _, err := conn.Exec(ctx, "SET application_name = 'x'"); err != nil {
+				t.Errorf("SET: %v", err)
+			}
+		})
+	}
+	if code, body := env.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "catalog triggers") {
+		t.Errorf("/readyz = %d %q, want 503 naming the triggers", code, body)
+	}
+	if ps := env.check(t); len(ps) == 0 || ps[0].Kind != phi.ProblemEpoch {
+		t.Errorf("check = %v, want the epoch problem", ps)
+	}
+	for _, s := range policy.EpochDDL() {
+		if _, err := su.Exec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM pg_class WHERE relname = $1", "visits"); err != nil {
+		t.Errorf("after installing the triggers: %v", err)
 	}
 }
 

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/novamind/phiproxy/policy"
 )
 
 // Role is a login role that the cluster creates, with the pg_hba method that
@@ -224,9 +226,34 @@ func (c *Cluster) createRoles(ctx context.Context) error {
 		"RESET password_encryption",
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", AppDatabase, ScramUser.Name),
 	}
+	// The catalog epoch of phiproxy (policy.EpochDDL), as `phiproxy
+	// schema` has operators install it, in template1 before any database
+	// is made from it, and in postgres.
+	if err := installEpoch(ctx, conn); err != nil {
+		return err
+	}
+	tc, err := pgx.Connect(ctx, c.SuperuserDSN("template1"))
+	if err != nil {
+		return fmt.Errorf("pgcluster: connect to template1: %w", err)
+	}
+	err = installEpoch(ctx, tc)
+	tc.Close(ctx)
+	if err != nil {
+		return err
+	}
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			return fmt.Errorf("pgcluster: create roles: %w", err)
+		}
+	}
+	return nil
+}
+
+// installEpoch runs policy.EpochDDL on conn's database.
+func installEpoch(ctx context.Context, conn *pgx.Conn) error {
+	for _, s := range policy.EpochDDL() {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("pgcluster: install phiproxy's catalog epoch: %w", err)
 		}
 	}
 	return nil

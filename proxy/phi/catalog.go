@@ -42,6 +42,11 @@ type catalog struct {
 	// the engine's, plus those views as read-only tables.
 	views map[string]*catalogView
 	pol   *policy.Policy
+	// epoch is the database's catalog epoch (epoch.go); epochOK says its
+	// triggers are installed, epochKnown that the rows had its row (the
+	// catalogs unit tests write have none).
+	epoch               string
+	epochOK, epochKnown bool
 }
 
 var (
@@ -149,6 +154,7 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 	if aliases {
 		b.WriteString(aliasSQL)
 	}
+	b.WriteString(epochSQL)
 	b.WriteString(`) u ORDER BY k, k1, k2, a0, a1, a2, a3, a4`)
 	return b.String()
 }
@@ -291,6 +297,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		case rowAlias:
 			aliases = append(aliases, r)
 			continue
+		case rowEpoch:
+			cat.readEpochRow(r)
+			continue
 		case rowRelkind:
 			relkinds = append(relkinds, r)
 			continue
@@ -394,6 +403,13 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			}
 			if _, dup := cat.aliasNames[name]; !dup {
 				cat.aliasNames[name] = p
+			}
+		}
+	}
+	if cat.epochKnown && !cat.epochOK {
+		for _, pt := range pol.Tables() {
+			if cat.tables[pt.QualifiedName()] != nil {
+				cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], epochProblem(pt))
 			}
 		}
 	}

@@ -202,8 +202,9 @@ const aliasTTL = 10 * time.Second
 
 // aliasScan is the alias rows of one full catalog read.
 type aliasScan struct {
-	rows [][][]byte
-	at   time.Time
+	rows  [][][]byte
+	at    time.Time
+	epoch string // the epoch row's value then: another now means another graph
 }
 
 // readCatalog runs the catalog query on c's connection: the full one when
@@ -224,7 +225,10 @@ func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return readViews(e.policy, append(rows, cached.rows...), c.Query)
+		if epochOf(rows) == cached.epoch {
+			return readViews(e.policy, append(rows, cached.rows...), c.Query)
+		}
+		// Second names changed since the alias rows were read.
 	}
 	rows, err := c.Query(e.catalogSQL)
 	if err != nil {
@@ -239,7 +243,7 @@ func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 			scan.rows = append(scan.rows, r)
 		}
 	}
-	scan.at = time.Now()
+	scan.at, scan.epoch = time.Now(), epochOf(rows)
 	e.mu.Lock()
 	if _, seen := e.aliases[db]; !seen && len(e.aliases) >= maxReadyDatabases {
 		for k := range e.aliases {

@@ -85,6 +85,10 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 	}
 	vconds, vrows := guardViews(cat)
 	conds, rows = append(conds, vconds...), append(rows, vrows...)
+	if cat.epochOK {
+		// Second names anywhere in the database unchanged (epoch.go).
+		conds = append(conds, policy.EpochFunction+" OPERATOR(pg_catalog.=) "+quoteLiteral(cat.epoch))
+	}
 	if len(conds) == 0 {
 		conds = append(conds, "true")
 	}
@@ -134,8 +138,34 @@ func (s *session) guard() error {
 			{proxy.KindClose, &pgproto3.Close{ObjectType: 'S', Name: guardName}},
 			{proxy.KindParse, &pgproto3.Parse{Name: guardName, Query: s.db.guardSQL}},
 		}
+		if s.db.cat.epochOK {
+			msgs = append(msgs, []struct {
+				kind proxy.Kind
+				msg  pgproto3.FrontendMessage
+			}{
+				{proxy.KindClose, &pgproto3.Close{ObjectType: 'S', Name: syncName}},
+				{proxy.KindParse, &pgproto3.Parse{Name: syncName, Query: syncSQL}},
+			}...)
+		}
 		for _, m := range msgs {
 			if err := s.sendHidden(m.kind, m.msg, &guardAnswer{s: s, parse: m.kind == proxy.KindParse}); err != nil {
+				return err
+			}
+		}
+	}
+	if s.db.cat.epochOK && !s.newTxn {
+		// Inside a transaction block the server takes in other sessions'
+		// catalog changes only when asked (policy.EpochDDL's
+		// catalog_sync): before the guard is checked against them.
+		for _, m := range []struct {
+			kind proxy.Kind
+			msg  pgproto3.FrontendMessage
+		}{
+			{proxy.KindBind, &pgproto3.Bind{DestinationPortal: syncName, PreparedStatement: syncName}},
+			{proxy.KindExecute, &pgproto3.Execute{Portal: syncName}},
+			{proxy.KindClose, &pgproto3.Close{ObjectType: 'P', Name: syncName}},
+		} {
+			if err := s.sendHidden(m.kind, m.msg, a); err != nil {
 				return err
 			}
 		}

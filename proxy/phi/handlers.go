@@ -20,6 +20,14 @@ func (s *session) handleQuery(msg []byte) error {
 	sql := string(msg[5 : len(msg)-1])
 	s.cur = curStatement{text: sql}
 	s.noteSettings(movesSettings(sql))
+	copying := s.db.cat.epochGuards() && firstWord(sql) == "copy"
+	if copying {
+		// No guard can stand in front of COPY FROM STDIN (guardSync): the
+		// catalog is read again instead, second names included.
+		if err := s.copyCheck(); err != nil {
+			return err
+		}
+	}
 	plan, err := s.planFresh(sql, true)
 	if err == nil {
 		err = s.checkPlan(plan)
@@ -32,12 +40,27 @@ func (s *session) handleQuery(msg []byte) error {
 		cursors = s.cursorStmts(sql, plan, true)
 		err = s.checkCursors(cursors)
 	}
+	if err == nil {
+		err = s.checkEpoch(plan, sql)
+	}
+	if err == nil && copying && plan.Passthrough && !s.copyChecked {
+		err = errCopyBusy
+	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
 		s.applyCursors(cursors, s.db)
-		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg)
+		guard := !copying && s.needsGuard(plan, sql) && !s.guarded
+		if guard {
+			if err := s.guard(); err != nil {
+				return err
+			}
+		}
+		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg); err != nil || !guard {
+			return err
+		}
+		return s.guardSync()
 	}
 	var text []byte
 	if err == nil {
@@ -131,6 +154,9 @@ func (s *session) handleParse(msg []byte) error {
 		err = s.checkSent(string(text))
 	} else if len(plan.Statements) > 0 {
 		err = s.checkSent(p.Query)
+	}
+	if err == nil {
+		err = s.checkEpoch(plan, p.Query)
 	}
 	if err != nil {
 		return s.raiseExtended(err)
@@ -279,10 +305,10 @@ func (s *session) handleDescribe(msg []byte) error {
 		if st == nil {
 			return s.c.Pass('D', msg)
 		}
-		if reliesOnCatalog(st.plan) {
-			if s.stalePlan(st) {
-				return s.raiseExtended(ErrStalePlan)
-			}
+		if s.stalePlan(st) {
+			return s.raiseExtended(ErrStalePlan)
+		}
+		if s.needsGuard(st.plan, st.text) {
 			if err := s.guard(); err != nil {
 				return err
 			}
@@ -295,7 +321,7 @@ func (s *session) handleDescribe(msg []byte) error {
 		return s.describeCursor(name, msg)
 	}
 	p.described = true
-	if reliesOnCatalog(p.stmt.plan) {
+	if s.needsGuard(p.stmt.plan, p.stmt.text) {
 		if err := s.guard(); err != nil {
 			return err
 		}
@@ -328,7 +354,7 @@ func (s *session) handleExecute(msg []byte) error {
 	if p.stmt.plan.Copy != nil {
 		return s.executeCopy(p, msg)
 	}
-	if reliesOnCatalog(p.stmt.plan) {
+	if s.needsGuard(p.stmt.plan, p.stmt.text) {
 		if err := s.guard(); err != nil {
 			return err
 		}

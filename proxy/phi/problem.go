@@ -45,6 +45,10 @@ const (
 	// transition tables, function taking or returning its rows, column or
 	// type built on its row type, subscription).
 	ProblemAlias ProblemKind = "alias"
+	// ProblemEpoch: the database lacks the catalog epoch's event triggers
+	// (epoch.go), without which a second name created by another
+	// connection could go unseen.
+	ProblemEpoch ProblemKind = "epoch"
 )
 
 // String is the problem and its fix, as clients and logs see it.

@@ -39,6 +39,12 @@ type session struct {
 	stale bool
 	// guarded: the catalog guard went out in this batch (guard.go).
 	guarded bool
+	// newTxn: the batch starts a transaction (nothing pending, none open
+	// when it began), which makes the server take in other sessions'
+	// catalog changes first (epoch.go).
+	newTxn bool
+	// copyChecked: the catalog was read in front of this Query's COPY.
+	copyChecked bool
 	// readAt is when the catalog was last read (reload.go).
 	readAt time.Time
 	// guardFor is the catalog whose guard is prepared on the server, as far
@@ -155,6 +161,8 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		if err := s.refreshCatalog(); err != nil {
 			return err
 		}
+		idle, status := s.c.Idle()
+		s.newTxn = idle && status == 'I'
 	}
 	if s.skipping {
 		// The server fails the raise and skips the rest of the batch; the

@@ -1,0 +1,171 @@
+package policy
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"strings"
+)
+
+// The catalog epoch: how every phiproxy session learns, before it relies on
+// what it read of a database's catalog, that another connection changed
+// what could give a table a second name (a view, rule, inheritance child or
+// parent, partition, foreign table, trigger with transition tables, object
+// built on a row type, subscription). Without it a session that read the
+// catalog before someone created `CREATE VIEW v AS SELECT * FROM patients`
+// directly on the server would pass `INSERT INTO v …` through as a
+// statement on a table it does not govern, plaintext and all.
+//
+// Two event triggers, installed by the DDL of EpochDDL (printed by
+// `phiproxy schema`), run after every DDL command and every drop, in every
+// session of the database: they hash the database's graph of second names
+// (epochGraphSQL) and, when the hash changed, replace the body of
+// phiproxy.catalog_epoch() with the new one. The function is IMMUTABLE and
+// its body a constant, so a prepared statement that calls it is planned to
+// a constant: phiproxy's catalog guard (proxy/phi/guard.go) compares it with
+// the epoch the session read, and PostgreSQL itself invalidates the guard's
+// cached plan when the function is replaced (through the system caches,
+// not the transaction's snapshot: REPEATABLE READ sessions see it too).
+// DDL that changes no second name (CREATE INDEX, ALTER TABLE … ADD COLUMN,
+// GRANT) leaves the epoch as it was, and so costs sessions nothing.
+//
+// The hash covers second names of every relation, not only the policy's
+// tables: the triggers do not depend on the policy, so one installation
+// serves every phiproxy version and policy in a rolling deployment.
+
+// EpochFunction is the function whose body is the epoch, as the guard
+// calls it.
+const EpochFunction = `"phiproxy"."catalog_epoch"()`
+
+// epochGraphSQL is the hash of the database's second names: every edge of
+// the graph the catalog query follows (reachSQL and aliasSQL in
+// proxy/phi/catalog.go), with the OIDs and names of both ends, so that
+// creating, dropping or renaming any of them changes it. Run with
+// search_path = pg_catalog, names come out schema-qualified.
+const epochGraphSQL = `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), '')) FROM (
+    SELECT 'rewrite ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::regclass || ' reads ' || d.refobjid || ' ' || d.refobjid::regclass AS x
+      FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+     WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::regclass
+      FROM pg_rewrite r
+    UNION SELECT 'inherits ' || i.inhrelid || ' ' || i.inhrelid::regclass || ' ' || i.inhparent || ' ' || i.inhparent::regclass
+      FROM pg_inherits i
+    UNION SELECT 'foreign ' || ft.ftrelid || ' ' || ft.ftrelid::regclass || ' ' || coalesce(ft.ftoptions::text, '')
+      FROM pg_foreign_table ft
+    UNION SELECT 'trigger ' || tg.oid || ' ' || tg.tgname || ' on ' || tg.tgrelid || ' ' || tg.tgrelid::regclass
+      FROM pg_trigger tg WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL
+    UNION SELECT 'rowtype ' || d.classid || ' ' || d.objid || ' ' || d.objsubid || ' ' || pg_describe_object(d.classid, d.objid, d.objsubid) || ' uses ' || d.refobjid
+      FROM pg_depend d
+     WHERE d.refclassid = 'pg_type'::regclass AND d.deptype = 'n'
+       AND d.refobjid IN (SELECT c.reltype FROM pg_class c WHERE c.reltype <> 0
+                          UNION SELECT t.typarray FROM pg_class c JOIN pg_type t ON t.oid = c.reltype WHERE t.typarray <> 0)
+    UNION SELECT 'subscription ' || sr.srsubid || ' ' || sr.srrelid || ' ' || sr.srrelid::regclass
+      FROM pg_subscription_rel sr
+  ) g`
+
+// epochTriggerBody is the body of phiproxy.catalog_changed(). Replacing
+// phiproxy.catalog_epoch() is DDL too and runs the trigger once more, which
+// then finds the hash unchanged.
+const epochTriggerBody = `
+DECLARE
+  h text;
+BEGIN
+  ` + epochGraphSQL + ` INTO h;
+  IF h IS DISTINCT FROM ` + EpochFunction + ` THEN
+    EXECUTE format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
+                   format('SELECT %L::text', h));
+  END IF;
+END
+`
+
+// catalogSyncBody is the body of phiproxy.catalog_sync(), which makes the
+// session take in the catalog changes other sessions committed. PostgreSQL
+// does at the start of each transaction, and inside one only when it takes
+// a lock it did not hold: here, one on phiproxy.catalog_lock, released at
+// once with the subtransaction that took it, so that every call takes it
+// anew. The guard runs it first inside a transaction block, where its own
+// cached plan would otherwise stay as it was at the block's start.
+const catalogSyncBody = `
+BEGIN
+  BEGIN
+    LOCK TABLE "phiproxy"."catalog_lock" IN ACCESS SHARE MODE;
+    RAISE SQLSTATE 'PXSYN';
+  EXCEPTION WHEN SQLSTATE 'PXSYN' THEN
+    NULL;
+  END;
+  RETURN true;
+END
+`
+
+// EpochTriggerSourceMD5 is the md5 of the trigger function's source as
+// pg_proc.prosrc holds it: the catalog query compares it, so that a
+// function edited by hand, or installed by another phiproxy version with
+// another graph, counts as not installed.
+var EpochTriggerSourceMD5 = func() string {
+	sum := md5.Sum([]byte(epochTriggerBody))
+	return hex.EncodeToString(sum[:])
+}()
+
+// EpochDDL returns the statements that install the catalog epoch in a
+// database: run them once per governed database, as a superuser (event
+// triggers need one; on Amazon RDS, rds_superuser). They are idempotent.
+// ENABLE ALWAYS keeps the triggers firing under session_replication_role =
+// replica.
+func EpochDDL() []string {
+	return []string{
+		`CREATE SCHEMA IF NOT EXISTS "phiproxy";`,
+		`GRANT USAGE ON SCHEMA "phiproxy" TO PUBLIC;`,
+		`CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$SELECT ''::text$$;`,
+		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
+		`REVOKE ALL ON FUNCTION "phiproxy"."catalog_changed"() FROM PUBLIC;`,
+		`CREATE TABLE IF NOT EXISTS "phiproxy"."catalog_lock" ();`,
+		`GRANT SELECT ON "phiproxy"."catalog_lock" TO PUBLIC;`,
+		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_sync"() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $phiproxy$` + catalogSyncBody + `$phiproxy$;`,
+		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_ddl";`,
+		`CREATE EVENT TRIGGER "phiproxy_catalog_ddl" ON ddl_command_end EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
+		`ALTER EVENT TRIGGER "phiproxy_catalog_ddl" ENABLE ALWAYS;`,
+		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_drop";`,
+		`CREATE EVENT TRIGGER "phiproxy_catalog_drop" ON sql_drop EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
+		`ALTER EVENT TRIGGER "phiproxy_catalog_drop" ENABLE ALWAYS;`,
+		// DDL that runs the triggers once, for a first epoch (CREATE EVENT
+		// TRIGGER runs none).
+		`COMMENT ON SCHEMA "phiproxy" IS 'phiproxy: catalog epoch (see phiproxy schema)';`,
+	}
+}
+
+// EpochStateSQL is two text columns of the catalog query: the epoch (the
+// body of phiproxy.catalog_epoch(), or ” when the function is missing),
+// and whether both event triggers are installed, enabled always, for every
+// command tag, with this version's function ('true' or 'false'). It reads
+// pg_proc and pg_event_trigger with the statement's snapshot, like the
+// rest of the catalog query it is part of.
+var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace` +
+	` WHERE n.nspname = 'phiproxy' AND p.proname = 'catalog_epoch' AND p.pronargs = 0 AND p.prorettype = 'pg_catalog.text'::pg_catalog.regtype), '')::pg_catalog.text,` +
+	` ((SELECT pg_catalog.count(*) FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace` +
+	` WHERE (e.evtname, e.evtevent) IN (('phiproxy_catalog_ddl', 'ddl_command_end'), ('phiproxy_catalog_drop', 'sql_drop'))` +
+	` AND e.evtenabled = 'A' AND e.evttags IS NULL AND n.nspname = 'phiproxy' AND p.proname = 'catalog_changed' AND p.prosecdef` +
+	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `') = 2` +
+	` AND pg_catalog.to_regprocedure('"phiproxy"."catalog_sync"()') IS NOT NULL)::pg_catalog.text`
+
+// ParseEpoch returns the epoch in the body of phiproxy.catalog_epoch()
+// ("SELECT '<hex>'::text"; ” before the first change), and whether the
+// body has that form.
+func ParseEpoch(prosrc string) (string, bool) {
+	rest, ok := strings.CutPrefix(prosrc, "SELECT '")
+	if !ok {
+		return "", false
+	}
+	h, ok := strings.CutSuffix(rest, "'::text")
+	if !ok {
+		return "", false
+	}
+	for _, c := range h {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", false
+		}
+	}
+	return h, true
+}
+
+// EpochMessage is what the proxy, `phiproxy check` and `phiproxy schema`
+// say when the epoch is not installed.
+const EpochMessage = "the database lacks phiproxy's catalog triggers (phiproxy.catalog_changed, run after every DDL by any connection): without them a view, child table or other second name for a PHI table created by another connection could go unseen; run as a superuser"

@@ -1,0 +1,142 @@
+package phi
+
+import (
+	"strings"
+
+	"github.com/jackc/pgerrcode"
+
+	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/rewrite"
+)
+
+// The catalog epoch (policy/epoch.go) closes what the catalog guard alone
+// leaves open: a second name for a policy table (a view, a child table, a
+// rule on another table...) created by another connection after the
+// session read its catalog. A statement naming only that second name looks
+// like one on a table the policy does not govern; passed through, its
+// values would reach PostgreSQL in plaintext. So in a database whose
+// catalog has policy tables, every batch, not only those relying on the
+// catalog, is guarded, and the guard also compares phiproxy.catalog_epoch()
+// with the epoch the session read: PostgreSQL fails the batch before the
+// statement runs when a second name changed anywhere since.
+//
+// Without the epoch's event triggers (a database set up before them, or
+// with them dropped or disabled) the proxy cannot know, and refuses those
+// statements with 55000 and the DDL that installs them; /readyz and
+// `phiproxy check` say so too.
+
+// rowEpoch is the catalog query's row of the epoch: the body of
+// phiproxy.catalog_epoch() and whether the triggers are installed
+// (policy.EpochStateSQL).
+const rowEpoch = "epoch"
+
+// epochSQL is the catalog query's branch that reads the epoch.
+var epochSQL = ` UNION ALL SELECT 4, 0, 0, '` + rowEpoch + `', ` + policy.EpochStateSQL + `, '', '', '', '', '', '', '', ''`
+
+// readEpochRow notes the epoch row's values in cat.
+func (c *catalog) readEpochRow(r [][]byte) {
+	c.epochKnown = true
+	c.epoch, c.epochOK = policy.ParseEpoch(string(r[1]))
+	c.epochOK = c.epochOK && string(r[2]) == "true"
+}
+
+// epochOf returns the epoch row's values in rows ("" when none).
+func epochOf(rows [][][]byte) string {
+	for _, r := range rows {
+		if len(r) > 2 && string(r[0]) == rowEpoch {
+			return string(r[1]) + "/" + string(r[2])
+		}
+	}
+	return ""
+}
+
+// epochProblem is the problem of a database without the epoch, reported
+// for each of its policy tables.
+func epochProblem(t *policy.Table) Problem {
+	return Problem{Table: t.QualifiedName(), Kind: ProblemEpoch, Message: policy.EpochMessage,
+		DDL: strings.Join(policy.EpochDDL(), " ")}
+}
+
+// errNoEpoch refuses a statement in a database whose epoch is missing.
+func errNoEpoch() error {
+	return &CatalogError{Msg: "phiproxy cannot check this statement against second names of PHI tables created by other connections: " + policy.EpochMessage,
+		Hnt: strings.Join(policy.EpochDDL(), " ")}
+}
+
+// epochGuards reports whether every batch that may name a relation must be
+// guarded in this catalog's database: it has policy tables, and the epoch
+// can tell whether their second names changed.
+func (c *catalog) epochGuards() bool { return c != nil && c.epochKnown && len(c.tables) > 0 }
+
+// guardsText reports whether a statement passed through untouched (it names
+// no policy table) must be guarded: it may name a second name of one
+// created since the catalog was read. Only single statements that cannot
+// name a relation's rows (transaction control, settings, maintenance) go
+// without, and those PostgreSQL refuses inside a pipeline (VACUUM, CREATE
+// INDEX CONCURRENTLY, CREATE DATABASE ...), which the guard would make them.
+func guardsText(sql string) bool {
+	if strings.Contains(strings.TrimRight(sql, " \t\r\n\f;"), ";") {
+		return true // more than one statement (or a semicolon in a literal)
+	}
+	lower := strings.ToLower(sql)
+	switch firstWord(sql) {
+	case "", "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+		"set", "reset", "show", "discard", "deallocate", "listen", "unlisten",
+		"vacuum", "analyze", "analyse", "checkpoint", "cluster", "reindex", "load":
+		return false
+	case "create", "drop", "alter":
+		for _, w := range []string{"concurrently", "database", "tablespace", "system", "subscription"} {
+			if containsWord(lower, w) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// needsGuard reports whether a statement with plan (and, passed through,
+// text sql) must have the guard in front of it in its batch.
+func (s *session) needsGuard(plan *rewrite.Plan, sql string) bool {
+	if reliesOnCatalog(plan) {
+		return true
+	}
+	return plan.Passthrough && s.db.cat.epochGuards() && guardsText(sql)
+}
+
+// checkEpoch refuses a passed-through statement that needs the epoch in
+// a database without it.
+func (s *session) checkEpoch(plan *rewrite.Plan, sql string) error {
+	if s.needsGuard(plan, sql) && plan.Passthrough && !s.db.cat.epochOK {
+		return errNoEpoch()
+	}
+	return nil
+}
+
+// syncName names the proxy's prepared statement that makes the server take
+// in other sessions' catalog changes before the guard, inside a
+// transaction block (policy.EpochDDL's phiproxy.catalog_sync()).
+const syncName = "phiproxy_catalog_sync"
+
+// syncSQL calls it.
+const syncSQL = `SELECT "phiproxy"."catalog_sync"()`
+
+// errCopyBusy refuses a COPY on a table the policy does not govern, sent
+// while the session's earlier statements are unanswered: the catalog
+// cannot be read in front of it (copyCheck).
+var errCopyBusy error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "catalog",
+	"COPY is checked against second names of PHI tables by reading the catalog first, which phiproxy can only do when nothing else is pending: send it on its own"}
+
+// copyCheck reads the catalog, second names included, in front of a simple
+// Query's COPY, when the session can; copyChecked says whether it did.
+func (s *session) copyCheck() error {
+	s.copyChecked = false
+	idle, status, ok := s.canQuery()
+	if !idle || !ok {
+		return nil
+	}
+	if _, err := s.reload(status, true); err != nil {
+		return err
+	}
+	s.copyChecked = true
+	return nil
+}
