@@ -112,6 +112,16 @@ func buildEqualityEnv() error {
 			return fmt.Errorf("%s: %w", db, err)
 		}
 	}
+	// template0 has no catalog triggers of phiproxy's.
+	lsu, err := pgx.Connect(ctx, cluster.SuperuserDSN(equalityLocaleDatabase))
+	if err != nil {
+		return err
+	}
+	err = pgcluster.InstallEpoch(ctx, lsu)
+	lsu.Close(ctx)
+	if err != nil {
+		return err
+	}
 	for _, db := range []string{equalityDatabase, equalityLocaleDatabase} {
 		owner, err := pgx.Connect(ctx, cluster.DSN(pgcluster.ScramUser, db, "verify-full"))
 		if err != nil {

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -189,4 +191,36 @@ func toUTC(s string) string {
 		}
 	}
 	return s
+}
+
+// TestSchemaInstallsEpoch: in a database without phiproxy's catalog
+// triggers, schema and check name them and print their DDL, which psql
+// runs as a superuser; then nothing is missing.
+func TestSchemaInstallsEpoch(t *testing.T) {
+	e := newOpsEnv(t, "ops_epoch", typesPolicy)
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN(e.db))
+	for _, s := range []string{"DROP EVENT TRIGGER phiproxy_catalog_ddl", "DROP EVENT TRIGGER phiproxy_catalog_drop", "DROP SCHEMA phiproxy CASCADE"} {
+		if _, err := su.Exec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := e.run(t, "schema", "--config", e.config)
+	if res.code != 1 || !strings.Contains(res.stdout, "CREATE EVENT TRIGGER \"phiproxy_catalog_ddl\"") || !strings.Contains(res.stdout, "catalog triggers") {
+		t.Fatalf("schema without the triggers: %s", res)
+	}
+	if res := e.run(t, "check", "--config", e.config); res.code == 0 || !strings.Contains(res.stdout, "catalog triggers") {
+		t.Errorf("check without the triggers: %s", res)
+	}
+	step1, _, _ := strings.Cut(res.stdout, "-- Step 2")
+	path := filepath.Join(e.dir, "epoch.sql")
+	if err := os.WriteFile(path, []byte(step1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := runPsql(t, cluster.SuperuserDSN(e.db), "-q", "-v", "ON_ERROR_STOP=1", "-f", path); r.Exit != 0 {
+		t.Fatalf("psql: %s", r.Stderr)
+	}
+	if res := e.run(t, "schema", "--config", e.config); res.code != 0 || !strings.Contains(res.stdout, "nothing missing") {
+		t.Fatalf("schema after step 1: %s", res)
+	}
 }

@@ -169,3 +169,15 @@ func ParseEpoch(prosrc string) (string, bool) {
 // EpochMessage is what the proxy, `phiproxy check` and `phiproxy schema`
 // say when the epoch is not installed.
 const EpochMessage = "the database lacks phiproxy's catalog triggers (phiproxy.catalog_changed, run after every DDL by any connection): without them a view, child table or other second name for a PHI table created by another connection could go unseen; run as a superuser"
+
+// EpochProblem is the problem `phiproxy schema` and `phiproxy check`
+// report for a database without the epoch (EpochInstalled false).
+func EpochProblem() Problem {
+	return Problem{Table: "phiproxy", Step: StepPrepare, Msg: EpochMessage, DDL: EpochDDL(), Blocks: true}
+}
+
+// EpochInstalled reads the two values of EpochStateSQL.
+func EpochInstalled(prosrc, triggers string) bool {
+	_, ok := ParseEpoch(prosrc)
+	return ok && triggers == "true"
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/novamind/phiproxy/policy"
 )
 
@@ -84,5 +85,13 @@ func diffDatabase(ctx context.Context, cfg *config, f dbFlags, db, cmd string) (
 	if err != nil {
 		return nil, conn.Config().Database, fmt.Errorf("database %s: %w", conn.Config().Database, err)
 	}
-	return policy.Diff(cfg.policy, live), conn.Config().Database, nil
+	problems := policy.Diff(cfg.policy, live)
+	var prosrc, triggers string
+	if err := conn.QueryRow(ctx, "SELECT "+policy.EpochStateSQL, pgx.QueryExecModeSimpleProtocol).Scan(&prosrc, &triggers); err != nil {
+		return nil, conn.Config().Database, fmt.Errorf("database %s: read the catalog epoch: %w", conn.Config().Database, dbError(err))
+	}
+	if !policy.EpochInstalled(prosrc, triggers) {
+		problems = append([]policy.Problem{policy.EpochProblem()}, problems...)
+	}
+	return problems, conn.Config().Database, nil
 }

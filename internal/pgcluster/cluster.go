@@ -229,14 +229,14 @@ func (c *Cluster) createRoles(ctx context.Context) error {
 	// The catalog epoch of phiproxy (policy.EpochDDL), as `phiproxy
 	// schema` has operators install it, in template1 before any database
 	// is made from it, and in postgres.
-	if err := installEpoch(ctx, conn); err != nil {
+	if err := InstallEpoch(ctx, conn); err != nil {
 		return err
 	}
 	tc, err := pgx.Connect(ctx, c.SuperuserDSN("template1"))
 	if err != nil {
 		return fmt.Errorf("pgcluster: connect to template1: %w", err)
 	}
-	err = installEpoch(ctx, tc)
+	err = InstallEpoch(ctx, tc)
 	tc.Close(ctx)
 	if err != nil {
 		return err
@@ -249,8 +249,8 @@ func (c *Cluster) createRoles(ctx context.Context) error {
 	return nil
 }
 
-// installEpoch runs policy.EpochDDL on conn's database.
-func installEpoch(ctx context.Context, conn *pgx.Conn) error {
+// InstallEpoch runs policy.EpochDDL on conn's database (as a superuser).
+func InstallEpoch(ctx context.Context, conn *pgx.Conn) error {
 	for _, s := range policy.EpochDDL() {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			return fmt.Errorf("pgcluster: install phiproxy's catalog epoch: %w", err)

@@ -36,8 +36,8 @@ var epochSQL = ` UNION ALL SELECT 4, 0, 0, '` + rowEpoch + `', ` + policy.EpochS
 // readEpochRow notes the epoch row's values in cat.
 func (c *catalog) readEpochRow(r [][]byte) {
 	c.epochKnown = true
-	c.epoch, c.epochOK = policy.ParseEpoch(string(r[1]))
-	c.epochOK = c.epochOK && string(r[2]) == "true"
+	c.epoch, _ = policy.ParseEpoch(string(r[1]))
+	c.epochOK = policy.EpochInstalled(string(r[1]), string(r[2]))
 }
 
 // epochOf returns the epoch row's values in rows ("" when none).
