@@ -37,12 +37,12 @@ import (
 //     itself, channel-bound to the server's certificate when offered. The
 //     keys derived from a password are cached (scram_cache.go), so a
 //     reconnecting client costs HMACs, not PBKDF2.
-//   - verifier (scram_verifier.go): the proxy reads the role's SCRAM secret
-//     (StoredKey, ServerKey) from the server or a file, is the SCRAM server
-//     for the client (SCRAM-SHA-256-PLUS bound to the proxy's own
-//     certificate), recovers the ClientKey from the client's proof and uses
-//     it as the SCRAM client towards the server. No password ever reaches
-//     the proxy.
+//   - verifier (scram_verifier.go, scram_server.go): the proxy reads the
+//     role's SCRAM secret (StoredKey, ServerKey) from the server or a file,
+//     is the SCRAM server for the client (SCRAM-SHA-256-PLUS bound to the
+//     proxy's own certificate), recovers the ClientKey from the client's
+//     proof and uses it as the SCRAM client towards the server. No password
+//     ever reaches the proxy.
 //   - relay: SCRAM is relayed untouched, -PLUS stripped; clients must use
 //     channel_binding=disable when both legs are TLS.
 //
