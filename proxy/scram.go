@@ -152,6 +152,53 @@ func (s *Session) readSASL(code uint32) ([]byte, error) {
 	}
 }
 
+// saslMechanisms reads the mechanisms the server offers in its
+// AuthenticationSASL (msg).
+func saslMechanisms(msg []byte) ([]string, error) {
+	var sasl pgproto3.AuthenticationSASL
+	if err := sasl.Decode(msg[5:]); err != nil {
+		return nil, serverProtocolErrorf("invalid AuthenticationSASL")
+	}
+	return sasl.AuthMechanisms, nil
+}
+
+// upstreamSCRAMFirst opens the proxy's exchange with the server: it sends
+// sc's client-first-message and reads the server-first-message, whose salt
+// and iteration count the keys must be for. Both modes call it.
+func (s *Session) upstreamSCRAMFirst(sc *scramClient) (serverFirst, error) {
+	first, err := sc.clientFirst()
+	if err != nil {
+		return serverFirst{}, err
+	}
+	if err := s.sendServer(&pgproto3.SASLInitialResponse{AuthMechanism: sc.mechanism, Data: first}); err != nil {
+		return serverFirst{}, err
+	}
+	raw, err := s.readSASL(authSASLContinue)
+	if err != nil {
+		return serverFirst{}, err
+	}
+	return sc.parseServerFirst(raw)
+}
+
+// upstreamSCRAMFinal ends the proxy's exchange with the server: it proves
+// keys.ClientKey and checks the server's signature with keys.ServerKey.
+// On nil the server has accepted the login; its AuthenticationOk follows
+// through relayAuth. Both modes call it.
+func (s *Session) upstreamSCRAMFinal(sc *scramClient, sf serverFirst, keys *scramKeys) error {
+	final, err := sc.clientFinal(sf, keys)
+	if err != nil {
+		return err
+	}
+	if err := s.sendServer(&pgproto3.SASLResponse{Data: final}); err != nil {
+		return err
+	}
+	serverFinal, err := s.readSASL(authSASLFinal)
+	if err != nil {
+		return err
+	}
+	return sc.verifyServerFinal(serverFinal)
+}
+
 // SASL mechanism names.
 const (
 	scramSHA256 = "SCRAM-SHA-256"

@@ -64,31 +64,20 @@ import (
 // server's AuthenticationSASL, clientCB the channel-binding data of the
 // client's TLS connection (nil: SCRAM-SHA-256-PLUS is not offered).
 func (s *Session) scramWithVerifier(ctx context.Context, msg []byte, clientCB []byte) error {
-	var sasl pgproto3.AuthenticationSASL
-	if err := sasl.Decode(msg[5:]); err != nil {
-		return serverProtocolErrorf("invalid AuthenticationSASL")
+	offered, err := saslMechanisms(msg)
+	if err != nil {
+		return err
 	}
 	secret, err := s.srv.auth.lookupSecret(ctx, roleName(s.user), s.log)
 	if err != nil {
 		return err
 	}
 
-	sc, err := s.upstreamSCRAMClient(sasl.AuthMechanisms)
+	sc, err := s.upstreamSCRAMClient(offered)
 	if err != nil {
 		return err
 	}
-	first, err := sc.clientFirst()
-	if err != nil {
-		return err
-	}
-	if err := s.sendServer(&pgproto3.SASLInitialResponse{AuthMechanism: sc.mechanism, Data: first}); err != nil {
-		return err
-	}
-	raw, err := s.readSASL(authSASLContinue)
-	if err != nil {
-		return err
-	}
-	sf, err := sc.parseServerFirst(raw)
+	sf, err := s.upstreamSCRAMFirst(sc)
 	if err != nil {
 		return err
 	}
@@ -112,18 +101,7 @@ func (s *Session) scramWithVerifier(ctx context.Context, msg []byte, clientCB []
 	clear(clientKey[:])
 	defer keys.wipe()
 
-	final, err := sc.clientFinal(sf, &keys)
-	if err != nil {
-		return err
-	}
-	if err := s.sendServer(&pgproto3.SASLResponse{Data: final}); err != nil {
-		return err
-	}
-	upstreamFinal, err := s.readSASL(authSASLFinal)
-	if err != nil {
-		return err
-	}
-	if err := sc.verifyServerFinal(upstreamFinal); err != nil {
+	if err := s.upstreamSCRAMFinal(sc, sf, &keys); err != nil {
 		return err
 	}
 	return s.sendClient(&pgproto3.AuthenticationSASLFinal{Data: serverFinal})
