@@ -53,6 +53,29 @@ func truncateIdent(s string) string {
 	return s
 }
 
+// checkIdent accepts names PostgreSQL stores as written: letters, digits,
+// underscores and dollars, not starting with a digit or dollar, at most 63
+// bytes (NAMEDATALEN-1). Upper-case letters are allowed and mean a quoted
+// identifier.
+func checkIdent(s string) string {
+	if s == "" {
+		return "empty identifier"
+	}
+	if len(s) > 63 {
+		return "identifier longer than 63 bytes"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+		case (c >= '0' && c <= '9' || c == '$') && i > 0:
+		default:
+			return "identifiers may hold letters, digits, _ and $ and must not start with a digit or $"
+		}
+	}
+	return ""
+}
+
 // reservedKeywords are PostgreSQL's keywords other than the unreserved ones
 // (kwlist.h of PostgreSQL 17, as vendored by pg_query_go): quote_ident
 // quotes them.

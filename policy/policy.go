@@ -1,7 +1,7 @@
 package policy
 
 // This file is the contract between policy, rewrite, proxy and cmd. The
-// loading and validation code lives beside it (load.go).
+// loading and validation code lives beside it (load*.go).
 
 // LogicalType is the type an application sees for a PHI column. The database
 // stores the column as Storage; the proxy converts at the wire.

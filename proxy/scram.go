@@ -37,12 +37,12 @@ import (
 //     itself, channel-bound to the server's certificate when offered. The
 //     keys derived from a password are cached (scram_cache.go), so a
 //     reconnecting client costs HMACs, not PBKDF2.
-//   - verifier (scram_verifier.go): the proxy reads the role's SCRAM secret
-//     (StoredKey, ServerKey) from the server or a file, is the SCRAM server
-//     for the client (SCRAM-SHA-256-PLUS bound to the proxy's own
-//     certificate), recovers the ClientKey from the client's proof and uses
-//     it as the SCRAM client towards the server. No password ever reaches
-//     the proxy.
+//   - verifier (scram_verifier.go, scram_server.go): the proxy reads the
+//     role's SCRAM secret (StoredKey, ServerKey) from the server or a file,
+//     is the SCRAM server for the client (SCRAM-SHA-256-PLUS bound to the
+//     proxy's own certificate), recovers the ClientKey from the client's
+//     proof and uses it as the SCRAM client towards the server. No password
+//     ever reaches the proxy.
 //   - relay: SCRAM is relayed untouched, -PLUS stripped; clients must use
 //     channel_binding=disable when both legs are TLS.
 //
@@ -150,6 +150,53 @@ func (s *Session) readSASL(code uint32) ([]byte, error) {
 		}
 		return nil, serverProtocolErrorf("unexpected message %q during SCRAM", typ)
 	}
+}
+
+// saslMechanisms reads the mechanisms the server offers in its
+// AuthenticationSASL (msg).
+func saslMechanisms(msg []byte) ([]string, error) {
+	var sasl pgproto3.AuthenticationSASL
+	if err := sasl.Decode(msg[5:]); err != nil {
+		return nil, serverProtocolErrorf("invalid AuthenticationSASL")
+	}
+	return sasl.AuthMechanisms, nil
+}
+
+// upstreamSCRAMFirst opens the proxy's exchange with the server: it sends
+// sc's client-first-message and reads the server-first-message, whose salt
+// and iteration count the keys must be for. Both modes call it.
+func (s *Session) upstreamSCRAMFirst(sc *scramClient) (serverFirst, error) {
+	first, err := sc.clientFirst()
+	if err != nil {
+		return serverFirst{}, err
+	}
+	if err := s.sendServer(&pgproto3.SASLInitialResponse{AuthMechanism: sc.mechanism, Data: first}); err != nil {
+		return serverFirst{}, err
+	}
+	raw, err := s.readSASL(authSASLContinue)
+	if err != nil {
+		return serverFirst{}, err
+	}
+	return sc.parseServerFirst(raw)
+}
+
+// upstreamSCRAMFinal ends the proxy's exchange with the server: it proves
+// keys.ClientKey and checks the server's signature with keys.ServerKey.
+// On nil the server has accepted the login; its AuthenticationOk follows
+// through relayAuth. Both modes call it.
+func (s *Session) upstreamSCRAMFinal(sc *scramClient, sf serverFirst, keys *scramKeys) error {
+	final, err := sc.clientFinal(sf, keys)
+	if err != nil {
+		return err
+	}
+	if err := s.sendServer(&pgproto3.SASLResponse{Data: final}); err != nil {
+		return err
+	}
+	serverFinal, err := s.readSASL(authSASLFinal)
+	if err != nil {
+		return err
+	}
+	return sc.verifyServerFinal(serverFinal)
 }
 
 // SASL mechanism names.

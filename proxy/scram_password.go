@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/jackc/pgx/v5/pgproto3"
 	"golang.org/x/text/secure/precis"
 )
 
@@ -21,11 +20,11 @@ import (
 // for. It returns after the server's SASLFinal has been verified; the
 // server's AuthenticationOk then reaches the client through relayAuth.
 func (s *Session) scramWithPassword(msg []byte) error {
-	var sasl pgproto3.AuthenticationSASL
-	if err := sasl.Decode(msg[5:]); err != nil {
-		return serverProtocolErrorf("invalid AuthenticationSASL")
+	offered, err := saslMechanisms(msg)
+	if err != nil {
+		return err
 	}
-	sc, err := s.upstreamSCRAMClient(sasl.AuthMechanisms)
+	sc, err := s.upstreamSCRAMClient(offered)
 	if err != nil {
 		return err
 	}
@@ -34,18 +33,7 @@ func (s *Session) scramWithPassword(msg []byte) error {
 		return err
 	}
 
-	first, err := sc.clientFirst()
-	if err != nil {
-		return err
-	}
-	if err := s.sendServer(&pgproto3.SASLInitialResponse{AuthMechanism: sc.mechanism, Data: first}); err != nil {
-		return err
-	}
-	raw, err := s.readSASL(authSASLContinue)
-	if err != nil {
-		return err
-	}
-	sf, err := sc.parseServerFirst(raw)
+	sf, err := s.upstreamSCRAMFirst(sc)
 	if err != nil {
 		return err
 	}
@@ -58,18 +46,7 @@ func (s *Session) scramWithPassword(msg []byte) error {
 		}
 	}
 	defer keys.wipe()
-	final, err := sc.clientFinal(sf, &keys)
-	if err != nil {
-		return err
-	}
-	if err := s.sendServer(&pgproto3.SASLResponse{Data: final}); err != nil {
-		return err
-	}
-	serverFinal, err := s.readSASL(authSASLFinal)
-	if err == nil {
-		err = sc.verifyServerFinal(serverFinal)
-	}
-	if err != nil {
+	if err := s.upstreamSCRAMFinal(sc, sf, &keys); err != nil {
 		if cached {
 			// The server refused (or could not prove itself with) keys
 			// the cache gave: they are stale, whatever the reason.

@@ -96,6 +96,14 @@ func dump(msg any) string {
 		return "CommandComplete " + string(m.CommandTag)
 	case *pgproto3.ReadyForQuery:
 		return "ReadyForQuery " + string(m.TxStatus)
+	case *pgproto3.CopyData:
+		return fmt.Sprintf("CopyData %q", m.Data)
+	case *pgproto3.CopyInResponse:
+		return fmt.Sprintf("CopyInResponse %d %v", m.OverallFormat, m.ColumnFormatCodes)
+	case *pgproto3.CopyOutResponse:
+		return fmt.Sprintf("CopyOutResponse %d %v", m.OverallFormat, m.ColumnFormatCodes)
+	case *pgproto3.CopyFail:
+		return "CopyFail " + m.Message
 	}
 	s := fmt.Sprintf("%T", msg)
 	return s[strings.LastIndex(s, ".")+1:]
