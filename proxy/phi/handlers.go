@@ -109,7 +109,7 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	if p.Name == raiseStatement || p.Name == copyStatement {
+	if p.Name == raiseStatement || p.Name == copyStatement || p.Name == proxy.QueryName {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
@@ -207,7 +207,7 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
-	if stmtName == raiseStatement || stmtName == copyStatement {
+	if stmtName == raiseStatement || stmtName == copyStatement || stmtName == proxy.QueryName || portalName == proxy.QueryName {
 		return s.raiseExtended(errReservedName)
 	}
 	st := s.lookup(stmtName)
