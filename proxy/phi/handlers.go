@@ -20,6 +20,9 @@ func (s *session) handleQuery(msg []byte) error {
 	sql := string(msg[5 : len(msg)-1])
 	s.cur = curStatement{text: sql}
 	s.noteSettings(movesSettings(sql))
+	if err := s.viewsUnsettled(sql, nil); err != nil {
+		return s.raiseQuery(err)
+	}
 	plan, err := s.planFresh(sql, true)
 	if err == nil {
 		err = s.checkPlan(plan)
@@ -87,6 +90,7 @@ func (s *session) handleQuery(msg []byte) error {
 		resp = s.queryResult(plan)
 	}
 	s.applyCursors(cursors, s.db)
+	s.ranDDL(plan)
 	if cr == nil {
 		resp = positioned(resp, sql, sent)
 	}
@@ -113,6 +117,9 @@ func (s *session) handleParse(msg []byte) error {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
+	if err := s.viewsUnsettled(p.Query, nil); err != nil {
+		return s.raiseExtended(err)
+	}
 	plan, err := s.planFresh(p.Query, false)
 	if err == nil {
 		err = s.checkPlan(plan)
@@ -211,6 +218,16 @@ func (s *session) handleBind(msg []byte) error {
 		return s.raiseExtended(errReservedName)
 	}
 	st := s.lookup(stmtName)
+	if s.viewsChanging {
+		var plan *rewrite.Plan
+		text := ""
+		if st != nil {
+			plan, text = st.plan, st.text
+		}
+		if err := s.viewsUnsettled(text, plan); err != nil {
+			return s.raiseExtended(err)
+		}
+	}
 	if st == nil {
 		return s.c.Pass('B', msg)
 	}
@@ -321,6 +338,7 @@ func (s *session) handleExecute(msg []byte) error {
 		return s.raiseExtended(err)
 	}
 	s.applyCursors(p.stmt.cursor, p.stmt.db)
+	s.ranDDL(p.stmt.plan)
 	s.noteSettings(p.stmt.movesSettings)
 	if s.settingsMoved {
 		p.result.unsure.Store(true)

@@ -37,6 +37,9 @@ type session struct {
 	// was refused for a catalog problem; it is read again at the next
 	// moment nothing is pending (refreshCatalog).
 	stale bool
+	// viewsChanging: a statement that changes a view over policy tables
+	// went out since the catalog was read (viewddl.go).
+	viewsChanging bool
 	// guarded: the catalog guard went out in this batch (guard.go).
 	guarded bool
 	// readAt is when the catalog was last read (reload.go).
