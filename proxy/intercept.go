@@ -296,25 +296,51 @@ var ErrQueryFailed = errors.New("the proxy's query failed")
 // queryTimeout bounds the wait for the answers to Conn.Query.
 const queryTimeout = 30 * time.Second
 
+// QueryName names the prepared statement and the portal of Conn.Query
+// once the relay runs: it uses the extended protocol, which leaves the
+// client's unnamed statement and portal alone, where a simple Query
+// destroys them (a client may parse the unnamed statement in one batch
+// and bind it in the next, as pgx's describe-exec mode does). Clients may
+// not use the name.
+const QueryName = "phiproxy_query"
+
 // Query runs sql, a statement of the proxy's own, and returns its rows as
 // text values; the client sees none of its answers. Call it only when
 // Idle: the query must neither interleave with the client's pipeline nor
 // be skipped, and it runs in the current transaction.
 func (c *Conn) Query(sql string) ([][][]byte, error) {
 	s := c.s
-	msg, err := (&pgproto3.Query{String: sql}).Encode(nil)
-	if err != nil {
-		return nil, err
-	}
 	if !s.relaying.Load() {
+		msg, err := (&pgproto3.Query{String: sql}).Encode(nil)
+		if err != nil {
+			return nil, err
+		}
 		return s.querySync(msg)
 	}
 	col := &queryCollector{done: make(chan struct{})}
-	if err := s.push(expectation{Expectation: Expectation{Kind: KindQuery, Responder: col}, internal: true}); err != nil {
-		return nil, err
-	}
-	if err := s.forward(msg); err != nil {
-		return nil, err
+	// The statement is closed first too: an Execute that failed skipped
+	// the Close after it.
+	for _, m := range []struct {
+		kind Kind
+		msg  pgproto3.FrontendMessage
+	}{
+		{KindClose, &pgproto3.Close{ObjectType: 'S', Name: QueryName}},
+		{KindParse, &pgproto3.Parse{Name: QueryName, Query: sql}},
+		{KindBind, &pgproto3.Bind{DestinationPortal: QueryName, PreparedStatement: QueryName}},
+		{KindExecute, &pgproto3.Execute{Portal: QueryName}},
+		{KindClose, &pgproto3.Close{ObjectType: 'S', Name: QueryName}},
+		{KindSync, &pgproto3.Sync{}},
+	} {
+		msg, err := m.msg.Encode(nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.push(expectation{Expectation: Expectation{Kind: m.kind, Responder: col}, internal: true}); err != nil {
+			return nil, err
+		}
+		if err := s.forward(msg); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.flushServer(); err != nil {
 		return nil, err
@@ -391,6 +417,9 @@ type queryCollector struct {
 func (c *queryCollector) RowDescription(dst, msg []byte) ([]byte, RowTransformer, error) {
 	return dst, c, nil
 }
+
+// Rows implements Responder: the rows of the query's Execute.
+func (c *queryCollector) Rows() (RowTransformer, error) { return c, nil }
 
 // DataRow implements RowTransformer: it keeps a copy of the row.
 func (c *queryCollector) DataRow(dst, msg []byte) ([]byte, error) {

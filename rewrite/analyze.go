@@ -34,6 +34,7 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	}
 	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version, single: len(tree.Stmts) == 1}
 	plan := &Plan{}
+	viewsChanged := false
 	for _, raw := range tree.Stmts {
 		st := Statement{}
 		a.stmt = &st
@@ -50,6 +51,10 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 		if err := a.statement(raw.Stmt); err != nil {
 			return nil, err
 		}
+		if viewsChanged && st.Kind != KindTransaction {
+			return nil, a.errorf(nil, int32(a.stmtStart), "%s", errAfterViewChange)
+		}
+		viewsChanged = viewsChanged || st.ChangesViews
 		plan.Statements = append(plan.Statements, st)
 	}
 	touched := false

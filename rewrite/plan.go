@@ -160,6 +160,12 @@ type Statement struct {
 	// Cursor is what the statement does with a SQL cursor (DECLARE,
 	// FETCH, MOVE, CLOSE, DISCARD ALL), nil for other statements.
 	Cursor *CursorUse
+	// ChangesViews: the statement creates, replaces, renames or moves a
+	// view over policy tables. What the view's columns are the proxy
+	// learns only by reading the catalog once it has run: no statement
+	// may be planned between the two (a later one in the same text is
+	// refused; the proxy refuses those it is sent before then).
+	ChangesViews bool
 }
 
 // ColumnUse is a PHI column and what a statement does with it.

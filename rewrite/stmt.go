@@ -118,8 +118,13 @@ func (a *analyzer) statement(n *pg.Node) error {
 		if rv := r.Relation; rv != nil {
 			// A view over PHI tables may be renamed: the catalog is read
 			// again after DDL, and finds it under its new name.
-			if ts := mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol); len(ts) > 0 && !onlyViews(ts) {
+			switch ts := mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol); {
+			case len(ts) > 0 && !onlyViews(ts):
 				return a.refuseIfTouching(n, "renaming a PHI table or column would leave it outside the policy; change the policy first")
+			case len(ts) > 0:
+				if err := a.viewChanged(); err != nil {
+					return err
+				}
 			}
 		}
 		if isRelation(r.RenameType) {
@@ -140,8 +145,13 @@ func (a *analyzer) statement(n *pg.Node) error {
 		a.stmt.Kind = KindDDL
 		s := x.AlterObjectSchemaStmt
 		if rv := s.Relation; rv != nil {
-			if ts := mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol); len(ts) > 0 && !onlyViews(ts) {
+			switch ts := mentionedTables(&pg.Node{Node: &pg.Node_RangeVar{RangeVar: rv}}, a.pol); {
+			case len(ts) > 0 && !onlyViews(ts):
 				return a.refuseIfTouching(n, "moving a PHI table to another schema would leave it outside the policy; change the policy first")
+			case len(ts) > 0:
+				if err := a.viewChanged(); err != nil {
+					return err
+				}
 			}
 		}
 		if rv := s.Relation; rv != nil && isRelation(s.ObjectType) {

@@ -97,6 +97,41 @@ func (a *analyzer) createView(v *pg.ViewStmt, n *pg.Node) error {
 		}
 		return out
 	}
+	return a.viewChanged()
+}
+
+// errAfterViewChange refuses a statement that follows, in the same text, one
+// that creates or changes a view over policy tables (Statement.ChangesViews).
+const errAfterViewChange = "a statement after one that creates, replaces, renames or moves a view over PHI tables, in the same text, is not supported: " +
+	"phiproxy reads what the view's columns are once that statement has run; send the statements after it in a text of their own"
+
+// TransactionControl reports whether sql holds transaction control
+// statements only (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...), one at least:
+// what the proxy still lets through while it waits to read a view that a
+// statement in flight changes (Statement.ChangesViews).
+func TransactionControl(sql string) bool {
+	tree, err := parse(sql)
+	if err != nil || len(tree.Stmts) == 0 {
+		return false
+	}
+	for _, raw := range tree.Stmts {
+		if raw.Stmt.GetTransactionStmt() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// viewChanged marks the statement as one that creates, replaces, renames
+// or moves a view over policy tables. In a function or DO body it is
+// refused: the proxy must read the view's definition before the next
+// statement is planned, and cannot tell when the server runs the body.
+func (a *analyzer) viewChanged() error {
+	if a.depth > 0 {
+		return a.errorf(nil, -1, "creating, replacing, renaming or moving a view over PHI tables inside a function or DO block is not supported: "+
+			"phiproxy reads the view's definition after the statement that changes it, which it cannot see there; run it as a statement of its own")
+	}
+	a.stmt.ChangesViews = true
 	return nil
 }
 

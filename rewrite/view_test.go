@@ -171,3 +171,57 @@ func TestViewStatements(t *testing.T) {
 		})
 	}
 }
+
+// TestViewChanges: a statement that creates, replaces, renames or moves a
+// view over policy tables says so (the proxy reads the catalog again
+// before it plans another statement), no statement but transaction
+// control may follow it in the same text, and none may be in a function
+// or DO body, which the server runs unseen.
+func TestViewChanges(t *testing.T) {
+	pol, cat := viewPolicy(t)
+	for _, tc := range []struct {
+		sql     string
+		changes bool
+		err     string // part of the 0A000 refusal
+	}{
+		{sql: "CREATE VIEW v AS SELECT id, email AS mail FROM patients", changes: true},
+		{sql: "CREATE OR REPLACE VIEW contacts AS SELECT id, email AS mail, date_of_birth AS born, note FROM patients", changes: true},
+		{sql: "CREATE VIEW v2 AS SELECT id, mail FROM contacts", changes: true},
+		{sql: "ALTER VIEW contacts RENAME TO contacts2", changes: true},
+		{sql: "ALTER VIEW contacts RENAME COLUMN mail TO email", changes: true},
+		{sql: "ALTER TABLE contacts RENAME COLUMN mail TO email", changes: true},
+		{sql: "BEGIN; CREATE VIEW v AS SELECT id, email AS mail FROM patients; COMMIT", changes: true},
+		{sql: "DROP VIEW contacts"},
+		{sql: "CREATE VIEW v AS SELECT 1 AS one"},
+		{sql: "SELECT id FROM contacts; CREATE VIEW v AS SELECT id FROM patients", changes: true},
+
+		{sql: "CREATE VIEW v AS SELECT id, email AS mail FROM patients; SELECT id FROM v WHERE mail = 'x'", err: "in the same text"},
+		{sql: "ALTER VIEW contacts RENAME COLUMN mail TO m; SELECT id FROM contacts WHERE m = 'x'", err: "in the same text"},
+		{sql: "ALTER VIEW contacts RENAME TO c2; SELECT 1", err: "in the same text"},
+		{sql: "CREATE VIEW a AS SELECT id, email AS mail FROM patients; CREATE VIEW b AS SELECT id FROM a WHERE mail = 'x'", err: "in the same text"},
+		{sql: "DO $$ BEGIN EXECUTE 'CREATE VIEW v AS SELECT id, email AS mail FROM patients'; END $$", err: "inside a function or DO block"},
+		{sql: "DO $$ BEGIN ALTER VIEW contacts RENAME COLUMN mail TO m; END $$", err: "inside a function or DO block"},
+		{sql: "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'ALTER VIEW contacts RENAME TO c2'; END $$", err: "inside a function or DO block"},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			plan, err := Analyze(tc.sql, pol, cat)
+			if tc.err != "" {
+				var e *Error
+				if !errors.As(err, &e) || e.Code != CodeFeatureNotSupported || !strings.Contains(e.Message, tc.err) {
+					t.Fatalf("got %v; want 0A000 with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			changes := false
+			for _, st := range plan.Statements {
+				changes = changes || st.ChangesViews
+			}
+			if changes != tc.changes {
+				t.Errorf("ChangesViews %v, want %v", changes, tc.changes)
+			}
+		})
+	}
+}

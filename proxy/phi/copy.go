@@ -32,6 +32,11 @@ var (
 	// (session.settingsMoved).
 	errCopyInFlight error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"COPY data with characters beyond ASCII on a PHI table must follow the answers to the statements before the COPY (send it after ReadyForQuery), or the COPY must say ENCODING 'UTF8'"}
+	// errCopyOutEncoding refuses COPY TO data beyond ASCII under a
+	// client_encoding whose characters may hold a backslash byte, or one
+	// the proxy cannot know (copyOut.checkASCII).
+	errCopyOutEncoding error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
+		"COPY TO of data with characters beyond ASCII on a PHI table is not supported under client_encoding SJIS, SHIFT_JIS_2004, BIG5, GBK, UHC, GB18030 or JOHAB, nor behind a statement in flight that may change client_encoding: their characters may end in the byte of a backslash, which phiproxy cannot tell from an escape; use client_encoding UTF8 or the option ENCODING 'UTF8'"}
 )
 
 // copyResult is the Responder of a COPY on a policy table: the Query or
@@ -46,6 +51,9 @@ type copyResult struct {
 	rd    *pgproto3.RowDescription
 	db    *dbState
 	audit *audited // nil without an audit log
+	// unsure: the COPY went out behind statements that may change
+	// settings (session.settingsMoved, then).
+	unsure bool
 }
 
 var (
@@ -57,7 +65,7 @@ var (
 // Query's.
 func (s *session) newCopyResult(plan *rewrite.Plan, simple bool) (*copyResult, error) {
 	cp := plan.Copy
-	c := &copyResult{s: s, plan: plan, cp: cp, db: s.db}
+	c := &copyResult{s: s, plan: plan, cp: cp, db: s.db, unsure: s.settingsMoved}
 	r := s.newResult(s.db, nil)
 	if s.who != nil {
 		c.audit = &audited{result: r, plan: plan, query: simple}
@@ -91,7 +99,7 @@ func (s *session) newCopyResult(plan *rewrite.Plan, simple bool) (*copyResult, e
 				t.cols[i].mask = a.mask
 			}
 		}
-		c.out = s.newCopyOut(t, len(cp.Columns), names, force, &cp.Options, s.settingsMoved)
+		c.out = s.newCopyOut(t, len(cp.Columns), names, force, &cp.Options, c.unsure)
 		r.t, r.ready = t, true
 		if c.audit != nil {
 			c.audit.described = true
@@ -198,7 +206,7 @@ func (c *copyResult) describedOut() error {
 		}
 		force[i] = true
 	}
-	c.out = s.newCopyOut(t, len(rd.Fields), names, force, o, s.settingsMoved)
+	c.out = s.newCopyOut(t, len(rd.Fields), names, force, o, c.unsure)
 	if c.audit != nil {
 		c.audit.result.t, c.audit.result.ready, c.audit.described = t, true, true
 	}

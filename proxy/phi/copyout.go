@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -29,6 +30,7 @@ type copyOut struct {
 	names  []string
 	header bool
 	unsure bool
+	utf8   bool // ENCODING 'UTF8': the server writes UTF-8 whatever client_encoding says
 
 	srv   *copyReader // reads the fields of the server's lines
 	carry []byte      // a line the server has not ended yet
@@ -42,7 +44,7 @@ var _ proxy.CopyTransformer = (*copyOut)(nil)
 // options o.
 func (s *session) newCopyOut(t *resultTransform, width int, names []string, force []bool, o *rewrite.CopyOptions, unsure bool) *copyOut {
 	return &copyOut{s: s, t: t, width: width, names: names, force: force, header: o.Header == rewrite.HeaderTrue,
-		w: newCopyWriter(o, len(names)), unsure: unsure,
+		w: newCopyWriter(o, len(names)), unsure: unsure, utf8: o.EncodingUTF8,
 		srv: newCopyReader(&rewrite.CopyOptions{Delimiter: '\t', Null: `\N`})}
 }
 
@@ -55,6 +57,11 @@ func (c *copyOut) copyOutResponse(dst, msg []byte) ([]byte, error) {
 	}
 	dst = appendCopyResponse(dst, 'H', len(c.names))
 	if c.header {
+		for _, name := range c.names {
+			if err := c.checkASCII([]byte(name)); err != nil {
+				return dst, err
+			}
+		}
 		start := len(dst)
 		dst = append(dst, 'd', 0, 0, 0, 0)
 		for i, name := range c.names {
@@ -112,8 +119,41 @@ func (c *copyOut) CopyDone(dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
+// checkASCII refuses text beyond ASCII that the server wrote in a client
+// encoding whose multibyte characters may end in a backslash byte (SJIS
+// 0x95 0x5C): PostgreSQL's COPY TO leaves such a character as it is,
+// while the proxy, reading the server's rows byte by byte, would take the
+// byte for an escape. So may any encoding, for all the proxy knows, when
+// the COPY went out behind a statement that may have changed it.
+func (c *copyOut) checkASCII(b []byte) error {
+	if c.utf8 || !c.unsure && !c.s.embedsASCII.Load() {
+		return nil
+	}
+	for _, ch := range b {
+		if ch >= utf8.RuneSelf {
+			return errCopyOutEncoding
+		}
+	}
+	return nil
+}
+
+// encodingEmbedsASCII reports whether the client encoding named as
+// PostgreSQL reports it is one of its client-only encodings, whose
+// multibyte characters may hold ASCII bytes (PG_ENCODING_IS_CLIENT_ONLY;
+// COPY TO's encoding_embeds_ascii).
+func encodingEmbedsASCII(name string) bool {
+	switch name {
+	case "SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB":
+		return true
+	}
+	return false
+}
+
 // line rewrites one row of the server's.
 func (c *copyOut) line(dst, line []byte) ([]byte, error) {
+	if err := c.checkASCII(line); err != nil {
+		return dst, err
+	}
 	r := c.srv
 	if err := r.split(line); err != nil {
 		return dst, errors.New("malformed COPY row from the server")

@@ -199,7 +199,7 @@ var (
 	// errReservedName refuses the name of the proxy's own prepared
 	// statement.
 	errReservedName error = &refusal{pgerrcode.ReservedName, "protocol",
-		"the prepared statement name " + raiseStatement + " is reserved by phiproxy"}
+		"the prepared statement names " + raiseStatement + ", " + copyStatement + " and " + proxy.QueryName + " (and portal " + proxy.QueryName + ") are reserved by phiproxy"}
 	// errNoIndex means a plan asked to index a column without a blind
 	// index: a rewriter bug, refused rather than sending anything.
 	errNoIndex = errors.New("column has no blind index")

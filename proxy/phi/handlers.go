@@ -20,6 +20,9 @@ func (s *session) handleQuery(msg []byte) error {
 	sql := string(msg[5 : len(msg)-1])
 	s.cur = curStatement{text: sql}
 	s.noteSettings(movesSettings(sql))
+	if err := s.viewsUnsettled(sql, nil); err != nil {
+		return s.raiseQuery(err)
+	}
 	copying := s.db.cat.epochGuards() && firstWord(sql) == "copy"
 	if copying {
 		// No guard can stand in front of COPY FROM STDIN (guardSync): the
@@ -110,6 +113,7 @@ func (s *session) handleQuery(msg []byte) error {
 		resp = s.queryResult(plan)
 	}
 	s.applyCursors(cursors, s.db)
+	s.ranDDL(plan)
 	if cr == nil {
 		resp = positioned(resp, sql, sent)
 	}
@@ -132,10 +136,13 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	if p.Name == raiseStatement || p.Name == copyStatement {
+	if p.Name == raiseStatement || p.Name == copyStatement || p.Name == proxy.QueryName {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
+	if err := s.viewsUnsettled(p.Query, nil); err != nil {
+		return s.raiseExtended(err)
+	}
 	plan, err := s.planFresh(p.Query, false)
 	if err == nil {
 		err = s.checkPlan(plan)
@@ -233,10 +240,20 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
-	if stmtName == raiseStatement || stmtName == copyStatement {
+	if stmtName == raiseStatement || stmtName == copyStatement || stmtName == proxy.QueryName || portalName == proxy.QueryName {
 		return s.raiseExtended(errReservedName)
 	}
 	st := s.lookup(stmtName)
+	if s.viewsChanging {
+		var plan *rewrite.Plan
+		text := ""
+		if st != nil {
+			plan, text = st.plan, st.text
+		}
+		if err := s.viewsUnsettled(text, plan); err != nil {
+			return s.raiseExtended(err)
+		}
+	}
 	if st == nil {
 		return s.c.Pass('B', msg)
 	}
@@ -347,6 +364,7 @@ func (s *session) handleExecute(msg []byte) error {
 		return s.raiseExtended(err)
 	}
 	s.applyCursors(p.stmt.cursor, p.stmt.db)
+	s.ranDDL(p.stmt.plan)
 	s.noteSettings(p.stmt.movesSettings)
 	if s.settingsMoved {
 		p.result.unsure.Store(true)

@@ -110,6 +110,7 @@ func (s *session) reload(status byte, full bool) (bool, error) {
 	s.db = db
 	s.readAt = time.Now()
 	s.stale = status != 'I'
+	s.viewsChanging = false // nothing was pending: the change has run
 	s.verified()
 	if status == 'I' {
 		s.eng.loaded(s.c, db)

@@ -148,11 +148,28 @@ func (f *fakeServer) send(msgs ...pgproto3.BackendMessage) {
 }
 
 // catalog answers the catalog query with rows (column rows, then the
-// marker rows of catalog.go).
+// marker rows of catalog.go): a simple Query when the session starts, the
+// extended protocol's named statement and portal (proxy.Conn.Query) once
+// it relays.
 func (f *fakeServer) catalog(rows [][]string) {
 	f.t.Helper()
-	f.expect("Query WITH t AS (SELECT c.oid, n.nspname…")
-	f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("oid", 0, 26)}})
+	const query = "WITH t AS (SELECT c.oid, n.nspname…"
+	msg, err := f.be.Receive()
+	if err != nil {
+		f.t.Errorf("fake server: receive: %v", err)
+		return
+	}
+	extended := dump(msg) == `Close S "phiproxy_query"`
+	switch {
+	case extended:
+		f.expect(`Parse "phiproxy_query" `+query, `Bind "phiproxy_query" "phiproxy_query" [] [] []`, `Execute "phiproxy_query"`, `Close S "phiproxy_query"`, "Sync")
+		f.send(&pgproto3.CloseComplete{}, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{})
+	case strings.HasPrefix(dump(msg), "Query "+strings.TrimSuffix(query, "…")):
+		f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("oid", 0, 26)}})
+	default:
+		f.t.Errorf("fake server: got %q, want the catalog query", dump(msg))
+		return
+	}
 	for _, r := range rows {
 		vals := make([][]byte, len(r))
 		for i, v := range r {
@@ -160,7 +177,11 @@ func (f *fakeServer) catalog(rows [][]string) {
 		}
 		f.be.Send(&pgproto3.DataRow{Values: vals})
 	}
-	f.send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	f.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT")})
+	if extended {
+		f.be.Send(&pgproto3.CloseComplete{})
+	}
+	f.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 }
 
 // ready sends ReadyForQuery (idle).

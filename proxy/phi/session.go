@@ -37,6 +37,9 @@ type session struct {
 	// was refused for a catalog problem; it is read again at the next
 	// moment nothing is pending (refreshCatalog).
 	stale bool
+	// viewsChanging: a statement that changes a view over policy tables
+	// went out since the catalog was read (viewddl.go).
+	viewsChanging bool
 	// guarded: the catalog guard went out in this batch (guard.go).
 	guarded bool
 	// newTxn: the batch starts a transaction (nothing pending, none open
@@ -97,6 +100,10 @@ type session struct {
 	// which the proxy can neither lex nor canonicalize characters beyond
 	// ASCII. Written by serverToClient (or NewSession), read by both.
 	nonStandardStrings, nonUTF8 atomic.Bool
+	// embedsASCII: the client_encoding the server reported is one whose
+	// multibyte characters may hold bytes that are ASCII (a backslash),
+	// as PostgreSQL's client-only encodings may (copyout.go).
+	embedsASCII atomic.Bool
 	// settings are DateStyle and TimeZone as the server last reported
 	// them. Written by serverToClient (or newSession), read by both.
 	settings atomic.Pointer[sessionSettings]
@@ -248,6 +255,7 @@ func (s *session) ParameterStatus(name, value string) {
 		s.nonStandardStrings.Store(value != "on")
 	case "client_encoding":
 		s.nonUTF8.Store(value != "UTF8")
+		s.embedsASCII.Store(encodingEmbedsASCII(value))
 	case "DateStyle", "TimeZone":
 		s.settings.Store(s.settings.Load().withSetting(name, value))
 	}

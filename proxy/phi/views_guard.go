@@ -16,16 +16,19 @@ import (
 // the session would not know and would pass statements through to,
 // values in plaintext. For each decrypting view the guard holds:
 //
-//	'16390'::regclass::oid = 16390 AND
+//	'public.v'::regclass::oid = 16390 AND
 //	COALESCE((SELECT r.xmin = '<xmin>' AND <no newer version>
 //	          FROM pg_rewrite r WHERE r.ev_class = 16390 AND r.rulename = '_RETURN'), false)
 //	... , (NULL::"public"."v").*
 //
-// The regclass constant (by OID: no name to look up) makes any DDL on the
-// view invalidate the guard's cached plan, and the row type then fails it
-// when a column was added, renamed or retyped ("cached plan must not
-// change result type"), or when the view was dropped or renamed (its type
-// is gone: 42704). A definition replaced with the same columns leaves the
+// The regclass constant makes any DDL on the view invalidate the guard's
+// cached plan; the server then looks the name up again, which fails when
+// the view was dropped or renamed (42P01), and gives another OID when
+// another relation took the name (a view renamed away and another created
+// in its place, with the same columns: statements that name the view
+// reach that one). The row type fails the guard when a column was added,
+// renamed or retyped ("cached plan must not change result type"). A
+// definition replaced with the same columns leaves the
 // row type alone: the version of the view's _RETURN rule that the
 // statement's snapshot sees must be the one the catalog read classified,
 // which its xmin names (the transaction that wrote it; a replacement is a
@@ -59,14 +62,15 @@ func guardViews(cat *catalog) (conds, rows []string) {
 	slices.Sort(names)
 	for _, q := range names {
 		v := cat.views[q]
+		name := rewrite.QuoteIdent(v.schema) + "." + rewrite.QuoteIdent(v.name)
 		conds = append(conds,
-			fmt.Sprintf("'%d'::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) %d", v.oid, v.oid),
+			fmt.Sprintf("%s::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) %d", quoteLiteral(name), v.oid),
 			fmt.Sprintf("COALESCE((SELECT r.xmin OPERATOR(pg_catalog.=) %s::pg_catalog.xid AND (r.xmax OPERATOR(pg_catalog.=) '0'::pg_catalog.xid"+
 				" OR COALESCE(pg_catalog.txid_status((SELECT s.nx + ((r.xmax::pg_catalog.text::pg_catalog.int8 - (s.nx & 4294967295) + 6442450944) %% 4294967296 - 2147483648)"+
 				" FROM (SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS nx) s)) OPERATOR(pg_catalog.=) 'aborted', true))"+
 				" FROM pg_catalog.pg_rewrite r WHERE r.ev_class OPERATOR(pg_catalog.=) %d::pg_catalog.oid AND r.rulename OPERATOR(pg_catalog.=) '_RETURN'), false)",
 				quoteLiteral(v.xmin), v.oid))
-		rows = append(rows, fmt.Sprintf(", (NULL::%s.%s).*", rewrite.QuoteIdent(v.schema), rewrite.QuoteIdent(v.name)))
+		rows = append(rows, fmt.Sprintf(", (NULL::%s).*", name))
 	}
 	return conds, rows
 }
