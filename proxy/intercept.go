@@ -318,16 +318,20 @@ func (c *Conn) Query(sql string) ([][][]byte, error) {
 		return s.querySync(msg)
 	}
 	col := &queryCollector{done: make(chan struct{})}
-	// The statement is closed first too: an Execute that failed skipped
-	// the Close after it.
+	// The statement and portal are closed first too: an Execute that
+	// failed skipped the Closes after it. The portal must be closed: inside
+	// a transaction block it outlives the Sync, and binding it again would
+	// fail the client's transaction.
 	for _, m := range []struct {
 		kind Kind
 		msg  pgproto3.FrontendMessage
 	}{
+		{KindClose, &pgproto3.Close{ObjectType: 'P', Name: QueryName}},
 		{KindClose, &pgproto3.Close{ObjectType: 'S', Name: QueryName}},
 		{KindParse, &pgproto3.Parse{Name: QueryName, Query: sql}},
 		{KindBind, &pgproto3.Bind{DestinationPortal: QueryName, PreparedStatement: QueryName}},
 		{KindExecute, &pgproto3.Execute{Portal: QueryName}},
+		{KindClose, &pgproto3.Close{ObjectType: 'P', Name: QueryName}},
 		{KindClose, &pgproto3.Close{ObjectType: 'S', Name: QueryName}},
 		{KindSync, &pgproto3.Sync{}},
 	} {
