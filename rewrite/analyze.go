@@ -89,6 +89,7 @@ type paramUse struct {
 	start, end int // the byte range to replace when renumbering
 	recast     bool
 	role       role
+	at         assignAt // where a stored value goes (Param.Target, Param.Row)
 }
 
 // piece is part of an edit's replacement: fixed text, a literal slot or an
@@ -97,6 +98,24 @@ type piece struct {
 	text  string
 	lit   *Literal
 	param *addedParam
+	// target, alone in a piece, records where the piece sits in the
+	// output (after a column name that is assigned to); with lit, the
+	// literal's Target is taken from it.
+	target *assignTarget
+}
+
+// assignTarget is the place after the name of a column that is assigned
+// a value (Literal.Target), known once the edits are applied.
+type assignTarget struct {
+	end int // in the input: the end of the name, when it is the client's
+	at  int // in the output
+}
+
+// assignAt is where a stored value goes: its column's name and its row of
+// INSERT … VALUES (Literal.Target and Literal.Row).
+type assignAt struct {
+	target *assignTarget
+	row    int
 }
 
 type addedParam struct {
@@ -266,7 +285,7 @@ func (a *analyzer) noteParam(n int32) {
 // useParam records a use of $n in role r. start/end is the range that a
 // renumbering replaces; recast is true when that range holds a cast that
 // must go (the server sees ciphertext or an index, not the logical type).
-func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool) {
+func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool, at assignAt) {
 	a.noteParam(p.Number)
 	if end <= start { // the bare token: $ and digits
 		end = start + 1
@@ -274,7 +293,7 @@ func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool)
 			end++
 		}
 	}
-	a.uses = append(a.uses, paramUse{num: int(p.Number), start: start, end: end, recast: recast, role: r})
+	a.uses = append(a.uses, paramUse{num: int(p.Number), start: start, end: end, recast: recast, role: r, at: at})
 }
 
 // finish numbers the parameters, applies the edits and fills the plan.
@@ -285,9 +304,11 @@ func (a *analyzer) finish(plan *Plan) error {
 	}
 	plan.ClientParams = a.maxParam
 	first := make(map[int]role, a.maxParam)
+	firstAt := make(map[int]assignAt)
 	for _, u := range a.uses {
 		if _, ok := first[u.num]; !ok {
 			first[u.num] = u.role
+			firstAt[u.num] = u.at
 		}
 	}
 	// A parameter that is a PHI value in one place and a plain value in
@@ -372,8 +393,15 @@ func (a *analyzer) finish(plan *Plan) error {
 		}
 		b.WriteString(a.sql[at:e.start])
 		for _, p := range e.pieces {
+			if p.target != nil && p.lit == nil {
+				p.target.at = b.Len()
+				continue
+			}
 			if p.lit != nil {
 				l := *p.lit
+				if p.target != nil {
+					l.Target = p.target.at
+				}
 				l.Start = b.Len()
 				b.WriteString(slotPlaceholder)
 				l.End = b.Len()
@@ -386,6 +414,13 @@ func (a *analyzer) finish(plan *Plan) error {
 	}
 	b.WriteString(a.sql[at:])
 	plan.SQL = b.String()
+	for i := range plan.Params {
+		if i < a.maxParam {
+			if fa := firstAt[i+1]; fa.target != nil {
+				plan.Params[i].Target, plan.Params[i].Row = fa.target.at, fa.row
+			}
+		}
+	}
 	return nil
 }
 

@@ -89,6 +89,9 @@ type Param struct {
 	// the blind index added beside them), false when it is compared:
 	// PostgreSQL converts a value of another type differently in each.
 	Assign bool
+	// Target and Row: as Literal's, for the literal slots a shape's
+	// parameters become (simple.go); not used for a client's parameters.
+	Target, Row int
 }
 
 // TypeUnknown marks a cast the proxy does not interpret.
@@ -121,6 +124,18 @@ type Literal struct {
 	Type string
 	// Assign: as Param.Assign.
 	Assign bool
+	// Loc is the byte offset in the client's text of the literal's
+	// constant (where PostgreSQL puts the cursor of an error in reading
+	// it).
+	Loc int
+	// Target is, for a value stored into a column (ActionEncrypt), the
+	// byte offset in Plan.SQL right after that column's name in the SET
+	// list or the INSERT column list, where a field selection
+	// (col.field) may be written; 0 when there is none.
+	Target int
+	// Row is the 0-based row of INSERT … VALUES that holds the value; 0
+	// elsewhere.
+	Row int
 }
 
 // Kind classifies a statement for the proxy.

@@ -292,15 +292,33 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 	var b strings.Builder
 	b.Grow(size)
 	at := 0
+	// moved maps an offset in shape.SQL before the slots written so
+	// far to the text's (Literal.Target): each slot shifts what follows.
+	type shift struct{ from, by int }
+	var shifts []shift
+	moved := func(off int) int {
+		by := 0
+		for _, sh := range shifts {
+			if sh.from <= off {
+				by = sh.by
+			}
+		}
+		return off + by
+	}
 	for _, s := range slots {
 		b.WriteString(shape.SQL[at:s.start])
 		at = s.end
 		if s.param < 0 {
 			l := shape.Literals[s.literal]
+			if l.Target > 0 {
+				l.Target = moved(l.Target)
+			}
+			l.Loc = keyToText(values, l.Loc)
 			l.Start = b.Len()
 			b.WriteString(slotPlaceholder)
 			l.End = b.Len()
 			p.Literals = append(p.Literals, l)
+			shifts = append(shifts, shift{s.end, b.Len() - s.end})
 			continue
 		}
 		prm := shape.Params[s.param]
@@ -310,11 +328,19 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		v := values[prm.Source]
 		if prm.Action == ActionNone {
 			b.WriteString(v.raw)
+			shifts = append(shifts, shift{s.end, b.Len() - s.end})
 			continue
 		}
-		start := b.Len()
+		l := Literal{Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index, Type: prm.Type, Assign: prm.Assign,
+			Loc: v.start, Row: prm.Row}
+		if prm.Target > 0 {
+			l.Target = moved(prm.Target)
+		}
+		l.Start = b.Len()
 		b.WriteString(slotPlaceholder)
-		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index, Type: prm.Type, Assign: prm.Assign})
+		l.End = b.Len()
+		p.Literals = append(p.Literals, l)
+		shifts = append(shifts, shift{s.end, b.Len() - s.end})
 	}
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()
@@ -328,4 +354,19 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		p.Copy = shape.Copy
 	}
 	return p, true
+}
+
+// keyToText maps a byte offset in a shape's key, outside its $n, to the
+// text the key was made of: each value before it was written as $n in the
+// key (values are numbered in text order).
+func keyToText(values []literal, off int) int {
+	by := 0
+	for i, v := range values {
+		key := v.start - by // where its $n starts in the key
+		if key >= off {
+			break
+		}
+		by += len(v.raw) - len("$"+strconv.Itoa(i+1))
+	}
+	return off + by
 }
