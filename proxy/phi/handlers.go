@@ -40,8 +40,13 @@ func (s *session) handleQuery(msg []byte) error {
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg)
 	}
 	var text []byte
+	var marks *markSet
 	if err == nil {
-		text, err = s.w.renderQuery(s.buf[:0], plan)
+		if plan.Copy != nil {
+			text, err = s.w.renderQuery(s.buf[:0], plan)
+		} else {
+			text, marks, err = s.w.renderMarked(s.buf[:0], plan, sql)
+		}
 	}
 	if err == nil {
 		err = s.checkSent(string(text))
@@ -49,6 +54,7 @@ func (s *session) handleQuery(msg []byte) error {
 	if err != nil {
 		return s.raiseQuery(err)
 	}
+	s.countMarks(marks)
 	sent := string(text)
 	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
 	if err != nil {
@@ -88,7 +94,7 @@ func (s *session) handleQuery(msg []byte) error {
 	}
 	s.applyCursors(cursors, s.db)
 	if cr == nil {
-		resp = positioned(resp, sql, sent)
+		resp = positioned(resp, sql, sent, marks)
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err
@@ -124,10 +130,12 @@ func (s *session) handleParse(msg []byte) error {
 		return s.raiseExtended(err)
 	}
 	var text []byte
+	var marks *markSet
 	if !plan.Passthrough {
-		if text, err = s.w.renderQuery(s.buf[:0], plan); err != nil {
+		if text, marks, err = s.w.renderMarked(s.buf[:0], plan, p.Query); err != nil {
 			return s.raiseExtended(err)
 		}
+		s.countMarks(marks)
 		err = s.checkSent(string(text))
 	} else if len(plan.Statements) > 0 {
 		err = s.checkSent(p.Query)
@@ -154,7 +162,7 @@ func (s *session) handleParse(msg []byte) error {
 	s.buf = text
 	client := p.Query
 	p.Query = string(text)
-	e.Responder = parseAnswer{st: st, pos: sentPosition{client: client, sent: p.Query}}
+	e.Responder = parseAnswer{st: st, pos: sentPosition{client: client, sent: p.Query, marks: marks}}
 	if len(plan.Params) > 0 {
 		p.ParameterOIDs = upstreamParamOIDs(plan, st.paramOIDs)
 	}
@@ -250,9 +258,18 @@ func (s *session) handleBind(msg []byte) error {
 	if err := b.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Bind message")
 	}
-	if err := s.w.rewriteBind(&b, st.plan, st.paramOIDs); err != nil {
+	var marks *markSet
+	var err error
+	if s.settingsMoved || s.nonUTF8.Load() {
+		// The server might read a marker under another client_encoding.
+		err = s.w.rewriteBind(&b, st.plan, st.paramOIDs)
+	} else {
+		marks, err = s.w.rewriteBindMarked(&b, st.plan, st.paramOIDs)
+	}
+	if err != nil {
 		return s.raiseExtended(err)
 	}
+	s.countMarks(marks)
 	if rd := st.rd.Load(); rd != nil && len(b.ResultFormatCodes) > 1 {
 		// The client's codes count the columns it sees; the server's
 		// result also has the hidden blind-index columns.
@@ -268,7 +285,7 @@ func (s *session) handleBind(msg []byte) error {
 	r := &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}
 	s.portals[portalName] = s.newPortal(st, r)
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r, marks: marks}}, out)
 }
 
 // handleDescribe handles Describe of a statement or a portal.

@@ -24,6 +24,9 @@ import (
 // used by serverToClient; immutable.
 type sentPosition struct {
 	client, sent string
+	// marks are the markers of invalid values in sent (marker.go), nil
+	// for none: their errors are the client's own.
+	marks *markSet
 }
 
 // position returns the client's position for pos, a position in the sent
@@ -66,6 +69,9 @@ func (m sentPosition) errorResponse(dst, msg []byte) []byte {
 	if m.sent == "" {
 		return append(dst, msg...)
 	}
+	if out, ok := m.marks.errorResponse(dst, msg); ok {
+		return out
+	}
 	var er pgproto3.ErrorResponse
 	if err := er.Decode(msg[5:]); err != nil || er.Position == 0 {
 		return append(dst, msg...)
@@ -89,8 +95,8 @@ func (a parseAnswer) ErrorResponse(dst, msg []byte) []byte { return a.pos.errorR
 // positioned has resp, a simple Query's result, tell its errors in the
 // client's text client, of which sent was sent. clientToServer, before
 // the Query goes.
-func positioned(resp proxy.Responder, client, sent string) proxy.Responder {
-	m := sentPosition{client: client, sent: sent}
+func positioned(resp proxy.Responder, client, sent string, marks *markSet) proxy.Responder {
+	m := sentPosition{client: client, sent: sent, marks: marks}
 	switch r := resp.(type) {
 	case *result:
 		r.pos = m

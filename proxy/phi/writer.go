@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -8,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/rewrite"
 )
 
@@ -60,31 +62,133 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *pol
 }
 
 // renderQuery appends to dst the SQL text of a plan with every literal slot
-// filled: ciphertext for stored values, index text for comparisons.
+// filled: ciphertext for stored values, index text for comparisons. An
+// invalid value fails it.
 func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
-	prev := 0
+	out, _, err := w.render(dst, plan, "", false)
+	return out, err
+}
+
+// renderMarked is renderQuery with markers in place of invalid values
+// (marker.go), and their errors: nil when every value is valid. client is
+// the client's text, whose positions the errors name. An invalid value
+// that cannot be marked fails it.
+func (w *writer) renderMarked(dst []byte, plan *rewrite.Plan, client string) ([]byte, *markSet, error) {
+	return w.render(dst, plan, client, true)
+}
+
+// invalidLiteral is a literal whose value failed, and how it is marked.
+type invalidLiteral struct {
+	i    int
+	kind markKind
+	err  error
+}
+
+func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool) ([]byte, *markSet, error) {
+	w.arena, w.spans = w.arena[:0], w.spans[:0]
+	var bad []invalidLiteral
 	for i := range plan.Literals {
 		l := &plan.Literals[i]
-		dst = append(dst, plan.SQL[prev:l.Start]...)
-		oid, err := literalType(l)
-		if err == nil && oid != 0 {
-			if conv := conversionOf(l.Column.Type, oid, l.Assign); conv <= convRefusedProxy {
-				err = typeMismatch(conv, l.Column, oid, l.Assign)
+		start := len(w.arena)
+		var err error
+		if w.arena, err = w.literal(w.arena, l); err != nil {
+			w.arena = w.arena[:start]
+			k := markNone
+			if mark {
+				k = literalMark(l, err)
 			}
+			if k == markNone {
+				return dst, nil, err
+			}
+			bad = append(bad, invalidLiteral{i, k, err})
 		}
-		if err == nil {
-			w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, []byte(l.Value))
-		}
-		if err != nil {
-			return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
-		}
-		raw := l.Action == rewrite.ActionEncrypt && l.Column.Storage == policy.StorageBytea
-		if dst, err = appendLiteral(dst, raw, w.out); err != nil {
-			return dst, fmt.Errorf("literal for %s: %w", l.Column.QualifiedName(), err)
-		}
-		prev = l.End
+		w.spans = append(w.spans, span{i, start, len(w.arena)})
 	}
-	return append(dst, plan.SQL[prev:]...), nil
+	if bad == nil {
+		prev := 0
+		for i, sp := range w.spans {
+			l := &plan.Literals[i]
+			dst = append(dst, plan.SQL[prev:l.Start]...)
+			dst = append(dst, w.arena[sp.start:sp.end]...)
+			prev = l.End
+		}
+		return append(dst, plan.SQL[prev:]...), nil, nil
+	}
+	return w.renderWithMarkers(dst, plan, client, bad)
+}
+
+// renderWithMarkers is render's path for a text with invalid values: each
+// gets its marker, written with the others' slots in text order.
+func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string, bad []invalidLiteral) ([]byte, *markSet, error) {
+	ms := &markSet{nonce: newNonce()}
+	type splice struct {
+		start, end int
+		text       []byte
+	}
+	var edits []splice
+	invalid := make(map[int]invalidLiteral, len(bad))
+	for _, b := range bad {
+		invalid[b.i] = b
+	}
+	for i, sp := range w.spans {
+		l := &plan.Literals[i]
+		b, ok := invalid[i]
+		if !ok {
+			edits = append(edits, splice{l.Start, l.End, w.arena[sp.start:sp.end]})
+			continue
+		}
+		kind := b.kind
+		if kind == markField && (l.Target == 0 || l.Row > 0) {
+			// No column name of its own to write the field into (a later
+			// row of INSERT … VALUES shares the column list with the
+			// first): the cast marker.
+			kind = markCast
+		}
+		if kind == markNull {
+			edits = append(edits, splice{l.Start, l.End, []byte("NULL")})
+			continue
+		}
+		info := proxy.Classify(b.err)
+		var te *TypeError
+		if kind != markPlan && !(errors.As(b.err, &te) && !l.Assign) {
+			info.Position = charPosition(client, l.Loc)
+		}
+		name := ms.name(len(ms.markers))
+		ms.markers = append(ms.markers, marker{info: info})
+		edits = append(edits, splice{l.Start, l.End, appendMarker(nil, kind, name, l.Column)})
+		if kind == markField {
+			edits = append(edits, splice{l.Target, l.Target, []byte("." + name)})
+		}
+	}
+	slices.SortStableFunc(edits, func(a, b splice) int { return a.start - b.start })
+	prev := 0
+	for _, e := range edits {
+		dst = append(dst, plan.SQL[prev:e.start]...)
+		dst = append(dst, e.text...)
+		prev = e.end
+	}
+	return append(dst, plan.SQL[prev:]...), ms, nil
+}
+
+// literal appends to dst the SQL literal that replaces the slot of l.
+func (w *writer) literal(dst []byte, l *rewrite.Literal) ([]byte, error) {
+	oid, err := literalType(l)
+	if err == nil && oid != 0 {
+		if conv := conversionOf(l.Column.Type, oid, l.Assign); conv <= convRefusedProxy {
+			err = typeMismatch(conv, l.Column, oid, l.Assign)
+		}
+	}
+	if err == nil {
+		w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, []byte(l.Value))
+	}
+	if err != nil {
+		return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
+	}
+	raw := l.Action == rewrite.ActionEncrypt && l.Column.Storage == policy.StorageBytea
+	if dst, err = appendLiteral(dst, raw, w.out); err != nil {
+		return dst, fmt.Errorf("literal for %s: %w", l.Column.QualifiedName(), err)
+	}
+	return dst, nil
 }
 
 // rewriteBind rewrites b in place for plan: every parameter of the
@@ -94,15 +198,37 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 // b's new values point into the writer's scratch space: encode b before
 // the next call.
 func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []uint32) error {
+	_, err := w.bind(b, plan, declared, false)
+	return err
+}
+
+// rewriteBindMarked is rewriteBind with a marker in place of each PHI
+// parameter the server would fail to read (bindMarker), and their errors:
+// nil when every value is valid.
+func (w *writer) rewriteBindMarked(b *pgproto3.Bind, plan *rewrite.Plan, declared []uint32) (*markSet, error) {
+	return w.bind(b, plan, declared, true)
+}
+
+// bindMarker is what an invalid PHI parameter is sent as: bytes that are
+// not UTF-8, which the server fails to read as the parameter it is (text
+// or bytea, in text format) at the point where it would have failed to
+// read the plaintext: parameters are read in order at Bind, so an invalid
+// plain parameter before it fails first, as it would. Under a
+// client_encoding of UTF8 only: another would convert the bytes.
+var bindMarker = []byte("\xff\xfe phiproxy invalid value")
+
+func (w *writer) bind(b *pgproto3.Bind, plan *rewrite.Plan, declared []uint32, mark bool) (*markSet, error) {
 	if len(plan.Params) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Parameters declared beyond the highest $n are bound too (upstream
 	// they follow the plan's), unchanged: no PHI column uses them.
 	want := max(plan.ClientParams, len(declared))
 	if len(b.Parameters) != want {
-		return &ParamCountError{Got: len(b.Parameters), Want: want}
+		return nil, &ParamCountError{Got: len(b.Parameters), Want: want}
 	}
+	var ms *markSet
+	var invalid []bool // by client parameter, once one is marked
 	extra := want - plan.ClientParams
 	n := len(plan.Params) + extra
 	w.params, w.formats = slices.Grow(w.params[:0], n)[:n], slices.Grow(w.formats[:0], n)[:n]
@@ -119,6 +245,12 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 		if p.Action == rewrite.ActionNone || src == nil {
 			// NULL stays NULL: its ciphertext and its index are NULL too.
 			w.params[i], w.formats[i] = src, format
+			continue
+		}
+		if p.Source < len(invalid) && invalid[p.Source] {
+			// Another use of a marked value: never read by the server,
+			// which fails at the marker before it.
+			w.params[i], w.formats[i] = nil, formatText
 			continue
 		}
 		start := len(w.arena)
@@ -142,11 +274,21 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 			}
 		}
 		if err != nil {
-			return locate(err, "parameter $%d for %s", p.Source+1, p.Column.QualifiedName())
+			err = locate(err, "parameter $%d for %s", p.Source+1, p.Column.QualifiedName())
+			if !mark || i != p.Source || !bindMarkable(err, oid, d) {
+				return nil, err
+			}
+			if ms == nil {
+				ms = &markSet{}
+				invalid = make([]bool, plan.ClientParams)
+			}
+			invalid[p.Source] = true
+			ms.markers = append(ms.markers, marker{info: proxy.Classify(err), param: i + 1})
+			w.arena = append(w.arena[:start], bindMarker...)
 		}
 		w.spans = append(w.spans, span{i, start, len(w.arena)})
 		w.formats[i] = formatText
-		if p.Action == rewrite.ActionEncrypt && p.Column.Storage == policy.StorageBytea && !p.Array {
+		if p.Action == rewrite.ActionEncrypt && p.Column.Storage == policy.StorageBytea && !p.Array && !(p.Source < len(invalid) && invalid[p.Source]) {
 			w.formats[i] = formatBinary
 		}
 	}
@@ -155,7 +297,20 @@ func (w *writer) rewriteBind(b *pgproto3.Bind, plan *rewrite.Plan, declared []ui
 		w.params[sp.i] = w.arena[sp.start:sp.end:sp.end]
 	}
 	b.Parameters, b.ParameterFormatCodes = w.params, w.formats
-	return nil
+	return ms, nil
+}
+
+// bindMarkable reports whether err, a PHI parameter's, is one PostgreSQL
+// gives when it reads the parameter at Bind: an error of the value's own
+// input (not of a conversion after it, which comes when the statement is
+// planned), for a parameter the server reads as the type the proxy read
+// it as (declared so, or not declared).
+func bindMarkable(err error, oid, declared uint32) bool {
+	var ve *ValueError
+	if !errors.As(err, &ve) || ve.Converted || !markable(ve.SQLState()) {
+		return false
+	}
+	return declared == 0 || declared == oid || oid == 0
 }
 
 // span is a value's place in a scratch buffer.
