@@ -34,9 +34,9 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	}
 	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version, single: len(tree.Stmts) == 1}
 	plan := &Plan{}
-	for _, raw := range tree.Stmts {
+	for i, raw := range tree.Stmts {
 		st := Statement{}
-		a.stmt = &st
+		a.stmt, a.stmtIndex = &st, i
 		a.stmtStart, a.stmtEnd = int(raw.StmtLocation), int(raw.StmtLocation+raw.StmtLen)
 		if raw.StmtLen == 0 {
 			a.stmtEnd = len(sql)
@@ -132,10 +132,14 @@ type edit struct {
 }
 
 type analyzer struct {
-	sql  string
-	pol  *policy.Policy
-	cat  Catalog
-	toks tokens // lazily scanned
+	// stmtIndex is the statement's index in Plan.Statements; values, the
+	// layouts of its INSERT … VALUES statements.
+	stmtIndex int
+	values    []*valuesMarks
+	sql       string
+	pol       *policy.Policy
+	cat       Catalog
+	toks      tokens // lazily scanned
 
 	stmt               *Statement
 	stmtStart, stmtEnd int
@@ -414,6 +418,13 @@ func (a *analyzer) finish(plan *Plan) error {
 	}
 	b.WriteString(a.sql[at:])
 	plan.SQL = b.String()
+	for _, m := range a.values {
+		v := &InsertValues{Start: m.start.at, Insert: m.insert.at, Values: m.values.at, End: m.end.at}
+		for _, r := range m.rows {
+			v.Rows = append(v.Rows, [2]int{r[0].at, r[1].at})
+		}
+		plan.Statements[m.stmt].Values = v
+	}
 	for i := range plan.Params {
 		if i < a.maxParam {
 			if fa := firstAt[i+1]; fa.target != nil {

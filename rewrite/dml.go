@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"sort"
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
@@ -93,6 +94,9 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 	default:
 		if err := a.withClause(sel.WithClause, sc); err != nil {
 			return nil, err
+		}
+		if len(rows) > 1 && sel.WithClause == nil && a.rawStmt.GetInsertStmt() == s {
+			a.noteValues(len(rows))
 		}
 		for i, row := range rows {
 			if err := a.insertRow(row, names, t, sc, i, targets); err != nil {
@@ -328,4 +332,66 @@ func (a *analyzer) onConflict(oc *pg.OnConflictClause, target *rangeEntry, sc *s
 		return err
 	}
 	return a.expr(oc.WhereClause, up, "")
+}
+
+// valuesMarks are the places of an InsertValues, known once the edits
+// are applied.
+type valuesMarks struct {
+	stmt                       int // its statement, in Plan.Statements
+	start, insert, values, end *assignTarget
+	rows                       [][2]*assignTarget
+}
+
+// noteValues records the layout of s, the statement's INSERT … VALUES of
+// n rows (n > 1), when its tokens show it plainly: the word INSERT and,
+// after it, VALUES and the n rows, outside any parentheses.
+func (a *analyzer) noteValues(n int) {
+	ts, err := a.tokens()
+	if err != nil {
+		return
+	}
+	i := sort.Search(len(ts), func(i int) bool { return ts[i].start >= a.stmtStart })
+	insert, values := -1, -1
+	for depth := 0; i < len(ts) && ts[i].start < a.stmtEnd && values < 0; i++ {
+		switch ts[i].kind {
+		case pg.Token_ASCII_40, pg.Token_ASCII_91:
+			depth++
+		case pg.Token_ASCII_41, pg.Token_ASCII_93:
+			depth--
+		case pg.Token_INSERT:
+			if depth == 0 && insert < 0 {
+				insert = i
+			}
+		case pg.Token_VALUES:
+			if depth == 0 && insert >= 0 {
+				values = i
+			}
+		}
+	}
+	if values < 0 {
+		return
+	}
+	m := &valuesMarks{stmt: a.stmtIndex}
+	for i = values + 1; i < len(ts) && ts[i].kind == pg.Token_ASCII_40; i++ {
+		j := ts.matching(i)
+		if j < 0 {
+			return
+		}
+		m.rows = append(m.rows, [2]*assignTarget{a.markAt(ts[i].start), a.markAt(ts[j].end)})
+		if i = j + 1; i >= len(ts) || ts[i].kind != pg.Token_ASCII_44 {
+			break
+		}
+	}
+	if len(m.rows) != n {
+		return
+	}
+	m.start, m.insert, m.values, m.end = a.markAt(a.stmtStart), a.markAt(ts[insert].start), a.markAt(ts[values].end), a.markAt(a.stmtEnd)
+	a.values = append(a.values, m)
+}
+
+// markAt records the place of byte offset off of the input in the output.
+func (a *analyzer) markAt(off int) *assignTarget {
+	tg := &assignTarget{end: off}
+	a.addEdit(off, off, piece{target: tg})
+	return tg
 }

@@ -83,3 +83,50 @@ func TestLiteralPlaces(t *testing.T) {
 		}
 	}
 }
+
+// TestInsertValuesLayout checks the layout of a multi-row INSERT on both
+// paths: each part of the plan's SQL it points at.
+func TestInsertValuesLayout(t *testing.T) {
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`SELECT 1; INSERT INTO patients (id, email) VALUES (1, 'a'), (2, 'b') RETURNING id`,
+		`WITH x AS (SELECT 1) INSERT INTO patients (id, email) VALUES (1, 'a'), ((2), 'b'), (3, E'c');`,
+		`INSERT INTO patients VALUES (1, 'a'), (2, 'b')`,
+	} {
+		direct, err := Analyze(sql, pol, seedCatalog)
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		cache := NewCache(10, pol, seedCatalog)
+		cache.AnalyzeSimple(sql)
+		shaped, err := cache.AnalyzeSimple(sql)
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		for _, plan := range []*Plan{direct, shaped} {
+			st := plan.Statements[len(plan.Statements)-1]
+			v := st.Values
+			if v == nil {
+				t.Fatalf("%s: no layout", sql)
+			}
+			q := plan.SQL
+			stmt := strings.TrimSpace(strings.TrimSuffix(q[v.Start:v.End], ";"))
+			if !strings.HasPrefix(q[v.Insert:], "INSERT INTO patients") || !strings.HasSuffix(q[:v.Values], "VALUES") ||
+				(strings.HasPrefix(sql, "WITH") != strings.HasPrefix(stmt, "WITH")) || strings.HasPrefix(stmt, "SELECT") {
+				t.Errorf("%s: layout %+v of %q", sql, v, q)
+			}
+			for i, r := range v.Rows {
+				row := q[r[0]:r[1]]
+				if !strings.HasPrefix(row, "(") || !strings.HasSuffix(row, ")") || !strings.Contains(row, "$0") {
+					t.Errorf("%s: row %d is %q", sql, i, row)
+				}
+			}
+			if len(v.Rows) < 2 {
+				t.Errorf("%s: %d rows", sql, len(v.Rows))
+			}
+		}
+	}
+}

@@ -175,6 +175,21 @@ type Statement struct {
 	// Cursor is what the statement does with a SQL cursor (DECLARE,
 	// FETCH, MOVE, CLOSE, DISCARD ALL), nil for other statements.
 	Cursor *CursorUse
+	// Values is where the parts of an INSERT … VALUES of several rows
+	// are in Plan.SQL, nil for other statements.
+	Values *InsertValues
+}
+
+// InsertValues is the layout in Plan.SQL (byte offsets) of an INSERT …
+// VALUES with several rows: enough for the proxy to write another
+// statement that analyzes its first rows in a WITH clause (marker.go).
+type InsertValues struct {
+	// Start is where the statement starts, its WITH clause included;
+	// Insert, where its word INSERT starts (Start when there is no WITH
+	// clause); Values, right after its word VALUES; End, where it ends.
+	Start, Insert, Values, End int
+	// Rows are the rows, parentheses included.
+	Rows [][2]int
 }
 
 // ColumnUse is a PHI column and what a statement does with it.

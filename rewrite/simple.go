@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -344,6 +345,20 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 	}
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()
+	cloned := false
+	for i, st := range shape.Statements {
+		if st.Values == nil {
+			continue
+		}
+		if !cloned {
+			p.Statements, cloned = slices.Clone(shape.Statements), true
+		}
+		v := &InsertValues{Start: moved(st.Values.Start), Insert: moved(st.Values.Insert), Values: moved(st.Values.Values), End: moved(st.Values.End)}
+		for _, r := range st.Values.Rows {
+			v.Rows = append(v.Rows, [2]int{moved(r[0]), moved(r[1])})
+		}
+		p.Statements[i].Values = v
+	}
 	if c := shape.Copy; c != nil && c.Table == nil {
 		// No slot follows the query of COPY (query) TO: its end keeps its
 		// distance from the end of the text.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -121,31 +122,29 @@ func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool
 // gets its marker, written with the others' slots in text order.
 func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string, bad []invalidLiteral) ([]byte, *markSet, error) {
 	ms := &markSet{nonce: newNonce()}
-	type splice struct {
-		start, end int
-		text       []byte
-	}
-	var edits []splice
 	invalid := make(map[int]invalidLiteral, len(bad))
 	for _, b := range bad {
 		invalid[b.i] = b
 	}
+	splits := valuesSplits(plan, invalid)
+	var edits []splice
 	for i, sp := range w.spans {
 		l := &plan.Literals[i]
 		b, ok := invalid[i]
 		if !ok {
-			edits = append(edits, splice{l.Start, l.End, w.arena[sp.start:sp.end]})
+			edits = append(edits, splice{start: l.Start, end: l.End, text: w.arena[sp.start:sp.end]})
 			continue
 		}
 		kind := b.kind
-		if kind == markField && (l.Target == 0 || l.Row > 0) {
+		if kind == markField && (l.Target == 0 || l.Row > 0 && !splitAt(splits, l)) {
 			// No column name of its own to write the field into (a later
 			// row of INSERT … VALUES shares the column list with the
-			// first): the cast marker.
+			// first, and the statement could not be split): the cast
+			// marker.
 			kind = markCast
 		}
 		if kind == markNull {
-			edits = append(edits, splice{l.Start, l.End, []byte("NULL")})
+			edits = append(edits, splice{start: l.Start, end: l.End, text: []byte("NULL")})
 			continue
 		}
 		info := proxy.Classify(b.err)
@@ -155,19 +154,135 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 		}
 		name := ms.name(len(ms.markers))
 		ms.markers = append(ms.markers, marker{info: info})
-		edits = append(edits, splice{l.Start, l.End, appendMarker(nil, kind, name, l.Column)})
+		edits = append(edits, splice{start: l.Start, end: l.End, text: appendMarker(nil, kind, name, l.Column)})
 		if kind == markField {
-			edits = append(edits, splice{l.Target, l.Target, []byte("." + name)})
+			edits = append(edits, splice{start: l.Target, end: l.Target, text: []byte("." + name), target: true})
 		}
 	}
 	slices.SortStableFunc(edits, func(a, b splice) int { return a.start - b.start })
+	r := spliced{sql: plan.SQL, edits: edits}
 	prev := 0
-	for _, e := range edits {
-		dst = append(dst, plan.SQL[prev:e.start]...)
+	for _, sp := range splits {
+		dst = r.appendRange(dst, prev, sp.v.Start, true)
+		dst = r.appendSplit(dst, sp)
+		prev = sp.v.End
+	}
+	return r.appendRange(dst, prev, len(plan.SQL), true), ms, nil
+}
+
+// splice replaces sql[start:end] with text; target: it writes a marker's
+// field after a column name.
+type splice struct {
+	start, end int
+	text       []byte
+	target     bool
+}
+
+// spliced is a plan's SQL with its splices, sorted by start.
+type spliced struct {
+	sql   string
+	edits []splice
+}
+
+// appendRange appends sql[from:to] with the splices that start in it,
+// without the fields after column names unless targets.
+func (r spliced) appendRange(dst []byte, from, to int, targets bool) []byte {
+	i, _ := slices.BinarySearchFunc(r.edits, from, func(e splice, from int) int { return e.start - from })
+	prev := from
+	for ; i < len(r.edits) && r.edits[i].start < to; i++ {
+		e := r.edits[i]
+		if e.target && !targets {
+			continue
+		}
+		dst = append(dst, r.sql[prev:e.start]...)
 		dst = append(dst, e.text...)
 		prev = e.end
 	}
-	return append(dst, plan.SQL[prev:]...), ms, nil
+	return append(dst, r.sql[prev:to]...)
+}
+
+// valuesSplit is an INSERT … VALUES whose first invalid value stored by a
+// field marker is in row k > 0. The column list, and with it the marker,
+// applies to every row, so the statement is sent in two: its rows before
+// k in an INSERT in a WITH clause, analyzed first, then an INSERT of row
+// k with the marker (appendSplit).
+type valuesSplit struct {
+	v *rewrite.InsertValues
+	k int
+}
+
+// valuesSplits returns the INSERT statements of plan to split, in text
+// order.
+func valuesSplits(plan *rewrite.Plan, invalid map[int]invalidLiteral) []valuesSplit {
+	var out []valuesSplit
+	for i := range plan.Statements {
+		v := plan.Statements[i].Values
+		if v == nil {
+			continue
+		}
+		k := -1
+		for j, b := range invalid {
+			l := &plan.Literals[j]
+			if b.kind == markField && l.Target > 0 && inRows(v, l) && (k < 0 || l.Row < k) {
+				k = l.Row
+			}
+		}
+		if k > 0 && k < len(v.Rows) {
+			out = append(out, valuesSplit{v, k})
+		}
+	}
+	return out
+}
+
+// inRows reports whether l is in the rows of v.
+func inRows(v *rewrite.InsertValues, l *rewrite.Literal) bool {
+	return l.Start >= v.Rows[0][0] && l.End <= v.Rows[len(v.Rows)-1][1]
+}
+
+// splitAt reports whether l is in the split row of a split statement.
+func splitAt(splits []valuesSplit, l *rewrite.Literal) bool {
+	for _, sp := range splits {
+		if inRows(sp.v, l) && l.Row == sp.k {
+			return true
+		}
+	}
+	return false
+}
+
+// appendSplit writes the INSERT of sp as
+//
+//	[WITH …,] phiproxy_rows AS (INSERT INTO t (…) VALUES row0, …, row(k-1))
+//	INSERT INTO t (…, col.marker, …) VALUES rowk, rowk
+//
+// which PostgreSQL analyzes in the same order up to the marker: the rows
+// before k as rows of a VALUES list of several (a lone row 0 twice), then
+// row k (twice, for the same reason). It fails there, so nothing of it
+// runs, and what follows row k, never analyzed, is left out.
+func (r spliced) appendSplit(dst []byte, sp valuesSplit) []byte {
+	v := sp.v
+	if strings.TrimSpace(r.sql[v.Start:v.Insert]) == "" {
+		dst = append(append(dst, r.sql[v.Start:v.Insert]...), "WITH "...)
+	} else {
+		dst = append(r.appendRange(dst, v.Start, v.Insert, true), ", "...)
+	}
+	dst = append(dst, "phiproxy_rows AS ("...)
+	dst = append(r.appendRange(dst, v.Insert, v.Values, false), ' ')
+	for i := 0; i < sp.k; i++ {
+		if i > 0 {
+			dst = append(dst, ", "...)
+		}
+		dst = r.appendRange(dst, v.Rows[i][0], v.Rows[i][1], false)
+	}
+	if sp.k == 1 {
+		dst = append(dst, ", "...)
+		dst = r.appendRange(dst, v.Rows[0][0], v.Rows[0][1], false)
+	}
+	dst = append(dst, ") "...)
+	dst = append(r.appendRange(dst, v.Insert, v.Values, true), ' ')
+	row := v.Rows[sp.k]
+	dst = r.appendRange(dst, row[0], row[1], true)
+	dst = append(dst, ", "...)
+	return r.appendRange(dst, row[0], row[1], true)
 }
 
 // literal appends to dst the SQL literal that replaces the slot of l.
