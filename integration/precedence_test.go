@@ -197,10 +197,21 @@ func TestPrecedenceNoLeak(t *testing.T) {
 			}
 		}
 	}
-	v := bad("date")
-	err := conn.PgConn().ExecParams(ctx, `UPDATE phi_types SET v_date = $1 WHERE id = $2`, [][]byte{[]byte(v), []byte("1")}, nil, nil, nil).Read().Err
-	if got := errFields(err); got.Code != "22007" {
-		t.Errorf("parameter: %s %q, want 22007", got.Code, got.Message)
+	for _, c := range []struct {
+		sql  string
+		oids []uint32
+		want string
+	}{
+		{`UPDATE phi_types SET v_date = $1 WHERE id = $2`, nil, "22007"},
+		{`UPDATE phi_types SET v_uuid = $1 WHERE id = $2`, nil, "22P02"},
+		{`SELECT id FROM phi_types WHERE v_uuid = $1 AND id <> $2`, nil, "22P02"},
+		{`SELECT id FROM phi_types WHERE v_uuid = $1 AND id <> $2`, []uint32{2950, 0}, "22P02"},
+		{`INSERT INTO phi_types (v_uuid, id) VALUES ($1, $2)`, []uint32{2950, 0}, "22P02"},
+	} {
+		err := conn.PgConn().ExecParams(ctx, c.sql, [][]byte{[]byte(bad("uuid")), []byte("1")}, c.oids, nil, nil).Read().Err
+		if got := errFields(err); got.Code != c.want {
+			t.Errorf("%s: %s %q, want %s", c.sql, got.Code, got.Message, c.want)
+		}
 	}
 	noMarkerInServerLog(t, sent)
 }

@@ -395,6 +395,7 @@ func (a *analyzer) finish(plan *Plan) error {
 		if e.start < at {
 			return a.errorf(nil, int32(e.start), "statement too complex to rewrite safely (overlapping rewrites)")
 		}
+		plan.Runs = appendRun(plan.Runs, Run{SQL: b.Len(), Text: at, Len: e.start - at})
 		b.WriteString(a.sql[at:e.start])
 		for _, p := range e.pieces {
 			if p.target != nil && p.lit == nil {
@@ -416,6 +417,7 @@ func (a *analyzer) finish(plan *Plan) error {
 		}
 		at = e.end
 	}
+	plan.Runs = appendRun(plan.Runs, Run{SQL: b.Len(), Text: at, Len: len(a.sql) - at})
 	b.WriteString(a.sql[at:])
 	plan.SQL = b.String()
 	for _, m := range a.values {

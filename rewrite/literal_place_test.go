@@ -130,3 +130,46 @@ func TestInsertValuesLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestRuns: each run of a plan is a copy of the input, on both paths, and
+// the runs cover the plain values the server may report an error at.
+func TestRuns(t *testing.T) {
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ sql, covered string }{
+		{`UPDATE patients SET email = 'a@b.c', city = E'x' WHERE ssn = '1' AND id = 'abc'`, `'abc'`},
+		{`INSERT INTO patients (id, email, city) VALUES ('abc', 'a', 'b'), (2, 'c', 'd'::text)`, `'abc'`},
+		{`INSERT INTO patients VALUES ('abc', 'Ann', 'Lee', '1980-01-02')`, `'abc'`},
+		{`SELECT 'é', id FROM patients WHERE email IN ('x', 'y') AND created_at = 'nope' ORDER BY 1`, `'nope'`},
+		{`SELECT 1; DELETE FROM patients WHERE phone = '1' AND id = '1.5'`, `'1.5'`},
+	} {
+		direct, err := Analyze(tc.sql, pol, seedCatalog)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sql, err)
+		}
+		cache := NewCache(10, pol, seedCatalog)
+		cache.AnalyzeSimple(tc.sql)
+		shaped, err := cache.AnalyzeSimple(tc.sql)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sql, err)
+		}
+		for _, plan := range []*Plan{direct, shaped} {
+			covered := false
+			at := strings.Index(tc.sql, tc.covered)
+			for i, r := range plan.Runs {
+				if plan.SQL[r.SQL:r.SQL+r.Len] != tc.sql[r.Text:r.Text+r.Len] {
+					t.Errorf("%s: run %d %+v: %q is not %q", tc.sql, i, r, plan.SQL[r.SQL:r.SQL+r.Len], tc.sql[r.Text:r.Text+r.Len])
+				}
+				if i > 0 && (r.SQL < plan.Runs[i-1].SQL+plan.Runs[i-1].Len || r.Text < plan.Runs[i-1].Text+plan.Runs[i-1].Len) {
+					t.Errorf("%s: run %d %+v overlaps the one before", tc.sql, i, r)
+				}
+				covered = covered || r.Text <= at && at+len(tc.covered) <= r.Text+r.Len
+			}
+			if !covered {
+				t.Errorf("%s: %s is in no run: %+v\n%s", tc.sql, tc.covered, plan.Runs, plan.SQL)
+			}
+		}
+	}
+}

@@ -228,6 +228,30 @@ type Plan struct {
 	// Copy is set when the text is one COPY statement of KindCopy: the
 	// proxy rewrites its rows (copy.go).
 	Copy *Copy
+	// Runs are the parts of SQL copied unchanged from the input, in
+	// order: they tell where a position of an error in SQL is in the
+	// client's text.
+	Runs []Run
+}
+
+// Run is a part of Plan.SQL copied unchanged from the input: Len bytes at
+// byte offset SQL of Plan.SQL, at byte offset Text of the input.
+type Run struct{ SQL, Text, Len int }
+
+// appendRun appends a run to runs, merged with the last one when it
+// continues it.
+func appendRun(runs []Run, r Run) []Run {
+	if r.Len <= 0 {
+		return runs
+	}
+	if n := len(runs); n > 0 {
+		last := &runs[n-1]
+		if last.SQL+last.Len == r.SQL && last.Text+last.Len == r.Text {
+			last.Len += r.Len
+			return runs
+		}
+	}
+	return append(runs, r)
 }
 
 // ResultColumn is a result column that holds a PHI column's ciphertext.

@@ -306,7 +306,9 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		}
 		return off + by
 	}
+	runs := runMapper{shape: shape.Runs, values: values}
 	for _, s := range slots {
+		p.Runs = runs.add(p.Runs, at, s.start, b.Len())
 		b.WriteString(shape.SQL[at:s.start])
 		at = s.end
 		if s.param < 0 {
@@ -328,6 +330,7 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		}
 		v := values[prm.Source]
 		if prm.Action == ActionNone {
+			p.Runs = appendRun(p.Runs, Run{SQL: b.Len(), Text: v.start, Len: len(v.raw)})
 			b.WriteString(v.raw)
 			shifts = append(shifts, shift{s.end, b.Len() - s.end})
 			continue
@@ -343,6 +346,7 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		p.Literals = append(p.Literals, l)
 		shifts = append(shifts, shift{s.end, b.Len() - s.end})
 	}
+	p.Runs = runs.add(p.Runs, at, len(shape.SQL), b.Len())
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()
 	cloned := false
@@ -384,4 +388,27 @@ func keyToText(values []literal, off int) int {
 		by += len(v.raw) - len("$"+strconv.Itoa(i+1))
 	}
 	return off + by
+}
+
+// runMapper finds, for a part of a shape's SQL copied into a text's plan,
+// where its pieces copied from the shape's key are in the text.
+type runMapper struct {
+	shape  []Run // the shape's: its SQL and its key
+	values []literal
+	i      int // the first run not wholly before the parts still to come
+}
+
+// add appends to runs the pieces of shape SQL [from, to), written at out
+// in the plan, that are copies of the key. Parts come in text order.
+func (m *runMapper) add(runs []Run, from, to, out int) []Run {
+	for ; m.i < len(m.shape) && m.shape[m.i].SQL+m.shape[m.i].Len <= from; m.i++ {
+	}
+	for j := m.i; j < len(m.shape) && m.shape[j].SQL < to; j++ {
+		r := m.shape[j]
+		x, y := max(r.SQL, from), min(r.SQL+r.Len, to)
+		if x < y {
+			runs = appendRun(runs, Run{SQL: out + x - from, Text: keyToText(m.values, r.Text+x-r.SQL), Len: y - x})
+		}
+	}
+	return runs
 }

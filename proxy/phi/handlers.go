@@ -40,12 +40,12 @@ func (s *session) handleQuery(msg []byte) error {
 		return s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg)
 	}
 	var text []byte
-	var marks *markSet
+	var rd rendered
 	if err == nil {
 		if plan.Copy != nil {
 			text, err = s.w.renderQuery(s.buf[:0], plan)
 		} else {
-			text, marks, err = s.w.renderMarked(s.buf[:0], plan, sql)
+			text, rd, err = s.w.renderMarked(s.buf[:0], plan, sql)
 		}
 	}
 	if err == nil {
@@ -54,7 +54,7 @@ func (s *session) handleQuery(msg []byte) error {
 	if err != nil {
 		return s.raiseQuery(err)
 	}
-	s.countMarks(marks)
+	s.countMarks(rd.marks)
 	sent := string(text)
 	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
 	if err != nil {
@@ -94,7 +94,7 @@ func (s *session) handleQuery(msg []byte) error {
 	}
 	s.applyCursors(cursors, s.db)
 	if cr == nil {
-		resp = positioned(resp, sql, sent, marks)
+		resp = positioned(resp, sentPositionOf(sql, sent, plan, rd))
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err
@@ -130,12 +130,12 @@ func (s *session) handleParse(msg []byte) error {
 		return s.raiseExtended(err)
 	}
 	var text []byte
-	var marks *markSet
+	var rd rendered
 	if !plan.Passthrough {
-		if text, marks, err = s.w.renderMarked(s.buf[:0], plan, p.Query); err != nil {
+		if text, rd, err = s.w.renderMarked(s.buf[:0], plan, p.Query); err != nil {
 			return s.raiseExtended(err)
 		}
-		s.countMarks(marks)
+		s.countMarks(rd.marks)
 		err = s.checkSent(string(text))
 	} else if len(plan.Statements) > 0 {
 		err = s.checkSent(p.Query)
@@ -162,7 +162,7 @@ func (s *session) handleParse(msg []byte) error {
 	s.buf = text
 	client := p.Query
 	p.Query = string(text)
-	e.Responder = parseAnswer{st: st, pos: sentPosition{client: client, sent: p.Query, marks: marks}}
+	e.Responder = parseAnswer{st: st, pos: sentPositionOf(client, p.Query, plan, rd)}
 	if len(plan.Params) > 0 {
 		p.ParameterOIDs = upstreamParamOIDs(plan, st.paramOIDs)
 	}

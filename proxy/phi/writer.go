@@ -20,13 +20,14 @@ type writer struct {
 	cols  keyedColumns
 	codec *valueCodec
 	// Scratch space, reused from message to message.
-	plain   []byte   // canonical plaintext of the value at hand
-	key     []byte   // its equality key, for a blind index
-	out     []byte   // a transformed literal
-	arena   []byte   // a Bind's transformed values, back to back
-	spans   []span   // their places in arena
-	params  [][]byte // a Bind's new values
-	formats []int16  // and format codes
+	plain   []byte      // canonical plaintext of the value at hand
+	key     []byte      // its equality key, for a blind index
+	out     []byte      // a transformed literal
+	arena   []byte      // a Bind's transformed values, back to back
+	spans   []span      // their places in arena
+	pieces  []sentPiece // the parts of a rendered text copied from the plan
+	params  [][]byte    // a Bind's new values
+	formats []int16     // and format codes
 }
 
 func newWriter(cols keyedColumns, nonUTF8 *atomic.Bool) *writer {
@@ -70,11 +71,20 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 	return out, err
 }
 
+// rendered is what renderMarked tells of the text it wrote.
+type rendered struct {
+	// marks are the markers of invalid values and their errors, nil when
+	// every value is valid.
+	marks *markSet
+	// pieces are the parts of the text copied from the plan's SQL, in
+	// order (nil without the plan's runs).
+	pieces []sentPiece
+}
+
 // renderMarked is renderQuery with markers in place of invalid values
-// (marker.go), and their errors: nil when every value is valid. client is
-// the client's text, whose positions the errors name. An invalid value
-// that cannot be marked fails it.
-func (w *writer) renderMarked(dst []byte, plan *rewrite.Plan, client string) ([]byte, *markSet, error) {
+// (marker.go). client is the client's text, whose positions the errors
+// name. An invalid value that cannot be marked fails it.
+func (w *writer) renderMarked(dst []byte, plan *rewrite.Plan, client string) ([]byte, rendered, error) {
 	return w.render(dst, plan, client, true)
 }
 
@@ -85,8 +95,8 @@ type invalidLiteral struct {
 	err  error
 }
 
-func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool) ([]byte, *markSet, error) {
-	w.arena, w.spans = w.arena[:0], w.spans[:0]
+func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool) ([]byte, rendered, error) {
+	w.arena, w.spans, w.pieces = w.arena[:0], w.spans[:0], w.pieces[:0]
 	var bad []invalidLiteral
 	for i := range plan.Literals {
 		l := &plan.Literals[i]
@@ -99,28 +109,36 @@ func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool
 				k = literalMark(l, err)
 			}
 			if k == markNone {
-				return dst, nil, err
+				return dst, rendered{}, err
 			}
 			bad = append(bad, invalidLiteral{i, k, err})
 		}
 		w.spans = append(w.spans, span{i, start, len(w.arena)})
 	}
+	var out rendered
 	if bad == nil {
-		prev := 0
+		base, prev := len(dst), 0
 		for i, sp := range w.spans {
 			l := &plan.Literals[i]
+			w.pieces = append(w.pieces, sentPiece{len(dst) - base, prev, l.Start - prev})
 			dst = append(dst, plan.SQL[prev:l.Start]...)
 			dst = append(dst, w.arena[sp.start:sp.end]...)
 			prev = l.End
 		}
-		return append(dst, plan.SQL[prev:]...), nil, nil
+		w.pieces = append(w.pieces, sentPiece{len(dst) - base, prev, len(plan.SQL) - prev})
+		dst = append(dst, plan.SQL[prev:]...)
+	} else {
+		dst, out = w.renderWithMarkers(dst, plan, client, bad)
 	}
-	return w.renderWithMarkers(dst, plan, client, bad)
+	if mark && len(plan.Runs) > 0 {
+		out.pieces = slices.Clone(w.pieces)
+	}
+	return dst, out, nil
 }
 
 // renderWithMarkers is render's path for a text with invalid values: each
 // gets its marker, written with the others' slots in text order.
-func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string, bad []invalidLiteral) ([]byte, *markSet, error) {
+func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string, bad []invalidLiteral) ([]byte, rendered) {
 	ms := &markSet{nonce: newNonce()}
 	invalid := make(map[int]invalidLiteral, len(bad))
 	for _, b := range bad {
@@ -160,14 +178,16 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 		}
 	}
 	slices.SortStableFunc(edits, func(a, b splice) int { return a.start - b.start })
-	r := spliced{sql: plan.SQL, edits: edits}
+	r := &spliced{sql: plan.SQL, edits: edits, base: len(dst), pieces: w.pieces}
 	prev := 0
 	for _, sp := range splits {
 		dst = r.appendRange(dst, prev, sp.v.Start, true)
 		dst = r.appendSplit(dst, sp)
 		prev = sp.v.End
 	}
-	return r.appendRange(dst, prev, len(plan.SQL), true), ms, nil
+	dst = r.appendRange(dst, prev, len(plan.SQL), true)
+	w.pieces = r.pieces
+	return dst, rendered{marks: ms}
 }
 
 // splice replaces sql[start:end] with text; target: it writes a marker's
@@ -178,15 +198,18 @@ type splice struct {
 	target     bool
 }
 
-// spliced is a plan's SQL with its splices, sorted by start.
+// spliced is a plan's SQL with its splices, sorted by start, being
+// written from base in a buffer; pieces records what is copied.
 type spliced struct {
-	sql   string
-	edits []splice
+	sql    string
+	edits  []splice
+	base   int
+	pieces []sentPiece
 }
 
 // appendRange appends sql[from:to] with the splices that start in it,
 // without the fields after column names unless targets.
-func (r spliced) appendRange(dst []byte, from, to int, targets bool) []byte {
+func (r *spliced) appendRange(dst []byte, from, to int, targets bool) []byte {
 	i, _ := slices.BinarySearchFunc(r.edits, from, func(e splice, from int) int { return e.start - from })
 	prev := from
 	for ; i < len(r.edits) && r.edits[i].start < to; i++ {
@@ -194,11 +217,19 @@ func (r spliced) appendRange(dst []byte, from, to int, targets bool) []byte {
 		if e.target && !targets {
 			continue
 		}
-		dst = append(dst, r.sql[prev:e.start]...)
+		dst = r.copyPlan(dst, prev, e.start)
 		dst = append(dst, e.text...)
 		prev = e.end
 	}
-	return append(dst, r.sql[prev:to]...)
+	return r.copyPlan(dst, prev, to)
+}
+
+// copyPlan appends sql[from:to], noting the piece.
+func (r *spliced) copyPlan(dst []byte, from, to int) []byte {
+	if to > from {
+		r.pieces = append(r.pieces, sentPiece{len(dst) - r.base, from, to - from})
+	}
+	return append(dst, r.sql[from:to]...)
 }
 
 // valuesSplit is an INSERT … VALUES whose first invalid value stored by a
@@ -258,7 +289,7 @@ func splitAt(splits []valuesSplit, l *rewrite.Literal) bool {
 // before k as rows of a VALUES list of several (a lone row 0 twice), then
 // row k (twice, for the same reason). It fails there, so nothing of it
 // runs, and what follows row k, never analyzed, is left out.
-func (r spliced) appendSplit(dst []byte, sp valuesSplit) []byte {
+func (r *spliced) appendSplit(dst []byte, sp valuesSplit) []byte {
 	v := sp.v
 	if strings.TrimSpace(r.sql[v.Start:v.Insert]) == "" {
 		dst = append(append(dst, r.sql[v.Start:v.Insert]...), "WITH "...)
@@ -381,6 +412,7 @@ func (w *writer) bind(b *pgproto3.Bind, plan *rewrite.Plan, declared []uint32, m
 			// characters, whatever the format they came in.
 			format = formatText
 		}
+		before := w.arena // the values so far: a failed append may return nil
 		if err == nil {
 			if p.Array {
 				w.arena, err = w.arrayValue(w.arena, p, oid, format, src)
@@ -399,7 +431,7 @@ func (w *writer) bind(b *pgproto3.Bind, plan *rewrite.Plan, declared []uint32, m
 			}
 			invalid[p.Source] = true
 			ms.markers = append(ms.markers, marker{info: proxy.Classify(err), param: i + 1})
-			w.arena = append(w.arena[:start], bindMarker...)
+			w.arena = append(before[:start], bindMarker...)
 		}
 		w.spans = append(w.spans, span{i, start, len(w.arena)})
 		w.formats[i] = formatText
