@@ -178,7 +178,7 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 		}
 	}
 	slices.SortStableFunc(edits, func(a, b splice) int { return a.start - b.start })
-	r := &spliced{sql: plan.SQL, edits: edits, base: len(dst), pieces: w.pieces}
+	r := &spliced{sql: plan.SQL, edits: edits, base: len(dst), pieces: w.pieces, nonce: ms.nonce}
 	prev := 0
 	for _, sp := range splits {
 		dst = r.appendRange(dst, prev, sp.v.Start, true)
@@ -205,6 +205,7 @@ type spliced struct {
 	edits  []splice
 	base   int
 	pieces []sentPiece
+	nonce  string // in the name of the WITH query of a split INSERT
 }
 
 // appendRange appends sql[from:to] with the splices that start in it,
@@ -282,7 +283,7 @@ func splitAt(splits []valuesSplit, l *rewrite.Literal) bool {
 
 // appendSplit writes the INSERT of sp as
 //
-//	[WITH …,] phiproxy_rows AS (INSERT INTO t (…) VALUES row0, …, row(k-1))
+//	[WITH …,] phiproxy_rows_<nonce> AS (INSERT INTO t (…) VALUES row0, …, row(k-1))
 //	INSERT INTO t (…, col.marker, …) VALUES rowk, rowk
 //
 // which PostgreSQL analyzes in the same order up to the marker: the rows
@@ -296,7 +297,7 @@ func (r *spliced) appendSplit(dst []byte, sp valuesSplit) []byte {
 	} else {
 		dst = append(r.appendRange(dst, v.Start, v.Insert, true), ", "...)
 	}
-	dst = append(dst, "phiproxy_rows AS ("...)
+	dst = append(append(append(dst, "phiproxy_rows_"...), r.nonce...), " AS ("...)
 	dst = append(r.appendRange(dst, v.Insert, v.Values, false), ' ')
 	for i := 0; i < sp.k; i++ {
 		if i > 0 {
