@@ -107,16 +107,22 @@ func TestPrecedenceLiterals(t *testing.T) {
 	ctx := context.Background()
 	direct := precPlainDirect(t)
 	proxied := phiConn(t, p)
-	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+	for _, mode := range []string{"simple", "extended"} {
 		for _, c := range precedenceCases {
-			if mode != pgx.QueryExecModeSimpleProtocol && strings.Contains(c.sql, ";") {
+			if mode != "simple" && strings.Contains(c.sql, ";") {
 				continue
 			}
-			t.Run(mode.String()+"/"+c.name, func(t *testing.T) {
-				_, err := direct.Exec(ctx, c.sql, mode)
-				want := errFields(err)
-				_, err = proxied.Exec(ctx, c.sql, mode)
-				got := errFields(err)
+			run := func(conn *pgx.Conn) pgErrFields {
+				if mode == "simple" {
+					_, err := conn.Exec(ctx, c.sql, pgx.QueryExecModeSimpleProtocol)
+					return errFields(err)
+				}
+				// Parse, Bind, Describe, Execute: pgx would send a text
+				// without arguments as a simple Query.
+				return errFields(conn.PgConn().ExecParams(ctx, c.sql, nil, nil, nil, nil).Read().Err)
+			}
+			t.Run(mode+"/"+c.name, func(t *testing.T) {
+				want, got := run(direct), run(proxied)
 				if want.Code != c.want {
 					t.Fatalf("%s: PostgreSQL says %s %q, the case expects %s", c.sql, want.Code, want.Message, c.want)
 				}
@@ -189,12 +195,14 @@ func TestPrecedenceNoLeak(t *testing.T) {
 		{`INSERT INTO phi_types (id, v_uuid) VALUES (1, '` + bad("uuid") + `') ON CONFLICT (id) DO UPDATE SET v_date = '` + bad("date") + `'`, "22P02"},
 		{`SELECT id FROM phi_types WHERE v_int4 = '` + bad("int") + `' AND id = 'abc'`, "22P02"},
 	}
-	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
-		for _, c := range cases {
-			_, err := conn.Exec(ctx, c.sql, mode)
-			if got := errFields(err); got.Code != c.want {
-				t.Errorf("%s: %s %q, want %s", c.sql, got.Code, got.Message, c.want)
-			}
+	for _, c := range cases {
+		_, err := conn.Exec(ctx, c.sql, pgx.QueryExecModeSimpleProtocol)
+		if got := errFields(err); got.Code != c.want {
+			t.Errorf("%s: %s %q, want %s", c.sql, got.Code, got.Message, c.want)
+		}
+		err = conn.PgConn().ExecParams(ctx, c.sql, nil, nil, nil, nil).Read().Err
+		if got := errFields(err); got.Code != c.want {
+			t.Errorf("%s (extended): %s %q, want %s", c.sql, got.Code, got.Message, c.want)
 		}
 	}
 	for _, c := range []struct {

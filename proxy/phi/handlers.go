@@ -153,6 +153,7 @@ func (s *session) handleParse(msg []byte) error {
 	if plan.Passthrough {
 		st.text = p.Query
 	}
+	st.marks = rd.marks
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {

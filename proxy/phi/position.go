@@ -141,7 +141,15 @@ func (m sentPosition) errorResponse(dst, msg []byte) []byte {
 
 // ErrorResponse implements proxy.Responder: a simple Query's error is told
 // in the client's text.
-func (r *result) ErrorResponse(dst, msg []byte) []byte { return r.pos.errorResponse(dst, msg) }
+func (r *result) ErrorResponse(dst, msg []byte) []byte {
+	if r.stmt != nil {
+		// A portal's: a marker the planner evaluates may fail at Execute.
+		if out, ok := r.stmt.marks.errorResponse(dst, msg); ok {
+			return out
+		}
+	}
+	return r.pos.errorResponse(dst, msg)
+}
 
 // ErrorResponse implements proxy.Responder: a Parse's error is told in
 // the client's text.

@@ -119,6 +119,11 @@ func (a bindAnswer) ErrorResponse(dst, msg []byte) []byte {
 	if out, ok := a.marks.errorResponse(dst, msg); ok {
 		return out
 	}
+	if a.r.stmt != nil {
+		if out, ok := a.r.stmt.marks.errorResponse(dst, msg); ok {
+			return out // planned at Bind
+		}
+	}
 	return append(dst, msg...)
 }
 
