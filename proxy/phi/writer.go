@@ -67,7 +67,7 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *pol
 // filled: ciphertext for stored values, index text for comparisons. An
 // invalid value fails it.
 func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
-	out, _, err := w.render(dst, plan, "", false)
+	out, _, err := w.render(dst, plan, "", false, false)
 	return out, err
 }
 
@@ -85,7 +85,14 @@ type rendered struct {
 // (marker.go). client is the client's text, whose positions the errors
 // name. An invalid value that cannot be marked fails it.
 func (w *writer) renderMarked(dst []byte, plan *rewrite.Plan, client string) ([]byte, rendered, error) {
-	return w.render(dst, plan, client, true)
+	mark := true
+	for i := range plan.Statements {
+		// A marker in a function or view it creates would stay there,
+		// to fail when it is used, with an error the proxy no longer
+		// knows: such a statement is refused as before.
+		mark = mark && plan.Statements[i].Kind != rewrite.KindDDL
+	}
+	return w.render(dst, plan, client, mark, true)
 }
 
 // invalidLiteral is a literal whose value failed, and how it is marked.
@@ -95,7 +102,9 @@ type invalidLiteral struct {
 	err  error
 }
 
-func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool) ([]byte, rendered, error) {
+// render is renderQuery, and renderMarked when mark; pieces: it tells the
+// pieces of the text copied from the plan.
+func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark, pieces bool) ([]byte, rendered, error) {
 	w.arena, w.spans, w.pieces = w.arena[:0], w.spans[:0], w.pieces[:0]
 	var bad []invalidLiteral
 	for i := range plan.Literals {
@@ -130,7 +139,7 @@ func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark bool
 	} else {
 		dst, out = w.renderWithMarkers(dst, plan, client, bad)
 	}
-	if mark && len(plan.Runs) > 0 {
+	if pieces && len(plan.Runs) > 0 {
 		out.pieces = slices.Clone(w.pieces)
 	}
 	return dst, out, nil
