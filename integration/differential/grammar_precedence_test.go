@@ -62,9 +62,10 @@ func (b *builder) precPHI(t *table, indexed bool) (*column, value) {
 
 // badPlain returns an invalid value for the integer id column: a literal
 // (quoted, or cast when cast), or in the extended protocol sometimes a
-// parameter.
+// parameter. None holds a PHI value of the pools (the leak check looks for
+// them in the server log).
 func (b *builder) badPlain(cast bool) string {
-	v := []string{"abc", "1.5", "3000000000", ""}[b.r.IntN(4)]
+	v := []string{"abc", "1.5", "2222222222", ""}[b.r.IntN(4)] // 22P02, 22P02, 22003, 22P02
 	if cast {
 		b.tag("prec.cast")
 		return quote(v) + "::int4"
