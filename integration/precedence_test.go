@@ -87,6 +87,8 @@ var precedenceCases = []struct{ name, sql, want string }{
 	{"insert on conflict set", `INSERT INTO phi_types (id, v_int4) VALUES ('abc', 5) ON CONFLICT (id) DO UPDATE SET v_date = 'x'`, "22P02"},
 	{"insert on conflict set phi", `INSERT INTO phi_types (id, v_int4) VALUES (1, 5) ON CONFLICT (id) DO UPDATE SET v_date = 'x', id = 'abc'`, "22007"},
 	{"insert on conflict set before where", `INSERT INTO phi_types (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET v_date = 'x' WHERE phi_types.id = 'abc'`, "22007"},
+	{"insert multi later row and on conflict", `INSERT INTO phi_types (id, v_jsonb, v_bool) VALUES (1, NULL, 'true'), (2, '[1]', 'true'), ('abc', 'NaN', 't') ON CONFLICT (id) DO UPDATE SET v_int4 = ''`, "22P02"},
+	{"insert multi later row phi and on conflict", `INSERT INTO phi_types (id, v_jsonb, v_bool) VALUES (1, NULL, 'true'), (2, '[1]', 'true'), (3, 'NaN', 't') ON CONFLICT (id) DO UPDATE SET v_int4 = ''`, "22P02"},
 	{"insert returning after", `INSERT INTO phi_types (id, v_uuid) VALUES (1, 'nope') RETURNING 'abc'::int4`, "22P02"},
 	// DELETE and SELECT: comparisons in the order they are written.
 	{"delete phi first", `DELETE FROM phi_types WHERE v_date = 'x' AND id = 'abc'`, "22007"},

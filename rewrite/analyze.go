@@ -376,6 +376,9 @@ func (a *analyzer) finish(plan *Plan) error {
 	if len(a.uses) > 0 || len(params) > 0 {
 		plan.Params = params
 	}
+	for _, m := range a.values {
+		a.addEdit(m.end.end, m.end.end, piece{target: m.end})
+	}
 	// Apply the edits in text order; an insertion at the point where a
 	// replacement starts goes first.
 	sort.SliceStable(a.edits, func(i, j int) bool {

@@ -385,7 +385,10 @@ func (a *analyzer) noteValues(n int) {
 	if len(m.rows) != n {
 		return
 	}
-	m.start, m.insert, m.values, m.end = a.markAt(a.stmtStart), a.markAt(ts[insert].start), a.markAt(ts[values].end), a.markAt(a.stmtEnd)
+	// The end is marked by finish, after every other edit: what is
+	// inserted at the end of the statement (an index added beside the
+	// last value of ON CONFLICT's SET list) comes before it.
+	m.start, m.insert, m.values, m.end = a.markAt(a.stmtStart), a.markAt(ts[insert].start), a.markAt(ts[values].end), &assignTarget{end: a.stmtEnd}
 	a.values = append(a.values, m)
 }
 

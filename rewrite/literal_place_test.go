@@ -95,6 +95,7 @@ func TestInsertValuesLayout(t *testing.T) {
 		`SELECT 1; INSERT INTO patients (id, email) VALUES (1, 'a'), (2, 'b') RETURNING id`,
 		`WITH x AS (SELECT 1) INSERT INTO patients (id, email) VALUES (1, 'a'), ((2), 'b'), (3, E'c');`,
 		`INSERT INTO patients VALUES (1, 'a'), (2, 'b')`,
+		`INSERT INTO patients (id, city) VALUES (1, 'a'), (2, 'b') ON CONFLICT (id) DO UPDATE SET email = 'c'`,
 	} {
 		direct, err := Analyze(sql, pol, seedCatalog)
 		if err != nil {
@@ -114,6 +115,9 @@ func TestInsertValuesLayout(t *testing.T) {
 			}
 			q := plan.SQL
 			stmt := strings.TrimSpace(strings.TrimSuffix(q[v.Start:v.End], ";"))
+			if last := strings.TrimSpace(strings.TrimSuffix(q[v.End:], ";")); last != "" {
+				t.Errorf("%s: after the statement's end: %q", sql, last)
+			}
 			if !strings.HasPrefix(q[v.Insert:], "INSERT INTO patients") || !strings.HasSuffix(q[:v.Values], "VALUES") ||
 				(strings.HasPrefix(sql, "WITH") != strings.HasPrefix(stmt, "WITH")) || strings.HasPrefix(stmt, "SELECT") {
 				t.Errorf("%s: layout %+v of %q", sql, v, q)
