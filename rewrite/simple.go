@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -295,18 +296,10 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 	at := 0
 	// moved maps an offset in shape.SQL before the slots written so
 	// far to the text's (Literal.Target): each slot shifts what follows.
-	type shift struct{ from, by int }
-	var shifts []shift
-	moved := func(off int) int {
-		by := 0
-		for _, sh := range shifts {
-			if sh.from <= off {
-				by = sh.by
-			}
-		}
-		return off + by
-	}
+	shifts := make([]shift, 0, len(slots))
+	moved := func(off int) int { return movedOffset(shifts, off) }
 	runs := runMapper{shape: shape.Runs, values: values}
+	p.Runs = make([]Run, 0, len(shape.Runs)+len(slots)+1)
 	for _, s := range slots {
 		p.Runs = runs.add(p.Runs, at, s.start, b.Len())
 		b.WriteString(shape.SQL[at:s.start])
@@ -411,4 +404,17 @@ func (m *runMapper) add(runs []Run, from, to, out int) []Run {
 		}
 	}
 	return runs
+}
+
+// shift says that offsets of a shape's SQL from from on are by bytes
+// further in a text's plan.
+type shift struct{ from, by int }
+
+// movedOffset maps off through shifts, sorted by from.
+func movedOffset(shifts []shift, off int) int {
+	i := sort.Search(len(shifts), func(i int) bool { return shifts[i].from > off })
+	if i == 0 {
+		return off
+	}
+	return off + shifts[i-1].by
 }
