@@ -1,6 +1,8 @@
 package rewrite
 
 import (
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -292,15 +294,27 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 	var b strings.Builder
 	b.Grow(size)
 	at := 0
+	// moved maps an offset in shape.SQL before the slots written so
+	// far to the text's (Literal.Target): each slot shifts what follows.
+	shifts := make([]shift, 0, len(slots))
+	moved := func(off int) int { return movedOffset(shifts, off) }
+	runs := runMapper{shape: shape.Runs, values: values}
+	p.Runs = make([]Run, 0, len(shape.Runs)+len(slots)+1)
 	for _, s := range slots {
+		p.Runs = runs.add(p.Runs, at, s.start, b.Len())
 		b.WriteString(shape.SQL[at:s.start])
 		at = s.end
 		if s.param < 0 {
 			l := shape.Literals[s.literal]
+			if l.Target > 0 {
+				l.Target = moved(l.Target)
+			}
+			l.Loc = keyToText(values, l.Loc)
 			l.Start = b.Len()
 			b.WriteString(slotPlaceholder)
 			l.End = b.Len()
 			p.Literals = append(p.Literals, l)
+			shifts = append(shifts, shift{s.end, b.Len() - s.end})
 			continue
 		}
 		prm := shape.Params[s.param]
@@ -309,15 +323,39 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		}
 		v := values[prm.Source]
 		if prm.Action == ActionNone {
+			p.Runs = appendRun(p.Runs, Run{SQL: b.Len(), Text: v.start, Len: len(v.raw)})
 			b.WriteString(v.raw)
+			shifts = append(shifts, shift{s.end, b.Len() - s.end})
 			continue
 		}
-		start := b.Len()
+		l := Literal{Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index, Type: prm.Type, Assign: prm.Assign,
+			Loc: v.start, Row: prm.Row}
+		if prm.Target > 0 {
+			l.Target = moved(prm.Target)
+		}
+		l.Start = b.Len()
 		b.WriteString(slotPlaceholder)
-		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index, Type: prm.Type, Assign: prm.Assign})
+		l.End = b.Len()
+		p.Literals = append(p.Literals, l)
+		shifts = append(shifts, shift{s.end, b.Len() - s.end})
 	}
+	p.Runs = runs.add(p.Runs, at, len(shape.SQL), b.Len())
 	b.WriteString(shape.SQL[at:])
 	p.SQL = b.String()
+	cloned := false
+	for i, st := range shape.Statements {
+		if st.Values == nil {
+			continue
+		}
+		if !cloned {
+			p.Statements, cloned = slices.Clone(shape.Statements), true
+		}
+		v := &InsertValues{Start: moved(st.Values.Start), Insert: moved(st.Values.Insert), Values: moved(st.Values.Values), End: moved(st.Values.End)}
+		for _, r := range st.Values.Rows {
+			v.Rows = append(v.Rows, [2]int{moved(r[0]), moved(r[1])})
+		}
+		p.Statements[i].Values = v
+	}
 	if c := shape.Copy; c != nil && c.Table == nil {
 		// No slot follows the query of COPY (query) TO: its end keeps its
 		// distance from the end of the text.
@@ -328,4 +366,55 @@ func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool)
 		p.Copy = shape.Copy
 	}
 	return p, true
+}
+
+// keyToText maps a byte offset in a shape's key, outside its $n, to the
+// text the key was made of: each value before it was written as $n in the
+// key (values are numbered in text order).
+func keyToText(values []literal, off int) int {
+	by := 0
+	for i, v := range values {
+		key := v.start - by // where its $n starts in the key
+		if key >= off {
+			break
+		}
+		by += len(v.raw) - len("$"+strconv.Itoa(i+1))
+	}
+	return off + by
+}
+
+// runMapper finds, for a part of a shape's SQL copied into a text's plan,
+// where its pieces copied from the shape's key are in the text.
+type runMapper struct {
+	shape  []Run // the shape's: its SQL and its key
+	values []literal
+	i      int // the first run not wholly before the parts still to come
+}
+
+// add appends to runs the pieces of shape SQL [from, to), written at out
+// in the plan, that are copies of the key. Parts come in text order.
+func (m *runMapper) add(runs []Run, from, to, out int) []Run {
+	for ; m.i < len(m.shape) && m.shape[m.i].SQL+m.shape[m.i].Len <= from; m.i++ {
+	}
+	for j := m.i; j < len(m.shape) && m.shape[j].SQL < to; j++ {
+		r := m.shape[j]
+		x, y := max(r.SQL, from), min(r.SQL+r.Len, to)
+		if x < y {
+			runs = appendRun(runs, Run{SQL: out + x - from, Text: keyToText(m.values, r.Text+x-r.SQL), Len: y - x})
+		}
+	}
+	return runs
+}
+
+// shift says that offsets of a shape's SQL from from on are by bytes
+// further in a text's plan.
+type shift struct{ from, by int }
+
+// movedOffset maps off through shifts, sorted by from.
+func movedOffset(shifts []shift, off int) int {
+	i := sort.Search(len(shifts), func(i int) bool { return shifts[i].from > off })
+	if i == 0 {
+		return off
+	}
+	return off + shifts[i-1].by
 }

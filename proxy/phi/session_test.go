@@ -232,7 +232,12 @@ func TestScriptRefusals(t *testing.T) {
 		f.expect(`Parse "" INSERT INTO patients (date_of_birth) VALUES ($1) [25]`, "Sync")
 		f.send(&pgproto3.ParseComplete{})
 		f.ready()
-		raised(f, "22007") // not a date
+		// Not a date: the marker goes in its place, and the server's
+		// error for it becomes the proxy's.
+		f.expect(`Bind "" "" [0] ["\xff\xfe phiproxy invalid value"] []`, `Describe P ""`, `Execute ""`, "Sync")
+		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "22021", Message: `invalid byte sequence for encoding "UTF8": 0xff`,
+			Where: "unnamed portal parameter $1"})
+		f.ready()
 		raised(f, "08P01") // two values for one parameter
 		f.expect("Query SET standard_conforming_strings = off")
 		f.send(&pgproto3.CommandComplete{CommandTag: []byte("SET")},
@@ -263,7 +268,7 @@ func TestScriptRefusals(t *testing.T) {
 	c.send(&pgproto3.Parse{Query: "INSERT INTO patients (date_of_birth) VALUES ($1)"}, &pgproto3.Sync{})
 	c.expect("ParseComplete", "ReadyForQuery I")
 	c.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("not a date")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	c.expect("ErrorResponse ERROR 22007 phiproxy: …", "ReadyForQuery I")
+	c.expect("ErrorResponse ERROR 22007 phiproxy: invalid input syntax for type date (parameter $1 for public.patients.date_of_birth)", "ReadyForQuery I")
 	c.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("2000-01-01"), []byte("x")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	c.expect("ErrorResponse ERROR 08P01 phiproxy: …", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SET standard_conforming_strings = off"})
