@@ -40,26 +40,31 @@ const EpochFunction = `"phiproxy"."catalog_epoch"()`
 // the graph the catalog query follows (reachSQL and aliasSQL in
 // proxy/phi/catalog.go), with the OIDs and names of both ends, so that
 // creating, dropping or renaming any of them changes it. Run with
-// search_path = pg_catalog, names come out schema-qualified.
-const epochGraphSQL = `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), '')) FROM (
-    SELECT 'rewrite ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::regclass || ' reads ' || d.refobjid || ' ' || d.refobjid::regclass AS x
-      FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-     WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::regclass
-      FROM pg_rewrite r
-    UNION SELECT 'inherits ' || i.inhrelid || ' ' || i.inhrelid::regclass || ' ' || i.inhparent || ' ' || i.inhparent::regclass
-      FROM pg_inherits i
-    UNION SELECT 'foreign ' || ft.ftrelid || ' ' || ft.ftrelid::regclass || ' ' || coalesce(ft.ftoptions::text, '')
-      FROM pg_foreign_table ft
-    UNION SELECT 'trigger ' || tg.oid || ' ' || tg.tgname || ' on ' || tg.tgrelid || ' ' || tg.tgrelid::regclass
-      FROM pg_trigger tg WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL
-    UNION SELECT 'rowtype ' || d.classid || ' ' || d.objid || ' ' || d.objsubid || ' ' || pg_describe_object(d.classid, d.objid, d.objsubid) || ' uses ' || d.refobjid
-      FROM pg_depend d
-     WHERE d.refclassid = 'pg_type'::regclass AND d.deptype = 'n'
-       AND d.refobjid IN (SELECT c.reltype FROM pg_class c WHERE c.reltype <> 0
-                          UNION SELECT t.typarray FROM pg_class c JOIN pg_type t ON t.oid = c.reltype WHERE t.typarray <> 0)
-    UNION SELECT 'subscription ' || sr.srsubid || ' ' || sr.srrelid || ' ' || sr.srrelid::regclass
-      FROM pg_subscription_rel sr
+// search_path = pg_catalog, pg_temp, names come out schema-qualified.
+// Every relation and type it names is qualified: the trigger runs in the
+// session that ran the DDL, and an unqualified name would be looked up in
+// that session's temporary schema first (the temporary schema precedes
+// pg_catalog unless listed after it, for relations and types), where a
+// table named pg_depend of its own would hide the real graph.
+const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E'\n' ORDER BY x), '')) FROM (
+    SELECT 'rewrite ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass || ' reads ' || d.refobjid || ' ' || d.refobjid::pg_catalog.regclass AS x
+      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass
+      FROM pg_catalog.pg_rewrite r
+    UNION SELECT 'inherits ' || i.inhrelid || ' ' || i.inhrelid::pg_catalog.regclass || ' ' || i.inhparent || ' ' || i.inhparent::pg_catalog.regclass
+      FROM pg_catalog.pg_inherits i
+    UNION SELECT 'foreign ' || ft.ftrelid || ' ' || ft.ftrelid::pg_catalog.regclass || ' ' || coalesce(ft.ftoptions::pg_catalog.text, '')
+      FROM pg_catalog.pg_foreign_table ft
+    UNION SELECT 'trigger ' || tg.oid || ' ' || tg.tgname || ' on ' || tg.tgrelid || ' ' || tg.tgrelid::pg_catalog.regclass
+      FROM pg_catalog.pg_trigger tg WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL
+    UNION SELECT 'rowtype ' || d.classid || ' ' || d.objid || ' ' || d.objsubid || ' ' || pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) || ' uses ' || d.refobjid
+      FROM pg_catalog.pg_depend d
+     WHERE d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.deptype = 'n'
+       AND d.refobjid IN (SELECT c.reltype FROM pg_catalog.pg_class c WHERE c.reltype <> 0
+                          UNION SELECT t.typarray FROM pg_catalog.pg_class c JOIN pg_catalog.pg_type t ON t.oid = c.reltype WHERE t.typarray <> 0)
+    UNION SELECT 'subscription ' || sr.srsubid || ' ' || sr.srrelid || ' ' || sr.srrelid::pg_catalog.regclass
+      FROM pg_catalog.pg_subscription_rel sr
   ) g`
 
 // epochTriggerBody is the body of phiproxy.catalog_changed(). Replacing
@@ -67,12 +72,12 @@ const epochGraphSQL = `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), ''))
 // then finds the hash unchanged.
 const epochTriggerBody = `
 DECLARE
-  h text;
+  h pg_catalog.text;
 BEGIN
   ` + epochGraphSQL + ` INTO h;
   IF h IS DISTINCT FROM ` + EpochFunction + ` THEN
-    EXECUTE format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   format('SELECT %L::text', h));
+    EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
+                   pg_catalog.format('SELECT %L::text', h));
   END IF;
 END
 `
@@ -115,7 +120,7 @@ func EpochDDL() []string {
 		`CREATE SCHEMA IF NOT EXISTS "phiproxy";`,
 		`GRANT USAGE ON SCHEMA "phiproxy" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$SELECT ''::text$$;`,
-		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
+		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
 		`REVOKE ALL ON FUNCTION "phiproxy"."catalog_changed"() FROM PUBLIC;`,
 		`CREATE TABLE IF NOT EXISTS "phiproxy"."catalog_lock" ();`,
 		`GRANT SELECT ON "phiproxy"."catalog_lock" TO PUBLIC;`,
