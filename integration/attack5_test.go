@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/novamind/phiproxy/internal/pgcluster"
 )
 
 // The fifth independent attack (branch attack5), on the catalog epoch:
@@ -381,4 +383,57 @@ func TestAttack5TablesCreatedLater(t *testing.T) {
 	if n := storedRows(t, env); n != 0 {
 		t.Errorf("%d rows stored through the view", n)
 	}
+}
+
+// Finding 9 (leak). The installation kept the owner of objects of the
+// phiproxy schema made before it (CREATE SCHEMA IF NOT EXISTS, CREATE OR
+// REPLACE FUNCTION keep theirs), and the check of the triggers looked at
+// the trigger function's body only: a database owner who made the schema
+// and its functions first could afterwards set the trigger function's
+// search_path to a schema of its own with an = operator that always
+// holds, so that the trigger never saw the hash change; sessions took the
+// triggers for installed, and INSERT through a view made afterwards
+// stored plaintext. The check now wants the schema and its functions
+// owned by the triggers' owner and the trigger function's search_path as
+// installed; the installation takes them over.
+func TestAttack5PrecreatedEpochObjects(t *testing.T) {
+	const db = "attack5_owner"
+	env := attackAliasEnv(t, db)
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN(db))
+	// What an installation over the database owner's own functions left.
+	for _, sql := range []string{
+		"ALTER FUNCTION phiproxy.catalog_changed() OWNER TO " + pgcluster.ScramUser.Name,
+		"ALTER FUNCTION phiproxy.catalog_epoch() OWNER TO " + pgcluster.ScramUser.Name,
+	} {
+		if _, err := su.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	env.ddl(t, "CREATE SCHEMA evil",
+		"CREATE FUNCTION evil.eq(text, text) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT true'",
+		"CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq)",
+		"ALTER FUNCTION phiproxy.catalog_changed() SET search_path = evil, pg_catalog")
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		// Refused: the triggers do not count as installed.
+		refusedWith(t, err, "55000", "catalog triggers")
+	}
+	env.ddl(t, "CREATE VIEW owner_v AS SELECT * FROM visits")
+	_, err := conn.Exec(ctx, "INSERT INTO owner_v (id, ssn) VALUES ($1, $2)", 1, secret("owner"))
+	refusedWith(t, err, "55000")
+	if n := storedRows(t, env); n != 0 {
+		t.Fatalf("%d rows stored through the view", n)
+	}
+	// Installing again takes the objects over; the owner can change them
+	// no more.
+	env.ddl(t, "DROP VIEW owner_v")
+	if err := pgcluster.InstallEpoch(ctx, su); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.conn(t).Exec(ctx, "SELECT 1"); err != nil {
+		t.Errorf("after installing again: %v", err)
+	}
+	_, err = env.direct(t).Exec(ctx, "ALTER FUNCTION phiproxy.catalog_changed() SET search_path = evil, pg_catalog")
+	refusedWith(t, err, "42501")
 }

@@ -117,18 +117,26 @@ var EpochTriggerSourceMD5 = func() string {
 // replica.
 func EpochDDL() []string {
 	return []string{
+		// The triggers of an earlier installation run no more while the
+		// objects change. The schema and its objects may have been made
+		// before by someone else (CREATE OR REPLACE keeps a function's
+		// owner, who could then change it): they become the installer's.
+		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_ddl";`,
+		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_drop";`,
 		`CREATE SCHEMA IF NOT EXISTS "phiproxy";`,
+		`ALTER SCHEMA "phiproxy" OWNER TO CURRENT_USER;`,
 		`GRANT USAGE ON SCHEMA "phiproxy" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$SELECT ''::text$$;`,
+		`ALTER FUNCTION ` + EpochFunction + ` OWNER TO CURRENT_USER;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
+		`ALTER FUNCTION "phiproxy"."catalog_changed"() OWNER TO CURRENT_USER;`,
 		`REVOKE ALL ON FUNCTION "phiproxy"."catalog_changed"() FROM PUBLIC;`,
 		`CREATE TABLE IF NOT EXISTS "phiproxy"."catalog_lock" ();`,
 		`GRANT SELECT ON "phiproxy"."catalog_lock" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_sync"() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $phiproxy$` + catalogSyncBody + `$phiproxy$;`,
-		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_ddl";`,
+		`ALTER FUNCTION "phiproxy"."catalog_sync"() OWNER TO CURRENT_USER;`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_ddl" ON ddl_command_end EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
 		`ALTER EVENT TRIGGER "phiproxy_catalog_ddl" ENABLE ALWAYS;`,
-		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_drop";`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_drop" ON sql_drop EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
 		`ALTER EVENT TRIGGER "phiproxy_catalog_drop" ENABLE ALWAYS;`,
 		// DDL that runs the triggers once, for a first epoch (CREATE EVENT
@@ -140,16 +148,23 @@ func EpochDDL() []string {
 // EpochStateSQL is two text columns of the catalog query: the epoch (the
 // body of phiproxy.catalog_epoch(), or ” when the function is missing),
 // and whether both event triggers are installed, enabled always, for every
-// command tag, with this version's function ('true' or 'false'). It reads
-// pg_proc and pg_event_trigger with the statement's snapshot, like the
-// rest of the catalog query it is part of.
+// command tag, with this version's function and its search_path ('true'
+// or 'false'), the schema and its functions owned by the triggers' owner
+// (a superuser): whoever else owned one could change it (set the trigger
+// function's search_path to a schema with an = operator of its own that
+// keeps the epoch as it was, or replace catalog_epoch()). It reads pg_proc
+// and pg_event_trigger with the statement's snapshot, like the rest of the
+// catalog query it is part of.
 var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace` +
 	` WHERE n.nspname = 'phiproxy' AND p.proname = 'catalog_epoch' AND p.pronargs = 0 AND p.prorettype = 'pg_catalog.text'::pg_catalog.regtype), '')::pg_catalog.text,` +
 	` ((SELECT pg_catalog.count(*) FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace` +
 	` WHERE (e.evtname, e.evtevent) IN (('phiproxy_catalog_ddl', 'ddl_command_end'), ('phiproxy_catalog_drop', 'sql_drop'))` +
 	` AND e.evtenabled = 'A' AND e.evttags IS NULL AND n.nspname = 'phiproxy' AND p.proname = 'catalog_changed' AND p.prosecdef` +
-	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `') = 2` +
-	` AND pg_catalog.to_regprocedure('"phiproxy"."catalog_sync"()') IS NOT NULL)::pg_catalog.text`
+	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `'` +
+	` AND p.proconfig OPERATOR(pg_catalog.=) ARRAY['search_path=pg_catalog, pg_temp']::pg_catalog.text[]` +
+	` AND p.proowner = e.evtowner AND n.nspowner = e.evtowner` +
+	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid AND q.pronargs = 0` +
+	` AND q.proname IN ('catalog_epoch', 'catalog_sync') AND q.proowner = e.evtowner) = 2) = 2)::pg_catalog.text`
 
 // ParseEpoch returns the epoch in the body of phiproxy.catalog_epoch()
 // ("SELECT '<hex>'::text"; ” before the first change), and whether the
