@@ -40,26 +40,31 @@ const EpochFunction = `"phiproxy"."catalog_epoch"()`
 // the graph the catalog query follows (reachSQL and aliasSQL in
 // proxy/phi/catalog.go), with the OIDs and names of both ends, so that
 // creating, dropping or renaming any of them changes it. Run with
-// search_path = pg_catalog, names come out schema-qualified.
-const epochGraphSQL = `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), '')) FROM (
-    SELECT 'rewrite ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::regclass || ' reads ' || d.refobjid || ' ' || d.refobjid::regclass AS x
-      FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-     WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::regclass
-      FROM pg_rewrite r
-    UNION SELECT 'inherits ' || i.inhrelid || ' ' || i.inhrelid::regclass || ' ' || i.inhparent || ' ' || i.inhparent::regclass
-      FROM pg_inherits i
-    UNION SELECT 'foreign ' || ft.ftrelid || ' ' || ft.ftrelid::regclass || ' ' || coalesce(ft.ftoptions::text, '')
-      FROM pg_foreign_table ft
-    UNION SELECT 'trigger ' || tg.oid || ' ' || tg.tgname || ' on ' || tg.tgrelid || ' ' || tg.tgrelid::regclass
-      FROM pg_trigger tg WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL
-    UNION SELECT 'rowtype ' || d.classid || ' ' || d.objid || ' ' || d.objsubid || ' ' || pg_describe_object(d.classid, d.objid, d.objsubid) || ' uses ' || d.refobjid
-      FROM pg_depend d
-     WHERE d.refclassid = 'pg_type'::regclass AND d.deptype = 'n'
-       AND d.refobjid IN (SELECT c.reltype FROM pg_class c WHERE c.reltype <> 0
-                          UNION SELECT t.typarray FROM pg_class c JOIN pg_type t ON t.oid = c.reltype WHERE t.typarray <> 0)
-    UNION SELECT 'subscription ' || sr.srsubid || ' ' || sr.srrelid || ' ' || sr.srrelid::regclass
-      FROM pg_subscription_rel sr
+// search_path = pg_catalog, pg_temp, names come out schema-qualified.
+// Every relation and type it names is qualified: the trigger runs in the
+// session that ran the DDL, and an unqualified name would be looked up in
+// that session's temporary schema first (the temporary schema precedes
+// pg_catalog unless listed after it, for relations and types), where a
+// table named pg_depend of its own would hide the real graph.
+const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E'\n' ORDER BY x), '')) FROM (
+    SELECT 'rewrite ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass || ' reads ' || d.refobjid || ' ' || d.refobjid::pg_catalog.regclass AS x
+      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass
+      FROM pg_catalog.pg_rewrite r
+    UNION SELECT 'inherits ' || i.inhrelid || ' ' || i.inhrelid::pg_catalog.regclass || ' ' || i.inhparent || ' ' || i.inhparent::pg_catalog.regclass
+      FROM pg_catalog.pg_inherits i
+    UNION SELECT 'foreign ' || ft.ftrelid || ' ' || ft.ftrelid::pg_catalog.regclass || ' ' || coalesce(ft.ftoptions::pg_catalog.text, '')
+      FROM pg_catalog.pg_foreign_table ft
+    UNION SELECT 'trigger ' || tg.oid || ' ' || tg.tgname || ' on ' || tg.tgrelid || ' ' || tg.tgrelid::pg_catalog.regclass
+      FROM pg_catalog.pg_trigger tg WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL
+    UNION SELECT 'rowtype ' || d.classid || ' ' || d.objid || ' ' || d.objsubid || ' ' || pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) || ' uses ' || d.refobjid
+      FROM pg_catalog.pg_depend d
+     WHERE d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.deptype = 'n'
+       AND d.refobjid IN (SELECT c.reltype FROM pg_catalog.pg_class c WHERE c.reltype <> 0
+                          UNION SELECT t.typarray FROM pg_catalog.pg_class c JOIN pg_catalog.pg_type t ON t.oid = c.reltype WHERE t.typarray <> 0)
+    UNION SELECT 'subscription ' || sr.srsubid || ' ' || sr.srrelid || ' ' || sr.srrelid::pg_catalog.regclass
+      FROM pg_catalog.pg_subscription_rel sr
   ) g`
 
 // epochTriggerBody is the body of phiproxy.catalog_changed(). Replacing
@@ -67,12 +72,12 @@ const epochGraphSQL = `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x), ''))
 // then finds the hash unchanged.
 const epochTriggerBody = `
 DECLARE
-  h text;
+  h pg_catalog.text;
 BEGIN
   ` + epochGraphSQL + ` INTO h;
   IF h IS DISTINCT FROM ` + EpochFunction + ` THEN
-    EXECUTE format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   format('SELECT %L::text', h));
+    EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
+                   pg_catalog.format('SELECT %L::text', h));
   END IF;
 END
 `
@@ -112,18 +117,26 @@ var EpochTriggerSourceMD5 = func() string {
 // replica.
 func EpochDDL() []string {
 	return []string{
+		// The triggers of an earlier installation run no more while the
+		// objects change. The schema and its objects may have been made
+		// before by someone else (CREATE OR REPLACE keeps a function's
+		// owner, who could then change it): they become the installer's.
+		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_ddl";`,
+		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_drop";`,
 		`CREATE SCHEMA IF NOT EXISTS "phiproxy";`,
+		`ALTER SCHEMA "phiproxy" OWNER TO CURRENT_USER;`,
 		`GRANT USAGE ON SCHEMA "phiproxy" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$SELECT ''::text$$;`,
-		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
+		`ALTER FUNCTION ` + EpochFunction + ` OWNER TO CURRENT_USER;`,
+		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
+		`ALTER FUNCTION "phiproxy"."catalog_changed"() OWNER TO CURRENT_USER;`,
 		`REVOKE ALL ON FUNCTION "phiproxy"."catalog_changed"() FROM PUBLIC;`,
 		`CREATE TABLE IF NOT EXISTS "phiproxy"."catalog_lock" ();`,
 		`GRANT SELECT ON "phiproxy"."catalog_lock" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_sync"() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $phiproxy$` + catalogSyncBody + `$phiproxy$;`,
-		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_ddl";`,
+		`ALTER FUNCTION "phiproxy"."catalog_sync"() OWNER TO CURRENT_USER;`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_ddl" ON ddl_command_end EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
 		`ALTER EVENT TRIGGER "phiproxy_catalog_ddl" ENABLE ALWAYS;`,
-		`DROP EVENT TRIGGER IF EXISTS "phiproxy_catalog_drop";`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_drop" ON sql_drop EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
 		`ALTER EVENT TRIGGER "phiproxy_catalog_drop" ENABLE ALWAYS;`,
 		// DDL that runs the triggers once, for a first epoch (CREATE EVENT
@@ -135,16 +148,23 @@ func EpochDDL() []string {
 // EpochStateSQL is two text columns of the catalog query: the epoch (the
 // body of phiproxy.catalog_epoch(), or ” when the function is missing),
 // and whether both event triggers are installed, enabled always, for every
-// command tag, with this version's function ('true' or 'false'). It reads
-// pg_proc and pg_event_trigger with the statement's snapshot, like the
-// rest of the catalog query it is part of.
+// command tag, with this version's function and its search_path ('true'
+// or 'false'), the schema and its functions owned by the triggers' owner
+// (a superuser): whoever else owned one could change it (set the trigger
+// function's search_path to a schema with an = operator of its own that
+// keeps the epoch as it was, or replace catalog_epoch()). It reads pg_proc
+// and pg_event_trigger with the statement's snapshot, like the rest of the
+// catalog query it is part of.
 var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace` +
 	` WHERE n.nspname = 'phiproxy' AND p.proname = 'catalog_epoch' AND p.pronargs = 0 AND p.prorettype = 'pg_catalog.text'::pg_catalog.regtype), '')::pg_catalog.text,` +
 	` ((SELECT pg_catalog.count(*) FROM pg_catalog.pg_event_trigger e JOIN pg_catalog.pg_proc p ON p.oid = e.evtfoid JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace` +
 	` WHERE (e.evtname, e.evtevent) IN (('phiproxy_catalog_ddl', 'ddl_command_end'), ('phiproxy_catalog_drop', 'sql_drop'))` +
 	` AND e.evtenabled = 'A' AND e.evttags IS NULL AND n.nspname = 'phiproxy' AND p.proname = 'catalog_changed' AND p.prosecdef` +
-	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `') = 2` +
-	` AND pg_catalog.to_regprocedure('"phiproxy"."catalog_sync"()') IS NOT NULL)::pg_catalog.text`
+	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `'` +
+	` AND p.proconfig OPERATOR(pg_catalog.=) ARRAY['search_path=pg_catalog, pg_temp']::pg_catalog.text[]` +
+	` AND p.proowner = e.evtowner AND n.nspowner = e.evtowner` +
+	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid AND q.pronargs = 0` +
+	` AND q.proname IN ('catalog_epoch', 'catalog_sync') AND q.proowner = e.evtowner) = 2) = 2)::pg_catalog.text`
 
 // ParseEpoch returns the epoch in the body of phiproxy.catalog_epoch()
 // ("SELECT '<hex>'::text"; ” before the first change), and whether the

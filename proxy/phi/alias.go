@@ -108,13 +108,25 @@ func firstWord(sql string) string { return strings.ToLower(leadingWord(sql)) }
 
 // leadingWord is firstWord as written, without allocating.
 func leadingWord(sql string) string {
+	rest, _ := skipBlank(sql)
+	i := 0
+	for i < len(rest) && identByte(rest[i]) {
+		i++
+	}
+	return rest[:i]
+}
+
+// skipBlank returns sql after its leading blanks and comments (nested ones
+// as PostgreSQL reads them); ok is false when a comment is not terminated
+// (rest is then empty).
+func skipBlank(sql string) (rest string, ok bool) {
 	for {
 		sql = strings.TrimLeft(sql, " \t\r\n\f")
 		switch {
 		case strings.HasPrefix(sql, "--"):
 			i := strings.IndexByte(sql, '\n')
 			if i < 0 {
-				return ""
+				return "", true
 			}
 			sql = sql[i+1:]
 		case strings.HasPrefix(sql, "/*"):
@@ -133,15 +145,31 @@ func leadingWord(sql string) string {
 				}
 			}
 			if depth != 0 {
-				return ""
+				return "", false
 			}
 			sql = sql[i+1:]
 		default:
-			i := 0
-			for i < len(sql) && identByte(sql[i]) {
-				i++
-			}
-			return sql[:i]
+			return sql, true
 		}
 	}
+}
+
+// leadingWords returns up to n words that start sql, in lower case, with
+// the blanks and comments between them skipped; it stops at anything else
+// (a quote, a parenthesis, a semicolon).
+func leadingWords(sql string, n int) []string {
+	var words []string
+	for len(words) < n {
+		rest, _ := skipBlank(sql)
+		i := 0
+		for i < len(rest) && identByte(rest[i]) {
+			i++
+		}
+		if i == 0 {
+			break
+		}
+		words = append(words, strings.ToLower(rest[:i]))
+		sql = rest[i:]
+	}
+	return words
 }

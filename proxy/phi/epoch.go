@@ -64,34 +64,83 @@ func errNoEpoch() error {
 }
 
 // epochGuards reports whether every batch that may name a relation must be
-// guarded in this catalog's database: it has policy tables, and the epoch
-// can tell whether their second names changed.
-func (c *catalog) epochGuards() bool { return c != nil && c.epochKnown && len(c.tables) > 0 }
+// guarded in this catalog's database: the catalog was read with the
+// epoch's row (a governed database). So are those of a database whose
+// policy tables do not exist yet: a migration may create them and a view
+// over them at any moment, and the guard finds the tables created.
+func (c *catalog) epochGuards() bool { return c != nil && c.epochKnown }
+
+// epochMissing reports whether statements that need the epoch must be
+// refused: the database has policy tables but not the epoch's triggers.
+// (Without policy tables the guard still finds them created.)
+func (c *catalog) epochMissing() bool { return !c.epochOK && len(c.tables) > 0 }
 
 // guardsText reports whether a statement passed through untouched (it names
 // no policy table) must be guarded: it may name a second name of one
 // created since the catalog was read. Only single statements that cannot
 // name a relation's rows (transaction control, settings, maintenance) go
 // without, and those PostgreSQL refuses inside a pipeline (VACUUM, CREATE
-// INDEX CONCURRENTLY, CREATE DATABASE ...), which the guard would make them.
+// INDEX CONCURRENTLY, CREATE DATABASE ...), which the guard would make
+// them; of those, CREATE INDEX CONCURRENTLY may hold a value, and is
+// checked by reading the catalog first (readsCatalogFirst). A text that
+// starts with anything but a word (a parenthesized query) is guarded; one
+// of blanks, comments and semicolons only is not.
 func guardsText(sql string) bool {
 	if strings.Contains(strings.TrimRight(sql, " \t\r\n\f;"), ";") {
 		return true // more than one statement (or a semicolon in a literal)
 	}
-	lower := strings.ToLower(sql)
-	switch firstWord(sql) {
-	case "", "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+	words := leadingWords(sql, 4)
+	if len(words) == 0 {
+		rest, ok := skipBlank(sql)
+		return !ok || strings.TrimLeft(rest, " \t\r\n\f;") != ""
+	}
+	switch words[0] {
+	case "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
 		"set", "reset", "show", "discard", "deallocate", "listen", "unlisten",
 		"vacuum", "analyze", "analyse", "checkpoint", "cluster", "reindex", "load":
 		return false
-	case "create", "drop", "alter":
-		for _, w := range []string{"concurrently", "database", "tablespace", "system", "subscription"} {
-			if containsWord(lower, w) {
-				return false
-			}
-		}
 	}
-	return true
+	return !refusedInPipeline(words)
+}
+
+// refusedInPipeline reports whether a CREATE, ALTER or DROP statement
+// starting with words is one PostgreSQL refuses inside a transaction
+// block or pipeline (or, ALTER DATABASE and ALTER TABLESPACE, one that
+// names no relation), read from its grammar: words elsewhere in the text
+// (a comment, a column alias) do not count.
+func refusedInPipeline(words []string) bool {
+	if len(words) < 2 {
+		return false
+	}
+	switch words[0] + " " + words[1] {
+	case "create database", "drop database", "alter database",
+		"create tablespace", "drop tablespace", "alter tablespace", "alter system",
+		"create subscription", "alter subscription", "drop subscription":
+		return true
+	}
+	return indexConcurrently(words)
+}
+
+// indexConcurrently reports whether words start CREATE [UNIQUE] INDEX
+// CONCURRENTLY or DROP INDEX CONCURRENTLY.
+func indexConcurrently(words []string) bool {
+	if len(words) > 0 && words[0] == "create" && len(words) > 1 && words[1] == "unique" {
+		words = append([]string{"create"}, words[2:]...)
+	}
+	return len(words) >= 3 && (words[0] == "create" || words[0] == "drop") && words[1] == "index" && words[2] == "concurrently"
+}
+
+// readsCatalogFirst reports whether sql is a statement that no guard can
+// precede but that may name a second name and hold a value: COPY (its
+// data; a guard's Sync cannot follow COPY FROM STDIN) and CREATE INDEX
+// CONCURRENTLY (its predicate and expressions). The catalog, second names
+// included, is read in front of it instead (checkFirst).
+func readsCatalogFirst(sql string) bool {
+	words := leadingWords(sql, 4)
+	if len(words) == 0 {
+		return false
+	}
+	return words[0] == "copy" || words[0] == "create" && indexConcurrently(words)
 }
 
 // needsGuard reports whether a statement with plan (and, passed through,
@@ -106,7 +155,7 @@ func (s *session) needsGuard(plan *rewrite.Plan, sql string) bool {
 // checkEpoch refuses a passed-through statement that needs the epoch in
 // a database without it.
 func (s *session) checkEpoch(plan *rewrite.Plan, sql string) error {
-	if s.needsGuard(plan, sql) && plan.Passthrough && !s.db.cat.epochOK {
+	if s.needsGuard(plan, sql) && plan.Passthrough && s.db.cat.epochMissing() {
 		return errNoEpoch()
 	}
 	return nil
@@ -120,16 +169,18 @@ const syncName = "phiproxy_catalog_sync"
 // syncSQL calls it.
 const syncSQL = `SELECT "phiproxy"."catalog_sync"()`
 
-// errCopyBusy refuses a COPY on a table the policy does not govern, sent
-// while the session's earlier statements are unanswered: the catalog
-// cannot be read in front of it (copyCheck).
-var errCopyBusy error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "catalog",
-	"COPY is checked against second names of PHI tables by reading the catalog first, which phiproxy can only do when nothing else is pending: send it on its own"}
+// errReadFirstBusy refuses a COPY or CREATE INDEX CONCURRENTLY on a
+// relation the policy does not govern, sent while the session's earlier
+// statements are unanswered: the catalog cannot be read in front of it
+// (checkFirst).
+var errReadFirstBusy error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "catalog",
+	"COPY and CREATE INDEX CONCURRENTLY are checked against second names of PHI tables by reading the catalog first, which phiproxy can only do when nothing else is pending: send it on its own"}
 
-// copyCheck reads the catalog, second names included, in front of a simple
-// Query's COPY, when the session can; copyChecked says whether it did.
-func (s *session) copyCheck() error {
-	s.copyChecked = false
+// checkFirst reads the catalog, second names included, in front of a
+// statement of readsCatalogFirst, when the session can; readFirst says
+// whether it did.
+func (s *session) checkFirst() error {
+	s.readFirst = false
 	idle, status, ok := s.canQuery()
 	if !idle || !ok {
 		return nil
@@ -137,6 +188,6 @@ func (s *session) copyCheck() error {
 	if _, err := s.reload(status, true); err != nil {
 		return err
 	}
-	s.copyChecked = true
+	s.readFirst = true
 	return nil
 }

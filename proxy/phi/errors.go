@@ -201,6 +201,11 @@ var (
 	// next statement, and are reported only after it).
 	errBackslashLiteral error = &refusal{pgerrcode.FeatureNotSupported, "settings",
 		"statements on PHI tables may not keep a backslash in a '...' literal: write it as E'...' or pass it as a parameter"}
+	// errSQLPrepared refuses a Bind with values of a statement the proxy
+	// did not see prepared, in a session that may have prepared it with
+	// SQL PREPARE (sqlPrepared).
+	errSQLPrepared error = &refusal{pgerrcode.FeatureNotSupported, "protocol",
+		"binding values to a statement prepared with SQL PREPARE is not supported while a PHI policy is active: phiproxy cannot check where they go (a table may have become a second name for a PHI table since); prepare it with the extended protocol (Parse)"}
 	// errReservedName refuses the name of the proxy's own prepared
 	// statement.
 	errReservedName error = &refusal{pgerrcode.ReservedName, "protocol",

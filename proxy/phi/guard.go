@@ -41,16 +41,19 @@ import (
 // to Sync, so the client's statement never runs; the client gets a 55000
 // error saying so, and the session reads the catalog again (and prepares
 // a new guard) before its next statement. It costs no round trip: one
-// Bind, Execute and Close more per batch. Names are resolved by the
+// Bind, Execute and Close more per statement. Names are resolved by the
 // syscache, not the transaction's snapshot, so REPEATABLE READ
 // transactions are covered too. The guard needs no privilege on the
 // tables.
 //
 // Where it goes:
 //
-//   - extended protocol: before the first Describe or Execute in a batch
-//     of a statement that touches a policy table, after the Parse and
-//     Bind that precede it. Those took the statement's locks, held to the
+//   - extended protocol: before the Describe or Execute of a statement
+//     that touches a policy table, after the Parse and Bind that precede
+//     it, and again before the next one after a later Parse or Bind of
+//     the batch (the server looks up the names of a statement only then,
+//     and an earlier statement may have kept it waiting for as long as it
+//     liked). The Parse and Bind took the statement's locks, held to the
 //     end of the transaction, so no DDL on its tables commits between the
 //     guard and the statement (ALTER TABLE waits for the lock).
 //   - simple Query: Bind and Execute of the guard, then the client's
@@ -117,8 +120,9 @@ var errGuardLost error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "catal
 var ErrStalePlan error = &refusal{pgerrcode.FeatureNotSupported, "catalog",
 	"the PHI tables this prepared statement uses changed since it was prepared; prepare it again"}
 
-// guard sends the guard in front of the batch's first statement that
-// relies on the catalog, once per batch. clientToServer.
+// guard sends the guard in front of a statement that relies on the
+// catalog, unless one went out after the batch's last Parse and Bind.
+// clientToServer.
 func (s *session) guard() error {
 	if s.guarded || s.eng.noGuard {
 		return nil
@@ -153,10 +157,14 @@ func (s *session) guard() error {
 			}
 		}
 	}
-	if s.db.cat.epochOK && !s.newTxn {
+	if s.db.cat.epochOK && !s.newTxn && !s.synced {
 		// Inside a transaction block the server takes in other sessions'
 		// catalog changes only when asked (policy.EpochDDL's
-		// catalog_sync): before the guard is checked against them.
+		// catalog_sync): before the guard is checked against them. Once
+		// per batch: a later statement of it that names a relation not
+		// yet locked makes the server take them in by locking it, before
+		// the guard that follows its Parse and Bind.
+		s.synced = true
 		for _, m := range []struct {
 			kind proxy.Kind
 			msg  pgproto3.FrontendMessage
@@ -288,7 +296,7 @@ func newDriftMetrics(reg prometheus.Registerer, e *Engine) (*driftMetrics, error
 	m := &driftMetrics{
 		guards: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phiproxy_catalog_guards_total",
-			Help: "Catalog guards sent in front of statements that rely on the catalog (one per batch).",
+			Help: "Catalog guards sent in front of statements that rely on the catalog (one per batch, and one more after each later Parse or Bind of it).",
 		}),
 		changed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "phiproxy_catalog_changes_total",

@@ -20,14 +20,16 @@ func (s *session) handleQuery(msg []byte) error {
 	sql := string(msg[5 : len(msg)-1])
 	s.cur = curStatement{text: sql}
 	s.noteSettings(movesSettings(sql))
+	s.notePrepare(sql)
 	if err := s.viewsUnsettled(sql, nil); err != nil {
 		return s.raiseQuery(err)
 	}
-	copying := s.db.cat.epochGuards() && firstWord(sql) == "copy"
-	if copying {
-		// No guard can stand in front of COPY FROM STDIN (guardSync): the
-		// catalog is read again instead, second names included.
-		if err := s.copyCheck(); err != nil {
+	readFirst := s.db.cat.epochGuards() && readsCatalogFirst(sql)
+	if readFirst {
+		// No guard can stand in front of COPY FROM STDIN (guardSync) or
+		// CREATE INDEX CONCURRENTLY: the catalog is read again instead,
+		// second names included.
+		if err := s.checkFirst(); err != nil {
 			return err
 		}
 	}
@@ -46,15 +48,15 @@ func (s *session) handleQuery(msg []byte) error {
 	if err == nil {
 		err = s.checkEpoch(plan, sql)
 	}
-	if err == nil && copying && plan.Passthrough && !s.copyChecked {
-		err = errCopyBusy
+	if err == nil && readFirst && plan.Passthrough && !s.readFirst {
+		err = errReadFirstBusy
 	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
 		s.applyCursors(cursors, s.db)
-		guard := !copying && s.needsGuard(plan, sql) && !s.guarded
+		guard := !readFirst && s.needsGuard(plan, sql) && !s.guarded
 		if guard {
 			if err := s.guard(); err != nil {
 				return err
@@ -146,8 +148,19 @@ func (s *session) handleParse(msg []byte) error {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
+	s.notePrepare(p.Query)
 	if err := s.viewsUnsettled(p.Query, nil); err != nil {
 		return s.raiseExtended(err)
+	}
+	// CREATE INDEX CONCURRENTLY cannot be guarded (its Execute could not
+	// follow the guard in the same transaction): the catalog is read
+	// first. (COPY is guarded at Execute: no Sync of the proxy's own
+	// follows it in this protocol.)
+	readFirst := s.db.cat.epochGuards() && readsCatalogFirst(p.Query) && firstWord(p.Query) == "create"
+	if readFirst {
+		if err := s.checkFirst(); err != nil {
+			return err
+		}
 	}
 	plan, err := s.planFresh(p.Query, false)
 	if err == nil {
@@ -155,6 +168,9 @@ func (s *session) handleParse(msg []byte) error {
 		if err == nil {
 			err = checkParams(plan, p.ParameterOIDs)
 		}
+	}
+	if err == nil && readFirst && plan.Passthrough && !s.readFirst {
+		err = errReadFirstBusy
 	}
 	if err != nil {
 		return s.raiseExtended(err)
@@ -264,6 +280,9 @@ func (s *session) handleBind(msg []byte) error {
 		}
 	}
 	if st == nil {
+		if s.sqlPrepared && bindHasValues(msg) {
+			return s.raiseExtended(errSQLPrepared)
+		}
 		return s.c.Pass('B', msg)
 	}
 	if s.ambiguous(st, stmtName != "") {
@@ -426,4 +445,25 @@ func (s *session) handleClose(msg []byte) error {
 		return s.c.Pass('C', msg)
 	}
 	return s.c.Send(proxy.Expectation{Kind: proxy.KindClose, Responder: closeAnswer{st: st}}, msg)
+}
+
+// notePrepare sets sqlPrepared when sql may prepare a statement with SQL
+// PREPARE: the word anywhere in it (a DO block may run it), at word
+// boundaries. A false alarm only refuses the Bind of a statement the
+// proxy does not know, which the server would refuse too, unless SQL
+// PREPARE made it.
+func (s *session) notePrepare(sql string) {
+	if !s.sqlPrepared && hasWordFold(sql, "prepare") {
+		s.sqlPrepared = true
+	}
+}
+
+// bindHasValues reports whether a Bind message carries parameter values
+// (or cannot be read).
+func bindHasValues(msg []byte) bool {
+	var b pgproto3.Bind
+	if err := b.Decode(msg[5:]); err != nil {
+		return true
+	}
+	return len(b.Parameters) > 0
 }

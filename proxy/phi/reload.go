@@ -164,12 +164,17 @@ func (s *session) stalePlan(st *statement) bool {
 // stalePassthrough reports whether st, passed through untouched when it
 // was prepared, would not be with the session's catalog now: a view over
 // a policy table created since (views.go), which its text names, makes it
-// a statement that must be guarded and rewritten. Binding it would send
-// its values unencrypted. It is analyzed again only when the catalog
-// changed since st was prepared.
+// a statement that must be guarded and rewritten, and a second name
+// created since (a table that another connection made a child of a policy
+// table, ...), which its text names, one that must be refused. Binding it
+// would send its values unencrypted. It is analyzed again only when the
+// catalog changed since st was prepared.
 func (s *session) stalePassthrough(st *statement) bool {
 	if !st.plan.Passthrough || st.db == s.db || st.text == "" {
 		return false
+	}
+	if _, err := s.db.cat.aliasNamed(st.text); err != nil {
+		return true
 	}
 	plan, err := s.db.plan(st.text, false, rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()})
 	return err != nil || !plan.Passthrough

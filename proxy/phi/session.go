@@ -40,14 +40,22 @@ type session struct {
 	// viewsChanging: a statement that changes a view over policy tables
 	// went out since the catalog was read (viewddl.go).
 	viewsChanging bool
-	// guarded: the catalog guard went out in this batch (guard.go).
-	guarded bool
+	// guarded: the catalog guard went out in this batch (guard.go), after
+	// the last Parse and Bind: each may name relations the server looks
+	// up only then, created since an earlier guard of the batch ran (an
+	// earlier statement may have waited for as long as it liked).
+	// synced: catalog_sync went out in this batch.
+	guarded, synced bool
 	// newTxn: the batch starts a transaction (nothing pending, none open
 	// when it began), which makes the server take in other sessions'
 	// catalog changes first (epoch.go).
 	newTxn bool
-	// copyChecked: the catalog was read in front of this Query's COPY.
-	copyChecked bool
+	// sqlPrepared: a text forwarded may have prepared a statement with
+	// SQL PREPARE, which a Bind may name (handleBind).
+	sqlPrepared bool
+	// readFirst: the catalog was read in front of this statement
+	// (readsCatalogFirst).
+	readFirst bool
 	// readAt is when the catalog was last read (reload.go).
 	readAt time.Time
 	// guardFor is the catalog whose guard is prepared on the server, as far
@@ -188,12 +196,14 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 	case 'Q':
 		s.batch++ // a Query ends an extended batch as Sync does
 		err = s.handleQuery(msg)
-		s.guarded = false
+		s.guarded, s.synced = false, false
 		return err
 	case 'P':
 		err = s.handleParse(msg)
+		s.guarded = false
 	case 'B':
 		err = s.handleBind(msg)
+		s.guarded = false
 	case 'D':
 		err = s.handleDescribe(msg)
 	case 'E':
@@ -245,7 +255,7 @@ func (s *session) Sync() {
 	s.batch++
 	s.openBatch = false
 	s.skipping = false
-	s.guarded = false
+	s.guarded, s.synced = false, false
 }
 
 // ParameterStatus implements proxy.SessionInterceptor.
