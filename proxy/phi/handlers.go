@@ -41,15 +41,17 @@ func (s *session) handleQuery(msg []byte) error {
 	}
 	var text []byte
 	if err == nil {
-		text, err = s.w.renderQuery(s.buf[:0], plan)
+		// A plan made from its shape's renders with the text's literals.
+		text, err = s.w.renderQuery(s.buf[:0], s.simple.Render(plan, sql))
 	}
+	var sent string
 	if err == nil {
-		err = s.checkSent(string(text))
+		sent = string(text)
+		err = s.checkSent(sent)
 	}
 	if err != nil {
 		return s.raiseQuery(err)
 	}
-	sent := string(text)
 	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
 	if err != nil {
 		return err

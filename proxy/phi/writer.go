@@ -18,6 +18,7 @@ type writer struct {
 	codec *valueCodec
 	// Scratch space, reused from message to message.
 	plain   []byte   // canonical plaintext of the value at hand
+	lit     []byte   // a literal's value, as bytes
 	key     []byte   // its equality key, for a blind index
 	out     []byte   // a transformed literal
 	arena   []byte   // a Bind's transformed values, back to back
@@ -60,12 +61,19 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *pol
 }
 
 // renderQuery appends to dst the SQL text of a plan with every literal slot
-// filled: ciphertext for stored values, index text for comparisons.
+// filled: ciphertext for stored values, index text for comparisons, and
+// for a literal the plan forwards (ActionNone, rewrite.SimpleScratch) the
+// literal as written.
 func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 	prev := 0
 	for i := range plan.Literals {
 		l := &plan.Literals[i]
 		dst = append(dst, plan.SQL[prev:l.Start]...)
+		if l.Action == rewrite.ActionNone {
+			dst = append(dst, l.Value...)
+			prev = l.End
+			continue
+		}
 		oid, err := literalType(l)
 		if err == nil && oid != 0 {
 			if conv := conversionOf(l.Column.Type, oid, l.Assign); conv <= convRefusedProxy {
@@ -73,7 +81,8 @@ func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 			}
 		}
 		if err == nil {
-			w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, []byte(l.Value))
+			w.lit = append(w.lit[:0], l.Value...)
+			w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, w.lit)
 		}
 		if err != nil {
 			return dst, locate(err, "a literal for %s", l.Column.QualifiedName())

@@ -1,0 +1,163 @@
+package rewrite
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/novamind/phiproxy/policy"
+)
+
+// TestAnalyzeSimpleScratchMatchesAnalyzeSimple: for every golden input,
+// as written and with its $n turned into literals, the plan
+// AnalyzeSimpleScratch hands out and the plan its scratch renders send
+// exactly what AnalyzeSimple's plan sends (the same text once every slot
+// is filled, the same statements, the same COPY query), on a miss and on a
+// hit of the shape, with one scratch reused for every text.
+func TestAnalyzeSimpleScratchMatchesAnalyzeSimple(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	seed, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc SimpleScratch
+	shaped := 0
+	for _, f := range files {
+		cases, _ := readGolden(t, f)
+		policies := map[string]*policy.Policy{"seed": seed}
+		for _, c := range cases {
+			fields := strings.Fields(c.cmd)
+			args := map[string]string{}
+			for _, f := range fields[1:] {
+				k, v, _ := strings.Cut(f, "=")
+				args[k] = v
+			}
+			if fields[0] == "policy" {
+				if p, err := policy.Parse([]byte(c.input)); err == nil {
+					policies[args["name"]] = p
+				}
+				continue
+			}
+			pol := policies[args["policy"]]
+			if args["policy"] == "" {
+				pol = seed
+			}
+			var cat Catalog = seedCatalog
+			if args["catalog"] == "none" {
+				cat = nil
+			}
+			for _, in := range []string{c.input, paramsToLiterals(c.input)} {
+				ref := NewCache(100, pol, cat)
+				ref.AnalyzeSimple(in)
+				want, wantErr := ref.AnalyzeSimple(in)
+				cache := NewCache(100, pol, cat)
+				for _, pass := range []string{"miss", "hit"} {
+					got, gotErr := cache.AnalyzeSimpleScratch(&sc, in, LexOptions{})
+					if fmt.Sprint(wantErr) != fmt.Sprint(gotErr) {
+						t.Errorf("%s:%d (%s): %s\nAnalyzeSimple error: %v\nAnalyzeSimpleScratch error: %v", f, c.line, pass, in, wantErr, gotErr)
+						continue
+					}
+					if wantErr != nil {
+						continue
+					}
+					render := sc.Render(got, in)
+					if render == got {
+						if w, g := renderPlan(want), renderPlan(got); w != g {
+							t.Errorf("%s:%d (%s): %s\nAnalyzeSimple:\n%s\nAnalyzeSimpleScratch:\n%s", f, c.line, pass, in, w, g)
+						}
+						continue
+					}
+					shaped++
+					if got.Passthrough || len(got.Params) > 0 || got.ClientParams > 0 || len(got.Literals) > 0 {
+						t.Errorf("%s:%d (%s): %s: the shared plan says what to send: %+v", f, c.line, pass, in, got)
+					}
+					if w, g := sendable(t, want), sendable(t, render); w != g {
+						t.Errorf("%s:%d (%s): %s\nAnalyzeSimple sends:\n%s\nAnalyzeSimpleScratch sends:\n%s", f, c.line, pass, in, w, g)
+					}
+					wantRest, gotRest := renderPlan(&Plan{Statements: want.Statements}), renderPlan(&Plan{Statements: got.Statements})
+					if wantRest != gotRest || want.Fingerprint != got.Fingerprint {
+						t.Errorf("%s:%d (%s): %s\nstatements %s, want %s", f, c.line, pass, in, gotRest, wantRest)
+					}
+					if (want.Copy == nil) != (got.Copy == nil) || want.Copy != nil && copyQuery(t, want, want) != copyQuery(t, got, render) {
+						t.Errorf("%s:%d (%s): %s: COPY %+v, want %+v", f, c.line, pass, in, got.Copy, want.Copy)
+					}
+				}
+			}
+		}
+	}
+	if shaped < 150 {
+		t.Errorf("only %d golden inputs went through a shape; the test proves little", shaped)
+	}
+	t.Logf("%d golden inputs compared through a shape", shaped)
+}
+
+// sendable is the text the proxy sends for p, each slot filled as
+// renderPlan fills it, a literal to forward (ActionNone) as written.
+func sendable(t *testing.T, p *Plan) string {
+	t.Helper()
+	var b strings.Builder
+	at := 0
+	for _, l := range p.Literals {
+		if l.Start < at || l.End > len(p.SQL) || p.SQL[l.Start] != '$' {
+			t.Fatalf("bad literal slot [%d,%d) in %q", l.Start, l.End, p.SQL)
+		}
+		b.WriteString(p.SQL[at:l.Start])
+		if l.Action == ActionNone {
+			b.WriteString(l.Value)
+		} else {
+			fmt.Fprintf(&b, "«%s %s %q»", actionNames[l.Action], indexedName(l.Column, l.Action, l.Index), l.Value)
+		}
+		at = l.End
+	}
+	b.WriteString(p.SQL[at:])
+	return b.String()
+}
+
+// copyQuery is the query of a COPY (query) TO as the proxy finds it in the
+// text it sends, rendered from render (describeQuery): from QueryStart to
+// as far from the end as Copy.QueryEnd is from the end of p's SQL.
+func copyQuery(t *testing.T, p, render *Plan) string {
+	if p.Copy.Table != nil {
+		return fmt.Sprintf("%+v", *p.Copy)
+	}
+	text := sendable(t, render)
+	return text[p.Copy.QueryStart : len(text)-(len(p.SQL)-p.Copy.QueryEnd)]
+}
+
+// TestAnalyzeSimpleScratchAllocs: a text whose shape is cached costs no
+// allocation, its literals found in a reused scratch.
+func TestAnalyzeSimpleScratchAllocs(t *testing.T) {
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"insert13", "selectByEmail"} {
+		texts := simpleTexts(name, 64)
+		c := NewCache(128, pol, seedCatalog)
+		var sc SimpleScratch
+		if _, err := c.AnalyzeSimpleScratch(&sc, texts[0], LexOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		allocs := testing.AllocsPerRun(100, func() {
+			sql := texts[i%len(texts)]
+			i++
+			p, err := c.AnalyzeSimpleScratch(&sc, sql, LexOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sc.Render(p, sql) == p {
+				t.Fatal("not made from its shape")
+			}
+		})
+		// insert13 has one literal with a doubled quote: its value is
+		// a new string.
+		if want := map[string]float64{"insert13": 1, "selectByEmail": 0}[name]; allocs != want {
+			t.Errorf("%s: %v allocations, want %v", name, allocs, want)
+		}
+	}
+}
