@@ -106,6 +106,7 @@ const (
 	tokCommentGap                        // such whitespace holds a -- comment (pg_query's Scan splits it there)
 	tokHighEscape                        // an octal or hex escape made a byte ≥ 0x80 (the server then verifies the encoding)
 	tokValueUnknown                      // the value is not in the client's encoding without a conversion table
+	tokDoubledQuote                      // a '…' constant in <xq> holds '' (its value is not its body as written)
 )
 
 // Continued reports whether the string constant was written as several
@@ -255,9 +256,12 @@ func (lx *lexer) tokens(dst []Token) ([]Token, error) {
 			// A '…' constant in <xq> (standard_conforming_strings on)
 			// that no other part continues.
 			if !lx.o.StandardStringsOff {
-				if k := plainBody(s, i+1, true); k >= 0 {
+				if k, doubled := standardBody(s, i+1); k >= 0 {
 					if next, _ := continuation(s, k+1); next < 0 {
 						dst[n] = Token{Kind: TokenString, form: formStandard, Start: i, End: k + 1}
+						if doubled {
+							dst[n].flags = tokDoubledQuote
+						}
 						n++
 						i = k + 1
 						continue

@@ -100,13 +100,20 @@ func (b *shapeBuf) build(sql string, o LexOptions) (simpleShape, error) {
 	if b.toks, err = Lex(b.toks[:0], sql, o); err != nil {
 		return simpleShape{}, err
 	}
+	if o == (LexOptions{}) {
+		return b.buildDefault(sql), nil
+	}
+	return b.buildSettings(sql, o), nil
+}
+
+// buildSettings is build's loop over b.toks, lexed under o.
+func (b *shapeBuf) buildSettings(sql string, o LexOptions) simpleShape {
 	toks := b.toks
-	def := o == LexOptions{}
 	sh := simpleShape{textPortable: true, keyPortable: true}
 	at, hasParam := 0, false
 	for i := range toks {
 		t := &toks[i]
-		portable := def || portableToken(sql, *t, o)
+		portable := portableToken(sql, *t, o)
 		sh.textPortable = sh.textPortable && portable
 		if t.Kind == TokenParam {
 			hasParam = true
@@ -127,11 +134,42 @@ func (b *shapeBuf) build(sql string, o LexOptions) (simpleShape, error) {
 	}
 	if hasParam || len(b.values) == 0 {
 		b.key, b.values = b.key[:0], b.values[:0]
-		return sh, nil
+		return sh
 	}
 	b.key = append(b.key, sql[at:]...)
 	sh.ok = true
-	return sh, nil
+	return sh
+}
+
+// buildDefault is buildSettings for the default settings, in which every
+// token is portable and every '…' constant is read in <xq>
+// (FuzzShapeDefault compares them).
+func (b *shapeBuf) buildDefault(sql string) simpleShape {
+	sh := simpleShape{textPortable: true, keyPortable: true}
+	toks := b.toks
+	at := 0
+	for i := range toks {
+		switch t := &toks[i]; t.Kind {
+		case TokenParam:
+			b.key, b.values = b.key[:0], b.values[:0]
+			return sh
+		case TokenString:
+			v, isLit := standardLiteral(sql, toks, i)
+			if !isLit {
+				continue
+			}
+			b.values = append(b.values, literal{raw: sql[t.Start:t.End], value: v, start: t.Start})
+			b.key = append(b.key, sql[at:t.Start]...)
+			b.key = appendPlaceholder(b.key, len(b.values))
+			at = t.End
+		}
+	}
+	if len(b.values) == 0 {
+		return sh
+	}
+	b.key = append(b.key, sql[at:]...)
+	sh.ok = true
+	return sh
 }
 
 // appendPlaceholder appends $n to dst.
@@ -164,6 +202,36 @@ func literalValue(sql string, toks []Token, i int, o LexOptions) (string, bool) 
 		return "", false
 	}
 	return string(v), true
+}
+
+// standardLiteral is literalValue with the default settings, in which a
+// '…' constant is read in <xq> (formStandard).
+func standardLiteral(sql string, toks []Token, i int) (string, bool) {
+	t := &toks[i]
+	if t.flags&tokContinued != 0 || sql[t.Start] != '\'' || i == 0 || !valueToken(sql, &toks[i-1]) {
+		return "", false
+	}
+	if i+1 < len(toks) && toks[i+1].Kind == TokenChar && (sql[toks[i+1].Start] == '.' || sql[toks[i+1].Start] == '[') {
+		return "", false // $1.f and $1[1] parse, 'x'.f and 'x'[1] do not
+	}
+	body := sql[t.Start+1 : t.End-1]
+	if t.flags&tokDoubledQuote == 0 {
+		return body, true
+	}
+	return strings.ReplaceAll(body, "''", "'"), true
+}
+
+// valueToken is valuePosition by the token's kind: "(", "," and "=" are
+// one-character tokens, "<>" and "!=" TokenNotEquals.
+func valueToken(sql string, prev *Token) bool {
+	switch prev.Kind {
+	case TokenChar:
+		c := sql[prev.Start]
+		return c == '(' || c == ',' || c == '='
+	case TokenNotEquals:
+		return true
+	}
+	return false
 }
 
 // valuePosition reports whether a literal after token prev stands where a
