@@ -26,6 +26,10 @@ type Cache struct {
 	head  cacheEntry // sentinel: head.next is the most recent
 
 	hits, misses, bypass atomic.Uint64
+
+	// keyMentions: no table name of pol holds "$" or a digit, so a text
+	// of a cached shape mentions the policy (simple_template.go).
+	keyMentions bool
 }
 
 type cacheEntry struct {
@@ -51,7 +55,12 @@ func NewCache(size int, pol *policy.Policy, cat Catalog) *Cache {
 	if size < 1 {
 		size = 1
 	}
-	c := &Cache{pol: pol, cat: cat, max: size, items: make(map[string]*cacheEntry, size)}
+	c := &Cache{pol: pol, cat: cat, max: size, items: make(map[string]*cacheEntry, size), keyMentions: true}
+	for _, t := range pol.Tables() {
+		if strings.ContainsAny(t.Name, "$0123456789") {
+			c.keyMentions = false
+		}
+	}
 	c.head.next, c.head.prev = &c.head, &c.head
 	return c
 }

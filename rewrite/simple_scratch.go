@@ -16,6 +16,9 @@ type SimpleScratch struct {
 	view   *Plan
 	render Plan
 	lits   []Literal
+	// templates are the shapes made last, the most recent first
+	// (simple_template.go).
+	templates [maxTemplates]shapeTemplate
 }
 
 // AnalyzeSimpleScratch returns the plan of sql as AnalyzeSimpleWith does,
@@ -33,9 +36,21 @@ func (c *Cache) AnalyzeSimpleScratch(sc *SimpleScratch, sql string, o LexOptions
 		// text, how it may be read.
 		return c.AnalyzeSimpleWith(sql, o)
 	}
+	if c.keyMentions {
+		if t := sc.matchTemplate(c, sql); t != nil {
+			c.hits.Add(1)
+			return sc.bind(t.inst, sql), nil
+		}
+	}
 	if !mentionsPolicy(sql, c.pol) {
 		c.bypass.Add(1) // never cached (Cache.entry)
 		return bypassPlan, nil
+	}
+	if !c.keyMentions {
+		if t := sc.matchTemplate(c, sql); t != nil {
+			c.hits.Add(1)
+			return sc.bind(t.inst, sql), nil
+		}
 	}
 	// From here on, this is AnalyzeSimpleWith with the default settings
 	// for a text whose shape is cached, except that the text is not
@@ -61,6 +76,13 @@ func (c *Cache) AnalyzeSimpleScratch(sc *SimpleScratch, sql string, o LexOptions
 	if !in.ok || in.maxSource >= len(sc.buf.values) {
 		return c.Analyze(sql)
 	}
+	sc.remember(c, e, in, sql, sc.buf.values)
+	return sc.bind(in, sql), nil
+}
+
+// bind makes sql, whose literals are in sc.buf.values, the text sc renders
+// with in, and returns in's plan.
+func (sc *SimpleScratch) bind(in *shapeInstance, sql string) *Plan {
 	sc.lits = in.appendLiterals(sc.lits[:0], sc.buf.values)
 	if cap(sc.lits) > maxPooledTokens {
 		defer func() { sc.lits = nil }()
@@ -68,7 +90,7 @@ func (c *Cache) AnalyzeSimpleScratch(sc *SimpleScratch, sql string, o LexOptions
 	v := in.view
 	sc.render = Plan{SQL: v.SQL, Literals: sc.lits, Statements: v.Statements, Fingerprint: v.Fingerprint, Copy: v.Copy}
 	sc.text, sc.view = sql, v
-	return v, nil
+	return v
 }
 
 // Render returns the plan that renders p, the plan AnalyzeSimpleScratch

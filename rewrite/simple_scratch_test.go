@@ -161,3 +161,128 @@ func TestAnalyzeSimpleScratchAllocs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSimpleTemplate: a text made from another by changing what is
+// between the quotes of its replaced literals (into anything: quotes,
+// newlines, comments, NUL, bytes that are not UTF8) gets through a
+// scratch that holds the first text's template exactly the plan, the
+// text to send and the error that AnalyzeSimple gives it. The seeds are
+// the golden inputs with their $n turned into literals.
+func FuzzSimpleTemplate(f *testing.F) {
+	golden, _ := filepath.Glob("testdata/*.txt")
+	repls := []string{"x", "O''Brien", "a'b", "'", "''", "\n", "' \n'", "--", "/*", "\x00", "\xff", "é", "patients",
+		"$1", "' || 'x", "a' , 'b", "', '", "'::text, '", "'.f, '"}
+	for _, file := range golden {
+		cases, _ := readGolden(f, file)
+		for i, c := range cases {
+			if strings.Contains(c.cmd, "policy=") || strings.Contains(c.cmd, "catalog=") {
+				continue
+			}
+			f.Add(paramsToLiterals(c.input), repls[i%len(repls)])
+		}
+	}
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, sql, repl string) {
+		_, values, ok := shapeOf(sql)
+		if !ok {
+			return
+		}
+		// sql2 is sql with each replaced literal's body repl.
+		var b strings.Builder
+		at := 0
+		for _, v := range values {
+			b.WriteString(sql[at : v.start+1])
+			b.WriteString(repl)
+			at = v.start + len(v.raw) - 1
+		}
+		b.WriteString(sql[at:])
+		sql2 := b.String()
+
+		ref := NewCache(100, pol, seedCatalog)
+		ref.AnalyzeSimple(sql2)
+		want, wantErr := ref.AnalyzeSimple(sql2)
+
+		cache := NewCache(100, pol, seedCatalog)
+		var sc SimpleScratch
+		for range 2 { // a miss, then a hit that keeps the template
+			if _, err := cache.AnalyzeSimpleScratch(&sc, sql, LexOptions{}); err != nil {
+				return
+			}
+		}
+		got, gotErr := cache.AnalyzeSimpleScratch(&sc, sql2, LexOptions{})
+		if fmt.Sprint(wantErr) != fmt.Sprint(gotErr) {
+			t.Fatalf("%q after %q\nAnalyzeSimple error: %v\nAnalyzeSimpleScratch error: %v", sql2, sql, wantErr, gotErr)
+		}
+		if wantErr != nil {
+			return
+		}
+		render := sc.Render(got, sql2)
+		if render == got {
+			if w, g := renderPlan(want), renderPlan(got); w != g {
+				t.Fatalf("%q after %q\nAnalyzeSimple:\n%s\nAnalyzeSimpleScratch:\n%s", sql2, sql, w, g)
+			}
+			return
+		}
+		if w, g := sendable(t, want), sendable(t, render); w != g {
+			t.Fatalf("%q after %q\nAnalyzeSimple sends:\n%s\nAnalyzeSimpleScratch sends:\n%s", sql2, sql, w, g)
+		}
+		if w, g := renderPlan(&Plan{Statements: want.Statements}), renderPlan(&Plan{Statements: got.Statements}); w != g {
+			t.Fatalf("%q after %q\nstatements %s, want %s", sql2, sql, g, w)
+		}
+	})
+}
+
+// TestSimpleTemplate: texts of the shapes a session sent last (up to
+// maxTemplates) match their templates, whatever plain constants they
+// hold; texts whose constants would be lexed otherwise do not.
+func TestSimpleTemplate(t *testing.T) {
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(100, pol, seedCatalog)
+	var sc SimpleScratch
+	shapes := []string{
+		"SELECT id FROM patients WHERE email = '%s'",
+		"SELECT id FROM patients WHERE ssn = '%s'",
+		"INSERT INTO patients (first_name, email) VALUES ('%s', 'x@y')",
+		"UPDATE patients SET city = '%s' WHERE email = 'a@b'",
+		"DELETE FROM patients WHERE phone = '%s'",
+	}
+	for _, s := range shapes {
+		for range 2 { // a miss, then a hit that keeps the template
+			if _, err := c.AnalyzeSimpleScratch(&sc, fmt.Sprintf(s, "v"), LexOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		sql   string
+		match bool
+	}{
+		{fmt.Sprintf(shapes[4], "O''Brien"), true},
+		{fmt.Sprintf(shapes[1], "123"), true},
+		{fmt.Sprintf(shapes[2], ""), true},
+		{fmt.Sprintf(shapes[3], "é -- /* $1"), true},
+		{fmt.Sprintf(shapes[0], "a@b"), false}, // the oldest, dropped
+		{fmt.Sprintf(shapes[1], "a'\n'b"), false},
+		{fmt.Sprintf(shapes[1], "a'\n-- c\n'b"), false},
+		{fmt.Sprintf(shapes[1], "a' 'b"), false},
+		{fmt.Sprintf(shapes[1], "a\x00"), false},
+		{fmt.Sprintf(shapes[1], "\xff"), false},
+		{fmt.Sprintf(shapes[1], "x' AND ssn = 'y"), false},
+		{fmt.Sprintf(shapes[1], "x'"), false},
+		{fmt.Sprintf(shapes[1], "") + " ", false},
+	} {
+		if got := sc.matchTemplate(c, tc.sql) != nil; got != tc.match {
+			t.Errorf("%q: template match %v, want %v", tc.sql, got, tc.match)
+		}
+	}
+	other := NewCache(100, pol, seedCatalog)
+	if sc.matchTemplate(other, fmt.Sprintf(shapes[4], "x")) != nil {
+		t.Error("a template of one cache matched for another")
+	}
+}
