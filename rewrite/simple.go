@@ -21,6 +21,13 @@ import (
 // shape path cannot express (arrays, client parameters, literals it cannot
 // decode, a shape that fails analysis) goes through Analyze of the exact
 // text, which also yields the literal path's own errors.
+//
+// A proxy session uses AnalyzeSimpleScratch (simple_scratch.go), which
+// makes the same plans without building them: the shape's plan is shared
+// and the text's literal slots live in the session's scratch, spliced
+// straight into the query sent. The scratch also keeps the shapes the
+// session sent last as templates (simple_template.go): a text that is one
+// of them with other constants is not even lexed.
 
 // AnalyzeSimple returns the plan of sql, a simple Query's text, read with
 // the server's default settings (standard_conforming_strings on,
