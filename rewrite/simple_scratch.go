@@ -36,6 +36,7 @@ func (c *Cache) AnalyzeSimpleScratch(sc *SimpleScratch, sql string, o LexOptions
 		// text, how it may be read.
 		return c.AnalyzeSimpleWith(sql, o)
 	}
+	defer sc.buf.trim()
 	if c.keyMentions {
 		if t := sc.matchTemplate(c, sql); t != nil {
 			c.hits.Add(1)
@@ -60,7 +61,6 @@ func (c *Cache) AnalyzeSimpleScratch(sc *SimpleScratch, sql string, o LexOptions
 	if strings.IndexByte(sql, '\'') < 0 {
 		return c.Analyze(sql) // no literal, no shape
 	}
-	defer sc.buf.trim()
 	sh, err := sc.buf.build(sql, o)
 	if err != nil || !sh.ok {
 		return c.Analyze(sql) // pg_query gives the text its own error
