@@ -201,7 +201,8 @@ func doKeyword(before string) bool {
 	return false
 }
 
-// hasPrefixLower is hasPrefixFold for a prefix in lower case.
+// hasPrefixLower reports whether s starts with prefix, which is in lower
+// case, ASCII case-insensitively. It does not allocate.
 func hasPrefixLower(s, prefix string) bool {
 	if len(s) < len(prefix) {
 		return false
@@ -220,20 +221,6 @@ var lowerBytes = func() (t [256]byte) {
 	}
 	return t
 }()
-
-// hasPrefixFold reports whether s starts with prefix, ASCII
-// case-insensitively. It does not allocate.
-func hasPrefixFold(s, prefix string) bool {
-	if len(s) < len(prefix) {
-		return false
-	}
-	for j := 0; j < len(prefix); j++ {
-		if lower(s[j]) != lower(prefix[j]) {
-			return false
-		}
-	}
-	return true
-}
 
 func lower(c byte) byte {
 	if c >= 'A' && c <= 'Z' {
