@@ -10,9 +10,10 @@ import (
 
 // literal is one string literal of a simple-protocol text.
 type literal struct {
-	raw   string // as written, quotes included
-	value string // its value, in the client's encoding
-	start int    // byte offset of raw in the text
+	raw     string // as written, quotes included
+	value   string // its value, in the client's encoding
+	start   int    // byte offset of raw in the text
+	doubled bool   // (templates) raw holds '', value does not yet say '
 }
 
 // simpleShape is a simple-protocol text read under the session's settings.

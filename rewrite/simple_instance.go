@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -99,25 +100,37 @@ func newInstance(shape *Plan) *shapeInstance {
 }
 
 // appendLiterals appends to dst the literals of the text whose literals
-// are values, one per slot, with Start and End in the shape's SQL; a
-// parameter the shape forwards unchanged is an ActionNone literal whose
-// Value is the text's literal as written. The caller checked that values
-// has a literal for every slot.
+// are values, one per slot (literal), with Start and End in the shape's
+// SQL. The caller checked that values has a literal for every slot.
 func (in *shapeInstance) appendLiterals(dst []Literal, values []literal) []Literal {
+	n := len(dst)
+	dst = slices.Grow(dst, len(in.slots))[:n+len(in.slots)]
 	for i := range in.slots {
-		s := &in.slots[i]
-		dst = append(dst, s.lit)
-		if s.source < 0 {
-			continue
-		}
-		l := &dst[len(dst)-1]
-		if v := &values[s.source]; l.Action == ActionNone {
-			l.Value = v.raw
-		} else {
-			l.Value = v.value
-		}
+		in.setLiteral(&dst[n+i], i, values)
 	}
 	return dst
+}
+
+// literal is slot i's literal for the text whose literals are values: a
+// parameter the shape forwards unchanged is an ActionNone literal whose
+// Value is the text's literal as written.
+func (in *shapeInstance) literal(i int, values []literal) Literal {
+	var l Literal
+	in.setLiteral(&l, i, values)
+	return l
+}
+
+// setLiteral sets *l to literal(i, values).
+func (in *shapeInstance) setLiteral(l *Literal, i int, values []literal) {
+	s := &in.slots[i]
+	*l = s.lit
+	switch {
+	case s.source < 0:
+	case l.Action == ActionNone:
+		l.Value = values[s.source].raw
+	default:
+		l.Value = values[s.source].value
+	}
 }
 
 // instantiate builds the plan of one text from its shape's plan and the
@@ -142,7 +155,8 @@ func instantiate(shape *Plan, in *shapeInstance, values []literal) (*Plan, bool)
 	var b strings.Builder
 	b.Grow(size)
 	at := 0
-	for _, l := range in.appendLiterals(make([]Literal, 0, len(in.slots)), values) {
+	for i := range in.slots {
+		l := in.literal(i, values)
 		b.WriteString(shape.SQL[at:l.Start])
 		at = l.End
 		if l.Action == ActionNone {

@@ -80,7 +80,7 @@ func (sc *SimpleScratch) matchTemplate(c *Cache, sql string) *shapeTemplate {
 
 // match appends to dst the literals of sql if it is an instance of t.
 func (t *shapeTemplate) match(sql string, dst []literal) ([]literal, bool) {
-	pos, prev := 0, 0
+	pos, prev, first := 0, 0, -1
 	doubled := false
 	for _, cut := range t.cuts {
 		piece := t.text[prev:cut]
@@ -96,23 +96,28 @@ func (t *shapeTemplate) match(sql string, dst []literal) ([]literal, bool) {
 		if k < 0 {
 			return dst, false
 		}
-		body := sql[pos+1 : k]
-		if strings.IndexByte(body, 0) >= 0 || !utf8.ValidString(body) {
-			return dst, false
-		}
 		if next, _ := continuation(sql, k+1); next >= 0 {
 			return dst, false
 		}
-		dst = append(dst, literal{raw: sql[pos : k+1], value: body, start: pos})
+		if first < 0 {
+			first = pos
+		}
+		dst = append(dst, literal{raw: sql[pos : k+1], value: sql[pos+1 : k], start: pos, doubled: d})
 		doubled = doubled || d
 		pos = k + 1
 	}
 	if sql[pos:] != string(t.text[prev:]) {
 		return dst, false
 	}
+	// The pieces between the literals are the template's, which is valid
+	// UTF8 without NUL, cut at quotes: the span of the literals is valid
+	// and has no NUL when their bodies are and have none.
+	if span := sql[max(first, 0):pos]; strings.IndexByte(span, 0) >= 0 || !utf8.ValidString(span) {
+		return dst, false
+	}
 	if doubled {
 		for i := range dst {
-			if v := &dst[i]; strings.Contains(v.value, "''") {
+			if v := &dst[i]; v.doubled {
 				v.value = strings.ReplaceAll(v.value, "''", "'")
 			}
 		}
