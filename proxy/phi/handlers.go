@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -69,21 +70,24 @@ func (s *session) handleQuery(msg []byte) error {
 	}
 	var text []byte
 	var rd rendered
+	var render *rewrite.Plan
 	if err == nil {
-		if plan.Copy != nil {
-			text, err = s.w.renderQuery(s.buf[:0], plan)
+		// A plan made from its shape's renders with the text's literals.
+		if render = s.simple.Render(plan, sql); plan.Copy != nil {
+			text, err = s.w.renderQuery(s.buf[:0], render)
 		} else {
-			text, rd, err = s.w.renderMarked(s.buf[:0], plan, sql)
+			text, rd, err = s.w.renderMarked(s.buf[:0], render, sql)
 		}
 	}
+	var sent string
 	if err == nil {
-		err = s.checkSent(string(text))
+		sent = string(text)
+		err = s.checkSent(sent)
 	}
 	if err != nil {
 		return s.raiseQuery(err)
 	}
 	s.countMarks(rd.marks)
-	sent := string(text)
 	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
 	if err != nil {
 		return err
@@ -123,7 +127,13 @@ func (s *session) handleQuery(msg []byte) error {
 	s.applyCursors(cursors, s.db)
 	s.ranDDL(plan)
 	if cr == nil {
-		resp = positioned(resp, sentPositionOf(sql, sent, plan, rd))
+		pos := sentPositionOf(sql, sent, render, rd)
+		if render != plan {
+			// The runs of a plan made from its shape are the scratch's,
+			// reused by the session's next text.
+			pos.runs = slices.Clone(pos.runs)
+		}
+		resp = positioned(resp, pos)
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err

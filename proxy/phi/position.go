@@ -37,8 +37,13 @@ type sentPosition struct {
 }
 
 // sentPiece is a part of a sent text copied from the plan's SQL: n bytes
-// at byte offset sent of the text, at plan of the SQL.
-type sentPiece struct{ sent, plan, n int }
+// at byte offset sent of the text, at plan of the SQL; or when client, a
+// copy of the client's text at plan (a literal a plan made from its
+// shape forwards as written: rewrite.SimpleScratch).
+type sentPiece struct {
+	sent, plan, n int
+	client        bool
+}
 
 // sentPositionOf is the sentPosition of a text rendered from plan.
 func sentPositionOf(client, sent string, plan *rewrite.Plan, r rendered) sentPosition {
@@ -69,6 +74,9 @@ func (m sentPosition) mapped(pos int32) int32 {
 			continue
 		}
 		off := pc.plan + ob - pc.sent
+		if pc.client {
+			return charPosition(m.client, off)
+		}
 		for _, r := range m.runs {
 			if off >= r.SQL && off < r.SQL+r.Len {
 				return charPosition(m.client, r.Text+off-r.SQL)

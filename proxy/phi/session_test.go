@@ -335,3 +335,29 @@ func TestScriptForgets(t *testing.T) {
 		t.Errorf("after %d closed statements and ended portals: %d statements, %d portals kept", n, len(sess.statements), len(sess.portals))
 	}
 }
+
+// TestScriptSimpleQueryShapes: texts of one shape, as a driver sends them
+// with their values as literals, are rewritten each with its own values:
+// the first analyzed, the second made from the cached shape, the next
+// from the session's template of it (rewrite.SimpleScratch). A literal
+// the shape forwards (id) goes as written.
+func TestScriptSimpleQueryShapes(t *testing.T) {
+	emails := []string{"a@x.org", "b@x.org", "c@x.org", "d@x.org"}
+	c, _ := scripted(t, func(f *fakeServer) {
+		for i, e := range emails {
+			f.expect(fmt.Sprintf("Query INSERT INTO patients (id, email, email_bidx) VALUES ('%d', 'ENC(public.patients.email:%s)', 'IDX-public.patients.email-%[2]s')",
+				i, e))
+			f.send(&pgproto3.CommandComplete{CommandTag: []byte("INSERT 0 1")})
+			f.ready()
+			f.expect(fmt.Sprintf("Query SELECT id FROM patients WHERE email_bidx = 'IDX-public.patients.email-%s' AND id <> '%d'", e, i))
+			f.rows(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("id", 6, 23)}}, []string{fmt.Sprint(i)})
+			f.ready()
+		}
+	})
+	for i, e := range emails {
+		c.send(&pgproto3.Query{String: fmt.Sprintf("INSERT INTO patients (id, email) VALUES ('%d', '%s')", i, e)})
+		c.expect("CommandComplete INSERT 0 1", "ReadyForQuery I")
+		c.send(&pgproto3.Query{String: fmt.Sprintf("SELECT id FROM patients WHERE email = '%s' AND id <> '%d'", e, i)})
+		c.expect("RowDescription id:23/0", fmt.Sprintf("DataRow %q", fmt.Sprint(i)), "CommandComplete SELECT 1", "ReadyForQuery I")
+	}
+}

@@ -21,6 +21,7 @@ type writer struct {
 	codec *valueCodec
 	// Scratch space, reused from message to message.
 	plain   []byte      // canonical plaintext of the value at hand
+	lit     []byte      // a literal's value, as bytes
 	key     []byte      // its equality key, for a blind index
 	out     []byte      // a transformed literal
 	arena   []byte      // a Bind's transformed values, back to back
@@ -64,8 +65,9 @@ func (w *writer) value(dst []byte, a rewrite.Action, col *policy.Column, ix *pol
 }
 
 // renderQuery appends to dst the SQL text of a plan with every literal slot
-// filled: ciphertext for stored values, index text for comparisons. An
-// invalid value fails it.
+// filled: ciphertext for stored values, index text for comparisons, and
+// for a literal the plan forwards (ActionNone, rewrite.SimpleScratch) the
+// literal as written. An invalid value fails it.
 func (w *writer) renderQuery(dst []byte, plan *rewrite.Plan) ([]byte, error) {
 	out, _, err := w.render(dst, plan, "", false, false)
 	return out, err
@@ -129,12 +131,15 @@ func (w *writer) render(dst []byte, plan *rewrite.Plan, client string, mark, pie
 		base, prev := len(dst), 0
 		for i, sp := range w.spans {
 			l := &plan.Literals[i]
-			w.pieces = append(w.pieces, sentPiece{len(dst) - base, prev, l.Start - prev})
+			w.pieces = append(w.pieces, sentPiece{sent: len(dst) - base, plan: prev, n: l.Start - prev})
 			dst = append(dst, plan.SQL[prev:l.Start]...)
+			if l.Action == rewrite.ActionNone {
+				w.pieces = append(w.pieces, sentPiece{sent: len(dst) - base, plan: l.Loc, n: sp.end - sp.start, client: true})
+			}
 			dst = append(dst, w.arena[sp.start:sp.end]...)
 			prev = l.End
 		}
-		w.pieces = append(w.pieces, sentPiece{len(dst) - base, prev, len(plan.SQL) - prev})
+		w.pieces = append(w.pieces, sentPiece{sent: len(dst) - base, plan: prev, n: len(plan.SQL) - prev})
 		dst = append(dst, plan.SQL[prev:]...)
 	} else {
 		dst, out = w.renderWithMarkers(dst, plan, client, bad)
@@ -159,7 +164,11 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 		l := &plan.Literals[i]
 		b, ok := invalid[i]
 		if !ok {
-			edits = append(edits, splice{start: l.Start, end: l.End, text: w.arena[sp.start:sp.end]})
+			e := splice{start: l.Start, end: l.End, text: w.arena[sp.start:sp.end], loc: -1}
+			if l.Action == rewrite.ActionNone {
+				e.loc = l.Loc // the client's literal, as written
+			}
+			edits = append(edits, e)
 			continue
 		}
 		kind := b.kind
@@ -171,7 +180,7 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 			kind = markCast
 		}
 		if kind == markNull {
-			edits = append(edits, splice{start: l.Start, end: l.End, text: []byte("NULL")})
+			edits = append(edits, splice{start: l.Start, end: l.End, text: []byte("NULL"), loc: -1})
 			continue
 		}
 		info := proxy.Classify(b.err)
@@ -181,9 +190,9 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 		}
 		name := ms.name(len(ms.markers))
 		ms.markers = append(ms.markers, marker{info: info})
-		edits = append(edits, splice{start: l.Start, end: l.End, text: appendMarker(nil, kind, name, l.Column)})
+		edits = append(edits, splice{start: l.Start, end: l.End, text: appendMarker(nil, kind, name, l.Column), loc: -1})
 		if kind == markField {
-			edits = append(edits, splice{start: l.Target, end: l.Target, text: []byte("." + name), target: true})
+			edits = append(edits, splice{start: l.Target, end: l.Target, text: []byte("." + name), target: true, loc: -1})
 		}
 	}
 	slices.SortStableFunc(edits, func(a, b splice) int { return a.start - b.start })
@@ -200,11 +209,13 @@ func (w *writer) renderWithMarkers(dst []byte, plan *rewrite.Plan, client string
 }
 
 // splice replaces sql[start:end] with text; target: it writes a marker's
-// field after a column name.
+// field after a column name; loc: text is a copy of the client's text
+// from byte loc (a literal forwarded as written), -1 for none.
 type splice struct {
 	start, end int
 	text       []byte
 	target     bool
+	loc        int
 }
 
 // spliced is a plan's SQL with its splices, sorted by start, being
@@ -228,6 +239,9 @@ func (r *spliced) appendRange(dst []byte, from, to int, targets bool) []byte {
 			continue
 		}
 		dst = r.copyPlan(dst, prev, e.start)
+		if e.loc >= 0 && len(e.text) > 0 {
+			r.pieces = append(r.pieces, sentPiece{sent: len(dst) - r.base, plan: e.loc, n: len(e.text), client: true})
+		}
 		dst = append(dst, e.text...)
 		prev = e.end
 	}
@@ -237,7 +251,7 @@ func (r *spliced) appendRange(dst []byte, from, to int, targets bool) []byte {
 // copyPlan appends sql[from:to], noting the piece.
 func (r *spliced) copyPlan(dst []byte, from, to int) []byte {
 	if to > from {
-		r.pieces = append(r.pieces, sentPiece{len(dst) - r.base, from, to - from})
+		r.pieces = append(r.pieces, sentPiece{sent: len(dst) - r.base, plan: from, n: to - from})
 	}
 	return append(dst, r.sql[from:to]...)
 }
@@ -326,8 +340,12 @@ func (r *spliced) appendSplit(dst []byte, sp valuesSplit) []byte {
 	return r.appendRange(dst, row[0], row[1], true)
 }
 
-// literal appends to dst the SQL literal that replaces the slot of l.
+// literal appends to dst the SQL literal that replaces the slot of l: for
+// a literal forwarded unchanged, the literal as written.
 func (w *writer) literal(dst []byte, l *rewrite.Literal) ([]byte, error) {
+	if l.Action == rewrite.ActionNone {
+		return append(dst, l.Value...), nil
+	}
 	oid, err := literalType(l)
 	if err == nil && oid != 0 {
 		if conv := conversionOf(l.Column.Type, oid, l.Assign); conv <= convRefusedProxy {
@@ -335,7 +353,8 @@ func (w *writer) literal(dst []byte, l *rewrite.Literal) ([]byte, error) {
 		}
 	}
 	if err == nil {
-		w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, []byte(l.Value))
+		w.lit = append(w.lit[:0], l.Value...)
+		w.out, err = w.value(w.out[:0], l.Action, l.Column, l.Index, oid, l.Assign, formatText, w.lit)
 	}
 	if err != nil {
 		return dst, locate(err, "a literal for %s", l.Column.QualifiedName())
