@@ -70,17 +70,79 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // epochTriggerBody is the body of phiproxy.catalog_changed(). Replacing
 // phiproxy.catalog_epoch() is DDL too and runs the trigger once more, which
 // then finds the hash unchanged.
+//
+// Each change is also noted in the session that made it, in the setting
+// phiproxy.epoch_own ("<old>><new>;", the last few kB; reverted with the
+// transaction that made it): phiproxy.catalog_check accepts an epoch that
+// the session's own DDL alone moved on from the one it read, so that a text
+// of several statements can check the catalog in front of each of them
+// and still hold DDL of its own.
 const epochTriggerBody = `
 DECLARE
   h pg_catalog.text;
+  o pg_catalog.text := ` + EpochFunction + `;
 BEGIN
   ` + epochGraphSQL + ` INTO h;
-  IF h IS DISTINCT FROM ` + EpochFunction + ` THEN
+  IF h IS DISTINCT FROM o THEN
     EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
                    pg_catalog.format('SELECT %L::text', h));
+    PERFORM pg_catalog.set_config('` + epochOwnSetting + `',
+      pg_catalog.right(coalesce(pg_catalog.current_setting('` + epochOwnSetting + `', true), '') || o || '>' || h || ';', 8192), false);
   END IF;
 END
 `
+
+// epochOwnSetting is the setting where a session's own epoch changes are
+// noted.
+const epochOwnSetting = "phiproxy.epoch_own"
+
+// catalogCheckBody is the body of phiproxy.catalog_check(epoch, tables,
+// oids): it fails with SQLSTATE PXCAT (CheckFailed) unless each of tables
+// (schema-qualified, quoted names) is still the relation of the OID at
+// the same place (NULL: still missing) and the epoch is the one given or
+// one that the session's own DDL moved on from it (epochOwnSetting). It
+// takes in other sessions' catalog changes first, as catalog_sync does,
+// and reads the epoch with a statement planned anew. The proxy puts it in
+// front of each statement of a simple Query after the first, where the
+// guard (prepared, in front of the text) cannot reach: the server looks
+// up a statement's names only once the statements before it ran.
+const catalogCheckBody = `
+DECLARE
+  e pg_catalog.text;
+  cur pg_catalog.text := epoch;
+  step pg_catalog.text;
+BEGIN
+  BEGIN
+    LOCK TABLE "phiproxy"."catalog_lock" IN ACCESS SHARE MODE;
+    RAISE SQLSTATE 'PXSYN';
+  EXCEPTION WHEN SQLSTATE 'PXSYN' THEN
+    NULL;
+  END;
+  FOR i IN 1 .. coalesce(pg_catalog.array_length(tables, 1), 0) LOOP
+    IF pg_catalog.to_regclass(tables[i])::pg_catalog.oid IS DISTINCT FROM oids[i] THEN
+      RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: a PHI table changed';
+    END IF;
+  END LOOP;
+  EXECUTE 'SELECT ` + EpochFunction + `' INTO e;
+  IF e IS DISTINCT FROM epoch THEN
+    FOREACH step IN ARRAY pg_catalog.string_to_array(coalesce(pg_catalog.current_setting('` + epochOwnSetting + `', true), ''), ';') LOOP
+      IF pg_catalog.split_part(step, '>', 1) = cur THEN
+        cur := pg_catalog.split_part(step, '>', 2);
+      END IF;
+    END LOOP;
+    IF cur IS DISTINCT FROM e THEN
+      RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: second names changed';
+    END IF;
+  END IF;
+  RETURN true;
+END
+`
+
+// CheckFailed is the SQLSTATE of phiproxy.catalog_check failing.
+const CheckFailed = "PXCAT"
+
+// CheckFunction is phiproxy.catalog_check as the proxy calls it.
+const CheckFunction = `"phiproxy"."catalog_check"`
 
 // catalogSyncBody is the body of phiproxy.catalog_sync(), which makes the
 // session take in the catalog changes other sessions committed. PostgreSQL
@@ -110,6 +172,13 @@ var EpochTriggerSourceMD5 = func() string {
 	return hex.EncodeToString(sum[:])
 }()
 
+// checkSourceMD5 is the md5 of catalog_check's source: one of another
+// version counts as not installed.
+var checkSourceMD5 = func() string {
+	sum := md5.Sum([]byte(catalogCheckBody))
+	return hex.EncodeToString(sum[:])
+}()
+
 // EpochDDL returns the statements that install the catalog epoch in a
 // database: run them once per governed database, as a superuser (event
 // triggers need one; on Amazon RDS, rds_superuser). They are idempotent.
@@ -135,6 +204,8 @@ func EpochDDL() []string {
 		`GRANT SELECT ON "phiproxy"."catalog_lock" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_sync"() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $phiproxy$` + catalogSyncBody + `$phiproxy$;`,
 		`ALTER FUNCTION "phiproxy"."catalog_sync"() OWNER TO CURRENT_USER;`,
+		`CREATE OR REPLACE FUNCTION ` + CheckFunction + `(epoch pg_catalog.text, tables pg_catalog.text[], oids pg_catalog.oid[]) RETURNS boolean LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $phiproxy$` + catalogCheckBody + `$phiproxy$;`,
+		`ALTER FUNCTION ` + CheckFunction + `(pg_catalog.text, pg_catalog.text[], pg_catalog.oid[]) OWNER TO CURRENT_USER;`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_ddl" ON ddl_command_end EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
 		`ALTER EVENT TRIGGER "phiproxy_catalog_ddl" ENABLE ALWAYS;`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_drop" ON sql_drop EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
@@ -163,8 +234,9 @@ var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg
 	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `'` +
 	` AND p.proconfig OPERATOR(pg_catalog.=) ARRAY['search_path=pg_catalog, pg_temp']::pg_catalog.text[]` +
 	` AND p.proowner = e.evtowner AND n.nspowner = e.evtowner` +
-	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid AND q.pronargs = 0` +
-	` AND q.proname IN ('catalog_epoch', 'catalog_sync') AND q.proowner = e.evtowner) = 2) = 2)::pg_catalog.text`
+	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid` +
+	` AND (q.pronargs = 0 AND q.proname IN ('catalog_epoch', 'catalog_sync') OR q.pronargs = 3 AND q.proname = 'catalog_check' AND pg_catalog.md5(q.prosrc) = '` + checkSourceMD5 + `')` +
+	` AND q.proowner = e.evtowner) = 3) = 2)::pg_catalog.text`
 
 // ParseEpoch returns the epoch in the body of phiproxy.catalog_epoch()
 // ("SELECT '<hex>'::text"; ” before the first change), and whether the

@@ -14,11 +14,12 @@ func (s *Session) handleErrorResponse(msg []byte) error {
 	s.q.copyIn = false
 	e := s.q.peek()
 	var (
-		r  Responder
-		to = toClient
+		r     Responder
+		to    = toClient
+		query bool
 	)
 	if e != nil {
-		r, to = e.Responder, e.audience()
+		r, to, query = e.Responder, e.audience(), e.Kind == KindQuery
 	}
 	pops := e != nil && !kindsNoPopError.has(e.Kind)
 	if pops {
@@ -32,7 +33,11 @@ func (s *Session) handleErrorResponse(msg []byte) error {
 		s.state = s2cServerClosing
 	}
 	if r != nil {
-		s.out = r.ErrorResponse(s.out[:0], msg)
+		if o, ok := r.(OwnStatements); ok && query && o.Own(s.stmt) {
+			s.out = o.OwnErrorResponse(s.out[:0], msg)
+		} else {
+			s.out = r.ErrorResponse(s.out[:0], msg)
+		}
 		msg = s.out
 		if pops {
 			r.Answered('E')
@@ -75,6 +80,7 @@ func (s *Session) handleReadyForQuery(msg []byte) error {
 	s.q.failed = false
 	s.q.copyIn = false
 	s.q.txStatus = msg[5]
+	s.stmt = 0
 	s.q.mu.Unlock()
 	if s.state == s2cMuted {
 		s.state = s2cBetween

@@ -26,6 +26,10 @@ func (s *Session) handleRowDescription(msg []byte) error {
 		if r, to, err = s.pop('T', kindsDescribe); err != nil {
 			return err
 		}
+	} else if s.own(r) {
+		s.setState(s2cRows)
+		s.rows, s.rowsTo = nil, toProxyOnly
+		return nil
 	}
 	var rows RowTransformer
 	out := msg
@@ -90,6 +94,14 @@ func (s *Session) handleCommandComplete(typ byte, msg []byte) error {
 	if err != nil {
 		return err
 	}
+	if kind == KindQuery {
+		own := s.own(r)
+		s.stmt++
+		if own {
+			s.setState(s2cBetween)
+			return nil
+		}
+	}
 	if typ == 'C' && r != nil {
 		if cc, ok := r.(CommandCompleter); ok {
 			tag, _, ok := CString(msg[5:])
@@ -122,4 +134,11 @@ func (s *Session) resultFailed(err error) error {
 	}
 	s.setState(s2cMuted)
 	return nil
+}
+
+// own reports whether the statement of a simple Query the server answers
+// now is one the proxy added (OwnStatements).
+func (s *Session) own(r Responder) bool {
+	o, ok := r.(OwnStatements)
+	return ok && o.Own(s.stmt)
 }

@@ -196,6 +196,21 @@ type CommandCompleter interface {
 	CommandComplete(tag []byte)
 }
 
+// OwnStatements is implemented by the Responder of a simple Query to whose
+// text the proxy added statements of its own (a check in front of each of
+// the client's statements): the client sees none of their answers but an
+// error. It is optional, like CommandCompleter.
+type OwnStatements interface {
+	// Own reports whether statement n of the Query (0-based, in the order
+	// the server answers them: one CommandComplete or EmptyQueryResponse
+	// each) is one of the proxy's. Their RowDescription, DataRows and
+	// CommandComplete go to no one, and CommandComplete is not told of
+	// them.
+	Own(n int) bool
+	// OwnErrorResponse rewrites the server's error in one of them.
+	OwnErrorResponse(dst, msg []byte) []byte
+}
+
 // RowTransformer rewrites the DataRows of one result. An error that
 // Classify calls non-fatal ends that result for the client (it gets the
 // error and nothing more up to ReadyForQuery); any other ends the session.

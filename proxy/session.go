@@ -77,6 +77,9 @@ type Session struct {
 	copyOut CopyTransformer
 	// out is scratch space for rewritten messages.
 	out []byte
+	// stmt counts the statements of the simple Query under way that the
+	// server answered (OwnStatements); ReadyForQuery resets it.
+	stmt int
 
 	tlsClient      bool   // the client connection is TLS
 	user, database string // from the startup message, for logs

@@ -338,8 +338,9 @@ type dbState struct {
 	plans *rewrite.Cache
 	// problems are cat's problems in policy order.
 	problems []Problem
-	// guardSQL is the guard for cat (guard.go).
-	guardSQL string
+	// guardSQL is the guard for cat (guard.go); checkSQL, its check
+	// inside a simple Query (inline.go).
+	guardSQL, checkSQL string
 }
 
 // state returns the shared state for the catalog whose rows are given.
@@ -373,7 +374,7 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 		pol = e.policy
 	}
 	st := &dbState{cat: cat, plans: rewrite.NewCache(e.cacheSize, pol, cat), problems: cat.allProblems(e.policy),
-		guardSQL: guardQuery(e.policy, cat)}
+		guardSQL: guardQuery(e.policy, cat), checkSQL: checkQuery(e.policy, cat)}
 	e.dbs[key] = st
 	return st, nil
 }

@@ -52,18 +52,30 @@ func (s *session) handleQuery(msg []byte) error {
 	if err == nil && readFirst && plan.Passthrough && !s.readFirst {
 		err = errReadFirstBusy
 	}
+	checked, at := sql, []int(nil)
+	if err == nil && plan.Passthrough && (readFirst || s.needsGuard(plan, sql)) {
+		checked, at, err = s.withChecks(sql)
+	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
 		s.applyCursors(cursors, s.db)
-		guard := !readFirst && s.needsGuard(plan, sql) && !s.guarded
+		guard := !readFirst && s.needsGuard(plan, firstStatement(sql, at)) && !s.guarded
 		if guard {
 			if err := s.guard(); err != nil {
 				return err
 			}
 		}
-		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: s.queryResult(plan)}, msg); err != nil || !guard {
+		resp := s.queryResult(plan)
+		if len(at) > 0 {
+			resp = positioned(resp, sentPosition{}.inserted(sql, sql, checked, at, len(s.db.checkSQL)+1), len(at))
+			if msg, err = (&pgproto3.Query{String: checked}).Encode(s.buf[:0]); err != nil {
+				return err
+			}
+			s.buf = msg
+		}
+		if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, msg); err != nil || !guard {
 			return err
 		}
 		return s.guardSync()
@@ -84,11 +96,15 @@ func (s *session) handleQuery(msg []byte) error {
 		sent = string(text)
 		err = s.checkSent(sent)
 	}
+	checked, at = sent, nil
+	if err == nil && plan.Copy == nil && reliesOnCatalog(plan) {
+		checked, at, err = s.withChecks(sent)
+	}
 	if err != nil {
 		return s.raiseQuery(err)
 	}
 	s.countMarks(rd.marks)
-	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
+	out, err := (&pgproto3.Query{String: checked}).Encode(text[len(text):])
 	if err != nil {
 		return err
 	}
@@ -107,7 +123,7 @@ func (s *session) handleQuery(msg []byte) error {
 	// failed before reading it, and the proxy cannot tell which. Its plan
 	// was made with a catalog proven current (planFresh), and an older
 	// catalog can only make it fail (its columns are named).
-	if reliesOnCatalog(plan) && (cr == nil || cr.in == nil) {
+	if reliesOnCatalog(plan) && (cr == nil || cr.in == nil) && (len(at) == 0 || plan.Statements[0].Kind != rewrite.KindTransaction) {
 		if err := s.guard(); err != nil {
 			return err
 		}
@@ -133,7 +149,7 @@ func (s *session) handleQuery(msg []byte) error {
 			// reused by the session's next text.
 			pos.runs = slices.Clone(pos.runs)
 		}
-		resp = positioned(resp, pos)
+		resp = positioned(resp, pos.inserted(sql, sent, checked, at, len(s.db.checkSQL)+1), len(at))
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err

@@ -164,14 +164,15 @@ func (r *result) ErrorResponse(dst, msg []byte) []byte {
 func (a parseAnswer) ErrorResponse(dst, msg []byte) []byte { return a.pos.errorResponse(dst, msg) }
 
 // positioned has resp, a simple Query's result, tell its errors in the
-// client's text client, of which sent was sent. clientToServer, before
-// the Query goes.
-func positioned(resp proxy.Responder, m sentPosition) proxy.Responder {
-	switch r := resp.(type) {
-	case *result:
-		r.pos = m
-	case *audited:
-		r.result.pos = m
+// client's text through m, and hide the answers of the checks the proxy
+// put in the text (inline.go). clientToServer, before the Query goes.
+func positioned(resp proxy.Responder, m sentPosition, checks int) proxy.Responder {
+	r, ok := resp.(*result)
+	if a, isAudited := resp.(*audited); isAudited {
+		r, ok = a.result, true
+	}
+	if ok {
+		r.pos, r.checks = m, checks
 	}
 	return resp
 }

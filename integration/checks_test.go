@@ -1,0 +1,138 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Texts of several statements sent in one simple Query get the proxy's
+// catalog check in front of each statement after the first
+// (proxy/phi/inline.go). Its answers must not show: each text returns
+// through phiproxy exactly what it returns sent directly — the same
+// results, columns, rows, command tags, and errors at the same positions.
+
+// queryAnswer is what one statement of a simple Query answered.
+type queryAnswer struct {
+	Fields []string
+	Rows   [][]string
+	Tag    string
+	Err    string
+}
+
+// runText sends text in one simple Query and returns every statement's
+// answer.
+func runText(t *testing.T, conn *pgconn.PgConn, text string) []queryAnswer {
+	t.Helper()
+	results, err := conn.Exec(context.Background(), text).ReadAll()
+	var out []queryAnswer
+	for _, r := range results {
+		a := queryAnswer{Tag: r.CommandTag.String()}
+		for _, f := range r.FieldDescriptions {
+			a.Fields = append(a.Fields, fmt.Sprintf("%s:%d", f.Name, f.DataTypeOID))
+		}
+		for _, row := range r.Rows {
+			var vals []string
+			for _, v := range row {
+				vals = append(vals, string(v))
+			}
+			a.Rows = append(a.Rows, vals)
+		}
+		out = append(out, a)
+	}
+	if err != nil {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) {
+			t.Fatalf("%s: %v", text, err)
+		}
+		out = append(out, queryAnswer{Err: fmt.Sprintf("%s at %d: %s", pe.Code, pe.Position, pe.Message)})
+	}
+	return out
+}
+
+func TestCheckedTextsAnswerAsDirect(t *testing.T) {
+	env := attackAliasEnv(t, "checks_exact")
+	proxied, direct := env.conn(t).PgConn(), env.direct(t).PgConn()
+	for _, text := range []string{
+		"SELECT 1 AS a; SELECT 'x' AS b, 2 AS c; VALUES (1), (2)",
+		"SELECT 1;; ; SELECT 2; -- trailing",
+		"/* lead */ SELECT 1; /* between */ SELECT 2 /* end */",
+		"CREATE TEMP TABLE tt (a int); INSERT INTO tt VALUES (1), (2); SELECT * FROM tt ORDER BY a; DROP TABLE tt",
+		"SELECT 'a;b' AS s, $$;$$ AS d, \"x;y\".z FROM (SELECT 1 AS z) \"x;y\"; SELECT E'\\';' AS e",
+		// A semicolon inside a body or a rule's actions separates nothing.
+		"CREATE FUNCTION pg_temp.f1() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END; SELECT pg_temp.f1(); DROP FUNCTION pg_temp.f1()",
+		"CREATE TEMP TABLE r1 (a int); CREATE TEMP TABLE r2 (a int); " +
+			"CREATE RULE r AS ON INSERT TO r1 DO ALSO (INSERT INTO r2 VALUES (NEW.a); INSERT INTO r2 VALUES (NEW.a + 1)); " +
+			"INSERT INTO r1 VALUES (5); SELECT * FROM r2 ORDER BY a; DROP TABLE r1, r2",
+		// DDL of the text's own moves the epoch on: the checks after it
+		// accept that.
+		"CREATE TEMP VIEW own_v AS SELECT 1 AS a; SELECT * FROM own_v; DROP VIEW own_v; SELECT 3",
+		"BEGIN; SELECT 1; CREATE TEMP VIEW own_v2 AS SELECT 2 AS b; SELECT * FROM own_v2; ROLLBACK",
+		"BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; SELECT 2; COMMIT",
+		// Errors at their positions in the client's text.
+		"SELECT 1; SELECT nosuchcolumn",
+		"SELECT 1; SELECT 2; SELECT 1/0",
+		"SELECT 1; SELEC 2",
+		"SELECT 1; CREATE TEMP TABLE e1 (a int); SELECT * FROM e1 WHERE b = 1",
+	} {
+		want, got := runText(t, direct, text), runText(t, proxied, text)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", text, got, want)
+		}
+	}
+}
+
+// Statements on the policy table, among others: each answered in turn,
+// values decrypted, none of the checks' answers shown.
+func TestCheckedTextsOnPolicyTable(t *testing.T) {
+	env := attackAliasEnv(t, "checks_phi")
+	conn := env.conn(t).PgConn()
+	value := secret("checked-text")
+	got := runText(t, conn, "INSERT INTO visits (id, ssn) VALUES (10, '"+value+"'); SELECT 7 AS seven; "+
+		"SELECT id, ssn FROM visits WHERE ssn = '"+value+"'; UPDATE visits SET ssn = ssn WHERE id = 10; DELETE FROM visits WHERE id = 10")
+	want := []queryAnswer{
+		{Tag: "INSERT 0 1"},
+		{Fields: []string{"seven:23"}, Rows: [][]string{{"7"}}, Tag: "SELECT 1"},
+		{Fields: []string{"id:23", "ssn:25"}, Rows: [][]string{{"10", value}}, Tag: "SELECT 1"},
+		{Tag: "UPDATE 1"},
+		{Tag: "DELETE 1"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+// Another connection's DDL while the text waits, followed by DDL of the
+// text's own: the epoch the check sees was not reached by the session's
+// own changes alone, and the statement after them is refused.
+func TestCheckedTextOthersThenOwnDDL(t *testing.T) {
+	env := attackAliasEnv(t, "checks_chain")
+	ctx := context.Background()
+	conn := env.conn(t)
+	err := raceOnLock(t, env, 5007, "CREATE VIEW chain_v AS SELECT * FROM visits", func() error {
+		_, err := conn.Exec(ctx, "SELECT pg_advisory_xact_lock(5007); CREATE TEMP VIEW mine AS SELECT 1 AS a; "+
+			"INSERT INTO chain_v (id, ssn) VALUES (1, 'chain-not-stored')")
+		return err
+	})
+	refusedWith(t, err, "55000")
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+	// Inside a transaction block too (the check takes in the other
+	// session's change first).
+	err = raceOnLock(t, env, 5008, "CREATE VIEW chain_v2 AS SELECT * FROM visits", func() error {
+		_, err := conn.Exec(ctx, "BEGIN; SELECT pg_advisory_xact_lock(5008); INSERT INTO chain_v2 (id, ssn) VALUES (2, 'chain-not-stored'); COMMIT")
+		return err
+	})
+	refusedWith(t, err, "55000")
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+}
