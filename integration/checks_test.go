@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -134,5 +135,37 @@ func TestCheckedTextOthersThenOwnDDL(t *testing.T) {
 	}
 	if n := storedRows(t, env); n != 0 {
 		t.Errorf("%d rows stored through the view", n)
+	}
+}
+
+// A pipeline whose DDL of its own moves the epoch on before a statement
+// on the policy table: the guard sent after that statement's Parse and
+// Bind accepts the session's own change (it failed the batch, every time
+// it was sent again, before).
+func TestGuardAcceptsOwnDDL(t *testing.T) {
+	env := attackAliasEnv(t, "checks_own_pipeline")
+	ctx := context.Background()
+	conn := env.conn(t)
+	value := secret("own-ddl-pipeline")
+	b := &pgx.Batch{}
+	b.Queue("CREATE TEMP VIEW own_pv AS SELECT 1 AS a")
+	b.Queue("INSERT INTO visits (id, ssn) VALUES ($1, $2)", 20, value)
+	b.Queue("SELECT ssn FROM visits WHERE id = $1", 20)
+	br := conn.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.Exec(); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := br.QueryRow().Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got != value {
+		t.Errorf("got %q", got)
 	}
 }

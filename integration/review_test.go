@@ -505,6 +505,24 @@ func TestReviewRaiseStatementName(t *testing.T) {
 	if !hasError(out, "42939") {
 		t.Errorf("Bind of the reserved name %s: %v", raiseStatementName, out)
 	}
+	// The catalog guard's statement: closed and prepared again by the
+	// client as SELECT 1, every later guard would pass. Every name with
+	// the prefix is the proxy's.
+	for _, m := range []pgproto3.FrontendMessage{
+		&pgproto3.Close{ObjectType: 'S', Name: "phiproxy_guard"},
+		&pgproto3.Close{ObjectType: 'P', Name: "phiproxy_guard"},
+		&pgproto3.Parse{Name: "phiproxy_guard", Query: "SELECT 1"},
+		&pgproto3.Bind{DestinationPortal: "phiproxy_other"},
+	} {
+		if out := exchange(t, hc, m, &pgproto3.Sync{}); !hasError(out, "42939") {
+			t.Errorf("%#v: %v", m, out)
+		}
+	}
+	out = exchange(t, hc, &pgproto3.Parse{Query: "SELECT id FROM patients WHERE id = $1"}, &pgproto3.Bind{Parameters: [][]byte{[]byte("1")}},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	if hasError(out, "") {
+		t.Errorf("a statement after the refusals: %v", out)
+	}
 }
 
 // Finding 10 (wrong answer: ciphertext to the client). The proxy records

@@ -2,6 +2,7 @@ package differential
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -27,6 +28,7 @@ var statementProductions = []production{
 	{name: "update", weight: 8, gen: genUpdate},
 	{name: "delete", weight: 3, gen: genDelete},
 	{name: "precedence", weight: 3, gen: genPrecedence},
+	{name: "script", weight: 2, gen: genScript},
 }
 
 // ref qualifies a column name with alias, if any.
@@ -96,6 +98,31 @@ func genSelectWhere(b *builder) {
 	alias, from := b.maybeAlias(t)
 	b.w("SELECT ", list(alias, b.outputCols(t)), " FROM ", from, " WHERE ", b.pred(t, alias))
 	b.orderLimit(t, alias)
+}
+
+// genScript writes a simple Query of two or three reads: the proxy puts a
+// catalog check in front of each after the first, whose answers must not
+// show (the runner merges the statements' rows and tags).
+func genScript(b *builder) {
+	if b.st.extended {
+		for t := range b.tags {
+			if strings.HasPrefix(t, "proto.") {
+				delete(b.tags, t)
+			}
+		}
+		b.tag("proto.simple")
+		b.st.extended, b.st.binaryResults, b.binaryParams = false, false, false
+	}
+	for i := range 2 + b.r.IntN(2) {
+		if i > 0 {
+			b.w(";", []string{" ", "\n", " /* ; */ "}[b.r.IntN(3)])
+		}
+		if b.r.IntN(4) == 0 {
+			b.w("SELECT ", strconv.Itoa(i), " AS n")
+			continue
+		}
+		genSelectWhere(b)
+	}
 }
 
 func genSelectStar(b *builder) {

@@ -3,6 +3,7 @@ package phi
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgerrcode"
 
@@ -206,11 +207,20 @@ var (
 	// SQL PREPARE (sqlPrepared).
 	errSQLPrepared error = &refusal{pgerrcode.FeatureNotSupported, "protocol",
 		"binding values to a statement prepared with SQL PREPARE is not supported while a PHI policy is active: phiproxy cannot check where they go (a table may have become a second name for a PHI table since); prepare it with the extended protocol (Parse)"}
-	// errReservedName refuses the name of the proxy's own prepared
-	// statement.
+	// errReservedName refuses the name of one of the proxy's own prepared
+	// statements and portals (reservedName).
 	errReservedName error = &refusal{pgerrcode.ReservedName, "protocol",
-		"the prepared statement names " + raiseStatement + ", " + copyStatement + " and " + proxy.QueryName + " (and portal " + proxy.QueryName + ") are reserved by phiproxy"}
+		"prepared statement and portal names starting with " + reservedPrefix + " are reserved by phiproxy"}
 	// errNoIndex means a plan asked to index a column without a blind
 	// index: a rewriter bug, refused rather than sending anything.
 	errNoIndex = errors.New("column has no blind index")
 )
+
+// reservedPrefix starts the names of the proxy's own prepared statements
+// and portals (the guard's, the raise's, COPY's, Conn.Query's).
+const reservedPrefix = "phiproxy_"
+
+// reservedName reports whether a client's statement or portal name is one
+// the proxy keeps for itself: a client that closed the guard's statement
+// and prepared its own under that name would have every later guard pass.
+func reservedName(name string) bool { return strings.HasPrefix(name, reservedPrefix) }

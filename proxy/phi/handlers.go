@@ -170,7 +170,7 @@ func (s *session) handleParse(msg []byte) error {
 	if err := p.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Parse message")
 	}
-	if p.Name == raiseStatement || p.Name == copyStatement || p.Name == proxy.QueryName {
+	if reservedName(p.Name) {
 		return s.raiseExtended(errReservedName)
 	}
 	s.cur = curStatement{text: p.Query}
@@ -291,7 +291,7 @@ func (s *session) handleBind(msg []byte) error {
 		return protocolError("invalid Bind message")
 	}
 	delete(s.portals, portalName)
-	if stmtName == raiseStatement || stmtName == copyStatement || stmtName == proxy.QueryName || portalName == proxy.QueryName {
+	if reservedName(stmtName) || reservedName(portalName) {
 		return s.raiseExtended(errReservedName)
 	}
 	st := s.lookup(stmtName)
@@ -461,6 +461,11 @@ func (s *session) handleExecute(msg []byte) error {
 // confirms it closed it (the Close may be skipped after an error).
 func (s *session) handleClose(msg []byte) error {
 	name := string(msg[6 : len(msg)-1])
+	if reservedName(name) {
+		// The guard's statement closed, another of that name could be
+		// prepared in its place.
+		return s.raiseExtended(errReservedName)
+	}
 	if msg[5] == 'P' {
 		delete(s.portals, name)
 		delete(s.cursors, name) // a SQL cursor is a portal too
