@@ -24,7 +24,9 @@ func TestInsertedPositions(t *testing.T) {
 	}
 	b.WriteString(client[from:])
 	sent := b.String()
-	pos := func(text, word string) int32 { return int32(utf8.RuneCountInString(text[:strings.Index(text, word)]) + 1) }
+	pos := func(text, word string) int32 {
+		return int32(utf8.RuneCountInString(text[:strings.Index(text, word)]) + 1)
+	}
 
 	m := sentPosition{}.inserted(client, client, sent, at, len(check))
 	for _, w := range []string{"x;", "y", "'é'"} {
