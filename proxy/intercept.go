@@ -319,7 +319,11 @@ func (c *Conn) Query(sql string) ([][][]byte, error) {
 	}
 	col := &queryCollector{done: make(chan struct{})}
 	// The statement is closed first too: an Execute that failed skipped
-	// the Close after it.
+	// the Close after it. The portal is closed after the Execute: it would
+	// outlive the query to the end of a transaction block, where the next
+	// query's Bind of the same name failed (42P03) and aborted the
+	// client's transaction. (An Execute that failed ends or aborts the
+	// transaction, and the portal with it.)
 	for _, m := range []struct {
 		kind Kind
 		msg  pgproto3.FrontendMessage
@@ -328,6 +332,7 @@ func (c *Conn) Query(sql string) ([][][]byte, error) {
 		{KindParse, &pgproto3.Parse{Name: QueryName, Query: sql}},
 		{KindBind, &pgproto3.Bind{DestinationPortal: QueryName, PreparedStatement: QueryName}},
 		{KindExecute, &pgproto3.Execute{Portal: QueryName}},
+		{KindClose, &pgproto3.Close{ObjectType: 'P', Name: QueryName}},
 		{KindClose, &pgproto3.Close{ObjectType: 'S', Name: QueryName}},
 		{KindSync, &pgproto3.Sync{}},
 	} {

@@ -162,7 +162,7 @@ func (f *fakeServer) catalog(rows [][]string) {
 	extended := dump(msg) == `Close S "phiproxy_query"`
 	switch {
 	case extended:
-		f.expect(`Parse "phiproxy_query" `+query, `Bind "phiproxy_query" "phiproxy_query" [] [] []`, `Execute "phiproxy_query"`, `Close S "phiproxy_query"`, "Sync")
+		f.expect(`Parse "phiproxy_query" `+query, `Bind "phiproxy_query" "phiproxy_query" [] [] []`, `Execute "phiproxy_query"`, `Close P "phiproxy_query"`, `Close S "phiproxy_query"`, "Sync")
 		f.send(&pgproto3.CloseComplete{}, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{})
 	case strings.HasPrefix(dump(msg), "Query "+strings.TrimSuffix(query, "…")):
 		f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("oid", 0, 26)}})
@@ -179,6 +179,7 @@ func (f *fakeServer) catalog(rows [][]string) {
 	}
 	f.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT")})
 	if extended {
+		f.be.Send(&pgproto3.CloseComplete{})
 		f.be.Send(&pgproto3.CloseComplete{})
 	}
 	f.send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
