@@ -166,17 +166,6 @@ var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg
 	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid AND q.pronargs = 0` +
 	` AND q.proname IN ('catalog_epoch', 'catalog_sync') AND q.proowner = e.evtowner) = 2) = 2)::pg_catalog.text`
 
-// EpochEnabledSQL is a condition that holds while both event triggers
-// exist and are enabled always, read with the statement's snapshot. The
-// catalog guard checks it next to the epoch: triggers disabled or dropped
-// after a session read its catalog keep the epoch as it was (ALTER and
-// DROP EVENT TRIGGER run no event trigger), and the session must not
-// trust it then. Operators are qualified: it runs under the client's
-// search_path.
-const EpochEnabledSQL = `(SELECT pg_catalog.count(*) FROM pg_catalog.pg_event_trigger e` +
-	` WHERE e.evtname OPERATOR(pg_catalog.=) ANY (ARRAY['phiproxy_catalog_ddl', 'phiproxy_catalog_drop']::pg_catalog.name[])` +
-	` AND e.evtenabled OPERATOR(pg_catalog.=) 'A'::pg_catalog."char") OPERATOR(pg_catalog.=) 2`
-
 // ParseEpoch returns the epoch in the body of phiproxy.catalog_epoch()
 // ("SELECT '<hex>'::text"; ” before the first change), and whether the
 // body has that form.

@@ -89,9 +89,8 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 	vconds, vrows := guardViews(cat)
 	conds, rows = append(conds, vconds...), append(rows, vrows...)
 	if cat.epochOK {
-		// Second names anywhere in the database unchanged (epoch.go), and
-		// the triggers that would have said so still there.
-		conds = append(conds, policy.EpochFunction+" OPERATOR(pg_catalog.=) "+quoteLiteral(cat.epoch), policy.EpochEnabledSQL)
+		// Second names anywhere in the database unchanged (epoch.go).
+		conds = append(conds, policy.EpochFunction+" OPERATOR(pg_catalog.=) "+quoteLiteral(cat.epoch))
 	}
 	if len(conds) == 0 {
 		conds = append(conds, "true")
