@@ -318,16 +318,15 @@ func (c *Conn) Query(sql string) ([][][]byte, error) {
 		return s.querySync(msg)
 	}
 	col := &queryCollector{done: make(chan struct{})}
-	// The statement is closed first too: an Execute that failed skipped
-	// the Close after it. The portal is closed after the Execute: it would
-	// outlive the query to the end of a transaction block, where the next
-	// query's Bind of the same name failed (42P03) and aborted the
-	// client's transaction. (An Execute that failed ends or aborts the
-	// transaction, and the portal with it.)
+	// The statement and portal are closed first too: an Execute that
+	// failed skipped the Closes after it. The portal must be closed: inside
+	// a transaction block it outlives the Sync, and binding it again would
+	// fail the client's transaction.
 	for _, m := range []struct {
 		kind Kind
 		msg  pgproto3.FrontendMessage
 	}{
+		{KindClose, &pgproto3.Close{ObjectType: 'P', Name: QueryName}},
 		{KindClose, &pgproto3.Close{ObjectType: 'S', Name: QueryName}},
 		{KindParse, &pgproto3.Parse{Name: QueryName, Query: sql}},
 		{KindBind, &pgproto3.Bind{DestinationPortal: QueryName, PreparedStatement: QueryName}},

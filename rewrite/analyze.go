@@ -35,9 +35,9 @@ func Analyze(sql string, pol *policy.Policy, cat Catalog) (*Plan, error) {
 	a := &analyzer{sql: sql, pol: pol, cat: cat, version: tree.Version, single: len(tree.Stmts) == 1}
 	plan := &Plan{}
 	viewsChanged := false
-	for _, raw := range tree.Stmts {
+	for i, raw := range tree.Stmts {
 		st := Statement{}
-		a.stmt = &st
+		a.stmt, a.stmtIndex = &st, i
 		a.stmtStart, a.stmtEnd = int(raw.StmtLocation), int(raw.StmtLocation+raw.StmtLen)
 		if raw.StmtLen == 0 {
 			a.stmtEnd = len(sql)
@@ -94,6 +94,7 @@ type paramUse struct {
 	start, end int // the byte range to replace when renumbering
 	recast     bool
 	role       role
+	at         assignAt // where a stored value goes (Param.Target, Param.Row)
 }
 
 // piece is part of an edit's replacement: fixed text, a literal slot or an
@@ -102,6 +103,24 @@ type piece struct {
 	text  string
 	lit   *Literal
 	param *addedParam
+	// target, alone in a piece, records where the piece sits in the
+	// output (after a column name that is assigned to); with lit, the
+	// literal's Target is taken from it.
+	target *assignTarget
+}
+
+// assignTarget is the place after the name of a column that is assigned
+// a value (Literal.Target), known once the edits are applied.
+type assignTarget struct {
+	end int // in the input: the end of the name, when it is the client's
+	at  int // in the output
+}
+
+// assignAt is where a stored value goes: its column's name and its row of
+// INSERT … VALUES (Literal.Target and Literal.Row).
+type assignAt struct {
+	target *assignTarget
+	row    int
 }
 
 type addedParam struct {
@@ -118,10 +137,14 @@ type edit struct {
 }
 
 type analyzer struct {
-	sql  string
-	pol  *policy.Policy
-	cat  Catalog
-	toks tokens // lazily scanned
+	// stmtIndex is the statement's index in Plan.Statements; values, the
+	// layouts of its INSERT … VALUES statements.
+	stmtIndex int
+	values    []*valuesMarks
+	sql       string
+	pol       *policy.Policy
+	cat       Catalog
+	toks      tokens // lazily scanned
 
 	stmt               *Statement
 	stmtStart, stmtEnd int
@@ -271,7 +294,7 @@ func (a *analyzer) noteParam(n int32) {
 // useParam records a use of $n in role r. start/end is the range that a
 // renumbering replaces; recast is true when that range holds a cast that
 // must go (the server sees ciphertext or an index, not the logical type).
-func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool) {
+func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool, at assignAt) {
 	a.noteParam(p.Number)
 	if end <= start { // the bare token: $ and digits
 		end = start + 1
@@ -279,7 +302,7 @@ func (a *analyzer) useParam(p *pg.ParamRef, r role, start, end int, recast bool)
 			end++
 		}
 	}
-	a.uses = append(a.uses, paramUse{num: int(p.Number), start: start, end: end, recast: recast, role: r})
+	a.uses = append(a.uses, paramUse{num: int(p.Number), start: start, end: end, recast: recast, role: r, at: at})
 }
 
 // finish numbers the parameters, applies the edits and fills the plan.
@@ -290,9 +313,11 @@ func (a *analyzer) finish(plan *Plan) error {
 	}
 	plan.ClientParams = a.maxParam
 	first := make(map[int]role, a.maxParam)
+	firstAt := make(map[int]assignAt)
 	for _, u := range a.uses {
 		if _, ok := first[u.num]; !ok {
 			first[u.num] = u.role
+			firstAt[u.num] = u.at
 		}
 	}
 	// A parameter that is a PHI value in one place and a plain value in
@@ -356,6 +381,9 @@ func (a *analyzer) finish(plan *Plan) error {
 	if len(a.uses) > 0 || len(params) > 0 {
 		plan.Params = params
 	}
+	for _, m := range a.values {
+		a.addEdit(m.end.end, m.end.end, piece{target: m.end})
+	}
 	// Apply the edits in text order; an insertion at the point where a
 	// replacement starts goes first.
 	sort.SliceStable(a.edits, func(i, j int) bool {
@@ -375,10 +403,18 @@ func (a *analyzer) finish(plan *Plan) error {
 		if e.start < at {
 			return a.errorf(nil, int32(e.start), "statement too complex to rewrite safely (overlapping rewrites)")
 		}
+		plan.Runs = appendRun(plan.Runs, Run{SQL: b.Len(), Text: at, Len: e.start - at})
 		b.WriteString(a.sql[at:e.start])
 		for _, p := range e.pieces {
+			if p.target != nil && p.lit == nil {
+				p.target.at = b.Len()
+				continue
+			}
 			if p.lit != nil {
 				l := *p.lit
+				if p.target != nil {
+					l.Target = p.target.at
+				}
 				l.Start = b.Len()
 				b.WriteString(slotPlaceholder)
 				l.End = b.Len()
@@ -389,8 +425,23 @@ func (a *analyzer) finish(plan *Plan) error {
 		}
 		at = e.end
 	}
+	plan.Runs = appendRun(plan.Runs, Run{SQL: b.Len(), Text: at, Len: len(a.sql) - at})
 	b.WriteString(a.sql[at:])
 	plan.SQL = b.String()
+	for _, m := range a.values {
+		v := &InsertValues{Start: m.start.at, Insert: m.insert.at, Values: m.values.at, End: m.end.at}
+		for _, r := range m.rows {
+			v.Rows = append(v.Rows, [2]int{r[0].at, r[1].at})
+		}
+		plan.Statements[m.stmt].Values = v
+	}
+	for i := range plan.Params {
+		if i < a.maxParam {
+			if fa := firstAt[i+1]; fa.target != nil {
+				plan.Params[i].Target, plan.Params[i].Row = fa.target.at, fa.row
+			}
+		}
+	}
 	return nil
 }
 

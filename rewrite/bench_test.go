@@ -118,3 +118,28 @@ func BenchmarkAnalyzeSimpleHit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAnalyzeSimpleScratchHit is AnalyzeSimpleScratch of texts whose
+// shape is cached, with one session's scratch: what a simple-protocol PHI
+// statement costs the proxy's rewriter (handleQuery).
+func BenchmarkAnalyzeSimpleScratchHit(b *testing.B) {
+	pol := benchPolicy(b)
+	for _, name := range []string{"insert13", "selectByEmail"} {
+		texts := simpleTexts(name, 1024)
+		b.Run(name, func(b *testing.B) {
+			c := NewCache(128, pol, seedCatalog)
+			var sc SimpleScratch
+			if _, err := c.AnalyzeSimpleScratch(&sc, texts[0], LexOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := c.AnalyzeSimpleScratch(&sc, texts[i%len(texts)], LexOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}

@@ -27,8 +27,9 @@ type Cache struct {
 
 	hits, misses, bypass atomic.Uint64
 
-	// shapes are the parameter places of AnalyzeSimple's shape plans.
-	shapes shapeSlots
+	// keyMentions: no table name of pol holds "$" or a digit, so a text
+	// of a cached shape mentions the policy (simple_template.go).
+	keyMentions bool
 }
 
 type cacheEntry struct {
@@ -36,18 +37,30 @@ type cacheEntry struct {
 	plan       *Plan
 	err        error
 	prev, next *cacheEntry
+	// inst is how texts of the shape key are made from plan
+	// (AnalyzeSimple), made the first time it is needed.
+	inst atomic.Pointer[shapeInstance]
 }
 
 // bypassPlan is the plan of every text the byte scan passes through: the
 // caller forwards its own text. Shared and immutable, like every plan.
 var bypassPlan = &Plan{Passthrough: true}
 
+// bypassEntry stands for bypassPlan where an entry is returned; it is
+// never in the cache.
+var bypassEntry = &cacheEntry{plan: bypassPlan}
+
 // NewCache returns a cache of at most size plans for pol and cat.
 func NewCache(size int, pol *policy.Policy, cat Catalog) *Cache {
 	if size < 1 {
 		size = 1
 	}
-	c := &Cache{pol: pol, cat: cat, max: size, items: make(map[string]*cacheEntry, size)}
+	c := &Cache{pol: pol, cat: cat, max: size, items: make(map[string]*cacheEntry, size), keyMentions: true}
+	for _, t := range pol.Tables() {
+		if strings.ContainsAny(t.Name, "$0123456789") {
+			c.keyMentions = false
+		}
+	}
 	c.head.next, c.head.prev = &c.head, &c.head
 	return c
 }
@@ -55,18 +68,19 @@ func NewCache(size int, pol *policy.Policy, cat Catalog) *Cache {
 // Analyze returns the cached plan for sql, analyzing it on a miss. The
 // returned plan is shared: callers must not modify it.
 func (c *Cache) Analyze(sql string) (*Plan, error) {
-	c.mu.Lock()
-	if e, ok := c.items[sql]; ok {
-		c.unlink(e)
-		c.pushFront(e)
-		c.mu.Unlock()
-		c.hits.Add(1)
-		return e.plan, e.err
+	e := c.entry(sql)
+	return e.plan, e.err
+}
+
+// entry returns the cache entry of sql, analyzing it on a miss, or
+// bypassEntry for a text the byte scan passes through.
+func (c *Cache) entry(sql string) *cacheEntry {
+	if e := c.lookupEntry(sql); e != nil {
+		return e
 	}
-	c.mu.Unlock()
 	if c.pol.Empty() || !mentionsPolicy(sql, c.pol) {
 		c.bypass.Add(1)
-		return bypassPlan, nil
+		return bypassEntry
 	}
 	key := strings.Clone(sql) // the caller's string may alias a reused buffer
 	c.misses.Add(1)
@@ -74,7 +88,7 @@ func (c *Cache) Analyze(sql string) (*Plan, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[key]; ok { // raced with another miss
-		return e.plan, e.err
+		return e
 	}
 	e := &cacheEntry{key: key, plan: plan, err: err}
 	c.items[key] = e
@@ -84,7 +98,38 @@ func (c *Cache) Analyze(sql string) (*Plan, error) {
 		c.unlink(old)
 		delete(c.items, old.key)
 	}
-	return plan, err
+	return e
+}
+
+// lookupEntry returns the entry of exactly sql, counting a hit, or nil.
+func (c *Cache) lookupEntry(sql string) *cacheEntry {
+	c.mu.Lock()
+	e, ok := c.items[sql]
+	if !ok {
+		c.mu.Unlock()
+		return nil
+	}
+	c.unlink(e)
+	c.pushFront(e)
+	c.mu.Unlock()
+	c.hits.Add(1)
+	return e
+}
+
+// lookupKey is lookupEntry of a key built in a buffer: the lookup does
+// not copy it.
+func (c *Cache) lookupKey(key []byte) *cacheEntry {
+	c.mu.Lock()
+	e, ok := c.items[string(key)]
+	if !ok {
+		c.mu.Unlock()
+		return nil
+	}
+	c.unlink(e)
+	c.pushFront(e)
+	c.mu.Unlock()
+	c.hits.Add(1)
+	return e
 }
 
 // Len returns the number of cached plans.

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"sort"
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
@@ -37,8 +38,10 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 	sel := s.SelectStmt.GetSelectStmt()
 	rows := valueRows(sel)
 
-	// The column list, explicit or expanded from the catalog.
+	// The column list, explicit or expanded from the catalog, and where
+	// each PHI column's name ends in it.
 	var names []string
+	var targets map[string]*assignTarget
 	for _, c := range s.Cols {
 		rt := c.GetResTarget()
 		names = append(names, rt.GetName())
@@ -63,11 +66,11 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 		if rows == nil {
 			width = len(sel.TargetList)
 		}
-		if err := a.expandColumns(s.Relation, t, width, &names); err != nil {
+		if targets, err = a.expandColumns(s.Relation, t, width, &names); err != nil {
 			return nil, err
 		}
 	} else if t != nil {
-		if err := a.addIndexColumns(s.Cols, t); err != nil {
+		if targets, err = a.addIndexColumns(s.Cols, t); err != nil {
 			return nil, err
 		}
 	}
@@ -92,8 +95,11 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 		if err := a.withClause(sel.WithClause, sc); err != nil {
 			return nil, err
 		}
-		for _, row := range rows {
-			if err := a.insertRow(row, names, t, sc); err != nil {
+		if len(rows) > 1 && sel.WithClause == nil && a.rawStmt.GetInsertStmt() == s {
+			a.noteValues(len(rows))
+		}
+		for i, row := range rows {
+			if err := a.insertRow(row, names, t, sc, i, targets); err != nil {
 				return nil, err
 			}
 		}
@@ -144,8 +150,9 @@ func anyPHI(t *policy.Table, names []string) bool {
 	return false
 }
 
-// insertRow encrypts the PHI values of one row and adds their indexes.
-func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc *scope) error {
+// insertRow encrypts the PHI values of one row (the index-th) and adds
+// their indexes.
+func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc *scope, index int, targets map[string]*assignTarget) error {
 	for i, v := range row {
 		var col *policy.Column
 		if i < len(names) {
@@ -164,7 +171,7 @@ func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc
 		if !a.bareItem(val, i) {
 			return a.errorf(col, val.loc, "INSERT: write the value for PHI column %s without extra parentheses", col.QualifiedName())
 		}
-		a.bind(val, role{action: ActionEncrypt, col: col})
+		a.bind(val, role{action: ActionEncrypt, col: col}, assignAt{target: targets[col.Name], row: index})
 		for _, ix := range col.Indexes() {
 			a.addEdit(val.end, val.end, text(", "), a.added(val, col, ix))
 		}
@@ -174,25 +181,41 @@ func (a *analyzer) insertRow(row []*pg.Node, names []string, t *policy.Table, sc
 
 // addIndexColumns adds each PHI column's blind-index columns (all of
 // them, exact and normalized) right after it in an explicit INSERT column
-// list.
-func (a *analyzer) addIndexColumns(cols []*pg.Node, t *policy.Table) error {
-	ts, err := a.tokens()
-	if err != nil {
-		return err
-	}
+// list, and returns where each PHI column's name ends.
+func (a *analyzer) addIndexColumns(cols []*pg.Node, t *policy.Table) (map[string]*assignTarget, error) {
+	targets := map[string]*assignTarget{}
 	for _, c := range cols {
 		rt := c.GetResTarget()
 		col := t.Column(rt.GetName())
-		if len(col.Indexes()) == 0 {
+		if col == nil {
 			continue
 		}
-		i := ts.at(int(rt.Location))
-		if i < 0 {
-			return a.errorf(col, rt.Location, "cannot locate column %s in the INSERT column list", col.QualifiedName())
+		tg, err := a.targetAfter(int(rt.Location), col)
+		if err != nil {
+			return nil, err
 		}
-		a.addEdit(ts[i].end, ts[i].end, text(indexList(col)))
+		targets[col.Name] = tg
+		if len(col.Indexes()) > 0 {
+			a.addEdit(tg.end, tg.end, text(indexList(col)))
+		}
 	}
-	return nil
+	return targets, nil
+}
+
+// targetAfter records the place right after the column name that starts
+// at byte loc (a SET target, an INSERT column-list entry).
+func (a *analyzer) targetAfter(loc int, col *policy.Column) (*assignTarget, error) {
+	ts, err := a.tokens()
+	if err != nil {
+		return nil, err
+	}
+	i := ts.at(loc)
+	if i < 0 {
+		return nil, a.errorf(col, int32(loc), "cannot locate column %s in the statement", col.QualifiedName())
+	}
+	tg := &assignTarget{end: ts[i].end}
+	a.addEdit(tg.end, tg.end, piece{target: tg})
+	return tg, nil
 }
 
 // indexList is ", idx1, idx2" for col's blind-index columns, in the order
@@ -208,15 +231,17 @@ func indexList(col *policy.Column) string {
 // expandColumns writes the column list of an INSERT that has none, from the
 // catalog: the table's columns in order, without blind-index columns, as
 // many as the widest row, each indexed PHI column followed by its indexes.
-func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, names *[]string) error {
+// It returns where each PHI column's name ends.
+func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, names *[]string) (map[string]*assignTarget, error) {
 	if width == 0 {
-		return nil
+		return nil, nil
 	}
 	cols, ok := a.catalogColumns(t.Schema, t.Name)
 	if !ok {
-		return a.errorf(t.Columns[0], rv.Location, "INSERT into PHI table %s without a column list needs the table's columns, which phiproxy does not know yet: list the columns", t.QualifiedName())
+		return nil, a.errorf(t.Columns[0], rv.Location, "INSERT into PHI table %s without a column list needs the table's columns, which phiproxy does not know yet: list the columns", t.QualifiedName())
 	}
-	var list []string
+	list := []piece{text(" (")}
+	targets := map[string]*assignTarget{}
 	for _, c := range cols {
 		if len(*names) == width {
 			break
@@ -224,19 +249,28 @@ func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, na
 		if t.IsIndexColumn(c) {
 			continue
 		}
+		if len(*names) > 0 {
+			list = append(list, text(", "))
+		}
 		*names = append(*names, c)
-		list = append(list, quoteIdent(c)+indexList(t.Column(c)))
+		list = append(list, text(quoteIdent(c)))
+		if col := t.Column(c); col != nil {
+			tg := &assignTarget{}
+			targets[col.Name] = tg
+			list = append(list, piece{target: tg}, text(indexList(col)))
+		}
 	}
 	if len(*names) < width {
-		return a.errorf(nil, rv.Location, "INSERT has more expressions than table %s has columns", t.QualifiedName())
+		return nil, a.errorf(nil, rv.Location, "INSERT has more expressions than table %s has columns", t.QualifiedName())
 	}
+	list = append(list, text(")"))
 	ts, err := a.tokens()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	i := ts.at(int(rv.Location))
 	if i < 0 {
-		return a.errorf(nil, rv.Location, "cannot locate table %s in the INSERT", t.QualifiedName())
+		return nil, a.errorf(nil, rv.Location, "cannot locate table %s in the INSERT", t.QualifiedName())
 	}
 	for i+2 < len(ts) && ts[i+1].kind == pg.Token_ASCII_46 {
 		i += 2
@@ -248,10 +282,10 @@ func (a *analyzer) expandColumns(rv *pg.RangeVar, t *policy.Table, width int, na
 		}
 	}
 	if i >= len(ts) {
-		return a.errorf(nil, rv.Location, "cannot locate table %s in the INSERT", t.QualifiedName())
+		return nil, a.errorf(nil, rv.Location, "cannot locate table %s in the INSERT", t.QualifiedName())
 	}
-	a.addEdit(ts[i].end, ts[i].end, text(" ("+strings.Join(list, ", ")+")"))
-	return nil
+	a.addEdit(ts[i].end, ts[i].end, list...)
+	return targets, nil
 }
 
 func (a *analyzer) onConflict(oc *pg.OnConflictClause, target *rangeEntry, sc *scope) error {
@@ -298,4 +332,69 @@ func (a *analyzer) onConflict(oc *pg.OnConflictClause, target *rangeEntry, sc *s
 		return err
 	}
 	return a.expr(oc.WhereClause, up, "")
+}
+
+// valuesMarks are the places of an InsertValues, known once the edits
+// are applied.
+type valuesMarks struct {
+	stmt                       int // its statement, in Plan.Statements
+	start, insert, values, end *assignTarget
+	rows                       [][2]*assignTarget
+}
+
+// noteValues records the layout of s, the statement's INSERT … VALUES of
+// n rows (n > 1), when its tokens show it plainly: the word INSERT and,
+// after it, VALUES and the n rows, outside any parentheses.
+func (a *analyzer) noteValues(n int) {
+	ts, err := a.tokens()
+	if err != nil {
+		return
+	}
+	i := sort.Search(len(ts), func(i int) bool { return ts[i].start >= a.stmtStart })
+	insert, values := -1, -1
+	for depth := 0; i < len(ts) && ts[i].start < a.stmtEnd && values < 0; i++ {
+		switch ts[i].kind {
+		case pg.Token_ASCII_40, pg.Token_ASCII_91:
+			depth++
+		case pg.Token_ASCII_41, pg.Token_ASCII_93:
+			depth--
+		case pg.Token_INSERT:
+			if depth == 0 && insert < 0 {
+				insert = i
+			}
+		case pg.Token_VALUES:
+			if depth == 0 && insert >= 0 {
+				values = i
+			}
+		}
+	}
+	if values < 0 {
+		return
+	}
+	m := &valuesMarks{stmt: a.stmtIndex}
+	for i = values + 1; i < len(ts) && ts[i].kind == pg.Token_ASCII_40; i++ {
+		j := ts.matching(i)
+		if j < 0 {
+			return
+		}
+		m.rows = append(m.rows, [2]*assignTarget{a.markAt(ts[i].start), a.markAt(ts[j].end)})
+		if i = j + 1; i >= len(ts) || ts[i].kind != pg.Token_ASCII_44 {
+			break
+		}
+	}
+	if len(m.rows) != n {
+		return
+	}
+	// The end is marked by finish, after every other edit: what is
+	// inserted at the end of the statement (an index added beside the
+	// last value of ON CONFLICT's SET list) comes before it.
+	m.start, m.insert, m.values, m.end = a.markAt(a.stmtStart), a.markAt(ts[insert].start), a.markAt(ts[values].end), &assignTarget{end: a.stmtEnd}
+	a.values = append(a.values, m)
+}
+
+// markAt records the place of byte offset off of the input in the output.
+func (a *analyzer) markAt(off int) *assignTarget {
+	tg := &assignTarget{end: off}
+	a.addEdit(off, off, piece{target: tg})
+	return tg
 }

@@ -99,7 +99,11 @@ func (a *analyzer) setList(list []*pg.Node, t *policy.Table, sc *scope) error {
 		if err != nil {
 			return err
 		}
-		a.bind(v, role{action: ActionEncrypt, col: col})
+		tg, err := a.targetAfter(int(rt.Location), col)
+		if err != nil {
+			return err
+		}
+		a.bind(v, role{action: ActionEncrypt, col: col}, assignAt{target: tg})
 		// Every index of the column follows the value, after the
 		// parentheses around it, if any: the slot of a literal value
 		// itself ends inside them.

@@ -35,7 +35,7 @@ func (a *analyzer) expr(n *pg.Node, sc *scope, what string) error {
 		}
 		return nil
 	case *pg.Node_ParamRef:
-		a.useParam(x.ParamRef, role{}, int(x.ParamRef.Location), 0, false)
+		a.useParam(x.ParamRef, role{}, int(x.ParamRef.Location), 0, false, assignAt{})
 		return nil
 	case *pg.Node_BoolExpr:
 		for _, arg := range x.BoolExpr.Args {

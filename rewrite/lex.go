@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -105,6 +106,7 @@ const (
 	tokCommentGap                        // such whitespace holds a -- comment (pg_query's Scan splits it there)
 	tokHighEscape                        // an octal or hex escape made a byte ≥ 0x80 (the server then verifies the encoding)
 	tokValueUnknown                      // the value is not in the client's encoding without a conversion table
+	tokDoubledQuote                      // a '…' constant in <xq> holds '' (its value is not its body as written)
 )
 
 // Continued reports whether the string constant was written as several
@@ -152,7 +154,7 @@ func Lex(dst []Token, src string, o LexOptions) ([]Token, error) {
 	if dst, err = lx.tokens(dst); err != nil {
 		return dst[:first], err
 	}
-	if o.pgQueryScan {
+	if o.pgQueryScan || !lx.unicode {
 		return dst, nil
 	}
 	if err := lx.unicodeEscapes(dst[first:]); err != nil {
@@ -166,6 +168,8 @@ type lexer struct {
 	s   string // the text lexed: src, or its shadow in a client-only encoding (shadowOf)
 	src string // the client's bytes
 	o   LexOptions
+	// unicode: a U&'…' or U&"…" token was read (unicodeEscapes has work).
+	unicode bool
 }
 
 // Byte classes of scan.l's character sets.
@@ -216,64 +220,158 @@ func peek(s string, i int) byte {
 }
 
 // tokens appends the tokens of lx.s to dst: at each position, skipping
-// {whitespace}, the longest match of scan.l's INITIAL rules.
+// {whitespace}, the longest match of scan.l's INITIAL rules. The tokens
+// most texts are made of (words, single characters, one-character
+// operators) are read here; the others by token.
 func (lx *lexer) tokens(dst []Token) ([]Token, error) {
 	s := lx.s
-	for i := 0; ; {
-		for i < len(s) && byteClass[s[i]]&bSpace != 0 {
+	// Tokens are written at dst[n], the slice kept at its capacity: the
+	// length stays in a register (append would store it each time).
+	n := len(dst)
+	dst = dst[:cap(dst)]
+	for i := 0; i < len(s); {
+		if n == len(dst) {
+			dst = slices.Grow(dst, 16)
+			dst = dst[:cap(dst)]
+		}
+		c := s[i]
+		switch startClass[c] {
+		case startSpace:
 			i++
-		}
-		if i == len(s) {
-			return dst, nil
-		}
-		var t Token
-		var err error
-		switch c := s[i]; {
-		case c == '-' && peek(s, i+1) == '-':
-			t = lineComment(s, i)
-		case c == '/' && peek(s, i+1) == '*':
-			t, err = blockComment(s, i)
-		case c == '\'':
-			form := formStandard
-			if lx.o.StandardStringsOff {
-				form = formEscape
+			continue
+		case startWord:
+			// A letter before a quote or "&" may start a prefixed
+			// constant or U&"…": token reads those.
+			if b := peek(s, i+1); b != '\'' && b != '&' {
+				j := i + 1
+				for j < len(s) && byteClass[s[j]]&bIdentCont != 0 {
+					j++
+				}
+				dst[n] = Token{Kind: TokenIdent, Start: i, End: j}
+				n++
+				i = j
+				continue
 			}
-			t, err = lx.quoted(i, i+1, TokenString, form)
-		case c == '"':
-			t, err = quotedIdent(s, i, i+1, TokenQuotedIdent)
-		case c == '$':
-			t, err = lx.dollar(i)
-		case byteClass[c]&bDigit != 0 || c == '.' && byteClass[peek(s, i+1)]&bDigit != 0:
-			t, err = number(s, i)
-		case byteClass[c]&bIdentStart != 0:
-			t, err = lx.word(i)
-		case c == ':':
-			t = Token{Kind: TokenChar, Start: i, End: i + 1}
-			switch peek(s, i+1) {
-			case ':':
-				t = Token{Kind: TokenTypecast, Start: i, End: i + 2}
-			case '=':
-				t = Token{Kind: TokenColonEquals, Start: i, End: i + 2}
+		case startQuote:
+			// A '…' constant in <xq> (standard_conforming_strings on)
+			// that no other part continues.
+			if !lx.o.StandardStringsOff {
+				if k, doubled := standardBody(s, i+1); k >= 0 {
+					if next, _ := continuation(s, k+1); next < 0 {
+						dst[n] = Token{Kind: TokenString, form: formStandard, Start: i, End: k + 1}
+						if doubled {
+							dst[n].flags = tokDoubledQuote
+						}
+						n++
+						i = k + 1
+						continue
+					}
+				}
 			}
-		case c == '.':
-			t = Token{Kind: TokenChar, Start: i, End: i + 1}
-			if peek(s, i+1) == '.' {
-				t = Token{Kind: TokenDotDot, Start: i, End: i + 2}
+		case startSelf:
+			dst[n] = Token{Kind: TokenChar, Start: i, End: i + 1}
+			n++
+			i++
+			continue
+		case startOp:
+			// One operator character alone is itself (a {self} one)
+			// or an operator; with others after it, token reads the
+			// longest operator and the comments that may start in it.
+			if byteClass[peek(s, i+1)]&bOpChar == 0 {
+				k := TokenOp
+				if byteClass[c]&bSelf != 0 {
+					k = TokenChar
+				}
+				dst[n] = Token{Kind: k, Start: i, End: i + 1}
+				n++
+				i++
+				continue
 			}
-		case byteClass[c]&bOpChar != 0:
-			t, err = operator(s, i)
-		default: // , ( ) [ ] ; and {other}: any other byte, as itself
-			t = Token{Kind: TokenChar, Start: i, End: i + 1}
 		}
+		t, err := lx.token(i)
 		if err == nil && t.flags&tokHighEscape != 0 {
 			err = lx.verifyEscapes(t)
 		}
 		if err != nil {
-			return dst, err
+			return dst[:n], err
 		}
-		dst = append(dst, t)
+		dst[n] = t
+		n++
 		i = t.End
 	}
+	return dst[:n], nil
+}
+
+// What a token starting with a byte may be, for tokens.
+const (
+	startOther = iota // anything else: token decides
+	startSpace        // {space}
+	startWord         // {ident_start}: an identifier, unless a prefixed constant
+	startSelf         // , ( ) [ ] ; and {other} bytes: the byte itself
+	startOp           // {op_chars}
+	startQuote        // '
+)
+
+var startClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch b := byteClass[c]; {
+		case b&bSpace != 0:
+			t[c] = startSpace
+		case b&bIdentStart != 0:
+			t[c] = startWord
+		case c == '\'':
+			t[c] = startQuote
+		case c == '-' || c == '/': // they may start a comment
+		case b&bOpChar != 0:
+			t[c] = startOp
+		case c == '\'' || c == '"' || c == '$' || c == '.' || c == ':' || b&bDigit != 0 || c == 0:
+		default:
+			t[c] = startSelf
+		}
+	}
+	return t
+}()
+
+// token reads the token at s[i], which is not whitespace.
+func (lx *lexer) token(i int) (Token, error) {
+	s := lx.s
+	switch c := s[i]; {
+	case c == '-' && peek(s, i+1) == '-':
+		return lineComment(s, i), nil
+	case c == '/' && peek(s, i+1) == '*':
+		return blockComment(s, i)
+	case c == '\'':
+		form := formStandard
+		if lx.o.StandardStringsOff {
+			form = formEscape
+		}
+		return lx.quoted(i, i+1, TokenString, form)
+	case c == '"':
+		return quotedIdent(s, i, i+1, TokenQuotedIdent)
+	case c == '$':
+		return lx.dollar(i)
+	case byteClass[c]&bDigit != 0 || c == '.' && byteClass[peek(s, i+1)]&bDigit != 0:
+		return number(s, i)
+	case byteClass[c]&bIdentStart != 0:
+		return lx.word(i)
+	case c == ':':
+		switch peek(s, i+1) {
+		case ':':
+			return Token{Kind: TokenTypecast, Start: i, End: i + 2}, nil
+		case '=':
+			return Token{Kind: TokenColonEquals, Start: i, End: i + 2}, nil
+		}
+		return Token{Kind: TokenChar, Start: i, End: i + 1}, nil
+	case c == '.':
+		if peek(s, i+1) == '.' {
+			return Token{Kind: TokenDotDot, Start: i, End: i + 2}, nil
+		}
+		return Token{Kind: TokenChar, Start: i, End: i + 1}, nil
+	case byteClass[c]&bOpChar != 0:
+		return operator(s, i)
+	}
+	// , ( ) [ ] ; and {other}: any other byte, as itself
+	return Token{Kind: TokenChar, Start: i, End: i + 1}, nil
 }
 
 // lineComment is {comment}: "--" to the next newline, which it leaves.
@@ -348,10 +446,12 @@ func (lx *lexer) word(i int) (Token, error) {
 			if lx.o.StandardStringsOff {
 				return Token{}, &LexError{Code: CodeFeatureNotSupported, Message: "unsafe use of string constant with Unicode escapes", Pos: i}
 			}
+			lx.unicode = true
 			t, err := lx.quoted(i, i+3, TokenUnicodeString, formUnicode)
 			t.esc = '\\' // unless UESCAPE follows (unicodeEscapes)
 			return t, err
 		case '"':
+			lx.unicode = true
 			t, err := quotedIdent(s, i, i+3, TokenUnicodeIdent)
 			t.esc = '\\'
 			return t, err

@@ -19,6 +19,11 @@ func (lx *lexer) quoted(start, body int, kind TokenKind, form strForm) (Token, e
 			if k, err = lx.escapeBody(j, &t); err != nil {
 				return Token{}, err
 			}
+		} else if form == formStandard {
+			var doubled bool
+			if k, doubled = standardBody(lx.s, j); doubled {
+				t.flags |= tokDoubledQuote
+			}
 		} else {
 			k = plainBody(lx.s, j, form != formBits)
 		}
@@ -63,6 +68,23 @@ func plainBody(s string, j int, doubled bool) int {
 			continue
 		}
 		return k
+	}
+}
+
+// standardBody is plainBody of an <xq> body, which also reports whether
+// the body holds a doubled quote.
+func standardBody(s string, j int) (k int, doubled bool) {
+	for {
+		k := strings.IndexByte(s[j:], '\'')
+		if k < 0 {
+			return -1, doubled
+		}
+		k += j
+		if peek(s, k+1) != '\'' {
+			return k, doubled
+		}
+		doubled = true
+		j = k + 2
 	}
 }
 

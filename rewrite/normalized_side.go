@@ -167,7 +167,7 @@ func (a *analyzer) bindNorm(v normValue, r role) error {
 		return a.errorf(r.col, val.loc, "an array literal compared with PHI column %s is not supported: bind the array as a parameter", r.col.QualifiedName())
 	}
 	val.start, val.end, val.cast = start, end, start != val.start || end != val.end || val.cast
-	a.bind(val, r)
+	a.bind(val, r, assignAt{})
 	return nil
 }
 

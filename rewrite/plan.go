@@ -89,6 +89,9 @@ type Param struct {
 	// the blind index added beside them), false when it is compared:
 	// PostgreSQL converts a value of another type differently in each.
 	Assign bool
+	// Target and Row: as Literal's, for the literal slots a shape's
+	// parameters become (simple.go); not used for a client's parameters.
+	Target, Row int
 }
 
 // TypeUnknown marks a cast the proxy does not interpret.
@@ -121,6 +124,18 @@ type Literal struct {
 	Type string
 	// Assign: as Param.Assign.
 	Assign bool
+	// Loc is the byte offset in the client's text of the literal's
+	// constant (where PostgreSQL puts the cursor of an error in reading
+	// it).
+	Loc int
+	// Target is, for a value stored into a column (ActionEncrypt), the
+	// byte offset in Plan.SQL right after that column's name in the SET
+	// list or the INSERT column list, where a field selection
+	// (col.field) may be written; 0 when there is none.
+	Target int
+	// Row is the 0-based row of INSERT … VALUES that holds the value; 0
+	// elsewhere.
+	Row int
 }
 
 // Kind classifies a statement for the proxy.
@@ -166,6 +181,21 @@ type Statement struct {
 	// may be planned between the two (a later one in the same text is
 	// refused; the proxy refuses those it is sent before then).
 	ChangesViews bool
+	// Values is where the parts of an INSERT … VALUES of several rows
+	// are in Plan.SQL, nil for other statements.
+	Values *InsertValues
+}
+
+// InsertValues is the layout in Plan.SQL (byte offsets) of an INSERT …
+// VALUES with several rows: enough for the proxy to write another
+// statement that analyzes its first rows in a WITH clause (marker.go).
+type InsertValues struct {
+	// Start is where the statement starts, its WITH clause included;
+	// Insert, where its word INSERT starts (Start when there is no WITH
+	// clause); Values, right after its word VALUES; End, where it ends.
+	Start, Insert, Values, End int
+	// Rows are the rows, parentheses included.
+	Rows [][2]int
 }
 
 // ColumnUse is a PHI column and what a statement does with it.
@@ -204,6 +234,30 @@ type Plan struct {
 	// Copy is set when the text is one COPY statement of KindCopy: the
 	// proxy rewrites its rows (copy.go).
 	Copy *Copy
+	// Runs are the parts of SQL copied unchanged from the input, in
+	// order: they tell where a position of an error in SQL is in the
+	// client's text.
+	Runs []Run
+}
+
+// Run is a part of Plan.SQL copied unchanged from the input: Len bytes at
+// byte offset SQL of Plan.SQL, at byte offset Text of the input.
+type Run struct{ SQL, Text, Len int }
+
+// appendRun appends a run to runs, merged with the last one when it
+// continues it.
+func appendRun(runs []Run, r Run) []Run {
+	if r.Len <= 0 {
+		return runs
+	}
+	if n := len(runs); n > 0 {
+		last := &runs[n-1]
+		if last.SQL+last.Len == r.SQL && last.Text+last.Len == r.Text {
+			last.Len += r.Len
+			return runs
+		}
+	}
+	return append(runs, r)
 }
 
 // ResultColumn is a result column that holds a PHI column's ciphertext.

@@ -44,43 +44,44 @@ var keywords = []struct {
 // keywords above make it true as well.
 func mentionsPolicy(sql string, pol *policy.Policy) bool {
 	// One pass over the text, one table lookup per byte: only where a
-	// byte could start a needle are the needles compared (keywords only
-	// where a word starts). EXECUTE name(args) runs a prepared statement,
-	// maybe one the proxy rewrote, with arguments written in the text, so
-	// it is always analyzed too.
+	// byte could start a needle are the needles that start with it
+	// compared (keywords only where a word starts). EXECUTE name(args)
+	// runs a prepared statement, maybe one the proxy rewrote, with
+	// arguments written in the text, so it is always analyzed too.
 	st := scanTableFor(pol)
 	if st.all {
 		return true
 	}
 	class := &st.class
-	inWord := false // sql[i-1] continues an identifier
 	for i := 0; i < len(sql); i++ {
-		cl := class[sql[i]]
-		atWord := !inWord
-		inWord = cl&classIdent != 0
-		if cl&classNeedle == 0 && (cl&classKeyword == 0 || !atWord) {
+		c := sql[i]
+		cl := class[c]
+		if cl == 0 {
 			continue
 		}
 		rest := sql[i:]
 		if cl&classNeedle != 0 {
-			if hasPrefixFold(rest, unicodeIdent) || hasPrefixFold(rest, executeWord) {
-				return true
-			}
-			for _, t := range pol.Tables() {
-				if hasPrefixFold(rest, t.Name) {
+			for _, n := range st.needles[c] {
+				if hasPrefixLower(rest, n) {
 					return true
 				}
 			}
 		}
-		if cl&classKeyword == 0 || !atWord {
-			continue
+		if cl&classKeyword == 0 || i > 0 && identBytes[sql[i-1]] {
+			continue // keywords start words
 		}
-		if hasPrefixFold(rest, doWord) && !(len(rest) > len(doWord) && identByte(rest[len(doWord)])) && doKeyword(sql[:i]) {
-			return true
-		}
-		c := lower(sql[i])
-		for _, k := range keywords {
-			if k.word[0] == c && hasPrefixFold(rest, k.word) && (k.prefix || len(rest) == len(k.word) || !identByte(rest[len(k.word)])) {
+		for _, k := range st.keywords[c] {
+			if !hasPrefixLower(rest, k.word) {
+				continue
+			}
+			whole := len(rest) == len(k.word) || !identBytes[rest[len(k.word)]]
+			if k.word == doWord {
+				if whole && doKeyword(sql[:i]) {
+					return true
+				}
+				continue
+			}
+			if k.prefix || whole {
 				return true
 			}
 		}
@@ -90,11 +91,20 @@ func mentionsPolicy(sql string, pol *policy.Policy) bool {
 
 const unicodeIdent, executeWord, doWord = `u&"`, "execute", "do"
 
-// scanTable is mentionsPolicy's byte classes for one policy.
+// scanTable is mentionsPolicy's byte classes and needles for one policy.
 type scanTable struct {
 	pol   *policy.Policy
 	class [256]uint8
-	all   bool // a table name the scan cannot look for: parse every text
+	// needles are the table names, U&" and EXECUTE, lower-cased, by
+	// their first byte in either case; keywords likewise, DO among them.
+	needles  [256][]string
+	keywords [256][]scanKeyword
+	all      bool // a table name the scan cannot look for: parse every text
+}
+
+type scanKeyword struct {
+	word   string // lower case
+	prefix bool
 }
 
 // lastScanTable keeps the table of the policy scanned last (a proxy has
@@ -105,25 +115,38 @@ func scanTableFor(pol *policy.Policy) *scanTable {
 	if st := lastScanTable.Load(); st != nil && st.pol == pol {
 		return st
 	}
-	st := &scanTable{pol: pol, class: byteClasses}
-	mark := func(c byte, bit uint8) {
-		st.class[c] |= bit
+	st := &scanTable{pol: pol}
+	both := func(c byte) []byte {
 		if c >= 'a' && c <= 'z' {
-			st.class[c-'a'+'A'] |= bit
+			return []byte{c, c - 'a' + 'A'}
+		}
+		return []byte{c}
+	}
+	needle := func(n string) {
+		n = asciiLowerString(n)
+		for _, c := range both(n[0]) {
+			st.class[c] |= classNeedle
+			st.needles[c] = append(st.needles[c], n)
 		}
 	}
-	mark(unicodeIdent[0], classNeedle)
-	mark(executeWord[0], classNeedle)
-	mark(doWord[0], classKeyword)
+	keyword := func(k scanKeyword) {
+		for _, c := range both(k.word[0]) {
+			st.class[c] |= classKeyword
+			st.keywords[c] = append(st.keywords[c], k)
+		}
+	}
+	needle(unicodeIdent)
+	needle(executeWord)
+	keyword(scanKeyword{word: doWord})
 	for _, k := range keywords {
-		mark(k.word[0], classKeyword)
+		keyword(scanKeyword{word: k.word, prefix: k.prefix})
 	}
 	for _, t := range pol.Tables() {
 		if t.Name == "" {
 			st.all = true
 			continue
 		}
-		mark(lower(t.Name[0]), classNeedle)
+		needle(t.Name)
 	}
 	lastScanTable.Store(st)
 	return st
@@ -131,20 +154,17 @@ func scanTableFor(pol *policy.Policy) *scanTable {
 
 // Byte classes of mentionsPolicy's scan.
 const (
-	classIdent   uint8 = 1 << iota // continues an identifier
-	classNeedle                    // may start a table name, U&" or EXECUTE
+	classNeedle  uint8 = 1 << iota // may start a table name, U&" or EXECUTE
 	classKeyword                   // may start a keyword
 )
 
-// byteClasses has classIdent set for PostgreSQL's ident_cont bytes.
-var byteClasses = func() (t [256]uint8) {
-	for c := 0; c < 256; c++ {
-		if identBytes[c] {
-			t[c] = classIdent
-		}
+func asciiLowerString(s string) string {
+	b := []byte(s)
+	for i := range b {
+		b[i] = lower(b[i])
 	}
-	return t
-}()
+	return string(b)
+}
 
 // identByte reports whether c can continue an identifier (PostgreSQL's
 // ident_cont: letters, digits, _, $ and every byte >= 0x80).
@@ -181,19 +201,26 @@ func doKeyword(before string) bool {
 	return false
 }
 
-// hasPrefixFold reports whether s starts with prefix, ASCII
-// case-insensitively. It does not allocate.
-func hasPrefixFold(s, prefix string) bool {
+// hasPrefixLower reports whether s starts with prefix, which is in lower
+// case, ASCII case-insensitively. It does not allocate.
+func hasPrefixLower(s, prefix string) bool {
 	if len(s) < len(prefix) {
 		return false
 	}
 	for j := 0; j < len(prefix); j++ {
-		if lower(s[j]) != lower(prefix[j]) {
+		if lowerBytes[s[j]] != prefix[j] {
 			return false
 		}
 	}
 	return true
 }
+
+var lowerBytes = func() (t [256]byte) {
+	for c := range t {
+		t[c] = lower(byte(c))
+	}
+	return t
+}()
 
 func lower(c byte) byte {
 	if c >= 'A' && c <= 'Z' {

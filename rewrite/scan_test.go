@@ -113,3 +113,32 @@ func TestMentionsPolicyKeywords(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMentionsPolicy is the byte scan of a simple-protocol text on a
+// policy table, which every text pays before anything else.
+func BenchmarkMentionsPolicy(b *testing.B) {
+	pol, err := policy.Parse([]byte(seedPolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"insert13", "selectByEmail"} {
+		sql := simpleTexts(name, 1)[0]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(sql)))
+			for b.Loop() {
+				if !mentionsPolicy(sql, pol) {
+					b.Fatal("no mention")
+				}
+			}
+		})
+	}
+	b.Run("noPolicyTable", func(b *testing.B) {
+		sql := "SELECT o.id, o.status, o.total FROM orders o JOIN notes n ON n.order_id = o.id WHERE o.status = 'shipped' AND n.body <> 'x'"
+		b.SetBytes(int64(len(sql)))
+		for b.Loop() {
+			if mentionsPolicy(sql, pol) {
+				b.Fatal("a mention")
+			}
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -9,9 +10,10 @@ import (
 
 // literal is one string literal of a simple-protocol text.
 type literal struct {
-	raw   string // as written, quotes included
-	value string // its value, in the client's encoding
-	start int    // byte offset of raw in the text
+	raw     string // as written, quotes included
+	value   string // its value, in the client's encoding
+	start   int    // byte offset of raw in the text
+	doubled bool   // (templates) raw holds '', value does not yet say '
 }
 
 // simpleShape is a simple-protocol text read under the session's settings.
@@ -31,12 +33,37 @@ type simpleShape struct {
 	textPortable, keyPortable bool
 }
 
-// tokenPool holds token slices for shapeWith, so that lexing costs no
-// allocation. Slices grown past maxPooledTokens by a huge text are left to
-// the garbage collector.
-const maxPooledTokens = 8192
+// shapeBuf is the space a text's shape is built in: its tokens, its key
+// and its literals. Sessions keep one (SimpleScratch); shapeWith takes one
+// from a pool, so that building a shape costs no allocation but the key
+// and literals it returns.
+type shapeBuf struct {
+	toks   []Token
+	key    []byte
+	values []literal
+}
 
-var tokenPool = sync.Pool{New: func() any { s := make([]Token, 0, 256); return &s }}
+// Buffers grown past these sizes by a huge text are left to the garbage
+// collector rather than kept for the next text.
+const (
+	maxPooledTokens   = 8192
+	maxPooledKeyBytes = 64 << 10
+)
+
+// trim drops the buffers a huge text grew.
+func (b *shapeBuf) trim() {
+	if cap(b.toks) > maxPooledTokens {
+		b.toks = nil
+	}
+	if cap(b.key) > maxPooledKeyBytes {
+		b.key = nil
+	}
+	if cap(b.values) > maxPooledTokens {
+		b.values = nil
+	}
+}
+
+var shapePool = sync.Pool{New: func() any { return &shapeBuf{toks: make([]Token, 0, 256)} }}
 
 // shapeOf returns the shape key of sql read with the default settings,
 // or false when it has none (no literal to replace, a $n of its own, or
@@ -52,55 +79,107 @@ func shapeOf(sql string) (key string, values []literal, ok bool) {
 // shapeWith lexes sql under o and builds its shape; a *LexError when the
 // server would refuse the text.
 func shapeWith(sql string, o LexOptions) (simpleShape, error) {
-	pooled := tokenPool.Get().(*[]Token)
-	toks, err := Lex((*pooled)[:0], sql, o)
+	b := shapePool.Get().(*shapeBuf)
 	defer func() {
-		if cap(toks) <= maxPooledTokens {
-			*pooled = toks[:0]
-			tokenPool.Put(pooled)
-		}
+		b.trim()
+		shapePool.Put(b)
 	}()
-	if err != nil {
+	sh, err := b.build(sql, o)
+	if err != nil || !sh.ok {
+		return sh, err
+	}
+	sh.key, sh.values = string(b.key), slices.Clone(b.values)
+	return sh, nil
+}
+
+// build lexes sql under o and puts its shape key and literals in b (when
+// the result's ok is true; its key and values are left empty, for the
+// caller to take from b).
+func (b *shapeBuf) build(sql string, o LexOptions) (simpleShape, error) {
+	var err error
+	b.key, b.values = b.key[:0], b.values[:0]
+	if b.toks, err = Lex(b.toks[:0], sql, o); err != nil {
 		return simpleShape{}, err
 	}
-	def := o == LexOptions{}
+	if o == (LexOptions{}) {
+		return b.buildDefault(sql), nil
+	}
+	return b.buildSettings(sql, o), nil
+}
+
+// buildSettings is build's loop over b.toks, lexed under o.
+func (b *shapeBuf) buildSettings(sql string, o LexOptions) simpleShape {
+	toks := b.toks
 	sh := simpleShape{textPortable: true, keyPortable: true}
-	strs := 0
-	for _, t := range toks {
-		if t.Kind == TokenString {
-			strs++
-		}
-	}
-	if strs > 0 {
-		sh.values = make([]literal, 0, strs)
-	}
-	var b strings.Builder
-	b.Grow(len(sql))
 	at, hasParam := 0, false
-	for i, t := range toks {
-		portable := def || portableToken(sql, t, o)
+	for i := range toks {
+		t := &toks[i]
+		portable := portableToken(sql, *t, o)
 		sh.textPortable = sh.textPortable && portable
 		if t.Kind == TokenParam {
 			hasParam = true
+		}
+		if t.Kind != TokenString {
+			sh.keyPortable = sh.keyPortable && portable
+			continue
 		}
 		v, isLit := literalValue(sql, toks, i, o)
 		if !isLit {
 			sh.keyPortable = sh.keyPortable && portable
 			continue
 		}
-		sh.values = append(sh.values, literal{raw: sql[t.Start:t.End], value: v, start: t.Start})
-		b.WriteString(sql[at:t.Start])
-		b.WriteByte('$')
-		b.WriteString(strconv.Itoa(len(sh.values)))
+		b.values = append(b.values, literal{raw: sql[t.Start:t.End], value: v, start: t.Start})
+		b.key = append(b.key, sql[at:t.Start]...)
+		b.key = appendPlaceholder(b.key, len(b.values))
 		at = t.End
 	}
-	if hasParam || len(sh.values) == 0 {
-		sh.values = nil
-		return sh, nil
+	if hasParam || len(b.values) == 0 {
+		b.key, b.values = b.key[:0], b.values[:0]
+		return sh
 	}
-	b.WriteString(sql[at:])
-	sh.key, sh.ok = b.String(), true
-	return sh, nil
+	b.key = append(b.key, sql[at:]...)
+	sh.ok = true
+	return sh
+}
+
+// buildDefault is buildSettings for the default settings, in which every
+// token is portable and every '…' constant is read in <xq>
+// (FuzzShapeDefault compares them).
+func (b *shapeBuf) buildDefault(sql string) simpleShape {
+	sh := simpleShape{textPortable: true, keyPortable: true}
+	toks := b.toks
+	at := 0
+	for i := range toks {
+		switch t := &toks[i]; t.Kind {
+		case TokenParam:
+			b.key, b.values = b.key[:0], b.values[:0]
+			return sh
+		case TokenString:
+			v, isLit := standardLiteral(sql, toks, i)
+			if !isLit {
+				continue
+			}
+			b.values = append(b.values, literal{raw: sql[t.Start:t.End], value: v, start: t.Start})
+			b.key = append(b.key, sql[at:t.Start]...)
+			b.key = appendPlaceholder(b.key, len(b.values))
+			at = t.End
+		}
+	}
+	if len(b.values) == 0 {
+		return sh
+	}
+	b.key = append(b.key, sql[at:]...)
+	sh.ok = true
+	return sh
+}
+
+// appendPlaceholder appends $n to dst.
+func appendPlaceholder(dst []byte, n int) []byte {
+	dst = append(dst, '$')
+	if n < 10 {
+		return append(dst, byte('0'+n))
+	}
+	return strconv.AppendInt(dst, int64(n), 10)
 }
 
 // literalValue returns the value of toks[i] when it is a string literal
@@ -124,6 +203,36 @@ func literalValue(sql string, toks []Token, i int, o LexOptions) (string, bool) 
 		return "", false
 	}
 	return string(v), true
+}
+
+// standardLiteral is literalValue with the default settings, in which a
+// '…' constant is read in <xq> (formStandard).
+func standardLiteral(sql string, toks []Token, i int) (string, bool) {
+	t := &toks[i]
+	if t.flags&tokContinued != 0 || sql[t.Start] != '\'' || i == 0 || !valueToken(sql, &toks[i-1]) {
+		return "", false
+	}
+	if i+1 < len(toks) && toks[i+1].Kind == TokenChar && (sql[toks[i+1].Start] == '.' || sql[toks[i+1].Start] == '[') {
+		return "", false // $1.f and $1[1] parse, 'x'.f and 'x'[1] do not
+	}
+	body := sql[t.Start+1 : t.End-1]
+	if t.flags&tokDoubledQuote == 0 {
+		return body, true
+	}
+	return strings.ReplaceAll(body, "''", "'"), true
+}
+
+// valueToken is valuePosition by the token's kind: "(", "," and "=" are
+// one-character tokens, "<>" and "!=" TokenNotEquals.
+func valueToken(sql string, prev *Token) bool {
+	switch prev.Kind {
+	case TokenChar:
+		c := sql[prev.Start]
+		return c == '(' || c == ',' || c == '='
+	case TokenNotEquals:
+		return true
+	}
+	return false
 }
 
 // valuePosition reports whether a literal after token prev stands where a

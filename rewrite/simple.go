@@ -3,10 +3,7 @@ package rewrite
 import (
 	"strconv"
 	"strings"
-	"sync"
 	"unicode/utf8"
-
-	pg "github.com/pganalyze/pg_query_go/v6"
 )
 
 // Simple-protocol texts carry their values as literals (psql, psycopg2,
@@ -24,6 +21,13 @@ import (
 // shape path cannot express (arrays, client parameters, literals it cannot
 // decode, a shape that fails analysis) goes through Analyze of the exact
 // text, which also yields the literal path's own errors.
+//
+// A proxy session uses AnalyzeSimpleScratch (simple_scratch.go), which
+// makes the same plans without building them: the shape's plan is shared
+// and the text's literal slots live in the session's scratch, spliced
+// straight into the query sent. The scratch also keeps the shapes the
+// session sent last as templates (simple_template.go): a text that is one
+// of them with other constants is not even lexed.
 
 // AnalyzeSimple returns the plan of sql, a simple Query's text, read with
 // the server's default settings (standard_conforming_strings on,
@@ -52,8 +56,8 @@ func (c *Cache) AnalyzeSimpleWith(sql string, o LexOptions) (*Plan, error) {
 	}
 	def := o == LexOptions{}
 	if def {
-		if p, err, ok := c.lookup(sql); ok {
-			return p, err
+		if e := c.lookupEntry(sql); e != nil {
+			return e.plan, e.err
 		}
 	}
 	sh, err := shapeWith(sql, o)
@@ -65,14 +69,15 @@ func (c *Cache) AnalyzeSimpleWith(sql string, o LexOptions) (*Plan, error) {
 	case !sh.textPortable && !(sh.ok && sh.keyPortable):
 		return nil, settingsRejection(o)
 	case !def && sh.textPortable:
-		if p, err, ok := c.lookup(sql); ok {
-			return p, err
+		if e := c.lookupEntry(sql); e != nil {
+			return e.plan, e.err
 		}
 	}
 	if !sh.ok {
 		return c.Analyze(sql)
 	}
-	shape, err := c.Analyze(sh.key)
+	e := c.entry(sh.key)
+	shape, err := e.plan, e.err
 	switch {
 	case err != nil && !sh.textPortable:
 		return nil, keyError(err, sql, sh, o) // the text cannot be analyzed for its own error
@@ -86,27 +91,13 @@ func (c *Cache) AnalyzeSimpleWith(sql string, o LexOptions) (*Plan, error) {
 		// literal, rare enough to parse the text itself.
 		return c.Analyze(sql)
 	}
-	if p, ok := instantiate(shape, c.slotsOf(sh.key, shape), sh.values); ok {
+	if p, ok := instantiate(shape, c.instanceOf(e), sh.values); ok {
 		return p, nil
 	}
 	if !sh.textPortable {
 		return nil, settingsRejection(o)
 	}
 	return c.Analyze(sql)
-}
-
-// lookup returns the cached plan of exactly sql, counting a hit.
-func (c *Cache) lookup(sql string) (*Plan, error, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.items[sql]
-	if !ok {
-		return nil, nil, false
-	}
-	c.unlink(e)
-	c.pushFront(e)
-	c.hits.Add(1)
-	return e.plan, e.err, true
 }
 
 // lexRejection is the rejection of a text the server would refuse while
@@ -202,130 +193,4 @@ func charPosition(sql string, pos int, e Encoding) int {
 		return n + 1
 	}
 	return pos + 1
-}
-
-// paramSlot is one $n of a shape plan's SQL.
-type paramSlot struct {
-	start, end int
-	param      int // index into Plan.Params; -1 for a literal slot ($0)
-	literal    int // index into Plan.Literals when param is -1
-}
-
-// shapeSlots caches the parameter places of shape plans, by key. Shapes
-// are few; the map is bounded like the cache.
-type shapeSlots struct {
-	mu sync.Mutex
-	m  map[string][]paramSlot
-}
-
-// slotsOf returns the places of the parameters and literal slots in
-// shape.SQL, in text order; nil when they cannot be found.
-func (c *Cache) slotsOf(key string, shape *Plan) []paramSlot {
-	c.shapes.mu.Lock()
-	defer c.shapes.mu.Unlock()
-	if s, ok := c.shapes.m[key]; ok {
-		return s
-	}
-	if c.shapes.m == nil || len(c.shapes.m) >= c.max {
-		c.shapes.m = map[string][]paramSlot{}
-	}
-	s := findSlots(shape)
-	c.shapes.m[key] = s
-	return s
-}
-
-func findSlots(shape *Plan) []paramSlot {
-	toks, err := scan(shape.SQL)
-	if err != nil {
-		return nil
-	}
-	var slots []paramSlot
-	lit := 0
-	for _, t := range toks {
-		if t.kind != pg.Token_PARAM {
-			continue
-		}
-		text := shape.SQL[t.start:t.end]
-		if text == slotPlaceholder {
-			if lit >= len(shape.Literals) || shape.Literals[lit].Start != t.start {
-				return nil
-			}
-			slots = append(slots, paramSlot{start: t.start, end: t.end, param: -1, literal: lit})
-			lit++
-			continue
-		}
-		n := 0
-		for _, ch := range text[1:] {
-			n = n*10 + int(ch-'0')
-		}
-		if n < 1 || n > len(shape.Params) {
-			return nil
-		}
-		slots = append(slots, paramSlot{start: t.start, end: t.end, param: n - 1})
-	}
-	if lit != len(shape.Literals) {
-		return nil
-	}
-	return slots
-}
-
-// instantiate builds the plan of one text from its shape's plan and the
-// text's literals.
-func instantiate(shape *Plan, slots []paramSlot, values []literal) (*Plan, bool) {
-	if slots == nil && (len(shape.Params) > 0 || len(shape.Literals) > 0) {
-		return nil, false
-	}
-	p := &Plan{Statements: shape.Statements, Fingerprint: shape.Fingerprint}
-	n := len(shape.Literals)
-	for _, s := range slots {
-		if s.param >= 0 && shape.Params[s.param].Action != ActionNone {
-			n++
-		}
-	}
-	if n > 0 {
-		p.Literals = make([]Literal, 0, n)
-	}
-	size := len(shape.SQL)
-	for _, v := range values {
-		size += len(v.raw)
-	}
-	var b strings.Builder
-	b.Grow(size)
-	at := 0
-	for _, s := range slots {
-		b.WriteString(shape.SQL[at:s.start])
-		at = s.end
-		if s.param < 0 {
-			l := shape.Literals[s.literal]
-			l.Start = b.Len()
-			b.WriteString(slotPlaceholder)
-			l.End = b.Len()
-			p.Literals = append(p.Literals, l)
-			continue
-		}
-		prm := shape.Params[s.param]
-		if prm.Array || prm.Source >= len(values) {
-			return nil, false
-		}
-		v := values[prm.Source]
-		if prm.Action == ActionNone {
-			b.WriteString(v.raw)
-			continue
-		}
-		start := b.Len()
-		b.WriteString(slotPlaceholder)
-		p.Literals = append(p.Literals, Literal{Start: start, End: b.Len(), Value: v.value, Action: prm.Action, Column: prm.Column, Index: prm.Index, Type: prm.Type, Assign: prm.Assign})
-	}
-	b.WriteString(shape.SQL[at:])
-	p.SQL = b.String()
-	if c := shape.Copy; c != nil && c.Table == nil {
-		// No slot follows the query of COPY (query) TO: its end keeps its
-		// distance from the end of the text.
-		cp := *c
-		cp.QueryEnd = len(p.SQL) - (len(shape.SQL) - c.QueryEnd)
-		p.Copy = &cp
-	} else {
-		p.Copy = shape.Copy
-	}
-	return p, true
 }

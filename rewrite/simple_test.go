@@ -70,6 +70,9 @@ func TestAnalyzeSimpleMatchesAnalyze(t *testing.T) {
 				if w, g := renderPlan(want), renderPlan(got); w != g {
 					t.Errorf("%s:%d: %s\nAnalyze:\n%s\nAnalyzeSimple:\n%s", f, c.line, in, w, g)
 				}
+				if w, g := placed(t, want), placed(t, got); w != g && !want.Passthrough {
+					t.Errorf("%s:%d: %s\nAnalyze places:\n%s\nAnalyzeSimple places:\n%s", f, c.line, in, w, g)
+				}
 			}
 		}
 	}

@@ -26,6 +26,7 @@ type val struct {
 	cast       bool   // the range holds a cast to drop
 	typ        string // Param.Type or Literal.Type
 	loc        int32
+	constLoc   int // the byte offset of a literal's constant (Literal.Loc)
 }
 
 // valueOf classifies n, which sits where a PHI value goes. Only parameters,
@@ -58,6 +59,7 @@ func (a *analyzer) valueOf(n *pg.Node, col *policy.Column, what string) (val, er
 		v.kind, v.param = vParam, x.ParamRef
 	case *pg.Node_AConst:
 		c := x.AConst
+		v.constLoc = int(c.Location)
 		switch {
 		case c.Isnull:
 			v.kind = vNull
@@ -137,7 +139,8 @@ func castTypeName(tn *pg.TypeName) string {
 
 // bind applies v in role r at its place: a parameter is recorded (and its
 // cast dropped), a literal becomes a slot, a typed NULL an untyped one.
-func (a *analyzer) bind(v val, r role) {
+// at says where a stored value goes (zero for a compared one).
+func (a *analyzer) bind(v val, r role, at assignAt) {
 	a.noteUse(r.col, r.action)
 	r.typ = v.typ
 	if r.action == ActionEncrypt {
@@ -145,14 +148,14 @@ func (a *analyzer) bind(v val, r role) {
 	}
 	switch v.kind {
 	case vParam:
-		a.useParam(v.param, r, v.start, v.end, v.cast)
+		a.useParam(v.param, r, v.start, v.end, v.cast, at)
 	case vLiteral:
 		if r.array {
 			// A literal slot holds one value; an array literal would be
 			// indexed whole. Refused in value() before it gets here.
 			return
 		}
-		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Index: r.index, Type: r.typ, Assign: r.assign}})
+		a.addEdit(v.start, v.end, piece{lit: &Literal{Value: v.lit, Action: r.action, Column: r.col, Index: r.index, Type: r.typ, Assign: r.assign, Loc: v.constLoc, Row: at.row}, target: at.target})
 	case vNull:
 		if v.cast {
 			a.addEdit(v.start, v.end, text("NULL"))
@@ -187,7 +190,7 @@ func (a *analyzer) added(v val, col *policy.Column, ix *policy.BlindIndex) piece
 	case vParam:
 		return piece{param: &addedParam{source: int(v.param.Number) - 1, role: r}}
 	case vLiteral:
-		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Index: ix, Type: v.typ, Assign: true}}
+		return piece{lit: &Literal{Value: v.lit, Action: ActionIndex, Column: col, Index: ix, Type: v.typ, Assign: true, Loc: v.constLoc}}
 	case vDefault:
 		return text("DEFAULT")
 	}
@@ -206,7 +209,7 @@ func (a *analyzer) value(n *pg.Node, r role, what string) error {
 	if v.kind == vLiteral && r.array {
 		return a.errorf(r.col, v.loc, "%s with an array literal on PHI column %s is not supported: write col IN ('a', 'b') or bind the array as a parameter (= ANY($1))", what, r.col.QualifiedName())
 	}
-	a.bind(v, r)
+	a.bind(v, r, assignAt{})
 	return nil
 }
 

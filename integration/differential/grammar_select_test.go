@@ -26,6 +26,7 @@ var statementProductions = []production{
 	{name: "insert.select", weight: 1, gen: genInsertSelect},
 	{name: "update", weight: 8, gen: genUpdate},
 	{name: "delete", weight: 3, gen: genDelete},
+	{name: "precedence", weight: 3, gen: genPrecedence},
 }
 
 // ref qualifies a column name with alias, if any.

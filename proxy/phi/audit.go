@@ -236,8 +236,10 @@ func (a *audited) CommandComplete(tag []byte) {
 // ErrorResponse implements proxy.Responder: the server failed the
 // statement (a simple Query's text stops there).
 func (a *audited) ErrorResponse(dst, msg []byte) []byte {
-	a.record(auditlog.OutcomeError, errorCode(msg), -1)
-	return a.result.ErrorResponse(dst, msg)
+	out := a.result.ErrorResponse(dst, msg)
+	// The code the client gets: the proxy's for an invalid value's marker.
+	a.record(auditlog.OutcomeError, errorCode(out[len(dst):]), -1)
+	return out
 }
 
 // Answered implements proxy.Responder.

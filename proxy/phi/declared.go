@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/jackc/pgerrcode"
@@ -328,7 +329,14 @@ func (c *valueCodec) convert(dst []byte, col *policy.Column, oid uint32, assign 
 		if err != nil {
 			return dst, false, err
 		}
-		return c.castTo(dst, t, &v, assign)
+		out, match, err := c.castTo(dst, t, &v, assign)
+		var ve *ValueError
+		if errors.As(err, &ve) && ve.SQLState() != pgerrcode.FeatureNotSupported {
+			converted := *ve // a copy: errors may be shared
+			converted.Converted = true
+			err = &converted
+		}
+		return out, match, err
 	}
 	return dst, false, typeMismatch(conv, col, oid, assign)
 }

@@ -384,13 +384,23 @@ func (e *Engine) state(rows [][][]byte) (*dbState, error) {
 // the cached plan of its shape (rewrite.Cache.AnalyzeSimpleWith), read
 // with the lexer under the session's settings o.
 func (st *dbState) plan(sql string, simple bool, o rewrite.LexOptions) (*rewrite.Plan, error) {
+	return st.planScratch(nil, sql, simple, o)
+}
+
+// planScratch is plan with a session's scratch for simple Query texts
+// (nil: none): a plan made from its shape's is then the shape's, and
+// sc.Render gives the plan to render (rewrite.Cache.AnalyzeSimpleScratch).
+func (st *dbState) planScratch(sc *rewrite.SimpleScratch, sql string, simple bool, o rewrite.LexOptions) (*rewrite.Plan, error) {
 	var (
 		p   *rewrite.Plan
 		err error
 	)
-	if simple {
+	switch {
+	case simple && sc != nil:
+		p, err = st.plans.AnalyzeSimpleScratch(sc, sql, o)
+	case simple:
 		p, err = st.plans.AnalyzeSimpleWith(sql, o)
-	} else {
+	default:
 		p, err = st.plans.Analyze(sql)
 	}
 	if err != nil {

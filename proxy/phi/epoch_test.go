@@ -1,6 +1,11 @@
 package phi
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/novamind/phiproxy/policy"
+)
 
 // TestGuardsText: what a passed-through statement in a database with
 // policy tables goes without the catalog guard for, read from its
@@ -45,6 +50,55 @@ func TestGuardsText(t *testing.T) {
 		}
 		if got := readsCatalogFirst(c.sql); got != c.first {
 			t.Errorf("readsCatalogFirst(%q) = %v, want %v", c.sql, got, c.first)
+		}
+	}
+}
+
+// epochRow is the catalog query's epoch row as the server returns it.
+func epochRow(prosrc, installed string) [][]byte {
+	r := make([][]byte, catalogWidth)
+	for i := range r {
+		r[i] = []byte{}
+	}
+	r[0], r[1], r[2] = []byte(rowEpoch), []byte(prosrc), []byte(installed)
+	return r
+}
+
+func TestCatalogEpoch(t *testing.T) {
+	pol, err := policy.Parse([]byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := [][]byte{[]byte("7"), []byte("public"), []byte("patients"), []byte("1"), []byte("email"), []byte("25")}
+	for _, c := range []struct {
+		name              string
+		rows              [][][]byte
+		ok, guards, probs bool
+	}{
+		{"installed", [][][]byte{col, epochRow("SELECT 'ab12'::text", "true")}, true, true, false},
+		{"first epoch", [][][]byte{col, epochRow("SELECT ''::text", "true")}, true, true, false},
+		{"triggers missing", [][][]byte{col, epochRow("SELECT 'ab12'::text", "false")}, false, true, true},
+		{"function edited", [][][]byte{col, epochRow("SELECT 'ab12'::text || ''", "true")}, false, true, true},
+		{"no policy table yet: guarded, not refused", [][][]byte{epochRow("", "false")}, false, true, false},
+		{"no epoch row (tests' catalogs)", [][][]byte{col}, false, false, false},
+	} {
+		cat, err := buildCatalog(pol, c.rows)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		probs := false
+		for _, p := range cat.allProblems(pol) {
+			probs = probs || p.Kind == ProblemEpoch
+		}
+		if cat.epochOK != c.ok || cat.epochGuards() != c.guards || probs != c.probs {
+			t.Errorf("%s: epochOK %v guards %v epoch problem %v, want %v %v %v", c.name, cat.epochOK, cat.epochGuards(), probs, c.ok, c.guards, c.probs)
+		}
+		g := guardQuery(pol, cat)
+		if has := strings.Contains(g, policy.EpochFunction); has != c.ok {
+			t.Errorf("%s: guard %q compares the epoch: %v, want %v", c.name, g, has, c.ok)
+		}
+		if c.ok && !strings.Contains(g, "'"+cat.epoch+"'") {
+			t.Errorf("%s: guard %q lacks the epoch %q", c.name, g, cat.epoch)
 		}
 	}
 }

@@ -38,6 +38,11 @@ type ValueError struct {
 	// Where names the value and its column, once known ("parameter $1
 	// for public.patients.email"); never the value.
 	Where string
+	// Converted: the value was read, and its conversion to the column's
+	// type failed (an int8 too large for an int4 column), which
+	// PostgreSQL finds when it plans the statement, not when it reads the
+	// value (marker.go).
+	Converted bool
 }
 
 func (e *ValueError) Error() string { return e.ClientMessage() }

@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -68,16 +69,25 @@ func (s *session) handleQuery(msg []byte) error {
 		return s.guardSync()
 	}
 	var text []byte
+	var rd rendered
+	var render *rewrite.Plan
 	if err == nil {
-		text, err = s.w.renderQuery(s.buf[:0], plan)
+		// A plan made from its shape's renders with the text's literals.
+		if render = s.simple.Render(plan, sql); plan.Copy != nil {
+			text, err = s.w.renderQuery(s.buf[:0], render)
+		} else {
+			text, rd, err = s.w.renderMarked(s.buf[:0], render, sql)
+		}
 	}
+	var sent string
 	if err == nil {
-		err = s.checkSent(string(text))
+		sent = string(text)
+		err = s.checkSent(sent)
 	}
 	if err != nil {
 		return s.raiseQuery(err)
 	}
-	sent := string(text)
+	s.countMarks(rd.marks)
 	out, err := (&pgproto3.Query{String: sent}).Encode(text[len(text):])
 	if err != nil {
 		return err
@@ -117,7 +127,13 @@ func (s *session) handleQuery(msg []byte) error {
 	s.applyCursors(cursors, s.db)
 	s.ranDDL(plan)
 	if cr == nil {
-		resp = positioned(resp, sql, sent)
+		pos := sentPositionOf(sql, sent, render, rd)
+		if render != plan {
+			// The runs of a plan made from its shape are the scratch's,
+			// reused by the session's next text.
+			pos.runs = slices.Clone(pos.runs)
+		}
+		resp = positioned(resp, pos)
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err
@@ -170,10 +186,12 @@ func (s *session) handleParse(msg []byte) error {
 		return s.raiseExtended(err)
 	}
 	var text []byte
+	var rd rendered
 	if !plan.Passthrough {
-		if text, err = s.w.renderQuery(s.buf[:0], plan); err != nil {
+		if text, rd, err = s.w.renderMarked(s.buf[:0], plan, p.Query); err != nil {
 			return s.raiseExtended(err)
 		}
+		s.countMarks(rd.marks)
 		err = s.checkSent(string(text))
 	} else if len(plan.Statements) > 0 {
 		err = s.checkSent(p.Query)
@@ -194,6 +212,7 @@ func (s *session) handleParse(msg []byte) error {
 	if plan.Passthrough {
 		st.text = p.Query
 	}
+	st.marks = rd.marks
 	s.statements[p.Name] = st
 	e := proxy.Expectation{Kind: proxy.KindParse, Responder: parseAnswer{st: st}}
 	if plan.Passthrough {
@@ -203,7 +222,7 @@ func (s *session) handleParse(msg []byte) error {
 	s.buf = text
 	client := p.Query
 	p.Query = string(text)
-	e.Responder = parseAnswer{st: st, pos: sentPosition{client: client, sent: p.Query}}
+	e.Responder = parseAnswer{st: st, pos: sentPositionOf(client, p.Query, plan, rd)}
 	if len(plan.Params) > 0 {
 		p.ParameterOIDs = upstreamParamOIDs(plan, st.paramOIDs)
 	}
@@ -312,9 +331,18 @@ func (s *session) handleBind(msg []byte) error {
 	if err := b.Decode(msg[5:]); err != nil {
 		return protocolError("invalid Bind message")
 	}
-	if err := s.w.rewriteBind(&b, st.plan, st.paramOIDs); err != nil {
+	var marks *markSet
+	var err error
+	if s.settingsMoved || s.nonUTF8.Load() {
+		// The server might read a marker under another client_encoding.
+		err = s.w.rewriteBind(&b, st.plan, st.paramOIDs)
+	} else {
+		marks, err = s.w.rewriteBindMarked(&b, st.plan, st.paramOIDs)
+	}
+	if err != nil {
 		return s.raiseExtended(err)
 	}
+	s.countMarks(marks)
 	if rd := st.rd.Load(); rd != nil && len(b.ResultFormatCodes) > 1 {
 		// The client's codes count the columns it sees; the server's
 		// result also has the hidden blind-index columns.
@@ -330,7 +358,7 @@ func (s *session) handleBind(msg []byte) error {
 	r := &result{s: s, db: st.db, stmt: st, formats: b.ResultFormatCodes}
 	s.portals[portalName] = s.newPortal(st, r)
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
-	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r}}, out)
+	return s.c.Send(proxy.Expectation{Kind: proxy.KindBind, Responder: bindAnswer{r: r, marks: marks}}, out)
 }
 
 // handleDescribe handles Describe of a statement or a portal.

@@ -108,6 +108,23 @@ func (r *result) RowDescription(dst, msg []byte) ([]byte, proxy.RowTransformer, 
 type bindAnswer struct {
 	proxy.PassResponder
 	r *result
+	// marks are the markers of invalid parameters (marker.go), nil for
+	// none: their errors are the client's own.
+	marks *markSet
+}
+
+// ErrorResponse implements proxy.Responder: the error of a marked
+// parameter is the proxy's.
+func (a bindAnswer) ErrorResponse(dst, msg []byte) []byte {
+	if out, ok := a.marks.errorResponse(dst, msg); ok {
+		return out
+	}
+	if a.r.stmt != nil {
+		if out, ok := a.r.stmt.marks.errorResponse(dst, msg); ok {
+			return out // planned at Bind
+		}
+	}
+	return append(dst, msg...)
 }
 
 // Answered implements proxy.Responder.

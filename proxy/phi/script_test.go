@@ -159,11 +159,12 @@ func (f *fakeServer) catalog(rows [][]string) {
 		f.t.Errorf("fake server: receive: %v", err)
 		return
 	}
-	extended := dump(msg) == `Close S "phiproxy_query"`
+	extended := dump(msg) == `Close P "phiproxy_query"`
 	switch {
 	case extended:
-		f.expect(`Parse "phiproxy_query" `+query, `Bind "phiproxy_query" "phiproxy_query" [] [] []`, `Execute "phiproxy_query"`, `Close P "phiproxy_query"`, `Close S "phiproxy_query"`, "Sync")
-		f.send(&pgproto3.CloseComplete{}, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{})
+		f.expect(`Close S "phiproxy_query"`, `Parse "phiproxy_query" `+query, `Bind "phiproxy_query" "phiproxy_query" [] [] []`, `Execute "phiproxy_query"`,
+			`Close P "phiproxy_query"`, `Close S "phiproxy_query"`, "Sync")
+		f.send(&pgproto3.CloseComplete{}, &pgproto3.CloseComplete{}, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{})
 	case strings.HasPrefix(dump(msg), "Query "+strings.TrimSuffix(query, "…")):
 		f.send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("oid", 0, 26)}})
 	default:

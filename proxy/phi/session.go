@@ -73,6 +73,7 @@ type session struct {
 	cursorSeq  uint64                // declarations counted, for evictCursors
 	buf        []byte                // scratch for encoded messages
 	toks       []rewrite.Token       // scratch for checkSent
+	simple     rewrite.SimpleScratch // scratch for the plans of simple Query texts (handleQuery)
 	cur        curStatement          // the statement at hand, for refusal records (audit.go)
 	// copying is the COPY FROM STDIN on a policy table the client sends
 	// data for (copyin.go); copyDiscard: data that follows is dropped
@@ -284,7 +285,7 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 	var p *rewrite.Plan
 	if err == nil {
 		o := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}
-		p, err = s.db.plan(sql, simple, o)
+		p, err = s.db.planScratch(&s.simple, sql, simple, o)
 	}
 	var ce *CatalogError
 	if errors.As(err, &ce) {

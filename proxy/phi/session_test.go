@@ -232,7 +232,12 @@ func TestScriptRefusals(t *testing.T) {
 		f.expect(`Parse "" INSERT INTO patients (date_of_birth) VALUES ($1) [25]`, "Sync")
 		f.send(&pgproto3.ParseComplete{})
 		f.ready()
-		raised(f, "22007") // not a date
+		// Not a date: the marker goes in its place, and the server's
+		// error for it becomes the proxy's.
+		f.expect(`Bind "" "" [0] ["\xff\xfe phiproxy invalid value"] []`, `Describe P ""`, `Execute ""`, "Sync")
+		f.send(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "22021", Message: `invalid byte sequence for encoding "UTF8": 0xff`,
+			Where: "unnamed portal parameter $1"})
+		f.ready()
 		raised(f, "08P01") // two values for one parameter
 		f.expect("Query SET standard_conforming_strings = off")
 		f.send(&pgproto3.CommandComplete{CommandTag: []byte("SET")},
@@ -263,7 +268,7 @@ func TestScriptRefusals(t *testing.T) {
 	c.send(&pgproto3.Parse{Query: "INSERT INTO patients (date_of_birth) VALUES ($1)"}, &pgproto3.Sync{})
 	c.expect("ParseComplete", "ReadyForQuery I")
 	c.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("not a date")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	c.expect("ErrorResponse ERROR 22007 phiproxy: …", "ReadyForQuery I")
+	c.expect("ErrorResponse ERROR 22007 phiproxy: invalid input syntax for type date (parameter $1 for public.patients.date_of_birth)", "ReadyForQuery I")
 	c.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("2000-01-01"), []byte("x")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	c.expect("ErrorResponse ERROR 08P01 phiproxy: …", "ReadyForQuery I")
 	c.send(&pgproto3.Query{String: "SET standard_conforming_strings = off"})
@@ -328,5 +333,31 @@ func TestScriptForgets(t *testing.T) {
 	// answered: clientToServer is waiting for the client.
 	if len(sess.statements) > 2*minSweep || len(sess.portals) > 1 {
 		t.Errorf("after %d closed statements and ended portals: %d statements, %d portals kept", n, len(sess.statements), len(sess.portals))
+	}
+}
+
+// TestScriptSimpleQueryShapes: texts of one shape, as a driver sends them
+// with their values as literals, are rewritten each with its own values:
+// the first analyzed, the second made from the cached shape, the next
+// from the session's template of it (rewrite.SimpleScratch). A literal
+// the shape forwards (id) goes as written.
+func TestScriptSimpleQueryShapes(t *testing.T) {
+	emails := []string{"a@x.org", "b@x.org", "c@x.org", "d@x.org"}
+	c, _ := scripted(t, func(f *fakeServer) {
+		for i, e := range emails {
+			f.expect(fmt.Sprintf("Query INSERT INTO patients (id, email, email_bidx) VALUES ('%d', 'ENC(public.patients.email:%s)', 'IDX-public.patients.email-%[2]s')",
+				i, e))
+			f.send(&pgproto3.CommandComplete{CommandTag: []byte("INSERT 0 1")})
+			f.ready()
+			f.expect(fmt.Sprintf("Query SELECT id FROM patients WHERE email_bidx = 'IDX-public.patients.email-%s' AND id <> '%d'", e, i))
+			f.rows(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{field("id", 6, 23)}}, []string{fmt.Sprint(i)})
+			f.ready()
+		}
+	})
+	for i, e := range emails {
+		c.send(&pgproto3.Query{String: fmt.Sprintf("INSERT INTO patients (id, email) VALUES ('%d', '%s')", i, e)})
+		c.expect("CommandComplete INSERT 0 1", "ReadyForQuery I")
+		c.send(&pgproto3.Query{String: fmt.Sprintf("SELECT id FROM patients WHERE email = '%s' AND id <> '%d'", e, i)})
+		c.expect("RowDescription id:23/0", fmt.Sprintf("DataRow %q", fmt.Sprint(i)), "CommandComplete SELECT 1", "ReadyForQuery I")
 	}
 }

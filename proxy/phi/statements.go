@@ -46,6 +46,10 @@ type statement struct {
 	// rd is the server's RowDescription of the statement, once a Describe
 	// answered it. Written by serverToClient, read by clientToServer.
 	rd atomic.Pointer[pgproto3.RowDescription]
+	// marks are the markers of invalid values in its text (marker.go),
+	// nil for none: a marker the planner evaluates fails at Bind or
+	// Execute. Immutable.
+	marks *markSet
 }
 
 // Statement states, as the server's answers tell them.
