@@ -445,3 +445,73 @@ func TestAttack5PrecreatedEpochObjects(t *testing.T) {
 	_, err = env.direct(t).Exec(ctx, "ALTER FUNCTION phiproxy.catalog_changed() SET search_path = evil, pg_catalog")
 	refusedWith(t, err, "42501")
 }
+
+// Finding 10 (leak, not fixed). Whether the event triggers are installed
+// and enabled is read with the catalog only: a superuser who disables (or
+// drops) them after a session read its catalog leaves the epoch as it is
+// from then on (ALTER and DROP EVENT TRIGGER run no event trigger), and
+// the session, guarded by an epoch that can no longer change, runs INSERT
+// through a view created afterwards, storing plaintext, until it reads
+// its catalog again (within 10 s outside transaction blocks). Checking
+// pg_event_trigger in the guard closes it for READ COMMITTED (not for a
+// REPEATABLE READ snapshot taken before) but cost 20-30 µs of CPU per
+// guard (tps of one-row statements on a table that is no policy table
+// 0.68 instead of 0.83 of an ungoverned database): left to decide.
+func TestAttack5TriggersDisabledLater(t *testing.T) {
+	t.Skip("finding 10: triggers disabled or dropped by a superuser after a session read its catalog go unnoticed until its next catalog read (README)")
+	const db = "attack5_disabled"
+	env := attackAliasEnv(t, db)
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN(db))
+	conns := []*pgx.Conn{env.conn(t), env.conn(t)}
+	for _, conn := range conns {
+		if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := su.Exec(ctx, "ALTER EVENT TRIGGER phiproxy_catalog_ddl DISABLE"); err != nil {
+		t.Fatal(err)
+	}
+	env.ddl(t, "CREATE VIEW disabled_v AS SELECT * FROM visits")
+	for i, conn := range conns {
+		err := attack5Exec(conn, i == 1, "INSERT INTO disabled_v (id, ssn) VALUES ($1, $2)", i, secret("disabled"))
+		refusedWith(t, err, "55000")
+		// The session then reads the catalog: the triggers are missing.
+		err = attack5Exec(conn, i == 1, "SELECT 1")
+		refusedWith(t, err, "55000", "catalog triggers")
+	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+	if _, err := su.Exec(ctx, "ALTER EVENT TRIGGER phiproxy_catalog_ddl ENABLE ALWAYS"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Finding 11 (wrong answer). The proxy's own query (the catalog read)
+// left its portal open: inside a transaction block the next read's Bind
+// of the same portal name failed ("cursor phiproxy_query already
+// exists"), which aborted the client's transaction without a word, and
+// the client's statement got 25P02. Every COPY reads the catalog first,
+// so a second COPY in a transaction failed (TestCopyInTransaction), and
+// so did a statement on a view after a second recheck in a REPEATABLE
+// READ transaction.
+func TestAttack5TwoCatalogReadsInTransaction(t *testing.T) {
+	env := attackAliasEnv(t, "attack5_tworeads", "CREATE TABLE plain (id int)", "INSERT INTO plain VALUES (1)")
+	ctx := context.Background()
+	conn := env.conn(t)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	for i := 0; i < 3; i++ {
+		var out strings.Builder
+		if _, err := conn.PgConn().CopyTo(ctx, &out, "COPY plain TO STDOUT"); err != nil || out.String() != "1\n" {
+			t.Fatalf("COPY %d: %q, %v", i, out.String(), err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
