@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -79,11 +80,27 @@ func TestCheckedTextsAnswerAsDirect(t *testing.T) {
 		"SELECT 1; SELECT 2; SELECT 1/0",
 		"SELECT 1; SELEC 2",
 		"SELECT 1; CREATE TEMP TABLE e1 (a int); SELECT * FROM e1 WHERE b = 1",
+		"SELECT 1; SELECT 'unterminated",
+		// Backslashes in standard literals, read alike whatever
+		// standard_conforming_strings is.
+		"CREATE TEMP TABLE rx (p text CHECK (p ~ '^\\d+$')); INSERT INTO rx VALUES ('12'); SELECT * FROM rx; DROP TABLE rx",
+		"SELECT 'a\\'; SELECT 2",
 	} {
 		want, got := runText(t, direct, text), runText(t, proxied, text)
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", text, got, want)
 		}
+	}
+}
+
+// A text whose statements start elsewhere when standard_conforming_strings
+// is off, which the session may have without phiproxy knowing yet: no
+// check could be placed for certain, and it is refused.
+func TestCheckedTextBackslashRefused(t *testing.T) {
+	env := attackAliasEnv(t, "checks_backslash")
+	got := runText(t, env.conn(t).PgConn(), "SELECT 'a\\', $$x$$; SELECT 1 -- '")
+	if len(got) != 1 || !strings.HasPrefix(got[0].Err, "0A000") {
+		t.Errorf("got %+v", got)
 	}
 }
 

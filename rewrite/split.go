@@ -87,3 +87,9 @@ func CheckSeparators(src string, seps []int) error {
 	}
 	return nil
 }
+
+// Parses reports whether pg_query parses src.
+func Parses(src string) bool {
+	_, err := pg.Parse(src)
+	return err == nil
+}

@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -66,17 +67,14 @@ func (s *session) withChecks(text string) (string, []int, error) {
 	if check == "" || s.eng.noGuard || !strings.Contains(strings.TrimRight(text, " \t\r\n\f;"), ";") {
 		return text, nil, nil
 	}
-	toks, err := rewrite.Lex(s.toks[:0], text, rewrite.LexOptions{})
+	known := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}
+	toks, err := rewrite.Lex(s.toks[:0], text, known)
 	s.toks = toks[:0]
 	if err != nil {
-		return "", nil, errSplit
-	}
-	for _, t := range toks {
-		if t.Standard() && strings.IndexByte(text[t.Start:t.End], '\\') >= 0 {
-			// Read otherwise with standard_conforming_strings off, which
-			// the proxy may not know of (checkSent).
-			return "", nil, errBackslashLiteral
+		if !known.StandardStringsOff && rewrite.Parses(text) {
+			return "", nil, errSplit // the lexer and the parser disagree
 		}
+		return text, nil, nil // the server refuses it before running any of it
 	}
 	seps := rewrite.Separators(nil, text, toks)
 	if len(seps) == 0 {
@@ -85,6 +83,17 @@ func (s *session) withChecks(text string) (string, []int, error) {
 	if err := rewrite.CheckSeparators(text, seps); err != nil {
 		s.c.Logger().Warn("statement boundaries disagree with the parser; text refused", "error", err.Error())
 		return "", nil, errSplit
+	}
+	// Under the other standard_conforming_strings ('\'' ends a literal
+	// or not), which the session may have without the proxy knowing yet
+	// (checkSent), the boundaries must be the same, or the server must
+	// refuse the text.
+	if strings.IndexByte(text, '\\') >= 0 {
+		toks, err := rewrite.Lex(s.toks[:0], text, rewrite.LexOptions{StandardStringsOff: !known.StandardStringsOff})
+		s.toks = toks[:0]
+		if err == nil && !slices.Equal(rewrite.Separators(nil, text, toks), seps) {
+			return "", nil, errBackslashLiteral
+		}
 	}
 	var b strings.Builder
 	b.Grow(len(text) + len(seps)*(len(check)+1))
