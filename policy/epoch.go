@@ -101,8 +101,8 @@ const epochOwnSetting = "phiproxy.epoch_own"
 // (schema-qualified, quoted names) is still the relation of the OID at
 // the same place (NULL: still missing) and the epoch is the one given or
 // one that the session's own DDL moved on from it (epochOwnSetting). It
-// takes in other sessions' catalog changes first, as catalog_sync does,
-// and reads the epoch with a statement planned anew. The proxy puts it in
+// takes in other sessions' catalog changes first (catalog_sync), and
+// reads the epoch with a statement planned anew. The proxy puts it in
 // front of each statement of a simple Query after the first, where the
 // guard (prepared, in front of the text) cannot reach: the server looks
 // up a statement's names only once the statements before it ran.
@@ -112,12 +112,7 @@ DECLARE
   cur pg_catalog.text := epoch;
   step pg_catalog.text;
 BEGIN
-  BEGIN
-    LOCK TABLE "phiproxy"."catalog_lock" IN ACCESS SHARE MODE;
-    RAISE SQLSTATE 'PXSYN';
-  EXCEPTION WHEN SQLSTATE 'PXSYN' THEN
-    NULL;
-  END;
+  PERFORM "phiproxy"."catalog_sync"();
   FOR i IN 1 .. coalesce(pg_catalog.array_length(tables, 1), 0) LOOP
     IF pg_catalog.to_regclass(tables[i])::pg_catalog.oid IS DISTINCT FROM oids[i] THEN
       RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: a PHI table changed';
