@@ -49,12 +49,14 @@ func TestAttack5GuardCost(t *testing.T) {
 	type work struct {
 		name string
 		mode pgx.QueryExecMode
-		n    int // statements per batch
+		n    int  // statements per batch
+		text bool // the batch as one simple Query (a catalog check in front of each statement after the first)
 	}
 	works := []work{
-		{"simple", pgx.QueryExecModeSimpleProtocol, 1},
-		{"cached", pgx.QueryExecModeCacheStatement, 1},
-		{"batch10", pgx.QueryExecModeCacheStatement, 10},
+		{"simple", pgx.QueryExecModeSimpleProtocol, 1, false},
+		{"cached", pgx.QueryExecModeCacheStatement, 1, false},
+		{"batch10", pgx.QueryExecModeCacheStatement, 10, false},
+		{"text10", pgx.QueryExecModeSimpleProtocol, 10, true},
 	}
 	conns := map[string]*pgx.Conn{}
 	for _, db := range []string{gov, plain} {
@@ -74,6 +76,16 @@ func TestAttack5GuardCost(t *testing.T) {
 		for i := 0; i < statements/w.n; i++ {
 			if w.n == 1 {
 				if err := conn.QueryRow(ctx, "SELECT note FROM other WHERE id = $1", i%100+1).Scan(&note); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if w.text {
+				var text strings.Builder
+				for j := 0; j < w.n; j++ {
+					fmt.Fprintf(&text, "SELECT note FROM other WHERE id = %d;", (i+j)%100+1)
+				}
+				if _, err := conn.Exec(ctx, text.String()); err != nil {
 					t.Fatal(err)
 				}
 				continue

@@ -101,11 +101,12 @@ const epochOwnSetting = "phiproxy.epoch_own"
 // (schema-qualified, quoted names) is still the relation of the OID at
 // the same place (NULL: still missing) and the epoch is the one given or
 // one that the session's own DDL moved on from it (epochOwnSetting). It
-// takes in other sessions' catalog changes first (catalog_sync), and
-// reads the epoch with a statement planned anew. The proxy puts it in
-// front of each statement of a simple Query after the first, where the
-// guard (prepared, in front of the text) cannot reach: the server looks
-// up a statement's names only once the statements before it ran.
+// takes in other sessions' catalog changes first (catalog_sync), which
+// also invalidates its cached plan of the epoch when the function was
+// replaced. The proxy puts it in front of each statement of a simple
+// Query after the first, where the guard (prepared, in front of the
+// text) cannot reach: the server looks up a statement's names only once
+// the statements before it ran.
 const catalogCheckBody = `
 DECLARE
   e pg_catalog.text;
@@ -118,7 +119,7 @@ BEGIN
       RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: a PHI table changed';
     END IF;
   END LOOP;
-  EXECUTE 'SELECT ` + EpochFunction + `' INTO e;
+  e := ` + EpochFunction + `;
   IF e IS DISTINCT FROM epoch THEN
     FOREACH step IN ARRAY pg_catalog.string_to_array(coalesce(pg_catalog.current_setting('` + epochOwnSetting + `', true), ''), ';') LOOP
       IF pg_catalog.split_part(step, '>', 1) = cur THEN
