@@ -75,6 +75,9 @@ func TestCheckedTextsAnswerAsDirect(t *testing.T) {
 		"CREATE TEMP VIEW own_v AS SELECT 1 AS a; SELECT * FROM own_v; DROP VIEW own_v; SELECT 3",
 		"BEGIN; SELECT 1; CREATE TEMP VIEW own_v2 AS SELECT 2 AS b; SELECT * FROM own_v2; ROLLBACK",
 		"BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; SELECT 2; COMMIT",
+		// DDL on the policy table, then other statements.
+		"ALTER TABLE visits ADD COLUMN extra int; SELECT 1; ALTER TABLE visits DROP COLUMN extra; SELECT 2",
+		"CREATE INDEX visits_id_idx ON visits (id); DROP INDEX visits_id_idx; SELECT 3",
 		// Errors at their positions in the client's text.
 		"SELECT 1; SELECT nosuchcolumn",
 		"SELECT 1; SELECT 2; SELECT 1/0",
@@ -150,6 +153,16 @@ func TestCheckedTextOthersThenOwnDDL(t *testing.T) {
 	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+	// A text that starts with DDL on the policy table (no guard in front:
+	// DDL does not rely on the catalog).
+	err = raceOnLock(t, env, 5009, "CREATE VIEW chain_v3 AS SELECT * FROM visits", func() error {
+		_, err := conn.Exec(ctx, "CREATE INDEX visits_race_idx ON visits (id); SELECT pg_advisory_xact_lock(5009); INSERT INTO chain_v3 (id, ssn) VALUES (3, 'chain-not-stored')")
+		return err
+	})
+	refusedWith(t, err, "55000")
 	if n := storedRows(t, env); n != 0 {
 		t.Errorf("%d rows stored through the view", n)
 	}

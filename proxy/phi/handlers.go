@@ -97,7 +97,9 @@ func (s *session) handleQuery(msg []byte) error {
 		err = s.checkSent(sent)
 	}
 	checked, at = sent, nil
-	if err == nil && plan.Copy == nil && reliesOnCatalog(plan) {
+	if err == nil && plan.Copy == nil {
+		// Its DDL and passed-through statements too may be followed by
+		// statements that name a second name created meanwhile.
 		checked, at, err = s.withChecks(sent)
 	}
 	if err != nil {
