@@ -199,3 +199,21 @@ func TestGuardAcceptsOwnDDL(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// A text on the policy table that relies on no catalog (DDL) but whose
+// first statement, passed through, names a view created since the session
+// read its catalog: guarded in front like a text passed through whole.
+func TestCheckedTextDDLFirstStatementGuarded(t *testing.T) {
+	env := attackAliasEnv(t, "checks_ddl_first")
+	ctx := context.Background()
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	env.ddl(t, "CREATE VIEW first_v AS SELECT * FROM visits")
+	_, err := conn.Exec(ctx, "INSERT INTO first_v (id, ssn) VALUES (1, 'first-not-stored'); CREATE INDEX visits_first_idx ON visits (id)")
+	refusedWith(t, err, "55000")
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored through the view", n)
+	}
+}

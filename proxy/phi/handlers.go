@@ -124,8 +124,13 @@ func (s *session) handleQuery(msg []byte) error {
 	// which the server ignores in COPY mode, or answers when the COPY
 	// failed before reading it, and the proxy cannot tell which. Its plan
 	// was made with a catalog proven current (planFresh), and an older
-	// catalog can only make it fail (its columns are named).
-	if reliesOnCatalog(plan) && (cr == nil || cr.in == nil) && (len(at) == 0 || plan.Statements[0].Kind != rewrite.KindTransaction) {
+	// catalog can only make it fail (its columns are named). A text's
+	// first statement is guarded when it relies on the catalog or may
+	// name a second name (DDL on a policy table followed by statements
+	// passed through); the checks cover the statements after it.
+	first := firstStatement(sent, at)
+	if (cr == nil || cr.in == nil) && (reliesOnCatalog(plan) && (len(at) == 0 || plan.Statements[0].Kind != rewrite.KindTransaction) ||
+		s.db.cat.epochGuards() && guardsText(first)) {
 		if err := s.guard(); err != nil {
 			return err
 		}
