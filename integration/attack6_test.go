@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -184,5 +186,37 @@ func TestAttack6ShiftJISEscape(t *testing.T) {
 	text = "SELECT E'さ\\' AS a; SELECT 2 AS b; SELECT '-- ' AS c"
 	if want, got := runText(t, d.PgConn(), text), runText(t, conn.PgConn(), text); !reflect.DeepEqual(got, want) {
 		t.Errorf("%s:\n got %+v\nwant %+v", text, got, want)
+	}
+}
+
+// COPY FROM STDIN in a text of several statements, while the client
+// takes as long as it likes to send the data and another connection
+// creates a view: on the policy table such a text is refused; on another
+// table the check after the COPY (counted by its CommandComplete) refuses
+// the statement that names the view.
+func TestAttack6CopyThenStatement(t *testing.T) {
+	env := attackAliasEnv(t, "attack6_copy", "CREATE TABLE notes (a int, b text)")
+	ctx := context.Background()
+	conn := env.conn(t)
+	_, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("1\tcopy-row\n"), "COPY visits (id, ssn) FROM STDIN; SELECT 1")
+	refusedWith(t, err, "0A000", "only statement")
+
+	const after = "copy-after-not-stored"
+	r, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.PgConn().CopyFrom(ctx, r, "COPY notes FROM STDIN; INSERT INTO copy_v (id, ssn) VALUES (2, '"+after+"')")
+		done <- err
+	}()
+	if _, err := w.Write([]byte("1\tnote\n")); err != nil {
+		t.Fatalf("the COPY did not start: %v", err)
+	}
+	if _, err := env.direct(t).Exec(ctx, "CREATE VIEW copy_v AS SELECT * FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	refusedWith(t, <-done, "55000")
+	if plaintextStored(t, env, after) {
+		t.Error("plaintext stored through the view")
 	}
 }
