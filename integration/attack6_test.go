@@ -220,3 +220,41 @@ func TestAttack6CopyThenStatement(t *testing.T) {
 		t.Error("plaintext stored through the view")
 	}
 }
+
+// Finding 5 (by a client that means it). phiproxy.epoch_own is a setting
+// like any other: a client that read the epoch another connection's view
+// moved to can note that move as its own (SET phiproxy.epoch_own =
+// '<old>><new>;' in front of its statement, in one text), and the check
+// then accepts it: a value
+// written through the view is stored in plaintext.
+//
+// Left alone: such a client can as well write the value into any table
+// the policy does not govern; what it defeats is the proxy's protection
+// against mistakes, not a boundary the threat model draws. A setting
+// only the trigger's owner may change needs an extension (a GUC of
+// PGC_SUSET); a table of notes costs each DDL a write.
+func TestAttack6ForgedOwnChanges(t *testing.T) {
+	t.Skip("finding 5: a client that sets phiproxy.epoch_own to another connection's epoch change has the guard accept it")
+	env := attackAliasEnv(t, "attack6_forge")
+	ctx := context.Background()
+	conn := env.conn(t)
+	direct := env.direct(t)
+	var before, after string
+	if err := direct.QueryRow(ctx, "SELECT phiproxy.catalog_epoch()").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil { // the session reads the catalog
+		t.Fatal(err)
+	}
+	if _, err := direct.Exec(ctx, "CREATE VIEW forge_v AS SELECT * FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	if err := direct.QueryRow(ctx, "SELECT phiproxy.catalog_epoch()").Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	const value = "forged-not-stored"
+	_, err := conn.Exec(ctx, "SET phiproxy.epoch_own = '"+before+">"+after+";'; INSERT INTO forge_v (id, ssn) VALUES (1, '"+value+"')")
+	if err == nil || plaintextStored(t, env, value) {
+		t.Errorf("stored through the view (%v)", err)
+	}
+}
