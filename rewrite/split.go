@@ -67,25 +67,59 @@ func Separators(dst []int, src string, toks []Token) []int {
 	return dst
 }
 
-// CheckSeparators compares seps, Separators of src, with where
-// PostgreSQL's parser (pg_query) starts src's statements after the first:
-// right after a semicolon of seps, in order. It fails when they differ. A
-// text that does not parse passes: the server refuses it as a whole too,
-// before running any of it.
-func CheckSeparators(src string, seps []int) error {
-	tree, err := pg.Parse(src)
-	if err != nil || len(seps) == 0 && len(tree.Stmts) <= 1 {
-		return nil
+// CheckSeparators compares seps, Separators of src read under client
+// encoding enc, with where PostgreSQL's parser (pg_query) starts src's
+// statements after the first: right after a semicolon of seps, in order.
+// It fails when they differ, and must be asked whatever the lexer found:
+// a text in which the lexer found no separator may hold several
+// statements. A text that does not parse passes (bare nil): the server
+// refuses it as a whole too, before running any of it.
+//
+// bare says, for each statement of a text that parses, whether it is one
+// that PostgreSQL runs without taking a snapshot and that reads or writes
+// no relation's rows (transaction control, SET, SHOW, LOCK, SET
+// CONSTRAINTS; PlannedStmtRequiresSnapshot in pquery.c): a statement of
+// the proxy's in front of it would take the transaction's snapshot first,
+// after which PostgreSQL refuses SET TRANSACTION ISOLATION LEVEL, and it
+// needs no check of the catalog.
+func CheckSeparators(src string, seps []int, enc Encoding) (bare []bool, err error) {
+	// The server parses the text converted to UTF-8; the shadow has its
+	// characters at the same offsets (shadowOf).
+	shadow, err := checkText(src, enc)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := pg.Parse(shadow)
+	if err != nil {
+		return nil, nil
+	}
+	if len(seps) == 0 && len(tree.Stmts) <= 1 {
+		return []bool{len(tree.Stmts) == 1 && bareStatement(tree.Stmts[0].Stmt)}, nil
 	}
 	if len(tree.Stmts) != len(seps)+1 {
-		return fmt.Errorf("%d statements, the lexer found %d", len(tree.Stmts), len(seps)+1)
+		return nil, fmt.Errorf("%d statements, the lexer found %d", len(tree.Stmts), len(seps)+1)
 	}
 	for i, raw := range tree.Stmts[1:] {
 		if int(raw.StmtLocation) != seps[i]+1 {
-			return fmt.Errorf("statement %d starts at byte %d, the lexer's after byte %d", i+2, raw.StmtLocation, seps[i])
+			return nil, fmt.Errorf("statement %d starts at byte %d, the lexer's after byte %d", i+2, raw.StmtLocation, seps[i])
 		}
 	}
-	return nil
+	bare = make([]bool, len(tree.Stmts))
+	for i, raw := range tree.Stmts {
+		bare[i] = bareStatement(raw.Stmt)
+	}
+	return bare, nil
+}
+
+// bareStatement reports whether PostgreSQL runs n without a snapshot and
+// reads or writes no relation's rows with it.
+func bareStatement(n *pg.Node) bool {
+	switch n.GetNode().(type) {
+	case *pg.Node_TransactionStmt, *pg.Node_VariableSetStmt, *pg.Node_VariableShowStmt,
+		*pg.Node_LockStmt, *pg.Node_ConstraintsSetStmt:
+		return true
+	}
+	return false
 }
 
 // Parses reports whether pg_query parses src.

@@ -43,7 +43,7 @@ func TestSeparators(t *testing.T) {
 			t.Errorf("%q: got %v, want %v", tc.src, got, tc.want)
 		}
 		if tc.src != "begin atomic; select 1" {
-			if err := CheckSeparators(tc.src, got); err != nil {
+			if _, err := CheckSeparators(tc.src, got, EncodingUTF8); err != nil {
 				t.Errorf("%q: %v", tc.src, err)
 			}
 		}
@@ -51,14 +51,57 @@ func TestSeparators(t *testing.T) {
 }
 
 func TestCheckSeparatorsDisagrees(t *testing.T) {
-	if err := CheckSeparators("SELECT 1; SELECT 2", []int{3}); err == nil {
-		t.Error("a wrong separator passed")
+	for _, tc := range []struct {
+		src  string
+		seps []int
+	}{
+		{"SELECT 1; SELECT 2", []int{3}},
+		{"SELECT 1; SELECT 2", nil},
+		// A column begin with the label atomic is no body: the lexer
+		// finds no separator, the parser two statements.
+		{"SELECT begin atomic FROM (SELECT 1 AS begin) s; SELECT 2", nil},
+	} {
+		if _, err := CheckSeparators(tc.src, tc.seps, EncodingUTF8); err == nil {
+			t.Errorf("%q, %v: passed", tc.src, tc.seps)
+		}
 	}
-	if err := CheckSeparators("SELECT 1; SELECT 2", nil); err == nil {
-		t.Error("a missing separator passed")
+	if bare, err := CheckSeparators("SELECT 1; SELEC 2", []int{8}, EncodingUTF8); err != nil || bare != nil {
+		t.Errorf("a text that does not parse: %v, %v", bare, err)
 	}
-	if err := CheckSeparators("SELECT 1; SELEC 2", []int{8}); err != nil {
-		t.Errorf("a text that does not parse: %v", err)
+}
+
+// The statements a check in front of would take the snapshot of, and
+// that need none.
+func TestCheckSeparatorsBare(t *testing.T) {
+	src := "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; LOCK TABLE t; SHOW x; SET CONSTRAINTS ALL DEFERRED; SELECT 1; SAVEPOINT a; INSERT INTO t VALUES (1); COMMIT"
+	seps, _ := separatorsOf(t, src)
+	bare, err := CheckSeparators(src, seps, EncodingUTF8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, true, true, true, true, false, true, false, true}; !slices.Equal(bare, want) {
+		t.Errorf("got %v, want %v", bare, want)
+	}
+}
+
+// In SJIS the UTF-8 bytes of さ then a backslash are a kanji and 表
+// (0x95 0x5C): the lexer under SJIS and the parser of the text the server
+// reads agree on three statements.
+func TestCheckSeparatorsShiftJIS(t *testing.T) {
+	src := "SELECT E'さ\\'; SELECT 2; SELECT '-- '"
+	toks, err := Lex(nil, src, LexOptions{Encoding: EncodingSJIS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seps := Separators(nil, src, toks)
+	if len(seps) != 2 {
+		t.Fatalf("separators %v", seps)
+	}
+	if _, err := CheckSeparators(src, seps, EncodingSJIS); err != nil {
+		t.Error(err)
+	}
+	if _, err := CheckSeparators(src, seps, EncodingUTF8); err == nil {
+		t.Error("read as UTF-8, the text holds one statement")
 	}
 }
 
@@ -79,7 +122,7 @@ func FuzzSeparators(f *testing.F) {
 		if !ok {
 			return
 		}
-		if err := CheckSeparators(src, seps); err != nil {
+		if _, err := CheckSeparators(src, seps, EncodingUTF8); err != nil {
 			t.Errorf("%q: %v", src, err)
 		}
 	})

@@ -52,25 +52,25 @@ func (s *session) handleQuery(msg []byte) error {
 	if err == nil && readFirst && plan.Passthrough && !s.readFirst {
 		err = errReadFirstBusy
 	}
-	checked, at := sql, []int(nil)
+	in := inlined{text: sql, first: sql}
 	if err == nil && plan.Passthrough && (readFirst || s.needsGuard(plan, sql)) {
-		checked, at, err = s.withChecks(sql)
+		in, err = s.withChecks(sql)
 	}
 	if err == nil && plan.Passthrough {
 		// Rows are still decrypted by where PostgreSQL says their columns
 		// come from: FETCH from a cursor over a policy table names none.
 		s.eng.metrics.passthrough.Inc()
 		s.applyCursors(cursors, s.db)
-		guard := !readFirst && s.needsGuard(plan, firstStatement(sql, at)) && !s.guarded
+		guard := !readFirst && !in.bareFirst && s.needsGuard(plan, in.first) && !s.guarded
 		if guard {
 			if err := s.guard(); err != nil {
 				return err
 			}
 		}
 		resp := s.queryResult(plan)
-		if len(at) > 0 {
-			resp = positioned(resp, sentPosition{}.inserted(sql, sql, checked, at, len(s.db.checkSQL)+1), len(at))
-			if msg, err = (&pgproto3.Query{String: checked}).Encode(s.buf[:0]); err != nil {
+		if len(in.at) > 0 {
+			resp = positioned(resp, sentPosition{}.inserted(sql, sql, in.text, in.at, len(s.db.checkSQL)+1), in.own)
+			if msg, err = (&pgproto3.Query{String: in.text}).Encode(s.buf[:0]); err != nil {
 				return err
 			}
 			s.buf = msg
@@ -96,17 +96,17 @@ func (s *session) handleQuery(msg []byte) error {
 		sent = string(text)
 		err = s.checkSent(sent)
 	}
-	checked, at = sent, nil
+	in = inlined{text: sent, first: sent}
 	if err == nil && plan.Copy == nil {
 		// Its DDL and passed-through statements too may be followed by
 		// statements that name a second name created meanwhile.
-		checked, at, err = s.withChecks(sent)
+		in, err = s.withChecks(sent)
 	}
 	if err != nil {
 		return s.raiseQuery(err)
 	}
 	s.countMarks(rd.marks)
-	out, err := (&pgproto3.Query{String: checked}).Encode(text[len(text):])
+	out, err := (&pgproto3.Query{String: in.text}).Encode(text[len(text):])
 	if err != nil {
 		return err
 	}
@@ -128,9 +128,7 @@ func (s *session) handleQuery(msg []byte) error {
 	// first statement is guarded when it relies on the catalog or may
 	// name a second name (DDL on a policy table followed by statements
 	// passed through); the checks cover the statements after it.
-	first := firstStatement(sent, at)
-	if (cr == nil || cr.in == nil) && (reliesOnCatalog(plan) && (len(at) == 0 || plan.Statements[0].Kind != rewrite.KindTransaction) ||
-		s.db.cat.epochGuards() && guardsText(first)) {
+	if (cr == nil || cr.in == nil) && !in.bareFirst && (reliesOnCatalog(plan) || s.db.cat.epochGuards() && guardsText(in.first)) {
 		if err := s.guard(); err != nil {
 			return err
 		}
@@ -156,7 +154,7 @@ func (s *session) handleQuery(msg []byte) error {
 			// reused by the session's next text.
 			pos.runs = slices.Clone(pos.runs)
 		}
-		resp = positioned(resp, pos.inserted(sql, sent, checked, at, len(s.db.checkSQL)+1), len(at))
+		resp = positioned(resp, pos.inserted(sql, sent, in.text, in.at, len(s.db.checkSQL)+1), in.own)
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err

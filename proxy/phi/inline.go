@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -29,8 +30,12 @@ import (
 // relations the session read and no second name changed but by the
 // session's own DDL (policy.EpochDDL). The failure ends the Query there;
 // the client gets ErrCatalogChanged. Its answers reach no one
-// (proxy.OwnStatements): statement n of the text sent is the proxy's when
-// n is odd.
+// (proxy.OwnStatements: inlined.own are the statements of the text sent
+// that are the proxy's). Statements that PostgreSQL runs without a
+// snapshot and that reach no row (BEGIN, SET, SHOW, LOCK …) get none:
+// a check would take the snapshot before SET TRANSACTION ISOLATION LEVEL.
+// The boundaries are the lexer's, read in the session's client_encoding,
+// compared with the parser's on every text of several statements.
 
 // checkQuery is the check statement for cat, "" when the database has no
 // epoch (without it nothing can be checked, and passed-through texts are
@@ -58,72 +63,125 @@ func checkQuery(pol *policy.Policy, cat *catalog) string {
 var errSplit error = &refusal{pgerrcode.FeatureNotSupported, "catalog",
 	"phiproxy could not tell where the statements of this text start, which it must to check the catalog in front of each: send them one per query"}
 
+// inlined is a simple Query's text with the catalog checks in it.
+type inlined struct {
+	// text is the text to send.
+	text string
+	// at are the offsets in the client's text where checks went.
+	at []int
+	// own are the statements of text (0-based, in order) that are
+	// checks (proxy.OwnStatements).
+	own []int
+	// first is the client's text up to the end of its first statement,
+	// the only one that needs the guard in front of the text; bareFirst,
+	// that it needs none (rewrite.CheckSeparators): a text that starts
+	// with BEGIN ISOLATION LEVEL … must get nothing in front, which
+	// would take the transaction's snapshot first.
+	first     string
+	bareFirst bool
+}
+
 // withChecks returns text with the catalog check in front of each of its
-// statements after the first, the offsets in text where the checks went,
-// and how many; text unchanged when it holds one statement or the
-// database has no epoch.
-func (s *session) withChecks(text string) (string, []int, error) {
+// statements after the first that may read or write a relation's rows;
+// text unchanged when it holds one statement or the database has no
+// epoch. No check goes in front of transaction control, SET, SHOW, LOCK
+// and SET CONSTRAINTS, which PostgreSQL runs without a snapshot (a check
+// would take the transaction's snapshot before SET TRANSACTION ISOLATION
+// LEVEL) and which reach no row: the next statement that may is checked.
+func (s *session) withChecks(text string) (inlined, error) {
+	in := inlined{text: text, first: text}
 	check := s.db.checkSQL
 	if check == "" || s.eng.noGuard || !strings.Contains(strings.TrimRight(text, " \t\r\n\f;"), ";") {
-		return text, nil, nil
+		return in, nil
 	}
-	known := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}
+	enc, err := s.textEncoding(text)
+	if err != nil {
+		return in, err
+	}
+	known := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load(), Encoding: enc}
 	toks, err := rewrite.Lex(s.toks[:0], text, known)
 	s.toks = toks[:0]
 	if err != nil {
-		if !known.StandardStringsOff && rewrite.Parses(text) {
-			return "", nil, errSplit // the lexer and the parser disagree
+		if enc == rewrite.EncodingUTF8 && !known.StandardStringsOff && !rewrite.Parses(text) {
+			return in, nil // the server refuses it before running any of it
 		}
-		return text, nil, nil // the server refuses it before running any of it
+		return in, errSplit
 	}
+	// The parser is asked even when the lexer found no separator: its
+	// BEGIN ATOMIC rule reads words, which a column begin with the label
+	// atomic spells too.
 	seps := rewrite.Separators(nil, text, toks)
-	if len(seps) == 0 {
-		return text, nil, nil
-	}
-	if err := rewrite.CheckSeparators(text, seps); err != nil {
+	bare, err := rewrite.CheckSeparators(text, seps, enc)
+	if err != nil {
 		s.c.Logger().Warn("statement boundaries disagree with the parser; text refused", "error", err.Error())
-		return "", nil, errSplit
+		return in, errSplit
 	}
 	// Under the other standard_conforming_strings ('\'' ends a literal
 	// or not), which the session may have without the proxy knowing yet
 	// (checkSent), the boundaries must be the same, or the server must
 	// refuse the text.
 	if strings.IndexByte(text, '\\') >= 0 {
-		toks, err := rewrite.Lex(s.toks[:0], text, rewrite.LexOptions{StandardStringsOff: !known.StandardStringsOff})
+		other := known
+		other.StandardStringsOff = !known.StandardStringsOff
+		toks, err := rewrite.Lex(s.toks[:0], text, other)
 		s.toks = toks[:0]
 		if err == nil && !slices.Equal(rewrite.Separators(nil, text, toks), seps) {
-			return "", nil, errBackslashLiteral
+			return in, errBackslashLiteral
 		}
 	}
+	if len(seps) == 0 {
+		return in, nil
+	}
+	in.first = text[:seps[0]]
+	in.bareFirst = len(bare) > 0 && bare[0]
 	var b strings.Builder
 	b.Grow(len(text) + len(seps)*(len(check)+1))
-	at := make([]int, len(seps))
 	from := 0
 	for i, sep := range seps {
-		at[i] = sep + 1
-		b.WriteString(text[from:at[i]])
+		if bare != nil && bare[i+1] {
+			continue // (a text that does not parse has no bare statements: the server runs none of it)
+		}
+		in.at = append(in.at, sep+1)
+		in.own = append(in.own, i+1+len(in.own))
+		b.WriteString(text[from : sep+1])
 		b.WriteString(check)
 		b.WriteByte(';')
-		from = at[i]
+		from = sep + 1
+	}
+	if len(in.at) == 0 {
+		return in, nil
 	}
 	b.WriteString(text[from:])
-	return b.String(), at, nil
+	in.text = b.String()
+	return in, nil
 }
 
-// firstStatement is the first statement of text, whose statements after it
-// have checks at (withChecks): only it needs the guard in front of the
-// text. A text that starts with BEGIN ISOLATION LEVEL … must get nothing
-// in front, which would take the transaction's snapshot first.
-func firstStatement(text string, at []int) string {
-	if len(at) == 0 {
-		return text
+// textEncoding is the client encoding the server will read text in: a
+// text in ASCII reads the same in each. Otherwise the encoding the server
+// reported last, which is the one it will read text in only when nothing
+// is in flight (a statement before it may change client_encoding).
+func (s *session) textEncoding(text string) (rewrite.Encoding, error) {
+	for i := 0; i < len(text); i++ {
+		if text[i] >= utf8.RuneSelf {
+			if idle, _ := s.idle(); !idle {
+				return 0, errSettingsInFlight
+			}
+			enc := s.encoding.Load()
+			if enc < 0 || !rewrite.Encoding(enc).Exact() {
+				return 0, errSplit
+			}
+			return rewrite.Encoding(enc), nil
+		}
 	}
-	return text[:at[0]-1]
+	return rewrite.EncodingUTF8, nil
 }
 
-// Own implements proxy.OwnStatements: a simple Query's checks
-// (result.checks of them) are the odd statements of its text.
-func (r *result) Own(n int) bool { return n%2 == 1 && n < 2*r.checks }
+// Own implements proxy.OwnStatements: a simple Query's checks are the
+// statements result.own of its text.
+func (r *result) Own(n int) bool {
+	_, found := slices.BinarySearch(r.own, n)
+	return found
+}
 
 // OwnErrorResponse implements proxy.OwnStatements: a check that failed is
 // the catalog changed; another error of it (a cancel) is the client's.

@@ -51,7 +51,7 @@ func TestInsertedPositions(t *testing.T) {
 }
 
 func TestOwnStatements(t *testing.T) {
-	r := &result{checks: 2} // s0 c s1 c s2
+	r := &result{own: []int{1, 3}} // s0 c s1 c s2
 	for n, want := range []bool{false, true, false, true, false, false} {
 		if got := r.Own(n); got != want {
 			t.Errorf("Own(%d) = %v", n, got)

@@ -166,13 +166,13 @@ func (a parseAnswer) ErrorResponse(dst, msg []byte) []byte { return a.pos.errorR
 // positioned has resp, a simple Query's result, tell its errors in the
 // client's text through m, and hide the answers of the checks the proxy
 // put in the text (inline.go). clientToServer, before the Query goes.
-func positioned(resp proxy.Responder, m sentPosition, checks int) proxy.Responder {
+func positioned(resp proxy.Responder, m sentPosition, own []int) proxy.Responder {
 	r, ok := resp.(*result)
 	if a, isAudited := resp.(*audited); isAudited {
 		r, ok = a.result, true
 	}
 	if ok {
-		r.pos, r.checks = m, checks
+		r.pos, r.own = m, own
 	}
 	return resp
 }

@@ -44,9 +44,10 @@ type result struct {
 	t     *resultTransform
 	ready bool
 
-	// checks is the number of catalog checks the proxy put in a simple
-	// Query's text (inline.go). Set by clientToServer before the Query goes.
-	checks int
+	// own are the statements of a simple Query's text that are the
+	// proxy's catalog checks (inline.go), in order. Set by clientToServer
+	// before the Query goes.
+	own []int
 
 	// pos maps the positions of errors in a rewritten simple Query back
 	// to the client's text (position.go); zero when it was not

@@ -113,6 +113,9 @@ type session struct {
 	// multibyte characters may hold bytes that are ASCII (a backslash),
 	// as PostgreSQL's client-only encodings may (copyout.go).
 	embedsASCII atomic.Bool
+	// encoding is the client_encoding the server reported, a
+	// rewrite.Encoding, or -1 for one the lexer does not know.
+	encoding atomic.Int32
 	// settings are DateStyle and TimeZone as the server last reported
 	// them. Written by serverToClient (or newSession), read by both.
 	settings atomic.Pointer[sessionSettings]
@@ -267,6 +270,12 @@ func (s *session) ParameterStatus(name, value string) {
 	case "client_encoding":
 		s.nonUTF8.Store(value != "UTF8")
 		s.embedsASCII.Store(encodingEmbedsASCII(value))
+		enc, ok := rewrite.EncodingByName(value)
+		if !ok {
+			s.encoding.Store(-1)
+		} else {
+			s.encoding.Store(int32(enc))
+		}
 	case "DateStyle", "TimeZone":
 		s.settings.Store(s.settings.Load().withSetting(name, value))
 	}
