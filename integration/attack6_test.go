@@ -129,15 +129,10 @@ func TestAttack6SetTransactionAfterBegin(t *testing.T) {
 	}
 }
 
-// Finding 4 (claim 3). RESET ALL in the text forgets the session's own
-// epoch changes (a setting like any other): the check after it refuses
-// the text's own view.
-//
-// Left alone: a refusal, fail closed, of a text rarely sent. The notes
-// could live where RESET ALL does not reach only in a table, whose
-// writes would cost every DDL statement a write.
+// Finding 4 (claim 3). RESET ALL in the text forgot the session's own
+// epoch changes (then a setting like any other): the check after it
+// refused the text's own view. They are rows of a table now.
 func TestAttack6ResetAllAfterOwnDDL(t *testing.T) {
-	t.Skip("finding 4: RESET ALL (or SET phiproxy.epoch_own TO DEFAULT) in a text after DDL of its own makes the next check refuse the text (55000); sent directly it runs")
 	env := attackAliasEnv(t, "attack6_reset")
 	proxied, direct := env.conn(t).PgConn(), env.direct(t).PgConn()
 	for _, text := range []string{
@@ -221,20 +216,14 @@ func TestAttack6CopyThenStatement(t *testing.T) {
 	}
 }
 
-// Finding 5 (by a client that means it). phiproxy.epoch_own is a setting
-// like any other: a client that read the epoch another connection's view
-// moved to can note that move as its own (SET phiproxy.epoch_own =
-// '<old>><new>;' in front of its statement, in one text), and the check
-// then accepts it: a value
-// written through the view is stored in plaintext.
-//
-// Left alone: such a client can as well write the value into any table
-// the policy does not govern; what it defeats is the proxy's protection
-// against mistakes, not a boundary the threat model draws. A setting
-// only the trigger's owner may change needs an extension (a GUC of
-// PGC_SUSET); a table of notes costs each DDL a write.
+// Finding 5 (by a client that means it). The session's own epoch changes
+// were noted in a setting, phiproxy.epoch_own, which any client may set:
+// one that read the epoch another connection's view moved to could note
+// that move as its own (SET phiproxy.epoch_own = '<old>><new>;' in front
+// of its statement, in one text), and the check accepted it: a value
+// written through the view was stored in plaintext. The notes are now
+// rows of phiproxy.epoch_own, a table only the trigger's owner writes.
 func TestAttack6ForgedOwnChanges(t *testing.T) {
-	t.Skip("finding 5: a client that sets phiproxy.epoch_own to another connection's epoch change has the guard accept it")
 	env := attackAliasEnv(t, "attack6_forge")
 	ctx := context.Background()
 	conn := env.conn(t)
@@ -254,7 +243,13 @@ func TestAttack6ForgedOwnChanges(t *testing.T) {
 	}
 	const value = "forged-not-stored"
 	_, err := conn.Exec(ctx, "SET phiproxy.epoch_own = '"+before+">"+after+";'; INSERT INTO forge_v (id, ssn) VALUES (1, '"+value+"')")
-	if err == nil || plaintextStored(t, env, value) {
-		t.Errorf("stored through the view (%v)", err)
+	refusedWith(t, err, "55000")
+	_, err = conn.Exec(ctx, "INSERT INTO phiproxy.epoch_own (pid, started, old, new) SELECT pg_backend_pid(), backend_start, '"+before+"', '"+after+
+		"' FROM pg_stat_activity WHERE pid = pg_backend_pid(); INSERT INTO forge_v (id, ssn) VALUES (1, '"+value+"')")
+	if err == nil {
+		t.Error("the client noted a change as its own")
+	}
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored through the view")
 	}
 }

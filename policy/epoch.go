@@ -71,36 +71,38 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // phiproxy.catalog_epoch() is DDL too and runs the trigger once more, which
 // then finds the hash unchanged.
 //
-// Each change is also noted in the session that made it, in the setting
-// phiproxy.epoch_own ("<old>><new>;", the last few kB; reverted with the
-// transaction that made it): phiproxy.catalog_check accepts an epoch that
-// the session's own DDL alone moved on from the one it read, so that a text
-// of several statements can check the catalog in front of each of them
-// and still hold DDL of its own.
+// Each change is also noted, with the session that made it, in the table
+// phiproxy.epoch_own, which only the trigger's owner may write (a row goes
+// with the transaction that made it; a session's rows from a process of
+// the same PID before it are removed): phiproxy.catalog_check accepts an
+// epoch that the session's own DDL alone moved on from the one it read, so
+// that a text of several statements can check the catalog in front of
+// each of them and still hold DDL of its own. DDL that changes the epoch
+// is rare (it makes or drops second names), so is the write.
 const epochTriggerBody = `
 DECLARE
   h pg_catalog.text;
   o pg_catalog.text := ` + EpochFunction + `;
+  me pg_catalog.timestamptz := (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid());
 BEGIN
   ` + epochGraphSQL + ` INTO h;
   IF h IS DISTINCT FROM o THEN
     EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
                    pg_catalog.format('SELECT %L::text', h));
-    PERFORM pg_catalog.set_config('` + epochOwnSetting + `',
-      pg_catalog.right(coalesce(pg_catalog.current_setting('` + epochOwnSetting + `', true), '') || o || '>' || h || ';', 8192), false);
+    DELETE FROM ` + epochOwnTable + ` WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND started IS DISTINCT FROM me;
+    INSERT INTO ` + epochOwnTable + ` (pid, started, old, new) VALUES (pg_catalog.pg_backend_pid(), me, o, h);
   END IF;
 END
 `
 
-// epochOwnSetting is the setting where a session's own epoch changes are
-// noted.
-const epochOwnSetting = "phiproxy.epoch_own"
+// epochOwnTable is where sessions' own epoch changes are noted.
+const epochOwnTable = `"phiproxy"."epoch_own"`
 
 // catalogCheckBody is the body of phiproxy.catalog_check(epoch, tables,
 // oids): it fails with SQLSTATE PXCAT (CheckFailed) unless each of tables
 // (schema-qualified, quoted names) is still the relation of the OID at
 // the same place (NULL: still missing) and the epoch is the one given or
-// one that the session's own DDL moved on from it (epochOwnSetting). It
+// one that the session's own DDL moved on from it (epochOwnTable). It
 // takes in other sessions' catalog changes first (catalog_sync), which
 // also invalidates its cached plan of the epoch when the function was
 // replaced. The proxy puts it in front of each statement of a simple
@@ -111,7 +113,7 @@ const catalogCheckBody = `
 DECLARE
   e pg_catalog.text;
   cur pg_catalog.text := epoch;
-  step pg_catalog.text;
+  step record;
 BEGIN
   PERFORM "phiproxy"."catalog_sync"();
   FOR i IN 1 .. coalesce(pg_catalog.array_length(tables, 1), 0) LOOP
@@ -121,9 +123,12 @@ BEGIN
   END LOOP;
   e := ` + EpochFunction + `;
   IF e IS DISTINCT FROM epoch THEN
-    FOREACH step IN ARRAY pg_catalog.string_to_array(coalesce(pg_catalog.current_setting('` + epochOwnSetting + `', true), ''), ';') LOOP
-      IF pg_catalog.split_part(step, '>', 1) = cur THEN
-        cur := pg_catalog.split_part(step, '>', 2);
+    FOR step IN SELECT w.old, w.new FROM ` + epochOwnTable + ` w
+                 WHERE w.pid = pg_catalog.pg_backend_pid()
+                   AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
+                 ORDER BY w.n LOOP
+      IF step.old = cur THEN
+        cur := step.new;
       END IF;
     END LOOP;
     IF cur IS DISTINCT FROM e THEN
@@ -193,6 +198,13 @@ func EpochDDL() []string {
 		`GRANT USAGE ON SCHEMA "phiproxy" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$SELECT ''::text$$;`,
 		`ALTER FUNCTION ` + EpochFunction + ` OWNER TO CURRENT_USER;`,
+		// Rows of an earlier installation (or a table made by someone
+		// else, with grants of theirs) go: a session's own changes are
+		// noted only by the trigger.
+		`DROP TABLE IF EXISTS ` + epochOwnTable + `;`,
+		`CREATE TABLE ` + epochOwnTable + ` (n bigint GENERATED ALWAYS AS IDENTITY, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL);`,
+		`REVOKE ALL ON ` + epochOwnTable + ` FROM PUBLIC;`,
+		`GRANT SELECT ON ` + epochOwnTable + ` TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
 		`ALTER FUNCTION "phiproxy"."catalog_changed"() OWNER TO CURRENT_USER;`,
 		`REVOKE ALL ON FUNCTION "phiproxy"."catalog_changed"() FROM PUBLIC;`,
@@ -230,6 +242,9 @@ var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg
 	` AND pg_catalog.md5(p.prosrc) = '` + EpochTriggerSourceMD5 + `'` +
 	` AND p.proconfig OPERATOR(pg_catalog.=) ARRAY['search_path=pg_catalog, pg_temp']::pg_catalog.text[]` +
 	` AND p.proowner = e.evtowner AND n.nspowner = e.evtowner` +
+	` AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relname = 'epoch_own' AND c.relowner = e.evtowner` +
+	` AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) x` +
+	` WHERE x.grantee <> c.relowner AND x.privilege_type <> 'SELECT'))` +
 	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid` +
 	` AND (q.pronargs = 0 AND q.proname IN ('catalog_epoch', 'catalog_sync') OR q.pronargs = 3 AND q.proname = 'catalog_check' AND pg_catalog.md5(q.prosrc) = '` + checkSourceMD5 + `')` +
 	` AND q.proowner = e.evtowner) = 3) = 2)::pg_catalog.text`
