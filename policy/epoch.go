@@ -112,8 +112,8 @@ const epochOwnTable = `"phiproxy"."epoch_own"`
 const catalogCheckBody = `
 DECLARE
   e pg_catalog.text;
-  cur pg_catalog.text := epoch;
-  step record;
+  reached pg_catalog.text[] := ARRAY[epoch];
+  more pg_catalog.text[];
 BEGIN
   PERFORM "phiproxy"."catalog_sync"();
   FOR i IN 1 .. coalesce(pg_catalog.array_length(tables, 1), 0) LOOP
@@ -123,15 +123,16 @@ BEGIN
   END LOOP;
   e := ` + EpochFunction + `;
   IF e IS DISTINCT FROM epoch THEN
-    FOR step IN SELECT w.old, w.new FROM ` + epochOwnTable + ` w
-                 WHERE w.pid = pg_catalog.pg_backend_pid()
-                   AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
-                 ORDER BY w.n LOOP
-      IF step.old = cur THEN
-        cur := step.new;
-      END IF;
+    -- The epochs the session's own changes reach from the one read.
+    LOOP
+      more := ARRAY(SELECT DISTINCT w.new FROM ` + epochOwnTable + ` w
+                     WHERE w.pid = pg_catalog.pg_backend_pid()
+                       AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
+                       AND w.old = ANY (reached) AND NOT w.new = ANY (reached));
+      EXIT WHEN pg_catalog.cardinality(more) = 0;
+      reached := reached || more;
     END LOOP;
-    IF cur IS DISTINCT FROM e THEN
+    IF NOT e = ANY (reached) THEN
       RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: second names changed';
     END IF;
   END IF;
@@ -202,7 +203,7 @@ func EpochDDL() []string {
 		// else, with grants of theirs) go: a session's own changes are
 		// noted only by the trigger.
 		`DROP TABLE IF EXISTS ` + epochOwnTable + `;`,
-		`CREATE TABLE ` + epochOwnTable + ` (n bigint GENERATED ALWAYS AS IDENTITY, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL);`,
+		`CREATE TABLE ` + epochOwnTable + ` (pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL);`,
 		`REVOKE ALL ON ` + epochOwnTable + ` FROM PUBLIC;`,
 		`GRANT SELECT ON ` + epochOwnTable + ` TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
