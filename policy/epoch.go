@@ -78,19 +78,42 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // epoch that the session's own DDL alone moved on from the one it read, so
 // that a text of several statements can check the catalog in front of
 // each of them and still hold DDL of its own. DDL that changes the epoch
-// is rare (it makes or drops second names), so is the write.
+// is rare (it makes or drops second names), so is the write. The row,
+// written before the function is replaced, holds the hash the new epoch
+// was made from (graph): the trigger's run for that replacement finds it
+// and changes nothing.
+//
+// The graph is read with the transaction's snapshot, which in a
+// REPEATABLE READ or SERIALIZABLE transaction may predate catalog changes
+// other connections committed since (o, read through the system caches,
+// is the latest epoch; the snapshot's own pg_proc row of the function
+// then says another): its hash is of a graph that may no longer be, and
+// written as the epoch, it would be the hash the graph comes back to
+// later (a view pointed elsewhere and back), which no session would
+// notice. Then the epoch written is one no graph hashes to (the snapshot
+// holds no version of the function's row with the latest epoch; it may
+// hold two, the one it predates and the session's own): every session
+// reads its catalog again, and the next DDL that changes a second name
+// writes the true hash.
 const epochTriggerBody = `
 DECLARE
   h pg_catalog.text;
+  n pg_catalog.text;
   o pg_catalog.text := ` + EpochFunction + `;
   me pg_catalog.timestamptz := (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid());
 BEGIN
   ` + epochGraphSQL + ` INTO h;
-  IF h IS DISTINCT FROM o THEN
-    EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   pg_catalog.format('SELECT %L::text', h));
+  IF h IS DISTINCT FROM o AND NOT EXISTS (SELECT FROM ` + epochOwnTable + ` w WHERE w.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+       AND w.started IS NOT DISTINCT FROM me AND w.new OPERATOR(pg_catalog.=) o AND w.graph OPERATOR(pg_catalog.=) h) THEN
+    n := h;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) '` + EpochFunction + `'::pg_catalog.regprocedure
+                    AND p.prosrc OPERATOR(pg_catalog.=) pg_catalog.format('SELECT %L::text', o)) THEN
+      n := pg_catalog.md5(h OPERATOR(pg_catalog.||) ' stale ' OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::pg_catalog.text);
+    END IF;
     DELETE FROM ` + epochOwnTable + ` WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND started IS DISTINCT FROM me;
-    INSERT INTO ` + epochOwnTable + ` (pid, started, old, new) VALUES (pg_catalog.pg_backend_pid(), me, o, h);
+    INSERT INTO ` + epochOwnTable + ` (pid, started, old, new, graph) VALUES (pg_catalog.pg_backend_pid(), me, o, n, h);
+    EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
+                   pg_catalog.format('SELECT %L::text', n));
   END IF;
 END
 `
@@ -202,7 +225,7 @@ func EpochDDL() []string {
 		// else, with grants of theirs) go: a session's own changes are
 		// noted only by the trigger.
 		`DROP TABLE IF EXISTS ` + epochOwnTable + `;`,
-		`CREATE TABLE ` + epochOwnTable + ` (n bigint GENERATED ALWAYS AS IDENTITY, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL);`,
+		`CREATE TABLE ` + epochOwnTable + ` (n bigint GENERATED ALWAYS AS IDENTITY, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL, graph text);`,
 		`REVOKE ALL ON ` + epochOwnTable + ` FROM PUBLIC;`,
 		`GRANT SELECT ON ` + epochOwnTable + ` TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
