@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // The seventh independent attack on issue 9 (branch attack7): the catalog
@@ -60,4 +61,56 @@ func TestAttack7RepeatableReadStaleHash(t *testing.T) {
 		t.Fatal("plaintext stored through the view")
 	}
 	refusedWith(t, err, "55000")
+}
+
+// Finding 2 (claim 3). Two connections whose DDL both change second names
+// at once: the trigger of the second replaced phiproxy.catalog_epoch()
+// while the first's replacement was not yet committed, waited for it, and
+// then failed with "tuple concurrently updated" (XX000) — the session's
+// own DDL refused, where PostgreSQL runs it. The writers of the epoch now
+// go one at a time, each reading the epoch and the graph once it is its
+// turn.
+func TestAttack7ConcurrentEpochWriters(t *testing.T) {
+	env := attackAliasEnv(t, "attack7_writers")
+	ctx := context.Background()
+	first, conn := env.direct(t), env.conn(t)
+	if _, err := first.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Exec(ctx, "CREATE VIEW first_v AS SELECT 1 AS a"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ctx, "CREATE VIEW second_v AS SELECT 2 AS b")
+		done <- err
+	}()
+	for waiting := 0; waiting == 0; {
+		select {
+		case err := <-done:
+			t.Fatalf("second DDL finished before the first committed: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if err := first.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted AND database IS DISTINCT FROM 0").Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 0 {
+			if err := first.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := first.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("own DDL refused: %v", err)
+	}
+	// Both views are in the epoch: a statement on the policy table runs,
+	// and the proxy knows of both.
+	for _, sql := range []string{"SELECT count(*) FROM visits", "SELECT * FROM first_v", "SELECT * FROM second_v"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Errorf("%s: %v", sql, err)
+		}
+	}
 }
