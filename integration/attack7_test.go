@@ -106,8 +106,12 @@ func TestAttack7ConcurrentEpochWriters(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("own DDL refused: %v", err)
 	}
-	// Both views are in the epoch: a statement on the policy table runs,
-	// and the proxy knows of both.
+	// Both views are in the epoch: a statement on the policy table runs
+	// (once refused, for the other connection's change, when the session
+	// reads its catalog again), and the proxy knows of both.
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		refusedWith(t, err, "55000")
+	}
 	for _, sql := range []string{"SELECT count(*) FROM visits", "SELECT * FROM first_v", "SELECT * FROM second_v"} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Errorf("%s: %v", sql, err)

@@ -83,6 +83,13 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // was made from (graph): the trigger's run for that replacement finds it
 // and changes nothing.
 //
+// The writers of the epoch go one at a time (a lock on epochOwnTable,
+// which only they take, held to the end of their transactions), each
+// reading the epoch and the graph again once it is its turn: a writer
+// that replaced the function while another's replacement was not yet
+// committed would wait for it and then fail ("tuple concurrently
+// updated"), refusing DDL that PostgreSQL runs.
+//
 // The graph is read with the transaction's snapshot, which in a
 // REPEATABLE READ or SERIALIZABLE transaction may predate catalog changes
 // other connections committed since (o, read through the system caches,
@@ -103,6 +110,11 @@ DECLARE
   me pg_catalog.timestamptz := (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid());
 BEGIN
   ` + epochGraphSQL + ` INTO h;
+  IF h IS DISTINCT FROM o THEN
+    LOCK TABLE ` + epochOwnTable + ` IN SHARE ROW EXCLUSIVE MODE;
+    o := ` + EpochFunction + `;
+    ` + epochGraphSQL + ` INTO h;
+  END IF;
   IF h IS DISTINCT FROM o AND NOT EXISTS (SELECT FROM ` + epochOwnTable + ` w WHERE w.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
        AND w.started IS NOT DISTINCT FROM me AND w.new OPERATOR(pg_catalog.=) o AND w.graph OPERATOR(pg_catalog.=) h) THEN
     n := h;
