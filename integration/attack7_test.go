@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -115,6 +116,28 @@ func TestAttack7ConcurrentEpochWriters(t *testing.T) {
 	for _, sql := range []string{"SELECT count(*) FROM visits", "SELECT * FROM first_v", "SELECT * FROM second_v"} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Errorf("%s: %v", sql, err)
+		}
+	}
+}
+
+// Finding 3 (exactness). A text that ends with DEALLOCATE ALL after a
+// statement on the policy table: the guard went out in front of the text
+// (prepared again, since the text drops statements), the text then
+// deallocated it, and the proxy, which had noted the drop before sending
+// the guard, took it for prepared: every next guarded text was refused
+// once (55000, "the session's catalog check was deallocated").
+func TestAttack7DeallocateAfterGuard(t *testing.T) {
+	env := attackAliasEnv(t, "attack7_dealloc")
+	proxied, direct := env.conn(t).PgConn(), env.direct(t).PgConn()
+	for _, text := range []string{
+		"SELECT 1; DEALLOCATE ALL; SELECT count(*) FROM visits",
+		"CREATE TEMP TABLE eo (n int); SELECT 1; SELECT count(*) FROM visits; DROP TABLE eo",
+		"SELECT count(*) FROM visits; DEALLOCATE ALL",
+		"SELECT count(*) FROM visits",
+	} {
+		want, got := runText(t, direct, text), runText(t, proxied, text)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", text, got, want)
 		}
 	}
 }
