@@ -141,3 +141,55 @@ func TestAttack7DeallocateAfterGuard(t *testing.T) {
 		}
 	}
 }
+
+// Finding 4 (leak). catalog_check accepted an epoch reached from the one
+// the session read by any chain of the session's own past changes, however
+// old: a session that pointed view rv from visits to a decoy and back
+// holds the steps (Y→X) and (X→Y); another connection then points rv at
+// the decoy (X), the session reads its catalog (rv no second name), the
+// other connection points rv back at visits (Y) and the check walked X→Y
+// through the session's old step: an INSERT through rv stored its value
+// in plaintext. Only a chain of the session's own steps that is the
+// latest of all epoch writes is accepted now.
+func TestAttack7OldOwnStepsReplayed(t *testing.T) {
+	env := attackAliasEnv(t, "attack7_replay",
+		"CREATE TABLE decoy (id int PRIMARY KEY, ssn text)",
+		"CREATE VIEW rv AS SELECT id, ssn FROM visits")
+	ctx := context.Background()
+	conn, other := env.conn(t), env.direct(t)
+	for _, sql := range []string{
+		"CREATE OR REPLACE VIEW rv AS SELECT id, ssn FROM decoy",
+		"CREATE OR REPLACE VIEW rv AS SELECT id, ssn FROM visits",
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if _, err := other.Exec(ctx, "CREATE OR REPLACE VIEW rv AS SELECT id, ssn FROM decoy"); err != nil {
+		t.Fatal(err)
+	}
+	// The session reads its catalog (once refused for the other
+	// connection's change), in a transaction block that keeps it.
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		refusedWith(t, err, "55000")
+	}
+	for _, sql := range []string{"BEGIN", "SELECT count(*) FROM visits"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if _, err := other.Exec(ctx, "CREATE OR REPLACE VIEW rv AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "replayed-own-steps-not-stored"
+	_, err := conn.Exec(ctx, "INSERT INTO rv (id, ssn) VALUES (1, '"+value+"')")
+	if err == nil {
+		if _, cerr := conn.Exec(ctx, "COMMIT"); cerr != nil {
+			t.Fatal(cerr)
+		}
+	}
+	if plaintextStored(t, env, value) {
+		t.Fatal("plaintext stored through the view")
+	}
+	refusedWith(t, err, "55000")
+}
