@@ -137,7 +137,11 @@ const epochOwnTable = `"phiproxy"."epoch_own"`
 // oids): it fails with SQLSTATE PXCAT (CheckFailed) unless each of tables
 // (schema-qualified, quoted names) is still the relation of the OID at
 // the same place (NULL: still missing) and the epoch is the one given or
-// one that the session's own DDL moved on from it (epochOwnTable). It
+// one that the session's own DDL moved on from it (epochOwnTable): the
+// latest epoch writes of all, walked back from the current epoch, are
+// the session's own and chain back to it. (A chain through older steps
+// of the session's would accept another connection's change back to a
+// graph the session once made: a view pointed elsewhere and back.) It
 // takes in other sessions' catalog changes first (catalog_sync), which
 // also invalidates its cached plan of the epoch when the function was
 // replaced. The proxy puts it in front of each statement of a simple
@@ -158,15 +162,15 @@ BEGIN
   END LOOP;
   e := ` + EpochFunction + `;
   IF e IS DISTINCT FROM epoch THEN
-    FOR step IN SELECT w.old, w.new FROM ` + epochOwnTable + ` w
-                 WHERE w.pid = pg_catalog.pg_backend_pid()
-                   AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
-                 ORDER BY w.n LOOP
-      IF step.old = cur THEN
-        cur := step.new;
-      END IF;
+    cur := e;
+    FOR step IN SELECT w.old, w.new, w.pid = pg_catalog.pg_backend_pid()
+                       AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()) AS mine
+                  FROM ` + epochOwnTable + ` w ORDER BY w.n DESC LOOP
+      EXIT WHEN NOT step.mine OR step.new IS DISTINCT FROM cur;
+      cur := step.old;
+      EXIT WHEN cur = epoch;
     END LOOP;
-    IF cur IS DISTINCT FROM e THEN
+    IF cur IS DISTINCT FROM epoch THEN
       RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: second names changed';
     END IF;
   END IF;
