@@ -193,3 +193,22 @@ func TestAttack7OldOwnStepsReplayed(t *testing.T) {
 	}
 	refusedWith(t, err, "55000")
 }
+
+// Finding 5 (exactness). The trigger numbered the rows of epoch_own with
+// an identity column, whose sequence nextval() then was the session's
+// last: lastval() after the session's own DDL that changed second names
+// failed with 42501 (permission denied for sequence epoch_own_n_seq)
+// where PostgreSQL on the plaintext schema returns the client's own last
+// value. The rows are numbered without a sequence now.
+func TestAttack7LastvalAfterOwnDDL(t *testing.T) {
+	env := attackAliasEnv(t, "attack7_lastval")
+	got := runText(t, env.conn(t).PgConn(), "CREATE TEMP TABLE sq (id serial, a int); INSERT INTO sq (a) VALUES (1), (2); "+
+		"CREATE TEMP VIEW lv AS SELECT 1 AS a; SELECT lastval()")
+	want := []queryAnswer{
+		{Tag: "CREATE TABLE"}, {Tag: "INSERT 0 2"}, {Tag: "CREATE VIEW"},
+		{Fields: []string{"lastval:20"}, Rows: [][]string{{"2"}}, Tag: "SELECT 1"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
