@@ -81,7 +81,9 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // is rare (it makes or drops second names), so is the write. The row,
 // written before the function is replaced, holds the hash the new epoch
 // was made from (graph): the trigger's run for that replacement finds it
-// and changes nothing.
+// and changes nothing. Rows are numbered in the order written (one writer
+// at a time, below) without a sequence: a sequence's nextval() would be
+// the session's lastval(), which the client would then be refused.
 //
 // The writers of the epoch go one at a time (a lock on epochOwnTable,
 // which only they take, held to the end of their transactions), each
@@ -105,7 +107,7 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 const epochTriggerBody = `
 DECLARE
   h pg_catalog.text;
-  n pg_catalog.text;
+  ne pg_catalog.text;
   o pg_catalog.text := ` + EpochFunction + `;
   me pg_catalog.timestamptz := (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid());
 BEGIN
@@ -117,15 +119,16 @@ BEGIN
   END IF;
   IF h IS DISTINCT FROM o AND NOT EXISTS (SELECT FROM ` + epochOwnTable + ` w WHERE w.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
        AND w.started IS NOT DISTINCT FROM me AND w.new OPERATOR(pg_catalog.=) o AND w.graph OPERATOR(pg_catalog.=) h) THEN
-    n := h;
+    ne := h;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) '` + EpochFunction + `'::pg_catalog.regprocedure
                     AND p.prosrc OPERATOR(pg_catalog.=) pg_catalog.format('SELECT %L::text', o)) THEN
-      n := pg_catalog.md5(h OPERATOR(pg_catalog.||) ' stale ' OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::pg_catalog.text);
+      ne := pg_catalog.md5(h OPERATOR(pg_catalog.||) ' stale ' OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::pg_catalog.text);
     END IF;
     DELETE FROM ` + epochOwnTable + ` WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND started IS DISTINCT FROM me;
-    INSERT INTO ` + epochOwnTable + ` (pid, started, old, new, graph) VALUES (pg_catalog.pg_backend_pid(), me, o, n, h);
+    INSERT INTO ` + epochOwnTable + ` (n, pid, started, old, new, graph)
+      VALUES ((SELECT coalesce(pg_catalog.max(w.n), 0) OPERATOR(pg_catalog.+) 1 FROM ` + epochOwnTable + ` w), pg_catalog.pg_backend_pid(), me, o, ne, h);
     EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   pg_catalog.format('SELECT %L::text', n));
+                   pg_catalog.format('SELECT %L::text', ne));
   END IF;
 END
 `
@@ -241,7 +244,7 @@ func EpochDDL() []string {
 		// else, with grants of theirs) go: a session's own changes are
 		// noted only by the trigger.
 		`DROP TABLE IF EXISTS ` + epochOwnTable + `;`,
-		`CREATE TABLE ` + epochOwnTable + ` (n bigint GENERATED ALWAYS AS IDENTITY, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL, graph text);`,
+		`CREATE TABLE ` + epochOwnTable + ` (n bigint NOT NULL, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL, graph text);`,
 		`REVOKE ALL ON ` + epochOwnTable + ` FROM PUBLIC;`,
 		`GRANT SELECT ON ` + epochOwnTable + ` TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,
