@@ -212,3 +212,51 @@ func TestAttack7LastvalAfterOwnDDL(t *testing.T) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
+
+// Texts that found nothing: cursors, CALL with OUT parameters, DO with a
+// notice, EXPLAIN ANALYZE, an error after rows, NOTIFY, COMMIT and
+// ROLLBACK in the middle, savepoints rolled back after own DDL, REPEATABLE
+// READ and SERIALIZABLE blocks with own DDL, temporary tables named
+// epoch_own or pg_stat_activity, DEALLOCATE ALL, VACUUM: each answers
+// through phiproxy as directly.
+func TestAttack7TextsAnswerAsDirect(t *testing.T) {
+	env := attackAliasEnv(t, "attack7_exact")
+	proxied, direct := env.conn(t).PgConn(), env.direct(t).PgConn()
+	for _, text := range []string{
+		"BEGIN; DECLARE c CURSOR FOR SELECT generate_series(1,3) AS g; FETCH 2 FROM c; FETCH ALL FROM c; MOVE ABSOLUTE 0 IN c; FETCH 1 FROM c; COMMIT",
+		"DECLARE h CURSOR WITH HOLD FOR SELECT 1 AS a; FETCH ALL FROM h; CLOSE h",
+		"CREATE PROCEDURE pg_temp.p(INOUT a int, OUT b int) LANGUAGE plpgsql AS $$BEGIN b := a + 1; END$$; CALL pg_temp.p(1, NULL); SELECT 2",
+		"DO $$BEGIN RAISE NOTICE 'hi'; END$$; SELECT 1",
+		"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT 1; SELECT 2",
+		"SELECT 1; SELECT 10/(3-x) FROM generate_series(1,5) x; SELECT 3",
+		"LISTEN ch; NOTIFY ch, 'x'; SELECT 1; UNLISTEN ch",
+		"SELECT 1; COMMIT; SELECT 2",
+		"SELECT 1; ROLLBACK; SELECT 2",
+		"BEGIN; SELECT 1; COMMIT; SELECT 2; BEGIN; SELECT 3; ROLLBACK",
+		"BEGIN; CREATE TEMP VIEW sv AS SELECT 1 AS a; SAVEPOINT s; CREATE TEMP VIEW sv2 AS SELECT 2 AS b; ROLLBACK TO SAVEPOINT s; SELECT * FROM sv; COMMIT; DROP VIEW sv",
+		"BEGIN; SAVEPOINT s; CREATE TEMP VIEW sv3 AS SELECT 2 AS b; ROLLBACK TO s; CREATE TEMP VIEW sv4 AS SELECT 3 AS c; SELECT * FROM sv4; COMMIT; DROP VIEW sv4",
+		"BEGIN ISOLATION LEVEL REPEATABLE READ; CREATE TEMP VIEW rv AS SELECT 1 AS a; SELECT * FROM rv; SELECT count(*) FROM visits; COMMIT; DROP VIEW rv",
+		"BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 1; CREATE TEMP VIEW sz AS SELECT 1 AS a; RELEASE SAVEPOINT nosuch; COMMIT",
+		"SET statement_timeout = '5s'; SELECT 1; RESET statement_timeout; SELECT 2",
+		"SELECT 1 \\; SELECT 2",
+		"SELECT 1; DISCARD ALL; SELECT 2",
+		"SELECT 1; DEALLOCATE ALL; SELECT count(*) FROM visits",
+		"SET search_path = pg_temp, public; SELECT count(*) FROM visits; RESET search_path",
+		"CREATE TEMP TABLE epoch_own (n int); SELECT 1; SELECT count(*) FROM visits; DROP TABLE epoch_own",
+		"CREATE TEMP TABLE pg_stat_activity (pid int, backend_start timestamptz); CREATE TEMP VIEW shv AS SELECT 1 AS a; SELECT * FROM shv; DROP VIEW shv; DROP TABLE pg_stat_activity",
+		"SELECT 1; VALUES (1) \\gset",
+		"SELECT $1",
+		"SELECT 1; SELECT pg_sleep(0); SELECT 'done'",
+		"CHECKPOINT; SELECT 1",
+		"SELECT 1; ANALYZE visits; SELECT 2",
+		"SELECT 1; VACUUM visits",
+		"SELECT 1; CREATE DATABASE nope_in_txn",
+	} {
+		want, got := runText(t, direct, text), runText(t, proxied, text)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", text, got, want)
+		}
+		runText(t, direct, "ROLLBACK")
+		runText(t, proxied, "ROLLBACK")
+	}
+}
