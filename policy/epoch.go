@@ -78,19 +78,60 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // epoch that the session's own DDL alone moved on from the one it read, so
 // that a text of several statements can check the catalog in front of
 // each of them and still hold DDL of its own. DDL that changes the epoch
-// is rare (it makes or drops second names), so is the write.
+// is rare (it makes or drops second names), so is the write. The row,
+// written before the function is replaced, holds the hash the new epoch
+// was made from (graph): the trigger's run for that replacement finds it
+// and changes nothing. Rows are numbered in the order written (one writer
+// at a time, below) without a sequence: a sequence's nextval() would be
+// the session's lastval(), which the client would then be refused.
+//
+// The writers of the epoch go one at a time (a lock on epochOwnTable,
+// which only they take, held to the end of their transactions), each
+// reading the epoch and the graph again once it is its turn: a writer
+// that replaced the function while another's replacement was not yet
+// committed would wait for it and then fail ("tuple concurrently
+// updated"), refusing DDL that PostgreSQL runs.
+//
+// The graph is read with the transaction's snapshot, which in a
+// REPEATABLE READ or SERIALIZABLE transaction may predate catalog changes
+// other connections committed since (o, read through the system caches,
+// is the latest epoch; the snapshot's own pg_proc row of the function
+// then says another): its hash is of a graph that may no longer be, and
+// written as the epoch, it would be the hash the graph comes back to
+// later (a view pointed elsewhere and back), which no session would
+// notice. Then the epoch written is one no graph hashes to (the snapshot
+// holds no version of the function's row with the latest epoch; it may
+// hold two, the one it predates and the session's own): every session
+// reads its catalog again, and the next DDL that changes a second name
+// writes the true hash.
 const epochTriggerBody = `
 DECLARE
   h pg_catalog.text;
+  ne pg_catalog.text;
   o pg_catalog.text := ` + EpochFunction + `;
   me pg_catalog.timestamptz := (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid());
 BEGIN
   ` + epochGraphSQL + ` INTO h;
   IF h IS DISTINCT FROM o THEN
+    LOCK TABLE ` + epochOwnTable + ` IN SHARE ROW EXCLUSIVE MODE;
+    o := ` + EpochFunction + `;
+    ` + epochGraphSQL + ` INTO h;
+  END IF;
+  IF h IS DISTINCT FROM o AND NOT EXISTS (SELECT FROM ` + epochOwnTable + ` w WHERE w.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+       AND w.started IS NOT DISTINCT FROM me AND w.new OPERATOR(pg_catalog.=) o AND w.graph OPERATOR(pg_catalog.=) h) THEN
+    ne := h;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) '` + EpochFunction + `'::pg_catalog.regprocedure
+                    AND p.prosrc OPERATOR(pg_catalog.=) pg_catalog.format('SELECT %L::text', o)) THEN
+      ne := pg_catalog.md5(h OPERATOR(pg_catalog.||) ' stale ' OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::pg_catalog.text);
+    END IF;
+    -- Rows of an earlier process with this PID, and all but the latest
+    -- thousand (a check that walks back further fails closed).
+    DELETE FROM ` + epochOwnTable + ` WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND started IS DISTINCT FROM me
+       OR n OPERATOR(pg_catalog.<) (SELECT pg_catalog.max(w.n) FROM ` + epochOwnTable + ` w) OPERATOR(pg_catalog.-) 1000;
+    INSERT INTO ` + epochOwnTable + ` (n, pid, started, old, new, graph)
+      VALUES ((SELECT coalesce(pg_catalog.max(w.n), 0) OPERATOR(pg_catalog.+) 1 FROM ` + epochOwnTable + ` w), pg_catalog.pg_backend_pid(), me, o, ne, h);
     EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
-                   pg_catalog.format('SELECT %L::text', h));
-    DELETE FROM ` + epochOwnTable + ` WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND started IS DISTINCT FROM me;
-    INSERT INTO ` + epochOwnTable + ` (pid, started, old, new) VALUES (pg_catalog.pg_backend_pid(), me, o, h);
+                   pg_catalog.format('SELECT %L::text', ne));
   END IF;
 END
 `
@@ -102,7 +143,11 @@ const epochOwnTable = `"phiproxy"."epoch_own"`
 // oids): it fails with SQLSTATE PXCAT (CheckFailed) unless each of tables
 // (schema-qualified, quoted names) is still the relation of the OID at
 // the same place (NULL: still missing) and the epoch is the one given or
-// one that the session's own DDL moved on from it (epochOwnTable). It
+// one that the session's own DDL moved on from it (epochOwnTable): the
+// latest epoch writes of all, walked back from the current epoch, are
+// the session's own and chain back to it. (A chain through older steps
+// of the session's would accept another connection's change back to a
+// graph the session once made: a view pointed elsewhere and back.) It
 // takes in other sessions' catalog changes first (catalog_sync), which
 // also invalidates its cached plan of the epoch when the function was
 // replaced. The proxy puts it in front of each statement of a simple
@@ -112,8 +157,8 @@ const epochOwnTable = `"phiproxy"."epoch_own"`
 const catalogCheckBody = `
 DECLARE
   e pg_catalog.text;
-  reached pg_catalog.text[] := ARRAY[epoch];
-  more pg_catalog.text[];
+  cur pg_catalog.text := epoch;
+  step record;
 BEGIN
   PERFORM "phiproxy"."catalog_sync"();
   FOR i IN 1 .. coalesce(pg_catalog.array_length(tables, 1), 0) LOOP
@@ -123,16 +168,15 @@ BEGIN
   END LOOP;
   e := ` + EpochFunction + `;
   IF e IS DISTINCT FROM epoch THEN
-    -- The epochs the session's own changes reach from the one read.
-    LOOP
-      more := ARRAY(SELECT DISTINCT w.new FROM ` + epochOwnTable + ` w
-                     WHERE w.pid = pg_catalog.pg_backend_pid()
-                       AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid())
-                       AND w.old = ANY (reached) AND NOT w.new = ANY (reached));
-      EXIT WHEN pg_catalog.cardinality(more) = 0;
-      reached := reached || more;
+    cur := e;
+    FOR step IN SELECT w.old, w.new, w.pid = pg_catalog.pg_backend_pid()
+                       AND w.started IS NOT DISTINCT FROM (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()) AS mine
+                  FROM ` + epochOwnTable + ` w ORDER BY w.n DESC LOOP
+      EXIT WHEN NOT step.mine OR step.new IS DISTINCT FROM cur;
+      cur := step.old;
+      EXIT WHEN cur = epoch;
     END LOOP;
-    IF NOT e = ANY (reached) THEN
+    IF cur IS DISTINCT FROM epoch THEN
       RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: second names changed';
     END IF;
   END IF;
@@ -203,7 +247,7 @@ func EpochDDL() []string {
 		// else, with grants of theirs) go: a session's own changes are
 		// noted only by the trigger.
 		`DROP TABLE IF EXISTS ` + epochOwnTable + `;`,
-		`CREATE TABLE ` + epochOwnTable + ` (pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL);`,
+		`CREATE TABLE ` + epochOwnTable + ` (n bigint NOT NULL, pid integer NOT NULL, started timestamptz, old text NOT NULL, new text NOT NULL, graph text);`,
 		`REVOKE ALL ON ` + epochOwnTable + ` FROM PUBLIC;`,
 		`GRANT SELECT ON ` + epochOwnTable + ` TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_changed"() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $phiproxy$` + epochTriggerBody + `$phiproxy$;`,

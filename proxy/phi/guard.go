@@ -190,6 +190,13 @@ func (s *session) guard() error {
 		return err
 	}
 	s.eng.drift.guards.Inc()
+	if s.dropsGuard {
+		// A statement of this batch, run after the guard, may deallocate
+		// it (a text "SELECT …; DEALLOCATE ALL"): the next guard is
+		// prepared again rather than refused as lost.
+		s.dropsGuard = false
+		s.guardFor = nil
+	}
 	return s.sendHidden(proxy.KindClose, &pgproto3.Close{ObjectType: 'P', Name: guardName}, a)
 }
 

@@ -61,7 +61,12 @@ type session struct {
 	// guardFor is the catalog whose guard is prepared on the server, as far
 	// as the proxy knows; nil for none.
 	guardFor *dbState
-	guardBuf []byte // scratch for the guard's messages
+	// dropsGuard: a statement planned since the guard last went out may
+	// deallocate it (dropsStatements); the guard sent next, prepared
+	// again if need be, may run before that statement does, so the one
+	// after it is prepared again too.
+	dropsGuard bool
+	guardBuf   []byte // scratch for the guard's messages
 	// syncDone is closed when the guard's Sync after the last guarded
 	// simple Query is answered.
 	syncDone   chan struct{}
@@ -284,8 +289,9 @@ func (s *session) ParameterStatus(name, value string) {
 // plan analyzes a Query's or Parse's text and notes DDL, after which the
 // catalog is read again (refreshCatalog).
 func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
-	if s.guardFor != nil && dropsStatements(sql) {
+	if dropsStatements(sql) {
 		s.guardFor = nil // prepare the guard again before it is next used
+		s.dropsGuard = true
 	}
 	named, err := s.db.cat.aliasNamed(sql)
 	if named {
