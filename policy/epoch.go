@@ -127,7 +127,7 @@ BEGIN
     -- Rows of an earlier process with this PID, and all but the latest
     -- thousand (a check that walks back further fails closed).
     DELETE FROM ` + epochOwnTable + ` WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND started IS DISTINCT FROM me
-       OR n OPERATOR(pg_catalog.<) (SELECT pg_catalog.max(w.n) FROM ` + epochOwnTable + ` w) OPERATOR(pg_catalog.-) 1000;
+       OR n OPERATOR(pg_catalog.<) ((SELECT pg_catalog.max(w.n) FROM ` + epochOwnTable + ` w) OPERATOR(pg_catalog.-) 1000);
     INSERT INTO ` + epochOwnTable + ` (n, pid, started, old, new, graph)
       VALUES ((SELECT coalesce(pg_catalog.max(w.n), 0) OPERATOR(pg_catalog.+) 1 FROM ` + epochOwnTable + ` w), pg_catalog.pg_backend_pid(), me, o, ne, h);
     EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION ` + EpochFunction + ` RETURNS pg_catalog.text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS %L',
