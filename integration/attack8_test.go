@@ -18,62 +18,126 @@ func mkViewFunction(name string) string {
 		" AS SELECT id, ssn FROM vis' || 'its'; RETURN 1; END$f$"
 }
 
-func TestAttack8Probe(t *testing.T) {
-	env := attackAliasEnv(t, "attack8_probe", mkViewFunction("tv"), mkViewFunction("pv"), mkViewFunction("sv"), mkViewFunction("bv"))
+// pipelineErr sends sqls (each with params, the extended protocol) in
+// one pipeline and returns the first error.
+func pipelineErr(t *testing.T, conn *pgconn.PgConn, sqls []string, params [][][]byte) error {
+	t.Helper()
 	ctx := context.Background()
-	// Same text.
-	conn := env.conn(t)
-	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+	pl := conn.StartPipeline(ctx)
+	for i, sql := range sqls {
+		pl.SendQueryParams(sql, params[i], nil, nil, nil)
+	}
+	if err := pl.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := conn.Exec(ctx, "SELECT mk_tv(); INSERT INTO tv (id, ssn) VALUES (1, 'fn-text-plain')")
-	t.Logf("same text: %v; plaintext %v", err, plaintextStored(t, env, "fn-text-plain"))
+	var first error
+	for {
+		r, err := pl.GetResults()
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		if rr, ok := r.(*pgconn.ResultReader); ok {
+			if _, err := rr.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+		if _, ok := r.(*pgconn.PipelineSync); ok || r == nil {
+			break
+		}
+	}
+	if err := pl.Close(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
 
-	// Pipeline, extended protocol.
+// Finding 1 (leak). The epoch check accepts every change of second names
+// made by the session's own DDL (catalog_check walks the session's own
+// steps in epoch_own), on the ground that the rewriter saw that DDL in the
+// session's text and refused any that made a second name of a policy
+// table. DDL the session runs inside a function created directly on the
+// server (the operator's: the rewriter never saw its body; dynamic SQL
+// built from pieces) is the session's own too: a view over visits made by
+// `SELECT mk_v()` passes every later check, and an INSERT through it,
+// passed through as a statement on a relation the policy does not govern,
+// stores its value in plaintext — in the same text, in the same pipeline,
+// in the next Query and inside a transaction block alike.
+func TestAttack8OwnDDLInFunction(t *testing.T) {
+	t.Skip("finding 1: own epoch steps are accepted even when made by DDL the rewriter never saw (a function created on the server); see the attack8 report")
+	env := attackAliasEnv(t, "attack8_fn", mkViewFunction("tv"), mkViewFunction("pv"), mkViewFunction("sv"), mkViewFunction("bv"))
+	ctx := context.Background()
+	leaked := func(value string, err error) {
+		t.Helper()
+		if plaintextStored(t, env, value) {
+			t.Errorf("%s: plaintext stored through the view (err %v)", value, err)
+		}
+	}
+
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil { // the session reads its catalog
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, "SELECT mk_tv(); INSERT INTO tv (id, ssn) VALUES (1, 'fn-text-not-stored')")
+	leaked("fn-text-not-stored", err)
+
 	c2 := env.conn(t)
 	if _, err := c2.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	pl := c2.PgConn().StartPipeline(ctx)
-	pl.SendQueryParams("SELECT mk_pv()", nil, nil, nil, nil)
-	pl.SendQueryParams("INSERT INTO pv (id, ssn) VALUES (2, $1)", [][]byte{[]byte("fn-pipe-plain")}, nil, nil, nil)
-	if err := pl.Sync(); err != nil {
+	err = pipelineErr(t, c2.PgConn(), []string{"SELECT mk_pv()", "INSERT INTO pv (id, ssn) VALUES (2, $1)"},
+		[][][]byte{nil, {[]byte("fn-pipeline-not-stored")}})
+	leaked("fn-pipeline-not-stored", err)
+
+	c3 := env.conn(t)
+	if _, err := c3.Exec(ctx, "SELECT mk_sv()"); err != nil {
 		t.Fatal(err)
 	}
-	var perr error
-	for {
-		r, err := pl.GetResults()
-		if err != nil {
-			perr = err
-			break
-		}
-		if r == nil {
-			break
-		}
-		if rr, ok := r.(*pgconn.ResultReader); ok {
-			if _, err := rr.Close(); err != nil && perr == nil {
-				perr = err
-			}
-		}
-		if _, ok := r.(*pgconn.PipelineSync); ok {
-			break
-		}
-	}
-	pl.Close()
-	t.Logf("pipeline: %v; plaintext %v", perr, plaintextStored(t, env, "fn-pipe-plain"))
+	_, err = c3.Exec(ctx, "INSERT INTO sv (id, ssn) VALUES (3, 'fn-next-query-not-stored')")
+	leaked("fn-next-query-not-stored", err)
 
-	// Separate queries.
-	c3 := env.conn(t)
-	_, err = c3.Exec(ctx, "SELECT mk_sv()")
-	t.Logf("sep1: %v", err)
-	_, err = c3.Exec(ctx, "INSERT INTO sv (id, ssn) VALUES (3, 'fn-sep-plain')")
-	t.Logf("separate: %v; plaintext %v", err, plaintextStored(t, env, "fn-sep-plain"))
-
-	// Transaction block.
 	c4 := env.conn(t)
-	for _, sql := range []string{"BEGIN", "SELECT count(*) FROM visits", "SELECT mk_bv()", "INSERT INTO bv (id, ssn) VALUES (4, 'fn-block-plain')", "COMMIT"} {
-		_, err = c4.Exec(ctx, sql)
-		t.Logf("block %s: %v", sql, err)
+	for _, sql := range []string{"BEGIN", "SELECT count(*) FROM visits", "SELECT mk_bv()", "INSERT INTO bv (id, ssn) VALUES (4, 'fn-block-not-stored')"} {
+		if _, err = c4.Exec(ctx, sql); err != nil {
+			break
+		}
 	}
-	t.Logf("block plaintext %v", plaintextStored(t, env, "fn-block-plain"))
+	if err == nil {
+		_, err = c4.Exec(ctx, "COMMIT")
+	}
+	leaked("fn-block-not-stored", err)
+}
+
+// A statement prepared (extended protocol) while its view read a decoy,
+// bound and executed after another connection pointed the view at visits
+// (PostgreSQL plans it again, on visits); and a WITH HOLD cursor opened
+// before, fetched after.
+func TestAttack8PreparedAcrossViewChange(t *testing.T) {
+	env := attackAliasEnv(t, "attack8_prep",
+		"CREATE TABLE decoy (id int PRIMARY KEY, ssn text)",
+		"CREATE VIEW pv AS SELECT id, ssn FROM decoy")
+	ctx := context.Background()
+	conn, other := env.conn(t), env.direct(t)
+	pc := conn.PgConn()
+	if _, err := pc.Prepare(ctx, "ins", "INSERT INTO pv (id, ssn) VALUES ($1, $2)", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "DECLARE hc CURSOR WITH HOLD FOR SELECT id, ssn FROM pv"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "CREATE OR REPLACE VIEW pv AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "prepared-across-change-not-stored"
+	for i := 0; i < 2; i++ {
+		err := pc.ExecPrepared(ctx, "ins", [][]byte{[]byte("7"), []byte(value)}, nil, nil).Read().Err
+		t.Logf("execute %d: %v", i, err)
+	}
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored through the view")
+	}
+	_, err := conn.Exec(ctx, "FETCH ALL FROM hc")
+	t.Logf("fetch: %v", err)
 }
