@@ -140,10 +140,12 @@ END
 const epochOwnTable = `"phiproxy"."epoch_own"`
 
 // catalogCheckBody is the body of phiproxy.catalog_check(epoch, tables,
-// oids): it fails with SQLSTATE PXCAT (CheckFailed) unless each of tables
-// (schema-qualified, quoted names) is still the relation of the OID at
-// the same place (NULL: still missing) and the epoch is the one given or
-// one that the session's own DDL moved on from it (epochOwnTable): the
+// oids, names): it fails with SQLSTATE PXCAT (CheckFailed) unless each of
+// tables (schema-qualified, quoted names) is still the relation of the OID
+// at the same place (NULL: still missing) and the epoch is the one given
+// or one that the session's own DDL moved on from it (epochOwnTable),
+// leaving the second names of the relations of oids as names says
+// (SecondNamesSQL, read with the session's catalog): the
 // latest epoch writes of all, walked back from the current epoch, are
 // the session's own and chain back to it. (A chain through older steps
 // of the session's would accept another connection's change back to a
@@ -178,6 +180,12 @@ BEGIN
     END LOOP;
     IF cur IS DISTINCT FROM epoch THEN
       RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: second names changed';
+    END IF;
+    -- The session's own DDL moved the epoch on: it may still have made
+    -- a second name of a policy table, run by a function whose body
+    -- phiproxy never saw (epoch_names.go).
+    IF ` + secondNamesHead + `oids` + secondNamesTail + ` IS DISTINCT FROM names THEN
+      RAISE SQLSTATE 'PXCAT' USING MESSAGE = 'phiproxy: second names of a PHI table changed';
     END IF;
   END IF;
   RETURN true;
@@ -257,8 +265,10 @@ func EpochDDL() []string {
 		`GRANT SELECT ON "phiproxy"."catalog_lock" TO PUBLIC;`,
 		`CREATE OR REPLACE FUNCTION "phiproxy"."catalog_sync"() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $phiproxy$` + catalogSyncBody + `$phiproxy$;`,
 		`ALTER FUNCTION "phiproxy"."catalog_sync"() OWNER TO CURRENT_USER;`,
-		`CREATE OR REPLACE FUNCTION ` + CheckFunction + `(epoch pg_catalog.text, tables pg_catalog.text[], oids pg_catalog.oid[]) RETURNS boolean LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $phiproxy$` + catalogCheckBody + `$phiproxy$;`,
-		`ALTER FUNCTION ` + CheckFunction + `(pg_catalog.text, pg_catalog.text[], pg_catalog.oid[]) OWNER TO CURRENT_USER;`,
+		// An earlier version's check, without the second names.
+		`DROP FUNCTION IF EXISTS ` + CheckFunction + `(pg_catalog.text, pg_catalog.text[], pg_catalog.oid[]);`,
+		`CREATE OR REPLACE FUNCTION ` + CheckFunction + `(epoch pg_catalog.text, tables pg_catalog.text[], oids pg_catalog.oid[], names pg_catalog.text) RETURNS boolean LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $phiproxy$` + catalogCheckBody + `$phiproxy$;`,
+		`ALTER FUNCTION ` + CheckFunction + `(pg_catalog.text, pg_catalog.text[], pg_catalog.oid[], pg_catalog.text) OWNER TO CURRENT_USER;`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_ddl" ON ddl_command_end EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
 		`ALTER EVENT TRIGGER "phiproxy_catalog_ddl" ENABLE ALWAYS;`,
 		`CREATE EVENT TRIGGER "phiproxy_catalog_drop" ON sql_drop EXECUTE FUNCTION "phiproxy"."catalog_changed"();`,
@@ -291,7 +301,7 @@ var EpochStateSQL = `coalesce((SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg
 	` AND NOT EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) x` +
 	` WHERE x.grantee <> c.relowner AND x.privilege_type <> 'SELECT'))` +
 	` AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc q WHERE q.pronamespace = n.oid` +
-	` AND (q.pronargs = 0 AND q.proname IN ('catalog_epoch', 'catalog_sync') OR q.pronargs = 3 AND q.proname = 'catalog_check' AND pg_catalog.md5(q.prosrc) = '` + checkSourceMD5 + `')` +
+	` AND (q.pronargs = 0 AND q.proname IN ('catalog_epoch', 'catalog_sync') OR q.pronargs = 4 AND q.proname = 'catalog_check' AND pg_catalog.md5(q.prosrc) = '` + checkSourceMD5 + `')` +
 	` AND q.proowner = e.evtowner) = 3) = 2)::pg_catalog.text`
 
 // ParseEpoch returns the epoch in the body of phiproxy.catalog_epoch()

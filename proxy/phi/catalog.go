@@ -47,6 +47,9 @@ type catalog struct {
 	// catalogs unit tests write have none).
 	epoch               string
 	epochOK, epochKnown bool
+	// secondNames is the hash of the policy tables' second names read
+	// with the epoch (policy.SecondNamesSQL).
+	secondNames string
 }
 
 var (

@@ -31,13 +31,20 @@ import (
 const rowEpoch = "epoch"
 
 // epochSQL is the catalog query's branch that reads the epoch.
-var epochSQL = ` UNION ALL SELECT 4, 0, 0, '` + rowEpoch + `', ` + policy.EpochStateSQL + `, '', '', '', '', '', '', '', ''`
+// Its third value is the hash of the policy tables' second names
+// (policy.SecondNamesSQL), which catalog_check compares once the session's
+// own DDL moved the epoch on.
+var epochSQL = ` UNION ALL SELECT 4, 0, 0, '` + rowEpoch + `', ` + policy.EpochStateSQL + `, ` +
+	policy.SecondNamesSQL(`ARRAY(SELECT t.oid FROM t)`) + `, '', '', '', '', '', '', ''`
 
 // readEpochRow notes the epoch row's values in cat.
 func (c *catalog) readEpochRow(r [][]byte) {
 	c.epochKnown = true
 	c.epoch, _ = policy.ParseEpoch(string(r[1]))
 	c.epochOK = policy.EpochInstalled(string(r[1]), string(r[2]))
+	if len(r) > 3 {
+		c.secondNames = string(r[3])
+	}
 }
 
 // epochOf returns the epoch row's values in rows ("" when none).

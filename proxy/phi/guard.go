@@ -94,8 +94,7 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 		// accepts (and otherwise fails). The planner folds the comparison
 		// of constants, so the check runs only once the epoch moved on.
 		e := quoteLiteral(cat.epoch)
-		conds = append(conds, "("+policy.EpochFunction+" OPERATOR(pg_catalog.=) "+e+" OR "+
-			policy.CheckFunction+"("+e+"::pg_catalog.text, '{}'::pg_catalog.text[], '{}'::pg_catalog.oid[]))")
+		conds = append(conds, "("+policy.EpochFunction+" OPERATOR(pg_catalog.=) "+e+" OR "+checkCall(pol, cat, false)+")")
 	}
 	if len(conds) == 0 {
 		conds = append(conds, "true")

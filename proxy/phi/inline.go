@@ -24,7 +24,7 @@ import (
 // several statements the proxy puts a statement of its own in front of
 // each after the first:
 //
-//	SELECT "phiproxy"."catalog_check"('<epoch>', '{<tables>}', '{<oids>}')
+//	SELECT "phiproxy"."catalog_check"('<epoch>', '{<tables>}', '{<oids>}', '<second names>')
 //
 // which fails (SQLSTATE PXCAT) unless the policy tables are still the
 // relations the session read and no second name changed but by the
@@ -44,18 +44,28 @@ func checkQuery(pol *policy.Policy, cat *catalog) string {
 	if cat == nil || !cat.epochOK {
 		return ""
 	}
+	return "SELECT " + checkCall(pol, cat, true)
+}
+
+// checkCall is the call of catalog_check for cat: with the policy tables'
+// names when tables (else only their OIDs, whose second names it compares
+// once the session's own DDL moved the epoch on).
+func checkCall(pol *policy.Policy, cat *catalog, tables bool) string {
 	var names, oids []string
 	for _, t := range pol.Tables() {
-		names = append(names, `"\"`+t.Schema+`\".\"`+t.Name+`\""`) // policy identifiers hold no quotes or backslashes
+		if tables {
+			names = append(names, `"\"`+t.Schema+`\".\"`+t.Name+`\""`) // policy identifiers hold no quotes or backslashes
+		}
 		oid := "NULL"
 		if ct := cat.tables[t.QualifiedName()]; ct != nil {
 			oid = strconv.FormatUint(uint64(ct.oid), 10)
 		}
 		oids = append(oids, oid)
 	}
-	return "SELECT " + policy.CheckFunction + "(" + quoteLiteral(cat.epoch) + "::pg_catalog.text, " +
+	return policy.CheckFunction + "(" + quoteLiteral(cat.epoch) + "::pg_catalog.text, " +
 		quoteLiteral("{"+strings.Join(names, ",")+"}") + "::pg_catalog.text[], " +
-		quoteLiteral("{"+strings.Join(oids, ",")+"}") + "::pg_catalog.oid[])"
+		quoteLiteral("{"+strings.Join(oids, ",")+"}") + "::pg_catalog.oid[], " +
+		quoteLiteral(cat.secondNames) + "::pg_catalog.text)"
 }
 
 // errSplit refuses a text of several statements whose boundaries the
