@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -192,5 +193,38 @@ func TestAttack8OwnDDLAnswers(t *testing.T) {
 	refusedWith(t, err, "55000")
 	if plaintextStored(t, env, value) {
 		t.Error("plaintext stored through the view")
+	}
+}
+
+// Finding 1 in other shapes: COPY after the hidden DDL, in the same text
+// and in a transaction block, and a DO block that calls the function (DO
+// blocks that run the DDL themselves are refused by the rewriter).
+func TestAttack8OwnDDLInFunctionCopyDo(t *testing.T) {
+	env := attackAliasEnv(t, "attack8_fn_copy", mkViewFunction("cv"), mkViewFunction("cv2"), mkViewFunction("dv"))
+	ctx := context.Background()
+	conn := env.conn(t)
+	_, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("1\tcopy-text-not-stored\n"), "SELECT mk_cv(); COPY cv (id, ssn) FROM STDIN")
+	refusedWith(t, err, "55000")
+	c2 := env.conn(t)
+	for _, sql := range []string{"BEGIN", "SELECT count(*) FROM visits", "SELECT mk_cv2()"} {
+		if _, err := c2.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = c2.PgConn().CopyFrom(ctx, strings.NewReader("2\tcopy-block-not-stored\n"), "COPY cv2 (id, ssn) FROM STDIN")
+	refusedWith(t, err, "0A000", "COPY of view")
+	c3 := env.conn(t)
+	for _, c := range []struct{ text, code string }{
+		{"DO $$BEGIN EXECUTE 'CREATE VIEW dov AS SELECT * FROM visits'; END$$; INSERT INTO dov (id, ssn) VALUES (3, 'do-not-stored')", "0A000"},
+		{"DO $$BEGIN EXECUTE 'CREATE VIEW dov2 AS SELECT * FROM vis' || 'its'; END$$; INSERT INTO dov2 (id, ssn) VALUES (3, 'do-not-stored')", "0A000"},
+		{"DO $$BEGIN PERFORM mk_dv(); END$$; INSERT INTO dv (id, ssn) VALUES (3, 'do-not-stored')", "55000"},
+	} {
+		_, err := c3.Exec(ctx, c.text)
+		refusedWith(t, err, c.code)
+	}
+	for _, v := range []string{"copy-text-not-stored", "copy-block-not-stored", "do-not-stored"} {
+		if plaintextStored(t, env, v) {
+			t.Errorf("%s: plaintext stored through the view", v)
+		}
 	}
 }
