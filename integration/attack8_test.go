@@ -228,3 +228,46 @@ func TestAttack8OwnDDLInFunctionCopyDo(t *testing.T) {
 		}
 	}
 }
+
+// Finding 2 (exactness). CREATE OR REPLACE VIEW that maps a decrypting
+// view's columns to other columns of the same table (note AS ssn, ssn AS
+// note) keeps every edge of the graph of second names (the view's rule
+// reads the same columns): the epoch did not move, and a text that read
+// the view after another connection swapped it, past the in-text check
+// (which, unlike the guard, does not compare the views' definitions),
+// was answered with the ssn column decrypted from plaintext (XX001) and
+// the note column the ciphertext of the ssn — where PostgreSQL on the
+// plaintext schema returns the swapped values. The epoch (and the second
+// names the check compares after own DDL) now hash each rule's action.
+func TestAttack8ViewColumnsSwapped(t *testing.T) {
+	env := attackAliasEnv(t, "attack8_swap", "ALTER TABLE visits ADD COLUMN note text", "CREATE VIEW vy AS SELECT id, ssn, note FROM visits")
+	ctx := context.Background()
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "INSERT INTO visits (id, ssn, note) VALUES (1, 'swap-ssn', 'swap-note')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT id, ssn, note FROM vy"); err != nil {
+		t.Fatal(err)
+	}
+	for i, query := range []string{"SELECT id, note FROM vy", "SELECT id, ssn, note FROM vy"} {
+		var got []queryAnswer
+		swap := "CREATE OR REPLACE VIEW vy AS SELECT id, note AS ssn, ssn AS note FROM visits"
+		if i == 1 {
+			swap = "CREATE OR REPLACE VIEW vy AS SELECT id, ssn, note FROM visits"
+		}
+		err := raceOrRefused(t, env, 8001+i, swap, func() error {
+			got = runText(t, conn.PgConn(), "SELECT pg_advisory_xact_lock("+sprintf("%d", 8001+i)+"); "+query)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := got[len(got)-1]; !strings.HasPrefix(last.Err, "55000") {
+			t.Errorf("%s after the view was replaced: %+v, want 55000", query, got)
+		}
+		// The next text reads the view as it now is.
+		if _, err := conn.Exec(ctx, query); err != nil {
+			refusedWith(t, err, "55000")
+		}
+	}
+}

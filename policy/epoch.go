@@ -39,7 +39,10 @@ const EpochFunction = `"phiproxy"."catalog_epoch"()`
 // epochGraphSQL is the hash of the database's second names: every edge of
 // the graph the catalog query follows (reachSQL and aliasSQL in
 // proxy/phi/catalog.go), with the OIDs and names of both ends, so that
-// creating, dropping or renaming any of them changes it. Run with
+// creating, dropping or renaming any of them changes it, and so does
+// replacing a view's or rule's definition (its action): CREATE OR REPLACE
+// VIEW that maps a view's columns to other columns of the same tables
+// keeps every edge. Run with
 // search_path = pg_catalog, pg_temp, names come out schema-qualified.
 // Every relation and type it names is qualified: the trigger runs in the
 // session that ran the DDL, and an unqualified name would be looked up in
@@ -50,7 +53,7 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
     SELECT 'rewrite ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass || ' reads ' || d.refobjid || ' ' || d.refobjid::pg_catalog.regclass AS x
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
      WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass
+    UNION SELECT 'rule ' || r.oid || ' ' || r.rulename || ' on ' || r.ev_class || ' ' || r.ev_class::pg_catalog.regclass || ' ' || pg_catalog.md5(r.ev_action::pg_catalog.text)
       FROM pg_catalog.pg_rewrite r
     UNION SELECT 'inherits ' || i.inhrelid || ' ' || i.inhrelid::pg_catalog.regclass || ' ' || i.inhparent || ' ' || i.inhparent::pg_catalog.regclass
       FROM pg_catalog.pg_inherits i

@@ -5,7 +5,8 @@ package policy
 // relation whose rows reach theirs (views and rules reading or writing
 // them, children and parents, foreign tables pointing at them, and so on,
 // transitively, as the catalog query's reach), by OID, qualified name and
-// kind, with the rules and transition-table triggers on them, the objects
+// kind, with the rules (and their actions: a view's definition) and
+// transition-table triggers on them, the objects
 // built on their row types and the subscriptions writing into them.
 //
 // The session reads it with its catalog; catalog_check compares it when it
@@ -44,6 +45,7 @@ const secondNamesTail = `) o WHERE o IS NOT NULL
          OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname) OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) c.relkind::pg_catalog.text AS x
     FROM rs JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) rs.oid JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
   UNION SELECT 'rule ' OPERATOR(pg_catalog.||) r.oid OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) r.rulename OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) r.ev_class
+         OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) pg_catalog.md5(r.ev_action::pg_catalog.text)
     FROM pg_catalog.pg_rewrite r JOIN rs ON rs.oid OPERATOR(pg_catalog.=) r.ev_class
   UNION SELECT 'trigger ' OPERATOR(pg_catalog.||) tg.oid OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) tg.tgrelid
     FROM pg_catalog.pg_trigger tg JOIN rs ON rs.oid OPERATOR(pg_catalog.=) tg.tgrelid WHERE tg.tgoldtable IS NOT NULL OR tg.tgnewtable IS NOT NULL
