@@ -271,3 +271,46 @@ func TestAttack8ViewColumnsSwapped(t *testing.T) {
 		}
 	}
 }
+
+// Finding 3 (leak). A statement prepared with SQL PREPARE on a view over
+// another table (no second name then), then the view pointed at visits by
+// another connection: EXECUTE p names no relation, so once the guard had
+// refused it once (55000) and the session read its catalog again, it
+// passed, PostgreSQL planned p again on visits and stored its value in
+// plaintext. Now a catalog read that finds the policy tables' second
+// names changed, in a session that may have SQL-prepared statements,
+// refuses every statement that may run one (0A000) until DEALLOCATE ALL.
+func TestAttack8SQLPrepareAcrossViewChange(t *testing.T) {
+	env := attackAliasEnv(t, "attack8_sqlprep",
+		"CREATE TABLE decoy (id int PRIMARY KEY, ssn text)",
+		"CREATE VIEW pv AS SELECT id, ssn FROM decoy")
+	ctx := context.Background()
+	conn, other := env.conn(t), env.direct(t)
+	const value = "sqlprep-not-stored"
+	if _, err := conn.Exec(ctx, "PREPARE p AS INSERT INTO pv (id, ssn) VALUES (7, '"+value+"')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "CREATE OR REPLACE VIEW pv AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, "EXECUTE p")
+	refusedWith(t, err, "55000")
+	for _, sql := range []string{"EXECUTE p", "SELECT 1; EXECUTE p", "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE p"} {
+		_, err = conn.Exec(ctx, sql)
+		refusedWith(t, err, "0A000", "SQL PREPARE")
+	}
+	// A Bind of the SQL-prepared statement, without values.
+	err = conn.PgConn().ExecPrepared(ctx, "p", nil, nil, nil).Read().Err
+	refusedWith(t, err, "0A000", "SQL PREPARE")
+	if plaintextStored(t, env, value) {
+		t.Fatal("plaintext stored through the view")
+	}
+	// Once all are dropped, statements run again.
+	for _, sql := range []string{"DEALLOCATE ALL", "SELECT count(*) FROM visits"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	_, err = conn.Exec(ctx, "EXECUTE p")
+	refusedWith(t, err, "26000")
+}

@@ -36,6 +36,9 @@ func (s *session) handleQuery(msg []byte) error {
 	}
 	plan, err := s.planFresh(sql, true)
 	if err == nil {
+		err = s.checkSQLPrepared(sql)
+	}
+	if err == nil {
 		err = s.checkPlan(plan)
 	}
 	if err == nil && plan.Passthrough && len(plan.Statements) > 0 {
@@ -195,6 +198,9 @@ func (s *session) handleParse(msg []byte) error {
 	}
 	plan, err := s.planFresh(p.Query, false)
 	if err == nil {
+		err = s.checkSQLPrepared(p.Query)
+	}
+	if err == nil {
 		err = s.checkPlan(plan)
 		if err == nil {
 			err = checkParams(plan, p.ParameterOIDs)
@@ -313,6 +319,9 @@ func (s *session) handleBind(msg []byte) error {
 	if st == nil {
 		if s.sqlPrepared && bindHasValues(msg) {
 			return s.raiseExtended(errSQLPrepared)
+		}
+		if s.sqlStale {
+			return s.raiseExtended(errStaleSQLPrepared)
 		}
 		return s.c.Pass('B', msg)
 	}

@@ -107,6 +107,9 @@ func (s *session) reload(status byte, full bool) (bool, error) {
 	}
 	s.eng.drift.reloads.Inc()
 	changed := db != s.db
+	if changed && s.db != nil {
+		s.noteSecondNames(s.db.cat, db.cat)
+	}
 	s.db = db
 	s.readAt = time.Now()
 	s.stale = status != 'I'

@@ -53,6 +53,9 @@ type session struct {
 	// sqlPrepared: a text forwarded may have prepared a statement with
 	// SQL PREPARE, which a Bind may name (handleBind).
 	sqlPrepared bool
+	// sqlStale: second names of the policy tables changed since a
+	// statement may have been prepared with SQL PREPARE (sqlprepare.go).
+	sqlStale bool
 	// readFirst: the catalog was read in front of this statement
 	// (readsCatalogFirst).
 	readFirst bool
