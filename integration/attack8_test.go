@@ -314,3 +314,29 @@ func TestAttack8SQLPrepareAcrossViewChange(t *testing.T) {
 	_, err = conn.Exec(ctx, "EXECUTE p")
 	refusedWith(t, err, "26000")
 }
+
+// Finding 3, extended protocol: a Bind (without values) of the
+// SQL-prepared statement, the first thing the session sends after the
+// view changed, went unguarded and stored the value in plaintext. It is
+// guarded now (55000), and refused (0A000) once the catalog was read.
+func TestAttack8BindSQLPreparedAcrossViewChange(t *testing.T) {
+	env := attackAliasEnv(t, "attack8_bindp",
+		"CREATE TABLE decoy (id int PRIMARY KEY, ssn text)",
+		"CREATE VIEW pv AS SELECT id, ssn FROM decoy")
+	ctx := context.Background()
+	conn, other := env.conn(t), env.direct(t)
+	const value = "bind-sqlprep-not-stored"
+	if _, err := conn.Exec(ctx, "PREPARE p AS INSERT INTO pv (id, ssn) VALUES (7, '"+value+"')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "CREATE OR REPLACE VIEW pv AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	err := conn.PgConn().ExecPrepared(ctx, "p", nil, nil, nil).Read().Err
+	refusedWith(t, err, "55000")
+	err = conn.PgConn().ExecPrepared(ctx, "p", nil, nil, nil).Read().Err
+	refusedWith(t, err, "0A000", "SQL PREPARE")
+	if plaintextStored(t, env, value) {
+		t.Fatal("plaintext stored through the view")
+	}
+}

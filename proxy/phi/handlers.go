@@ -320,8 +320,20 @@ func (s *session) handleBind(msg []byte) error {
 		if s.sqlPrepared && bindHasValues(msg) {
 			return s.raiseExtended(errSQLPrepared)
 		}
-		if s.sqlStale {
-			return s.raiseExtended(errStaleSQLPrepared)
+		if s.sqlPrepared {
+			// Perhaps one made with SQL PREPARE, which names nothing
+			// the proxy can check here (sqlprepare.go).
+			if _, err := s.recheck(); err != nil {
+				return err
+			}
+			if s.sqlStale {
+				return s.raiseExtended(errStaleSQLPrepared)
+			}
+			if s.db.cat.epochGuards() {
+				if err := s.guard(); err != nil {
+					return err
+				}
+			}
 		}
 		return s.c.Pass('B', msg)
 	}

@@ -13,7 +13,9 @@ import "github.com/jackc/pgerrcode"
 // SecondNamesSQL hash), every statement that may run one (the word
 // EXECUTE, a Bind of a statement the proxy does not know) is refused
 // until the client drops them all: DEALLOCATE ALL or DISCARD ALL sent on
-// its own outside a transaction block, where it cannot fail.
+// its own outside a transaction block, where it cannot fail. A Bind of
+// a statement the proxy does not know, in such a session, is guarded:
+// the guard fails first when second names changed since the catalog read.
 
 // errStaleSQLPrepared refuses a statement that may run a statement
 // prepared with SQL PREPARE before second names changed.
