@@ -246,7 +246,11 @@ func TestAttack5SQLPrepareBound(t *testing.T) {
 		t.Errorf("%d rows stored in the child (%v)", n, err)
 	}
 	// Without values the Bind of a statement the proxy does not know is
-	// the server's to answer.
+	// guarded while the session may hold SQL-prepared statements (attack8
+	// finding 3), and the server's to answer once it dropped them all.
+	if _, err := conn.Exec(ctx, "DEALLOCATE ALL"); err != nil {
+		t.Fatal(err)
+	}
 	err = conn.PgConn().ExecPrepared(ctx, "no_such_statement", nil, nil, nil).Read().Err
 	refusedWith(t, err, "26000")
 }

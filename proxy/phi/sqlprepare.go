@@ -31,10 +31,10 @@ func (s *session) noteSecondNames(old, cur *catalog) {
 }
 
 // checkSQLPrepared refuses sql when it may run a stale SQL-prepared
-// statement, and clears the mark when sql drops them all (on its own,
-// with nothing pending and no transaction block open).
+// statement, and forgets them when sql drops them all (on its own, with
+// nothing pending and no transaction block open).
 func (s *session) checkSQLPrepared(sql string) error {
-	if !s.sqlStale {
+	if !s.sqlPrepared {
 		return nil
 	}
 	if words := leadingWords(sql, 3); !guardsText(sql) && len(words) == 2 &&
@@ -44,7 +44,7 @@ func (s *session) checkSQLPrepared(sql string) error {
 		}
 		return nil
 	}
-	if hasWordFold(sql, "execute") {
+	if s.sqlStale && hasWordFold(sql, "execute") {
 		return errStaleSQLPrepared
 	}
 	return nil
