@@ -255,10 +255,11 @@ func TestAttack5SQLPrepareBound(t *testing.T) {
 	refusedWith(t, err, "26000")
 }
 
-// raceOnLock runs send, which must send statements that start with one
-// waiting for advisory lock key, while another connection holds it; once
-// the statement waits, ddl runs on that other connection and the lock is
-// released. It returns send's result.
+// raceOnLock runs ddl on another connection while send's statement waits
+// for an advisory lock the other connection holds (key), then lets it go
+// on, and returns send's error. A text that phiproxy refuses before it
+// waits returns at once: the ddl does not run and the refusal is
+// returned.
 func raceOnLock(t *testing.T, env *catalogEnv, key int, ddl string, send func() error) error {
 	t.Helper()
 	ctx := context.Background()
@@ -271,7 +272,10 @@ func raceOnLock(t *testing.T, env *catalogEnv, key int, ddl string, send func() 
 	for waiting := 0; waiting == 0; {
 		select {
 		case err := <-done:
-			t.Fatalf("finished before the lock was released: %v", err)
+			if _, uerr := holder.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); uerr != nil {
+				t.Fatal(uerr)
+			}
+			return err
 		case <-time.After(10 * time.Millisecond):
 		}
 		if err := holder.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", key).Scan(&waiting); err != nil {

@@ -255,7 +255,7 @@ func TestAttack8ViewColumnsSwapped(t *testing.T) {
 		if i == 1 {
 			swap = "CREATE OR REPLACE VIEW vy AS SELECT id, ssn, note FROM visits"
 		}
-		err := raceOrRefused(t, env, 8001+i, swap, func() error {
+		err := raceOnLock(t, env, 8001+i, swap, func() error {
 			got = runText(t, conn.PgConn(), "SELECT pg_advisory_xact_lock("+sprintf("%d", 8001+i)+"); "+query)
 			return nil
 		})
