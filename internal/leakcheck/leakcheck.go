@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -91,10 +92,19 @@ func (f *Finder) SearchCluster(c *pgcluster.Cluster) error {
 	}
 	f.Search("server log", log)
 	return filepath.WalkDir(c.DataDir(), func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed by the running server since it was listed
+		}
 		if err != nil || d.IsDir() {
 			return err
 		}
 		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The server removes some files while it runs (a relation
+			// cache init file after catalog changes, a temporary file):
+			// gone, it holds nothing.
+			return nil
+		}
 		if err != nil {
 			return err
 		}
