@@ -300,7 +300,7 @@ func TestViewsThatComputeOnPHI(t *testing.T) {
 func TestViewsReplaced(t *testing.T) {
 	ctx := context.Background()
 	env := startViewsEnv(t)
-	const changed = "the PHI tables changed since this session read their definitions"
+	const changed = "changed since this session read their definitions"
 	for _, mode := range viewModes {
 		t.Run(fmt.Sprint(mode), func(t *testing.T) {
 			a := env.conn(t, func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = mode })

@@ -111,7 +111,7 @@ const defaultRecheck = time.Second
 // policy tables changed since the session read the catalog: nothing of
 // the batch ran, and the next statement is planned with the new catalog.
 var ErrCatalogChanged error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "catalog",
-	"the PHI tables changed since this session read their definitions (DDL by another connection); nothing was run: send the statement again"}
+	"the PHI tables or their second names changed since this session read their definitions (DDL by another connection, or run by a function); nothing was run: send the statement again"}
 
 // errGuardLost: the server no longer had the guard statement (the client
 // ran DEALLOCATE ALL or DISCARD ALL); it is prepared again for the next
