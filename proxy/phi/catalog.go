@@ -389,6 +389,9 @@ func (c *catalog) problem(t *policy.Table) string {
 	if t.View {
 		return c.viewRefusal(t)
 	}
+	if len(c.problems) == 0 {
+		return "" // the usual case: no name to build per statement
+	}
 	ps := c.problems[t.QualifiedName()]
 	if len(ps) == 0 {
 		return ""
