@@ -60,6 +60,7 @@ type UpstreamError struct {
 
 	unreachable bool // TCP connect failed
 	tls         bool // TLS negotiation failed
+	handshake   bool // the TLS handshake itself failed, within the time allowed
 }
 
 // Unreachable reports whether the upstream did not accept a TCP connection.

@@ -23,6 +23,9 @@ type tlsConfigs struct {
 	// clientCB is the tls-server-end-point hash of client's certificate,
 	// what a client's SCRAM-SHA-256-PLUS binds to; nil: no binding.
 	clientCB []byte
+	// groups and certGroups: the key exchange group the server chose, for
+	// upstream and upstreamCert (upstream_group.go).
+	groups, certGroups groupMemo
 }
 
 // listenTLS returns the client-side TLS configuration that the Server

@@ -22,15 +22,16 @@ var errUpstreamRefusedTLS = errors.New("the server does not accept TLS (answered
 // clientcert.go).
 func (srv *Server) dialUpstream(ctx context.Context, presentCert bool) (net.Conn, error) {
 	start := time.Now()
-	tlsCfg := srv.upstreamTLSNow()
+	cfgs := srv.tls.Load()
+	tlsCfg, groups := cfgs.upstream, &cfgs.groups
 	if presentCert {
-		if tlsCfg = srv.tls.Load().upstreamCert; tlsCfg == nil {
+		if tlsCfg, groups = cfgs.upstreamCert, &cfgs.certGroups; tlsCfg == nil {
 			// Validate requires upstream.tls.cert_file (and TLS) with
 			// client_cert_roles; never fall back to another login.
 			return nil, &AuthError{Msg: "no upstream client certificate configured"}
 		}
 	}
-	conn, err := dialUpstream(ctx, srv.cfg.Upstream, tlsCfg, srv.health.reachable)
+	conn, err := dialUpstream(ctx, srv.cfg.Upstream, tlsCfg, groups, srv.health.reachable)
 	if err != nil {
 		var ue *UpstreamError
 		if errors.As(err, &ue) && ue.tls {
@@ -51,18 +52,42 @@ func CheckUpstream(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	conn, err := dialUpstream(ctx, cfg.Upstream, tlsCfg, func() {})
+	conn, err := dialUpstream(ctx, cfg.Upstream, tlsCfg, nil, func() {})
 	if err != nil {
 		return err
 	}
 	return conn.Close()
 }
 
-func dialUpstream(ctx context.Context, cfg UpstreamConfig, tlsCfg *tls.Config, reachable func()) (net.Conn, error) {
+func dialUpstream(ctx context.Context, cfg UpstreamConfig, tlsCfg *tls.Config, groups *groupMemo, reachable func()) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
+	offer, narrow := tlsCfg, false
+	if groups != nil && tlsCfg != nil {
+		offer, narrow = groups.config(tlsCfg, time.Now())
+	}
+	conn, err := dialTLS(ctx, cfg.Address, offer, reachable)
+	var ue *UpstreamError
+	if narrow && errors.As(err, &ue) && ue.handshake {
+		// The server no longer takes the group it chose: offer all.
+		groups.forget()
+		offer, narrow = tlsCfg, false
+		conn, err = dialTLS(ctx, cfg.Address, offer, reachable)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := conn.(*tls.Conn); ok && groups != nil && !narrow {
+		groups.learn(tlsCfg, tc.ConnectionState(), time.Now())
+	}
+	return conn, nil
+}
+
+// dialTLS connects to address and, unless tlsCfg is nil, sends SSLRequest
+// and makes the TLS handshake with tlsCfg.
+func dialTLS(ctx context.Context, address string, tlsCfg *tls.Config, reachable func()) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", cfg.Address)
+	conn, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, &UpstreamError{Err: err, unreachable: true}
 	}
@@ -91,7 +116,7 @@ func dialUpstream(ctx context.Context, cfg UpstreamConfig, tlsCfg *tls.Config, r
 	tc := tls.Client(conn, tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
-		return nil, &UpstreamError{Err: fmt.Errorf("tls handshake: %w", err), tls: true}
+		return nil, &UpstreamError{Err: fmt.Errorf("tls handshake: %w", err), tls: true, handshake: ctx.Err() == nil}
 	}
 	return tc, nil
 }
