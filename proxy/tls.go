@@ -26,6 +26,11 @@ func clientTLSConfig(c ListenTLSConfig) (*tls.Config, error) {
 		// PostgreSQL 17 clients negotiating TLS directly (sslnegotiation=
 		// direct) require this ALPN; others send none, which is accepted.
 		NextProtos: []string{"postgresql"},
+		// No session tickets, as PostgreSQL (SSL_OP_NO_TICKET): its
+		// clients never resume, so each ticket was a record encrypted and
+		// written for nothing on every connection; and every connection
+		// proves its client certificate anew.
+		SessionTicketsDisabled: true,
 	}
 	if c.MinVersion == "1.2" {
 		cfg.MinVersion = tls.VersionTLS12

@@ -117,6 +117,31 @@ func TestClientTLS(t *testing.T) {
 		c2.receiveUntilReady(t)
 		c2.send(t, &pgproto3.Terminate{})
 	})
+	t.Run("no session tickets", func(t *testing.T) {
+		// PostgreSQL sends none (SSL_OP_NO_TICKET); a client that keeps
+		// them gets none, so each connection makes a full handshake.
+		cache := tls.NewLRUClientSessionCache(4)
+		for i := range 2 {
+			c := dial(t, srv.Addr())
+			sslRequest(t, c.conn)
+			tc := tls.Client(c.conn, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", ClientSessionCache: cache})
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			fe := pgproto3.NewFrontend(tc, tc)
+			fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "alice"}})
+			fe.Flush()
+			c2 := &client{conn: tc, fe: fe}
+			c2.receiveUntilReady(t) // a ticket would have come with the first records
+			if tc.ConnectionState().DidResume {
+				t.Errorf("connection %d resumed a session", i)
+			}
+			c2.send(t, &pgproto3.Terminate{})
+		}
+		if _, ok := cache.Get("127.0.0.1"); ok {
+			t.Error("the client was given a session ticket")
+		}
+	})
 	t.Run("TLS 1.2 client refused", func(t *testing.T) {
 		c := dial(t, srv.Addr())
 		sslRequest(t, c.conn)
