@@ -37,6 +37,12 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 	t := target.table
 	sel := s.SelectStmt.GetSelectStmt()
 	rows := valueRows(sel)
+	setWidth := -1
+	if t != nil && sel != nil {
+		if setWidth, err = a.insertWidth(t, sel, rows); err != nil {
+			return nil, err
+		}
+	}
 
 	// The column list, explicit or expanded from the catalog, and where
 	// each PHI column's name ends in it.
@@ -65,6 +71,9 @@ func (a *analyzer) insertStmt(s *pg.InsertStmt, parent *scope) (*derived, error)
 		}
 		if rows == nil {
 			width = len(sel.TargetList)
+			if setWidth >= 0 {
+				width = setWidth
+			}
 		}
 		if targets, err = a.expandColumns(s.Relation, t, width, &names); err != nil {
 			return nil, err

@@ -32,7 +32,14 @@ func (a *analyzer) selectStmt(s *pg.SelectStmt, parent *scope) (*derived, error)
 		// so the proxy could not tell them apart from plaintext to decrypt
 		// them; without ALL the server would also compare ciphertexts, and a
 		// VALUES branch would put a plaintext literal in a PHI column's place.
-		if col := out.firstPHI(); col != nil {
+		// The right branch counts on its own too: a left one whose columns
+		// the analysis does not list (VALUES, a function's rows through *)
+		// lines up no column with it.
+		col := out.firstPHI()
+		if col == nil {
+			col = r.firstPHI()
+		}
+		if col != nil {
 			return nil, a.reject(col, -1, "UNION, INTERSECT or EXCEPT with a PHI column in the result")
 		}
 		sc.outputs = out.cols

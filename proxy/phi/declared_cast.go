@@ -43,6 +43,10 @@ func (c *valueCodec) read(oid uint32, format int16, src []byte, t policy.Logical
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID:
 		v.s = src
 	case pgtype.NameOID:
+		if format != formatText && len(src) >= 64 {
+			// namerecv clips nothing: it refuses NAMEDATALEN bytes or more.
+			return v, &ValueError{Type: t, Code: pgerrcode.NameTooLong, Msg: "identifier too long"}
+		}
 		v.s = clipName(src)
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID:
 		bits := map[uint32]int{pgtype.Int2OID: 16, pgtype.Int4OID: 32, pgtype.Int8OID: 64}[oid]

@@ -80,6 +80,8 @@ func TestConvert(t *testing.T) {
 		{"varchar for text", policy.TypeText, pgtype.VarcharOID, false, formatText, []byte("a "), "a "},
 		{"bpchar loses trailing spaces", policy.TypeText, pgtype.BPCharOID, true, formatText, []byte("ab  "), "ab"},
 		{"name is clipped to 63 bytes", policy.TypeText, pgtype.NameOID, false, formatText, []byte("é" + strings.Repeat("1", 62)), "é" + strings.Repeat("1", 61)},
+		{"binary name of 63 bytes", policy.TypeText, pgtype.NameOID, true, formatBinary, []byte(strings.Repeat("1", 63)), strings.Repeat("1", 63)},
+		{"binary name of 64 bytes is too long", policy.TypeText, pgtype.NameOID, true, formatBinary, []byte(strings.Repeat("1", 64)), "42622"},
 		{"int stored in text", policy.TypeText, pgtype.Int4OID, true, formatBinary, []byte{0, 0, 0, 42}, "42"},
 		{"bool stored in text says true", policy.TypeText, pgtype.BoolOID, true, formatText, []byte("t"), "true"},
 		{"date stored in text follows DateStyle", policy.TypeText, pgtype.DateOID, true, formatText, []byte("2020-01-02"), "01/02/2020"},
