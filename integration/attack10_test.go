@@ -142,40 +142,76 @@ func TestAttack10BinaryNameTooLong(t *testing.T) {
 	noMarkerInServerLog(t, []string{value})
 }
 
-// Finding 5 (wrong answer, not fixed). DateStyle and TimeZone decide how
-// the server reads a date like 01/02/2020 and prints dates as text; the
-// proxy reads and prints them under the settings last reported, and
-// refuses them while a statement that may change the settings is in
-// flight — a statement it recognises by its words (SET, set_config, DO,
-// CALL, COMMIT …; movesSettings). A function created on the server that
-// calls set_config is not seen: in `SELECT a10_dmy(); INSERT …` the proxy
-// stored 2 January where PostgreSQL stores 1 February, and `SELECT
-// a10_dmy(); SELECT date_of_birth …` showed 1985-03-14 where PostgreSQL
-// shows 14/03/1985. The README's list of what is refused names "a
-// function call", its "Assumed, not checked" says such a function is not
-// seen. Closing it means treating any earlier statement of the text or
-// pipeline as moving the settings (refusing every later date that
-// depends on them), or checking current_setting() in the in-text and
-// pipeline checks the proxy already places in front of each statement.
+// Finding 5: a server-side function that changes DateStyle (or TimeZone)
+// by itself, earlier in a text or a pipeline, made the values after it
+// read and the dates after it shown under the settings last reported:
+// SELECT f(); INSERT … VALUES ('01/02/2020') stored 2 January where
+// PostgreSQL stores 1 February. The checks in front of later statements
+// now compare the settings too and refuse the rest (55000); a function
+// that leaves them alone costs nothing.
 func TestAttack10DateStyleChangedByFunction(t *testing.T) {
-	t.Skip("finding 5: a server-side function that changes DateStyle or TimeZone in the middle of a text or pipeline is not seen; values read and dates shown under the old settings")
 	p := startPHIProxy(t)
 	ctx := context.Background()
 	direct := phiDirect(t)
 	for _, sql := range []string{
 		"CREATE OR REPLACE FUNCTION a10_dmy() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('datestyle', 'SQL, DMY', false); RETURN 1; END$$",
-		"CREATE TEMP TABLE a10_dates (id int, d date)",
+		"CREATE OR REPLACE FUNCTION a10_zone() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('timezone', 'Asia/Tokyo', false); RETURN 1; END$$",
+		"CREATE OR REPLACE FUNCTION a10_same() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('application_name', 'a10', false); RETURN 1; END$$",
 	} {
 		if _, err := direct.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
 		}
 	}
-	name := secret("a10-datestyle")
-	got := runText(t, phiConn(t, p).PgConn(), "SELECT a10_dmy(); INSERT INTO patients (first_name, date_of_birth) VALUES ('"+name+"', '01/02/2020') RETURNING date_of_birth")
-	want := runText(t, direct.PgConn(), "SELECT a10_dmy(); INSERT INTO a10_dates (id, d) VALUES (1, '01/02/2020') RETURNING d")
-	if len(got) != 2 || len(want) != 2 || len(got[1].Rows) != 1 || len(want[1].Rows) != 1 || got[1].Rows[0][0] != want[1].Rows[0][0] {
-		t.Errorf("date read under a DateStyle a function set:\n got %+v\nwant %+v", got, want)
+	conn := phiConn(t, p)
+	var id int64
+	if err := conn.QueryRow(ctx, "INSERT INTO patients (first_name, date_of_birth) VALUES ($1, '1985-03-14') RETURNING id", secret("a10-dob")).Scan(&id); err != nil {
+		t.Fatal(err)
 	}
+	refused := func(what string, answers []queryAnswer) {
+		t.Helper()
+		last := answers[len(answers)-1]
+		if !strings.HasPrefix(last.Err, "55000") || !strings.Contains(last.Err, "DateStyle or TimeZone changed") {
+			t.Errorf("%s: %+v, want 55000 (DateStyle or TimeZone changed)", what, answers)
+		}
+	}
+	count := func() (n int) {
+		t.Helper()
+		if err := direct.QueryRow(ctx, "SELECT count(*) FROM patients").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	refused("insert after a function set DateStyle", runText(t, conn.PgConn(),
+		"SELECT a10_dmy(); INSERT INTO patients (first_name, date_of_birth) VALUES ('"+secret("a10-datestyle")+"', '01/02/2020') RETURNING date_of_birth"))
+	read := "SELECT date_of_birth FROM patients WHERE id = " + strconv.FormatInt(id, 10)
+	refused("date shown after a function set DateStyle", runText(t, conn.PgConn(), "SELECT a10_dmy(); "+read))
+	refused("date shown after a function set TimeZone", runText(t, conn.PgConn(), "SELECT a10_zone(); "+read))
+
+	// A pipeline: the guard in front of the INSERT checks them.
+	b := &pgx.Batch{}
+	b.Queue("SELECT a10_dmy()")
+	b.Queue("INSERT INTO patients (first_name, date_of_birth) VALUES ($1, $2)", secret("a10-pipeline"), "01/02/2020")
+	err := conn.SendBatch(ctx, b).Close()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "55000" || !strings.Contains(pe.Message, "DateStyle or TimeZone changed") {
+		t.Errorf("pipeline: %v, want 55000 (DateStyle or TimeZone changed)", err)
+	}
+	if n := count(); n != before {
+		t.Errorf("%d rows stored by the refused statements", n-before)
+	}
+
+	// Settings left alone, or changed by a statement the proxy reads
+	// (the values after it refused as before): answered as directly.
+	got := runText(t, conn.PgConn(), "SELECT a10_same(); "+read)
+	want := runText(t, direct.PgConn(), "SELECT a10_same(); SELECT '1985-03-14'::date AS date_of_birth")
+	if len(got) != 2 || len(want) != 2 || got[1].Err != "" || len(got[1].Rows) != 1 || got[1].Rows[0][0] != want[1].Rows[0][0] {
+		t.Errorf("a function leaving DateStyle alone:\n got %+v\nwant %+v", got, want)
+	}
+	if got := runText(t, conn.PgConn(), "SET datestyle = 'SQL, DMY'; SELECT 1 AS one"); len(got) != 2 || got[1].Err != "" {
+		t.Errorf("SET then a statement without dates: %+v", got)
+	}
+	runText(t, conn.PgConn(), "RESET datestyle")
 }
 
 // Found nothing: values bound for PHI columns by other indirect routes are

@@ -99,7 +99,7 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 	if len(conds) == 0 {
 		conds = append(conds, "true")
 	}
-	return "SELECT 1/(" + strings.Join(conds, " AND ") + ")::pg_catalog.int4 AS phiproxy_guard" + strings.Join(rows, "")
+	return "SELECT 1/(" + strings.Join(conds, " AND ") + ")::pg_catalog.int4 AS phiproxy_guard, " + guardSettings + strings.Join(rows, "")
 }
 
 // defaultRecheck is how long a catalog stays trusted without a check of
@@ -182,7 +182,8 @@ func (s *session) guard() error {
 			}
 		}
 	}
-	if err := s.sendHidden(proxy.KindBind, &pgproto3.Bind{DestinationPortal: guardName, PreparedStatement: guardName}, a); err != nil {
+	bind := &pgproto3.Bind{DestinationPortal: guardName, PreparedStatement: guardName, Parameters: s.guardSettingsParams()}
+	if err := s.sendHidden(proxy.KindBind, bind, a); err != nil {
 		return err
 	}
 	if err := s.sendHidden(proxy.KindExecute, &pgproto3.Execute{Portal: guardName}, &guardAnswer{s: s, execute: true}); err != nil {
@@ -267,6 +268,9 @@ func (a *guardAnswer) ErrorResponse(dst, msg []byte) []byte {
 	}
 	var refused error
 	switch {
+	case isSettingsChanged(&er):
+		a.s.c.Logger().Info("DateStyle or TimeZone changed under the session by a statement of the batch: batch refused")
+		refused = errSettingsChanged
 	case er.Code == pgerrcode.DivisionByZero, er.Code == pgerrcode.FeatureNotSupported, er.Code == policy.CheckFailed,
 		// A relation or row type it names is gone (DROP, or a rename:
 		// the server analyzes it again and cannot find the name).

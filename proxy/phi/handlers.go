@@ -72,7 +72,7 @@ func (s *session) handleQuery(msg []byte) error {
 		}
 		resp := s.queryResult(plan)
 		if len(in.at) > 0 {
-			resp = positioned(resp, sentPosition{}.inserted(sql, sql, in.text, in.at, len(s.db.checkSQL)+1), in.own)
+			resp = positioned(resp, sentPosition{}.inserted(sql, sql, in.text, in.at, in.checkLen), in.own)
 			if msg, err = (&pgproto3.Query{String: in.text}).Encode(s.buf[:0]); err != nil {
 				return err
 			}
@@ -157,7 +157,7 @@ func (s *session) handleQuery(msg []byte) error {
 			// reused by the session's next text.
 			pos.runs = slices.Clone(pos.runs)
 		}
-		resp = positioned(resp, pos.inserted(sql, sent, in.text, in.at, len(s.db.checkSQL)+1), in.own)
+		resp = positioned(resp, pos.inserted(sql, sent, in.text, in.at, in.checkLen), in.own)
 	}
 	if err := s.c.Send(proxy.Expectation{Kind: proxy.KindQuery, Responder: resp}, out); err != nil {
 		return err

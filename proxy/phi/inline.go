@@ -89,6 +89,8 @@ type inlined struct {
 	// would take the transaction's snapshot first.
 	first     string
 	bareFirst bool
+	// checkLen is the length of each check, its semicolon included.
+	checkLen int
 }
 
 // withChecks returns text with the catalog check in front of each of its
@@ -100,8 +102,7 @@ type inlined struct {
 // LEVEL) and which reach no row: the next statement that may is checked.
 func (s *session) withChecks(text string) (inlined, error) {
 	in := inlined{text: text, first: text}
-	check := s.db.checkSQL
-	if check == "" || s.eng.noGuard || !strings.Contains(strings.TrimRight(text, " \t\r\n\f;"), ";") {
+	if s.db.checkSQL == "" || s.eng.noGuard || !strings.Contains(strings.TrimRight(text, " \t\r\n\f;"), ";") {
 		return in, nil
 	}
 	enc, err := s.textEncoding(text)
@@ -144,6 +145,8 @@ func (s *session) withChecks(text string) (inlined, error) {
 	}
 	in.first = text[:seps[0]]
 	in.bareFirst = len(bare) > 0 && bare[0]
+	check := s.inlineCheck()
+	in.checkLen = len(check) + 1
 	var b strings.Builder
 	b.Grow(len(text) + len(seps)*(len(check)+1))
 	from := 0
@@ -201,13 +204,16 @@ func (r *result) OwnErrorResponse(dst, msg []byte) []byte {
 		return append(dst, msg...)
 	}
 	var refused error
-	switch er.Code {
-	case policy.CheckFailed:
+	switch {
+	case isSettingsChanged(&er):
+		r.s.c.Logger().Info("DateStyle or TimeZone changed under the session by a statement of the text: text refused at a later statement")
+		refused = errSettingsChanged
+	case er.Code == policy.CheckFailed:
 		r.s.drifted.Store(true)
 		r.s.eng.drift.changed.Inc()
 		r.s.c.Logger().Info("catalog changed under the session: text refused at a later statement, catalog to be read again")
 		refused = ErrCatalogChanged
-	case pgerrcode.UndefinedFunction:
+	case er.Code == pgerrcode.UndefinedFunction:
 		refused = errNoEpoch()
 	default:
 		if er.Code == pgerrcode.QueryCanceled || er.Code == pgerrcode.InFailedSQLTransaction || strings.HasPrefix(er.Code, "08") || strings.HasPrefix(er.Code, "57") {

@@ -83,6 +83,9 @@ func parseDateStyle(v string) (dateStyle, bool) {
 type sessionSettings struct {
 	dateStyle   dateStyle
 	dateStyleOK bool
+	// dateStyleName and zoneName are the values as reported (the
+	// settings check compares them: settings_check.go).
+	dateStyleName string
 	zone        *time.Location // nil: not reported, or a zone the proxy cannot read
 	zoneName    string
 	// serverMajor is the server's major version (server_version), 0 when
@@ -117,6 +120,7 @@ func (s *sessionSettings) withSetting(name, value string) *sessionSettings {
 	switch name {
 	case "DateStyle":
 		n.dateStyle, n.dateStyleOK = parseDateStyle(value)
+		n.dateStyleName = value
 	case "TimeZone":
 		n.zone, n.zoneName = sessionZone(value), value
 	case "server_version":
