@@ -86,8 +86,8 @@ type sessionSettings struct {
 	// dateStyleName and zoneName are the values as reported (the
 	// settings check compares them: settings_check.go).
 	dateStyleName string
-	zone        *time.Location // nil: not reported, or a zone the proxy cannot read
-	zoneName    string
+	zone          *time.Location // nil: not reported, or a zone the proxy cannot read
+	zoneName      string
 	// serverMajor is the server's major version (server_version), 0 when
 	// unknown. The value readers are PostgreSQL 15's.
 	serverMajor int
