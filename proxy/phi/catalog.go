@@ -50,6 +50,10 @@ type catalog struct {
 	// secondNames is the hash of the policy tables' second names read
 	// with the epoch (policy.SecondNamesSQL).
 	secondNames string
+	// pathAhead are the schemas the session's search_path put before
+	// pg_catalog when the catalog was read (epoch.go's pathAheadSQL):
+	// then nothing else the read found can be trusted.
+	pathAhead string
 }
 
 var (
@@ -297,6 +301,12 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			if _, dup := cat.aliasNames[name]; !dup {
 				cat.aliasNames[name] = p
 			}
+		}
+	}
+	if cat.pathAhead != "" {
+		for _, pt := range pol.Tables() {
+			cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()],
+				Problem{Table: pt.QualifiedName(), Kind: ProblemSearchPath, Message: searchPathMessage(cat.pathAhead)})
 		}
 	}
 	if cat.epochKnown && !cat.epochOK {

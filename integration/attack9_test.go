@@ -1,0 +1,206 @@
+package integration
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/novamind/phiproxy/internal/pgcluster"
+)
+
+// The ninth independent attack on issue 9 (branch attack9): the catalog
+// epoch and the in-text checks. One test per finding, then the cases
+// tried that held.
+
+// attack9Template0Env is a governed database created from template0
+// after the installation (no catalog triggers), with the statements ddl
+// run in it by its owner.
+func attack9Template0Env(t *testing.T, db string, ddl ...string) *catalogEnv {
+	t.Helper()
+	env := startCatalogEnv(t, db, sprintf(attackAliasPolicy, db), "")
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN("postgres"))
+	for _, sql := range []string{
+		"DROP DATABASE " + db + " WITH (FORCE)",
+		"CREATE DATABASE " + db + " OWNER " + pgcluster.ScramUser.Name + " TEMPLATE template0",
+	} {
+		if _, err := su.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	direct := env.direct(t)
+	for _, sql := range ddl {
+		if _, err := direct.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	return env
+}
+
+// Finding 1 (leak). A governed database created after the installation
+// from template0 has no catalog triggers. While it has no policy table
+// yet, its sessions are served (the guard finds a policy table created),
+// but a text of several statements got no check in front of its later
+// statements (checkQuery needs the epoch): another connection created
+// visits and a view over it while the text's first statement waited, and
+// the INSERT through the view stored its value in plaintext. No check can
+// stand there without the epoch's catalog_sync (inside the text's
+// implicit transaction the server does not take in the other
+// connection's catalog changes before the check: to_regclass finds the
+// table still missing, as the probe of this finding did), so such texts
+// are refused (55000, with the DDL that installs the triggers); texts
+// whose later statements are transaction control, SET or SHOW, and
+// single statements, are served.
+func TestAttack9Template0Text(t *testing.T) {
+	env := attack9Template0Env(t, "attack9_t0")
+	ctx := context.Background()
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	// The value is in a text that names a relation not yet created when
+	// sent: the server would log it (README), so it is no secret().
+	const value = "t0-text-not-stored"
+	err := raceOnLock(t, env, 9001, attackAliasSchema+"; CREATE VIEW t0_v AS SELECT id, ssn FROM visits", func() error {
+		_, err := conn.Exec(ctx, "SELECT pg_advisory_xact_lock(9001); INSERT INTO t0_v (id, ssn) VALUES (1, '"+value+"')")
+		return err
+	})
+	refusedWith(t, err, "55000", "one per query", "catalog triggers")
+	if _, err := env.direct(t).Exec(ctx, attackAliasSchema+"; CREATE VIEW t0_v AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	if plaintextStored(t, env, value) {
+		t.Fatal("plaintext stored through the view")
+	}
+	// Now the database has a policy table and no triggers: refused, with
+	// the DDL that installs them (once the session found the table
+	// created).
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		refusedWith(t, err, "55000")
+	}
+	_, err = conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES (2, $1)", secret("t0-after"))
+	refusedWith(t, err, "55000", "catalog triggers")
+	_, err = conn.Exec(ctx, "INSERT INTO t0_v (id, ssn) VALUES (2, $1)", secret("t0-after"))
+	refusedWith(t, err, "0A000", "view public.t0_v")
+}
+
+// The same database, before it has a policy table: single statements,
+// and texts whose later statements need no check, answer as directly.
+func TestAttack9Template0Answers(t *testing.T) {
+	env := attack9Template0Env(t, "attack9_t0_exact")
+	assertSameTexts(t, env, []string{
+		"SELECT 1 AS a",
+		"CREATE TEMP TABLE other (a int)",
+		"INSERT INTO other VALUES (1) RETURNING a",
+		"BEGIN; SET LOCAL work_mem = '8MB'; SHOW work_mem; COMMIT",
+		"SELECT 1/0",
+	})
+}
+
+// assertSameTexts sends each text through phiproxy and directly and wants
+// the same answers.
+func assertSameTexts(t *testing.T, env *catalogEnv, texts []string) {
+	t.Helper()
+	proxied, direct := env.conn(t).PgConn(), env.direct(t).PgConn()
+	for _, text := range texts {
+		want, got := runText(t, direct, text), runText(t, proxied, text)
+		if sprintf("%+v", got) != sprintf("%+v", want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", text, got, want)
+		}
+	}
+}
+
+// attack9HideView makes, as the database's owner (no superuser), an = on
+// oid in public that is false for view's OID, and has every new session
+// search public before pg_catalog.
+func attack9HideView(t *testing.T, env *catalogEnv, view string) {
+	t.Helper()
+	ctx := context.Background()
+	direct := env.direct(t)
+	var oid uint32
+	if err := direct.QueryRow(ctx, "SELECT $1::regclass::oid", view).Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		sprintf("CREATE FUNCTION public.hide_eq(a oid, b oid) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT a OPERATOR(pg_catalog.=) b AND a OPERATOR(pg_catalog.<>) %d::pg_catalog.oid'", oid),
+		"CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = public.hide_eq)",
+		"ALTER DATABASE " + env.db + " SET search_path = public, pg_catalog",
+	} {
+		if _, err := direct.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+// Finding 2 (leak). phiproxy's catalog query runs with the session's
+// search_path and writes its operators bare. The owner of a database (no
+// superuser) set every new session's search_path to public, pg_catalog
+// (ALTER DATABASE … SET) and created in public an = on oid that is false
+// for one view's OID: the catalog read missed that view over visits, and
+// an INSERT through it passed untouched, its value stored in plaintext.
+// The catalog read now also names the schemas the search_path puts
+// before pg_catalog (with schema-qualified operators only); a session
+// whose catalog was read under such a path refuses every statement that
+// needs the guard (55000) until it changes its search_path. The alias
+// rows of such a read are not reused by other sessions.
+func TestAttack9SearchPathOperator(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_path", "CREATE VIEW hid_v AS SELECT id, ssn FROM visits")
+	attack9HideView(t, env, "hid_v")
+	ctx := context.Background()
+	conn := env.conn(t)
+	for _, sql := range []string{"INSERT INTO hid_v (id, ssn) VALUES (1, $1)", "SELECT 1", "SELECT count(*) FROM visits"} {
+		var args []any
+		if sql[0] == 'I' {
+			args = append(args, secret("search-path"))
+		}
+		_, err := conn.Exec(ctx, sql, args...)
+		refusedWith(t, err, "55000", "search_path puts public before pg_catalog")
+	}
+	// Another session with a safe search_path, soon after: it sees the
+	// view.
+	safe := env.conn(t, func(c *pgx.ConnConfig) { c.RuntimeParams["search_path"] = "pg_catalog, public" })
+	_, err := safe.Exec(ctx, "INSERT INTO hid_v (id, ssn) VALUES (2, $1)", secret("search-path-safe"))
+	refusedWith(t, err, "0A000", "view public.hid_v")
+	// The first session, once it names pg_catalog first, is served.
+	if _, err := conn.Exec(ctx, "SET search_path = pg_catalog, public"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Errorf("after SET search_path: %v", err)
+	}
+	_, err = conn.Exec(ctx, "INSERT INTO hid_v (id, ssn) VALUES (3, $1)", secret("search-path-set"))
+	refusedWith(t, err, "0A000", "view public.hid_v")
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored", n)
+	}
+}
+
+func TestAttack9ProbeTwoPhase(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_2pc")
+	ctx := context.Background()
+	other := env.direct(t)
+	for _, sql := range []string{"BEGIN", "CREATE VIEW tp_v AS SELECT id, ssn FROM visits", "PREPARE TRANSACTION 'attack9_a'"} {
+		if _, err := other.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() { _, _ = connect(t, directDSN(pgcluster.ScramUser, env.db)).Exec(ctx, "ROLLBACK PREPARED 'attack9_a'") })
+	// Another connection's DDL that changes second names.
+	c3 := env.direct(t)
+	_, err := c3.Exec(ctx, "SET lock_timeout = '500ms'; CREATE VIEW other_v AS SELECT 1 AS a")
+	t.Logf("other DDL while prepared: %v", err)
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.direct(t).Exec(ctx, "COMMIT PREPARED 'attack9_a'"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "2pc-not-stored"
+	_, err = conn.Exec(ctx, "INSERT INTO tp_v (id, ssn) VALUES (1, '"+value+"')")
+	t.Logf("insert: %v", err)
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored through the view")
+	}
+}
