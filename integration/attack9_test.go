@@ -204,3 +204,71 @@ func TestAttack9ProbeTwoPhase(t *testing.T) {
 		t.Error("plaintext stored through the view")
 	}
 }
+
+// Finding 3 (privilege). The installation DDL (`phiproxy schema`'s step 1,
+// run by a superuser) named its types bare (text, timestamptz,
+// event_trigger): run in a database whose owner (no superuser) had set
+// search_path = public, pg_catalog and made a domain public.text whose
+// CHECK calls a function of theirs, phiproxy.epoch_own's columns took
+// that domain, and the trigger (SECURITY DEFINER, owned by the
+// superuser) ran the owner's function as the superuser at the first DDL
+// that moved the epoch — the installation's own COMMENT at its end
+// (which then failed, its function's return type being the domain too,
+// leaving the database with triggers that fail every such DDL; what the
+// function did outside the transaction, here a sequence's nextval, a
+// COPY TO PROGRAM elsewhere, stays). The DDL now runs in one transaction
+// under SET LOCAL search_path = pg_catalog, pg_temp.
+func TestAttack9InstallUnderOwnersSearchPath(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_install")
+	ctx := context.Background()
+	owner := env.direct(t)
+	for _, sql := range []string{
+		"CREATE SEQUENCE public.escalated",
+		"GRANT ALL ON SEQUENCE public.escalated TO PUBLIC",
+		`CREATE FUNCTION public.note_super(v pg_catalog.text) RETURNS bool LANGUAGE plpgsql AS $$BEGIN
+		   IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
+		     PERFORM pg_catalog.nextval('public.escalated');
+		   END IF;
+		   RETURN true; END$$`,
+		"CREATE DOMAIN public.text AS pg_catalog.text CHECK (public.note_super(VALUE))",
+		"ALTER DATABASE " + env.db + " SET search_path = public, pg_catalog",
+	} {
+		if _, err := owner.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// A first installation (the database had none).
+	su := connect(t, cluster.SuperuserDSN(env.db))
+	for _, sql := range []string{"DROP EVENT TRIGGER phiproxy_catalog_ddl", "DROP EVENT TRIGGER phiproxy_catalog_drop", "DROP SCHEMA phiproxy CASCADE"} {
+		if _, err := su.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ierr := pgcluster.InstallEpoch(ctx, su)
+	var called bool
+	if err := owner.QueryRow(ctx, "SELECT is_called FROM public.escalated").Scan(&called); err != nil {
+		t.Fatal(err)
+	}
+	if called {
+		t.Errorf("the database owner's function ran as a superuser (installation: %v)", ierr)
+	}
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	if _, err := owner.Exec(ctx, "CREATE VIEW after_install AS SELECT 1 AS a"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := owner.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'phiproxy.epoch_own'::regclass AND attnum > 0"+
+		" AND atttypid NOT IN ('pg_catalog.text'::regtype, 'pg_catalog.int8'::regtype, 'pg_catalog.int4'::regtype, 'pg_catalog.timestamptz'::regtype)").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		t.Errorf("%d columns of epoch_own have types of the owner's", n)
+	}
+	// The database is governed: sessions are served (with pg_catalog first).
+	conn := env.conn(t, func(c *pgx.ConnConfig) { c.RuntimeParams["search_path"] = "pg_catalog, public" })
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Error(err)
+	}
+}

@@ -241,8 +241,20 @@ var checkSourceMD5 = func() string {
 // triggers need one; on Amazon RDS, rds_superuser). They are idempotent.
 // ENABLE ALWAYS keeps the triggers firing under session_replication_role =
 // replica.
+//
+// They run in one transaction, so that no session sees the database
+// between them (the triggers dropped, the epoch not yet replaced: a
+// second name made then would go unseen by sessions holding the old
+// epoch), under SET LOCAL search_path = pg_catalog, pg_temp: the
+// superuser's session takes the database's and its role's search_path,
+// which the database's owner may set to put a schema of theirs first,
+// where a type named text (a domain whose CHECK calls their function)
+// would become the type of epoch_own's columns, checked with the
+// trigger's owner's rights.
 func EpochDDL() []string {
 	return []string{
+		`BEGIN;`,
+		`SET LOCAL search_path = pg_catalog, pg_temp;`,
 		// The triggers of an earlier installation run no more while the
 		// objects change. The schema and its objects may have been made
 		// before by someone else (CREATE OR REPLACE keeps a function's
@@ -279,6 +291,7 @@ func EpochDDL() []string {
 		// DDL that runs the triggers once, for a first epoch (CREATE EVENT
 		// TRIGGER runs none).
 		`COMMENT ON SCHEMA "phiproxy" IS 'phiproxy: catalog epoch (see phiproxy schema)';`,
+		`COMMIT;`,
 	}
 }
 
