@@ -185,7 +185,9 @@ func TestAttack9ProbeTwoPhase(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	t.Cleanup(func() { _, _ = connect(t, directDSN(pgcluster.ScramUser, env.db)).Exec(ctx, "ROLLBACK PREPARED 'attack9_a'") })
+	t.Cleanup(func() {
+		_, _ = connect(t, directDSN(pgcluster.ScramUser, env.db)).Exec(ctx, "ROLLBACK PREPARED 'attack9_a'")
+	})
 	// Another connection's DDL that changes second names.
 	c3 := env.direct(t)
 	_, err := c3.Exec(ctx, "SET lock_timeout = '500ms'; CREATE VIEW other_v AS SELECT 1 AS a")
