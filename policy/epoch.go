@@ -95,6 +95,15 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // committed would wait for it and then fail ("tuple concurrently
 // updated"), refusing DDL that PostgreSQL runs.
 //
+// A transaction that took that lock cannot be prepared for two-phase
+// commit: the trigger runs NOTIFY, which PREPARE TRANSACTION refuses
+// (0A000). Prepared, it would hold the lock (and the epoch function's
+// row) until COMMIT PREPARED or ROLLBACK PREPARED, which may never come:
+// every other DDL that changes second names would wait for it, and the
+// session's own next such DDL would wait for its own prepared
+// transaction for ever. DDL that changes no second name takes no lock
+// and prepares as before.
+//
 // The graph is read with the transaction's snapshot, which in a
 // REPEATABLE READ or SERIALIZABLE transaction may predate catalog changes
 // other connections committed since (o, read through the system caches,
@@ -117,6 +126,8 @@ BEGIN
   ` + epochGraphSQL + ` INTO h;
   IF h IS DISTINCT FROM o THEN
     LOCK TABLE ` + epochOwnTable + ` IN SHARE ROW EXCLUSIVE MODE;
+    -- PREPARE TRANSACTION refuses a transaction that ran NOTIFY.
+    PERFORM pg_catalog.pg_notify('phiproxy_catalog_epoch', '');
     o := ` + EpochFunction + `;
     ` + epochGraphSQL + ` INTO h;
   END IF;
