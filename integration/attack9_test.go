@@ -293,3 +293,161 @@ func TestAttack9InstallUnderOwnersSearchPath(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Held: an installation of another version (a catalog_check whose body
+// differs, as an older phiproxy's would in a rolling upgrade) counts as
+// no installation: statements are refused with the DDL (55000); running
+// the DDL again serves them.
+func TestAttack9OtherVersionInstalled(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_version")
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN(env.db))
+	if _, err := su.Exec(ctx, `CREATE OR REPLACE FUNCTION phiproxy.catalog_check(epoch text, tables text[], oids oid[], names text) RETURNS boolean
+		LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$BEGIN RETURN true; END$$`); err != nil {
+		t.Fatal(err)
+	}
+	conn := env.conn(t)
+	_, err := conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES (1, $1)", secret("other-version"))
+	refusedWith(t, err, "55000", "catalog triggers")
+	_, err = conn.Exec(ctx, "SELECT 1; SELECT 2")
+	refusedWith(t, err, "55000", "catalog triggers")
+	if err := pgcluster.InstallEpoch(ctx, su); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES (1, $1)", secret("other-version-fixed")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Held: the installation run twice at once (two superusers): each runs in
+// one transaction, the second waits for the first or fails; the database
+// ends installed, and a view created afterwards by another connection is
+// caught.
+func TestAttack9ConcurrentInstall(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_install2")
+	ctx := context.Background()
+	a, b := connect(t, cluster.SuperuserDSN(env.db)), connect(t, cluster.SuperuserDSN(env.db))
+	errs := make(chan error, 2)
+	for _, c := range []*pgx.Conn{a, b} {
+		go func(c *pgx.Conn) { errs <- pgcluster.InstallEpoch(ctx, c) }(c)
+	}
+	var ok int
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Logf("one installation: %v", err)
+			_, _ = a.Exec(ctx, "ROLLBACK")
+			_, _ = b.Exec(ctx, "ROLLBACK")
+		} else {
+			ok++
+		}
+	}
+	if ok == 0 {
+		t.Fatal("neither installation ran")
+	}
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.direct(t).Exec(ctx, "CREATE VIEW ci_v AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, "INSERT INTO ci_v (id, ssn) VALUES (1, $1)", secret("concurrent-install"))
+	refusedWith(t, err, "55000")
+}
+
+// Held: a check that cannot take its lock fails closed. A superuser holds
+// phiproxy.catalog_lock (which catalog_sync locks) while another
+// connection makes a view over visits; a session in a transaction block
+// under a short lock_timeout is refused by the server (55P03), in front
+// of its statement and in front of a later statement of a text, and
+// nothing is stored.
+func TestAttack9CheckLockTimeout(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_locktimeout")
+	ctx := context.Background()
+	su := connect(t, cluster.SuperuserDSN(env.db))
+	conn := env.conn(t)
+	for _, sql := range []string{"BEGIN", "SELECT count(*) FROM visits"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sql := range []string{"BEGIN", "LOCK phiproxy.catalog_lock IN ACCESS EXCLUSIVE MODE"} {
+		if _, err := su.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := env.direct(t).Exec(ctx, "CREATE VIEW lt_v AS SELECT id, ssn FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SET LOCAL lock_timeout = '50ms'"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "lock-timeout-not-stored"
+	_, err := conn.Exec(ctx, "INSERT INTO lt_v (id, ssn) VALUES (1, '"+value+"')")
+	refusedWith(t, err, "55P03")
+	for _, sql := range []string{"ROLLBACK", "BEGIN", "SET LOCAL lock_timeout = '50ms'"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = conn.Exec(ctx, "SELECT 1; INSERT INTO lt_v (id, ssn) VALUES (2, '"+value+"')")
+	if err == nil {
+		t.Error("the text ran")
+	}
+	if _, err := su.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored through the view")
+	}
+}
+
+// Held: second names made by another connection while the session's
+// transaction block is open, or while a statement of its text waits: a
+// rule on a table of no policy that writes into visits, and a table made
+// an inheritance child of visits (ALTER TABLE … INHERIT, which does not
+// wait for the session's lock on visits). Refused (55000), nothing
+// stored.
+func TestAttack9RuleAndInheritMidTransaction(t *testing.T) {
+	env := attackAliasEnv(t, "attack9_midtx",
+		"CREATE TABLE side (id int, ssn text)",
+		"CREATE TABLE kid (id int PRIMARY KEY, ssn text, ssn_bidx text)")
+	ctx := context.Background()
+	conn, other := env.conn(t), env.direct(t)
+	for _, sql := range []string{"BEGIN", "SELECT count(*) FROM visits"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.Exec(ctx, "CREATE RULE side_r AS ON INSERT TO side DO INSTEAD INSERT INTO visits (id, ssn) VALUES (NEW.id, NEW.ssn)"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "rule-not-stored"
+	_, err := conn.Exec(ctx, "INSERT INTO side (id, ssn) VALUES (1, '"+value+"')")
+	refusedWith(t, err, "55000")
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	const kidValue = "inherit-not-stored"
+	err = raceOnLock(t, env, 9002, "ALTER TABLE kid INHERIT visits", func() error {
+		_, err := conn.Exec(ctx, "BEGIN; SELECT count(*) FROM visits; SELECT pg_advisory_xact_lock(9002); INSERT INTO kid (id, ssn) VALUES (2, '"+kidValue+"'); COMMIT")
+		return err
+	})
+	refusedWith(t, err, "55000")
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := env.direct(t).QueryRow(ctx, "SELECT count(*) FROM visits WHERE ssn IN ($1, $2)", value, kidValue).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		t.Errorf("%d plaintext values stored", n)
+	}
+}
