@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -450,4 +451,62 @@ func TestAttack9RuleAndInheritMidTransaction(t *testing.T) {
 	if n > 0 {
 		t.Errorf("%d plaintext values stored", n)
 	}
+}
+
+// Held: a subscription made by a superuser, after the session read its
+// catalog, into visits from a table of another database of the cluster
+// (logical replication; the test cluster runs with wal_level = logical)
+// moves the epoch: the session's next statement on visits is refused
+// (55000), and every one after it names the subscription (55000).
+func TestAttack9Subscription(t *testing.T) {
+	const pub = "attack9_pub"
+	env := attackAliasEnv(t, "attack9_sub")
+	ctx := context.Background()
+	root := connect(t, cluster.SuperuserDSN("postgres"))
+	for _, sql := range []string{"DROP DATABASE IF EXISTS " + pub + " WITH (FORCE)", "CREATE DATABASE " + pub} {
+		if _, err := root.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	pubConn := connect(t, cluster.SuperuserDSN(pub))
+	for _, sql := range []string{
+		attackAliasSchema,
+		"CREATE PUBLICATION attack9_p FOR TABLE visits",
+		"SELECT pg_create_logical_replication_slot('attack9_slot', 'pgoutput')",
+	} {
+		if _, err := pubConn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	su := connect(t, cluster.SuperuserDSN(env.db))
+	t.Cleanup(func() {
+		for _, sql := range []string{"ALTER SUBSCRIPTION attack9_s DISABLE", "ALTER SUBSCRIPTION attack9_s SET (slot_name = NONE)", "DROP SUBSCRIPTION attack9_s"} {
+			if _, err := su.Exec(ctx, sql); err != nil {
+				t.Logf("%s: %v", sql, err)
+			}
+		}
+		for i := 0; i < 600; i++ {
+			var active bool
+			if err := pubConn.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = 'attack9_slot'").Scan(&active); err != nil || !active {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if _, err := pubConn.Exec(ctx, "SELECT pg_drop_replication_slot('attack9_slot')"); err != nil {
+			t.Logf("drop slot: %v", err)
+		}
+	})
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	create := sprintf("CREATE SUBSCRIPTION attack9_s CONNECTION 'host=%s port=%d user=postgres dbname=%s' PUBLICATION attack9_p WITH (create_slot = false, slot_name = 'attack9_slot', copy_data = false)",
+		cluster.SocketDir(), cluster.Port(), pub)
+	if _, err := su.Exec(ctx, create); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES (1, $1)", secret("subscription"))
+	refusedWith(t, err, "55000")
+	_, err = conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES (1, $1)", secret("subscription"))
+	refusedWith(t, err, "55000", "subscription")
 }
