@@ -510,3 +510,63 @@ func TestAttack9Subscription(t *testing.T) {
 	_, err = conn.Exec(ctx, "INSERT INTO visits (id, ssn) VALUES (1, $1)", secret("subscription"))
 	refusedWith(t, err, "55000", "subscription")
 }
+
+// Held: the same database from template0, a pipeline (extended protocol):
+// the guard after the INSERT's Parse and Bind finds visits created while
+// the first statement waited (the Parse took a lock, so the server took
+// in the other connection's changes), and the INSERT never runs.
+func TestAttack9Template0Pipeline(t *testing.T) {
+	env := attack9Template0Env(t, "attack9_t0_pipe")
+	ctx := context.Background()
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "t0-pipeline-not-stored"
+	err := raceOnLock(t, env, 9003, attackAliasSchema+"; CREATE VIEW t0_pv AS SELECT id, ssn FROM visits", func() error {
+		return pipelineErr(t, conn.PgConn(), []string{"SELECT pg_advisory_xact_lock(9003)", "INSERT INTO t0_pv (id, ssn) VALUES (1, $1)"},
+			[][][]byte{nil, {[]byte(value)}})
+	})
+	if plaintextStored(t, env, value) {
+		t.Fatal("plaintext stored through the view")
+	}
+	refusedWith(t, err, "55000")
+}
+
+// Finding 5 (leak, not fixed: a limit of what phiproxy can see). A row
+// trigger (no transition tables) that another connection puts on a table
+// of no policy, whose function (a body phiproxy never sees) writes the
+// row into visits, moves a value the application writes to that table
+// into the policy table in plaintext: no catalog edge links the two
+// (pg_depend records no dependency of a PL/pgSQL body), so neither the
+// catalog's second names nor the epoch see it, as for any function
+// created on the server that writes its arguments into a policy table.
+// The application sent the value in plaintext to a table the policy does
+// not govern; PostgreSQL stores it in a PHI column. README lists
+// transition-table triggers only. The ciphertext CHECK constraint of
+// `phiproxy schema`'s step 2 (not on this test's table) makes the server
+// refuse the write.
+func TestAttack9RowTriggerIntoPolicyTable(t *testing.T) {
+	t.Skip("finding 5: a row trigger on a table of no policy whose function writes into a policy table moves plaintext into it (function bodies are opaque to phiproxy)")
+	env := attackAliasEnv(t, "attack9_rowtrigger", "CREATE TABLE side (id int, ssn text)")
+	ctx := context.Background()
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`CREATE FUNCTION side_to_visits() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+		   INSERT INTO visits (id, ssn) VALUES (NEW.id, NEW.ssn); RETURN NULL; END$$`,
+		"CREATE TRIGGER side_t BEFORE INSERT ON side FOR EACH ROW EXECUTE FUNCTION side_to_visits()",
+	} {
+		if _, err := env.direct(t).Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const value = "row-trigger-not-stored"
+	_, err := conn.Exec(ctx, "INSERT INTO side (id, ssn) VALUES (1, '"+value+"')")
+	t.Logf("insert: %v", err)
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored in visits through the trigger")
+	}
+}
