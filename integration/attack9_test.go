@@ -570,3 +570,66 @@ func TestAttack9RowTriggerIntoPolicyTable(t *testing.T) {
 		t.Error("plaintext stored in visits through the trigger")
 	}
 }
+
+// Finding 6 (leak). A foreign table (postgres_fdw) in one governed
+// database whose remote table is visits of another governed database of
+// the cluster: the first database has no visits, so the catalog's search
+// for second names (which starts from the policy tables the database
+// has) never looked at it, and an INSERT through it passed untouched and
+// stored its value in plaintext in the other database's visits. A
+// foreign table whose remote table is named as a policy table that the
+// database lacks is now a second name of that table: statements naming
+// it are refused (55000), as soon as another connection creates it (the
+// epoch moves).
+func TestAttack9ForeignTableOtherDatabase(t *testing.T) {
+	const a, b = "attack9_fdw_a", "attack9_fdw_b"
+	env := startCatalogEnv(t, b, sprintf(`
+databases: [%s, %s]
+tables:
+  - name: public.visits
+    columns:
+      ssn: { type: text, blind_index: {} }
+`, a, b), attackAliasSchema)
+	ctx := context.Background()
+	root := connect(t, cluster.SuperuserDSN("postgres"))
+	for _, sql := range []string{"DROP DATABASE IF EXISTS " + a + " WITH (FORCE)", "CREATE DATABASE " + a + " OWNER " + pgcluster.ScramUser.Name} {
+		if _, err := root.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	su := connect(t, cluster.SuperuserDSN(a))
+	for _, sql := range []string{
+		"CREATE EXTENSION postgres_fdw",
+		sprintf("CREATE SERVER b_srv FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '%d', dbname '%s', sslmode 'disable')", cluster.Port(), b),
+		sprintf("CREATE USER MAPPING FOR %s SERVER b_srv OPTIONS (user '%s', password '%s')", pgcluster.ScramUser.Name, pgcluster.ScramUser.Name, pgcluster.ScramUser.Password),
+		"GRANT USAGE ON FOREIGN SERVER b_srv TO " + pgcluster.ScramUser.Name,
+	} {
+		if _, err := su.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	owner := connect(t, directDSN(pgcluster.ScramUser, a))
+	if _, err := owner.Exec(ctx, "CREATE FOREIGN TABLE remote_v (id int, ssn text) SERVER b_srv OPTIONS (schema_name 'public', table_name 'visits')"); err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, env.p.dsn(pgcluster.ScramUser, a))
+	_, err := conn.Exec(ctx, "INSERT INTO remote_v (id, ssn) VALUES (1, $1)", secret("fdw-other-db"))
+	refusedWith(t, err, "55000", "remote_v")
+	// One created after the session read its catalog, named by the
+	// foreign table's own name (postgres_fdw's default).
+	if _, err := owner.Exec(ctx, "CREATE FOREIGN TABLE visits_remote (id int, ssn text) SERVER b_srv OPTIONS (table_name 'visits')"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		_, err = conn.Exec(ctx, "INSERT INTO visits_remote (id, ssn) VALUES (2, $1)", secret("fdw-other-db-later"))
+		refusedWith(t, err, "55000")
+	}
+	refusedWith(t, err, "55000", "visits_remote")
+	// Statements on other tables of the database are served.
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Error(err)
+	}
+	if n := storedRows(t, env); n != 0 {
+		t.Errorf("%d rows stored in the other database's visits", n)
+	}
+}
