@@ -571,18 +571,11 @@ func TestAttack9RowTriggerIntoPolicyTable(t *testing.T) {
 	}
 }
 
-// Finding 6 (leak). A foreign table (postgres_fdw) in one governed
-// database whose remote table is visits of another governed database of
-// the cluster: the first database has no visits, so the catalog's search
-// for second names (which starts from the policy tables the database
-// has) never looked at it, and an INSERT through it passed untouched and
-// stored its value in plaintext in the other database's visits. A
-// foreign table whose remote table is named as a policy table that the
-// database lacks is now a second name of that table: statements naming
-// it are refused (55000), as soon as another connection creates it (the
-// epoch moves).
-func TestAttack9ForeignTableOtherDatabase(t *testing.T) {
-	const a, b = "attack9_fdw_a", "attack9_fdw_b"
+// attack9FDW governs databases a and b, b with visits, a without; in a,
+// b's owner's role reaches b through postgres_fdw's server b_srv. It
+// returns the environment (b's) and a connection to a as its owner.
+func attack9FDW(t *testing.T, a, b string, bDDL ...string) (*catalogEnv, *pgx.Conn) {
+	t.Helper()
 	env := startCatalogEnv(t, b, sprintf(`
 databases: [%s, %s]
 tables:
@@ -591,6 +584,11 @@ tables:
       ssn: { type: text, blind_index: {} }
 `, a, b), attackAliasSchema)
 	ctx := context.Background()
+	for _, sql := range bDDL {
+		if _, err := env.direct(t).Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
 	root := connect(t, cluster.SuperuserDSN("postgres"))
 	for _, sql := range []string{"DROP DATABASE IF EXISTS " + a + " WITH (FORCE)", "CREATE DATABASE " + a + " OWNER " + pgcluster.ScramUser.Name} {
 		if _, err := root.Exec(ctx, sql); err != nil {
@@ -608,7 +606,23 @@ tables:
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	owner := connect(t, directDSN(pgcluster.ScramUser, a))
+	return env, connect(t, directDSN(pgcluster.ScramUser, a))
+}
+
+// Finding 6 (leak). A foreign table (postgres_fdw) in one governed
+// database whose remote table is visits of another governed database of
+// the cluster: the first database has no visits, so the catalog's search
+// for second names (which starts from the policy tables the database
+// has) never looked at it, and an INSERT through it passed untouched and
+// stored its value in plaintext in the other database's visits. A
+// foreign table whose remote table is named as a policy table that the
+// database lacks is now a second name of that table: statements naming
+// it are refused (55000), as soon as another connection creates it (the
+// epoch moves).
+func TestAttack9ForeignTableOtherDatabase(t *testing.T) {
+	const a, b = "attack9_fdw_a", "attack9_fdw_b"
+	env, owner := attack9FDW(t, a, b)
+	ctx := context.Background()
 	if _, err := owner.Exec(ctx, "CREATE FOREIGN TABLE remote_v (id int, ssn text) SERVER b_srv OPTIONS (schema_name 'public', table_name 'visits')"); err != nil {
 		t.Fatal(err)
 	}
@@ -631,5 +645,31 @@ tables:
 	}
 	if n := storedRows(t, env); n != 0 {
 		t.Errorf("%d rows stored in the other database's visits", n)
+	}
+}
+
+// Finding 7 (leak, not fixed). The same, through a foreign table whose
+// remote table is a view over visits in the other database: the view is
+// a second name there (the other database's sessions refuse visits), but
+// nothing in the first database's catalog says what the remote relation
+// is, and the INSERT through the foreign table stores its value in
+// plaintext in the other database. Closing it means taking every
+// foreign table of a governed database that may reach a governed
+// database (of this cluster, or of another behind another phiproxy) as
+// a second name: left to decide.
+func TestAttack9ForeignTableRemoteView(t *testing.T) {
+	t.Skip("finding 7: a foreign table whose remote relation is a view over a policy table of another database writes plaintext into it")
+	const a, b = "attack9_fdw_va", "attack9_fdw_vb"
+	env, owner := attack9FDW(t, a, b, "CREATE VIEW vv AS SELECT id, ssn FROM visits")
+	ctx := context.Background()
+	if _, err := owner.Exec(ctx, "CREATE FOREIGN TABLE remote_vv (id int, ssn text) SERVER b_srv OPTIONS (table_name 'vv')"); err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, env.p.dsn(pgcluster.ScramUser, a))
+	const value = "fdw-remote-view-not-stored"
+	_, err := conn.Exec(ctx, "INSERT INTO remote_vv (id, ssn) VALUES (1, '"+value+"')")
+	t.Logf("insert: %v", err)
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored in the other database's visits through its view")
 	}
 }
