@@ -46,7 +46,10 @@ func runMain(m *testing.M) int {
 		ServerName: upstreamServerName,
 		// Keep few WAL segments: the leak check reads every file of the
 		// data directory, and the migration tests write a lot.
-		Settings: []string{"min_wal_size = 32MB", "max_wal_size = 128MB"},
+		Settings: []string{"min_wal_size = 32MB", "max_wal_size = 128MB",
+			// Two-phase commit and logical replication, for the attacks on
+			// the catalog epoch (attack9_test.go).
+			"max_prepared_transactions = 10", "wal_level = logical"},
 	})
 	if err != nil {
 		// Never skip: these tests are the proof that the proxy works.

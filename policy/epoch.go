@@ -95,6 +95,15 @@ const epochGraphSQL = `SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(x, E
 // committed would wait for it and then fail ("tuple concurrently
 // updated"), refusing DDL that PostgreSQL runs.
 //
+// A transaction that took that lock cannot be prepared for two-phase
+// commit: the trigger runs NOTIFY, which PREPARE TRANSACTION refuses
+// (0A000). Prepared, it would hold the lock (and the epoch function's
+// row) until COMMIT PREPARED or ROLLBACK PREPARED, which may never come:
+// every other DDL that changes second names would wait for it, and the
+// session's own next such DDL would wait for its own prepared
+// transaction for ever. DDL that changes no second name takes no lock
+// and prepares as before.
+//
 // The graph is read with the transaction's snapshot, which in a
 // REPEATABLE READ or SERIALIZABLE transaction may predate catalog changes
 // other connections committed since (o, read through the system caches,
@@ -117,6 +126,8 @@ BEGIN
   ` + epochGraphSQL + ` INTO h;
   IF h IS DISTINCT FROM o THEN
     LOCK TABLE ` + epochOwnTable + ` IN SHARE ROW EXCLUSIVE MODE;
+    -- PREPARE TRANSACTION refuses a transaction that ran NOTIFY.
+    PERFORM pg_catalog.pg_notify('phiproxy_catalog_epoch', '');
     o := ` + EpochFunction + `;
     ` + epochGraphSQL + ` INTO h;
   END IF;
@@ -241,8 +252,20 @@ var checkSourceMD5 = func() string {
 // triggers need one; on Amazon RDS, rds_superuser). They are idempotent.
 // ENABLE ALWAYS keeps the triggers firing under session_replication_role =
 // replica.
+//
+// They run in one transaction, so that no session sees the database
+// between them (the triggers dropped, the epoch not yet replaced: a
+// second name made then would go unseen by sessions holding the old
+// epoch), under SET LOCAL search_path = pg_catalog, pg_temp: the
+// superuser's session takes the database's and its role's search_path,
+// which the database's owner may set to put a schema of theirs first,
+// where a type named text (a domain whose CHECK calls their function)
+// would become the type of epoch_own's columns, checked with the
+// trigger's owner's rights.
 func EpochDDL() []string {
 	return []string{
+		`BEGIN;`,
+		`SET LOCAL search_path = pg_catalog, pg_temp;`,
 		// The triggers of an earlier installation run no more while the
 		// objects change. The schema and its objects may have been made
 		// before by someone else (CREATE OR REPLACE keeps a function's
@@ -279,6 +302,7 @@ func EpochDDL() []string {
 		// DDL that runs the triggers once, for a first epoch (CREATE EVENT
 		// TRIGGER runs none).
 		`COMMENT ON SCHEMA "phiproxy" IS 'phiproxy: catalog epoch (see phiproxy schema)';`,
+		`COMMIT;`,
 	}
 }
 

@@ -77,8 +77,24 @@ func sessionParams(cmd string) map[string]string {
 	for _, s := range policy.SessionSettings {
 		p[s[0]] = s[1]
 	}
+	if pinsSearchPath[cmd] {
+		p["search_path"] = "pg_catalog, pg_temp"
+	}
 	return p
 }
+
+// pinsSearchPath are the commands whose connections search pg_catalog
+// first, whatever search_path the database or the role sets: they only
+// read (the catalog; keys, ciphertext headers), naming their tables with
+// their schemas, and their queries write operators and functions bare.
+// The owner of a database (no superuser) may set its search_path to put
+// a schema of theirs first, with an = or a get_byte of their own there:
+// run by a superuser, as `phiproxy schema` is, the owner's function would
+// run with the superuser's rights, and could make `keys usage` miss the
+// values of a key about to be retired. `migrate` keeps the session's
+// search_path: the triggers and defaults of the tables it writes may
+// need it.
+var pinsSearchPath = map[string]bool{"schema": true, "check": true, "keys usage": true, "keys retire": true}
 
 // connectDB opens a direct connection to database db ("" for the
 // default) for the command cmd.

@@ -50,6 +50,10 @@ type catalog struct {
 	// secondNames is the hash of the policy tables' second names read
 	// with the epoch (policy.SecondNamesSQL).
 	secondNames string
+	// pathAhead are the schemas the session's search_path put before
+	// pg_catalog when the catalog was read (epoch.go's pathAheadSQL):
+	// then nothing else the read found can be trusted.
+	pathAhead string
 }
 
 var (
@@ -88,6 +92,9 @@ const (
 	// rowGenerated: table OID, schema, table, a generated column's name, ""
 	rowGenerated = "generated"
 	rowAlias     = "alias" // table OID, alias kind, identity, extra, bare name
+	// rowRemote: policy table's schema and name, the foreign table's
+	// identity, "", its bare name (remoteAliasSQL)
+	rowRemote = "remote"
 )
 
 // typeColumns are the catalog query's last output columns, per attribute:
@@ -156,6 +163,7 @@ func catalogQuery(pol *policy.Policy, aliases bool) string {
 		` FROM t JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid WHERE a.attnum > 0 AND NOT a.attisdropped AND coalesce(pg_catalog.to_jsonb(a) ->> 'attgenerated', '') <> ''`)
 	if aliases {
 		b.WriteString(aliasSQL)
+		b.WriteString(remoteAliasSQL(pol))
 	}
 	b.WriteString(epochSQL)
 	b.WriteString(`) u ORDER BY k, k1, k2, a0, a1, a2, a3, a4`)
@@ -173,7 +181,7 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 	cat := &catalog{tables: map[string]*catalogTable{}, attrs: map[attrKey]attr{}, problems: map[string][]Problem{}, colls: map[string]rewrite.Collation{}}
 	live := map[*catalogTable]*policy.LiveTable{}
 	byOID := map[uint32]*policy.Table{}
-	var aliases, relkinds, generated [][][]byte
+	var aliases, remotes, relkinds, generated [][][]byte
 	views := map[uint32]*catalogView{}
 	for _, r := range rows {
 		if len(r) != 6 && len(r) != 6+collationWidth && len(r) != catalogWidth {
@@ -189,6 +197,9 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 			continue
 		case rowAlias:
 			aliases = append(aliases, r)
+			continue
+		case rowRemote:
+			remotes = append(remotes, r)
 			continue
 		case rowEpoch:
 			cat.readEpochRow(r)
@@ -286,17 +297,17 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		if pt == nil {
 			continue
 		}
-		p := aliasProblem(pt, string(r[2]), string(r[3]), string(r[4]))
-		if !slices.Contains(cat.problems[pt.QualifiedName()], p) {
-			cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()], p)
+		cat.addAlias(pol, pt, aliasProblem(pt, string(r[2]), string(r[3]), string(r[4])), string(r[5]))
+	}
+	for _, r := range remotes {
+		if pt := pol.Table(string(r[1]), string(r[2])); pt != nil {
+			cat.addAlias(pol, pt, aliasProblem(pt, "foreign", string(r[3]), ""), string(r[5]))
 		}
-		if name := strings.ToLower(string(r[5])); name != "" && len(pol.TablesNamed(string(r[5]))) == 0 {
-			if cat.aliasNames == nil {
-				cat.aliasNames = map[string]Problem{}
-			}
-			if _, dup := cat.aliasNames[name]; !dup {
-				cat.aliasNames[name] = p
-			}
+	}
+	if cat.pathAhead != "" {
+		for _, pt := range pol.Tables() {
+			cat.problems[pt.QualifiedName()] = append(cat.problems[pt.QualifiedName()],
+				Problem{Table: pt.QualifiedName(), Kind: ProblemSearchPath, Message: searchPathMessage(cat.pathAhead)})
 		}
 	}
 	if cat.epochKnown && !cat.epochOK {
@@ -307,6 +318,22 @@ func buildCatalog(pol *policy.Policy, rows [][][]byte) (*catalog, error) {
 		}
 	}
 	return cat, nil
+}
+
+// addAlias notes p, a second name of policy table pt, reached by
+// statements under the bare name name ("" for none).
+func (c *catalog) addAlias(pol *policy.Policy, pt *policy.Table, p Problem, name string) {
+	if !slices.Contains(c.problems[pt.QualifiedName()], p) {
+		c.problems[pt.QualifiedName()] = append(c.problems[pt.QualifiedName()], p)
+	}
+	if lower := strings.ToLower(name); lower != "" && len(pol.TablesNamed(name)) == 0 {
+		if c.aliasNames == nil {
+			c.aliasNames = map[string]Problem{}
+		}
+		if _, dup := c.aliasNames[lower]; !dup {
+			c.aliasNames[lower] = p
+		}
+	}
 }
 
 // typeNameOf names a type OID as format_type does, for catalog rows that

@@ -1,6 +1,11 @@
 package phi
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/novamind/phiproxy/policy"
+)
 
 // The catalog query's search for second names of policy tables
 // (catalogQuery with aliases; the problems they make are in problem.go).
@@ -114,3 +119,27 @@ var aliasSQL = func() string {
 		`JOIN pg_catalog.pg_subscription_rel sr ON sr.srrelid = t.oid JOIN pg_catalog.pg_subscription s ON s.oid = sr.srsubid`)
 	return b.String()
 }()
+
+// remoteAliasSQL is the branch of the catalog query that finds foreign
+// tables whose remote table (postgres_fdw's table_name and schema_name
+// options, defaulting to the foreign table's own names) is named as a
+// policy table that this database does not have: the server they reach
+// may be another database of the cluster, governed by the policy, where
+// the values written through them would be stored in plaintext. (Those
+// naming a policy table the database has are found by aliasSQL.) The
+// epoch's graph has every foreign table with its options.
+func remoteAliasSQL(pol *policy.Policy) string {
+	const txt = `::pg_catalog.text`
+	opt := func(name string) string {
+		return `(SELECT pg_catalog.substr(o, ` + fmt.Sprint(len(name)+2) + `) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, ` +
+			fmt.Sprint(len(name)+1) + `) = '` + name + `=' LIMIT 1)`
+	}
+	return ` UNION ALL SELECT DISTINCT 3, 0::pg_catalog.int8, 0, '` + rowRemote + `', r.nspname, r.relname,` +
+		` (pg_catalog.pg_identify_object('pg_catalog.pg_class'::pg_catalog.regclass, r.ftrelid, 0)).identity, '', r.bare, '', '', '', '', ''` +
+		` FROM (SELECT ft.ftrelid, fc.relname` + txt + ` AS bare,` +
+		` COALESCE(` + opt("schema_name") + `, fn.nspname` + txt + `) AS nspname,` +
+		` COALESCE(` + opt("table_name") + `, fc.relname` + txt + `) AS relname` +
+		` FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid = ft.ftrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace) r` +
+		` WHERE (r.nspname, r.relname) IN ` + policyTablesIn(pol) +
+		` AND NOT EXISTS (SELECT FROM t WHERE t.nspname` + txt + ` = r.nspname AND t.relname` + txt + ` = r.relname)`
+}

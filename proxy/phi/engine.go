@@ -239,7 +239,7 @@ func (e *Engine) readCatalog(c *proxy.Conn, full bool) ([][][]byte, error) {
 	}
 	var scan aliasScan
 	for _, r := range rows {
-		if len(r) > 0 && string(r[0]) == rowAlias {
+		if len(r) > 0 && (string(r[0]) == rowAlias || string(r[0]) == rowRemote) {
 			scan.rows = append(scan.rows, r)
 		}
 	}

@@ -33,9 +33,30 @@ const rowEpoch = "epoch"
 // epochSQL is the catalog query's branch that reads the epoch.
 // Its third value is the hash of the policy tables' second names
 // (policy.SecondNamesSQL), which catalog_check compares once the session's
-// own DDL moved the epoch on.
+// own DDL moved the epoch on; its fourth, the schemas that the session's
+// search_path puts before pg_catalog (pathAheadSQL).
 var epochSQL = ` UNION ALL SELECT 4, 0, 0, '` + rowEpoch + `', ` + policy.EpochStateSQL + `, ` +
-	policy.SecondNamesSQL(`ARRAY(SELECT t.oid FROM t)`) + `, '', '', '', '', '', '', ''`
+	policy.SecondNamesSQL(`ARRAY(SELECT t.oid FROM t)`) + `, ` + pathAheadSQL + `, '', '', '', '', '', ''`
+
+// pathAheadSQL names (quoted, comma-separated) the schemas that the
+// session's search_path puts before pg_catalog, but for its temporary
+// schema, in which PostgreSQL never looks up operators and functions; empty
+// when none. The catalog query runs with the session's search_path and
+// writes most operators bare (a.attrelid = t.oid): an operator or function
+// of such a schema with the same name and argument types stands in for
+// PostgreSQL's there (CVE-2018-1058's pattern). The owner of a database
+// or a role can give every new session that search_path (ALTER DATABASE
+// … SET search_path = public, pg_catalog) and create an = on oid in
+// public that is false for one view's OID: the catalog read then misses
+// that view as a second name of a policy table, and a statement through
+// it passes untouched, its values in plaintext. This expression names
+// every operator and function with its schema, so such a schema cannot
+// change its value; a catalog read with one is not trusted
+// (catalog.pathAhead).
+const pathAheadSQL = `COALESCE((SELECT pg_catalog.string_agg(pg_catalog.quote_ident(u.s), ', ' ORDER BY u.i)` +
+	` FROM pg_catalog.unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS u(s, i)` +
+	` WHERE u.i OPERATOR(pg_catalog.<) pg_catalog.array_position(pg_catalog.current_schemas(true), 'pg_catalog'::pg_catalog.name)` +
+	` AND NOT pg_catalog.starts_with(u.s::pg_catalog.text, 'pg_temp_')), '')`
 
 // readEpochRow notes the epoch row's values in cat.
 func (c *catalog) readEpochRow(r [][]byte) {
@@ -45,11 +66,19 @@ func (c *catalog) readEpochRow(r [][]byte) {
 	if len(r) > 3 {
 		c.secondNames = string(r[3])
 	}
+	if len(r) > 4 {
+		c.pathAhead = string(r[4])
+	}
 }
 
 // epochOf returns the epoch row's values in rows ("" when none).
 func epochOf(rows [][][]byte) string {
 	for _, r := range rows {
+		if len(r) > 4 && string(r[0]) == rowEpoch {
+			// The search_path too: alias rows read under one that
+			// puts a schema before pg_catalog are not to be reused.
+			return string(r[1]) + "/" + string(r[2]) + "/" + string(r[4])
+		}
 		if len(r) > 2 && string(r[0]) == rowEpoch {
 			return string(r[1]) + "/" + string(r[2])
 		}
@@ -67,6 +96,15 @@ func epochProblem(t *policy.Table) Problem {
 // errNoEpoch refuses a statement in a database whose epoch is missing.
 func errNoEpoch() error {
 	return &CatalogError{Msg: "phiproxy cannot check this statement against second names of PHI tables created by other connections: " + policy.EpochMessage,
+		Hnt: strings.Join(policy.EpochDDL(), " ")}
+}
+
+// errNoEpochText refuses a text of several statements in a governed
+// database without the epoch (and without policy tables, or it would be
+// refused for those): no check can stand in front of its later
+// statements (inline.go).
+func errNoEpochText() error {
+	return &CatalogError{Msg: "phiproxy cannot check the statements of this text after the first against PHI tables and their second names created by other connections meanwhile: send them one per query, or install the catalog triggers: " + policy.EpochMessage,
 		Hnt: strings.Join(policy.EpochDDL(), " ")}
 }
 
@@ -160,12 +198,39 @@ func (s *session) needsGuard(plan *rewrite.Plan, sql string) bool {
 }
 
 // checkEpoch refuses a passed-through statement that needs the epoch in
-// a database without it.
+// a database without it, and every statement that needs the guard when
+// the catalog was read under a search_path that puts a schema before
+// pg_catalog (pathAheadSQL).
 func (s *session) checkEpoch(plan *rewrite.Plan, sql string) error {
-	if s.needsGuard(plan, sql) && plan.Passthrough && s.db.cat.epochMissing() {
+	if !s.needsGuard(plan, sql) {
+		return nil
+	}
+	if s.db.cat.unsafePath() {
+		s.stale = true // read the catalog again: the client may have changed its search_path since
+		return errSearchPath(s.db.cat.pathAhead)
+	}
+	if plan.Passthrough && s.db.cat.epochMissing() {
 		return errNoEpoch()
 	}
 	return nil
+}
+
+// unsafePath reports whether the catalog was read under a search_path
+// that puts a schema before pg_catalog: what it says cannot be trusted.
+func (c *catalog) unsafePath() bool { return c != nil && c.pathAhead != "" }
+
+// searchPathMessage is the problem of a catalog read under a search_path
+// that puts schemas (quoted, comma-separated) before pg_catalog.
+func searchPathMessage(schemas string) string {
+	return "the session's search_path puts " + schemas + " before pg_catalog: an operator or function there could stand in for PostgreSQL's in phiproxy's catalog query" +
+		" and hide a second name of a PHI table; name pg_catalog first (SET search_path = pg_catalog, …), or leave it out (PostgreSQL then searches it first)," +
+		" here and in ALTER DATABASE or ALTER ROLE … SET search_path"
+}
+
+// errSearchPath refuses a statement in a session whose catalog was read
+// under a search_path that puts schemas before pg_catalog.
+func errSearchPath(schemas string) error {
+	return &CatalogError{Msg: "phiproxy cannot trust its catalog query in this session: " + searchPathMessage(schemas)}
 }
 
 // syncName names the proxy's prepared statement that makes the server take

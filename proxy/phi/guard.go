@@ -24,7 +24,7 @@ import (
 // implicit transaction, the proxy runs a prepared statement of its own,
 // phiproxy_guard, made for the catalog the session holds (guardQuery):
 //
-//	SELECT 1/('"public"."patients"'::regclass::oid = 16386 AND
+//	SELECT 1 OPERATOR(pg_catalog./) ('"public"."patients"'::regclass::oid = 16386 AND
 //	          to_regclass('"public"."missing"') IS NULL)::int4,
 //	       (NULL::"public"."patients").*
 //
@@ -99,7 +99,10 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 	if len(conds) == 0 {
 		conds = append(conds, "true")
 	}
-	return "SELECT 1/(" + strings.Join(conds, " AND ") + ")::pg_catalog.int4 AS phiproxy_guard, " + guardSettings + strings.Join(rows, "")
+	// Every operator is named with its schema: the guard runs with the
+	// client's search_path, which may put a schema with a / of its own
+	// before pg_catalog (epoch.go's pathAheadSQL).
+	return "SELECT 1 OPERATOR(pg_catalog./) (" + strings.Join(conds, " AND ") + ")::pg_catalog.int4 AS phiproxy_guard, " + guardSettings + strings.Join(rows, "")
 }
 
 // defaultRecheck is how long a catalog stays trusted without a check of

@@ -49,6 +49,10 @@ const (
 	// (epoch.go), without which a second name created by another
 	// connection could go unseen.
 	ProblemEpoch ProblemKind = "epoch"
+	// ProblemSearchPath: the catalog was read under a search_path that
+	// puts a schema before pg_catalog, whose operators could have changed
+	// what the catalog query found.
+	ProblemSearchPath ProblemKind = "search_path"
 )
 
 // String is the problem and its fix, as clients and logs see it.

@@ -300,6 +300,9 @@ func (s *session) plan(sql string, simple bool) (*rewrite.Plan, error) {
 	if named {
 		s.stale = true // after DDL on an alias, or a refusal: read the catalog again
 	}
+	if s.db.cat.unsafePath() && hasWordFold(sql, "search_path") {
+		s.stale = true // it may now put pg_catalog first: read the catalog under it
+	}
 	var p *rewrite.Plan
 	if err == nil {
 		o := rewrite.LexOptions{StandardStringsOff: s.nonStandardStrings.Load()}

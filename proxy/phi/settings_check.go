@@ -78,7 +78,7 @@ func (s *session) guardSettingsParams() [][]byte {
 // its first: the catalog's, with the settings' when there are any to check.
 func (s *session) inlineCheck() string {
 	ds, tz, ok := s.checkedSettings()
-	if !ok {
+	if !ok || s.db.checkSQL == "" {
 		return s.db.checkSQL
 	}
 	return s.db.checkSQL + ", " + settingsFailure(settingsTest(quoteLiteral(ds), quoteLiteral(tz)))

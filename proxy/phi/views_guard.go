@@ -66,7 +66,8 @@ func guardViews(cat *catalog) (conds, rows []string) {
 		conds = append(conds,
 			fmt.Sprintf("%s::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) %d", quoteLiteral(name), v.oid),
 			fmt.Sprintf("COALESCE((SELECT r.xmin OPERATOR(pg_catalog.=) %s::pg_catalog.xid AND (r.xmax OPERATOR(pg_catalog.=) '0'::pg_catalog.xid"+
-				" OR COALESCE(pg_catalog.txid_status((SELECT s.nx + ((r.xmax::pg_catalog.text::pg_catalog.int8 - (s.nx & 4294967295) + 6442450944) %% 4294967296 - 2147483648)"+
+				" OR COALESCE(pg_catalog.txid_status((SELECT s.nx OPERATOR(pg_catalog.+) ((r.xmax::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.-) (s.nx OPERATOR(pg_catalog.&) 4294967295)"+
+				" OPERATOR(pg_catalog.+) 6442450944) OPERATOR(pg_catalog.%%) 4294967296 OPERATOR(pg_catalog.-) 2147483648)"+
 				" FROM (SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS nx) s)) OPERATOR(pg_catalog.=) 'aborted', true))"+
 				" FROM pg_catalog.pg_rewrite r WHERE r.ev_class OPERATOR(pg_catalog.=) %d::pg_catalog.oid AND r.rulename OPERATOR(pg_catalog.=) '_RETURN'), false)",
 				quoteLiteral(v.xmin), v.oid))
