@@ -1,0 +1,184 @@
+package integration
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/novamind/phiproxy/internal/pgcluster"
+)
+
+// The eleventh independent attack on issue 9 (branch attack11): the fixes
+// of rounds 9 and 10 (the settings check, search_path, the installation's
+// transaction, row width of INSERTs, foreign tables). One test per
+// finding, then the variants that held and no other test covers.
+
+// a11Functions are the server-side functions the settings tests call:
+// each changes DateStyle or TimeZone by itself.
+var a11Functions = []string{
+	"CREATE OR REPLACE FUNCTION a11_dmy() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('datestyle', 'SQL, DMY', false); RETURN 1; END$$",
+	"CREATE OR REPLACE FUNCTION a11_dmy_local() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('datestyle', 'SQL, DMY', true); RETURN 1; END$$",
+	"CREATE OR REPLACE FUNCTION a11_reset() RETURNS int LANGUAGE plpgsql AS $$BEGIN RESET datestyle; RETURN 1; END$$",
+	"CREATE OR REPLACE FUNCTION a11_zone() RETURNS int LANGUAGE plpgsql AS $$BEGIN SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE; RETURN 1; END$$",
+}
+
+// a11Setup creates the functions and a patient born 1985-03-14; it
+// returns the patient's id.
+func a11Setup(t *testing.T, p *testProxy) int64 {
+	t.Helper()
+	ctx := context.Background()
+	direct := phiDirect(t)
+	for _, sql := range a11Functions {
+		if _, err := direct.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var id int64
+	if err := phiConn(t, p).QueryRow(ctx, "INSERT INTO patients (first_name, date_of_birth) VALUES ($1, '1985-03-14') RETURNING id", secret("a11-dob")).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Finding 1 (wrong answer). The guard goes in front of the first Describe
+// or Execute after each Parse or Bind of a pipeline, not in front of each
+// Execute: a client that binds its portals first and executes them after
+// (Bind p1, Bind p2, Bind p3, Execute p1, Execute p2, Execute p3, Sync;
+// or Execute p1 with a row limit, another portal, then p1 again) has one
+// guard, in front of Execute p1. A function run by Execute p2 that sets
+// DateStyle makes the server's settings differ from the proxy's, and
+// the rows of Execute p3 are shown under the old ones: 1985-03-14 where
+// PostgreSQL shows 14/03/1985.
+func TestAttack11PortalsExecutedAfterChange(t *testing.T) {
+	p := startPHIProxy(t)
+	id := a11Setup(t, p)
+	read := "SELECT date_of_birth FROM patients WHERE id = " + strconv.FormatInt(id, 10)
+	want := func(what string, out []string) {
+		t.Helper()
+		// Direct, the rows read after the change show the date under
+		// SQL, DMY. The proxy must show them so, or refuse (55000).
+		all := strings.Join(out, "\n")
+		if !strings.Contains(all, "14/03/1985") && !strings.Contains(all, `"Code":"55000"`) {
+			t.Errorf("%s:\n%s\nwant 14/03/1985 or 55000", what, all)
+		}
+	}
+	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+	want("a portal bound before a function set DateStyle, executed after", exchange(t, hc,
+		&pgproto3.Parse{Name: "a11_read", Query: read},
+		&pgproto3.Parse{Name: "a11_change", Query: "SELECT a11_dmy()"},
+		&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "a11_read"},
+		&pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "a11_change"},
+		&pgproto3.Bind{DestinationPortal: "p3", PreparedStatement: "a11_read"},
+		&pgproto3.Execute{Portal: "p1"},
+		&pgproto3.Execute{Portal: "p2"},
+		&pgproto3.Execute{Portal: "p3"},
+		&pgproto3.Sync{},
+	))
+	exchange(t, hc, &pgproto3.Query{String: "RESET datestyle"})
+
+	// A SQL cursor declared over the table, executed as a portal, or
+	// read by a FETCH in the extended protocol, after a function of the
+	// same pipeline set DateStyle.
+	for _, fetch := range [][]pgproto3.FrontendMessage{
+		{&pgproto3.Execute{Portal: "a11_c"}},
+		{&pgproto3.Parse{Query: "FETCH ALL FROM a11_c"}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}},
+	} {
+		exchange(t, hc, &pgproto3.Query{String: "BEGIN; DECLARE a11_c CURSOR FOR " + read})
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "a11_change"}, &pgproto3.Execute{Portal: "p2"}}
+		msgs = append(append(msgs, fetch...), &pgproto3.Sync{})
+		want("a cursor read after a function set DateStyle", exchange(t, hc, msgs...))
+		exchange(t, hc, &pgproto3.Query{String: "ROLLBACK"})
+		exchange(t, hc, &pgproto3.Query{String: "RESET datestyle"})
+	}
+}
+
+// Finding 2 (wrong answer). A date literal in a prepared statement is read
+// once, when the statement is prepared, by the proxy (which stores its
+// ciphertext in the statement) and by PostgreSQL; but PostgreSQL analyzes
+// a prepared statement's text again when its plan is invalidated (DDL on
+// its table, ANALYZE, autovacuum's included, or a new search_path), and
+// reads the literal again under the DateStyle then in effect. Prepared
+// under ISO, MDY, executed after SET datestyle = 'SQL, DMY' and an
+// ANALYZE: PostgreSQL stores 1 February, the proxy 2 January.
+func TestAttack11PreparedLiteralAnalyzedAgain(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	direct := phiDirect(t)
+	if _, err := direct.Exec(ctx, "CREATE TEMP TABLE a11_plain (id int, d date)"); err != nil {
+		t.Fatal(err)
+	}
+	conn := phiConn(t, p)
+	for i, side := range []struct {
+		conn    *pgx.Conn
+		table   string
+		analyze string
+	}{
+		{direct, "a11_plain", "ANALYZE a11_plain"},
+		{conn, "patients", "ANALYZE patients"},
+	} {
+		id := 930000 + i
+		for j, prep := range []struct{ prepare, execute string }{
+			{"", ""}, // extended protocol: Parse now, Bind and Execute later
+		} {
+			rowID := id + 10*j
+			insert := "INSERT INTO " + side.table + " (id, date_of_birth) VALUES ($1, '01/02/2020')"
+			if side.table == "a11_plain" {
+				insert = strings.Replace(insert, "date_of_birth", "d", 1)
+				prep.prepare = strings.Replace(prep.prepare, "date_of_birth", "d", 1)
+			}
+			if prep.prepare == "" {
+				if _, err := side.conn.Prepare(ctx, "a11_ins", insert); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := side.conn.Exec(ctx, prep.prepare); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := side.conn.Exec(ctx, "SET datestyle = 'SQL, DMY'"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := direct.Exec(ctx, side.analyze); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if prep.execute == "" {
+				_, err = side.conn.Exec(ctx, "a11_ins", rowID)
+				side.conn.Deallocate(ctx, "a11_ins")
+			} else {
+				_, err = side.conn.Exec(ctx, strings.Replace(prep.execute, "%d", strconv.Itoa(rowID), 1))
+				side.conn.Exec(ctx, "DEALLOCATE a11_sql")
+			}
+			if _, rerr := side.conn.Exec(ctx, "RESET datestyle"); rerr != nil {
+				t.Fatal(rerr)
+			}
+			if side.table == "a11_plain" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				var d string
+				if err := direct.QueryRow(ctx, "SELECT d::text FROM a11_plain WHERE id = $1", rowID).Scan(&d); err != nil {
+					t.Fatal(err)
+				}
+				if d != "2020-02-01" {
+					t.Fatalf("PostgreSQL stored %s, the test expected it to read the literal again (2020-02-01)", d)
+				}
+				continue
+			}
+			if err != nil {
+				t.Logf("%s: refused: %v", side.table, err)
+				continue
+			}
+			var got time.Time
+			if err := conn.QueryRow(ctx, "SELECT date_of_birth FROM patients WHERE id = $1", rowID).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if d := got.Format("2006-01-02"); d != "2020-02-01" {
+				t.Errorf("mode %d: the proxy stored %s where PostgreSQL stores 2020-02-01 (the literal read again after the plan was invalidated)", j, d)
+			}
+		}
+	}
+}
