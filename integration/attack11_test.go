@@ -169,7 +169,7 @@ func TestAttack11PreparedLiteralAnalyzedAgain(t *testing.T) {
 				continue
 			}
 			if err != nil {
-				t.Logf("%s: refused: %v", side.table, err)
+				refusedWith(t, err, "0A000", "prepare it again")
 				continue
 			}
 			var got time.Time
@@ -179,6 +179,40 @@ func TestAttack11PreparedLiteralAnalyzedAgain(t *testing.T) {
 			if d := got.Format("2006-01-02"); d != "2020-02-01" {
 				t.Errorf("mode %d: the proxy stored %s where PostgreSQL stores 2020-02-01 (the literal read again after the plan was invalidated)", j, d)
 			}
+		}
+	}
+}
+
+// Found nothing wrong: a prepared statement whose date/time literals do
+// not depend on the settings (ISO dates, timestamps with an offset), or
+// bound under the settings its literals were read under, is not refused.
+func TestAttack11PreparedLiteralsThatHold(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	conn := phiConn(t, p)
+	for i, c := range []struct {
+		sql    string
+		change string
+	}{
+		{"INSERT INTO patients (id, date_of_birth) VALUES ($1, '2020-01-02')", "SET datestyle = 'SQL, DMY'"},
+		{"INSERT INTO phi_types (id, v_timestamptz) VALUES ($1, '2020-01-02 10:00:00+02')", "SET timezone = 'Asia/Tokyo'"},
+		{"INSERT INTO patients (id, date_of_birth) VALUES ($1, '01/02/2020')", "SET datestyle = 'SQL, MDY'"},
+		{"INSERT INTO patients (id, date_of_birth) VALUES ($1, '01/02/2020')", "SET application_name = 'a11'"},
+	} {
+		if _, err := conn.Prepare(ctx, "a11_ok", c.sql); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, c.change); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "a11_ok", 931000+i); err != nil {
+			t.Errorf("%s after %s: %v", c.sql, c.change, err)
+		}
+		if err := conn.Deallocate(ctx, "a11_ok"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "RESET ALL"); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

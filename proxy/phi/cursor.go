@@ -236,6 +236,14 @@ func (s *session) executeCursor(name string, msg []byte) error {
 	if err := s.checkCursor(name, true); err != nil {
 		return s.raiseExtended(err)
 	}
+	if s.cursors[name] != nil {
+		// Its rows are decrypted and shown under the session's settings,
+		// which a statement before it in the pipeline may have changed
+		// by a function: the guard's settings check.
+		if err := s.guard(); err != nil {
+			return err
+		}
+	}
 	resp, r := s.cursorResponder(name)
 	r.unsure.Store(s.settingsMoved)
 	out, err := (&pgproto3.Describe{ObjectType: 'P', Name: name}).Encode(s.buf[:0])

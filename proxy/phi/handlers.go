@@ -214,8 +214,12 @@ func (s *session) handleParse(msg []byte) error {
 	}
 	var text []byte
 	var rd rendered
+	var literals *literalSettings
 	if !plan.Passthrough {
-		if text, rd, err = s.w.renderMarked(s.buf[:0], plan, p.Query); err != nil {
+		s.startLiteralRead()
+		text, rd, err = s.w.renderMarked(s.buf[:0], plan, p.Query)
+		literals = s.endLiteralRead()
+		if err != nil {
 			return s.raiseExtended(err)
 		}
 		s.countMarks(rd.marks)
@@ -232,7 +236,7 @@ func (s *session) handleParse(msg []byte) error {
 	// Only now is the Parse sure to be forwarded: a refused one never
 	// reaches the server, which keeps the statement it had.
 	st := &statement{plan: plan, db: s.db, paramOIDs: p.ParameterOIDs, batch: s.batch, prev: s.lookup(p.Name),
-		movesSettings: movesSettings(p.Query), cursor: s.cursorStmts(p.Query, plan, false)}
+		movesSettings: movesSettings(p.Query), cursor: s.cursorStmts(p.Query, plan, false), literals: literals}
 	for _, c := range st.cursor {
 		st.fetch = st.fetch || c.Op == rewrite.CursorFetch
 	}
@@ -349,6 +353,9 @@ func (s *session) handleBind(msg []byte) error {
 		}
 	}
 	if err := s.checkBind(st); err != nil {
+		return s.raiseExtended(err)
+	}
+	if err := s.checkLiteralSettings(st); err != nil {
 		return s.raiseExtended(err)
 	}
 	if s.stalePassthrough(st) {

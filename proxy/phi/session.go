@@ -107,6 +107,11 @@ type session struct {
 	// the settings last reported may not be those the server will use
 	// (see movesSettings).
 	settingsMoved bool
+	// literalReadOn: a Parse's literals are being read, and literalRead
+	// is the settings they were read under, if any depended on them
+	// (literal_settings.go).
+	literalReadOn bool
+	literalRead   *sessionSettings
 
 	// serverToClient.
 	r *reader
@@ -170,7 +175,11 @@ func (s *session) writerSettings() (*sessionSettings, error) {
 	if s.settingsMoved {
 		return nil, errSettingsMoved
 	}
-	return s.settings.Load(), nil
+	st := s.settings.Load()
+	if s.literalReadOn {
+		s.literalRead = st
+	}
+	return st, nil
 }
 
 // noteSettings sets settingsMoved when the message about to go may change
@@ -220,6 +229,11 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 		err = s.handleDescribe(msg)
 	case 'E':
 		err = s.handleExecute(msg)
+		// The statement it runs may change DateStyle or TimeZone by a
+		// function of its own: a portal bound before it and executed
+		// after relies on the settings again, and gets a guard of its
+		// own (settings_check.go).
+		s.guarded = false
 	case 'C':
 		err = s.handleClose(msg)
 	case 'F':

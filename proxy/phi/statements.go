@@ -38,6 +38,9 @@ type statement struct {
 	text string
 	// movesSettings: executing it may change DateStyle or TimeZone.
 	movesSettings bool
+	// literals are the settings its date/time literals were read under,
+	// nil when none depended on them (literal_settings.go). Immutable.
+	literals *literalSettings
 	// cursor is what it does with SQL cursors (cursor.go); fetch: it is a
 	// FETCH, whose rows take the shape of whatever cursor holds the name
 	// when it runs, not of the statement's description.
