@@ -216,3 +216,129 @@ func TestAttack11PreparedLiteralsThatHold(t *testing.T) {
 		}
 	}
 }
+
+// Found nothing: INSERTs into a policy table whose values reach PHI
+// columns through nested set operations, row expansions, composite
+// fields, ROWS FROM or a CTE around a set operation are refused (0A000),
+// and no value reaches the server.
+func TestAttack11InsertShapesRefused(t *testing.T) {
+	setupPHI(t)
+	direct := phiDirect(t)
+	for _, sql := range []string{
+		"DROP TYPE IF EXISTS a11_pair CASCADE",
+		"CREATE TYPE a11_pair AS (a bigint, b text)",
+	} {
+		if _, err := direct.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a10Refused(t, "a11-insert", []string{
+		"INSERT INTO patients (id, first_name) (SELECT 940001, 'x' UNION (SELECT 940002, '{M}' UNION SELECT 940003, 'y'))",
+		"INSERT INTO patients (id, first_name) ((SELECT 940004, '{M}') UNION ALL (SELECT 940005, 'x')) ORDER BY 1 LIMIT 5",
+		"WITH w AS (SELECT 1) INSERT INTO patients (id, first_name) SELECT 940006, '{M}' UNION SELECT 940007, 'x'",
+		"INSERT INTO patients (id, first_name) WITH w AS (SELECT 1) SELECT 940008, '{M}' UNION SELECT 940009, 'x'",
+		"INSERT INTO patients (id, first_name) SELECT DISTINCT * FROM (VALUES (940010, '{M}')) v",
+		"INSERT INTO patients (id, first_name) VALUES (940011, DEFAULT) UNION VALUES (940012, '{M}')",
+		"INSERT INTO patients (id, first_name) SELECT * FROM ROWS FROM (unnest(ARRAY[940013]), unnest(ARRAY['{M}']))",
+		"INSERT INTO patients (id, first_name) SELECT x.* FROM (SELECT 940014 AS a, '{M}' AS b) x",
+		"INSERT INTO patients (id, first_name) SELECT (c).* FROM (SELECT ROW(940015, '{M}')::a11_pair AS c) s",
+		"INSERT INTO patients (id, first_name) SELECT (c).a, (c).b FROM (SELECT ROW(940016, '{M}')::a11_pair AS c) s",
+		"INSERT INTO patients (id, first_name) SELECT (ROW(940017, '{M}')::a11_pair).*",
+		"INSERT INTO patients (id, first_name) SELECT 940018, '{M}' INTERSECT ALL SELECT 940018, '{M}'",
+		"INSERT INTO patients (id, first_name) SELECT 940019, b FROM (SELECT '{M}' AS b UNION SELECT 'x') u",
+		"INSERT INTO patients (first_name, id) SELECT '{M}', 940020 UNION ALL SELECT 'x', 940021",
+		"INSERT INTO patients (id, first_name) SELECT 940022, '{M}' FROM (SELECT 1 UNION SELECT 2) u",
+		"INSERT INTO patients (id, first_name) VALUES (940023, 'x'), (940024, (SELECT '{M}' UNION SELECT 'y' LIMIT 1))",
+	})
+}
+
+// a11MovedRefusal reports whether err is the refusal of a value read
+// behind a statement that may change the settings (0A000).
+func a11MovedRefusal(err string) bool {
+	return strings.HasPrefix(err, "0A000") && strings.Contains(err, "depends on DateStyle or TimeZone, which a statement sent earlier")
+}
+
+// Found nothing: DateStyle or TimeZone changed earlier in a text by
+// routes other than a function called in a SELECT list (row and
+// statement triggers, a deferred constraint trigger firing at COMMIT, a
+// DEFAULT, a view, set_config in a CTE, SET LOCAL, RESET and SET TIME
+// ZONE INTERVAL in a function) makes the statements after it refused
+// (55000, or 0A000 where the text holds a statement the proxy knows may
+// change them: COMMIT, SET CONSTRAINTS, set_config), or shown as
+// PostgreSQL shows them; a change undone by ROLLBACK
+// TO SAVEPOINT costs nothing; and no client can set the check's name.
+func TestAttack11SettingsRoutesHeld(t *testing.T) {
+	p := startPHIProxy(t)
+	id := a11Setup(t, p)
+	ctx := context.Background()
+	direct := phiDirect(t)
+	for _, sql := range []string{
+		"CREATE OR REPLACE FUNCTION a11_trg() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('datestyle', 'SQL, DMY', false); RETURN NULL; END$$",
+		"DROP TABLE IF EXISTS a11_row, a11_stmt, a11_deferred, a11_default",
+		"DROP VIEW IF EXISTS a11_view",
+		"CREATE TABLE a11_row (id int)",
+		"CREATE TRIGGER a11_row AFTER INSERT ON a11_row FOR EACH ROW EXECUTE FUNCTION a11_trg()",
+		"CREATE TABLE a11_stmt (id int)",
+		"CREATE TRIGGER a11_stmt AFTER INSERT ON a11_stmt FOR EACH STATEMENT EXECUTE FUNCTION a11_trg()",
+		"CREATE TABLE a11_deferred (id int)",
+		"CREATE CONSTRAINT TRIGGER a11_deferred AFTER INSERT ON a11_deferred DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION a11_trg()",
+		"CREATE TABLE a11_default (id int, x int DEFAULT a11_dmy())",
+		"CREATE VIEW a11_view AS SELECT a11_dmy() AS x",
+	} {
+		if _, err := direct.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	conn := phiConn(t, p).PgConn()
+	read := "SELECT date_of_birth FROM patients WHERE id = " + strconv.FormatInt(id, 10)
+	for _, c := range []struct{ before, text, shown string }{
+		{"", "INSERT INTO a11_row VALUES (1); " + read, "14/03/1985"},
+		{"", "INSERT INTO a11_stmt VALUES (1); " + read, "14/03/1985"},
+		{"", "BEGIN; INSERT INTO a11_deferred VALUES (1); COMMIT; " + read, "14/03/1985"},
+		{"", "BEGIN; INSERT INTO a11_deferred VALUES (1); SET CONSTRAINTS ALL IMMEDIATE; " + read + "; COMMIT", "14/03/1985"},
+		{"", "INSERT INTO a11_default (id) VALUES (1); " + read, "14/03/1985"},
+		{"", "SELECT * FROM a11_view; " + read, "14/03/1985"},
+		{"", "WITH c AS (SELECT set_config('datestyle', 'SQL, DMY', false)) SELECT * FROM c; " + read, "14/03/1985"},
+		{"", "SELECT a11_dmy_local(); " + read, "14/03/1985"},
+		{"SET datestyle = 'SQL, DMY'", "SELECT a11_reset(); " + read, "1985-03-14"},
+		{"", "SELECT a11_zone(); " + read, ""},
+		{"", "BEGIN; DECLARE a11_c CURSOR FOR " + read + "; SELECT a11_dmy(); FETCH ALL FROM a11_c; COMMIT", "14/03/1985"},
+	} {
+		if c.before != "" {
+			runText(t, conn, c.before)
+		}
+		got := runText(t, conn, c.text)
+		last := got[len(got)-1]
+		shown := false
+		for _, a := range got {
+			for _, row := range a.Rows {
+				shown = shown || c.shown != "" && len(row) == 1 && row[0] == c.shown
+			}
+		}
+		if !strings.HasPrefix(last.Err, "55000") && !a11MovedRefusal(last.Err) && !shown {
+			t.Errorf("%s: %+v, want 55000 or %q", c.text, got, c.shown)
+		}
+		runText(t, conn, "ROLLBACK")
+		runText(t, conn, "RESET ALL")
+	}
+
+	// Undone by ROLLBACK TO SAVEPOINT before the read: shown as before.
+	got := runText(t, conn, "BEGIN; SAVEPOINT s; SELECT a11_dmy(); ROLLBACK TO s; "+read+"; COMMIT")
+	// (Refused as a text whose ROLLBACK TO may change the settings: a
+	// false refusal, and a reasonable one.)
+	if last := got[len(got)-1]; !a11MovedRefusal(last.Err) && (len(got) != 6 || len(got[4].Rows) != 1 || got[4].Rows[0][0] != "1985-03-14") {
+		t.Errorf("a change rolled back to a savepoint: %+v", got)
+	}
+	runText(t, conn, "RESET ALL")
+
+	// The check's name cannot be set, so no client can make it pass.
+	for _, sql := range []string{
+		"SET phiproxy_settings_changed = 'DateStyle'",
+		"SELECT set_config('phiproxy_settings_changed', 'DateStyle', false)",
+	} {
+		got, want := runText(t, conn, sql), runText(t, direct.PgConn(), sql)
+		if g, w := got[len(got)-1].Err, want[len(want)-1].Err; !strings.HasPrefix(g, "42704") || g != w {
+			t.Errorf("%s: %+v, directly %+v", sql, got, want)
+		}
+	}
+}
