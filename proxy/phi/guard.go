@@ -53,7 +53,9 @@ import (
 //     it, and again before the next one after a later Parse or Bind of
 //     the batch (the server looks up the names of a statement only then,
 //     and an earlier statement may have kept it waiting for as long as it
-//     liked). The Parse and Bind took the statement's locks, held to the
+//     liked), or after a later Execute (a function it ran may have
+//     changed DateStyle or TimeZone: the settings check, which a portal
+//     bound earlier and executed after needs). The Parse and Bind took the statement's locks, held to the
 //     end of the transaction, so no DDL on its tables commits between the
 //     guard and the statement (ALTER TABLE waits for the lock).
 //   - simple Query: Bind and Execute of the guard, then the client's
