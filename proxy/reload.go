@@ -43,8 +43,6 @@ func (srv *Server) listenTLS(first *tls.Config) *tls.Config {
 	}
 }
 
-// upstreamTLSNow is the upstream TLS configuration in force.
-func (srv *Server) upstreamTLSNow() *tls.Config { return srv.tls.Load().upstream }
 
 // Reload re-reads the certificates, keys and CA bundles that cfg names for
 // both legs and makes new sessions use them, and icpt (when not nil) for
