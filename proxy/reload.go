@@ -43,7 +43,6 @@ func (srv *Server) listenTLS(first *tls.Config) *tls.Config {
 	}
 }
 
-
 // Reload re-reads the certificates, keys and CA bundles that cfg names for
 // both legs and makes new sessions use them, and icpt (when not nil) for
 // new sessions. Settings that cannot change while running (addresses,
