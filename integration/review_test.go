@@ -460,13 +460,22 @@ func TestReviewValueCasts(t *testing.T) {
 // itself answers the sequence and goes on.
 func TestReviewSkippedQueryDesync(t *testing.T) {
 	p := startPHIProxy(t)
-	for _, extra := range []pgproto3.FrontendMessage{
-		&pgproto3.Query{String: "SELECT 1"},
-		&pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{0}, Arguments: [][]byte{[]byte("2"), []byte("3")}},
+	for _, c := range []struct {
+		first string
+		extra pgproto3.FrontendMessage
+	}{
+		{"SELECT 1/0", &pgproto3.Query{String: "SELECT 1"}},
+		{"SELECT 1/0", &pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{0}, Arguments: [][]byte{[]byte("2"), []byte("3")}}},
+		// A Query the guard goes in front of, inside the client's batch:
+		// after an error the server skips both, and after none the Query
+		// answers and the client's Sync too (the proxy adds no Sync).
+		{"SELECT 1/0", &pgproto3.Query{String: "SELECT id FROM patients WHERE false"}},
+		{"SELECT 1", &pgproto3.Query{String: "SELECT id FROM patients WHERE false"}},
 	} {
+		extra := c.extra
 		run := func(dsn string) string {
 			hc := rawSession(t, dsn)
-			out1, err := rawTry(hc, 1, &pgproto3.Parse{Query: "SELECT 1/0"}, &pgproto3.Bind{}, &pgproto3.Execute{}, extra, &pgproto3.Sync{})
+			out1, err := rawTry(hc, 1, &pgproto3.Parse{Query: c.first}, &pgproto3.Bind{}, &pgproto3.Execute{}, extra, &pgproto3.Sync{})
 			if err != nil {
 				return fmt.Sprintf("%v / broken: %v", out1, err)
 			}

@@ -223,7 +223,16 @@ func (s *session) sendHidden(kind proxy.Kind, m pgproto3.FrontendMessage, r prox
 // before the proxy has read it: syncDone lets the next statement wait for
 // it rather than find the session busy (canQuery). (The Query's own
 // Responder is not wrapped: the relay looks for optional interfaces on it.)
+//
+// Not inside the client's own extended batch (a Query sent after Parse,
+// Bind or Execute and before their Sync): the client's Sync ends that
+// pipeline, and when an earlier message of it failed the server skips the
+// guard and the Query alike, which then get no answer, as without the
+// proxy; a Sync of the proxy's would answer the skipped Query.
 func (s *session) guardSync() error {
+	if s.openBatch {
+		return nil
+	}
 	done := make(chan struct{})
 	s.syncDone = done
 	return s.sendHidden(proxy.KindSync, &pgproto3.Sync{}, syncAnswer{done: done})
