@@ -78,3 +78,78 @@ func TestAttack12CopyFromAfterFunction(t *testing.T) {
 		}
 	}
 }
+
+// Finding 2 (leak). The guard and the checks inside a text accept an
+// epoch moved on by the session's own DDL when the second names of the
+// policy tables the database has are unchanged; a foreign table whose
+// remote table is named as a policy table the database lacks (a second
+// name since attack9 finding 6) is a second name of no table it has, so
+// that comparison never saw it. A function, called through phiproxy,
+// that points a foreign table at the other database's visits (ALTER
+// FOREIGN TABLE … OPTIONS (SET table_name 'visits')) or creates one
+// there, followed in the same text, transaction or pipeline by an INSERT
+// through it, stored the value in plaintext in the other database. The
+// acceptance now also requires, in a database that lacks a policy table,
+// that no foreign table names one it lacks (55000).
+func TestAttack12ForeignTableByOwnFunction(t *testing.T) {
+	const a, b = "attack12_fdw_fa", "attack12_fdw_fb"
+	env, owner := attack9FDW(t, a, b)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"CREATE FOREIGN TABLE rv (id int, ssn text) SERVER b_srv OPTIONS (table_name 'side_remote')",
+		"CREATE FUNCTION a12_point() RETURNS int LANGUAGE plpgsql AS $$BEGIN EXECUTE 'ALTER FOREIGN TABLE rv OPTIONS (SET table_name ''visits'')'; RETURN 1; END$$",
+		"CREATE FUNCTION a12_make() RETURNS int LANGUAGE plpgsql AS $$BEGIN EXECUTE 'CREATE FOREIGN TABLE rv2 (id int, ssn text) SERVER b_srv OPTIONS (table_name ''visits'')'; RETURN 1; END$$",
+		"CREATE FUNCTION a12_view() RETURNS int LANGUAGE plpgsql AS $$BEGIN EXECUTE 'CREATE VIEW a12_v AS SELECT 1 AS x'; RETURN 1; END$$",
+	} {
+		if _, err := owner.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	conn := connect(t, env.p.dsn(pgcluster.ScramUser, a))
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	undo := func() {
+		runText(t, conn.PgConn(), "ROLLBACK")
+		for _, sql := range []string{"ALTER FOREIGN TABLE rv OPTIONS (SET table_name 'side_remote')", "DROP FOREIGN TABLE IF EXISTS rv2", "DROP VIEW IF EXISTS a12_v"} {
+			if _, err := owner.Exec(ctx, sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runText(t, conn.PgConn(), "SELECT 1") // the catalog read again
+	}
+	for _, text := range []string{
+		"SELECT a12_point(); INSERT INTO rv (id, ssn) VALUES (1, 'a12-own-ddl-point')",
+		"SELECT a12_make(); INSERT INTO rv2 (id, ssn) VALUES (2, 'a12-own-ddl-make')",
+		"BEGIN; SELECT a12_point(); INSERT INTO rv (id, ssn) VALUES (3, 'a12-own-ddl-point-txn'); COMMIT",
+	} {
+		got := runText(t, conn.PgConn(), text)
+		if last := got[len(got)-1]; !strings.HasPrefix(last.Err, "55000") {
+			t.Errorf("%s: %+v, want 55000", text, got)
+		}
+		undo()
+	}
+	hc := rawSession(t, env.p.dsn(pgcluster.ScramUser, a))
+	exchange(t, hc, &pgproto3.Query{String: "SELECT 1"})
+	out := strings.Join(exchange(t, hc,
+		&pgproto3.Parse{Query: "SELECT a12_point()"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+		&pgproto3.Parse{Query: "INSERT INTO rv (id, ssn) VALUES (4, 'a12-own-ddl-ext')"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+		&pgproto3.Sync{}), "\n")
+	if !strings.Contains(out, `"Code":"55000"`) {
+		t.Errorf("pipeline: %s", out)
+	}
+	undo()
+	var n int
+	if err := env.direct(t).QueryRow(ctx, "SELECT count(*) FROM visits WHERE ssn LIKE 'a12-own-ddl%'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d rows stored in plaintext in the other database's visits", n)
+	}
+	// The session's own DDL that names no policy table is still accepted
+	// in the same text.
+	got := runText(t, conn.PgConn(), "SELECT a12_view(); SELECT x FROM a12_v")
+	if last := got[len(got)-1]; last.Err != "" || len(last.Rows) != 1 {
+		t.Errorf("own DDL naming no policy table: %+v", got)
+	}
+}
