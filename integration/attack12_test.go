@@ -153,3 +153,178 @@ func TestAttack12ForeignTableByOwnFunction(t *testing.T) {
 		t.Errorf("own DDL naming no policy table: %+v", got)
 	}
 }
+
+// Found nothing: the installation's NOTIFY and the installation itself.
+// A transaction whose second names were changed by a function's DDL
+// cannot be prepared either (0A000); a session LISTENing on the
+// trigger's channel through phiproxy learns that some connection's DDL
+// changed second names (an empty payload and that backend's PID, which
+// pg_stat_activity shows anyway) and nothing else, and its own NOTIFY on
+// the channel moves no epoch; and `phiproxy schema` run again while
+// sessions are open leaves the epoch as it was (the hash of an unchanged
+// graph), so they are served without a refusal, and see a view made
+// after it.
+func TestAttack12EpochInstallationHeld(t *testing.T) {
+	env := attackAliasEnv(t, "attack12_install")
+	ctx := context.Background()
+	direct := env.direct(t)
+	if _, err := direct.Exec(ctx, "CREATE FUNCTION a12_mkview() RETURNS int LANGUAGE plpgsql AS $$BEGIN EXECUTE 'CREATE VIEW a12_fv AS SELECT 1 AS a'; RETURN 1; END$$"); err != nil {
+		t.Fatal(err)
+	}
+	conn := env.conn(t)
+	for _, c := range []struct{ sql, code string }{
+		{"BEGIN", ""}, {"SELECT a12_mkview()", ""}, {"PREPARE TRANSACTION 'attack12_a'", "0A000"},
+		{"SELECT count(*) FROM visits", ""},
+	} {
+		_, err := conn.Exec(ctx, c.sql)
+		if c.code == "" && err != nil {
+			t.Errorf("%s: %v", c.sql, err)
+		} else if c.code != "" {
+			refusedWith(t, err, c.code)
+		}
+	}
+
+	// LISTEN through phiproxy.
+	listener := env.conn(t)
+	if _, err := listener.Exec(ctx, "LISTEN phiproxy_catalog_epoch"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Exec(ctx, "CREATE VIEW a12_lv AS SELECT 1 AS a"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	n, err := listener.WaitForNotification(wctx)
+	cancel()
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	if n.Channel != "phiproxy_catalog_epoch" || n.Payload != "" {
+		t.Errorf("notification %+v", n)
+	}
+	var epoch1, epoch2 string
+	if err := direct.QueryRow(ctx, "SELECT phiproxy.catalog_epoch()").Scan(&epoch1); err != nil {
+		t.Fatal(err)
+	}
+	// (Each session's first statement after another connection's DDL
+	// that moved the epoch is refused once: send it again.)
+	_, _ = listener.Exec(ctx, "SELECT 1")
+	if _, err := listener.Exec(ctx, "NOTIFY phiproxy_catalog_epoch; SELECT pg_notify('phiproxy_catalog_epoch', 'x')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := direct.QueryRow(ctx, "SELECT phiproxy.catalog_epoch()").Scan(&epoch2); err != nil {
+		t.Fatal(err)
+	}
+	if epoch1 != epoch2 {
+		t.Errorf("a client's NOTIFY moved the epoch from %s to %s", epoch1, epoch2)
+	}
+
+	// `phiproxy schema` again, sessions open.
+	_, _ = conn.Exec(ctx, "SELECT 1")
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgcluster.InstallEpoch(ctx, connect(t, cluster.SuperuserDSN(env.db))); err != nil {
+		t.Fatal(err)
+	}
+	var epoch3 string
+	if err := direct.QueryRow(ctx, "SELECT phiproxy.catalog_epoch()").Scan(&epoch3); err != nil {
+		t.Fatal(err)
+	}
+	if epoch3 != epoch1 {
+		t.Errorf("the epoch moved from %s to %s on installing again", epoch1, epoch3)
+	}
+	for _, sql := range []string{"SELECT count(*) FROM visits", "INSERT INTO visits (id, ssn) VALUES (1, 'x')"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Errorf("after installing again: %s: %v", sql, err)
+		}
+	}
+	if _, err := direct.Exec(ctx, "CREATE VIEW a12_after AS SELECT id, ssn FROM visits WHERE id > 0"); err != nil {
+		t.Fatal(err)
+	}
+	const value = "a12-after-install-not-stored"
+	_, err = conn.Exec(ctx, "INSERT INTO a12_after (id, ssn) VALUES (2, '"+value+"')")
+	refusedWith(t, err, "55000")
+	if plaintextStored(t, env, value) {
+		t.Error("plaintext stored through a view made after the installation")
+	}
+}
+
+// a12Loopback gives db a postgres_fdw server loop reaching db itself,
+// usable by the application's role.
+func a12Loopback(t *testing.T, db string) {
+	t.Helper()
+	su := connect(t, cluster.SuperuserDSN(db))
+	for _, sql := range []string{
+		"CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+		sprintf("CREATE SERVER loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '%d', dbname '%s', sslmode 'disable')", cluster.Port(), db),
+		sprintf("CREATE USER MAPPING FOR %s SERVER loop OPTIONS (user '%s', password '%s')", pgcluster.ScramUser.Name, pgcluster.ScramUser.Name, pgcluster.ScramUser.Password),
+		"GRANT USAGE ON FOREIGN SERVER loop TO " + pgcluster.ScramUser.Name,
+	} {
+		if _, err := su.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+// Found nothing: foreign tables over a loopback server to the database
+// itself, made by another connection after the session read its
+// catalog: one over a decrypting view of visits, one pointed at visits
+// by ALTER FOREIGN TABLE … OPTIONS (SET table_name …), one imported
+// (IMPORT FOREIGN SCHEMA … LIMIT TO) from the view, and a function
+// pointing one at visits in the same text as the INSERT through it:
+// each is a second name (55000), and nothing is stored.
+func TestAttack12LoopbackForeignTablesHeld(t *testing.T) {
+	const db = "attack12_fdw_loop"
+	env := attackAliasEnv(t, db, "CREATE TABLE other (id int, ssn text)", "CREATE VIEW pv AS SELECT id, ssn FROM visits")
+	a12Loopback(t, db)
+	ctx := context.Background()
+	direct := env.direct(t)
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	write := func(label, sql string) {
+		t.Helper()
+		for i := 0; i < 2; i++ { // the first after another connection's DDL: "send it again"
+			_, err := conn.Exec(ctx, sql)
+			if err == nil {
+				t.Fatalf("%s: not refused", label)
+			}
+			refusedWith(t, err, "55000")
+		}
+	}
+	ddl := func(sqls ...string) {
+		t.Helper()
+		for _, sql := range sqls {
+			if _, err := direct.Exec(ctx, sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+	}
+	ddl("CREATE FOREIGN TABLE ft_pv (id int, ssn text) SERVER loop OPTIONS (table_name 'pv')")
+	write("over a decrypting view", "INSERT INTO ft_pv (id, ssn) VALUES (1, 'a12-loop-view')")
+	ddl("DROP FOREIGN TABLE ft_pv", "CREATE FOREIGN TABLE ft_o (id int, ssn text) SERVER loop OPTIONS (table_name 'other')")
+	_, _ = conn.Exec(ctx, "SELECT 1")
+	if _, err := conn.Exec(ctx, "INSERT INTO ft_o (id, ssn) VALUES (2, 'x')"); err != nil {
+		t.Fatal(err)
+	}
+	ddl("ALTER FOREIGN TABLE ft_o OPTIONS (SET table_name 'visits')")
+	write("pointed at visits", "INSERT INTO ft_o (id, ssn) VALUES (3, 'a12-loop-repointed')")
+	ddl("DROP FOREIGN TABLE ft_o", "CREATE SCHEMA imp", "IMPORT FOREIGN SCHEMA public LIMIT TO (pv) FROM SERVER loop INTO imp")
+	write("imported", "INSERT INTO imp.pv (id, ssn) VALUES (4, 'a12-loop-imported')")
+	ddl("DROP SCHEMA imp CASCADE",
+		"CREATE FOREIGN TABLE ft_f (id int, ssn text) SERVER loop OPTIONS (table_name 'other')",
+		"CREATE FUNCTION a12_point_loop() RETURNS int LANGUAGE plpgsql AS $$BEGIN EXECUTE 'ALTER FOREIGN TABLE ft_f OPTIONS (SET table_name ''visits'')'; RETURN 1; END$$")
+	_, _ = conn.Exec(ctx, "SELECT 1")
+	got := runText(t, conn.PgConn(), "SELECT a12_point_loop(); INSERT INTO ft_f (id, ssn) VALUES (5, 'a12-loop-function')")
+	if last := got[len(got)-1]; !strings.HasPrefix(last.Err, "55000") {
+		t.Errorf("a function pointing a foreign table at visits: %+v", got)
+	}
+	var n int
+	if err := direct.QueryRow(ctx, "SELECT count(*) FROM visits WHERE ssn LIKE 'a12-loop%'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d rows stored in plaintext", n)
+	}
+}
