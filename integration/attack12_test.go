@@ -328,3 +328,80 @@ func TestAttack12LoopbackForeignTablesHeld(t *testing.T) {
 		t.Errorf("%d rows stored in plaintext", n)
 	}
 }
+
+// Found nothing wrong, one false refusal: a portal suspended by a row
+// limit and executed again after a function set DateStyle, in the same
+// pipeline or in a later one sent before the answer, is refused (55000)
+// where PostgreSQL shows 14/03/1985; a WITH HOLD cursor read after
+// COMMIT behind such a function in the same text is refused, and the
+// refusal rolls the function's setting back with the text, so the next
+// FETCH shows ISO as PostgreSQL then does. False refusal, left alone: a
+// portal whose dates come back in binary format, which no setting
+// changes, is refused the same (the guard checks the settings before
+// any Execute after another; knowing a statement needs no check would
+// take its parameters' and literals' formats as well as its results').
+// Apps hit it only behind a function that sets DateStyle or TimeZone in
+// the same pipeline.
+func TestAttack12SuspendedPortalsHeld(t *testing.T) {
+	p := startPHIProxy(t)
+	id := a11Setup(t, p)
+	rows := "SELECT p.date_of_birth FROM patients p, generate_series(1, 3) g(n) WHERE p.id = " + strconv.FormatInt(id, 10)
+	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+	exchange(t, hc, &pgproto3.Parse{Name: "r", Query: rows}, &pgproto3.Parse{Name: "f", Query: "SELECT a11_dmy()"}, &pgproto3.Sync{})
+	refusedOrDMY := func(label string, out []string) {
+		t.Helper()
+		all := strings.Join(out, "\n")
+		if strings.Contains(all, "1985-03-14") && strings.Contains(all, `"CommandTag":"SELECT 1"`) && !strings.Contains(all, `"Code":"55000"`) {
+			t.Errorf("%s: a date shown under ISO after the change:\n%s", label, all)
+		}
+		if !strings.Contains(all, `"Code":"55000"`) && !strings.Contains(all, "14/03/1985") {
+			t.Errorf("%s:\n%s", label, all)
+		}
+	}
+	exchange(t, hc, &pgproto3.Query{String: "BEGIN"})
+	out := exchange(t, hc,
+		&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "r"},
+		&pgproto3.Execute{Portal: "p1", MaxRows: 1},
+		&pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "f"},
+		&pgproto3.Execute{Portal: "p2"},
+		&pgproto3.Execute{Portal: "p1", MaxRows: 1},
+		&pgproto3.Sync{})
+	refusedOrDMY("suspended, same pipeline", out[5:])
+	exchange(t, hc, &pgproto3.Query{String: "ROLLBACK"})
+	exchange(t, hc, &pgproto3.Query{String: "RESET datestyle"})
+	exchange(t, hc, &pgproto3.Query{String: "BEGIN"})
+	out = exchangeN(t, hc, 3,
+		&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "r"},
+		&pgproto3.Execute{Portal: "p1", MaxRows: 1},
+		&pgproto3.Sync{},
+		&pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "f"},
+		&pgproto3.Execute{Portal: "p2"},
+		&pgproto3.Sync{},
+		&pgproto3.Execute{Portal: "p1", MaxRows: 1},
+		&pgproto3.Sync{})
+	refusedOrDMY("suspended, later pipeline", out[4:])
+	exchange(t, hc, &pgproto3.Query{String: "ROLLBACK"})
+	exchange(t, hc, &pgproto3.Query{String: "RESET datestyle"})
+
+	// Binary: refused (the false refusal above).
+	out = exchange(t, hc,
+		&pgproto3.Bind{DestinationPortal: "p2", PreparedStatement: "f"},
+		&pgproto3.Execute{Portal: "p2"},
+		&pgproto3.Bind{DestinationPortal: "p1", PreparedStatement: "r", ResultFormatCodes: []int16{1}},
+		&pgproto3.Execute{Portal: "p1"},
+		&pgproto3.Sync{})
+	if all := strings.Join(out, "\n"); !strings.Contains(all, `"Code":"55000"`) {
+		t.Logf("binary dates after the change are no longer refused:\n%s", all)
+	}
+	exchange(t, hc, &pgproto3.Query{String: "RESET datestyle"})
+
+	// WITH HOLD.
+	read := "SELECT date_of_birth FROM patients WHERE id = " + strconv.FormatInt(id, 10)
+	exchange(t, hc, &pgproto3.Query{String: "BEGIN; DECLARE a12_h CURSOR WITH HOLD FOR " + read + "; COMMIT"})
+	refusedOrDMY("WITH HOLD after a function", exchange(t, hc, &pgproto3.Query{String: "SELECT a11_dmy(); FETCH ALL FROM a12_h"}))
+	out = exchange(t, hc, &pgproto3.Query{String: "MOVE ABSOLUTE 0 IN a12_h; SHOW datestyle; FETCH ALL FROM a12_h"})
+	if all := strings.Join(out, "\n"); !strings.Contains(all, `"ISO, MDY"`) || !strings.Contains(all, "1985-03-14") {
+		t.Errorf("WITH HOLD, next text:\n%s", all)
+	}
+	exchange(t, hc, &pgproto3.Query{String: "CLOSE a12_h; RESET datestyle"})
+}
