@@ -346,3 +346,21 @@ func (s *session) executeCopy(p *portal, msg []byte) error {
 	s.copying = c.in
 	return nil
 }
+
+// noteCopyBehind treats the settings as moved for a COPY FROM STDIN sent
+// as a simple Query behind statements not yet answered. No guard goes in
+// front of it (handleQuery), so none checks DateStyle, TimeZone or
+// client_encoding, which a function run by an earlier statement of the
+// pipeline may have set: its data's dates and times that depend on them,
+// and characters beyond ASCII, are refused (errSettingsMoved,
+// errCopyInFlight) rather than read under settings the server may no
+// longer have. Clients that wait for ReadyForQuery before a COPY (pgx,
+// psycopg, psql, pgjdbc's CopyManager) are not concerned.
+func (s *session) noteCopyBehind(cp *rewrite.Copy) {
+	if !cp.From {
+		return // COPY TO goes behind the guard
+	}
+	if idle, _ := s.idle(); !idle {
+		s.noteSettings(true)
+	}
+}

@@ -96,7 +96,11 @@ func guardQuery(pol *policy.Policy, cat *catalog) string {
 		// accepts (and otherwise fails). The planner folds the comparison
 		// of constants, so the check runs only once the epoch moved on.
 		e := quoteLiteral(cat.epoch)
-		conds = append(conds, "("+policy.EpochFunction+" OPERATOR(pg_catalog.=) "+e+" OR "+checkCall(pol, cat, false)+")")
+		own := checkCall(pol, cat, false)
+		if rc := remoteCheck(pol, cat); rc != "" {
+			own += " AND " + rc // (remote_check.go)
+		}
+		conds = append(conds, "("+policy.EpochFunction+" OPERATOR(pg_catalog.=) "+e+" OR "+own+")")
 	}
 	if len(conds) == 0 {
 		conds = append(conds, "true")

@@ -116,6 +116,7 @@ func (s *session) handleQuery(msg []byte) error {
 	s.buf = text
 	var cr *copyResult
 	if plan.Copy != nil {
+		s.noteCopyBehind(plan.Copy)
 		if cr, err = s.newCopyResult(plan, true); err != nil {
 			return s.raiseQuery(err)
 		}

@@ -44,7 +44,7 @@ func checkQuery(pol *policy.Policy, cat *catalog) string {
 	if cat == nil || !cat.epochOK {
 		return ""
 	}
-	return "SELECT " + checkCall(pol, cat, true)
+	return "SELECT " + checkCall(pol, cat, true) + remoteCheckColumn(pol, cat)
 }
 
 // checkCall is the call of catalog_check for cat: with the policy tables'
