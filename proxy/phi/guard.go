@@ -59,7 +59,8 @@ import (
 //     end of the transaction, so no DDL on its tables commits between the
 //     guard and the statement (ALTER TABLE waits for the lock).
 //   - simple Query: Bind and Execute of the guard, then the client's
-//     Query, then a Sync of the proxy's own. The Query runs in the guard's
+//     Query, then a Sync of the proxy's own (refused instead inside the
+//     client's open extended batch: query_in_batch.go). The Query runs in the guard's
 //     implicit transaction, or not at all. There the guard runs before the
 //     statement takes its locks: DDL that commits in the microseconds
 //     between the two is not seen (see README).
@@ -228,11 +229,11 @@ func (s *session) sendHidden(kind proxy.Kind, m pgproto3.FrontendMessage, r prox
 // it rather than find the session busy (canQuery). (The Query's own
 // Responder is not wrapped: the relay looks for optional interfaces on it.)
 //
-// Not inside the client's own extended batch (a Query sent after Parse,
-// Bind or Execute and before their Sync): the client's Sync ends that
-// pipeline, and when an earlier message of it failed the server skips the
-// guard and the Query alike, which then get no answer, as without the
-// proxy; a Sync of the proxy's would answer the skipped Query.
+// Never inside the client's own extended batch (a Query sent after Parse,
+// Bind or Execute and before their Sync): when an earlier message of it
+// failed the server skips the Query, and a Sync of the proxy's would
+// answer it. Such a Query is refused rather than guarded
+// (query_in_batch.go); the check here is a second line.
 func (s *session) guardSync() error {
 	if s.openBatch {
 		return nil

@@ -65,6 +65,9 @@ func (s *session) handleQuery(msg []byte) error {
 		s.eng.metrics.passthrough.Inc()
 		s.applyCursors(cursors, s.db)
 		guard := !readFirst && !in.bareFirst && s.needsGuard(plan, in.first) && !s.guarded
+		if err := s.queryInBatch(guard, false); err != nil {
+			return s.raiseQuery(err)
+		}
 		if guard {
 			if err := s.guard(); err != nil {
 				return err
@@ -108,7 +111,6 @@ func (s *session) handleQuery(msg []byte) error {
 	if err != nil {
 		return s.raiseQuery(err)
 	}
-	s.countMarks(rd.marks)
 	out, err := (&pgproto3.Query{String: in.text}).Encode(text[len(text):])
 	if err != nil {
 		return err
@@ -121,6 +123,11 @@ func (s *session) handleQuery(msg []byte) error {
 			return s.raiseQuery(err)
 		}
 	}
+	wantGuard := (cr == nil || cr.in == nil) && !in.bareFirst && (reliesOnCatalog(plan) || s.db.cat.epochGuards() && guardsText(in.first))
+	if err := s.queryInBatch(wantGuard, cr != nil && cr.cp.Table == nil); err != nil {
+		return s.raiseQuery(err)
+	}
+	s.countMarks(rd.marks)
 	s.eng.metrics.rewritten.Inc()
 	s.eng.metrics.added.Observe(time.Since(start).Seconds())
 	guarded, opened := s.guarded, false
@@ -132,7 +139,7 @@ func (s *session) handleQuery(msg []byte) error {
 	// first statement is guarded when it relies on the catalog or may
 	// name a second name (DDL on a policy table followed by statements
 	// passed through); the checks cover the statements after it.
-	if (cr == nil || cr.in == nil) && !in.bareFirst && (reliesOnCatalog(plan) || s.db.cat.epochGuards() && guardsText(in.first)) {
+	if wantGuard {
 		if err := s.guard(); err != nil {
 			return err
 		}

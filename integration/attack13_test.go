@@ -1,0 +1,255 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/novamind/phiproxy/internal/pgcluster"
+)
+
+// The thirteenth independent attack on issue 9 (branch attack13): a
+// simple Query inside the client's own open extended batch (no Sync of
+// the proxy's after it since f0192e0), the guard after every Execute, and
+// COPY FROM STDIN behind unanswered statements. One test per finding, then
+// the variants that held.
+
+// a13Step is one exchange: messages sent together and the number of
+// ReadyForQuery that answer them.
+type a13Step struct {
+	msgs []pgproto3.FrontendMessage
+	n    int
+}
+
+// a13Brief renders a backend message short: its type, and an error's
+// SQLSTATE.
+func a13Brief(m pgproto3.BackendMessage) string {
+	switch m := m.(type) {
+	case *pgproto3.ErrorResponse:
+		return "E" + m.Code
+	case *pgproto3.ReadyForQuery:
+		return "Z" + string(m.TxStatus)
+	case *pgproto3.DataRow:
+		var vals []string
+		for _, v := range m.Values {
+			vals = append(vals, string(v))
+		}
+		return "D(" + strings.Join(vals, ",") + ")"
+	case *pgproto3.CommandComplete:
+		return "C(" + string(m.CommandTag) + ")"
+	default:
+		return strings.TrimPrefix(fmt.Sprintf("%T", m), "*pgproto3.")
+	}
+}
+
+// a13Run sends steps over a new raw session of dsn, then SELECT 2, and
+// returns what came back, rendered short; a session that stops answering
+// (a missing ReadyForQuery) ends with "broken".
+func a13Run(t *testing.T, dsn string, steps ...a13Step) string {
+	t.Helper()
+	hc := rawSession(t, dsn)
+	return a13On(hc, steps...)
+}
+
+func a13On(hc *pgconn.HijackedConn, steps ...a13Step) string {
+	steps = append(steps, a13Step{[]pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT 2"}}, 1})
+	var out []string
+	for _, st := range steps {
+		for _, m := range st.msgs {
+			hc.Frontend.Send(m)
+		}
+		if err := hc.Frontend.Flush(); err != nil {
+			return strings.Join(append(out, "broken: "+err.Error()), " ")
+		}
+		_ = hc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for n := st.n; n > 0; {
+			m, err := hc.Frontend.Receive()
+			if err != nil {
+				return strings.Join(append(out, "broken"), " ")
+			}
+			out = append(out, a13Brief(m))
+			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+				n--
+			}
+		}
+		out = append(out, "|")
+	}
+	return strings.Join(out, " ")
+}
+
+func a13Q(sql string) *pgproto3.Query { return &pgproto3.Query{String: sql} }
+
+// a13PBE is an unnamed Parse, Bind and Execute of sql.
+func a13PBE(sql string) []pgproto3.FrontendMessage {
+	return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+}
+
+func a13Msgs(parts ...any) []pgproto3.FrontendMessage {
+	var out []pgproto3.FrontendMessage
+	for _, p := range parts {
+		switch p := p.(type) {
+		case pgproto3.FrontendMessage:
+			out = append(out, p)
+		case []pgproto3.FrontendMessage:
+			out = append(out, p...)
+		}
+	}
+	return out
+}
+
+// Orders of messages around a guarded Query inside an open batch: the
+// proxy refuses the Query (finding 1), and answers as PostgreSQL answers
+// when that Query fails (or is skipped after an earlier error).
+func TestAttack13QueryInOpenBatch(t *testing.T) {
+	p := startPHIProxy(t)
+	const q = "SELECT id FROM patients WHERE false"
+	sync, flush := &pgproto3.Sync{}, &pgproto3.Flush{}
+	for _, c := range []struct {
+		name  string
+		steps func(query func(string) *pgproto3.Query) []a13Step
+	}{
+		{"query then flush, sync later", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q(q), flush), 1}, {a13Msgs(sync), 1}}
+		}},
+		{"query then flush after an error", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1/0"), Q(q), flush, sync), 1}}
+		}},
+		{"query then more extended", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q(q), a13PBE(q), sync), 2}}
+		}},
+		{"query then failing extended", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q(q), a13PBE("SELECT 1/0"), a13PBE(q), sync), 2}}
+		}},
+		{"two queries", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q(q), Q(q+" OR false"), sync), 3}}
+		}},
+		{"two queries after an error", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1/0"), Q(q), Q(q+" OR false"), sync), 1}}
+		}},
+		{"query with several statements", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q(q+"; SELECT 3"), a13PBE(q), sync), 2}}
+		}},
+		{"query in a transaction block", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13Q("BEGIN")), 1}, {a13Msgs(a13PBE("SELECT 1"), Q(q), sync), 2}, {a13Msgs(a13Q("COMMIT")), 1}}
+		}},
+		{"copy to as the query", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q("COPY (SELECT id FROM patients WHERE false) TO STDOUT"), sync), 2}}
+		}},
+		{"copy with a PHI column to as the query", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q("COPY (SELECT id, email FROM patients WHERE false) TO STDOUT"), sync), 2}}
+		}},
+		{"copy table to as the query", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1"), Q("COPY patients (id, email) TO STDOUT"), sync), 2}}
+		}},
+		{"copy to after an error", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(a13PBE("SELECT 1/0"), Q("COPY (SELECT id, email FROM patients WHERE false) TO STDOUT"), sync), 1}}
+		}},
+		{"execute with row limit, query, execute again", func(Q func(string) *pgproto3.Query) []a13Step {
+			return []a13Step{{a13Msgs(&pgproto3.Parse{Query: "SELECT 1 UNION ALL SELECT 2"}, &pgproto3.Bind{}, &pgproto3.Execute{MaxRows: 1}, Q(q), &pgproto3.Execute{}, sync), 2}}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			direct := a13Run(t, directDSN(pgcluster.ScramUser, phiDatabase), c.steps(func(string) *pgproto3.Query { return a13Q("SELECT 1/0") })...)
+			proxied := a13Run(t, p.dsn(pgcluster.ScramUser, phiDatabase), c.steps(a13Q)...)
+			if a13Shape(direct) != a13Shape(proxied) || strings.Contains(proxied, "E22012") && !strings.Contains(direct, "E22012") {
+				t.Errorf("\ndirect (failing): %s\nproxy:            %s", direct, proxied)
+			}
+		})
+	}
+	// Queries that need no guard (in a database with the epoch, only
+	// transaction control, settings and maintenance) go through as before.
+	steps := []a13Step{{a13Msgs(a13PBE("SELECT 1"), a13Q("SHOW DateStyle"), a13PBE("SELECT 6"), sync), 2}}
+	if d, p := a13Run(t, directDSN(pgcluster.ScramUser, phiDatabase), steps...), a13Run(t, p.dsn(pgcluster.ScramUser, phiDatabase), steps...); d != p {
+		t.Errorf("unguarded Query in an open batch:\ndirect: %s\nproxy:  %s", d, p)
+	}
+}
+
+// a13Shape is a13Run's output with the errors' SQLSTATEs left out, for
+// comparing a refusal with the error PostgreSQL raises in its place.
+func a13Shape(s string) string {
+	f := strings.Fields(s)
+	for i, w := range f {
+		if strings.HasPrefix(w, "E") && len(w) == 6 {
+			f[i] = "E"
+		}
+	}
+	return strings.Join(f, " ")
+}
+
+// A Query the proxy refuses itself (a raise) inside an open batch is
+// answered as PostgreSQL answers one that fails.
+func TestAttack13RefusedQueryInOpenBatch(t *testing.T) {
+	p := startPHIProxy(t)
+	refused := "SELECT id FROM patients WHERE email LIKE 'a%'"
+	for _, c := range []struct {
+		name string
+		pre  string
+	}{{"after success", "SELECT 1"}, {"after an error", "SELECT 1/0"}} {
+		t.Run(c.name, func(t *testing.T) {
+			steps := func(q string) []a13Step {
+				return []a13Step{{a13Msgs(a13PBE(c.pre), a13Q(q), a13PBE("SELECT 4"), &pgproto3.Sync{}), 2}}
+			}
+			if c.pre == "SELECT 1/0" {
+				steps = func(q string) []a13Step {
+					return []a13Step{{a13Msgs(a13PBE(c.pre), a13Q(q), a13PBE("SELECT 4"), &pgproto3.Sync{}), 1}}
+				}
+			}
+			direct := a13Shape(a13Run(t, directDSN(pgcluster.ScramUser, phiDatabase), steps("SELECT 1/0")...))
+			proxied := a13Run(t, p.dsn(pgcluster.ScramUser, phiDatabase), steps(refused)...)
+			if direct != a13Shape(proxied) {
+				t.Errorf("\ndirect (failing): %s\nproxy (refused):  %s", direct, proxied)
+			}
+		})
+	}
+}
+
+// a13DDLFunction changes visits' columns from inside a function, which the
+// proxy cannot see: the guard of the statement after it fails.
+const a13DDLFunction = `CREATE FUNCTION a13_ddl() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN ALTER TABLE visits ADD COLUMN IF NOT EXISTS a13x int; RETURN 1; END $$`
+
+// Finding 1 (desync). A guarded Query inside the client's open batch
+// whose guard fails (a function of the batch changed the policy table)
+// gets the guard's error, after which the server skips everything up to
+// the client's Sync: one ReadyForQuery where PostgreSQL, had the Query
+// itself failed, sends two (the Query's, then the Sync's), and the
+// messages after the Query are not run. A client waiting for the Query's
+// ReadyForQuery takes the Sync's for it and waits for ever.
+func TestAttack13GuardFailsInOpenBatch(t *testing.T) {
+	env := attackAliasEnv(t, "attack13_guard", a13DDLFunction)
+	ctx := context.Background()
+	conn := env.conn(t)
+	if _, err := conn.Exec(ctx, "SELECT id FROM visits"); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := conn.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hc.Conn.Close() })
+	q := "SELECT id FROM visits WHERE false"
+	got := a13On(hc, a13Step{a13Msgs(a13PBE("SELECT a13_ddl()"), a13Q(q), a13PBE("SELECT 4"), &pgproto3.Sync{}), 2})
+	// PostgreSQL, with the Query failing in its place.
+	want := a13Shape(a13On(rawSessionOf(t, env), a13Step{a13Msgs(a13PBE("SELECT 1"), a13Q("SELECT 1/0"), a13PBE("SELECT 4"), &pgproto3.Sync{}), 2}))
+	if a13Shape(got) != want {
+		t.Errorf("\nwant the shape of: %s\nproxy:             %s", want, got)
+	}
+	// The Parse of a COPY's query, which the proxy describes before the
+	// COPY, failing: the server skips to Sync as after the guard.
+	copyQ := "COPY (SELECT id, ssn FROM visits WHERE id = 'x'::int) TO STDOUT"
+	got = a13On(rawSession(t, env.p.dsn(pgcluster.ScramUser, env.db)), a13Step{a13Msgs(a13PBE("SELECT 1"), a13Q(copyQ), a13PBE("SELECT 4"), &pgproto3.Sync{}), 2})
+	want = a13On(rawSessionOf(t, env), a13Step{a13Msgs(a13PBE("SELECT 1"), a13Q(copyQ), a13PBE("SELECT 4"), &pgproto3.Sync{}), 2})
+	if a13Shape(got) != a13Shape(want) {
+		t.Errorf("COPY (query) TO STDOUT whose query fails:\ndirect: %s\nproxy:  %s", want, got)
+	}
+}
+
+// rawSessionOf is a raw direct session to env's database.
+func rawSessionOf(t *testing.T, env *catalogEnv) *pgconn.HijackedConn {
+	return rawSession(t, directDSN(pgcluster.ScramUser, env.db))
+}
