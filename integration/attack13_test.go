@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -252,4 +253,53 @@ func TestAttack13GuardFailsInOpenBatch(t *testing.T) {
 // rawSessionOf is a raw direct session to env's database.
 func rawSessionOf(t *testing.T, env *catalogEnv) *pgconn.HijackedConn {
 	return rawSession(t, directDSN(pgcluster.ScramUser, env.db))
+}
+
+// COPY FROM STDIN as the Query inside an open batch, with data that holds
+// no PHI: refused (the catalog cannot be read first while the batch is
+// open) or run as PostgreSQL runs it, and the session stays in step.
+func TestAttack13CopyFromInOpenBatch(t *testing.T) {
+	p := startPHIProxy(t)
+	for _, pre := range []string{"SELECT 1", "SELECT 1/0"} {
+		n := 2
+		if pre == "SELECT 1/0" {
+			n = 1
+		}
+		steps := []a13Step{{a13Msgs(a13PBE(pre), a13Q("COPY patients (id) FROM STDIN"),
+			&pgproto3.CopyData{Data: []byte("991301\n")}, &pgproto3.CopyDone{}, a13PBE("SELECT 4"), &pgproto3.Sync{}), n}}
+		got := a13Run(t, p.dsn(pgcluster.ScramUser, phiDatabase), steps...)
+		t.Logf("%s: %s", pre, got)
+		if strings.Contains(got, "broken") {
+			t.Errorf("%s: %s", pre, got)
+		}
+	}
+	phiDirect(t).Exec(context.Background(), "DELETE FROM patients WHERE id = 991301")
+}
+
+// JDBC-style batches (Parse once, then Bind and Execute for each row, one
+// Sync) and portals executed in turn, with a guard after every Execute:
+// answered as PostgreSQL answers them.
+func TestAttack13ExecuteBatches(t *testing.T) {
+	p := startPHIProxy(t)
+	const sel = "SELECT id FROM patients WHERE id = $1 UNION ALL SELECT $1::int8 UNION ALL SELECT 7"
+	bind := func(portal, v string) *pgproto3.Bind {
+		return &pgproto3.Bind{DestinationPortal: portal, PreparedStatement: "a13s", Parameters: [][]byte{[]byte(v)}}
+	}
+	var jdbc []pgproto3.FrontendMessage
+	jdbc = append(jdbc, &pgproto3.Parse{Name: "a13s", Query: sel})
+	for i := 0; i < 5; i++ {
+		jdbc = append(jdbc, bind("", strconv.Itoa(i)), &pgproto3.Execute{})
+	}
+	portals := a13Msgs(&pgproto3.Parse{Name: "a13s", Query: sel}, bind("p1", "1"), bind("p2", "2"),
+		&pgproto3.Execute{Portal: "p1", MaxRows: 1}, &pgproto3.Execute{Portal: "p2", MaxRows: 1},
+		&pgproto3.Execute{Portal: "p1"}, &pgproto3.Execute{Portal: "p2"})
+	failing := a13Msgs(&pgproto3.Parse{Name: "a13s", Query: sel}, bind("", "1"), &pgproto3.Execute{}, bind("", "x"), &pgproto3.Execute{}, bind("", "3"), &pgproto3.Execute{})
+	for name, msgs := range map[string][]pgproto3.FrontendMessage{"jdbc": jdbc, "portals": portals, "failing": failing} {
+		steps := []a13Step{{append(msgs, &pgproto3.Sync{}), 1}}
+		direct := a13Run(t, directDSN(pgcluster.ScramUser, phiDatabase), steps...)
+		proxied := a13Run(t, p.dsn(pgcluster.ScramUser, phiDatabase), steps...)
+		if direct != proxied {
+			t.Errorf("%s:\ndirect: %s\nproxy:  %s", name, direct, proxied)
+		}
+	}
 }
