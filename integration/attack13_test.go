@@ -303,3 +303,49 @@ func TestAttack13ExecuteBatches(t *testing.T) {
 		}
 	}
 }
+
+// Finding 2 (wrong answer). COPY FROM STDIN sent as a simple Query inside
+// the client's open batch, after the batch's earlier messages were
+// answered (Execute of a function that sets DateStyle, Flush, its answer
+// read): nothing is pending, so the proxy reads the data under the
+// settings last reported (ISO, MDY), while the server, which reports the
+// function's setting only at ReadyForQuery, reads it under SQL, DMY:
+// '01/02/2020' stored as 2 January where PostgreSQL stores 1 February.
+// Now such dates are refused inside an open batch (noteCopyBehind), and
+// the settings count as moved until its Sync is answered.
+func TestAttack13CopyFromAfterFunctionInOpenBatch(t *testing.T) {
+	p := startPHIProxy(t)
+	a11Setup(t, p)
+	for i, c := range []struct{ date, want string }{{"01/02/2020", "2020-02-01"}, {"2020-03-04", "2020-03-04"}} {
+		hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+		id := 991302 + i
+		for _, m := range a13Msgs(a13PBE("SELECT a11_dmy()"), &pgproto3.Flush{}) {
+			hc.Frontend.Send(m)
+		}
+		if err := hc.Frontend.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		_ = hc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			m, err := hc.Frontend.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := m.(*pgproto3.CommandComplete); ok {
+				break
+			}
+		}
+		out := a13On(hc,
+			a13Step{a13Msgs(a13Q("COPY patients (id, date_of_birth) FROM STDIN"), &pgproto3.CopyData{Data: []byte(strconv.Itoa(id) + "\t" + c.date + "\n")},
+				&pgproto3.CopyDone{}, &pgproto3.Sync{}), 2},
+			a13Step{a13Msgs(a13Q("RESET datestyle")), 1})
+		d := a12StoredDate(t, p, int64(id))
+		switch {
+		case d != "" && d != c.want:
+			t.Errorf("%s: the proxy stored %q where PostgreSQL stores %s (read under SQL, DMY)\n%s", c.date, d, c.want, out)
+		case d == "" && (i > 0 || !strings.Contains(out, "CopyInResponse E0A000 ZI ZI")):
+			t.Errorf("%s: nothing stored: %s", c.date, out)
+		}
+		phiDirect(t).Exec(context.Background(), "DELETE FROM patients WHERE id = "+strconv.Itoa(id))
+	}
+}

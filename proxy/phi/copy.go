@@ -355,12 +355,15 @@ func (s *session) executeCopy(p *portal, msg []byte) error {
 // and characters beyond ASCII, are refused (errSettingsMoved,
 // errCopyInFlight) rather than read under settings the server may no
 // longer have. Clients that wait for ReadyForQuery before a COPY (pgx,
-// psycopg, psql, pgjdbc's CopyManager) are not concerned.
+// psycopg, psql, pgjdbc's CopyManager) are not concerned. Inside the
+// client's open extended batch too, its earlier messages answered or not:
+// the server reports the settings a function of the batch changed only
+// with the Sync's ReadyForQuery (attack13 finding 2).
 func (s *session) noteCopyBehind(cp *rewrite.Copy) {
 	if !cp.From {
 		return // COPY TO goes behind the guard
 	}
-	if idle, _ := s.idle(); !idle {
+	if idle, _ := s.idle(); !idle || s.openBatch {
 		s.noteSettings(true)
 	}
 }

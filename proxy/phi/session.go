@@ -208,7 +208,9 @@ func (s *session) Frontend(typ byte, msg []byte) error {
 	if s.settingsMoved {
 		// Everything sent before has been answered, ParameterStatus
 		// included: the settings last reported are those in effect.
-		if idle, _ := s.c.Idle(); idle {
+		// (Not inside an open extended batch: the server reports them
+		// with the Sync's ReadyForQuery.)
+		if idle, _ := s.c.Idle(); idle && !s.openBatch {
 			s.settingsMoved = false
 		}
 	}
