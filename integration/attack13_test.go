@@ -349,3 +349,51 @@ func TestAttack13CopyFromAfterFunctionInOpenBatch(t *testing.T) {
 		phiDirect(t).Exec(context.Background(), "DELETE FROM patients WHERE id = "+strconv.Itoa(id))
 	}
 }
+
+// Finding 3 (wrong answer). A function of the pipeline that sets
+// client_encoding (set_config in its body, which phiproxy never sees),
+// then a read of a PHI column holding non-ASCII text in the same
+// pipeline: the server reports the new encoding only at ReadyForQuery, and
+// the proxy sent the decrypted text in UTF-8 where PostgreSQL sends
+// LATIN1 (and would have encrypted the client's LATIN1 bytes as they
+// came). Now the settings check compares client_encoding too: 55000.
+func TestAttack13EncodingByFunction(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	if _, err := phiDirect(t).Exec(ctx, "CREATE OR REPLACE FUNCTION a13_latin1() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('client_encoding', 'LATIN1', false); RETURN 1; END$$"); err != nil {
+		t.Fatal(err)
+	}
+	name := secret("a13enc") + "é"
+	var id int64
+	if err := phiConn(t, p).QueryRow(ctx, "INSERT INTO patients (first_name) VALUES ($1) RETURNING id", name).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	hc := rawSession(t, p.dsn(pgcluster.ScramUser, phiDatabase))
+	for _, m := range a13Msgs(a13PBE("SELECT a13_latin1()"), a13PBE("SELECT first_name FROM patients WHERE id = "+strconv.FormatInt(id, 10)), &pgproto3.Sync{}) {
+		hc.Frontend.Send(m)
+	}
+	if err := hc.Frontend.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = hc.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []string
+	for {
+		m, err := hc.Frontend.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			got = append(got, fmt.Sprintf("%q", m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			got = append(got, "E"+m.Code+" "+m.Message)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	want := strings.TrimSuffix(name, "é") + "\xe9"
+	if len(got) != 2 || got[1] != fmt.Sprintf("%q", want) && !strings.HasPrefix(got[1], "E55000") {
+		t.Errorf("PHI text read after a function set client_encoding LATIN1: %v, PostgreSQL sends %q", got, want)
+	}
+}

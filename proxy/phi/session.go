@@ -160,7 +160,7 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 	s.w.codec.settings = s.writerSettings
 	st := &sessionSettings{}
 	if c != nil {
-		for _, name := range []string{"DateStyle", "TimeZone", "server_version"} {
+		for _, name := range []string{"DateStyle", "TimeZone", "client_encoding", "server_version"} {
 			st = st.withSetting(name, c.ServerParameter(name))
 		}
 	}
@@ -300,6 +300,7 @@ func (s *session) ParameterStatus(name, value string) {
 		} else {
 			s.encoding.Store(int32(enc))
 		}
+		s.settings.Store(s.settings.Load().withSetting(name, value))
 	case "DateStyle", "TimeZone":
 		s.settings.Store(s.settings.Load().withSetting(name, value))
 	}

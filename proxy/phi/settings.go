@@ -88,6 +88,10 @@ type sessionSettings struct {
 	dateStyleName string
 	zone          *time.Location // nil: not reported, or a zone the proxy cannot read
 	zoneName      string
+	// encodingName is client_encoding as reported, which the settings
+	// check compares too: the proxy sends decrypted text to the client,
+	// and encrypts the client's, as the encoding it last learned.
+	encodingName string
 	// serverMajor is the server's major version (server_version), 0 when
 	// unknown. The value readers are PostgreSQL 15's.
 	serverMajor int
@@ -123,6 +127,8 @@ func (s *sessionSettings) withSetting(name, value string) *sessionSettings {
 		n.dateStyleName = value
 	case "TimeZone":
 		n.zone, n.zoneName = sessionZone(value), value
+	case "client_encoding":
+		n.encodingName = value
 	case "server_version":
 		n.serverMajor, _ = strconv.Atoi(strings.SplitN(value, ".", 2)[0])
 	}

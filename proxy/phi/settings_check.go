@@ -31,11 +31,19 @@ import (
 // settingsChanged is the name whose lookup fails the check.
 const settingsChanged = "phiproxy_settings_changed"
 
-// settingsTest is a condition that holds when DateStyle is ds and TimeZone
-// is tz (SQL expressions).
-func settingsTest(ds, tz string) string {
-	return "pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.=) " + ds +
+// settingsTest is a condition that holds when DateStyle is ds, TimeZone
+// is tz and client_encoding is enc (SQL expressions). client_encoding
+// too: a function that sets it makes the server send later rows, and read
+// later values, in another encoding than the proxy's decrypted text
+// (attack13 finding 3: UTF-8 sent where PostgreSQL sends LATIN1).
+// enc "" leaves client_encoding unchecked.
+func settingsTest(ds, tz, enc string) string {
+	t := "pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.=) " + ds +
 		" AND pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.=) " + tz
+	if enc != "" {
+		t += " AND pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) " + enc
+	}
+	return t
 }
 
 // settingsFailure is an expression that fails unless cond holds.
@@ -43,45 +51,54 @@ func settingsFailure(cond string) string {
 	return "pg_catalog.current_setting(CASE WHEN " + cond + " THEN 'DateStyle' ELSE '" + settingsChanged + "' END) AS phiproxy_settings"
 }
 
-// guardSettings is the guard's settings check: its parameters $1 and $2
-// are DateStyle and TimeZone, NULL when the proxy holds no values to
-// check (guardSettingsParams).
+// guardSettings is the guard's settings check: its parameters $1, $2 and
+// $3 are DateStyle, TimeZone and client_encoding, NULL when the proxy
+// holds no values to check (guardSettingsParams; $3 alone when the server
+// never reported client_encoding).
 const guardSettings = "pg_catalog.current_setting(CASE WHEN $1::pg_catalog.text IS NULL OR " +
 	"pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.=) $1 AND pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.=) $2::pg_catalog.text" +
+	" AND ($3::pg_catalog.text IS NULL OR pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) $3)" +
 	" THEN 'DateStyle' ELSE '" + settingsChanged + "' END) AS phiproxy_settings"
 
 // checkedSettings returns the DateStyle and TimeZone that values sent now
 // are read and shown under; ok false when there is nothing to check: a
 // statement that changes them is in flight (the values after it are
 // refused: settingsMoved), or the server has not reported them.
-func (s *session) checkedSettings() (ds, tz string, ok bool) {
+func (s *session) checkedSettings() (ds, tz, enc string, ok bool) {
 	if s.settingsMoved {
-		return "", "", false
+		return "", "", "", false
 	}
 	st := s.settings.Load()
 	if st == nil || st.dateStyleName == "" || st.zoneName == "" {
-		return "", "", false
+		return "", "", "", false
 	}
-	return st.dateStyleName, st.zoneName, true
+	return st.dateStyleName, st.zoneName, st.encodingName, true
 }
 
 // guardSettingsParams are the guard's Bind parameters.
 func (s *session) guardSettingsParams() [][]byte {
-	ds, tz, ok := s.checkedSettings()
+	ds, tz, enc, ok := s.checkedSettings()
 	if !ok {
-		return [][]byte{nil, nil}
+		return [][]byte{nil, nil, nil}
 	}
-	return [][]byte{[]byte(ds), []byte(tz)}
+	params := [][]byte{[]byte(ds), []byte(tz), nil}
+	if enc != "" {
+		params[2] = []byte(enc)
+	}
+	return params
 }
 
 // inlineCheck is the check put in front of the statements of a text after
 // its first: the catalog's, with the settings' when there are any to check.
 func (s *session) inlineCheck() string {
-	ds, tz, ok := s.checkedSettings()
+	ds, tz, enc, ok := s.checkedSettings()
 	if !ok || s.db.checkSQL == "" {
 		return s.db.checkSQL
 	}
-	return s.db.checkSQL + ", " + settingsFailure(settingsTest(quoteLiteral(ds), quoteLiteral(tz)))
+	if enc != "" {
+		enc = quoteLiteral(enc)
+	}
+	return s.db.checkSQL + ", " + settingsFailure(settingsTest(quoteLiteral(ds), quoteLiteral(tz), enc))
 }
 
 // isSettingsChanged reports whether er is the settings check failing.
@@ -92,4 +109,4 @@ func isSettingsChanged(er *pgproto3.ErrorResponse) bool {
 // errSettingsChanged: a statement before this one changed DateStyle or
 // TimeZone by itself.
 var errSettingsChanged error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "settings",
-	"DateStyle or TimeZone changed while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show dates under settings the server no longer has; the statements from there on were not run: send them again"}
+	"DateStyle or TimeZone changed, or client_encoding, while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show dates under settings the server no longer has; the statements from there on were not run: send them again"}
