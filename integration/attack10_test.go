@@ -170,8 +170,8 @@ func TestAttack10DateStyleChangedByFunction(t *testing.T) {
 	refused := func(what string, answers []queryAnswer) {
 		t.Helper()
 		last := answers[len(answers)-1]
-		if !strings.HasPrefix(last.Err, "55000") || !strings.Contains(last.Err, "DateStyle or TimeZone changed") {
-			t.Errorf("%s: %+v, want 55000 (DateStyle or TimeZone changed)", what, answers)
+		if !strings.HasPrefix(last.Err, "55000") || !strings.Contains(last.Err, "TimeZone or client_encoding changed") {
+			t.Errorf("%s: %+v, want 55000 (DateStyle, TimeZone or client_encoding changed)", what, answers)
 		}
 	}
 	count := func() (n int) {
@@ -194,8 +194,8 @@ func TestAttack10DateStyleChangedByFunction(t *testing.T) {
 	b.Queue("INSERT INTO patients (first_name, date_of_birth) VALUES ($1, $2)", secret("a10-pipeline"), "01/02/2020")
 	err := conn.SendBatch(ctx, b).Close()
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "55000" || !strings.Contains(pe.Message, "DateStyle or TimeZone changed") {
-		t.Errorf("pipeline: %v, want 55000 (DateStyle or TimeZone changed)", err)
+	if !errors.As(err, &pe) || pe.Code != "55000" || !strings.Contains(pe.Message, "TimeZone or client_encoding changed") {
+		t.Errorf("pipeline: %v, want 55000 (DateStyle, TimeZone or client_encoding changed)", err)
 	}
 	if n := count(); n != before {
 		t.Errorf("%d rows stored by the refused statements", n-before)

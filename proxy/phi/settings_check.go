@@ -109,4 +109,4 @@ func isSettingsChanged(er *pgproto3.ErrorResponse) bool {
 // errSettingsChanged: a statement before this one changed DateStyle or
 // TimeZone by itself.
 var errSettingsChanged error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "settings",
-	"DateStyle or TimeZone changed, or client_encoding, while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show dates under settings the server no longer has; the statements from there on were not run: send them again"}
+	"DateStyle, TimeZone or client_encoding changed while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show values under settings the server no longer has; the statements from there on were not run: send them again"}
