@@ -156,6 +156,7 @@ func TestAttack10DateStyleChangedByFunction(t *testing.T) {
 	for _, sql := range []string{
 		"CREATE OR REPLACE FUNCTION a10_dmy() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('datestyle', 'SQL, DMY', false); RETURN 1; END$$",
 		"CREATE OR REPLACE FUNCTION a10_zone() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('timezone', 'Asia/Tokyo', false); RETURN 1; END$$",
+		"CREATE OR REPLACE FUNCTION a10_scs() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 1; END$$",
 		"CREATE OR REPLACE FUNCTION a10_same() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('application_name', 'a10', false); RETURN 1; END$$",
 	} {
 		if _, err := direct.Exec(ctx, sql); err != nil {
@@ -170,8 +171,8 @@ func TestAttack10DateStyleChangedByFunction(t *testing.T) {
 	refused := func(what string, answers []queryAnswer) {
 		t.Helper()
 		last := answers[len(answers)-1]
-		if !strings.HasPrefix(last.Err, "55000") || !strings.Contains(last.Err, "TimeZone or client_encoding changed") {
-			t.Errorf("%s: %+v, want 55000 (DateStyle, TimeZone or client_encoding changed)", what, answers)
+		if !strings.HasPrefix(last.Err, "55000") || !strings.Contains(last.Err, "or standard_conforming_strings changed") {
+			t.Errorf("%s: %+v, want 55000 (a setting changed)", what, answers)
 		}
 	}
 	count := func() (n int) {
@@ -187,6 +188,10 @@ func TestAttack10DateStyleChangedByFunction(t *testing.T) {
 	read := "SELECT date_of_birth FROM patients WHERE id = " + strconv.FormatInt(id, 10)
 	refused("date shown after a function set DateStyle", runText(t, conn.PgConn(), "SELECT a10_dmy(); "+read))
 	refused("date shown after a function set TimeZone", runText(t, conn.PgConn(), "SELECT a10_zone(); "+read))
+	// The client's literals were read under standard_conforming_strings
+	// on; the server would read the rest of the text under off.
+	refused("insert after a function set standard_conforming_strings", runText(t, conn.PgConn(),
+		"SELECT a10_scs(); INSERT INTO patients (first_name) VALUES ('"+secret("a10-scs")+"')"))
 
 	// A pipeline: the guard in front of the INSERT checks them.
 	b := &pgx.Batch{}
@@ -194,8 +199,8 @@ func TestAttack10DateStyleChangedByFunction(t *testing.T) {
 	b.Queue("INSERT INTO patients (first_name, date_of_birth) VALUES ($1, $2)", secret("a10-pipeline"), "01/02/2020")
 	err := conn.SendBatch(ctx, b).Close()
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "55000" || !strings.Contains(pe.Message, "TimeZone or client_encoding changed") {
-		t.Errorf("pipeline: %v, want 55000 (DateStyle, TimeZone or client_encoding changed)", err)
+	if !errors.As(err, &pe) || pe.Code != "55000" || !strings.Contains(pe.Message, "or standard_conforming_strings changed") {
+		t.Errorf("pipeline: %v, want 55000 (a setting changed)", err)
 	}
 	if n := count(); n != before {
 		t.Errorf("%d rows stored by the refused statements", n-before)

@@ -24,7 +24,7 @@ import (
 var (
 	guardParse = []string{`Close S "phiproxy_guard"`,
 		`Parse "phiproxy_guard" SELECT 1 OPERATOR(pg_catalog./) (E'"public"."patients"'::pg_catalog.regclass::pg_catalog.oid OPERATOR(pg_catalog.=) 7)::pg_catalog.int4 AS phiproxy_guard, ` + guardSettings + `, (NULL::"public"."patients").* []`}
-	guardRun = []string{`Bind "phiproxy_guard" "phiproxy_guard" [] ["ISO, MDY" "UTC" NULL] []`, `Execute "phiproxy_guard"`, `Close P "phiproxy_guard"`}
+	guardRun = []string{`Bind "phiproxy_guard" "phiproxy_guard" [] ["ISO, MDY" "UTC" NULL "on"] []`, `Execute "phiproxy_guard"`, `Close P "phiproxy_guard"`}
 )
 
 // guardPassed and guardFailed are the server's answers to guardRun.

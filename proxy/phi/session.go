@@ -160,7 +160,7 @@ func newSession(eng *Engine, c *proxy.Conn) *session {
 	s.w.codec.settings = s.writerSettings
 	st := &sessionSettings{}
 	if c != nil {
-		for _, name := range []string{"DateStyle", "TimeZone", "client_encoding", "server_version"} {
+		for _, name := range []string{"DateStyle", "TimeZone", "client_encoding", "standard_conforming_strings", "server_version"} {
 			st = st.withSetting(name, c.ServerParameter(name))
 		}
 	}
@@ -291,6 +291,7 @@ func (s *session) ParameterStatus(name, value string) {
 	switch name {
 	case "standard_conforming_strings":
 		s.nonStandardStrings.Store(value != "on")
+		s.settings.Store(s.settings.Load().withSetting(name, value))
 	case "client_encoding":
 		s.nonUTF8.Store(value != "UTF8")
 		s.embedsASCII.Store(encodingEmbedsASCII(value))

@@ -92,6 +92,9 @@ type sessionSettings struct {
 	// check compares too: the proxy sends decrypted text to the client,
 	// and encrypts the client's, as the encoding it last learned.
 	encodingName string
+	// stringsName is standard_conforming_strings as reported, compared
+	// too: the proxy read the client's literals under it.
+	stringsName string
 	// serverMajor is the server's major version (server_version), 0 when
 	// unknown. The value readers are PostgreSQL 15's.
 	serverMajor int
@@ -129,6 +132,8 @@ func (s *sessionSettings) withSetting(name, value string) *sessionSettings {
 		n.zone, n.zoneName = sessionZone(value), value
 	case "client_encoding":
 		n.encodingName = value
+	case "standard_conforming_strings":
+		n.stringsName = value
 	case "server_version":
 		n.serverMajor, _ = strconv.Atoi(strings.SplitN(value, ".", 2)[0])
 	}

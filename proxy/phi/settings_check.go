@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgerrcode"
@@ -18,7 +19,7 @@ import (
 // longer has: SELECT f(); INSERT … VALUES ('01/02/2020') stored 2 January
 // where PostgreSQL stores 1 February. So the checks the proxy already puts
 // in front of statements (the guard, and the catalog checks inside a text
-// of several statements) also compare the two settings with those the
+// of several statements) also compare the settings (checkedNames) with those the
 // proxy used, and fail the batch when they differ: nothing after the
 // change runs, and the client is told why.
 //
@@ -31,19 +32,27 @@ import (
 // settingsChanged is the name whose lookup fails the check.
 const settingsChanged = "phiproxy_settings_changed"
 
-// settingsTest is a condition that holds when DateStyle is ds, TimeZone
-// is tz and client_encoding is enc (SQL expressions). client_encoding
-// too: a function that sets it makes the server send later rows, and read
-// later values, in another encoding than the proxy's decrypted text
-// (attack13 finding 3: UTF-8 sent where PostgreSQL sends LATIN1).
-// enc "" leaves client_encoding unchecked.
-func settingsTest(ds, tz, enc string) string {
-	t := "pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.=) " + ds +
-		" AND pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.=) " + tz
-	if enc != "" {
-		t += " AND pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) " + enc
+// checkedNames are the settings the check compares, in the order of the
+// guard's parameters: DateStyle and TimeZone, under which the proxy reads
+// and shows date/time values; client_encoding, in which it sends
+// decrypted text and reads the client's (attack13 finding 3: UTF-8 sent
+// where PostgreSQL sends LATIN1); standard_conforming_strings, under which
+// it read the client's literals.
+var checkedNames = [...]string{"DateStyle", "TimeZone", "client_encoding", "standard_conforming_strings"}
+
+// settingsTest is a condition that holds when each setting of
+// checkedNames whose value (an SQL expression) is not "" has it.
+func settingsTest(values [len(checkedNames)]string) string {
+	var conds []string
+	for i, v := range values {
+		if v != "" {
+			conds = append(conds, "pg_catalog.current_setting('"+checkedNames[i]+"') OPERATOR(pg_catalog.=) "+v)
+		}
 	}
-	return t
+	if len(conds) == 0 {
+		return "true"
+	}
+	return strings.Join(conds, " AND ")
 }
 
 // settingsFailure is an expression that fails unless cond holds.
@@ -51,39 +60,38 @@ func settingsFailure(cond string) string {
 	return "pg_catalog.current_setting(CASE WHEN " + cond + " THEN 'DateStyle' ELSE '" + settingsChanged + "' END) AS phiproxy_settings"
 }
 
-// guardSettings is the guard's settings check: its parameters $1, $2 and
-// $3 are DateStyle, TimeZone and client_encoding, NULL when the proxy
-// holds no values to check (guardSettingsParams; $3 alone when the server
-// never reported client_encoding).
-const guardSettings = "pg_catalog.current_setting(CASE WHEN $1::pg_catalog.text IS NULL OR " +
-	"pg_catalog.current_setting('DateStyle') OPERATOR(pg_catalog.=) $1 AND pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.=) $2::pg_catalog.text" +
-	" AND ($3::pg_catalog.text IS NULL OR pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) $3)" +
-	" THEN 'DateStyle' ELSE '" + settingsChanged + "' END) AS phiproxy_settings"
+// guardSettings is the guard's settings check: its parameters $1 … $4 are
+// the values of checkedNames, NULL for one the proxy holds no value of to
+// check (guardSettingsParams).
+var guardSettings = func() string {
+	var conds []string
+	for i, name := range checkedNames {
+		p := "$" + strconv.Itoa(i+1) + "::pg_catalog.text"
+		conds = append(conds, "("+p+" IS NULL OR pg_catalog.current_setting('"+name+"') OPERATOR(pg_catalog.=) "+p+")")
+	}
+	return settingsFailure(strings.Join(conds, " AND "))
+}()
 
-// checkedSettings returns the DateStyle and TimeZone that values sent now
-// are read and shown under; ok false when there is nothing to check: a
-// statement that changes them is in flight (the values after it are
-// refused: settingsMoved), or the server has not reported them.
-func (s *session) checkedSettings() (ds, tz, enc string, ok bool) {
-	if s.settingsMoved {
-		return "", "", "", false
-	}
+// checkedSettings returns the values of checkedNames that statements sent
+// now are read and shown under, "" for one there is nothing to check of:
+// all when a statement that changes settings is in flight (the values
+// after it are refused: settingsMoved), one the server has not reported.
+func (s *session) checkedSettings() (values [len(checkedNames)]string) {
 	st := s.settings.Load()
-	if st == nil || st.dateStyleName == "" || st.zoneName == "" {
-		return "", "", "", false
+	if s.settingsMoved || st == nil {
+		return values
 	}
-	return st.dateStyleName, st.zoneName, st.encodingName, true
+	return [len(checkedNames)]string{st.dateStyleName, st.zoneName, st.encodingName, st.stringsName}
 }
 
 // guardSettingsParams are the guard's Bind parameters.
 func (s *session) guardSettingsParams() [][]byte {
-	ds, tz, enc, ok := s.checkedSettings()
-	if !ok {
-		return [][]byte{nil, nil, nil}
-	}
-	params := [][]byte{[]byte(ds), []byte(tz), nil}
-	if enc != "" {
-		params[2] = []byte(enc)
+	values := s.checkedSettings()
+	params := make([][]byte, len(values))
+	for i, v := range values {
+		if v != "" {
+			params[i] = []byte(v)
+		}
 	}
 	return params
 }
@@ -91,14 +99,16 @@ func (s *session) guardSettingsParams() [][]byte {
 // inlineCheck is the check put in front of the statements of a text after
 // its first: the catalog's, with the settings' when there are any to check.
 func (s *session) inlineCheck() string {
-	ds, tz, enc, ok := s.checkedSettings()
-	if !ok || s.db.checkSQL == "" {
+	values := s.checkedSettings()
+	if values == ([len(checkedNames)]string{}) || s.db.checkSQL == "" {
 		return s.db.checkSQL
 	}
-	if enc != "" {
-		enc = quoteLiteral(enc)
+	for i, v := range values {
+		if v != "" {
+			values[i] = quoteLiteral(v)
+		}
 	}
-	return s.db.checkSQL + ", " + settingsFailure(settingsTest(quoteLiteral(ds), quoteLiteral(tz), enc))
+	return s.db.checkSQL + ", " + settingsFailure(settingsTest(values))
 }
 
 // isSettingsChanged reports whether er is the settings check failing.
@@ -106,7 +116,7 @@ func isSettingsChanged(er *pgproto3.ErrorResponse) bool {
 	return er.Code == pgerrcode.UndefinedObject && strings.Contains(er.Message, settingsChanged)
 }
 
-// errSettingsChanged: a statement before this one changed DateStyle or
-// TimeZone by itself.
+// errSettingsChanged: a statement before this one changed a setting of
+// checkedNames by itself.
 var errSettingsChanged error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "settings",
-	"DateStyle, TimeZone or client_encoding changed while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show values under settings the server no longer has; the statements from there on were not run: send them again"}
+	"DateStyle, TimeZone, client_encoding or standard_conforming_strings changed while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show values under settings the server no longer has; the statements from there on were not run: send them again"}
