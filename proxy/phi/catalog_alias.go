@@ -1,7 +1,7 @@
 package phi
 
 import (
-	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
@@ -18,7 +18,7 @@ import (
 // root, the policy table, and down, whether its descendants reach the
 // root's rows too (the root's and its descendants' do; an ancestor's other
 // children, the root's siblings, do not).
-const reachSQL = `, ra AS (WITH RECURSIVE ra(oid, nspname, relname, reltype, relispartition, root, down) AS (` +
+var reachSQL = `, ra AS (WITH RECURSIVE ra(oid, nspname, relname, reltype, relispartition, root, down) AS (` +
 	`SELECT t.oid, t.nspname, t.relname, t.reltype, t.relispartition, t.oid, true FROM t WHERE t.relkind IN ('r', 'p')` +
 	` UNION SELECT c.oid, n.nspname, c.relname, c.reltype, c.relispartition, ra.root, x.down FROM ra, LATERAL (` +
 	// Views, materialized views and rules of other relations that
@@ -32,8 +32,8 @@ const reachSQL = `, ra AS (WITH RECURSIVE ra(oid, nspname, relname, reltype, rel
 	// Foreign tables whose remote table is it (postgres_fdw's options).
 	` UNION ALL SELECT ft.ftrelid, false FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid = ft.ftrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace` +
 	` WHERE ft.ftrelid <> ra.oid` +
-	` AND COALESCE((SELECT pg_catalog.substr(o, 12) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 11) = 'table_name=' LIMIT 1), fc.relname::pg_catalog.text) = ra.relname::pg_catalog.text` +
-	` AND COALESCE((SELECT pg_catalog.substr(o, 13) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 12) = 'schema_name=' LIMIT 1), fn.nspname::pg_catalog.text) = ra.nspname::pg_catalog.text` +
+	` AND ` + fdwRemote("table_name", "fc.relname") + ` = ra.relname::pg_catalog.text` +
+	` AND ` + fdwRemote("schema_name", "fn.nspname") + ` = ra.nspname::pg_catalog.text` +
 	`) x JOIN pg_catalog.pg_class c ON c.oid = x.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace) SELECT * FROM ra)`
 
 // aliasSQL are the branches of the catalog query that find second names
@@ -90,8 +90,8 @@ var aliasSQL = func() string {
 	// options, defaulting to the foreign table's own names (postgres_fdw).
 	alias(`'foreign'`, id(cls, "ft.ftrelid"), `''`, `fc.relname`+txt,
 		`JOIN (pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid = ft.ftrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace)`+
-			` ON COALESCE((SELECT pg_catalog.substr(o, 12) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 11) = 'table_name=' LIMIT 1), fc.relname`+txt+`) = t.relname`+txt+
-			` AND COALESCE((SELECT pg_catalog.substr(o, 13) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, 12) = 'schema_name=' LIMIT 1), fn.nspname`+txt+`) = t.nspname`+txt+
+			` ON `+fdwRemote("table_name", "fc.relname")+` = t.relname`+txt+
+			` AND `+fdwRemote("schema_name", "fn.nspname")+` = t.nspname`+txt+
 			` AND ft.ftrelid <> t.oid`)
 	// Triggers on it with transition tables.
 	alias(`'trigger'`, id(`'pg_catalog.pg_trigger'::pg_catalog.regclass`, "tg.oid"), `''`, `''`,
@@ -130,16 +130,21 @@ var aliasSQL = func() string {
 // epoch's graph has every foreign table with its options.
 func remoteAliasSQL(pol *policy.Policy) string {
 	const txt = `::pg_catalog.text`
-	opt := func(name string) string {
-		return `(SELECT pg_catalog.substr(o, ` + fmt.Sprint(len(name)+2) + `) FROM pg_catalog.unnest(ft.ftoptions) o WHERE pg_catalog.left(o, ` +
-			fmt.Sprint(len(name)+1) + `) = '` + name + `=' LIMIT 1)`
-	}
 	return ` UNION ALL SELECT DISTINCT 3, 0::pg_catalog.int8, 0, '` + rowRemote + `', r.nspname, r.relname,` +
 		` (pg_catalog.pg_identify_object('pg_catalog.pg_class'::pg_catalog.regclass, r.ftrelid, 0)).identity, '', r.bare, '', '', '', '', ''` +
 		` FROM (SELECT ft.ftrelid, fc.relname` + txt + ` AS bare,` +
-		` COALESCE(` + opt("schema_name") + `, fn.nspname` + txt + `) AS nspname,` +
-		` COALESCE(` + opt("table_name") + `, fc.relname` + txt + `) AS relname` +
+		` ` + fdwRemote("schema_name", "fn.nspname") + ` AS nspname,` +
+		` ` + fdwRemote("table_name", "fc.relname") + ` AS relname` +
 		` FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid = ft.ftrelid JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace) r` +
 		` WHERE (r.nspname, r.relname) IN ` + policyTablesIn(pol) +
 		` AND NOT EXISTS (SELECT FROM t WHERE t.nspname` + txt + ` = r.nspname AND t.relname` + txt + ` = r.relname)`
+}
+
+// fdwRemote is the remote name a foreign table ft (pg_foreign_table, its
+// pg_class fc and pg_namespace fn) reaches: postgres_fdw's option name
+// (table_name or schema_name), defaulting to dflt, the foreign table's own
+// name or schema; as text. Every operator is named with its schema.
+func fdwRemote(name, dflt string) string {
+	return "COALESCE((SELECT pg_catalog.substr(o, " + strconv.Itoa(len(name)+2) + ") FROM pg_catalog.unnest(ft.ftoptions) o" +
+		" WHERE pg_catalog.left(o, " + strconv.Itoa(len(name)+1) + ") OPERATOR(pg_catalog.=) '" + name + "=' LIMIT 1), " + dflt + "::pg_catalog.text)"
 }

@@ -1,7 +1,6 @@
 package phi
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
@@ -41,12 +40,8 @@ func remoteCheck(pol *policy.Policy, cat *catalog) string {
 	if len(missing) == 0 {
 		return ""
 	}
-	opt := func(name string) string {
-		return "(SELECT pg_catalog.substr(o, " + strconv.Itoa(len(name)+2) + ") FROM pg_catalog.unnest(ft.ftoptions) o" +
-			" WHERE pg_catalog.left(o, " + strconv.Itoa(len(name)+1) + ") OPERATOR(pg_catalog.=) '" + name + "=' LIMIT 1)"
-	}
-	return "NOT EXISTS (SELECT FROM (SELECT COALESCE(" + opt("schema_name") + ", fn.nspname::pg_catalog.text) AS nspname," +
-		" COALESCE(" + opt("table_name") + ", fc.relname::pg_catalog.text) AS relname" +
+	return "NOT EXISTS (SELECT FROM (SELECT " + fdwRemote("schema_name", "fn.nspname") + " AS nspname," +
+		" " + fdwRemote("table_name", "fc.relname") + " AS relname" +
 		" FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) ft.ftrelid" +
 		" JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace) r" +
 		" WHERE " + strings.Join(missing, " OR ") + ")"

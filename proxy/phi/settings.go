@@ -95,6 +95,9 @@ type sessionSettings struct {
 	// stringsName is standard_conforming_strings as reported, compared
 	// too: the proxy read the client's literals under it.
 	stringsName string
+	// guardParams are the guard's parameters for these values
+	// (settingsParams), nil before any is reported.
+	guardParams [][]byte
 	// serverMajor is the server's major version (server_version), 0 when
 	// unknown. The value readers are PostgreSQL 15's.
 	serverMajor int
@@ -137,6 +140,7 @@ func (s *sessionSettings) withSetting(name, value string) *sessionSettings {
 	case "server_version":
 		n.serverMajor, _ = strconv.Atoi(strings.SplitN(value, ".", 2)[0])
 	}
+	n.guardParams = settingsParams(n.checked())
 	return &n
 }
 

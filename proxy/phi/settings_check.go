@@ -81,12 +81,17 @@ func (s *session) checkedSettings() (values [len(checkedNames)]string) {
 	if s.settingsMoved || st == nil {
 		return values
 	}
+	return st.checked()
+}
+
+// checked returns st's values of checkedNames ("" where not reported).
+func (st *sessionSettings) checked() [len(checkedNames)]string {
 	return [len(checkedNames)]string{st.dateStyleName, st.zoneName, st.encodingName, st.stringsName}
 }
 
-// guardSettingsParams are the guard's Bind parameters.
-func (s *session) guardSettingsParams() [][]byte {
-	values := s.checkedSettings()
+// settingsParams are the guard's Bind parameters for values: NULL for "".
+// Made once per reported change (withSetting), not per guard.
+func settingsParams(values [len(checkedNames)]string) [][]byte {
 	params := make([][]byte, len(values))
 	for i, v := range values {
 		if v != "" {
@@ -94,6 +99,19 @@ func (s *session) guardSettingsParams() [][]byte {
 		}
 	}
 	return params
+}
+
+// noSettingsParams are the guard's parameters when there is nothing to
+// check. Read only.
+var noSettingsParams = make([][]byte, len(checkedNames))
+
+// guardSettingsParams are the guard's Bind parameters.
+func (s *session) guardSettingsParams() [][]byte {
+	st := s.settings.Load()
+	if s.settingsMoved || st == nil || st.guardParams == nil {
+		return noSettingsParams
+	}
+	return st.guardParams
 }
 
 // inlineCheck is the check put in front of the statements of a text after
