@@ -192,6 +192,7 @@ func (srv *Server) acceptLoop(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		conn = withRawIO(conn)
 		srv.mu.Lock()
 		if srv.draining.Load() {
 			srv.mu.Unlock()

@@ -91,6 +91,7 @@ func dialTLS(ctx context.Context, address string, tlsCfg *tls.Config, reachable 
 	if err != nil {
 		return nil, &UpstreamError{Err: err, unreachable: true}
 	}
+	conn = withRawIO(conn)
 	reachable()
 	if tlsCfg == nil {
 		return conn, nil

@@ -80,6 +80,10 @@ type options struct {
 	copySorted                     bool
 	cpuprofile                     string
 	audit                          bool
+	// hold: start the pgbench workload's targets, print them, and wait
+	// for an interrupt instead of running pgbench (for perf and pprof by
+	// hand).
+	hold bool
 }
 
 func run() error {
@@ -97,6 +101,7 @@ func run() error {
 	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), all of these, or copy (COPY of encrypted patients)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.BoolVar(&o.audit, "audit", false, "phi workload: also run phiproxy with an audit log, and with an audit log and masks for the benchmark role (issue 12), each compared with phiproxy without them")
+	flag.BoolVar(&o.hold, "hold", false, "pgbench workload: start PostgreSQL, PgBouncer and phiproxy, print where they listen and their pids, and wait for an interrupt (to profile by hand) instead of running pgbench")
 	flag.Parse()
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
@@ -265,6 +270,14 @@ func benchPgbench(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o o
 		return nil, err
 	}
 
+	if o.hold {
+		fmt.Printf("holding (interrupt to stop); role %s password %s, database %s, sslmode=require\n", m.role.Name, m.role.Password, pgcluster.AppDatabase)
+		for _, t := range m.targets {
+			fmt.Printf("  %-16s port %d pid %d\n", t.name, t.port, t.cpuPID)
+		}
+		<-ctx.Done()
+		return func() error { return nil }, nil
+	}
 	m.workloads = []workload{
 		{name: "select-only, simple", args: []string{"-S", "-M", "simple"}},
 		{name: "select-only, prepared", args: []string{"-S", "-M", "prepared"}},
