@@ -166,10 +166,10 @@ type LimitsConfig struct {
 	// keyed by SQL text. Default 10000.
 	PlanCacheSize int `yaml:"plan_cache_size"`
 	// MaxProcs caps the CPUs the process runs Go code on at once
-	// (GOMAXPROCS); 0 leaves Go's default, the CPUs available to it. cmd
-	// applies it. A relay spends most of its time in the kernel: on a
-	// small host shared with PostgreSQL, 1 makes the fewest thread
-	// hand-offs per round trip (README, "Performance").
+	// (GOMAXPROCS). 0, the default, adapts it (internal/procs): one, and
+	// one more whenever those are kept busy, up to the CPUs available. A
+	// relay with more processors than work makes more thread hand-offs per
+	// round trip (README, "Performance"). cmd applies it.
 	MaxProcs int `yaml:"max_procs"`
 }
 

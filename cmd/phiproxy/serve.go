@@ -11,11 +11,13 @@ import (
 	"runtime"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/novamind/phiproxy/internal/auditlog"
+	"github.com/novamind/phiproxy/internal/procs"
 	"github.com/novamind/phiproxy/proxy"
 	"github.com/novamind/phiproxy/proxy/phi"
 )
@@ -75,6 +77,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.LevelVar, hup <-chan os.Signal) error {
 	if n := cfg.file.Proxy.Limits.MaxProcs; n > 0 {
 		runtime.GOMAXPROCS(n)
+	} else {
+		pctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go procs.Run(pctx, time.Second, logger)
 	}
 
 	reg := prometheus.NewRegistry()

@@ -56,6 +56,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/novamind/phiproxy/internal/pgcluster"
+	"github.com/novamind/phiproxy/internal/procs"
 	"github.com/novamind/phiproxy/proxy"
 )
 
@@ -97,14 +98,18 @@ func run() error {
 	flag.IntVar(&o.idle, "idle", 1000, "idle sessions opened through each middlebox by the idle workload")
 	flag.IntVar(&o.copyRows, "copy-rows", 1_000_000, "patients loaded by each COPY of the copy workload")
 	flag.BoolVar(&o.copySorted, "copy-sorted", false, "copy workload: ssn and email values in index order (flatters the plaintext btrees)")
-	procs := flag.Int("procs", 0, "GOMAXPROCS of this process, which is the proxy (limits.max_procs); 0 leaves Go's default")
+	nprocs := flag.Int("procs", 0, "GOMAXPROCS of this process, which is the proxy (limits.max_procs); 0 adapts it as the proxy's default does (internal/procs)")
 	which := flag.String("workload", "all", "pgbench (select-only, TPC-B-like, -C), idle (idle sessions' memory), phi (encrypted patients), all of these, or copy (COPY of encrypted patients)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.BoolVar(&o.audit, "audit", false, "phi workload: also run phiproxy with an audit log, and with an audit log and masks for the benchmark role (issue 12), each compared with phiproxy without them")
 	flag.BoolVar(&o.hold, "hold", false, "pgbench workload: start PostgreSQL, PgBouncer and phiproxy, print where they listen and their pids, and wait for an interrupt (to profile by hand) instead of running pgbench")
 	flag.Parse()
-	if *procs > 0 {
-		runtime.GOMAXPROCS(*procs)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *nprocs > 0 {
+		runtime.GOMAXPROCS(*nprocs)
+	} else {
+		go procs.Run(ctx, time.Second, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	}
 	var runPgbenchWL, runIdle, runPHI, runCopy bool
 	switch *which {
@@ -124,9 +129,6 @@ func run() error {
 	if o.idle < 1 {
 		return fmt.Errorf("-idle %d: want at least 1", o.idle)
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	var tables []func() error
 	if runCopy {
