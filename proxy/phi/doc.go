@@ -13,7 +13,7 @@
 // guard (guard.go), a statement PostgreSQL fails when the catalog changed,
 // so nothing runs on a stale one. The engine reports the problems to
 // /readyz (Ready) and exports them for `phiproxy check` (inspect.go). Then,
-// on clientToServer (handlers.go):
+// on clientToServer (query.go, handlers.go):
 //
 //   - Query and Parse texts go through the rewriter's plan cache
 //     (rewrite.Cache, one per distinct catalog). Texts that name no policy

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/novamind/phiproxy/policy"
+	"github.com/novamind/phiproxy/rewrite"
 )
 
 // Problem is one reason a governed database cannot serve a policy table:
@@ -134,4 +135,9 @@ func aliasProblem(t *policy.Table, kind, identity, extra string) Problem {
 	}
 	p.Message = "a second name bypasses phiproxy: " + p.Message
 	return p
+}
+
+// qualified is a policy table's name for DDL.
+func qualified(t *policy.Table) string {
+	return rewrite.QuoteIdent(t.Schema) + "." + rewrite.QuoteIdent(t.Name)
 }

@@ -148,9 +148,9 @@ func (f *fakeServer) send(msgs ...pgproto3.BackendMessage) {
 }
 
 // catalog answers the catalog query with rows (column rows, then the
-// marker rows of catalog.go): a simple Query when the session starts, the
-// extended protocol's named statement and portal (proxy.Conn.Query) once
-// it relays.
+// marker rows of catalog_query.go): a simple Query when the session
+// starts, the extended protocol's named statement and portal
+// (proxy.Conn.Query) once it relays.
 func (f *fakeServer) catalog(rows [][]string) {
 	f.t.Helper()
 	const query = "WITH t AS (SELECT c.oid, n.nspname…"
