@@ -38,7 +38,7 @@ const EpochFunction = `"phiproxy"."catalog_epoch"()`
 
 // epochGraphSQL is the hash of the database's second names: every edge of
 // the graph the catalog query follows (reachSQL and aliasSQL in
-// proxy/phi/catalog.go), with the OIDs and names of both ends, so that
+// proxy/phi/catalog_alias.go), with the OIDs and names of both ends, so that
 // creating, dropping or renaming any of them changes it, and so does
 // replacing a view's or rule's definition (its action): CREATE OR REPLACE
 // VIEW that maps a view's columns to other columns of the same tables
