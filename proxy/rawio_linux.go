@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -17,18 +18,20 @@ import (
 // poller owns it), so a raw call never blocks: EAGAIN parks the goroutine
 // in the poller as net.Conn does, and deadlines and Close work as before.
 //
-// One goroutine reads and one writes at a time (the frame reader and
-// writer of one direction each, or tls.Conn's locks): the state of each
-// call lives in the struct, so a call allocates nothing.
+// The state of a call lives in the struct, so a call allocates nothing;
+// rmu and wmu keep net.Conn's promise that goroutines may read and write
+// at once (the relay never has two readers or two writers: uncontended).
 type rawIOConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
+	rmu    sync.Mutex
 	rbuf   []byte
 	rn     int
 	rerrno syscall.Errno
 	readFn func(uintptr) bool
 
+	wmu     sync.Mutex
 	wbuf    []byte
 	wn      int
 	werrno  syscall.Errno
@@ -55,10 +58,12 @@ func (c *rawIOConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.rmu.Lock()
 	c.rbuf, c.rn, c.rerrno = p, 0, 0
 	err := c.rc.Read(c.readFn)
 	n, errno := c.rn, c.rerrno
 	c.rbuf = nil
+	c.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, err
@@ -93,10 +98,12 @@ func (c *rawIOConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.wmu.Lock()
 	c.wbuf, c.wn, c.werrno = p, 0, 0
 	err := c.rc.Write(c.writeFn)
 	n, errno := c.wn, c.werrno
 	c.wbuf = nil
+	c.wmu.Unlock()
 	switch {
 	case err != nil:
 		return n, err

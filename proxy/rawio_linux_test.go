@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -170,5 +172,59 @@ func TestRawIOLeavesOthers(t *testing.T) {
 	defer b.Close()
 	if got := withRawIO(a); got != a {
 		t.Fatalf("withRawIO(net.Pipe) = %T; want it unchanged", got)
+	}
+}
+
+// TestRawIOConcurrent: as net.Conn, writes from several goroutines at once
+// are not interleaved, and reads at once are safe (go test -race).
+func TestRawIOConcurrent(t *testing.T) {
+	raw, peer := rawPair(t)
+	const writes, size = 500, 100
+	var wg sync.WaitGroup
+	for _, b := range []byte("ab") {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := bytes.Repeat([]byte{b}, size)
+			for range writes {
+				if _, err := raw.Write(rec); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	got := make([]byte, 2*writes*size)
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i := 0; i < len(got); i += size {
+		if rec := got[i : i+size]; bytes.Count(rec, rec[:1]) != size {
+			t.Fatalf("record at %d mixes two writes: %q", i, rec)
+		}
+	}
+
+	go peer.Write(got)
+	var rd sync.WaitGroup
+	var total atomic.Int64
+	for range 2 {
+		rd.Add(1)
+		go func() {
+			defer rd.Done()
+			buf := make([]byte, 777)
+			for total.Load() < int64(len(got)) {
+				raw.SetReadDeadline(time.Now().Add(time.Second))
+				n, err := raw.Read(buf)
+				total.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	rd.Wait()
+	if total.Load() != int64(len(got)) {
+		t.Fatalf("two readers read %d bytes; want %d", total.Load(), len(got))
 	}
 }
