@@ -85,6 +85,9 @@ type options struct {
 	// for an interrupt instead of running pgbench (for perf and pprof by
 	// hand).
 	hold bool
+	// warmPool keeps PgBouncer's server connections from one run to the
+	// next instead of closing them before each of its runs.
+	warmPool bool
 }
 
 func run() error {
@@ -103,6 +106,7 @@ func run() error {
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the proxy) to this file: the PHI runs when they run, else the pgbench runs")
 	flag.BoolVar(&o.audit, "audit", false, "phi workload: also run phiproxy with an audit log, and with an audit log and masks for the benchmark role (issue 12), each compared with phiproxy without them")
 	flag.BoolVar(&o.hold, "hold", false, "pgbench workload: start PostgreSQL, PgBouncer and phiproxy, print where they listen and their pids, and wait for an interrupt (to profile by hand) instead of running pgbench")
+	flag.BoolVar(&o.warmPool, "warm-pool", false, "pgbench workload: keep PgBouncer's server connections warm from one run to the next (by default they are closed before each of its runs, so that it starts on new backends as direct connections and phiproxy do)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -287,11 +291,26 @@ func benchPgbench(ctx context.Context, cluster *pgcluster.Cluster, m matrix, o o
 		{name: "tpcb-like, prepared", args: []string{"-M", "prepared"}},
 		{name: "select-only, simple, -C", args: []string{"-S", "-M", "simple", "-C"}, connect: true},
 	}
-	if err := m.run(ctx, profile, nil); err != nil {
+	var wrap func(wi, ti, r int, run func())
+	if !o.warmPool {
+		wrap = func(_, ti, _ int, run func()) {
+			if m.targets[ti].name == "pgbouncer" {
+				if err := closeIdleBackends(ctx, cluster, m.role); err != nil {
+					fmt.Printf("  closing PgBouncer's server connections: %v\n", err)
+				}
+			}
+			run()
+		}
+	}
+	if err := m.run(ctx, profile, wrap); err != nil {
 		return nil, err
 	}
-	title := fmt.Sprintf("pgbench -c %d -j %d -T %d, scale %d, %d round(s); mean tps and latency; TLS on both legs of both middleboxes",
-		o.clients, o.jobs, int(o.duration.Seconds()), o.scale, o.rounds)
+	pool := "PgBouncer's server connections closed before each of its runs"
+	if o.warmPool {
+		pool = "PgBouncer's server connections kept from run to run"
+	}
+	title := fmt.Sprintf("pgbench -c %d -j %d -T %d, scale %d, %d round(s); mean tps and latency; TLS on both legs of both middleboxes; %s",
+		o.clients, o.jobs, int(o.duration.Seconds()), o.scale, o.rounds, pool)
 	return func() error { return m.print(title) }, nil
 }
 

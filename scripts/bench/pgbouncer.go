@@ -213,3 +213,25 @@ func writeServerCert(dir, name string) (certFile, keyFile string, err error) {
 	}
 	return certFile, keyFile, nil
 }
+
+// closeIdleBackends ends the role's idle backends: between runs, those are
+// PgBouncer's pooled server connections. A new backend costs PostgreSQL
+// more per transaction for its first seconds (it maps shared buffers and
+// fills its caches: measured 70 against 50 µs per select-only transaction
+// in a 4 s window), which direct connections and phiproxy, one backend per
+// client connection, pay in every run; closing them makes PgBouncer pay it
+// too, so that the runs compare the relays and not the backends' age.
+func closeIdleBackends(ctx context.Context, cluster *pgcluster.Cluster, r pgcluster.Role) error {
+	c, err := pgx.Connect(ctx, cluster.SuperuserDSN("postgres"))
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	// Wait for each to exit, then give PgBouncer a moment to read the
+	// closed connections off its idle list.
+	if _, err = c.Exec(ctx, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1 AND state = 'idle' AND pid <> pg_backend_pid()", r.Name); err != nil {
+		return err
+	}
+	time.Sleep(200 * time.Millisecond)
+	return nil
+}
