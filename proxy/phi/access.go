@@ -284,7 +284,7 @@ func (r *reader) masked(c *resultCol, i int, v []byte, row *pgproto3.DataRow) er
 	start := len(r.buf)
 	var err error
 	if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, plain); err != nil {
-		return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+		return &unreadableError{Column: c.pc.col.QualifiedName(), Err: err}
 	}
 	r.spans = append(r.spans, span{i, start, len(r.buf)})
 	return nil

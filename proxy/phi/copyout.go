@@ -190,7 +190,7 @@ func (c *copyOut) line(dst, line []byte) ([]byte, error) {
 // decryptFailed counts and logs a value that did not decrypt (never the
 // value).
 func (s *session) decryptFailed(err error) {
-	var de *DecryptError
+	var de *unreadableError
 	if errors.As(err, &de) {
 		s.eng.metrics.decryptFailure.WithLabelValues(de.Class()).Inc()
 		s.c.Logger().Warn("decryption failed", "column", de.Column, "key_id", de.KeyID, "reason", de.Class())

@@ -23,7 +23,7 @@ var (
 	_ proxy.ClientError = (*TypeError)(nil)
 	_ proxy.ClientError = (*CatalogError)(nil)
 	_ proxy.ClientError = (*ParamCountError)(nil)
-	_ proxy.ClientError = (*DecryptError)(nil)
+	_ proxy.ClientError = (*unreadableError)(nil)
 	_ proxy.ClientError = (*refusal)(nil)
 )
 
@@ -126,10 +126,11 @@ func (e *ParamCountError) SQLState() string      { return pgerrcode.ProtocolViol
 func (e *ParamCountError) Reason() string        { return "protocol" }
 func (e *ParamCountError) ClientMessage() string { return e.Error() }
 
-// DecryptError reports a stored PHI value that did not decrypt (tampered,
-// an unknown key, or plaintext where ciphertext belongs). It names the
-// column, never the value.
-type DecryptError struct {
+// unreadableError is what the client learns of a stored PHI value that
+// did not decrypt (tampered, an unknown key, or plaintext where ciphertext
+// belongs) or did not decode as its type. It names the column, never the
+// value; Err is the cause, often a *crypto.DecryptError.
+type unreadableError struct {
 	Column string // schema.table.column
 	KeyID  uint32 // the data key the envelope names, 0 when it names none
 	Err    error
@@ -139,7 +140,7 @@ type DecryptError struct {
 // the envelope's key: retired or never here), not_ciphertext (plaintext or
 // garbage where ciphertext belongs) or tampered (an envelope that fails
 // authentication: altered, moved from another column, or a wrong key).
-func (e *DecryptError) Class() string {
+func (e *unreadableError) Class() string {
 	switch {
 	case errors.Is(e.Err, crypto.ErrUnknownKey):
 		return "unknown_key"
@@ -149,11 +150,11 @@ func (e *DecryptError) Class() string {
 	return "tampered"
 }
 
-func (e *DecryptError) Error() string         { return "decryption failed for column " + e.Column }
-func (e *DecryptError) Unwrap() error         { return e.Err }
-func (e *DecryptError) SQLState() string      { return pgerrcode.DataCorrupted }
-func (e *DecryptError) Reason() string        { return "decrypt" }
-func (e *DecryptError) ClientMessage() string { return e.Error() }
+func (e *unreadableError) Error() string         { return "decryption failed for column " + e.Column }
+func (e *unreadableError) Unwrap() error         { return e.Err }
+func (e *unreadableError) SQLState() string      { return pgerrcode.DataCorrupted }
+func (e *unreadableError) Reason() string        { return "decrypt" }
+func (e *unreadableError) ClientMessage() string { return e.Error() }
 
 // refusal is a statement refused for a reason of the protocol or the
 // session rather than of its SQL.

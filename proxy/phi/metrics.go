@@ -16,7 +16,7 @@ type metrics struct {
 	passthrough    prometheus.Counter
 	rewritten      prometheus.Counter
 	values         *prometheus.CounterVec // table, column, operation
-	decryptFailure *prometheus.CounterVec // reason: DecryptError.Class
+	decryptFailure *prometheus.CounterVec // reason: unreadableError.Class
 	plaintext      *prometheus.CounterVec // table, column
 	added          prometheus.Histogram
 

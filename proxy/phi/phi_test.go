@@ -297,7 +297,7 @@ func TestResultTransform(t *testing.T) {
 	// A tampered value fails with the column's name and without the value.
 	row3 := &pgproto3.DataRow{Values: [][]byte{nil, []byte("secret-plaintext"), nil, nil, nil, nil, nil}}
 	err = r.dataRow(tr, row3)
-	var de *DecryptError
+	var de *unreadableError
 	if !errors.As(err, &de) || de.Column != "public.patients.email" || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("tampered: %v", err)
 	}

@@ -166,7 +166,7 @@ func (r *result) DataRow(dst, msg []byte) ([]byte, error) {
 	}
 	r.s.r.unsure = r.unsure.Load()
 	if err := r.s.r.dataRow(r.t, &row); err != nil {
-		var de *DecryptError
+		var de *unreadableError
 		if errors.As(err, &de) {
 			r.s.eng.metrics.decryptFailure.WithLabelValues(de.Class()).Inc()
 			r.s.c.Logger().Warn("decryption failed", "column", de.Column, "key_id", de.KeyID, "reason", de.Class())
@@ -367,14 +367,14 @@ func (r *reader) currentSettings() (*sessionSettings, error) {
 // migration (policy migrating: true), a value that is no envelope read
 // as the plaintext `phiproxy migrate encrypt` will encrypt
 // (Canonicalizer.Stored) and counted. Anything else that does not
-// decrypt is a *DecryptError: tampered, an unknown key, or plaintext
+// decrypt is an *unreadableError: tampered, an unknown key, or plaintext
 // outside a migration or not valid for the logical type.
 func (r *reader) open(c *resultCol, v []byte) ([]byte, error) {
 	env := v
 	if c.pc.col.Storage == policy.StorageBytea && c.format == formatText {
 		var err error
 		if r.envelope, err = decodeByteaText(r.envelope[:0], v); err != nil {
-			return nil, &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+			return nil, &unreadableError{Column: c.pc.col.QualifiedName(), Err: err}
 		}
 		env = r.envelope
 	}
@@ -394,7 +394,7 @@ func (r *reader) open(c *resultCol, v []byte) ([]byte, error) {
 			return plain, nil
 		}
 	}
-	de := &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+	de := &unreadableError{Column: c.pc.col.QualifiedName(), Err: err}
 	de.KeyID, _ = crypto.EnvelopeKeyID(env)
 	return nil, de
 }
@@ -427,7 +427,7 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 			if errors.Is(err, errNonUTF8) || (errors.As(err, &ve) && ve != errCanonical) {
 				return locate(err, "column %s", c.pc.col.QualifiedName())
 			}
-			return &DecryptError{Column: c.pc.col.QualifiedName(), Err: err}
+			return &unreadableError{Column: c.pc.col.QualifiedName(), Err: err}
 		}
 		r.spans = append(r.spans, span{i, start, len(r.buf)})
 	}
