@@ -58,8 +58,11 @@ func (p Policy) Next(cur int, busy float64, low int) (int, int) {
 }
 
 // Run sets GOMAXPROCS to 1 and then adapts it every interval until ctx
-// ends, when it restores the value it found. A host with one CPU, or a
-// quota of one, leaves nothing to adapt.
+// ends, when it restores the value it found. The most it uses is the
+// value it found: the CPUs, or the container's CPU quota, when the
+// process started (setting GOMAXPROCS ends the runtime's own updates for
+// a quota changed later). A host with one CPU, or a quota of one, leaves
+// nothing to adapt.
 func Run(ctx context.Context, interval time.Duration, log *slog.Logger) {
 	max := runtime.GOMAXPROCS(0)
 	if max <= 1 {
