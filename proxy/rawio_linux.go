@@ -18,24 +18,24 @@ import (
 // poller owns it), so a raw call never blocks: EAGAIN parks the goroutine
 // in the poller as net.Conn does, and deadlines and Close work as before.
 //
-// The state of a call lives in the struct, so a call allocates nothing;
-// rmu and wmu keep net.Conn's promise that goroutines may read and write
-// at once (the relay never has two readers or two writers: uncontended).
+// One goroutine at a time reads (and one writes), as net.Conn promises
+// however many call: each direction's rawCall holds its call's state and a
+// mutex (uncontended in the relay), so a call allocates nothing.
 type rawIOConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
-	rmu    sync.Mutex
-	rbuf   []byte
-	rn     int
-	rerrno syscall.Errno
-	readFn func(uintptr) bool
+	r, w rawCall
+}
 
-	wmu     sync.Mutex
-	wbuf    []byte
-	wn      int
-	werrno  syscall.Errno
-	writeFn func(uintptr) bool
+// rawCall is one direction's call: the buffer, the bytes done, the errno,
+// and the RawConn callback, bound once.
+type rawCall struct {
+	mu    sync.Mutex
+	buf   []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
 // withRawIO returns conn reading and writing with raw system calls when
@@ -50,25 +50,41 @@ func withRawIO(conn net.Conn) net.Conn {
 		return conn
 	}
 	c := &rawIOConn{TCPConn: tc, rc: rc}
-	c.readFn, c.writeFn = c.read, c.write
+	c.r.fn, c.w.fn = c.read, c.write
 	return c
+}
+
+// call runs the callback of r through the poller for p.
+func (c *rawIOConn) call(r *rawCall, p []byte) (int, error) {
+	r.mu.Lock()
+	r.buf, r.n, r.errno = p, 0, 0
+	var err error
+	if r == &c.w {
+		err = c.rc.Write(r.fn)
+	} else {
+		err = c.rc.Read(r.fn)
+	}
+	n, errno := r.n, r.errno
+	r.buf = nil
+	r.mu.Unlock()
+	if err == nil && errno != 0 {
+		op := "read"
+		if r == &c.w {
+			op = "write"
+		}
+		err = &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
+	}
+	return n, err
 }
 
 func (c *rawIOConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	c.rbuf, c.rn, c.rerrno = p, 0, 0
-	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerrno
-	c.rbuf = nil
-	c.rmu.Unlock()
+	n, err := c.call(&c.r, p)
 	switch {
 	case err != nil:
 		return 0, err
-	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -77,7 +93,7 @@ func (c *rawIOConn) Read(p []byte) (int, error) {
 
 // read is the RawConn callback of Read: false asks the poller to wait.
 func (c *rawIOConn) read(fd uintptr) bool {
-	p := c.rbuf
+	p := c.r.buf
 	for {
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		switch e {
@@ -86,9 +102,9 @@ func (c *rawIOConn) read(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		case 0:
-			c.rn = int(r)
+			c.r.n = int(r)
 		default:
-			c.rerrno = e
+			c.r.errno = e
 		}
 		return true
 	}
@@ -98,35 +114,23 @@ func (c *rawIOConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.wmu.Lock()
-	c.wbuf, c.wn, c.werrno = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werrno
-	c.wbuf = nil
-	c.wmu.Unlock()
-	switch {
-	case err != nil:
-		return n, err
-	case errno != 0:
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
-	}
-	return n, nil
+	return c.call(&c.w, p)
 }
 
 // write is the RawConn callback of Write: it writes until p is sent, an
 // error, or a full socket buffer (false: wait for room, then again).
 func (c *rawIOConn) write(fd uintptr) bool {
-	p := c.wbuf
-	for c.wn < len(p) {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[c.wn])), uintptr(len(p)-c.wn))
+	p := c.w.buf
+	for c.w.n < len(p) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[c.w.n])), uintptr(len(p)-c.w.n))
 		switch e {
 		case 0:
-			c.wn += int(r)
+			c.w.n += int(r)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.werrno = e
+			c.w.errno = e
 			return true
 		}
 	}
