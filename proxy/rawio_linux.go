@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -16,7 +17,8 @@ import (
 // monitor's 20 µs tick; each such hand-off cost a context switch or two
 // (README, "Performance"). The socket is non-blocking (the runtime's
 // poller owns it), so a raw call never blocks: EAGAIN parks the goroutine
-// in the poller as net.Conn does, and deadlines and Close work as before.
+// in the poller as net.Conn does, deadlines and Close work as before, and
+// errors are those of a *net.TCPConn.
 //
 // One goroutine at a time reads (and one writes), as net.Conn promises
 // however many call: each direction's rawCall holds its call's state and a
@@ -67,14 +69,27 @@ func (c *rawIOConn) call(r *rawCall, p []byte) (int, error) {
 	n, errno := r.n, r.errno
 	r.buf = nil
 	r.mu.Unlock()
-	if err == nil && errno != 0 {
-		op := "read"
-		if r == &c.w {
-			op = "write"
-		}
-		err = &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
+	if err != nil || errno != 0 {
+		err = c.opError(r, err, errno)
 	}
 	return n, err
+}
+
+// opError is the error a *net.TCPConn returns where r's call ended with
+// err (from the poller: deadline, Close) or errno (from the call).
+func (c *rawIOConn) opError(r *rawCall, err error, errno syscall.Errno) error {
+	op := "read"
+	if r == &c.w {
+		op = "write"
+	}
+	if oe, ok := err.(*net.OpError); ok {
+		oe.Op = op // "raw-read" or "raw-write"; this error is ours
+		return oe
+	}
+	if err != nil {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
 func (c *rawIOConn) Read(p []byte) (int, error) {

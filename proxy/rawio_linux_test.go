@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -226,5 +228,321 @@ func TestRawIOConcurrent(t *testing.T) {
 	rd.Wait()
 	if total.Load() != int64(len(got)) {
 		t.Fatalf("two readers read %d bytes; want %d", total.Load(), len(got))
+	}
+}
+
+// plainPair is rawPair without the wrapper: the reference behaviour.
+func plainPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c.(*net.TCPConn), peer.(*net.TCPConn)
+}
+
+// nonBlocking reports whether the socket of c has O_NONBLOCK set.
+func nonBlocking(t *testing.T, c *net.TCPConn) bool {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		flags, ferr = fcntl(fd, syscall.F_GETFL, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	return flags&syscall.O_NONBLOCK != 0
+}
+
+func fcntl(fd uintptr, cmd, arg int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, uintptr(cmd), uintptr(arg))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// setBlocking clears O_NONBLOCK on the socket of c, as (*os.File).Fd on
+// the result of c.File() does (the duplicate shares the open file
+// description, and so its flags).
+func setBlocking(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), false) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+}
+
+// TestRawIOSocketsNonBlocking: the sockets the relay wraps (accepted by a
+// net.Listener, dialled by a net.Dialer) are non-blocking, so a raw call
+// returns EAGAIN rather than blocking a thread that holds a processor.
+// It also records how that property can be lost: File().Fd() on the
+// connection makes the shared socket blocking.
+func TestRawIOSocketsNonBlocking(t *testing.T) {
+	dialled, accepted := plainPair(t)
+	if !nonBlocking(t, dialled) || !nonBlocking(t, accepted) {
+		t.Fatalf("O_NONBLOCK: dialled %v, accepted %v; want both", nonBlocking(t, dialled), nonBlocking(t, accepted))
+	}
+	f, err := dialled.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Fd()
+	f.Close()
+	if nonBlocking(t, dialled) {
+		t.Skip("File().Fd() no longer clears O_NONBLOCK on the shared socket")
+	}
+	t.Log("File().Fd() cleared O_NONBLOCK on the connection's own socket")
+}
+
+// drainCount reads peer to its end and returns the count.
+func drainCount(t *testing.T, peer net.Conn) int64 {
+	t.Helper()
+	n, err := io.Copy(io.Discard, peer)
+	if err != nil {
+		t.Fatalf("peer read: %v", err)
+	}
+	return n
+}
+
+// TestRawIOPartialWrite: a Write stopped by its deadline, or by Close,
+// while the socket buffer is full reports exactly the bytes the peer then
+// receives: nothing lost, nothing counted twice.
+func TestRawIOPartialWrite(t *testing.T) {
+	for _, stop := range []string{"deadline", "close"} {
+		t.Run(stop, func(t *testing.T) {
+			raw, peer := rawPair(t)
+			// Far more than the socket buffers hold while the peer does
+			// not read: the write must wait in the poller.
+			big := make([]byte, 64<<20)
+			type result struct {
+				n   int
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				n, err := raw.Write(big)
+				done <- result{n, err}
+			}()
+			// The write has begun once the peer has a byte.
+			if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			want := os.ErrDeadlineExceeded
+			if stop == "close" {
+				want = net.ErrClosed
+				raw.Close()
+			} else {
+				raw.SetWriteDeadline(time.Now())
+			}
+			r := <-done
+			if !errors.Is(r.err, want) || r.n <= 0 || r.n >= len(big) {
+				t.Fatalf("Write = %d, %v; want a partial count and %v", r.n, r.err, want)
+			}
+			var oe *net.OpError
+			if !errors.As(r.err, &oe) || oe.Op != "write" {
+				t.Fatalf("%v is not a write *net.OpError", r.err)
+			}
+			raw.Close()
+			if got := 1 + drainCount(t, peer); got != int64(r.n) {
+				t.Fatalf("peer received %d bytes; Write reported %d", got, r.n)
+			}
+		})
+	}
+}
+
+// TestRawIOHalfClose: the peer's FIN is io.EOF, after which writes still
+// go through; CloseWrite (of the embedded TCPConn) ends the other way.
+func TestRawIOHalfClose(t *testing.T) {
+	raw, peer := rawPair(t)
+	peer.Write([]byte("X\x00\x00\x00\x04")) // Terminate
+	peer.CloseWrite()
+	b, err := io.ReadAll(raw)
+	if err != nil || string(b) != "X\x00\x00\x00\x04" {
+		t.Fatalf("ReadAll = %q, %v", b, err)
+	}
+	if _, err := raw.Write([]byte("after")); err != nil {
+		t.Fatalf("Write after the peer's FIN: %v", err)
+	}
+	if err := raw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(peer)
+	if err != nil || string(b) != "after" {
+		t.Fatalf("peer ReadAll = %q, %v", b, err)
+	}
+}
+
+// TestRawIOErrorsLikeTCPConn: each way a call ends gives the error a
+// *net.TCPConn gives: same Op, same wrapped error, so logs and the
+// callers' errors.Is/As and net.Error checks see no difference.
+func TestRawIOErrorsLikeTCPConn(t *testing.T) {
+	type pair struct {
+		c    net.Conn
+		peer *net.TCPConn
+	}
+	cases := []struct {
+		name string
+		run  func(p pair) error
+	}{
+		{"read deadline", func(p pair) error {
+			p.c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			_, err := p.c.Read(make([]byte, 1))
+			return err
+		}},
+		{"write deadline", func(p pair) error {
+			p.c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+			_, err := p.c.Write(make([]byte, 64<<20))
+			return err
+		}},
+		{"read closed", func(p pair) error {
+			p.c.Close()
+			_, err := p.c.Read(make([]byte, 1))
+			return err
+		}},
+		{"write closed", func(p pair) error {
+			p.c.Close()
+			_, err := p.c.Write(make([]byte, 1))
+			return err
+		}},
+		{"eof", func(p pair) error {
+			p.peer.Close()
+			_, err := p.c.Read(make([]byte, 1))
+			return err
+		}},
+		{"read reset", func(p pair) error {
+			p.peer.SetLinger(0)
+			p.peer.Close()
+			_, err := p.c.Read(make([]byte, 1))
+			return err
+		}},
+		{"write reset", func(p pair) error {
+			p.peer.SetLinger(0)
+			p.peer.Close()
+			// The first write may be taken before the RST is seen; the
+			// read makes sure it was.
+			p.c.Read(make([]byte, 1))
+			_, err := p.c.Write([]byte("x"))
+			return err
+		}},
+	}
+	describe := func(err error) string {
+		var oe *net.OpError
+		if !errors.As(err, &oe) {
+			return fmt.Sprintf("%T %v", err, err)
+		}
+		var ne net.Error
+		errors.As(err, &ne)
+		return fmt.Sprintf("OpError{Op: %s, Net: %s, Err: %T %v} timeout=%v", oe.Op, oe.Net, oe.Err, oe.Err, ne.Timeout())
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := plainPair(t)
+			want := describe(tc.run(pair{c, peer}))
+			raw, rpeer := rawPair(t)
+			if got := describe(tc.run(pair{raw, rpeer})); got != want {
+				t.Errorf("rawIOConn: %s\n      TCPConn: %s", got, want)
+			}
+		})
+	}
+}
+
+// TestRawIOUnderTLS: tls.Conn on a rawIOConn, as the relay uses it: a read
+// deadline is a temporary error (the session can go on after it is
+// cleared, as the handshake timeout relies on), and data after it is intact.
+func TestRawIOUnderTLS(t *testing.T) {
+	certFile, keyFile, pool := writeCert(t)
+	cert := mustKeyPair(t, certFile, keyFile)
+	raw, peer := rawPair(t)
+	srv := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cli := tls.Client(peer, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	errc := make(chan error, 1)
+	go func() { errc <- cli.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	srv.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := srv.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline = %v", err)
+	}
+	srv.SetReadDeadline(time.Time{})
+	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: many records
+	go func() {
+		_, err := cli.Write(want)
+		errc <- err
+	}()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(srv, got); err != nil {
+		t.Fatalf("Read after the cleared deadline: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("TLS stream corrupted")
+	}
+	go func() {
+		_, err := srv.Write(want)
+		errc <- err
+	}()
+	if _, err := io.ReadFull(cli, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("TLS stream corrupted (server to client)")
+	}
+}
+
+// TestRawIOBrokenPipe: writing on after the peer reset the connection
+// reaches EPIPE (the write that raises SIGPIPE with write(2)); the process
+// lives on and the error is a write *net.OpError.
+func TestRawIOBrokenPipe(t *testing.T) {
+	raw, peer := rawPair(t)
+	peer.SetLinger(0)
+	peer.Close()
+	raw.Read(make([]byte, 1)) // the RST has arrived
+	var err error
+	for range 3 {
+		if _, err = raw.Write([]byte("x")); errors.Is(err, syscall.EPIPE) {
+			break
+		}
+	}
+	if !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("Write after a reset = %v; want EPIPE", err)
 	}
 }
