@@ -15,10 +15,16 @@ import (
 // another thread to run the other goroutines. A relay's writes to loopback
 // or a LAN include the kernel's delivery to the peer and often outlast the
 // monitor's 20 µs tick; each such hand-off cost a context switch or two
-// (README, "Performance"). The socket is non-blocking (the runtime's
-// poller owns it), so a raw call never blocks: EAGAIN parks the goroutine
-// in the poller as net.Conn does, deadlines and Close work as before, and
-// errors are those of a *net.TCPConn.
+// (README, "Performance"). A raw call must never block in the kernel: it
+// holds its processor, and a stop-the-world would wait for it, so every
+// goroutine would stop (TestRawIOBlockingSocket). The socket is
+// non-blocking (the runtime's poller owns it), but that flag belongs to
+// the open file description, which anything holding a duplicate can clear
+// ((*os.File).Fd on conn.File() does). So the calls are recvfrom and
+// sendto with MSG_DONTWAIT, non-blocking whatever the flag, and with
+// MSG_NOSIGNAL, so a write to a reset peer is EPIPE without a SIGPIPE.
+// EAGAIN parks the goroutine in the poller as net.Conn does; deadlines
+// and Close work as before, and errors are those of a *net.TCPConn.
 //
 // One goroutine at a time reads (and one writes), as net.Conn promises
 // however many call: each direction's rawCall holds its call's state and a
@@ -110,7 +116,7 @@ func (c *rawIOConn) Read(p []byte) (int, error) {
 func (c *rawIOConn) read(fd uintptr) bool {
 	p := c.r.buf
 	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -137,7 +143,7 @@ func (c *rawIOConn) Write(p []byte) (int, error) {
 func (c *rawIOConn) write(fd uintptr) bool {
 	p := c.w.buf
 	for c.w.n < len(p) {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[c.w.n])), uintptr(len(p)-c.w.n))
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[c.w.n])), uintptr(len(p)-c.w.n), syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			c.w.n += int(r)

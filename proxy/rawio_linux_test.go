@@ -324,6 +324,38 @@ func TestRawIOSocketsNonBlocking(t *testing.T) {
 	t.Log("File().Fd() cleared O_NONBLOCK on the connection's own socket")
 }
 
+// TestRawIOBlockingSocket: the raw calls never block in the kernel, even
+// on a socket that lost O_NONBLOCK (TestRawIOSocketsNonBlocking). A call
+// that blocked there would hold its processor: with GOMAXPROCS 1 (the
+// adaptive default at rest) nothing else would run, not even the timer
+// of the deadline that should end it, nor a GC's stop-the-world. The
+// watchdog only keeps a failing run from hanging; the assertion is on the
+// error.
+func TestRawIOBlockingSocket(t *testing.T) {
+	t.Run("read", func(t *testing.T) {
+		raw, peer := rawPair(t)
+		setBlocking(t, raw.TCPConn)
+		watchdog := time.AfterFunc(10*time.Second, func() { peer.Write([]byte{0}) })
+		defer watchdog.Stop()
+		raw.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		n, err := raw.Read(make([]byte, 1))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read of an idle blocking socket = %d, %v; want the deadline's timeout (the read blocked in the kernel)", n, err)
+		}
+	})
+	t.Run("write", func(t *testing.T) {
+		raw, peer := rawPair(t)
+		setBlocking(t, raw.TCPConn)
+		watchdog := time.AfterFunc(10*time.Second, func() { io.Copy(io.Discard, peer) })
+		defer watchdog.Stop()
+		raw.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+		n, err := raw.Write(make([]byte, 64<<20))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Write to a full blocking socket = %d, %v; want the deadline's timeout (the write blocked in the kernel)", n, err)
+		}
+	})
+}
+
 // drainCount reads peer to its end and returns the count.
 func drainCount(t *testing.T, peer net.Conn) int64 {
 	t.Helper()
