@@ -26,6 +26,14 @@ import (
 // EAGAIN parks the goroutine in the poller as net.Conn does; deadlines
 // and Close work as before, and errors are those of a *net.TCPConn.
 //
+// Nor may one call run long: a stop-the-world waits for it too. A
+// non-blocking write returns when the socket buffer is full, but on
+// loopback the peer empties it while the call copies, and one call took
+// the whole of a 64 MiB message (limits.max_message_bytes): a GC's
+// stop-the-world waited up to 200 ms, every session with it. So a call
+// moves at most rawChunk bytes, and the goroutine can be stopped between
+// two.
+//
 // One goroutine at a time reads (and one writes), as net.Conn promises
 // however many call: each direction's rawCall holds its call's state and a
 // mutex (uncontended in the relay), so a call allocates nothing.
@@ -35,6 +43,11 @@ type rawIOConn struct {
 
 	r, w rawCall
 }
+
+// rawChunk is the most one system call reads or writes: 1 MiB copies in
+// well under a millisecond, and smaller ones cost a large write's
+// throughput on loopback (256 KiB: a fifth).
+const rawChunk = 1 << 20
 
 // rawCall is one direction's call: the buffer, the bytes done, the errno,
 // and the RawConn callback, bound once.
@@ -62,10 +75,10 @@ func withRawIO(conn net.Conn) net.Conn {
 	return c
 }
 
-// call runs the callback of r through the poller for p.
+// call runs the callback of r through the poller for p, at most rawChunk
+// bytes of it; r.mu is held.
 func (c *rawIOConn) call(r *rawCall, p []byte) (int, error) {
-	r.mu.Lock()
-	r.buf, r.n, r.errno = p, 0, 0
+	r.buf, r.n, r.errno = p[:min(len(p), rawChunk)], 0, 0
 	var err error
 	if r == &c.w {
 		err = c.rc.Write(r.fn)
@@ -74,7 +87,6 @@ func (c *rawIOConn) call(r *rawCall, p []byte) (int, error) {
 	}
 	n, errno := r.n, r.errno
 	r.buf = nil
-	r.mu.Unlock()
 	if err != nil || errno != 0 {
 		err = c.opError(r, err, errno)
 	}
@@ -102,7 +114,9 @@ func (c *rawIOConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	c.r.mu.Lock()
 	n, err := c.call(&c.r, p)
+	c.r.mu.Unlock()
 	switch {
 	case err != nil:
 		return 0, err
@@ -132,10 +146,17 @@ func (c *rawIOConn) read(fd uintptr) bool {
 }
 
 func (c *rawIOConn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	var n int
+	for n < len(p) {
+		m, err := c.call(&c.w, p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
 	}
-	return c.call(&c.w, p)
+	return n, nil
 }
 
 // write is the RawConn callback of Write: it writes until p is sent, an
