@@ -138,6 +138,7 @@ func (c *rawIOConn) read(fd uintptr) bool {
 			return false
 		case 0:
 			c.r.n = int(r)
+			raceAcquireIO(fd)
 		default:
 			c.r.errno = e
 		}
@@ -148,6 +149,7 @@ func (c *rawIOConn) read(fd uintptr) bool {
 func (c *rawIOConn) Write(p []byte) (int, error) {
 	c.w.mu.Lock()
 	defer c.w.mu.Unlock()
+	raceReleaseIO()
 	var n int
 	for n < len(p) {
 		m, err := c.call(&c.w, p[n:])
