@@ -578,3 +578,22 @@ func TestRawIOBrokenPipe(t *testing.T) {
 		t.Fatalf("Write after a reset = %v; want EPIPE", err)
 	}
 }
+
+// TestRawIORaceOrder: what a goroutine wrote before sending on a socket,
+// the one that received it may use, and the race detector agrees (under
+// go test -race this fails without rawio_race_linux.go).
+func TestRawIORaceOrder(t *testing.T) {
+	raw, peer := rawPair(t)
+	other := withRawIO(peer)
+	var shared []string
+	go func() {
+		shared = []string{"set before the write"}
+		raw.Write([]byte{1})
+	}()
+	if _, err := io.ReadFull(other, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if len(shared) != 1 {
+		t.Fatalf("shared = %q", shared)
+	}
+}
