@@ -166,8 +166,8 @@ type LimitsConfig struct {
 	// keyed by SQL text. Default 10000.
 	PlanCacheSize int `yaml:"plan_cache_size"`
 	// MaxProcs caps the CPUs the process runs Go code on at once
-	// (GOMAXPROCS). 0, the default, adapts it (internal/procs): one, and
-	// one more whenever those are kept busy, up to the CPUs available. A
+	// (GOMAXPROCS). 0, the default, adapts it (internal/procs): one,
+	// doubled whenever those are kept busy, up to the CPUs available. A
 	// relay with more processors than work makes more thread hand-offs per
 	// round trip (README, "Performance"). cmd applies it.
 	MaxProcs int `yaml:"max_procs"`

@@ -597,3 +597,40 @@ func TestRawIORaceOrder(t *testing.T) {
 		t.Fatalf("shared = %q", shared)
 	}
 }
+
+// TestRawIOYields: each direction lets other goroutines run after each
+// yieldBytes or more it moves, however the bytes are split into calls, so a
+// stream whose peer keeps up (and never parks it in the poller) does not
+// hold the processor until the runtime preempts it. Measured at
+// GOMAXPROCS 1, 64 KiB writes to a `cat` process for 3 s: a sleeper's
+// wake-up was 19.7 ms late at the median (p99 40 ms) without the yields,
+// 0.04 ms (p99 0.27 ms) with them.
+func TestRawIOYields(t *testing.T) {
+	raw, peer := rawPair(t)
+	var wrote, read int
+	raw.w.yield = func() { wrote++ }
+	raw.r.yield = func() { read++ }
+	const chunks = 2*yieldBytes/(24<<10) + 1 // just over twice yieldBytes
+	msg := make([]byte, 24<<10)
+	go func() {
+		for range chunks {
+			peer.Write(msg)
+		}
+	}()
+	got := make([]byte, chunks*len(msg))
+	if _, err := io.ReadFull(raw, got); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, peer)
+	for range chunks {
+		if _, err := raw.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Writes of 24 KiB cross yieldBytes exactly twice; reads return what
+	// has arrived, so a read may carry it further before the count
+	// starts again: once or twice.
+	if wrote != 2 || read < 1 || read > 2 {
+		t.Fatalf("yielded %d times writing and %d reading %d bytes; want 2 and 1 or 2 (after each %d bytes or more)", wrote, read, chunks*len(msg), yieldBytes)
+	}
+}

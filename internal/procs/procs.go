@@ -7,10 +7,10 @@
 // sleeps again: on a 2-core host, two processors cost the proxy 10 to 20%
 // more CPU per transaction than one (README, "Performance"). With one
 // processor a loaded proxy cannot use a second core. So the proxy starts
-// with one and adds one whenever it keeps the ones it has busy, up to the
-// CPUs available (Go's own default, which honours a container's CPU
-// quota), and gives one back after it has used much less than the others
-// for a while.
+// with one and doubles them whenever it keeps the ones it has busy (16
+// within four seconds), up to the CPUs available (Go's own default, which
+// honours a container's CPU quota), and gives one back after it has used
+// much less than the others for a while.
 package procs
 
 import (
@@ -25,8 +25,8 @@ import (
 type Policy struct {
 	// Max is the most processors used.
 	Max int
-	// Up: a processor is added when a sample's CPU use, in cores, is at
-	// least Up times the processors in use.
+	// Up: the processors double (up to Max) when a sample's CPU use, in
+	// cores, is at least Up times the processors in use.
 	Up float64
 	// Down: one is given back after DownSamples samples in a row used
 	// less than Down times one processor fewer.
@@ -34,8 +34,8 @@ type Policy struct {
 	DownSamples int
 }
 
-// DefaultPolicy: add at 80% of the processors in use, give one back after
-// five samples under half of the others.
+// DefaultPolicy: double at 80% of the processors in use, give one back
+// after five samples under half of the others.
 func DefaultPolicy(max int) Policy {
 	return Policy{Max: max, Up: 0.8, Down: 0.5, DownSamples: 5}
 }
@@ -46,7 +46,7 @@ func DefaultPolicy(max int) Policy {
 func (p Policy) Next(cur int, busy float64, low int) (int, int) {
 	switch {
 	case busy >= p.Up*float64(cur) && cur < p.Max:
-		return cur + 1, 0
+		return min(2*cur, p.Max), 0
 	case cur > 1 && busy < p.Down*float64(cur-1):
 		low++
 		if low >= p.DownSamples {
