@@ -20,30 +20,12 @@ import (
 // plain peer.
 func rawPair(t *testing.T) (*rawIOConn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
+	c, peer := plainPair(t)
 	raw, ok := withRawIO(c).(*rawIOConn)
 	if !ok {
 		t.Fatalf("withRawIO(%T) did not wrap", c)
 	}
-	t.Cleanup(func() { raw.Close(); peer.Close() })
-	return raw, peer.(*net.TCPConn)
+	return raw, peer
 }
 
 func TestRawIORoundTrip(t *testing.T) {
