@@ -288,7 +288,7 @@ func (a *guardAnswer) ErrorResponse(dst, msg []byte) []byte {
 	var refused error
 	switch {
 	case isSettingsChanged(&er):
-		a.s.c.Logger().Info("DateStyle, TimeZone, client_encoding or standard_conforming_strings changed under the session by a statement of the batch: batch refused")
+		a.s.c.Logger().Info(checkedList + " changed under the session by a statement of the batch: batch refused")
 		refused = errSettingsChanged
 	case er.Code == pgerrcode.DivisionByZero, er.Code == pgerrcode.FeatureNotSupported, er.Code == policy.CheckFailed,
 		// A relation or row type it names is gone (DROP, or a rename:

@@ -220,7 +220,7 @@ func (r *result) OwnErrorResponse(dst, msg []byte) []byte {
 	var refused error
 	switch {
 	case isSettingsChanged(&er):
-		r.s.c.Logger().Info("DateStyle, TimeZone, client_encoding or standard_conforming_strings changed under the session by a statement of the text: text refused at a later statement")
+		r.s.c.Logger().Info(checkedList + " changed under the session by a statement of the text: text refused at a later statement")
 		refused = errSettingsChanged
 	case er.Code == policy.CheckFailed:
 		r.s.drifted.Store(true)

@@ -92,8 +92,10 @@ type sessionSettings struct {
 	// too: the proxy read the client's literals under it.
 	stringsName string
 	// guardParams are the guard's parameters for these values
-	// (settingsParams), nil before any is reported.
+	// (settingsParams), nil before any is reported; settingsSQL the
+	// inline check's condition on them (settingsSQL).
 	guardParams [][]byte
+	settingsSQL string
 	// serverMajor is the server's major version (server_version), 0 when
 	// unknown. The value readers are PostgreSQL 15's.
 	serverMajor int
@@ -137,6 +139,7 @@ func (s *sessionSettings) withSetting(name, value string) *sessionSettings {
 		n.serverMajor, _ = strconv.Atoi(strings.SplitN(value, ".", 2)[0])
 	}
 	n.guardParams = settingsParams(n.checked())
+	n.settingsSQL = settingsSQL(n.checked())
 	return &n
 }
 

@@ -40,6 +40,9 @@ const settingsChanged = "phiproxy_settings_changed"
 // it read the client's literals.
 var checkedNames = [...]string{"DateStyle", "TimeZone", "client_encoding", "standard_conforming_strings"}
 
+// checkedList names checkedNames in messages and logs.
+const checkedList = "DateStyle, TimeZone, client_encoding or standard_conforming_strings"
+
 // settingsTest is a condition that holds when each setting of
 // checkedNames whose value (an SQL expression) is not "" has it.
 func settingsTest(values [len(checkedNames)]string) string {
@@ -72,25 +75,14 @@ var guardSettings = func() string {
 	return settingsFailure(strings.Join(conds, " AND "))
 }()
 
-// checkedSettings returns the values of checkedNames that statements sent
-// now are read and shown under, "" for one there is nothing to check of:
-// all when a statement that changes settings is in flight (the values
-// after it are refused: settingsMoved), one the server has not reported.
-func (s *session) checkedSettings() (values [len(checkedNames)]string) {
-	st := s.settings.Load()
-	if s.settingsMoved || st == nil {
-		return values
-	}
-	return st.checked()
-}
-
 // checked returns st's values of checkedNames ("" where not reported).
 func (st *sessionSettings) checked() [len(checkedNames)]string {
 	return [len(checkedNames)]string{st.dateStyleName, st.zoneName, st.encodingName, st.stringsName}
 }
 
 // settingsParams are the guard's Bind parameters for values: NULL for "".
-// Made once per reported change (withSetting), not per guard.
+// Made once per reported change (withSetting), not per guard, as is
+// settingsSQL.
 func settingsParams(values [len(checkedNames)]string) [][]byte {
 	params := make([][]byte, len(values))
 	for i, v := range values {
@@ -99,6 +91,20 @@ func settingsParams(values [len(checkedNames)]string) [][]byte {
 		}
 	}
 	return params
+}
+
+// settingsSQL is the inline check's condition on values, "" when there
+// is nothing to check.
+func settingsSQL(values [len(checkedNames)]string) string {
+	if values == ([len(checkedNames)]string{}) {
+		return ""
+	}
+	for i, v := range values {
+		if v != "" {
+			values[i] = quoteLiteral(v)
+		}
+	}
+	return settingsFailure(settingsTest(values))
 }
 
 // noSettingsParams are the guard's parameters when there is nothing to
@@ -115,18 +121,15 @@ func (s *session) guardSettingsParams() [][]byte {
 }
 
 // inlineCheck is the check put in front of the statements of a text after
-// its first: the catalog's, with the settings' when there are any to check.
+// its first: the catalog's, with the settings' when there are any to check
+// (none while a statement that changes them is in flight: the values
+// after it are refused, settingsMoved).
 func (s *session) inlineCheck() string {
-	values := s.checkedSettings()
-	if values == ([len(checkedNames)]string{}) || s.db.checkSQL == "" {
+	st := s.settings.Load()
+	if s.settingsMoved || st == nil || st.settingsSQL == "" || s.db.checkSQL == "" {
 		return s.db.checkSQL
 	}
-	for i, v := range values {
-		if v != "" {
-			values[i] = quoteLiteral(v)
-		}
-	}
-	return s.db.checkSQL + ", " + settingsFailure(settingsTest(values))
+	return s.db.checkSQL + ", " + st.settingsSQL
 }
 
 // isSettingsChanged reports whether er is the settings check failing.
@@ -137,4 +140,4 @@ func isSettingsChanged(er *pgproto3.ErrorResponse) bool {
 // errSettingsChanged: a statement before this one changed a setting of
 // checkedNames by itself.
 var errSettingsChanged error = &refusal{pgerrcode.ObjectNotInPrerequisiteState, "settings",
-	"DateStyle, TimeZone, client_encoding or standard_conforming_strings changed while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show values under settings the server no longer has; the statements from there on were not run: send them again"}
+	checkedList + " changed while this query or pipeline ran (a function or trigger set it), so phiproxy would read or show values under settings the server no longer has; the statements from there on were not run: send them again"}
