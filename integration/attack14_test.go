@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/novamind/phiproxy/internal/pgcluster"
@@ -119,4 +122,131 @@ func a14Short(s string) string {
 		return s[:300] + "…"
 	}
 	return s
+}
+
+// a14Big is a PHI text of about n bytes: a remembered secret, then
+// letters, digits, "é", a backslash and quotes in a fixed pseudo-random
+// order, so a byte moved, lost or doubled anywhere shows.
+func a14Big(label string, n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \\'\"é"
+	var b strings.Builder
+	b.WriteString(secret(label))
+	x := uint32(len(label)) + 2463534242
+	for b.Len() < n {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		i := int(x % uint32(len(alphabet)-1))
+		if alphabet[i] >= 0x80 { // the two bytes of é together
+			i = len(alphabet) - 2
+		}
+		b.WriteString(alphabet[i : i+1+int(boolInt(alphabet[i] >= 0x80))])
+	}
+	return b.String()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// a14Diff describes where got and want first differ.
+func a14Diff(got, want string) string {
+	if got == want {
+		return "same"
+	}
+	i := 0
+	for i < len(got) && i < len(want) && got[i] == want[i] {
+		i++
+	}
+	return fmt.Sprintf("lengths %d and %d, first difference at byte %d", len(got), len(want), i)
+}
+
+// Variants that held: PHI values over 1 MiB (the raw calls move at most
+// 1 MiB each) in Bind, in a simple Query's literal and in DataRow; a
+// pipeline of many statements with values; COPY of PHI in and out.
+func TestAttack14LargeValues(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	conn := phiConn(t, p)
+	read := func(id int64) string {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT first_name FROM patients WHERE id = $1", id).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	// Bind and DataRow.
+	for _, n := range []int{1 << 20, 1<<20 + 1, 3<<20 + 17} {
+		v := a14Big("a14bind", n)
+		var id int64
+		if err := conn.QueryRow(ctx, "INSERT INTO patients (first_name, last_name, email) VALUES ($1, $1, $1) RETURNING id", v).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(id); got != v {
+			t.Errorf("Bind of %d bytes read back: %s", n, a14Diff(got, v))
+		}
+		var a, b string
+		if err := conn.QueryRow(ctx, "SELECT first_name, last_name FROM patients WHERE email = $1 AND id = $2", v, id).Scan(&a, &b); err != nil {
+			t.Fatal(err)
+		} else if a != v || b != v {
+			t.Errorf("two values of %d bytes in a DataRow: %s, %s", n, a14Diff(a, v), a14Diff(b, v))
+		}
+	}
+	// A simple Query's literal.
+	v := a14Big("a14simple", 2<<20+5)
+	var id int64
+	lit := "'" + strings.ReplaceAll(v, "'", "''") + "'"
+	if err := conn.QueryRow(ctx, "INSERT INTO patients (first_name) VALUES ("+lit+") RETURNING id", pgx.QueryExecModeSimpleProtocol).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(id); got != v {
+		t.Errorf("simple literal of %d bytes read back: %s", len(v), a14Diff(got, v))
+	}
+	// A pipeline of many statements.
+	batch := &pgx.Batch{}
+	var vals []string
+	for i := 0; i < 400; i++ {
+		v := a14Big("a14pipe"+strconv.Itoa(i), 7000+i*97)
+		vals = append(vals, v)
+		batch.Queue("INSERT INTO patients (first_name) VALUES ($1) RETURNING first_name", v)
+	}
+	br := conn.SendBatch(ctx, batch)
+	for i, v := range vals {
+		var got string
+		if err := br.QueryRow().Scan(&got); err != nil {
+			t.Fatalf("pipeline statement %d: %v", i, err)
+		}
+		if got != v {
+			t.Errorf("pipeline statement %d: %s", i, a14Diff(got, v))
+		}
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// COPY in and out.
+	ids := []int64{14900001, 14900002}
+	cv := []string{a14Big("a14copy1", 1<<20+3), a14Big("a14copy2", 2<<20+9)}
+	var in strings.Builder
+	for i, id := range ids {
+		in.WriteString(strconv.FormatInt(id, 10) + "\t" + strings.ReplaceAll(cv[i], `\`, `\\`) + "\n")
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader(in.String()), "COPY patients (id, first_name) FROM STDIN"); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if got := read(id); got != cv[i] {
+			t.Errorf("COPY FROM of %d bytes read back: %s", len(cv[i]), a14Diff(got, cv[i]))
+		}
+	}
+	var out bytes.Buffer
+	if _, err := conn.PgConn().CopyTo(ctx, &out, "COPY (SELECT id, first_name FROM patients WHERE id IN (14900001, 14900002) ORDER BY id) TO STDOUT"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), in.String(); got != want {
+		t.Errorf("COPY TO: %s", a14Diff(got, want))
+	}
+	phiDirect(t).Exec(ctx, "DELETE FROM patients WHERE id IN (14900001, 14900002)")
 }
