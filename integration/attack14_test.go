@@ -250,3 +250,99 @@ func TestAttack14LargeValues(t *testing.T) {
 	}
 	phiDirect(t).Exec(ctx, "DELETE FROM patients WHERE id IN (14900001, 14900002)")
 }
+
+// a14Rows runs steps on a new raw session and returns the first values of
+// the DataRows and the errors, quoted.
+func a14Rows(t *testing.T, dsn string, steps ...a13Step) []string {
+	t.Helper()
+	hc := rawSession(t, dsn)
+	var got []string
+	for _, st := range steps {
+		for _, m := range st.msgs {
+			hc.Frontend.Send(m)
+		}
+		if err := hc.Frontend.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		_ = hc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for n := st.n; n > 0; {
+			m, err := hc.Frontend.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				got = append(got, fmt.Sprintf("%q", m.Values[0]))
+			case *pgproto3.CopyData:
+				got = append(got, fmt.Sprintf("%q", m.Data))
+			case *pgproto3.ErrorResponse:
+				got = append(got, "E"+m.Code)
+			case *pgproto3.ReadyForQuery:
+				n--
+			}
+		}
+	}
+	return got
+}
+
+// Finding 2 (wrong answer; fixed). PHI text read in the same text or
+// pipeline as a statement that sets client_encoding and that the proxy
+// sees (SET, set_config by name): PostgreSQL converts the rows of the
+// statements after it to LATIN1 ("\xe9"), the proxy sent the decrypted
+// text in UTF-8 ("é"). movesSettings marks the settings as moved, which
+// turns the settings check off (checkedSettings) and refuses dates, but
+// text was shown as ever. Now a result's non-ASCII PHI text is refused
+// (0A000) while its settings may have moved, as dates were.
+func TestAttack14EncodingSetInText(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	name := secret("a14enc") + "é"
+	var id int64
+	if err := phiConn(t, p).QueryRow(ctx, "INSERT INTO patients (first_name) VALUES ($1) RETURNING id", name).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%q", strings.TrimSuffix(name, "é")+"\xe9")
+	sel := "SELECT first_name FROM patients WHERE id = " + strconv.FormatInt(id, 10)
+	dsn := p.dsn(pgcluster.ScramUser, phiDatabase)
+	// PostgreSQL itself, on a plaintext value.
+	if got := a14Rows(t, directDSN(pgcluster.ScramUser, phiDatabase), a13Step{a13Msgs(a13Q("SET client_encoding TO 'LATIN1'; SELECT 'é'::text")), 1}); len(got) != 1 || got[0] != `"\xe9"` {
+		t.Fatalf("PostgreSQL: %v", got)
+	}
+	copyOut := "COPY (SELECT id, first_name FROM patients WHERE id = " + strconv.FormatInt(id, 10) + ") TO STDOUT"
+	for _, c := range []struct {
+		name  string
+		steps []a13Step
+		copy  bool
+	}{
+		{"COPY TO in the text", []a13Step{{a13Msgs(a13Q("SET client_encoding TO 'LATIN1'; " + copyOut)), 1}}, true},
+		{"simple text", []a13Step{{a13Msgs(a13Q("SET client_encoding TO 'LATIN1'; " + sel)), 1}}, false},
+		{"simple text, set_config", []a13Step{{a13Msgs(a13Q("SELECT set_config('client_encoding', 'LATIN1', false); " + sel)), 1}}, false},
+		{"simple text, in a CTE", []a13Step{{a13Msgs(a13Q("WITH x AS (SELECT set_config('client_encoding', 'LATIN1', false)) SELECT * FROM x; " + sel)), 1}}, false},
+		{"simple text, DO", []a13Step{{a13Msgs(a13Q("DO $$BEGIN PERFORM set_config('client_encoding', 'LATIN1', false); END$$; " + sel)), 1}}, false},
+		{"two queries pipelined", []a13Step{{a13Msgs(a13Q("SET client_encoding TO 'LATIN1'"), a13Q(sel)), 2}}, false},
+		{"extended pipeline", []a13Step{{a13Msgs(a13PBE("SET client_encoding TO 'LATIN1'"), a13PBE(sel), &pgproto3.Sync{}), 1}}, false},
+		{"extended, set_config", []a13Step{{a13Msgs(a13PBE("SELECT set_config('client_encoding', 'LATIN1', false)"), a13PBE(sel), &pgproto3.Sync{}), 1}}, false},
+		{"extended, set_config then Sync", []a13Step{{a13Msgs(a13PBE("SELECT set_config('client_encoding', 'LATIN1', false)"), &pgproto3.Sync{}, a13PBE(sel), &pgproto3.Sync{}), 2}}, false},
+		{"SET LOCAL, rollback, SET", []a13Step{{a13Msgs(a13Q("BEGIN; SET LOCAL client_encoding TO 'UTF8'; ROLLBACK; SET client_encoding TO 'LATIN1'; " + sel)), 1}}, false},
+		{"SET then RESET", []a13Step{{a13Msgs(a13Q("SET client_encoding TO 'LATIN1'; RESET client_encoding; SET client_encoding TO 'LATIN1'; " + sel)), 1}}, false},
+	} {
+		got := a14Rows(t, dsn, c.steps...)
+		if c.copy {
+			for i := range got {
+				if strings.HasPrefix(got[i], "E") {
+					continue
+				}
+				got[i] = strings.Replace(strings.TrimSuffix(got[i], `\n"`)+`"`, strconv.FormatInt(id, 10)+`\t`, "", 1)
+			}
+		}
+		last := ""
+		if len(got) > 0 {
+			last = got[len(got)-1]
+		}
+		if last != want && last != "E0A000" && last != "E55000" {
+			t.Errorf("%s: %v, PostgreSQL sends %s", c.name, got, want)
+		} else {
+			t.Logf("%s: %v", c.name, got)
+		}
+	}
+}
