@@ -346,3 +346,30 @@ func TestAttack14EncodingSetInText(t *testing.T) {
 		}
 	}
 }
+
+// Variant that held: client_encoding LATIN1 set for the role in the
+// database (ALTER ROLE … IN DATABASE … SET), in force from a new
+// connection's start, without the client asking for it: non-ASCII PHI
+// text is refused (0A000), ASCII is shown.
+func TestAttack14EncodingByRole(t *testing.T) {
+	p := startPHIProxy(t)
+	ctx := context.Background()
+	name := secret("a14role") + "é"
+	var id int64
+	if err := phiConn(t, p).QueryRow(ctx, "INSERT INTO patients (first_name, last_name) VALUES ($1, 'ascii') RETURNING id", name).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	direct := phiDirect(t)
+	if _, err := direct.Exec(ctx, "ALTER ROLE "+pgcluster.ScramUser.Name+" IN DATABASE "+phiDatabase+" SET client_encoding = 'LATIN1'"); err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Exec(ctx, "ALTER ROLE "+pgcluster.ScramUser.Name+" IN DATABASE "+phiDatabase+" RESET client_encoding")
+	sel := "SELECT %s FROM patients WHERE id = " + strconv.FormatInt(id, 10)
+	dsn := p.dsn(pgcluster.ScramUser, phiDatabase)
+	got := a14Rows(t, dsn, a13Step{a13Msgs(a13Q("SHOW client_encoding"), a13Q(fmt.Sprintf(sel, "first_name")), a13Q(fmt.Sprintf(sel, "last_name"))), 3})
+	if len(got) != 3 || got[0] != `"LATIN1"` || got[1] != "E0A000" && got[1] != fmt.Sprintf("%q", strings.TrimSuffix(name, "é")+"\xe9") || got[2] != `"ascii"` {
+		t.Errorf("under the role's LATIN1: %v", got)
+	} else {
+		t.Logf("%v", got)
+	}
+}
