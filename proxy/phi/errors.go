@@ -189,6 +189,14 @@ var (
 	// does not guess how.
 	errNonUTF8 error = &refusal{pgerrcode.FeatureNotSupported, "encoding",
 		"PHI values that are not ASCII need client_encoding UTF8"}
+	// errEncodingMoved refuses a PHI value that is not ASCII in a result
+	// of a statement sent behind one that may change client_encoding
+	// (SET, set_config...; session.settingsMoved): the server reports the
+	// change only at ReadyForQuery, and converts the rows after it to the
+	// new encoding, which the proxy does not (attack14 finding 2: UTF-8
+	// sent where PostgreSQL sends LATIN1).
+	errEncodingMoved error = &refusal{pgerrcode.FeatureNotSupported, "settings",
+		"PHI values that are not ASCII cannot be shown after a statement of the same query or pipeline that may change client_encoding: send it after the ReadyForQuery that follows the change"}
 	// errSettingsInFlight refuses a text whose meaning depends on
 	// standard_conforming_strings or client_encoding (a backslash, a
 	// character beyond ASCII) while earlier statements, which may change

@@ -347,6 +347,7 @@ type reader struct {
 func newReader(nonUTF8 *atomic.Bool, settings *atomic.Pointer[sessionSettings]) *reader {
 	r := &reader{codec: newValueCodec(nonUTF8), settings: settings}
 	r.codec.settings = r.currentSettings
+	r.codec.unsure = func() bool { return r.unsure }
 	return r
 }
 
@@ -424,7 +425,7 @@ func (r *reader) dataRow(t *resultTransform, row *pgproto3.DataRow) error {
 		start := len(r.buf)
 		if r.buf, err = r.codec.present(r.buf, c.pc.col.Type, c.format, plain); err != nil {
 			var ve *ValueError
-			if errors.Is(err, errNonUTF8) || (errors.As(err, &ve) && ve != errCanonical) {
+			if errors.Is(err, errNonUTF8) || errors.Is(err, errEncodingMoved) || (errors.As(err, &ve) && ve != errCanonical) {
 				return locate(err, "column %s", c.pc.col.QualifiedName())
 			}
 			return &unreadableError{Column: c.pc.col.QualifiedName(), Err: err}

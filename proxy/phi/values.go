@@ -82,7 +82,12 @@ type valueCodec struct {
 	// they cannot be known for the value at hand; nil refuses every value
 	// that depends on them. Set by the owner (writer, reader).
 	settings func() (*sessionSettings, error)
-	env      dtEnv
+	// unsure reports whether the value at hand goes to the client under
+	// a client_encoding that a statement of the same text or pipeline may
+	// have changed (SET client_encoding, set_config), not yet reported;
+	// nil: never. Set by the reader.
+	unsure func() bool
+	env    dtEnv
 }
 
 func newValueCodec(nonUTF8 *atomic.Bool) *valueCodec {
@@ -309,10 +314,13 @@ func recvTimestamp(src []byte, t policy.LogicalType) (int64, error) {
 // present appends to dst the encoding, in the client's format, of plain, the
 // canonical plaintext of a value of type t.
 func (c *valueCodec) present(dst []byte, t policy.LogicalType, format int16, plain []byte) ([]byte, error) {
-	if textLike(t) && c.nonUTF8 != nil && c.nonUTF8.Load() {
+	if textLike(t) && (c.nonUTF8 != nil && c.nonUTF8.Load() || c.unsure != nil && c.unsure()) {
 		for _, ch := range plain {
 			if ch >= utf8.RuneSelf {
-				return dst, errNonUTF8
+				if c.nonUTF8 != nil && c.nonUTF8.Load() {
+					return dst, errNonUTF8
+				}
+				return dst, errEncodingMoved
 			}
 		}
 	}
